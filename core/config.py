@@ -1,0 +1,221 @@
+"""One typed config for every command (prepare, train, merge, generate, push).
+
+The `paths`, `training` and `lora` sections take the keys of the seed training guide as they are;
+`data`, `generation` and `hub` are ours. Unknown keys and bad values fail with a message that
+names the key and the accepted values.
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+DEMO = "demo"
+
+
+class ConfigError(ValueError):
+    """A config file that cannot be used; the message names the key and what is accepted."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class PathsConfig(_Section):
+    base_model_path: str = DEMO  # official checkpoint folder (config.yaml + model.pt), or "demo"
+    audio_tokenizer_path: Optional[str] = None  # official 1rvq tokenizer (mixed stream)
+    separate_audio_tokenizer_path: Optional[str] = None  # official septoken tokenizer (vocal/bgm)
+    runtime_path: Optional[str] = None  # SongGeneration runtime root (third_party/, conf/, ckpt/)
+    raw_data_dir: Optional[str] = None
+    metadata_path: Optional[str] = None
+    prepared_data_dir: Optional[str] = None  # default <workspace>/prepared
+    output_dir: Optional[str] = None  # default <workspace>/runs/<run-id>
+
+
+class TrainingConfig(_Section):
+    type: Literal["full", "lora"] = "lora"
+    epochs: int = Field(1, ge=1)
+    max_steps: Optional[int] = Field(None, ge=1)  # overrides epochs when set
+    batch_size: int = Field(1, ge=1)
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    learning_rate: float = Field(1e-4, gt=0)
+    lr_min_ratio: float = Field(0.1, ge=0, le=1)
+    warmup_steps: int = Field(0, ge=0)
+    weight_decay: float = Field(0.1, ge=0)
+    adam_beta1: float = Field(0.9, gt=0, lt=1)
+    adam_beta2: float = Field(0.95, gt=0, lt=1)
+    max_grad_norm: float = Field(1.0, ge=0)
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
+    gradient_checkpointing: bool = False
+    max_frames: Optional[int] = Field(None, ge=1)  # crop rule: random window of this many frames
+    seed: int = 1234
+    log_every: int = Field(1, ge=1)
+    eval_every: int = Field(50, ge=1)
+    save_every: int = Field(100, ge=1)
+    sample_every: int = Field(0, ge=0)  # 0: samples only at step 0 and at the end
+    keep_last: int = Field(2, ge=1)
+    freeze_transformer: bool = False  # "modular extension": train only the sub stack side
+    num_workers: int = Field(0, ge=0)
+
+
+class LoraConfig(_Section):
+    r: int = Field(16, ge=1)
+    alpha: float = Field(32, gt=0)
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
+    stacks: Literal["both", "transformer", "transformer2"] = "both"
+    train_fusion: bool = False  # also adapt the fusion MLP (mlp.0, mlp.2)
+    train_heads: bool = False  # also adapt the output heads (transformer.lm_head, linears.*)
+
+    @field_validator("target_modules")
+    @classmethod
+    def _no_container(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("give at least one module name, e.g. q_proj")
+        if "mlp" in v:
+            raise ValueError('"mlp" matches containers (the fusion Sequential and LlamaMLP), not layers; '
+                             "use gate_proj/up_proj/down_proj, or lora.train_fusion: true")
+        return v
+
+
+class DataConfig(_Section):
+    codec: Literal["demo", "official"] = "demo"
+    separation: Literal["demucs", "mix_minus_vocal", "none"] = "demucs"
+    val_fraction: float = Field(0.1, ge=0, lt=1)
+    prompt_offset_s: float = Field(30.0, ge=0)  # where the 10 s prompt starts when no chorus time is known
+    seed: int = 0
+    device: str = "auto"
+
+
+class GenerationConfig(_Section):
+    lyrics: Optional[str] = None
+    description: Optional[str] = None
+    prompt_audio: Optional[str] = None
+    max_seconds: Optional[float] = Field(None, gt=0)
+    cfg_coef: float = 1.5
+    temperature: float = Field(1.0, gt=0)
+    top_k: int = Field(50, ge=0)
+    top_p: float = Field(0.0, ge=0, le=1)
+    record_window: int = Field(50, ge=0)
+    seed: int = 0
+    gen_type: Literal["mixed", "vocal", "bgm", "separate"] = "mixed"
+    lora_scales: list[float] = Field(default_factory=lambda: [0.0, 0.5, 1.0])
+    output_dir: Optional[str] = None
+
+
+class HubConfig(_Section):
+    repo_id: Optional[str] = None
+    private: bool = True
+    push_adapter: bool = True
+    push_merged: bool = False
+    push_dataset: bool = False
+    dataset_repo_id: Optional[str] = None
+
+
+class StudioConfig(_Section):
+    paths: PathsConfig = Field(default_factory=PathsConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    generation: GenerationConfig = Field(default_factory=GenerationConfig)
+    hub: HubConfig = Field(default_factory=HubConfig)
+    workspace: Optional[str] = None  # default $STUDIO_HOME or ./workspace
+
+    # ---- derived locations -------------------------------------------------------------
+    def workspace_dir(self) -> Path:
+        return Path(self.workspace or os.environ.get("STUDIO_HOME") or "workspace").expanduser()
+
+    def prepared_dir(self) -> Path:
+        return Path(self.paths.prepared_data_dir) if self.paths.prepared_data_dir else self.workspace_dir() / "prepared"
+
+    def output_dir(self) -> Path:
+        return Path(self.paths.output_dir) if self.paths.output_dir else self.workspace_dir() / "runs" / "default"
+
+    # ---- IO ---------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
+
+    def save(self, path: str | os.PathLike) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(self.to_yaml(), encoding="utf-8")
+        return path
+
+
+# YAML 1.1 (PyYAML) reads `1e-4` as a string; accept it as the number a user means.
+class _Loader(yaml.SafeLoader):
+    pass
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)$|^[-+]?\d+\.\d*$|^[-+]?\.\d+$"),
+    list("-+0123456789."),
+)
+
+
+def _format_errors(err: ValidationError, source: str) -> str:
+    lines = [f"{source}: invalid config"]
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"])
+        if e["type"] == "extra_forbidden":
+            parent = e["loc"][:-1]
+            model: Any = StudioConfig
+            for p in parent:
+                model = model.model_fields[p].annotation
+            accepted = ", ".join(model.model_fields)
+            lines.append(f"  - unknown key '{key}'; accepted keys here: {accepted}")
+        elif e["type"] == "literal_error":
+            allowed = e.get("ctx", {}).get("expected", "")
+            lines.append(f"  - '{key}' = {e.get('input')!r} is not accepted; expected one of: {allowed}")
+        else:
+            lines.append(f"  - '{key}' = {e.get('input')!r}: {e['msg']}")
+    return "\n".join(lines)
+
+
+def parse_config(data: dict[str, Any] | None, source: str = "config") -> StudioConfig:
+    try:
+        return StudioConfig.model_validate(data or {})
+    except ValidationError as err:
+        raise ConfigError(_format_errors(err, source)) from None
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: dict[str, Any] | None = None) -> StudioConfig:
+    """Read a YAML config (or defaults when `path` is None) and apply dotted-key overrides."""
+    data: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p} (give --config path/to/config.yaml)")
+        try:
+            data = yaml.load(p.read_text(encoding="utf-8"), Loader=_Loader) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{p}: not valid YAML: {err}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{p}: the top level must be a mapping of sections (paths, training, ...)")
+        source = str(p)
+    for dotted, value in (overrides or {}).items():
+        node = data
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return parse_config(data, source)
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`training.learning_rate=3e-4` -> ("training.learning_rate", 0.0003)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like section.key=value")
+    key, raw = text.split("=", 1)
+    return key.strip(), yaml.load(raw, Loader=_Loader)
