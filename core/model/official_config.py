@@ -60,8 +60,10 @@ def _load_yaml_resolver(rel: str) -> Any:
     return yaml.safe_load(path.read_text(encoding="utf-8"))
 
 
-OmegaConf.register_new_resolver("eval", safe_arithmetic, replace=True)
-OmegaConf.register_new_resolver("load_yaml", _load_yaml_resolver, replace=True)
+# omegaconf 2.4 renamed the registration call; 2.3 only has the old name.
+_register = getattr(OmegaConf, "register_resolver", None) or OmegaConf.register_new_resolver
+_register("eval", safe_arithmetic, replace=True)
+_register("load_yaml", _load_yaml_resolver, replace=True)
 
 
 def runtime_candidates(ckpt_dir: Optional[Path], explicit: Optional[str | Path]) -> list[Path]:
