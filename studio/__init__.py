@@ -1,0 +1,1 @@
+"""SongGen Studio's Gradio face. No ML here: widgets, polling, and calls into `core`."""

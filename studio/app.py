@@ -1,0 +1,89 @@
+"""Build the studio: a header with the banners that say what is in use, then four tabs.
+
+Tabs only lay out widgets and call `core` (through `studio.backend`); run state is read from
+files so that a reload, or a second browser, sees the same thing.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import gradio as gr
+
+from studio import backend
+from studio.i18n import tr
+from studio.space import SpaceInfo, default_workspace, detect
+from studio.state import Workspace
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+
+
+@dataclass
+class Ctx:
+    ws: Workspace
+    lang: str
+    space: SpaceInfo
+
+    def t(self, key: str, **fmt) -> str:
+        return tr(key, self.lang, **fmt)
+
+    @property
+    def locked(self) -> bool:
+        """Training and pushing are off (public demo Space)."""
+        return self.space.demo_mode
+
+
+def build_app(workspace: Optional[str | os.PathLike] = None, lang: str = "en",
+              space: Optional[SpaceInfo] = None) -> gr.Blocks:
+    from studio.tabs import data as data_tab, export as export_tab, tokenize as tok_tab, train as train_tab
+
+    space = space or detect()
+    ws = Workspace(default_workspace(space, str(workspace) if workspace else None))
+    ctx = Ctx(ws=ws, lang=lang if lang in ("en", "zh") else "en", space=space)
+
+    with gr.Blocks(title=ctx.t("title"), analytics_enabled=False) as demo:
+        with gr.Row(elem_id="studio-header"):
+            gr.Markdown(f"# {ctx.t('title')}\n{ctx.t('subtitle')}", elem_id="studio-title")
+            gr.Markdown(f"{ctx.t('workspace')}: `{ws.root}`", elem_id="studio-workspace")
+        if space.demo_mode:
+            gr.Markdown(ctx.t("banner_space_demo", dup=space.duplicate_url or
+                              "https://huggingface.co/docs/hub/spaces-overview#duplicating-a-space"),
+                        elem_id="banner-space-demo", elem_classes=["banner", "banner-warn"])
+        demo_banner = gr.Markdown(ctx.t("banner_demo_model"), elem_id="banner-demo-model",
+                                  elem_classes=["banner", "banner-demo"], visible=backend.uses_demo(ws))
+        with gr.Tabs(elem_id="studio-tabs"):
+            with gr.Tab(ctx.t("tab_data"), id="data", elem_id="tab-data"):
+                data_ui = data_tab.build(ctx)
+            with gr.Tab(ctx.t("tab_tokenize"), id="tokenize", elem_id="tab-tokenize"):
+                tok_ui = tok_tab.build(ctx)
+            with gr.Tab(ctx.t("tab_train"), id="train", elem_id="tab-train"):
+                train_ui = train_tab.build(ctx)
+            with gr.Tab(ctx.t("tab_export"), id="export", elem_id="tab-export"):
+                export_tab.build(ctx, train_ui)
+
+        def _banner():
+            return gr.update(visible=backend.uses_demo(ws))
+
+        # the banner follows the choices saved in the workspace (codec, base model)
+        demo.load(_banner, None, demo_banner, api_name=False, queue=False)
+        for trig in (tok_ui.get("changed"), train_ui.get("changed")):
+            if trig is not None:
+                trig.then(_banner, None, demo_banner, api_name=False, queue=False)
+        data_tab.wire_load(ctx, demo, data_ui)
+        tok_tab.wire_load(ctx, demo, tok_ui)
+        train_tab.wire_load(ctx, demo, train_ui)
+    demo.studio_ctx = ctx  # for tests and bench
+    return demo
+
+
+def launch_kwargs() -> dict:
+    css = ASSETS / "style.css"
+    return {"css_paths": [css] if css.is_file() else None, "theme": gr.themes.Soft(), "footer_links": ["api", "settings"]}
+
+
+def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int = 7860, **kw):
+    ws_root = demo.studio_ctx.ws.root
+    return demo.queue(default_concurrency_limit=4).launch(
+        server_name=host, server_port=port, allowed_paths=[str(ws_root)], **launch_kwargs(), **kw)

@@ -1,0 +1,399 @@
+"""The one seam between the studio and the engine: every call into `core` goes through here.
+
+Imports of `core` modules are lazy (inside functions) so `python app.py` serves its page without
+loading torch first, and so a missing engine piece becomes a clear message in the UI instead of a
+crash at start. Nothing here trains, encodes or generates: it builds configs and calls `core`.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import gradio as gr
+
+from studio.i18n import tr
+
+
+class MissingCore(gr.Error):
+    pass
+
+
+def _core(module: str, attr: Optional[str] = None):
+    try:
+        mod = importlib.import_module(module)
+        return getattr(mod, attr) if attr else mod
+    except (ImportError, AttributeError) as err:
+        what = f"{module}.{attr}" if attr else module
+        raise MissingCore(tr("core_missing", "en", what=what, err=err)) from None
+
+
+# ---- config ---------------------------------------------------------------------------------
+def load_config(overrides: dict[str, Any] | None = None):
+    from core.config import load_config as _load
+    return _load(None, overrides or {})
+
+
+def config_fields(section: str) -> set[str]:
+    from core.config import StudioConfig
+    return set(StudioConfig.model_fields[section].annotation.model_fields)
+
+
+def uses_demo(ws) -> bool:
+    """True when the workspace's current choices involve the built-in demo model or demo codec."""
+    st = ws.get_state()
+    return st.get("codec", "demo") == "demo" or st.get("base_model", "demo") == "demo"
+
+
+# ---- data -----------------------------------------------------------------------------------
+def tag_choices() -> list[str]:
+    """Every description tag of the official vocabularies (gender, genre, emotion, instrument)."""
+    vocab = _core("core.lyrics", "list_tags")()
+    out: list[str] = []
+    for tags in vocab.values():
+        for tg in tags:
+            if tg not in out:
+                out.append(tg)
+    return out
+
+
+def max_song_seconds(ws) -> float:
+    """Longest song the chosen base model takes (QC uses it); 150 s when it cannot be told."""
+    try:
+        info = model_description(ws)
+        return float(info.get("max_dur") or info.get("max_duration") or 150.0)
+    except Exception:
+        return 150.0
+
+
+def check_song(song: dict[str, Any], max_dur: float = 150.0) -> dict[str, Any]:
+    """Lyric grammar + description tags + audio QC of one song, as a plain dict for the table.
+
+    Uses core.lyrics and core.audio directly (the same checks core.data.prepare applies)."""
+    lyr = _core("core.lyrics")
+    aud = _core("core.audio")
+    res = lyr.check_lyrics(song.get("gt_lyric") or "")
+    desc = lyr.check_description(song.get("descriptions") or "")
+    qc, _ = aud.qc_file(song["path"], max_dur=max_dur)
+    reasons = [f.message for f in qc.findings] + list(res.errors) + list(res.changes) + list(res.warnings) \
+        + list(desc.warnings) + list(desc.changes)
+    audio_status = "error" if not qc.ok else ("warning" if qc.warnings else "ok")
+    if not qc.ok or res.errors:
+        status = "rejected"
+    elif res.changed:
+        status = "fixed"
+    elif qc.warnings or res.warnings or desc.warnings:
+        status = "warning"
+    else:
+        status = "ok"
+    dur = round(qc.info.duration_s, 1) if qc.info else None
+    return {"status": status, "reasons": reasons, "fixed_lyric": res.text, "lyric_status": res.status,
+            "audio_status": audio_status, "duration": dur, "desc_unknown": list(desc.unknown),
+            "desc_text": desc.text or ""}
+
+
+def _prepare_cfg(ws, extra: dict[str, Any] | None = None):
+    st = ws.get_state()
+    ov = {"workspace": str(ws.root), "paths.metadata_path": str(ws.write_metadata()),
+          "data.codec": st.get("codec", "demo"), "data.separation": st.get("separation", "none"),
+          "data.val_fraction": float(st.get("val_fraction", 0.1)),
+          "paths.base_model_path": st.get("base_model", "demo") or "demo"}
+    if st.get("runtime_path"):
+        ov["paths.runtime_path"] = st["runtime_path"]
+    ov.update(extra or {})
+    return load_config(ov)
+
+
+def plan_prepare(ws) -> str:
+    """What a prepare would reuse from the cache and what it would encode (no encoding)."""
+    plan = _core("core.data", "plan")(_prepare_cfg(ws))
+    d = plan if isinstance(plan, dict) else getattr(plan, "__dict__", {})
+    reuse, enc = d.get("cached", d.get("reuse", [])), d.get("to_encode", d.get("encode", []))
+    lines = [f"- cached (reused): **{len(reuse)}**", f"- to encode: **{len(enc)}**"]
+    if d.get("dataset_dir"):
+        lines.append(f"- dataset: `{d['dataset_dir']}`")
+    return "\n".join(lines)
+
+
+def prepare(ws, progress: Callable[[float, str], None] | None = None) -> dict[str, Any]:
+    cfg = _prepare_cfg(ws)
+    run = _core("core.data", "prepare")
+
+    def cb(*args, **kw):
+        # accept (done, total[, message]) or (fraction[, message])
+        if progress is None:
+            return
+        try:
+            if len(args) >= 2 and isinstance(args[1], (int, float)) and args[1]:
+                progress(float(args[0]) / float(args[1]), str(args[2]) if len(args) > 2 else "")
+            elif args:
+                progress(float(args[0]), str(args[1]) if len(args) > 1 else "")
+        except Exception:
+            pass
+
+    result = run(cfg, progress=cb)
+    ds = str(getattr(result, "dataset_dir", "") or "")
+    ws.set_state(dataset_dir=ds)
+    return last_prepare(ws)
+
+
+def _song_seconds(entry: dict[str, Any]) -> Optional[float]:
+    for k in ("duration", "duration_s", "seconds"):
+        if isinstance(entry.get(k), (int, float)):
+            return float(entry[k])
+    if isinstance(entry.get("frames"), (int, float)):
+        return float(entry["frames"]) / 25.0
+    return None
+
+
+def last_prepare(ws) -> Optional[dict[str, Any]]:
+    """The last prepared dataset's report, summary and token budget, read from its files."""
+    import json
+    ds = ws.get_state().get("dataset_dir")
+    if not ds or not Path(ds).is_dir():
+        return None
+    ds = Path(ds)
+    try:
+        report = json.loads((ds / "report.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        report = []
+    entries = report.get("songs", report.get("items", [])) if isinstance(report, dict) else report
+    rows = []
+    for e in entries:
+        rows.append({"idx": e.get("idx"), "status": e.get("status"), "split": e.get("split", ""),
+                     "seconds": _song_seconds(e), "cached": e.get("cached", ""),
+                     "reasons": " · ".join(e.get("reasons", []) or [])})
+    ctx_frames = max_song_seconds(ws) * 25
+    budget, durs = [], []
+    for r in rows:
+        if r["seconds"] is None or r["status"] == "rejected":
+            continue
+        tokens = int(r["seconds"] * 25)
+        durs.append(r["seconds"])
+        budget.append((str(r["idx"]), min(tokens, ctx_frames), "used"))
+        if tokens > ctx_frames:
+            budget.append((str(r["idx"]), tokens - ctx_frames, "cropped"))
+        else:
+            budget.append((str(r["idx"]), ctx_frames - tokens, "free context"))
+    hist: dict[int, int] = {}
+    for d in durs:
+        b = int(d // 30) * 30
+        hist[b] = hist.get(b, 0) + 1
+    hist_rows = [(f"{b}-{b + 30}", n) for b, n in sorted(hist.items())]
+    summ = report.get("summary") if isinstance(report, dict) else None
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r["status"]] = counts.get(r["status"], 0) + 1
+    md = [f"Prepared dataset: `{ds}`", "", " · ".join(f"**{k}** {v}" for k, v in counts.items())]
+    if isinstance(summ, dict):
+        md.append(" · ".join(f"{k}: {v}" for k, v in summ.items() if not isinstance(v, (dict, list))))
+    md.append(f"\nModel context: {int(ctx_frames)} tokens ({ctx_frames / 25:.0f} s) per stream")
+    return {"summary_md": "\n".join(md), "report_rows": rows, "budget_rows": budget, "hist_rows": hist_rows,
+            "dataset_dir": str(ds)}
+
+
+# ---- model ------------------------------------------------------------------------------------
+def model_description(ws) -> dict[str, Any]:
+    st = ws.get_state()
+    cfg = load_config({"workspace": str(ws.root), "paths.base_model_path": st.get("base_model", "demo") or "demo",
+                       **({"paths.runtime_path": st["runtime_path"]} if st.get("runtime_path") else {})})
+    path = _core("core.model", "resolve_base_model")(cfg)
+    info = _core("core.model", "describe_checkpoint")(path)
+    return info if isinstance(info, dict) else dict(getattr(info, "__dict__", {}))
+
+
+def inspect_model(ws, kind: str, path: str) -> str:
+    if kind != "demo" and not (path or "").strip():
+        raise gr.Error("give a checkpoint folder or a Hub repo id")
+    info = model_description(ws)
+    label = "**DEMO model** (built in, random-ish small weights for trying the studio)\n\n" if kind == "demo" else ""
+    return label + "\n".join(f"- {k}: `{v}`" for k, v in info.items() if not isinstance(v, (dict, list)))
+
+
+# ---- training ------------------------------------------------------------------------------------
+def train_config(ws, v: dict[str, Any]):
+    st = ws.get_state()
+    base = "demo" if v.get("base_kind") == "demo" else (v.get("base_path") or "").strip()
+    if not base:
+        raise gr.Error("give a checkpoint folder or a Hub repo id for the base model")
+    ov: dict[str, Any] = {
+        "workspace": str(ws.root),
+        "paths.base_model_path": base,
+        "data.codec": st.get("codec", "demo"), "data.separation": st.get("separation", "none"),
+        "training.type": v["mode"], "training.epochs": int(v["epochs"] or 1),
+        "training.max_steps": int(v["steps"]) if v.get("steps") else None,
+        "training.batch_size": int(v["batch"]), "training.gradient_accumulation_steps": int(v["accum"]),
+        "training.learning_rate": float(v["lr"]), "training.warmup_steps": int(v["warmup"] or 0),
+        "training.max_frames": int(v["max_frames"]) if v.get("max_frames") else None,
+        "training.mixed_precision": v["precision"], "training.gradient_checkpointing": bool(v["grad_ckpt"]),
+        "training.save_every": int(v["save_every"]), "training.sample_every": int(v["sample_every"] or 0),
+        "training.log_every": int(v["log_every"]), "training.seed": int(v["seed"] or 0),
+        "lora.r": int(v["lora_r"]), "lora.alpha": float(v["lora_alpha"]), "lora.dropout": float(v["lora_dropout"]),
+        "lora.stacks": v["lora_stacks"], "lora.train_fusion": bool(v["lora_fusion"]),
+        "lora.train_heads": bool(v["lora_heads"]),
+    }
+    if st.get("runtime_path"):
+        ov["paths.runtime_path"] = st["runtime_path"]
+    if st.get("dataset_dir") and "dataset_dir" in config_fields("training"):
+        ov["training.dataset_dir"] = st["dataset_dir"]
+    from core.config import ConfigError
+    try:
+        return load_config(ov)
+    except ConfigError as err:
+        raise gr.Error(str(err)) from None
+
+
+def preview(ws, cfg) -> tuple[str, str]:
+    """The config the next run gets, and the command that trains it from a shell once saved."""
+    command_for = _core("core.runs", "command_for")
+    return cfg.to_yaml(), command_for(ws.root / "configs" / "next")
+
+
+def save_config(ws, cfg, name: Optional[str] = None) -> str:
+    import re
+    folder = ws.root / "configs" / (re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") if name else "next")
+    return str(cfg.save(folder / "config.yaml"))
+
+
+def estimate(cfg) -> str:
+    fn = None
+    for mod, attr in (("core.train", "estimate"), ("core.train", "estimate_memory"), ("core.model", "estimate_memory")):
+        try:
+            fn = getattr(importlib.import_module(mod), attr)
+            break
+        except (ImportError, AttributeError):
+            continue
+    if fn is None:
+        return ""
+    est = fn(cfg)
+    if isinstance(est, str):
+        return est
+    d = est if isinstance(est, dict) else dict(getattr(est, "__dict__", {}))
+    return " · ".join(f"{k}: {v}" for k, v in d.items())
+
+
+def list_runs(ws) -> list[dict[str, Any]]:
+    return _core("core.runs", "list_runs")(ws.root)
+
+
+def run_status(run_dir: str) -> dict[str, Any]:
+    return _core("core.runs", "run_status")(run_dir)
+
+
+def tail_log(run_dir: str, lines: int = 40) -> str:
+    return _core("core.runs", "tail_log")(run_dir, lines)
+
+
+def samples(run_dir: str) -> list[str]:
+    folder = Path(run_dir) / "samples"
+    if not folder.is_dir():
+        return []
+    return [str(p) for p in sorted(folder.glob("*.wav"), key=lambda p: (p.stat().st_mtime, p.name))]
+
+
+def run_config_text(run_dir: str) -> str:
+    p = Path(run_dir) / "config.yaml"
+    return p.read_text(encoding="utf-8") if p.is_file() else ""
+
+
+def run_command(run_dir: str) -> str:
+    info = run_status(run_dir)
+    return info.get("command") or _core("core.runs", "command_for")(run_dir)
+
+
+def start_new_run(ws, v: dict[str, Any]) -> Path:
+    st = ws.get_state()
+    if not st.get("dataset_dir") or not Path(st["dataset_dir"]).is_dir():
+        raise gr.Error(tr("need_data", "en"))
+    cfg = train_config(ws, v)
+    runs = _core("core.runs")
+    run_dir = runs.create_run(cfg, name=(v.get("run_name") or "").strip() or None)
+    runs.start_run(run_dir)
+    return run_dir
+
+
+def stop_run(run_dir: str):
+    return _core("core.runs", "stop_run")(run_dir)
+
+
+def request_save(run_dir: str):
+    return _core("core.runs", "request_save")(run_dir)
+
+
+def request_sample(run_dir: str):
+    return _core("core.runs", "request_sample")(run_dir)
+
+
+def resume_run(run_dir: str):
+    try:
+        return _core("core.runs", "start_run")(run_dir, resume=True)
+    except (RuntimeError, FileNotFoundError) as err:
+        raise gr.Error(str(err)) from None
+
+
+# ---- export ---------------------------------------------------------------------------------------
+def all_checkpoints(ws) -> list[tuple[str, str]]:
+    runs = _core("core.runs")
+    out = []
+    for r in runs.list_runs(ws.root):
+        for c in reversed(runs.checkpoints(r["run_dir"])):
+            out.append((f"{r['run_id']} / {c.name}", str(c)))
+    return out
+
+
+def _run_cfg_for(ckpt: str):
+    """The config of the run a checkpoint belongs to (<run>/checkpoints/step-N)."""
+    run_dir = Path(ckpt).resolve().parent.parent
+    return _core("core.runs", "load_run_config")(run_dir), run_dir
+
+
+def merge(ws, ckpt: str, strength: float) -> str:
+    cfg, run_dir = _run_cfg_for(ckpt)
+    out = ws.exports_dir / f"{run_dir.name}-{Path(ckpt).name}-s{strength:g}"
+    res = _core("core.export", "merge")(cfg, ckpt, out, scale=float(strength))
+    return str(getattr(res, "out_dir", None) or res or out)
+
+
+def _gen_overrides(cfg, lyrics, desc, seconds, seed, prompt):
+    g = cfg.generation.model_copy(update={"lyrics": lyrics, "description": desc, "max_seconds": seconds,
+                                          "seed": seed, "prompt_audio": prompt})
+    return cfg.model_copy(update={"generation": g})
+
+
+def generate(ws, ckpt, strength, lyrics, desc, seconds, seed, prompt) -> str:
+    cfg, run_dir = _run_cfg_for(ckpt)
+    cfg = _gen_overrides(cfg, lyrics, desc, seconds, seed, prompt)
+    out = ws.exports_dir / "generations"
+    res = _core("core.generate", "generate")(cfg, ckpt=ckpt, scale=float(strength), out_dir=out)
+    return str(getattr(res, "path", res))
+
+
+def ab(ws, ckpt, strength, lyrics, desc, seconds, seed, prompt) -> dict[str, Any]:
+    cfg, run_dir = _run_cfg_for(ckpt)
+    cfg = _gen_overrides(cfg, lyrics, desc, seconds, seed, prompt)
+    res = _core("core.generate", "ab")(cfg, ckpt=ckpt, scale=float(strength), out_dir=ws.exports_dir / "ab")
+    return res if isinstance(res, dict) else dict(getattr(res, "__dict__", {}))
+
+
+def sweep(ws, ckpt, scales, lyrics, desc, seconds, seed, prompt) -> list[tuple[float, str]]:
+    cfg, run_dir = _run_cfg_for(ckpt)
+    cfg = _gen_overrides(cfg, lyrics, desc, seconds, seed, prompt)
+    res = _core("core.generate", "sweep")(cfg, ckpt=ckpt, scales=scales, out_dir=ws.exports_dir / "sweep")
+    return [(float(s), str(p)) for s, p in res]
+
+
+def push(ws, ckpt, repo_id, private, adapter, merged, dataset, token: Optional[str] = None) -> str:
+    if not (repo_id or "").strip():
+        raise gr.Error("give a repository id such as your-name/my-songgen-lora")
+    cfg, run_dir = _run_cfg_for(ckpt)
+    hub = cfg.hub.model_copy(update={"repo_id": repo_id.strip(), "private": private, "push_adapter": adapter,
+                                     "push_merged": merged, "push_dataset": dataset})
+    cfg = cfg.model_copy(update={"hub": hub})
+    try:
+        res = _core("core.hub", "push")(cfg, ckpt=ckpt, token=token)
+    except gr.Error:
+        raise
+    except Exception as err:  # offline, bad token, name clash: core.hub words the message
+        raise gr.Error(str(err)) from None
+    return str(getattr(res, "url", res))

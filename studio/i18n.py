@@ -1,0 +1,169 @@
+"""Every label and help text of the studio, English and Chinese, in one table.
+
+``T[key] = (english, chinese)``. ``tr(key, lang, **fmt)`` picks one and formats it. A missing
+key raises at import time of the tab that uses it (tests walk every key in both languages).
+"""
+from __future__ import annotations
+
+LANGS = ("en", "zh")
+
+T: dict[str, tuple[str, str]] = {
+    # ---- shell -----------------------------------------------------------------------------
+    "title": ("SongGen Studio", "SongGen Studio 歌曲模型微调工作室"),
+    "subtitle": ("Finetune Tencent's SongGeneration (LeVo) on your own songs: upload, tokenize, train, listen, publish.",
+                 "用你自己的歌曲微调腾讯 SongGeneration (LeVo)：上传、编码、训练、试听、发布。"),
+    "banner_demo_model": ("**DEMO model and DEMO codec in use.** They run on any CPU without downloads so you can try "
+                          "every step; their audio is not music quality. Pick an official checkpoint or a Hub repo in "
+                          "*Train* and the official codec in *Tokenize* for real finetuning.",
+                          "**当前使用的是演示 (DEMO) 模型和演示编解码器。** 它们无需下载即可在任意 CPU 上运行，方便体验全部流程，"
+                          "但生成的音频不具备音乐质量。真正微调时请在「训练」中选择官方权重或 Hub 仓库，并在「编码」中选择官方编解码器。"),
+    "banner_space_demo": ("**This is a public demo Space: training and publishing are turned off** (the GPU is shared "
+                          "by everyone who opens this page). To train on your own songs, "
+                          "[duplicate this Space]({dup}) and set the Space variable `STUDIO_ALLOW_TRAINING=1`, "
+                          "or run it locally: `pip install -r requirements.txt -c constraints.txt && python app.py`.",
+                          "**这是公开演示 Space：训练与发布已关闭**（GPU 由所有访问者共享）。"
+                          "如需用自己的歌曲训练，请[复制此 Space]({dup})并设置 Space 变量 `STUDIO_ALLOW_TRAINING=1`，"
+                          "或在本地运行：`pip install -r requirements.txt -c constraints.txt && python app.py`。"),
+    "demo_disabled": ("Disabled in this public demo Space: duplicate the Space and set STUDIO_ALLOW_TRAINING=1.",
+                      "公开演示 Space 中已禁用：请复制 Space 并设置 STUDIO_ALLOW_TRAINING=1。"),
+    "workspace": ("Workspace", "工作目录"),
+    "tab_data": ("1 · Data", "1 · 数据"),
+    "tab_tokenize": ("2 · Tokenize", "2 · 编码"),
+    "tab_train": ("3 · Train", "3 · 训练"),
+    "tab_export": ("4 · Export & publish", "4 · 导出与发布"),
+    "core_missing": ("This step needs `{what}` from the engine (core), which is not available in this install: {err}",
+                     "此步骤需要引擎 (core) 中的 `{what}`，当前安装中不可用：{err}"),
+    # ---- data --------------------------------------------------------------------------------
+    "data_intro": ("Add songs one by one (audio + lyrics + style tags), or import many at once: audio files with "
+                   "same-named `.txt` lyrics, or a `metadata.jsonl` (`path`, `gt_lyric`, `descriptions`, `idx`). "
+                   "Lyrics use the SongGeneration grammar: `[verse] line one. line two ; [chorus] ...` — common "
+                   "formats (`[Verse 1]`, line breaks) are fixed for you and shown beside the original.",
+                   "可逐首添加歌曲（音频 + 歌词 + 风格标签），或批量导入：音频文件加同名 `.txt` 歌词，或 `metadata.jsonl`"
+                   "（`path`、`gt_lyric`、`descriptions`、`idx`）。歌词采用 SongGeneration 格式：`[verse] 第一句. 第二句 ; [chorus] ...`，"
+                   "常见写法（`[Verse 1]`、换行）会被自动修正，并与原文对照显示。"),
+    "add_one": ("Add one song", "添加单首歌曲"),
+    "audio_file": ("Audio (wav, flac, ogg, mp3)", "音频（wav、flac、ogg、mp3）"),
+    "lyrics": ("Lyrics", "歌词"),
+    "lyrics_help": ("Sections in brackets, sentences end with a period, sections joined by ' ; '. Line breaks are fine: they are converted.",
+                    "段落标签放在方括号中，句子以句号结尾，段落之间用 ' ; ' 连接。也可以直接换行，会自动转换。"),
+    "descriptions": ("Style description (comma-separated tags)", "风格描述（逗号分隔的标签）"),
+    "desc_help": ("e.g. female, pop, energetic, piano, the bpm is 120. Unknown tags are kept and reported.",
+                  "例如 female, pop, energetic, piano, the bpm is 120。未知标签会保留并提示。"),
+    "suggest_tags": ("Suggested tags (official vocabularies)", "推荐标签（官方词表）"),
+    "add_song": ("Add song", "添加歌曲"),
+    "bulk_import": ("Import many", "批量导入"),
+    "bulk_files": ("Audio files, same-named .txt lyrics, optional metadata.jsonl", "音频文件、同名 .txt 歌词、可选 metadata.jsonl"),
+    "import_btn": ("Import", "导入"),
+    "songs": ("Songs", "歌曲列表"),
+    "check_btn": ("Check all songs", "检查全部歌曲"),
+    "song_pick": ("Song", "歌曲"),
+    "original": ("Original lyrics", "原始歌词"),
+    "fixed": ("Auto-fixed lyrics (editable)", "自动修正后的歌词（可编辑）"),
+    "reasons": ("Findings", "检查结果"),
+    "accept_fix": ("Accept fixed lyrics", "接受修正"),
+    "save_edit": ("Save my edit", "保存我的修改"),
+    "remove_song": ("Remove song", "移除歌曲"),
+    "player": ("Listen", "试听"),
+    "added": ("Added song {idx}.", "已添加歌曲 {idx}。"),
+    "imported": ("Imported {n} song(s).", "已导入 {n} 首歌曲。"),
+    "need_audio": ("Choose an audio file first.", "请先选择音频文件。"),
+    "saved": ("Saved lyrics of {idx}.", "已保存 {idx} 的歌词。"),
+    "removed": ("Removed {idx}.", "已移除 {idx}。"),
+    "no_song": ("Pick a song first.", "请先选择一首歌曲。"),
+    "col_idx": ("idx", "编号"), "col_file": ("file", "文件"), "col_dur": ("duration (s)", "时长（秒）"),
+    "col_audio": ("audio", "音频"), "col_lyrics": ("lyrics", "歌词"), "col_desc": ("tags", "标签"),
+    "col_status": ("status", "状态"), "col_reasons": ("why", "原因"),
+    # ---- tokenize ---------------------------------------------------------------------------
+    "tok_intro": ("Tokenizing turns each song into three 25 Hz token streams (mixed, vocal, accompaniment) plus a "
+                  "10 s prompt, stored in a cache keyed by content: unchanged songs are never encoded twice.",
+                  "编码会把每首歌转成三路 25 Hz 的 token 流（混合、人声、伴奏）以及 10 秒提示片段，并按内容哈希缓存："
+                  "未改动的歌曲不会重复编码。"),
+    "codec": ("Codec", "编解码器"),
+    "codec_help": ("demo: runs anywhere, DEMO quality. official: SongGeneration's tokenizers (needs the runtime weights).",
+                   "demo：任意机器可运行，演示质量。official：SongGeneration 官方分词器（需要官方运行时权重）。"),
+    "separation": ("Vocal / accompaniment separation", "人声 / 伴奏分离"),
+    "sep_help": ("demucs: htdemucs from the local checkpoint. mix_minus_vocal: accompaniment = mix − vocal. none: use the mix for all streams (demo).",
+                 "demucs：使用本地 htdemucs 权重。mix_minus_vocal：伴奏 = 混音 − 人声。none：三路都用混音（演示用）。"),
+    "val_fraction": ("Validation share", "验证集比例"),
+    "runtime_path": ("SongGeneration runtime folder (official codec / demucs)", "SongGeneration 运行时目录（官方编解码器 / demucs）"),
+    "plan_btn": ("Check cache", "检查缓存"),
+    "tokenize_btn": ("Tokenize", "开始编码"),
+    "report": ("Prepare report", "处理报告"),
+    "summary": ("Summary", "汇总"),
+    "budget": ("Token budget", "Token 预算"),
+    "budget_help": ("Tokens per song (25 per second) against the model's context; longer songs are cropped by the training rule.",
+                    "每首歌的 token 数（每秒 25 个）与模型上下文长度对比；超长歌曲按训练规则裁剪。"),
+    "dur_hist": ("Song durations", "歌曲时长分布"),
+    "no_songs": ("No songs yet: add some in Data.", "还没有歌曲：请先在「数据」中添加。"),
+    "prepared_at": ("Prepared dataset: `{path}`", "已编码数据集：`{path}`"),
+    # ---- train ----------------------------------------------------------------------------------
+    "base_model": ("Base model", "基础模型"),
+    "base_kind": ("Source", "来源"),
+    "base_demo": ("Built-in DEMO model", "内置演示 (DEMO) 模型"),
+    "base_folder": ("Official checkpoint folder", "官方权重目录"),
+    "base_hub": ("Hugging Face Hub repo", "Hugging Face Hub 仓库"),
+    "base_path": ("Folder (config.yaml + model.pt) or repo id (e.g. tencent/SongGeneration)",
+                  "目录（config.yaml + model.pt）或仓库 ID（如 tencent/SongGeneration）"),
+    "inspect_btn": ("Inspect / download", "查看 / 下载"),
+    "mode": ("Finetuning", "微调方式"),
+    "mode_help": ("LoRA trains small adapters (one 24 GB GPU for base); full trains every weight (several large GPUs).",
+                  "LoRA 只训练小型适配器（base 模型一张 24 GB 显卡即可）；全量微调训练全部权重（需要多张大显存显卡）。"),
+    "preset": ("Preset (goal · GPU memory)", "预设（目标 · 显存）"),
+    "lora_opts": ("LoRA options", "LoRA 选项"),
+    "lora_r": ("rank r", "秩 r"), "lora_alpha": ("alpha", "alpha"), "lora_dropout": ("dropout", "dropout"),
+    "lora_stacks": ("Stacks to adapt", "适配的堆栈"), "lora_fusion": ("Also train the fusion MLP", "同时训练融合 MLP"),
+    "lora_heads": ("Also train the output heads", "同时训练输出头"),
+    "optim": ("Optimisation", "优化"),
+    "lr": ("Learning rate", "学习率"), "steps": ("Max steps (0 = by epochs)", "最大步数（0 = 按轮数）"),
+    "epochs": ("Epochs", "轮数"), "batch": ("Batch size", "批大小"), "accum": ("Gradient accumulation", "梯度累积"),
+    "warmup": ("Warmup steps", "预热步数"), "max_frames": ("Crop to frames (0 = model max; 25 frames = 1 s)", "裁剪帧数（0 = 模型上限；25 帧 = 1 秒）"),
+    "precision": ("Mixed precision", "混合精度"), "grad_ckpt": ("Gradient checkpointing", "梯度检查点"),
+    "save_every": ("Save every N steps", "每 N 步保存"), "sample_every": ("Sample every N steps (0 = start and end)", "每 N 步生成样例（0 = 仅开始和结束）"),
+    "log_every": ("Log every N steps", "每 N 步记录"), "seed": ("Seed", "随机种子"),
+    "run_name": ("Run name (optional)", "运行名称（可选）"),
+    "estimate": ("Estimate", "估算"),
+    "command": ("Command (run it from a shell to train without the UI)", "命令（可在终端中直接运行，无需界面）"),
+    "config_yaml": ("Run config", "运行配置"),
+    "next_run": ("Next run: config and command", "下一次运行：配置与命令"),
+    "save_cfg": ("Save config file", "保存配置文件"),
+    "start": ("Start training", "开始训练"), "stop": ("Stop (saves first)", "停止（先保存）"),
+    "save_now": ("Save now", "立即保存"), "sample_now": ("Sample now", "立即生成样例"), "resume": ("Resume", "继续训练"),
+    "runs": ("Run", "运行"), "refresh": ("Refresh", "刷新"),
+    "status": ("Status", "状态"), "loss_plot": ("Training loss (raw and smoothed, per stream)", "训练损失（原始与平滑，分流）"),
+    "log_tail": ("Log (last lines of train.log)", "日志（train.log 末尾）"),
+    "samples": ("Samples", "样例"),
+    "no_run": ("No run selected. Set the options and press **Start training**.", "未选择运行。设置选项后点击 **开始训练**。"),
+    "need_data": ("Tokenize your songs first (tab 2).", "请先在第 2 步中完成编码。"),
+    "started": ("Started {run}.", "已启动 {run}。"),
+    "flag_sent": ("{what} requested: the trainer picks it up at its next step.", "已请求{what}：训练器会在下一步处理。"),
+    "progress_fmt": ("step {step} / {total} · epoch {epoch} · loss {loss} · ETA {eta}", "第 {step} / {total} 步 · 第 {epoch} 轮 · 损失 {loss} · 剩余 {eta}"),
+    # ---- export ---------------------------------------------------------------------------------
+    "ckpt": ("Checkpoint", "检查点"),
+    "strength": ("LoRA strength", "LoRA 强度"),
+    "merge_btn": ("Merge into the base (official layout)", "合并到基础模型（官方格式）"),
+    "merged_at": ("Merged model: `{path}` (config.yaml + model.pt, drop-in for SongGeneration's generate.sh)",
+                  "合并后的模型：`{path}`（config.yaml + model.pt，可直接用于 SongGeneration 的 generate.sh）"),
+    "gen_title": ("Test generation", "测试生成"),
+    "gen_lyrics": ("Lyrics", "歌词"), "gen_desc": ("Description", "描述"),
+    "gen_seconds": ("Seconds", "时长（秒）"), "gen_prompt": ("Prompt audio (optional)", "提示音频（可选）"),
+    "generate_btn": ("Generate", "生成"), "ab_btn": ("A/B: base vs finetuned (same seed)", "A/B：基础 vs 微调（同一种子）"),
+    "sweep_btn": ("Strength sweep", "强度扫描"), "sweep_scales": ("Strengths", "强度列表"),
+    "out_audio": ("Generated", "生成结果"), "a_audio": ("A · base", "A · 基础模型"), "b_audio": ("B · finetuned", "B · 微调模型"),
+    "val_loss": ("Validation loss", "验证损失"),
+    "push_title": ("Publish to the Hugging Face Hub", "发布到 Hugging Face Hub"),
+    "repo_id": ("Repository id (user/name)", "仓库 ID（用户名/名称）"),
+    "private": ("Private", "私有"), "push_adapter": ("Adapter", "适配器"), "push_merged": ("Merged model", "合并模型"),
+    "push_dataset": ("Tokenized dataset", "编码后的数据集"),
+    "token": ("Hub token (used once, never saved)", "Hub 令牌（仅本次使用，不会保存）"),
+    "token_help": ("Leave empty to use HF_TOKEN from the environment or your `hf auth login`.",
+                   "留空则使用环境变量 HF_TOKEN 或 `hf auth login` 的登录信息。"),
+    "push_btn": ("Push", "推送"),
+    "pushed": ("Pushed: {url}", "已推送：{url}"),
+    "no_ckpt": ("No checkpoint yet: train first (tab 3).", "还没有检查点：请先训练（第 3 步）。"),
+}
+
+
+def tr(key: str, lang: str = "en", **fmt) -> str:
+    en, zh = T[key]
+    text = zh if lang == "zh" else en
+    return text.format(**fmt) if fmt else text

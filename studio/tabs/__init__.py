@@ -1,0 +1,1 @@
+"""One module per tab: `build(ctx)` lays it out and wires its buttons to `core`."""

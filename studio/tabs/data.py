@@ -1,0 +1,142 @@
+"""Tab 1 -- Data: add songs (one by one or in bulk), see audio QC and lyric-grammar findings,
+compare the auto-fixed lyrics with the original, accept or edit them, listen."""
+from __future__ import annotations
+
+import gradio as gr
+import pandas as pd
+
+from studio import backend
+
+COLS = ["col_idx", "col_file", "col_dur", "col_audio", "col_lyrics", "col_desc", "col_status", "col_reasons"]
+
+
+def _files(value) -> list[str]:
+    if not value:
+        return []
+    if isinstance(value, (str, bytes)):
+        return [str(value)]
+    out = []
+    for v in value:
+        out.append(v if isinstance(v, str) else getattr(v, "name", None) or v.get("path"))
+    return [o for o in out if o]
+
+
+def songs_table(ctx) -> pd.DataFrame:
+    rows = []
+    for s in ctx.ws.songs():
+        chk = s.get("check") or {}
+        rows.append([s["idx"], s.get("source_name", ""), chk.get("duration"), chk.get("audio_status", "?"),
+                     chk.get("lyric_status", "?"), s.get("descriptions", ""), chk.get("status", "unchecked"),
+                     " · ".join(chk.get("reasons", []))])
+    return pd.DataFrame(rows, columns=[ctx.t(c) for c in COLS])
+
+
+def check_all(ctx) -> None:
+    for s in ctx.ws.songs():
+        ctx.ws.update_song(s["idx"], check=backend.check_song(s))
+
+
+def _detail(ctx, idx):
+    s = ctx.ws.song(idx) if idx else None
+    if s is None:
+        return None, "", "", ""
+    chk = s.get("check") or backend.check_song(s)
+    reasons = chk.get("reasons") or []
+    findings = "\n".join(f"- {r}" for r in reasons) or "- ok"
+    if chk.get("tag_suggestions"):
+        findings += "\n\n" + ", ".join(chk["tag_suggestions"])
+    return s["path"], s.get("original_lyric", ""), chk.get("fixed_lyric", s.get("gt_lyric", "")), \
+        f"**{chk.get('status', '?')}**\n\n{findings}"
+
+
+def build(ctx) -> dict:
+    t = ctx.t
+    gr.Markdown(t("data_intro"))
+    with gr.Row():
+        with gr.Column(scale=1):
+            with gr.Tab(t("add_one"), elem_id="data-add-one"):
+                audio = gr.File(label=t("audio_file"), file_types=["audio"], elem_id="song-audio")
+                lyrics = gr.Textbox(label=t("lyrics"), info=t("lyrics_help"), lines=6, elem_id="song-lyrics")
+                desc = gr.Textbox(label=t("descriptions"), info=t("desc_help"), elem_id="song-desc")
+                tags = gr.Dropdown(choices=backend.tag_choices(), multiselect=True, label=t("suggest_tags"),
+                                   elem_id="song-tags", allow_custom_value=False)
+                add_btn = gr.Button(t("add_song"), variant="primary", elem_id="btn-add-song")
+            with gr.Tab(t("bulk_import"), elem_id="data-bulk"):
+                bulk = gr.File(label=t("bulk_files"), file_count="multiple", elem_id="bulk-files")
+                import_btn = gr.Button(t("import_btn"), elem_id="btn-import")
+            msg = gr.Markdown(elem_id="data-msg")
+        with gr.Column(scale=2):
+            table = gr.Dataframe(value=songs_table(ctx), label=t("songs"), interactive=False,
+                                 wrap=True, elem_id="songs-table")
+            check_btn = gr.Button(t("check_btn"), elem_id="btn-check")
+            pick = gr.Dropdown(choices=[s["idx"] for s in ctx.ws.songs()], label=t("song_pick"), elem_id="song-pick")
+            player = gr.Audio(label=t("player"), type="filepath", interactive=False, elem_id="song-player")
+            with gr.Row():
+                original = gr.Textbox(label=t("original"), lines=6, interactive=False, elem_id="lyric-original")
+                fixed = gr.Textbox(label=t("fixed"), lines=6, interactive=True, elem_id="lyric-fixed")
+            findings = gr.Markdown(elem_id="song-findings")
+            with gr.Row():
+                accept_btn = gr.Button(t("accept_fix"), variant="primary", elem_id="btn-accept-fix")
+                save_btn = gr.Button(t("save_edit"), elem_id="btn-save-edit")
+                remove_btn = gr.Button(t("remove_song"), variant="stop", elem_id="btn-remove-song")
+
+    def merge_tags(selected, current):
+        have = [x.strip() for x in (current or "").split(",") if x.strip()]
+        for tag in selected or []:
+            if tag not in have:
+                have.append(tag)
+        return ", ".join(have)
+
+    tags.change(merge_tags, [tags, desc], desc, api_name=False, queue=False)
+
+    def _refresh(idx=None, text=""):
+        ids = [s["idx"] for s in ctx.ws.songs()]
+        idx = idx if idx in ids else (ids[-1] if ids else None)
+        return (songs_table(ctx), gr.update(choices=ids, value=idx), text) + tuple(_detail(ctx, idx))
+
+    outs = [table, pick, msg, player, original, fixed, findings]
+
+    def add(audio_file, lyric, description):
+        paths = _files(audio_file)
+        if not paths:
+            raise gr.Error(t("need_audio"))
+        idx = ctx.ws.add_song(paths[0], lyric or "", description or "")
+        ctx.ws.update_song(idx, check=backend.check_song(ctx.ws.song(idx)))
+        return _refresh(idx, t("added", idx=idx))
+
+    def do_import(files):
+        added, problems = ctx.ws.import_files(_files(files))
+        for idx in added:
+            ctx.ws.update_song(idx, check=backend.check_song(ctx.ws.song(idx)))
+        text = t("imported", n=len(added)) + "".join(f"\n- {p}" for p in problems)
+        return _refresh(added[-1] if added else None, text)
+
+    def do_check(idx):
+        check_all(ctx)
+        return _refresh(idx)
+
+    def set_lyric(idx, text, which):
+        if not idx or ctx.ws.song(idx) is None:
+            raise gr.Error(t("no_song"))
+        s = ctx.ws.update_song(idx, gt_lyric=text or "")
+        ctx.ws.update_song(idx, check=backend.check_song(s))
+        return _refresh(idx, t("saved", idx=idx))
+
+    def remove(idx):
+        if not idx:
+            raise gr.Error(t("no_song"))
+        ctx.ws.remove_song(idx)
+        return _refresh(None, t("removed", idx=idx))
+
+    add_btn.click(add, [audio, lyrics, desc], outs, api_name="add_song")
+    import_btn.click(do_import, [bulk], outs, api_name="import_files")
+    check_btn.click(do_check, [pick], outs, api_name="check_songs")
+    pick.change(lambda i: _detail(ctx, i), [pick], [player, original, fixed, findings], api_name="song_detail")
+    accept_btn.click(lambda i, f: set_lyric(i, f, "fix"), [pick, fixed], outs, api_name="accept_fix")
+    save_btn.click(lambda i, f: set_lyric(i, f, "edit"), [pick, fixed], outs, api_name="save_lyric")
+    remove_btn.click(remove, [pick], outs, api_name="remove_song")
+    return {"table": table, "pick": pick, "outs": outs, "refresh": _refresh}
+
+
+def wire_load(ctx, demo, ui) -> None:
+    demo.load(lambda: ui["refresh"](), None, ui["outs"], api_name=False)

@@ -1,0 +1,140 @@
+"""Tab 4 -- Export & publish: pick a checkpoint, merge it into the base (official layout),
+generate test songs, A/B against the base with the same seed, sweep the LoRA strength, and push
+to the Hub. The Hub token goes straight from the field (or the Space login) to core.hub; the
+studio never writes it anywhere."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import gradio as gr
+
+from studio import backend
+
+EXAMPLE_LYRICS = ("[intro-short] ; [verse] the city lights are calling me home. i walk the empty streets alone ; "
+                  "[chorus] sing it loud and sing it clear. the night is young and you are here ; [outro-short]")
+MAX_SWEEP = 4
+
+
+def _ckpt_choices(ctx):
+    try:
+        return [(label, path) for label, path in backend.all_checkpoints(ctx.ws)]
+    except gr.Error:
+        return []
+
+
+def build(ctx, train_ui) -> dict:
+    t = ctx.t
+    with gr.Row():
+        with gr.Column(scale=1, min_width=320):
+            with gr.Row():
+                ckpt = gr.Dropdown(choices=_ckpt_choices(ctx), label=t("ckpt"), scale=4, elem_id="ckpt-pick")
+                refresh_btn = gr.Button(t("refresh"), size="sm", scale=1, elem_id="btn-refresh-ckpt")
+            strength = gr.Slider(0.0, 2.0, value=1.0, step=0.05, label=t("strength"), elem_id="strength")
+            merge_btn = gr.Button(t("merge_btn"), variant="primary", elem_id="btn-merge")
+            merge_msg = gr.Markdown(elem_id="merge-msg")
+            gr.Markdown(f"### {t('gen_title')}")
+            lyrics = gr.Textbox(EXAMPLE_LYRICS, label=t("gen_lyrics"), lines=4, elem_id="gen-lyrics")
+            desc = gr.Textbox("female, pop, energetic, piano", label=t("gen_desc"), elem_id="gen-desc")
+            with gr.Row():
+                seconds = gr.Number(4, label=t("gen_seconds"), minimum=1, maximum=300, elem_id="gen-seconds")
+                seed = gr.Number(0, label=t("seed"), precision=0, elem_id="gen-seed")
+            prompt = gr.File(label=t("gen_prompt"), file_types=["audio"], elem_id="gen-prompt")
+        with gr.Column(scale=2):
+            with gr.Row():
+                gen_btn = gr.Button(t("generate_btn"), elem_id="btn-generate")
+                ab_btn = gr.Button(t("ab_btn"), variant="primary", elem_id="btn-ab")
+            out_audio = gr.Audio(label=t("out_audio"), type="filepath", interactive=False, elem_id="gen-audio")
+            with gr.Row():
+                a_audio = gr.Audio(label=t("a_audio"), type="filepath", interactive=False, elem_id="ab-a")
+                b_audio = gr.Audio(label=t("b_audio"), type="filepath", interactive=False, elem_id="ab-b")
+            ab_msg = gr.Markdown(elem_id="ab-msg")
+            with gr.Row():
+                scales = gr.Textbox("0, 0.5, 1.0", label=t("sweep_scales"), elem_id="sweep-scales")
+                sweep_btn = gr.Button(t("sweep_btn"), elem_id="btn-sweep")
+            with gr.Row():
+                sweep_audio = [gr.Audio(type="filepath", interactive=False, visible=False, elem_id=f"sweep-{i}")
+                               for i in range(MAX_SWEEP)]
+            gr.Markdown(f"### {t('push_title')}")
+            if ctx.locked:
+                gr.Markdown(t("demo_disabled"), elem_id="push-locked", elem_classes=["locked-note"])
+            login = gr.LoginButton() if ctx.space.on_space else None
+            with gr.Row():
+                repo = gr.Textbox(label=t("repo_id"), elem_id="push-repo")
+                private = gr.Checkbox(True, label=t("private"), elem_id="push-private")
+            with gr.Row():
+                p_adapter = gr.Checkbox(True, label=t("push_adapter"))
+                p_merged = gr.Checkbox(False, label=t("push_merged"))
+                p_dataset = gr.Checkbox(False, label=t("push_dataset"))
+            token = gr.Textbox(label=t("token"), info=t("token_help"), type="password", elem_id="push-token",
+                               visible=not ctx.space.on_space)
+            push_btn = gr.Button(t("push_btn"), variant="primary", interactive=not ctx.locked, elem_id="btn-push")
+            push_msg = gr.Markdown(elem_id="push-msg")
+
+    def _need(c):
+        if not c:
+            raise gr.Error(t("no_ckpt"))
+        return c
+
+    def merge(c, s):
+        path = backend.merge(ctx.ws, _need(c), s)
+        return t("merged_at", path=path)
+
+    def prompt_path(p) -> Optional[str]:
+        if not p:
+            return None
+        return p if isinstance(p, str) else getattr(p, "name", None)
+
+    def generate(c, s, ly, de, sec, sd, pr):
+        return backend.generate(ctx.ws, _need(c), s, ly, de, float(sec), int(sd), prompt_path(pr))
+
+    def ab(c, s, ly, de, sec, sd, pr):
+        res = backend.ab(ctx.ws, _need(c), s, ly, de, float(sec), int(sd), prompt_path(pr))
+        return res["a"], res["b"], res.get("note", "")
+
+    def sweep(c, sc, ly, de, sec, sd, pr):
+        try:
+            vals = [float(x) for x in str(sc).replace(";", ",").split(",") if x.strip()][:MAX_SWEEP]
+        except ValueError:
+            raise gr.Error("strengths: numbers separated by commas, e.g. 0, 0.5, 1.0") from None
+        files = backend.sweep(ctx.ws, _need(c), vals, ly, de, float(sec), int(sd), prompt_path(pr))
+        out = []
+        for i in range(MAX_SWEEP):
+            if i < len(files):
+                out.append(gr.update(value=files[i][1], visible=True, label=f"{t('strength')} {files[i][0]:g}"))
+            else:
+                out.append(gr.update(value=None, visible=False))
+        return out
+
+    gen_in = [ckpt, strength, lyrics, desc, seconds, seed, prompt]
+    refresh_btn.click(lambda c: gr.update(choices=_ckpt_choices(ctx), value=c), ckpt, ckpt, api_name="list_checkpoints")
+    merge_btn.click(merge, [ckpt, strength], merge_msg, api_name="merge")
+    gen_btn.click(generate, gen_in, out_audio, api_name="generate")
+    ab_btn.click(ab, gen_in, [a_audio, b_audio, ab_msg], api_name="ab")
+    sweep_btn.click(sweep, [ckpt, scales, lyrics, desc, seconds, seed, prompt], sweep_audio, api_name="sweep")
+
+    def _push(c, rp, pv, pa, pm, pd_, tok):
+        if ctx.locked:
+            raise gr.Error(t("demo_disabled"))
+        url = backend.push(ctx.ws, _need(c), rp, bool(pv), bool(pa), bool(pm), bool(pd_), token=tok or None)
+        return t("pushed", url=url)
+
+    push_in = [ckpt, repo, private, p_adapter, p_merged, p_dataset]
+    if ctx.space.on_space:
+        def push_oauth(c, rp, pv, pa, pm, pd_, oauth_token: gr.OAuthToken | None = None):
+            return _push(c, rp, pv, pa, pm, pd_, oauth_token.token if oauth_token else None)
+        push_btn.click(push_oauth, push_in, push_msg, api_name="push")
+    else:
+        push_btn.click(_push, push_in + [token], push_msg, api_name="push")
+
+    # the export tab lists checkpoints of the run picked in the train tab first
+    def follow(run, c):
+        ch = _ckpt_choices(ctx)
+        vals = [v for _, v in ch]
+        if c in vals:
+            return gr.update(choices=ch)
+        mine = [v for v in vals if run and str(v).startswith(str(run))]
+        return gr.update(choices=ch, value=(mine or vals or [None])[-1] if mine else (vals[0] if vals else None))
+
+    train_ui["run_pick"].change(follow, [train_ui["run_pick"], ckpt], ckpt, api_name=False)
+    return {"ckpt": ckpt}

@@ -1,0 +1,68 @@
+"""Tab 2 -- Tokenize: codec and separation choices, what the cache will reuse, progress, the
+prepare report, and the token budget (tokens per song against the model's context)."""
+from __future__ import annotations
+
+import gradio as gr
+import pandas as pd
+
+from studio import backend
+
+
+def build(ctx) -> dict:
+    t = ctx.t
+    st = ctx.ws.get_state()
+    gr.Markdown(t("tok_intro"))
+    with gr.Row():
+        with gr.Column(scale=1, min_width=320):
+            codec = gr.Radio([("demo (DEMO)", "demo"), ("official", "official")], value=st.get("codec", "demo"),
+                             label=t("codec"), info=t("codec_help"), elem_id="codec")
+            sep = gr.Radio(["none", "demucs", "mix_minus_vocal"], value=st.get("separation", "none"),
+                           label=t("separation"), info=t("sep_help"), elem_id="separation")
+            runtime = gr.Textbox(value=st.get("runtime_path", ""), label=t("runtime_path"), elem_id="runtime-path")
+            val = gr.Slider(0.0, 0.5, value=st.get("val_fraction", 0.1), step=0.05, label=t("val_fraction"),
+                            elem_id="val-fraction")
+            with gr.Row():
+                plan_btn = gr.Button(t("plan_btn"), elem_id="btn-plan")
+                tok_btn = gr.Button(t("tokenize_btn"), variant="primary", elem_id="btn-tokenize")
+            summary = gr.Markdown(elem_id="tok-summary")
+        with gr.Column(scale=2):
+            report = gr.Dataframe(label=t("report"), interactive=False, wrap=True, elem_id="tok-report")
+            gr.Markdown(f"**{t('budget')}** — {t('budget_help')}")
+            budget = gr.BarPlot(x="song", y="tokens", color="part", label=t("budget"), height=240, elem_id="tok-budget")
+            hist = gr.BarPlot(x="duration (s)", y="songs", label=t("dur_hist"), height=200, elem_id="tok-hist")
+
+    opts = [codec, sep, runtime, val]
+
+    def _save(c, s, r, v):
+        ctx.ws.set_state(codec=c, separation=s, runtime_path=r or "", val_fraction=v)
+
+    def plan(c, s, r, v):
+        _save(c, s, r, v)
+        if not ctx.ws.songs():
+            raise gr.Error(t("no_songs"))
+        return backend.plan_prepare(ctx.ws)
+
+    def tokenize(c, s, r, v, progress=gr.Progress()):
+        _save(c, s, r, v)
+        if not ctx.ws.songs():
+            raise gr.Error(t("no_songs"))
+        progress(0, desc=t("tokenize_btn"))
+        result = backend.prepare(ctx.ws, progress=lambda frac, msg="": progress(frac, desc=msg or None))
+        return show(result)
+
+    def show(result=None):
+        result = result if result is not None else backend.last_prepare(ctx.ws)
+        if not result:
+            return "", pd.DataFrame(), pd.DataFrame(), pd.DataFrame()
+        return (result["summary_md"], pd.DataFrame(result["report_rows"]),
+                pd.DataFrame(result["budget_rows"], columns=["song", "tokens", "part"]),
+                pd.DataFrame(result["hist_rows"], columns=["duration (s)", "songs"]))
+
+    changed = codec.change(lambda *a: _save(*a), opts, None, api_name=False)
+    plan_btn.click(plan, opts, summary, api_name="plan_cache")
+    tok_ev = tok_btn.click(tokenize, opts, [summary, report, budget, hist], api_name="tokenize")
+    return {"changed": changed, "show": show, "outs": [summary, report, budget, hist], "tok_ev": tok_ev}
+
+
+def wire_load(ctx, demo, ui) -> None:
+    demo.load(lambda: ui["show"](), None, ui["outs"], api_name=False)

@@ -1,0 +1,272 @@
+"""Tab 3 -- Train: base model, full / LoRA options and presets, the exact command and config,
+start / stop / save-now / sample-now / resume, and a live view of the run read from its files
+(loss plot, progress with ETA, log tail, samples). A reload re-attaches to the running job."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import gradio as gr
+import pandas as pd
+
+from studio import backend, monitor
+
+# presets by goal and GPU memory: values for the widgets below (keys = widget names)
+PRESETS: dict[str, dict] = {
+    "Quick look (CPU / demo, a minute)": dict(mode="lora", lora_r=4, lora_alpha=8, lr=1e-3, steps=30, epochs=1, batch=1,
+                                             accum=1, max_frames=150, precision="no", grad_ckpt=False,
+                                             save_every=10, sample_every=0, log_every=1, warmup=0),
+    "Voice / style LoRA · 24 GB": dict(mode="lora", lora_r=16, lora_alpha=32, lr=1e-4, steps=0, epochs=10, batch=1, accum=4,
+                                       max_frames=0, precision="auto", grad_ckpt=True, save_every=200,
+                                       sample_every=200, log_every=5, warmup=50),
+    "Style LoRA, bigger rank · 48 GB": dict(mode="lora", lora_r=64, lora_alpha=64, lr=1e-4, steps=0, epochs=10, batch=2,
+                                            accum=2, max_frames=0, precision="auto", grad_ckpt=True,
+                                            save_every=200, sample_every=200, log_every=5, warmup=50),
+    "Full finetune · 80 GB × N": dict(mode="full", lora_r=16, lora_alpha=32, lr=1e-5, steps=0, epochs=3, batch=1, accum=8,
+                                      max_frames=0, precision="auto", grad_ckpt=True, save_every=500,
+                                      sample_every=500, log_every=10, warmup=100),
+}
+DEFAULT_PRESET = "Quick look (CPU / demo, a minute)"
+
+
+def _run_choices(ctx):
+    try:
+        runs = backend.list_runs(ctx.ws)
+    except gr.Error:
+        return []
+    return [(f"{r['run_id']} · {r.get('status')}", r["run_dir"]) for r in runs]
+
+
+def build(ctx) -> dict:
+    t = ctx.t
+    p = PRESETS[DEFAULT_PRESET]
+    w: dict[str, gr.components.Component] = {}
+    with gr.Row():
+        with gr.Column(scale=1, min_width=340):
+            with gr.Group():
+                gr.Markdown(f"### {t('base_model')}")
+                w["base_kind"] = gr.Radio([(t("base_demo"), "demo"), (t("base_folder"), "folder"), (t("base_hub"), "hub")],
+                                          value=ctx.ws.get_state().get("base_kind", "demo"), label=t("base_kind"),
+                                          elem_id="base-kind")
+                w["base_path"] = gr.Textbox(label=t("base_path"), value=ctx.ws.get_state().get("base_path", ""),
+                                            elem_id="base-path")
+                inspect_btn = gr.Button(t("inspect_btn"), size="sm", elem_id="btn-inspect")
+                model_info = gr.Markdown(elem_id="model-info")
+            w["preset"] = gr.Dropdown(list(PRESETS), value=DEFAULT_PRESET, label=t("preset"), elem_id="preset")
+            w["mode"] = gr.Radio(["lora", "full"], value=p["mode"], label=t("mode"), info=t("mode_help"), elem_id="mode")
+            with gr.Accordion(t("lora_opts"), open=True) as lora_box:
+                with gr.Row():
+                    w["lora_r"] = gr.Number(p["lora_r"], label=t("lora_r"), precision=0, minimum=1)
+                    w["lora_alpha"] = gr.Number(p["lora_alpha"], label=t("lora_alpha"), minimum=0.001)
+                    w["lora_dropout"] = gr.Number(0.05, label=t("lora_dropout"), minimum=0, maximum=0.99)
+                w["lora_stacks"] = gr.Radio(["both", "transformer", "transformer2"], value="both", label=t("lora_stacks"))
+                with gr.Row():
+                    w["lora_fusion"] = gr.Checkbox(False, label=t("lora_fusion"))
+                    w["lora_heads"] = gr.Checkbox(False, label=t("lora_heads"))
+            with gr.Accordion(t("optim"), open=False):
+                with gr.Row():
+                    w["lr"] = gr.Number(p["lr"], label=t("lr"), minimum=1e-9)
+                    w["steps"] = gr.Number(p["steps"], label=t("steps"), precision=0, minimum=0, elem_id="steps")
+                    w["epochs"] = gr.Number(p["epochs"], label=t("epochs"), precision=0, minimum=1)
+                with gr.Row():
+                    w["batch"] = gr.Number(p["batch"], label=t("batch"), precision=0, minimum=1)
+                    w["accum"] = gr.Number(p["accum"], label=t("accum"), precision=0, minimum=1)
+                    w["warmup"] = gr.Number(p["warmup"], label=t("warmup"), precision=0, minimum=0)
+                with gr.Row():
+                    w["max_frames"] = gr.Number(p["max_frames"], label=t("max_frames"), precision=0, minimum=0,
+                                                elem_id="max-frames")
+                    w["precision"] = gr.Dropdown(["auto", "no", "bf16", "fp16"], value=p["precision"], label=t("precision"))
+                    w["grad_ckpt"] = gr.Checkbox(p["grad_ckpt"], label=t("grad_ckpt"))
+                with gr.Row():
+                    w["save_every"] = gr.Number(p["save_every"], label=t("save_every"), precision=0, minimum=1)
+                    w["sample_every"] = gr.Number(p["sample_every"], label=t("sample_every"), precision=0, minimum=0)
+                    w["log_every"] = gr.Number(p["log_every"], label=t("log_every"), precision=0, minimum=1)
+                    w["seed"] = gr.Number(1234, label=t("seed"), precision=0)
+            w["run_name"] = gr.Textbox(label=t("run_name"), elem_id="run-name")
+            estimate = gr.Markdown(elem_id="estimate")
+            with gr.Accordion(t("next_run"), open=False):
+                next_cmd = gr.Code(label=t("command"), language="shell", lines=2, interactive=False,
+                                   elem_id="next-command", buttons=["copy"])
+                next_cfg = gr.Code(label=t("config_yaml"), language="yaml", lines=14, interactive=False,
+                                   elem_id="next-config", buttons=["copy", "download"])
+                save_cfg_btn = gr.Button(t("save_cfg"), size="sm", elem_id="btn-save-config")
+                cfg_file = gr.File(interactive=False, elem_id="config-file")
+        with gr.Column(scale=2):
+            with gr.Row():
+                run_pick = gr.Dropdown(choices=_run_choices(ctx), label=t("runs"), scale=4, elem_id="run-pick")
+                refresh_btn = gr.Button(t("refresh"), size="sm", scale=1, elem_id="btn-refresh-runs")
+            with gr.Row():
+                start_btn = gr.Button(t("start"), variant="primary", interactive=not ctx.locked, elem_id="btn-start")
+                stop_btn = gr.Button(t("stop"), variant="stop", elem_id="btn-stop")
+                save_btn = gr.Button(t("save_now"), elem_id="btn-save-now")
+                sample_btn = gr.Button(t("sample_now"), elem_id="btn-sample-now")
+                resume_btn = gr.Button(t("resume"), interactive=not ctx.locked, elem_id="btn-resume")
+            if ctx.locked:
+                gr.Markdown(t("demo_disabled"), elem_id="train-locked", elem_classes=["locked-note"])
+            action_msg = gr.Markdown(elem_id="train-msg")
+            status = gr.Markdown(t("no_run"), elem_id="run-status")
+            progress = gr.HTML(elem_id="run-progress")
+            plot = gr.LinePlot(value=pd.DataFrame({"step": [], "loss": [], "series": []}), x="step", y="loss",
+                               color="series", label=t("loss_plot"), height=320, elem_id="loss-plot")
+            with gr.Row():
+                sample_pick = gr.Dropdown(label=t("samples"), choices=[], elem_id="sample-pick", scale=2)
+                sample_audio = gr.Audio(type="filepath", interactive=False, elem_id="sample-audio", scale=3,
+                                        label=t("samples"))
+            log = gr.Code(label=t("log_tail"), language="shell", lines=10, max_lines=14, interactive=False,
+                          elem_id="log-tail")
+            command = gr.Code(label=t("command"), language="shell", lines=2, interactive=False, elem_id="run-command",
+                              buttons=["copy"])
+            with gr.Accordion(t("config_yaml"), open=False):
+                config = gr.Code(language="yaml", lines=16, interactive=False, elem_id="run-config",
+                                 buttons=["copy", "download"])
+    view_state = gr.State({"run": None, "version": -1})
+    timer = gr.Timer(1.5)
+
+    names = [k for k in w if k not in ("preset",)]
+    inputs = [w[k] for k in names]
+
+    def values(*vals):
+        return dict(zip(names, vals))
+
+    # ---- presets, preview, estimate ----------------------------------------------------------
+    preset_keys = [k for k in PRESETS[DEFAULT_PRESET]]
+
+    def apply_preset(name):
+        pr = PRESETS.get(name) or {}
+        return [gr.update(value=pr[k]) if k in pr else gr.skip() for k in preset_keys]
+
+    w["preset"].change(apply_preset, w["preset"], [w[k] for k in preset_keys], api_name=False)
+    w["mode"].change(lambda m: gr.update(visible=m == "lora"), w["mode"], lora_box, api_name=False, queue=False)
+
+    def preview(*vals):
+        v = values(*vals)
+        try:
+            cfg = backend.train_config(ctx.ws, v)
+            yaml_text, cmd = backend.preview(ctx.ws, cfg)
+            est = backend.estimate(cfg)
+        except gr.Error as err:
+            return gr.skip(), gr.skip(), f"⚠ {err.message}"
+        except Exception as err:  # invalid values: show, don't crash
+            return gr.skip(), gr.skip(), f"⚠ {err}"
+        return yaml_text, cmd, est
+
+    gr.on([c.change for c in inputs], preview, inputs, [next_cfg, next_cmd, estimate], api_name="preview_config",
+          trigger_mode="always_last")
+
+    def inspect(kind, path):
+        ctx.ws.set_state(base_kind=kind, base_path=path or "", base_model="demo" if kind == "demo" else (path or ""))
+        return backend.inspect_model(ctx.ws, kind, path)
+
+    inspect_btn.click(inspect, [w["base_kind"], w["base_path"]], model_info, api_name="inspect_model")
+
+    def save_cfg(*vals):
+        cfg = backend.train_config(ctx.ws, values(*vals))
+        return backend.save_config(ctx.ws, cfg, values(*vals).get("run_name"))
+
+    save_cfg_btn.click(save_cfg, inputs, cfg_file, api_name="save_config")
+
+    # ---- run control ---------------------------------------------------------------------------
+    def start(*vals):
+        if ctx.locked:
+            raise gr.Error(t("demo_disabled"))
+        v = values(*vals)
+        ctx.ws.set_state(base_kind=v["base_kind"], base_path=v["base_path"] or "",
+                         base_model="demo" if v["base_kind"] == "demo" else (v["base_path"] or ""))
+        run_dir = backend.start_new_run(ctx.ws, v)
+        return gr.update(choices=_run_choices(ctx), value=str(run_dir)), t("started", run=Path(run_dir).name)
+
+    def _need(run):
+        if not run:
+            raise gr.Error(t("no_run").split(".")[0])
+        return run
+
+    def stop(run):
+        backend.stop_run(_need(run))
+        return t("flag_sent", what=t("stop"))
+
+    def save_now(run):
+        backend.request_save(_need(run))
+        return t("flag_sent", what=t("save_now"))
+
+    def sample_now(run):
+        backend.request_sample(_need(run))
+        return t("flag_sent", what=t("sample_now"))
+
+    def resume(run):
+        if ctx.locked:
+            raise gr.Error(t("demo_disabled"))
+        backend.resume_run(_need(run))
+        return gr.update(choices=_run_choices(ctx), value=run), t("started", run=Path(run).name)
+
+    start_ev = start_btn.click(start, inputs, [run_pick, action_msg], api_name="start_run")
+    stop_btn.click(stop, run_pick, action_msg, api_name="stop_run")
+    save_btn.click(save_now, run_pick, action_msg, api_name="save_now")
+    sample_btn.click(sample_now, run_pick, action_msg, api_name="sample_now")
+    resume_btn.click(resume, run_pick, [run_pick, action_msg], api_name="resume_run")
+
+    def refresh_runs(run):
+        ch = _run_choices(ctx)
+        vals = [c[1] for c in ch]
+        return gr.update(choices=ch, value=run if run in vals else (vals[0] if vals else None))
+
+    refresh_btn.click(refresh_runs, run_pick, run_pick, api_name="list_runs")
+
+    # ---- live view -------------------------------------------------------------------------------
+    def poll(run, st):
+        """One timer tick: incremental read of the run's files; plot only re-sent when it changed."""
+        st = dict(st or {})
+        if not run:
+            return (t("no_run"), "", gr.skip(), gr.skip(), gr.skip(), st)
+        info = backend.run_status(run)
+        v = monitor.refresh(run)
+        last = v.last
+        step, total = last.get("step", info.get("step", 0)) or 0, last.get("total", info.get("total")) or 0
+        loss = last.get("loss")
+        status_md = (f"**{info.get('status', '?')}** · `{Path(run).name}`"
+                     + (f" · {info['error']}" if info.get("error") else ""))
+        frac = (step / total) if total else 0.0
+        line = t("progress_fmt", step=step, total=total or "?", epoch=last.get("epoch", "—"),
+                 loss=f"{loss:.4f}" if isinstance(loss, (int, float)) else "—", eta=monitor.fmt_eta(last.get("eta_s")))
+        bar = (f"<div class='run-progress'><div class='bar' style='width:{100 * min(1.0, frac):.1f}%'></div></div>"
+               f"<div class='run-progress-text'>{line}</div>")
+        changed = st.get("run") != run or st.get("version") != v.version
+        plot_out = gr.skip()
+        samples_out = gr.skip()
+        if changed:
+            rows = v.rows()
+            plot_out = pd.DataFrame(rows, columns=["step", "loss", "series"])
+            sm = backend.samples(run)
+            samples_out = gr.update(choices=[(Path(s).name, s) for s in sm], value=sm[-1] if sm else None)
+        st.update(run=run, version=v.version)
+        return status_md, bar, plot_out, backend.tail_log(run), samples_out, st
+
+    poll_outs = [status, progress, plot, log, sample_pick, view_state]
+    timer.tick(poll, [run_pick, view_state], poll_outs, api_name="poll", show_progress="hidden", queue=False)
+
+    def select_run(run):
+        if not run:
+            return gr.skip(), gr.skip()
+        return backend.run_config_text(run), backend.run_command(run)
+
+    run_pick.change(select_run, run_pick, [config, command], api_name=False).then(
+        poll, [run_pick, view_state], poll_outs, api_name=False, show_progress="hidden")
+    sample_pick.change(lambda s: s, sample_pick, sample_audio, api_name=False)
+
+    return {"run_pick": run_pick, "view_state": view_state, "poll": poll, "poll_outs": poll_outs,
+            "changed": start_ev, "preview": preview, "inputs": inputs, "config": next_cfg, "command": next_cmd,
+            "estimate": estimate, "sample_audio": sample_audio, "start_btn": start_btn, "resume_btn": resume_btn}
+
+
+def wire_load(ctx, demo, ui) -> None:
+    def attach():
+        """Re-attach on page load: the running run if any, else the newest (state from files)."""
+        try:
+            runs = backend.list_runs(ctx.ws)
+        except gr.Error:
+            runs = []
+        active = [r for r in runs if r.get("status") in ("starting", "running", "stopping")]
+        pick = (active or runs or [None])[0]
+        ch = [(f"{r['run_id']} · {r.get('status')}", r["run_dir"]) for r in runs]
+        return gr.update(choices=ch, value=pick["run_dir"] if pick else None), {"run": None, "version": -1}
+
+    demo.load(attach, None, [ui["run_pick"], ui["view_state"]], api_name=False).then(
+        ui["preview"], ui["inputs"], [ui["config"], ui["command"], ui["estimate"]], api_name=False)
