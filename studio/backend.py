@@ -58,11 +58,18 @@ def tag_choices() -> list[str]:
     return out
 
 
+def literal_choices(section: str, key: str) -> list[str]:
+    """The accepted values of a Literal config key (so the UI offers exactly what core accepts)."""
+    import typing
+    from core.config import StudioConfig
+    ann = StudioConfig.model_fields[section].annotation.model_fields[key].annotation
+    return [a for a in typing.get_args(ann) if isinstance(a, str)]
+
+
 def max_song_seconds(ws) -> float:
-    """Longest song the chosen base model takes (QC uses it); 150 s when it cannot be told."""
+    """Longest song the chosen base model takes (core.data.model_limits); 150 s when it cannot be told."""
     try:
-        info = model_description(ws)
-        return float(info.get("max_dur") or info.get("max_duration") or 150.0)
+        return float(_core("core.data", "model_limits")(_prepare_cfg(ws)).max_dur)
     except Exception:
         return 150.0
 
@@ -96,13 +103,20 @@ def check_song(song: dict[str, Any], max_dur: float = 150.0) -> dict[str, Any]:
 def _prepare_cfg(ws, extra: dict[str, Any] | None = None):
     st = ws.get_state()
     ov = {"workspace": str(ws.root), "paths.metadata_path": str(ws.write_metadata()),
-          "data.codec": st.get("codec", "demo"), "data.separation": st.get("separation", "none"),
-          "data.val_fraction": float(st.get("val_fraction", 0.1)),
+          "data.codec": st.get("codec", "demo"), "data.separation": st.get("separation", "auto"),
+          "data.bgm_mode": st.get("bgm_mode", "stems"), "data.val_fraction": float(st.get("val_fraction", 0.1)),
           "paths.base_model_path": st.get("base_model", "demo") or "demo"}
     if st.get("runtime_path"):
         ov["paths.runtime_path"] = st["runtime_path"]
     ov.update(extra or {})
     return load_config(ov)
+
+
+def has_plan() -> bool:
+    try:
+        return callable(getattr(importlib.import_module("core.data"), "plan", None))
+    except ImportError:
+        return False
 
 
 def plan_prepare(ws) -> str:
@@ -132,9 +146,12 @@ def prepare(ws, progress: Callable[[float, str], None] | None = None) -> dict[st
         except Exception:
             pass
 
-    result = run(cfg, progress=cb)
-    ds = str(getattr(result, "dataset_dir", "") or "")
-    ws.set_state(dataset_dir=ds)
+    try:
+        result = run(cfg, progress=cb)
+    except ValueError as err:  # DataError / ConfigError: a message for the user
+        raise gr.Error(str(err)) from None
+    ds = getattr(result, "dataset_dir", None)
+    ws.set_state(dataset_dir=str(ds) if ds else None, report_path=str(getattr(result, "report_path", "") or ""))
     return last_prepare(ws)
 
 
@@ -150,19 +167,20 @@ def _song_seconds(entry: dict[str, Any]) -> Optional[float]:
 def last_prepare(ws) -> Optional[dict[str, Any]]:
     """The last prepared dataset's report, summary and token budget, read from its files."""
     import json
-    ds = ws.get_state().get("dataset_dir")
-    if not ds or not Path(ds).is_dir():
+    st = ws.get_state()
+    rp = st.get("report_path") or (str(Path(st["dataset_dir"]) / "report.json") if st.get("dataset_dir") else None)
+    if not rp or not Path(rp).is_file():
         return None
-    ds = Path(ds)
     try:
-        report = json.loads((ds / "report.json").read_text(encoding="utf-8"))
+        report = json.loads(Path(rp).read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        report = []
+        return None
+    ds = st.get("dataset_dir")
     entries = report.get("songs", report.get("items", [])) if isinstance(report, dict) else report
     rows = []
     for e in entries:
         rows.append({"idx": e.get("idx"), "status": e.get("status"), "split": e.get("split", ""),
-                     "seconds": _song_seconds(e), "cached": e.get("cached", ""),
+                     "seconds": _song_seconds(e), "from cache": {True: "yes", False: "encoded"}.get(e.get("cached"), ""),
                      "reasons": " · ".join(e.get("reasons", []) or [])})
     ctx_frames = max_song_seconds(ws) * 25
     budget, durs = [], []
@@ -185,30 +203,38 @@ def last_prepare(ws) -> Optional[dict[str, Any]]:
     counts: dict[str, int] = {}
     for r in rows:
         counts[r["status"]] = counts.get(r["status"], 0) + 1
-    md = [f"Prepared dataset: `{ds}`", "", " · ".join(f"**{k}** {v}" for k, v in counts.items())]
+    md = [f"Prepared dataset: `{ds}`" if ds else "**No dataset was written** (every song was rejected).", "",
+          " · ".join(f"**{k}** {v}" for k, v in counts.items())]
     if isinstance(summ, dict):
-        md.append(" · ".join(f"{k}: {v}" for k, v in summ.items() if not isinstance(v, (dict, list))))
+        md.append(f"\nencoded **{summ.get('encoded', 0)}**, reused from cache **{summ.get('cached', 0)}** · "
+                  f"train {summ.get('train', 0)} / validation {summ.get('validation', 0)} · "
+                  f"codec `{summ.get('codec')}`{' (DEMO)' if summ.get('codec_is_demo') else ''} · "
+                  f"separation: {summ.get('separation')} · {summ.get('elapsed_s', 0)} s")
     md.append(f"\nModel context: {int(ctx_frames)} tokens ({ctx_frames / 25:.0f} s) per stream")
     return {"summary_md": "\n".join(md), "report_rows": rows, "budget_rows": budget, "hist_rows": hist_rows,
-            "dataset_dir": str(ds)}
+            "dataset_dir": ds}
 
 
 # ---- model ------------------------------------------------------------------------------------
-def model_description(ws) -> dict[str, Any]:
+def model_description(ws):
+    """core.model.describe_checkpoint of the base model saved in the workspace state (downloads a Hub repo)."""
     st = ws.get_state()
     cfg = load_config({"workspace": str(ws.root), "paths.base_model_path": st.get("base_model", "demo") or "demo",
                        **({"paths.runtime_path": st["runtime_path"]} if st.get("runtime_path") else {})})
-    path = _core("core.model", "resolve_base_model")(cfg)
-    info = _core("core.model", "describe_checkpoint")(path)
-    return info if isinstance(info, dict) else dict(getattr(info, "__dict__", {}))
+    try:
+        path = _core("core.model", "resolve_base_model")(cfg)
+        return _core("core.model", "describe_checkpoint")(path, cfg.paths.runtime_path)
+    except gr.Error:
+        raise
+    except (ValueError, OSError) as err:  # CheckpointError: folder / repo problems, worded by core
+        raise gr.Error(str(err)) from None
 
 
 def inspect_model(ws, kind: str, path: str) -> str:
     if kind != "demo" and not (path or "").strip():
         raise gr.Error("give a checkpoint folder or a Hub repo id")
     info = model_description(ws)
-    label = "**DEMO model** (built in, random-ish small weights for trying the studio)\n\n" if kind == "demo" else ""
-    return label + "\n".join(f"- {k}: `{v}`" for k, v in info.items() if not isinstance(v, (dict, list)))
+    return "```\n" + info.summary() + "\n```"
 
 
 # ---- training ------------------------------------------------------------------------------------
@@ -220,7 +246,8 @@ def train_config(ws, v: dict[str, Any]):
     ov: dict[str, Any] = {
         "workspace": str(ws.root),
         "paths.base_model_path": base,
-        "data.codec": st.get("codec", "demo"), "data.separation": st.get("separation", "none"),
+        "data.codec": st.get("codec", "demo"), "data.separation": st.get("separation", "auto"),
+        "data.bgm_mode": st.get("bgm_mode", "stems"), "data.val_fraction": float(st.get("val_fraction", 0.1)),
         "training.type": v["mode"], "training.epochs": int(v["epochs"] or 1),
         "training.max_steps": int(v["steps"]) if v.get("steps") else None,
         "training.batch_size": int(v["batch"]), "training.gradient_accumulation_steps": int(v["accum"]),

@@ -82,8 +82,13 @@ T: dict[str, tuple[str, str]] = {
     "codec_help": ("demo: runs anywhere, DEMO quality. official: SongGeneration's tokenizers (needs the runtime weights).",
                    "demo：任意机器可运行，演示质量。official：SongGeneration 官方分词器（需要官方运行时权重）。"),
     "separation": ("Vocal / accompaniment separation", "人声 / 伴奏分离"),
-    "sep_help": ("demucs: htdemucs from the local checkpoint. mix_minus_vocal: accompaniment = mix − vocal. none: use the mix for all streams (demo).",
-                 "demucs：使用本地 htdemucs 权重。mix_minus_vocal：伴奏 = 混音 − 人声。none：三路都用混音（演示用）。"),
+    "sep_help": ("auto: Demucs when its checkpoint is found in the runtime folder, else the DEMO split for the demo codec. "
+                 "demucs: htdemucs from the local checkpoint. demo: a labelled DEMO split. none: every song must come with its vocal and bgm stems.",
+                 "auto：在运行时目录中找到 Demucs 权重则使用，否则演示编解码器使用演示 (DEMO) 分离。demucs：使用本地 htdemucs 权重。"
+                 "demo：演示分离。none：每首歌都必须提供人声与伴奏分轨。"),
+    "bgm_mode": ("Accompaniment stream", "伴奏流"),
+    "bgm_help": ("stems: drums + bass + other (how the official training tokens were made). mix_minus_vocal: mix − vocal (as upstream's inference prompts).",
+                 "stems：鼓 + 贝斯 + 其他（官方训练 token 的做法）。mix_minus_vocal：混音 − 人声（上游推理提示的做法）。"),
     "val_fraction": ("Validation share", "验证集比例"),
     "runtime_path": ("SongGeneration runtime folder (official codec / demucs)", "SongGeneration 运行时目录（官方编解码器 / demucs）"),
     "plan_btn": ("Check cache", "检查缓存"),
@@ -95,6 +100,7 @@ T: dict[str, tuple[str, str]] = {
                     "每首歌的 token 数（每秒 25 个）与模型上下文长度对比；超长歌曲按训练规则裁剪。"),
     "dur_hist": ("Song durations", "歌曲时长分布"),
     "no_songs": ("No songs yet: add some in Data.", "还没有歌曲：请先在「数据」中添加。"),
+    "nothing_prepared": ("No song could be prepared: see the reasons in Data (Check all songs).", "没有可用的歌曲：请在「数据」中查看原因（检查全部歌曲）。"),
     "prepared_at": ("Prepared dataset: `{path}`", "已编码数据集：`{path}`"),
     # ---- train ----------------------------------------------------------------------------------
     "base_model": ("Base model", "基础模型"),

@@ -74,7 +74,7 @@ class RunView:
             if n and idx[-1] != n - 1:
                 idx.append(n - 1)
             for i in idx:
-                if s.raw[i] is not None and name != "val_loss":
+                if s.raw[i] is not None and name == "loss":
                     out.append((s.steps[i], s.raw[i], f"{name} (raw)"))
                 if s.ema[i] is not None:
                     label = name if name == "val_loss" else f"{name} (smoothed)"

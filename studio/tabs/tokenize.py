@@ -16,13 +16,15 @@ def build(ctx) -> dict:
         with gr.Column(scale=1, min_width=320):
             codec = gr.Radio([("demo (DEMO)", "demo"), ("official", "official")], value=st.get("codec", "demo"),
                              label=t("codec"), info=t("codec_help"), elem_id="codec")
-            sep = gr.Radio(["none", "demucs", "mix_minus_vocal"], value=st.get("separation", "none"),
+            sep = gr.Radio(backend.literal_choices("data", "separation"), value=st.get("separation", "auto"),
                            label=t("separation"), info=t("sep_help"), elem_id="separation")
+            bgm = gr.Radio(backend.literal_choices("data", "bgm_mode"), value=st.get("bgm_mode", "stems"),
+                           label=t("bgm_mode"), info=t("bgm_help"), elem_id="bgm-mode")
             runtime = gr.Textbox(value=st.get("runtime_path", ""), label=t("runtime_path"), elem_id="runtime-path")
             val = gr.Slider(0.0, 0.5, value=st.get("val_fraction", 0.1), step=0.05, label=t("val_fraction"),
                             elem_id="val-fraction")
             with gr.Row():
-                plan_btn = gr.Button(t("plan_btn"), elem_id="btn-plan")
+                plan_btn = gr.Button(t("plan_btn"), elem_id="btn-plan") if backend.has_plan() else None
                 tok_btn = gr.Button(t("tokenize_btn"), variant="primary", elem_id="btn-tokenize")
             summary = gr.Markdown(elem_id="tok-summary")
         with gr.Column(scale=2):
@@ -31,23 +33,25 @@ def build(ctx) -> dict:
             budget = gr.BarPlot(x="song", y="tokens", color="part", label=t("budget"), height=240, elem_id="tok-budget")
             hist = gr.BarPlot(x="duration (s)", y="songs", label=t("dur_hist"), height=200, elem_id="tok-hist")
 
-    opts = [codec, sep, runtime, val]
+    opts = [codec, sep, bgm, runtime, val]
 
-    def _save(c, s, r, v):
-        ctx.ws.set_state(codec=c, separation=s, runtime_path=r or "", val_fraction=v)
+    def _save(c, s, b, r, v):
+        ctx.ws.set_state(codec=c, separation=s, bgm_mode=b, runtime_path=r or "", val_fraction=v)
 
-    def plan(c, s, r, v):
-        _save(c, s, r, v)
+    def plan(c, s, b, r, v):
+        _save(c, s, b, r, v)
         if not ctx.ws.songs():
             raise gr.Error(t("no_songs"))
         return backend.plan_prepare(ctx.ws)
 
-    def tokenize(c, s, r, v, progress=gr.Progress()):
-        _save(c, s, r, v)
+    def tokenize(c, s, b, r, v, progress=gr.Progress()):
+        _save(c, s, b, r, v)
         if not ctx.ws.songs():
             raise gr.Error(t("no_songs"))
         progress(0, desc=t("tokenize_btn"))
         result = backend.prepare(ctx.ws, progress=lambda frac, msg="": progress(frac, desc=msg or None))
+        if result is None:
+            raise gr.Error(t("nothing_prepared"))
         return show(result)
 
     def show(result=None):
@@ -59,7 +63,8 @@ def build(ctx) -> dict:
                 pd.DataFrame(result["hist_rows"], columns=["duration (s)", "songs"]))
 
     changed = codec.change(lambda *a: _save(*a), opts, None, api_name=False)
-    plan_btn.click(plan, opts, summary, api_name="plan_cache")
+    if plan_btn is not None:  # shown only when core.data offers a dry-run plan
+        plan_btn.click(plan, opts, summary, api_name="plan_cache")
     tok_ev = tok_btn.click(tokenize, opts, [summary, report, budget, hist], api_name="tokenize")
     return {"changed": changed, "show": show, "outs": [summary, report, budget, hist], "tok_ev": tok_ev}
 

@@ -106,7 +106,7 @@ def build(ctx) -> dict:
             status = gr.Markdown(t("no_run"), elem_id="run-status")
             progress = gr.HTML(elem_id="run-progress")
             plot = gr.LinePlot(value=pd.DataFrame({"step": [], "loss": [], "series": []}), x="step", y="loss",
-                               color="series", label=t("loss_plot"), height=320, elem_id="loss-plot")
+                               color="series", label=t("loss_plot"), height=440, elem_id="loss-plot")
             with gr.Row():
                 sample_pick = gr.Dropdown(label=t("samples"), choices=[], elem_id="sample-pick", scale=2)
                 sample_audio = gr.Audio(type="filepath", interactive=False, elem_id="sample-audio", scale=3,
@@ -251,7 +251,7 @@ def build(ctx) -> dict:
         poll, [run_pick, view_state], poll_outs, api_name=False, show_progress="hidden")
     sample_pick.change(lambda s: s, sample_pick, sample_audio, api_name=False)
 
-    return {"run_pick": run_pick, "view_state": view_state, "poll": poll, "poll_outs": poll_outs,
+    return {"select_run": select_run, "run_config": config, "run_command": command, "run_pick": run_pick, "view_state": view_state, "poll": poll, "poll_outs": poll_outs,
             "changed": start_ev, "preview": preview, "inputs": inputs, "config": next_cfg, "command": next_cmd,
             "estimate": estimate, "sample_audio": sample_audio, "start_btn": start_btn, "resume_btn": resume_btn}
 
@@ -269,4 +269,6 @@ def wire_load(ctx, demo, ui) -> None:
         return gr.update(choices=ch, value=pick["run_dir"] if pick else None), {"run": None, "version": -1}
 
     demo.load(attach, None, [ui["run_pick"], ui["view_state"]], api_name=False).then(
+        ui["select_run"], ui["run_pick"], [ui["run_config"], ui["run_command"]], api_name=False).then(
+        ui["poll"], [ui["run_pick"], ui["view_state"]], ui["poll_outs"], api_name=False, show_progress="hidden").then(
         ui["preview"], ui["inputs"], [ui["config"], ui["command"], ui["estimate"]], api_name=False)
