@@ -60,6 +60,12 @@ class TrainingConfig(_Section):
     keep_last: int = Field(2, ge=1)
     freeze_transformer: bool = False  # "modular extension": train only the sub stack side
     num_workers: int = Field(0, ge=0)
+    # prepared dataset folder (core.data's output); default: the newest one under the prepared dir
+    dataset_dir: Optional[str] = None
+    condition_dropout: bool = True  # the checkpoint's CFG/attribute dropout; false only to debug/compare
+    num_samples: int = Field(2, ge=0)  # fixed lyric prompts generated at each sample point (0: none)
+    sample_seconds: float = Field(10.0, gt=0)  # length of each sample
+    bucket_size: int = Field(64, ge=1)  # length bucketing: sort windows of bucket_size global batches
 
 
 class LoraConfig(_Section):
@@ -86,9 +92,13 @@ class LoraConfig(_Section):
 
 class DataConfig(_Section):
     codec: Literal["demo", "official"] = "demo"
-    separation: Literal["demucs", "mix_minus_vocal", "none"] = "demucs"
-    val_fraction: float = Field(0.1, ge=0, lt=1)
+    # auto: Demucs when its checkpoint is found (paths.runtime_path), else the labelled demo split for
+    # the demo codec (the official codec then needs Demucs or per-song stems); none: stems required
+    separation: Literal["auto", "demucs", "demo", "none"] = "auto"
+    bgm_mode: Literal["stems", "mix_minus_vocal"] = "stems"  # accompaniment = drums+bass+other, or mix - vocal
+    val_fraction: float = Field(0.1, ge=0, lt=1)  # floor(n * val_fraction) songs, at most n - 1
     prompt_offset_s: float = Field(30.0, ge=0)  # where the 10 s prompt starts when no chorus time is known
+    min_duration_s: float = Field(5.0, ge=0)  # shorter songs are rejected
     seed: int = 0
     device: str = "auto"
 

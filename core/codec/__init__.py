@@ -26,6 +26,19 @@ class AudioCodec(Protocol):
         """long [3, T] (or [2, T] vocal/bgm) -> (float [2, N], sample_rate)."""
 
 
+def get_codec(cfg) -> AudioCodec:
+    """The codec a config asks for (`data.codec`): "demo" (weight-free, labelled demo) or "official"
+    (SongGeneration's tokenizers, `OfficialCodec.from_config(cfg)`)."""
+    kind = cfg.data.codec
+    if kind == "demo":
+        from core.codec.demo import DemoCodec
+        return DemoCodec(seed=cfg.data.seed)
+    if kind == "official":
+        from core.codec.official import OfficialCodec
+        return OfficialCodec.from_config(cfg)
+    raise ValueError(f"data.codec = {kind!r} is not known; use 'demo' or 'official'")
+
+
 def __getattr__(name: str):
     # Backends import lazily: the official one pulls in large modules the demo never needs.
     if name == "OfficialCodec":
