@@ -1,0 +1,480 @@
+"""Run folders: create, launch, stop, re-attach, status, control flags, metrics reading.
+
+A run is a folder (the config's `paths.output_dir`; the studio uses `<workspace>/runs/<run-id>/`):
+
+    config.yaml     the exact config the trainer reads
+    run.json        status record: {run_id, status, pid, pgid, pid_start, command, config_hash,
+                    created, started, ended, step, total, returncode, error}
+    train.log       stdout + stderr of the training process group
+    metrics.jsonl   one JSON object a line: {"type": "metrics", ...} and {"type": "event", ...}
+    logs/           TensorBoard event files
+    checkpoints/    step-N/ (adapter or official layout, plus state/ for exact resume)
+    samples/        step-N_<k>.wav
+    control/        flag files: stop, save, sample (the trainer checks them every step)
+
+The studio never trains inside its own process: `start_run` starts
+`accelerate launch -m core.train --config <run>/config.yaml` as its own process group, and
+everything else here only reads or writes files, so a page reload or a second viewer is harmless.
+Status values: created, starting, running, stopping, done, stopped, error, crashed.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+from core.config import StudioConfig, load_config
+
+RUN_JSON = "run.json"
+CONFIG_NAME = "config.yaml"
+LOG_NAME = "train.log"
+METRICS_NAME = "metrics.jsonl"
+CONTROL_DIR = "control"
+FLAGS = ("stop", "save", "sample")
+TERMINAL = ("done", "stopped", "error", "crashed")
+ACTIVE = ("starting", "running", "stopping")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# Popen handles of runs started by this process, so finished children are reaped (no zombies)
+# and their exit code is known.
+_CHILDREN: dict[str, subprocess.Popen] = {}
+
+
+# ---- small file helpers ---------------------------------------------------------------------
+def now_iso() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=False), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def read_run_json(run_dir: str | os.PathLike) -> dict[str, Any]:
+    path = Path(run_dir) / RUN_JSON
+    if not path.is_file():
+        return {}
+    for _ in range(5):  # a writer replaces the file atomically; a read can still race a rename on some FS
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, FileNotFoundError):
+            time.sleep(0.05)
+    return {}
+
+
+def update_run_json(run_dir: str | os.PathLike, **fields: Any) -> dict[str, Any]:
+    """Read-modify-write run.json (atomic replace)."""
+    data = read_run_json(run_dir)
+    data.update(fields)
+    write_json_atomic(Path(run_dir) / RUN_JSON, data)
+    return data
+
+
+def config_hash(cfg: StudioConfig) -> str:
+    """sha256 (16 hex) of the canonical config, output_dir excluded (moving a run keeps its hash)."""
+    data = cfg.to_dict()
+    data["paths"] = dict(data["paths"], output_dir=None)
+    blob = json.dumps(data, sort_keys=True, ensure_ascii=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+# ---- process helpers ------------------------------------------------------------------------
+def _proc_start_time(pid: int) -> Optional[int]:
+    """Start time of a process in clock ticks since boot (Linux), to tell a reused pid apart."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rfind(")") + 2:].split()
+    try:
+        return int(fields[19])
+    except (IndexError, ValueError):
+        return None
+
+
+def pid_alive(pid: Optional[int], start_time: Optional[int] = None) -> bool:
+    """True when `pid` exists, is not a zombie and (when known) started at `start_time`."""
+    if not pid:
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    stat_path = Path(f"/proc/{pid}/stat")
+    if stat_path.exists():
+        try:
+            stat = stat_path.read_text()
+            state = stat[stat.rfind(")") + 2:].split()[0]
+            if state in ("Z", "X"):
+                return False
+        except OSError:
+            return False
+        if start_time is not None and _proc_start_time(int(pid)) != start_time:
+            return False
+    return True
+
+
+def _reap(run_dir: Path) -> Optional[int]:
+    """Exit code of a child this process started, once it has ended; None while it runs or if unknown."""
+    proc = _CHILDREN.get(str(run_dir.resolve()))
+    if proc is None:
+        return None
+    return proc.poll()
+
+
+# ---- run folders ----------------------------------------------------------------------------
+def runs_root(workspace: str | os.PathLike) -> Path:
+    return Path(workspace).expanduser() / "runs"
+
+
+def _slug(text: str) -> str:
+    s = re.sub(r"[^A-Za-z0-9._-]+", "-", text.strip()).strip("-.")
+    return s[:48] or "run"
+
+
+def create_run(cfg: StudioConfig, name: Optional[str] = None) -> Path:
+    """Make `<workspace>/runs/<run-id>/` and write its config.yaml (paths.output_dir = the run dir).
+
+    The run id is `<UTC time>-<mode>` or `<UTC time>-<name>`; paths in the written config are made
+    absolute so the run can be started from any working directory.
+    """
+    workspace = cfg.workspace_dir().resolve()
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    base = f"{stamp}-{_slug(name) if name else cfg.training.type}"
+    root = runs_root(workspace)
+    root.mkdir(parents=True, exist_ok=True)
+    run_dir = root / base
+    n = 1
+    while True:
+        try:
+            run_dir.mkdir(parents=False, exist_ok=False)
+            break
+        except FileExistsError:
+            n += 1
+            run_dir = root / f"{base}-{n}"
+    cfg = cfg.model_copy(deep=True)
+    cfg.workspace = str(workspace)
+    cfg.paths.output_dir = str(run_dir)
+    if cfg.paths.prepared_data_dir:
+        cfg.paths.prepared_data_dir = str(Path(cfg.paths.prepared_data_dir).expanduser().resolve())
+    if cfg.training.dataset_dir:
+        cfg.training.dataset_dir = str(Path(cfg.training.dataset_dir).expanduser().resolve())
+    cfg.save(run_dir / CONFIG_NAME)
+    write_json_atomic(run_dir / RUN_JSON, {
+        "run_id": run_dir.name, "name": name, "status": "created", "mode": cfg.training.type,
+        "config_hash": config_hash(cfg), "created": now_iso(), "pid": None, "command": command_for(run_dir),
+    })
+    return run_dir
+
+
+def load_run_config(run_dir: str | os.PathLike) -> StudioConfig:
+    return load_config(Path(run_dir) / CONFIG_NAME)
+
+
+def command_for(run_dir: str | os.PathLike, resume: bool = False, num_processes: Optional[int] = None,
+                multi_gpu: bool = False) -> str:
+    """The shell command that trains this run (what the UI shows; `start_run` runs the same)."""
+    return shlex.join(launch_argv(run_dir, resume=resume, num_processes=num_processes,
+                                  multi_gpu=multi_gpu, executable="accelerate"))
+
+
+def launch_argv(run_dir: str | os.PathLike, resume: bool = False, num_processes: Optional[int] = None,
+                multi_gpu: bool = False, executable: Optional[str] = None) -> list[str]:
+    """argv for `accelerate launch -m core.train --config <run>/config.yaml [--resume]`.
+
+    `executable=None` uses the accelerate CLI of this interpreter (`python -m accelerate.commands.launch`),
+    which needs no PATH lookup.
+    """
+    cfg_path = str(Path(run_dir).resolve() / CONFIG_NAME)
+    head = ["accelerate", "launch"] if executable else [sys.executable, "-m", "accelerate.commands.launch"]
+    opts: list[str] = []
+    if multi_gpu:
+        opts.append("--multi_gpu")
+    if num_processes:
+        opts += ["--num_processes", str(num_processes)]
+    tail = ["-m", "core.train", "--config", cfg_path]
+    if resume:
+        tail.append("--resume")
+    return head + opts + tail
+
+
+def flag_path(run_dir: str | os.PathLike, flag: str) -> Path:
+    if flag not in FLAGS:
+        raise ValueError(f"unknown control flag {flag!r}; expected one of {FLAGS}")
+    return Path(run_dir) / CONTROL_DIR / flag
+
+
+def set_flag(run_dir: str | os.PathLike, flag: str) -> Path:
+    path = flag_path(run_dir, flag)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(now_iso(), encoding="utf-8")
+    return path
+
+
+def clear_flags(run_dir: str | os.PathLike) -> None:
+    for flag in FLAGS:
+        flag_path(run_dir, flag).unlink(missing_ok=True)
+
+
+def start_run(run_dir: str | os.PathLike, resume: bool = False, num_processes: Optional[int] = None,
+              multi_gpu: bool = False, env: Optional[dict[str, str]] = None) -> dict[str, Any]:
+    """Start training of `run_dir` as its own process group; returns the updated run.json record.
+
+    Output goes to `<run>/train.log` (appended, so a resumed run keeps its history). `resume=True`
+    continues from the latest checkpoint. Refuses to start a run whose process is still alive.
+    """
+    run_dir = Path(run_dir).resolve()
+    if not (run_dir / CONFIG_NAME).is_file():
+        raise FileNotFoundError(f"{run_dir / CONFIG_NAME} not found: create the run first (create_run)")
+    load_run_config(run_dir)  # fail here, in the caller, on a broken config
+    status = run_status(run_dir)
+    if status.get("status") in ACTIVE:
+        raise RuntimeError(f"run {run_dir.name} is already {status['status']} (pid {status.get('pid')}); "
+                           "stop it first")
+    clear_flags(run_dir)
+    argv = launch_argv(run_dir, resume=resume, num_processes=num_processes, multi_gpu=multi_gpu)
+    child_env = dict(os.environ)
+    child_env.update(env or {})
+    child_env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT)] + [p for p in child_env.get("PYTHONPATH", "").split(os.pathsep) if p])
+    child_env.setdefault("PYTHONUNBUFFERED", "1")
+    log = open(run_dir / LOG_NAME, "ab")
+    log.write(f"\n===== {now_iso()} {shlex.join(argv)}\n".encode())
+    log.flush()
+    try:
+        proc = subprocess.Popen(argv, cwd=str(REPO_ROOT), stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, env=child_env, start_new_session=True)
+    finally:
+        log.close()
+    _CHILDREN[str(run_dir)] = proc
+    return update_run_json(
+        run_dir, status="starting", pid=proc.pid, pgid=proc.pid, pid_start=_proc_start_time(proc.pid),
+        command=command_for(run_dir, resume=resume, num_processes=num_processes, multi_gpu=multi_gpu),
+        started=now_iso(), ended=None, returncode=None, error=None, resume=bool(resume),
+    )
+
+
+def request_save(run_dir: str | os.PathLike) -> Path:
+    """Ask the trainer to save a checkpoint after the current step."""
+    return set_flag(run_dir, "save")
+
+
+def request_sample(run_dir: str | os.PathLike) -> Path:
+    """Ask the trainer to generate samples after the current step."""
+    return set_flag(run_dir, "sample")
+
+
+def stop_run(run_dir: str | os.PathLike, wait: float = 0.0, force: bool = False) -> dict[str, Any]:
+    """Ask the run to stop: it saves a checkpoint, then exits with status "stopped".
+
+    `wait` seconds: block until the process is gone. `force=True`: after `wait`, kill the process
+    group (SIGTERM, then SIGKILL after 10 s); the run is then marked "stopped" without a final save
+    unless the trainer managed one (its SIGTERM handler saves too).
+    """
+    run_dir = Path(run_dir)
+    set_flag(run_dir, "stop")
+    info = read_run_json(run_dir)
+    if info.get("status") in ("starting", "running"):
+        info = update_run_json(run_dir, status="stopping")
+    deadline = time.time() + max(0.0, wait)
+    while time.time() < deadline and _group_alive(run_dir, info):
+        time.sleep(0.2)
+    if force and _group_alive(run_dir, info):
+        _kill_group(info, signal.SIGTERM)
+        t_end = time.time() + 10
+        while time.time() < t_end and _group_alive(run_dir, info):
+            time.sleep(0.2)
+        if _group_alive(run_dir, info):
+            _kill_group(info, signal.SIGKILL)
+            time.sleep(0.2)
+        if read_run_json(run_dir).get("status") not in TERMINAL:
+            update_run_json(run_dir, status="stopped", ended=now_iso(), error="killed by stop_run(force=True)")
+    return run_status(run_dir)
+
+
+def kill_run(run_dir: str | os.PathLike, sig: int = signal.SIGKILL) -> None:
+    """Send `sig` to the run's whole process group (no save; for tests and emergencies)."""
+    _kill_group(read_run_json(run_dir), sig)
+
+
+def _kill_group(info: dict[str, Any], sig: int) -> None:
+    pgid = info.get("pgid") or info.get("pid")
+    if not pgid:
+        return
+    try:
+        os.killpg(int(pgid), sig)
+    except ProcessLookupError:
+        pass
+
+
+def _group_alive(run_dir: Path, info: dict[str, Any]) -> bool:
+    if _reap(run_dir.resolve()) is not None:
+        return False
+    pid = info.get("pid")
+    return pid_alive(pid, info.get("pid_start"))
+
+
+def run_status(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """run.json plus liveness: an active run whose process is gone is marked "crashed" (persisted).
+
+    Adds `alive` (bool), `latest_checkpoint` (path or None) and `last_step` (from metrics) to the record.
+    """
+    run_dir = Path(run_dir)
+    info = read_run_json(run_dir)
+    if not info:
+        info = {"run_id": run_dir.name, "status": "created" if (run_dir / CONFIG_NAME).exists() else "missing"}
+    rc = _reap(run_dir.resolve())
+    alive = False
+    if info.get("status") in ACTIVE:
+        alive = rc is None and pid_alive(info.get("pid"), info.get("pid_start"))
+        if not alive:
+            # re-read: the trainer may have written a terminal status just before exiting
+            info = read_run_json(run_dir) or info
+            if info.get("status") in ACTIVE:
+                tail = tail_log(run_dir, 20)
+                err = f"process {info.get('pid')} is gone without a final status"
+                if rc is not None:
+                    err += f" (exit code {rc})"
+                info = update_run_json(run_dir, status="crashed", ended=now_iso(), returncode=rc,
+                                       error=err, log_tail=tail)
+    elif rc is not None and info.get("returncode") is None and info.get("status") in TERMINAL:
+        info = update_run_json(run_dir, returncode=rc)
+    out = dict(info)
+    out["alive"] = alive
+    ckpt = latest_checkpoint(run_dir)
+    out["latest_checkpoint"] = str(ckpt) if ckpt else None
+    return out
+
+
+def mark_crashed_runs(workspace: str | os.PathLike) -> list[str]:
+    """On studio start: mark every active run whose process is gone as crashed; returns their ids."""
+    marked = []
+    for d in _run_dirs(workspace):
+        if read_run_json(d).get("status") in ACTIVE and run_status(d).get("status") == "crashed":
+            marked.append(d.name)
+    return marked
+
+
+def _run_dirs(workspace: str | os.PathLike) -> list[Path]:
+    root = runs_root(workspace)
+    if not root.is_dir():
+        return []
+    return sorted((p for p in root.iterdir() if p.is_dir() and (p / CONFIG_NAME).exists()),
+                  key=lambda p: p.name, reverse=True)
+
+
+def list_runs(workspace: str | os.PathLike) -> list[dict[str, Any]]:
+    """All runs under `<workspace>/runs/`, newest first, each a `run_status` record plus `run_dir`."""
+    out = []
+    for d in _run_dirs(workspace):
+        rec = run_status(d)
+        rec["run_dir"] = str(d)
+        out.append(rec)
+    return out
+
+
+def checkpoints(run_dir: str | os.PathLike) -> list[Path]:
+    """Complete checkpoints `checkpoints/step-N` (those with a trainer_state.json), oldest first."""
+    root = Path(run_dir) / "checkpoints"
+    if not root.is_dir():
+        return []
+    found = []
+    for p in root.iterdir():
+        m = re.fullmatch(r"step-(\d+)", p.name)
+        if m and p.is_dir() and (p / "trainer_state.json").is_file():
+            found.append((int(m.group(1)), p))
+    return [p for _, p in sorted(found)]
+
+
+def latest_checkpoint(run_dir: str | os.PathLike) -> Optional[Path]:
+    found = checkpoints(run_dir)
+    return found[-1] if found else None
+
+
+def delete_run(run_dir: str | os.PathLike) -> None:
+    """Remove a finished run's folder (refuses while it is alive)."""
+    st = run_status(run_dir)
+    if st.get("alive"):
+        raise RuntimeError(f"run {Path(run_dir).name} is still running; stop it first")
+    shutil.rmtree(run_dir)
+
+
+# ---- reading telemetry ----------------------------------------------------------------------
+def read_metrics(run_dir: str | os.PathLike, since_offset: int = 0,
+                 max_bytes: int = 8 << 20) -> tuple[list[dict[str, Any]], int]:
+    """Records appended to metrics.jsonl since byte `since_offset` -> (records, new_offset).
+
+    Cheap for a UI poll: it seeks to the offset and reads at most `max_bytes`; a partly written last
+    line is left for the next call. If the file shrank (replaced), it starts again from 0. After a
+    resume, steps after the checkpoint appear again; a later line for a step replaces an earlier one
+    (see `metrics_series`).
+    """
+    path = Path(run_dir) / METRICS_NAME
+    if not path.is_file():
+        return [], 0
+    size = path.stat().st_size
+    if since_offset > size:
+        since_offset = 0
+    with open(path, "rb") as fh:
+        fh.seek(since_offset)
+        chunk = fh.read(max_bytes)
+    end = chunk.rfind(b"\n")
+    if end < 0:
+        return [], since_offset
+    records = []
+    for line in chunk[:end].splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records, since_offset + end + 1
+
+
+def metrics_series(records: list[dict[str, Any]], key: str = "loss") -> list[tuple[int, Optional[float]]]:
+    """(step, value) pairs of the metrics records, one per step, the latest line of a step winning."""
+    by_step: dict[int, Optional[float]] = {}
+    for r in records:
+        if r.get("type") == "metrics" and key in r:
+            by_step[int(r["step"])] = r[key]
+    return sorted(by_step.items())
+
+
+def tail_log(run_dir: str | os.PathLike, lines: int = 50) -> str:
+    path = Path(run_dir) / LOG_NAME
+    if not path.is_file():
+        return ""
+    with open(path, "rb") as fh:
+        fh.seek(0, os.SEEK_END)
+        size = fh.tell()
+        fh.seek(max(0, size - 64 * 1024))
+        data = fh.read().decode("utf-8", errors="replace")
+    return "\n".join(data.splitlines()[-lines:])
+
+
+def wait_for(run_dir: str | os.PathLike, statuses=TERMINAL, timeout: float = 600.0,
+             poll: float = 0.25) -> dict[str, Any]:
+    """Block until the run reaches one of `statuses` (or `timeout` seconds pass); returns run_status."""
+    deadline = time.time() + timeout
+    while True:
+        st = run_status(run_dir)
+        if st.get("status") in statuses or time.time() > deadline:
+            return st
+        time.sleep(poll)
