@@ -256,6 +256,8 @@ def train_config(ws, v: dict[str, Any]):
         "training.mixed_precision": v["precision"], "training.gradient_checkpointing": bool(v["grad_ckpt"]),
         "training.save_every": int(v["save_every"]), "training.sample_every": int(v["sample_every"] or 0),
         "training.log_every": int(v["log_every"]), "training.seed": int(v["seed"] or 0),
+        "training.num_samples": int(v.get("num_samples") or 0),
+        "training.sample_seconds": float(v.get("sample_seconds") or 10),
         "lora.r": int(v["lora_r"]), "lora.alpha": float(v["lora_alpha"]), "lora.dropout": float(v["lora_dropout"]),
         "lora.stacks": v["lora_stacks"], "lora.train_fusion": bool(v["lora_fusion"]),
         "lora.train_heads": bool(v["lora_heads"]),

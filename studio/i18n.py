@@ -126,6 +126,8 @@ T: dict[str, tuple[str, str]] = {
     "precision": ("Mixed precision", "混合精度"), "grad_ckpt": ("Gradient checkpointing", "梯度检查点"),
     "save_every": ("Save every N steps", "每 N 步保存"), "sample_every": ("Sample every N steps (0 = start and end)", "每 N 步生成样例（0 = 仅开始和结束）"),
     "log_every": ("Log every N steps", "每 N 步记录"), "seed": ("Seed", "随机种子"),
+    "num_samples": ("Sample songs per sample point", "每次生成的样例数"),
+    "sample_seconds": ("Sample length (s)", "样例时长（秒）"),
     "run_name": ("Run name (optional)", "运行名称（可选）"),
     "estimate": ("Estimate", "估算"),
     "command": ("Command (run it from a shell to train without the UI)", "命令（可在终端中直接运行，无需界面）"),

@@ -14,16 +14,17 @@ from studio import backend, monitor
 PRESETS: dict[str, dict] = {
     "Quick look (CPU / demo, a minute)": dict(mode="lora", lora_r=4, lora_alpha=8, lr=1e-3, steps=30, epochs=1, batch=1,
                                              accum=1, max_frames=150, precision="no", grad_ckpt=False,
-                                             save_every=10, sample_every=0, log_every=1, warmup=0),
+                                             save_every=10, sample_every=0, log_every=1, warmup=0,
+                                             num_samples=1, sample_seconds=3),
     "Voice / style LoRA · 24 GB": dict(mode="lora", lora_r=16, lora_alpha=32, lr=1e-4, steps=0, epochs=10, batch=1, accum=4,
                                        max_frames=0, precision="auto", grad_ckpt=True, save_every=200,
-                                       sample_every=200, log_every=5, warmup=50),
+                                       sample_every=200, log_every=5, warmup=50, num_samples=2, sample_seconds=20),
     "Style LoRA, bigger rank · 48 GB": dict(mode="lora", lora_r=64, lora_alpha=64, lr=1e-4, steps=0, epochs=10, batch=2,
                                             accum=2, max_frames=0, precision="auto", grad_ckpt=True,
-                                            save_every=200, sample_every=200, log_every=5, warmup=50),
+                                            save_every=200, sample_every=200, log_every=5, warmup=50, num_samples=2, sample_seconds=20),
     "Full finetune · 80 GB × N": dict(mode="full", lora_r=16, lora_alpha=32, lr=1e-5, steps=0, epochs=3, batch=1, accum=8,
                                       max_frames=0, precision="auto", grad_ckpt=True, save_every=500,
-                                      sample_every=500, log_every=10, warmup=100),
+                                      sample_every=500, log_every=10, warmup=100, num_samples=2, sample_seconds=20),
 }
 DEFAULT_PRESET = "Quick look (CPU / demo, a minute)"
 
@@ -81,7 +82,10 @@ def build(ctx) -> dict:
                     w["sample_every"] = gr.Number(p["sample_every"], label=t("sample_every"), precision=0, minimum=0)
                     w["log_every"] = gr.Number(p["log_every"], label=t("log_every"), precision=0, minimum=1)
                     w["seed"] = gr.Number(1234, label=t("seed"), precision=0)
-            w["run_name"] = gr.Textbox(label=t("run_name"), elem_id="run-name")
+                with gr.Row():
+                    w["num_samples"] = gr.Number(p["num_samples"], label=t("num_samples"), precision=0, minimum=0)
+                    w["sample_seconds"] = gr.Number(p["sample_seconds"], label=t("sample_seconds"), minimum=1)
+            w["run_name"] = gr.Textbox("", label=t("run_name"), elem_id="run-name")
             estimate = gr.Markdown(elem_id="estimate")
             with gr.Accordion(t("next_run"), open=False):
                 next_cmd = gr.Code(label=t("command"), language="shell", lines=2, interactive=False,
@@ -127,6 +131,13 @@ def build(ctx) -> dict:
     def values(*vals):
         return dict(zip(names, vals))
 
+    def named(fn):
+        """Give a *vals handler the widget names as parameters (readable API: /start_run(mode=..., steps=...))."""
+        import inspect
+        fn.__signature__ = inspect.Signature([inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+                                              for n in names])
+        return fn
+
     # ---- presets, preview, estimate ----------------------------------------------------------
     preset_keys = [k for k in PRESETS[DEFAULT_PRESET]]
 
@@ -137,6 +148,7 @@ def build(ctx) -> dict:
     w["preset"].change(apply_preset, w["preset"], [w[k] for k in preset_keys], api_name=False)
     w["mode"].change(lambda m: gr.update(visible=m == "lora"), w["mode"], lora_box, api_name=False, queue=False)
 
+    @named
     def preview(*vals):
         v = values(*vals)
         try:
@@ -158,6 +170,7 @@ def build(ctx) -> dict:
 
     inspect_btn.click(inspect, [w["base_kind"], w["base_path"]], model_info, api_name="inspect_model")
 
+    @named
     def save_cfg(*vals):
         cfg = backend.train_config(ctx.ws, values(*vals))
         return backend.save_config(ctx.ws, cfg, values(*vals).get("run_name"))
@@ -165,6 +178,7 @@ def build(ctx) -> dict:
     save_cfg_btn.click(save_cfg, inputs, cfg_file, api_name="save_config")
 
     # ---- run control ---------------------------------------------------------------------------
+    @named
     def start(*vals):
         if ctx.locked:
             raise gr.Error(t("demo_disabled"))
