@@ -129,7 +129,7 @@ class DemoCodec:
         for bits, lo, hi in reversed(_COEFS):
             coefs.append(_dq(c & ((1 << bits) - 1), bits, lo, hi))
             c = c >> bits
-        coefs = torch.stack(coefs[::-1])                              # [3, T]
+        coefs = torch.stack(coefs[::-1]) * (~silent).float()          # [3, T]; special ids: flat shape
         level = _dq(c, *_LEVEL)
         level = torch.where(silent, torch.full_like(level, -140.0), level)
         return level[None] + self._dct.T @ coefs

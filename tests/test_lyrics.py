@@ -1,0 +1,102 @@
+"""core.lyrics: the official grammar is accepted as is; common user formats are fixed (before/after)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from core import lyrics as lyr
+from tests.datagen import LYRICS_EXAMPLES, SHARED
+
+
+def _examples():
+    return [json.loads(l) for l in LYRICS_EXAMPLES.read_text(encoding="utf-8").splitlines() if l.strip()]
+
+
+@pytest.mark.parametrize("ex", _examples(), ids=lambda e: e["idx"])
+def test_official_examples_accepted_as_is(ex):
+    r = lyr.check_lyrics(ex["gt_lyric"])
+    assert r.status in ("ok", "warning"), (r.errors, r.changes)
+    assert r.text == ex["gt_lyric"].replace("  ", " ").strip()  # upstream's own normalisation only
+    assert not r.changes and not r.errors
+    if ex.get("descriptions"):
+        d = lyr.check_description(ex["descriptions"])
+        assert d.text == ex["descriptions"]  # already lower-case official form: unchanged
+        # only phrases outside the vocabularies are flagged, as warnings
+        assert set(d.unknown) <= {"piano and drums", "the bpm is 125."}
+
+
+def test_structure_tags_match_runtime_vocab():
+    vocab = SHARED / "fixtures" / "songgen-tiny-v2" / "conf" / "vocab.yaml"
+    assert lyr.load_structure_tags(vocab) == lyr.STRUCTURE_TAGS
+    groups = lyr.valid_structure_tags()
+    assert groups["vocal"] == ["[verse]", "[chorus]", "[bridge]"] and len(groups["instrumental"]) == 10
+
+
+FIXES = [
+    ("[Verse 1]\nHello world, how are you?\nI'm fine!\n\n[Chorus]\nLa la la\nSing along\n\n[Outro]",
+     "[verse] Hello world how are you.I'm fine. ; [chorus] La la la.Sing along. ; [outro-short]"),
+    ("[Intro]\n[Verse]\n花朵绽放如诗篇，随风轻舞动。\n湖面波光映倒影\n\n[Chorus]\n唱啊唱！\n[Outro]",
+     "[intro-short] ; [verse] 花朵绽放如诗篇.随风轻舞动.湖面波光映倒影 ; [chorus] 唱啊唱 ; [outro-short]"),
+    ("[Pre-Chorus]\nalmost there\n[Hook]\nbaby baby\n[Instrumental]\n[Bridge]\nwe go\n[Long Outro]",
+     "[verse] almost there. ; [chorus] baby baby. ; [inst-short] ; [bridge] we go. ; [outro-long]"),
+    ("line one\nline two\n\nline three",
+     "[verse] line one.line two. ; [verse] line three."),
+    ("Verse 1:\nhello there\nChorus:\nyeah yeah\n(ooh yeah)\n(Chorus)",
+     "[verse] hello there. ; [chorus] yeah yeah.ooh yeah. ; [chorus] yeah yeah.ooh yeah."),
+    ("[verse] hello.world;[chorus] hey  you", "[verse] hello.world. ; [chorus] hey you."),
+    ("【Verse】\n“Stray” symbols ★ here… ok\n[INTRO-LONG] some humming", None),
+]
+
+
+@pytest.mark.parametrize("before,after", FIXES)
+def test_user_formats_are_fixed(before, after):
+    r = lyr.check_lyrics(before)
+    assert r.status == "fixed", (r.errors, r.text)
+    assert r.changes, "every fix is explained"
+    if after is not None:
+        assert r.text == after
+    again = lyr.check_lyrics(r.text)
+    assert again.status in ("ok", "warning") and again.text == r.text  # fixed text is official
+
+
+def test_stray_symbols_and_instrumental_text():
+    r = lyr.check_lyrics("【Verse】\n“Stray” symbols ★ here… ok\n[INTRO-LONG] some humming")
+    assert r.text == "[verse] Stray symbols here.ok. ; [intro-long]"
+    assert any("instrumental" in c for c in r.changes)
+
+
+def test_errors_and_warnings():
+    r = lyr.check_lyrics("[Spoken Word]\nhello")
+    assert r.status == "error" and "unknown section tag [Spoken Word]" in r.errors[0]
+    assert lyr.check_lyrics("").status == "error"
+    assert lyr.check_lyrics(None).status == "error"
+    inst = lyr.check_lyrics("[intro-short] ; [inst-long] ; [outro-short]")
+    assert inst.status == "warning" and inst.instrumental_only and "instrumental" in inst.warnings[0]
+    strict = lyr.check_lyrics("[Verse] hi", fix=False)
+    assert strict.status == "error"
+
+
+def test_descriptions():
+    d = lyr.check_description("[Musicality-very-high], Female, Pop, strings (violin, cello), Sadd")
+    assert d.text == "female, pop, strings (violin, cello), sadd"
+    assert d.musicality == ["[Musicality-very-high]"]
+    assert d.unknown == ["sadd"] and "did you mean: sad" in d.warnings[0]
+    assert d.categories["female"] == "gender" and d.categories["strings (violin, cello)"] == "instrument"
+    assert lyr.check_description("[Pure-Music]").text is None
+    assert lyr.check_description("  ").text is None
+    assert lyr.check_description("male, rock").status == "ok"
+
+
+def test_vocabularies_and_suggestions():
+    tags = lyr.list_tags()
+    for cat in lyr.DESCRIPTION_CATEGORIES:
+        official = [l.strip().lower() for l in (SHARED / "data" / "description" / f"{cat}.txt")
+                    .read_text(encoding="utf-8").splitlines() if l.strip()]
+        assert tags[cat] == list(dict.fromkeys(official))
+        assert (lyr.ASSETS_DIR / f"{cat}.txt").read_bytes() == (SHARED / "data" / "description" / f"{cat}.txt").read_bytes()
+    assert tags["gender"] == ["male", "female", "mixed"]
+    assert lyr.suggest_tags("pian")[0] == "piano"
+    assert "pop" in lyr.suggest_tags("po", category="genre")
+    assert lyr.format_description(["Female", " Pop "]) == "female, pop"
