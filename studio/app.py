@@ -86,4 +86,4 @@ def launch_kwargs() -> dict:
 def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int = 7860, **kw):
     ws_root = demo.studio_ctx.ws.root
     return demo.queue(default_concurrency_limit=4).launch(
-        server_name=host, server_port=port, allowed_paths=[str(ws_root)], **launch_kwargs(), **kw)
+        server_name=host, server_port=port, allowed_paths=[str(ws_root)], show_error=True, **launch_kwargs(), **kw)

@@ -342,6 +342,14 @@ def start_new_run(ws, v: dict[str, Any]) -> Path:
     return run_dir
 
 
+def check_run_dir(ws, run_dir: str) -> str:
+    """Only folders under <workspace>/runs are runs the UI may act on."""
+    p = Path(run_dir).resolve()
+    if p.parent != (ws.root / "runs").resolve() or not (p / "config.yaml").is_file():
+        raise gr.Error(f"{run_dir} is not a run of this workspace")
+    return str(p)
+
+
 def stop_run(run_dir: str):
     return _core("core.runs", "stop_run")(run_dir)
 

@@ -191,7 +191,7 @@ def build(ctx) -> dict:
     def _need(run):
         if not run:
             raise gr.Error(t("no_run").split(".")[0])
-        return run
+        return backend.check_run_dir(ctx.ws, run)
 
     def stop(run):
         backend.stop_run(_need(run))
