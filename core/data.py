@@ -96,7 +96,10 @@ def model_limits(cfg: StudioConfig) -> ModelLimits:
     except ImportError:
         describe_checkpoint = None
     if describe_checkpoint is not None:
-        d = describe_checkpoint(resolve_base_model(cfg), cfg.paths.runtime_path)
+        # The demo model carries its own runtime (in the workspace); paths.runtime_path may then point at
+        # a SongGeneration folder used only for Demucs.
+        runtime = None if cfg.paths.base_model_path == "demo" else cfg.paths.runtime_path
+        d = describe_checkpoint(resolve_base_model(cfg), runtime)
         return ModelLimits(str(d.version), float(d.max_dur), float(d.prompt_len), int(d.frame_rate),
                            tuple(d.structure_tags), Path(d.runtime_root) if d.runtime_root else None, bool(d.is_demo))
     base = cfg.paths.base_model_path
@@ -342,7 +345,10 @@ class SeparationPlan:
         if self.kind == "demucs":
             if self._separator is None:
                 from core.separation import Separator
-                self._separator = Separator.from_checkpoint(str(self.checkpoint), device=device, seed=seed)
+                yaml_path = self.checkpoint.with_suffix(".yaml")
+                self._separator = Separator.from_checkpoint(str(self.checkpoint),
+                                                            str(yaml_path) if yaml_path.is_file() else None,
+                                                            device=device, seed=seed)
             vocal, bgm = self._separator.separate(mix, sr, bgm_mode=bgm_mode)
             return vocal.float().cpu(), bgm.float().cpu()
         raise RuntimeError(self.error or "no separation available")

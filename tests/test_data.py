@@ -3,7 +3,7 @@ is modified, the cache skips unchanged songs and re-tokenizes only edited ones."
 from __future__ import annotations
 
 import json
-import shutil
+import os
 from pathlib import Path
 
 import pytest
@@ -268,3 +268,53 @@ def test_model_limits_from_official_config(ws):
         data.prepare(cfg, items=[], codec=CountingCodec())
     demo = data.model_limits(load_config(None, {"workspace": str(ws)}))
     assert (demo.max_dur, demo.prompt_frames, demo.frame_rate) == (150.0, 250, 25)
+
+
+def test_auto_separation_picks_demucs_when_found(tmp_path, ws, monkeypatch):
+    """Fast path check with a stand-in Separator: the plan, the call and the report (the real model: below)."""
+    from core import separation
+    calls = []
+
+    class FakeSeparator:
+        @classmethod
+        def from_checkpoint(cls, pth, yaml_path=None, kwargs=None, device="cpu", seed=0):
+            calls.append(("load", Path(pth).name, device, seed))
+            return cls()
+
+        def separate(self, mix, sample_rate, bgm_mode="stems"):
+            calls.append(("separate", tuple(mix.shape), sample_rate, bgm_mode))
+            return mix * 0.5, mix * 0.5
+    monkeypatch.setattr(separation, "Separator", FakeSeparator)
+    runtime = tmp_path / "runtime"
+    (runtime / "third_party/demucs/ckpt").mkdir(parents=True)
+    (runtime / "third_party/demucs/ckpt/htdemucs.pth").write_bytes(b"weights")
+    short = write_song(tmp_path / "short.wav", 6, seed=7)
+    cfg = cfg_for(ws, tmp_path / "prep", **{"paths.runtime_path": str(runtime), "data.bgm_mode": "mix_minus_vocal",
+                                           "data.device": "cpu", "data.seed": 3})
+    res = data.prepare(cfg, items=[{"audio": str(short), "lyrics": GOOD_LYRICS}], codec=CountingCodec())
+    assert res.report[0]["status"] == "ok" and res.report[0]["separation"].startswith("Demucs htdemucs")
+    assert "mix - vocal" in res.summary["separation"]
+    assert calls == [("load", "htdemucs.pth", "cpu", 3), ("separate", (2, 6 * 48000), 48000, "mix_minus_vocal")]
+
+
+@pytest.mark.skipif(os.environ.get("SONGGEN_SLOW_TESTS") != "1",
+                    reason="real Demucs on CPU takes 20-40 s; set SONGGEN_SLOW_TESTS=1")
+def test_demucs_is_used_when_its_checkpoint_is_found(songs, tmp_path, ws, monkeypatch):
+    """auto separation + a runtime holding third_party/demucs/ckpt/htdemucs.pth -> Demucs, recorded in the report.
+    The fixture's htdemucs is the official structure at tiny width, so its two narrow kwargs are passed in."""
+    pytest.importorskip("demucs")
+    from core import separation
+    runtime = SHARED / "fixtures" / "songgen-codec-tiny"
+    orig = separation.Separator.from_checkpoint.__func__
+
+    def tiny(cls, pth, yaml_path=None, kwargs=None, device="cpu", seed=0):
+        return orig(cls, pth, yaml_path, {"channels": 8, "bottom_channels": 32}, device, seed)
+    monkeypatch.setattr(separation.Separator, "from_checkpoint", classmethod(tiny))
+    short = write_song(tmp_path / "short.wav", 6, seed=7)
+    codec = CountingCodec()
+    cfg = cfg_for(ws, tmp_path / "prep", **{"paths.runtime_path": str(runtime), "data.min_duration_s": 1.0})
+    res = data.prepare(cfg, items=[{"audio": str(short), "lyrics": GOOD_LYRICS}], codec=codec)
+    assert res.report[0]["status"] == "ok", res.report[0]
+    assert res.report[0]["separation"].startswith("Demucs htdemucs") and "drums + bass + other" in res.report[0]["separation"]
+    assert "Demucs" in json.loads(res.report_path.read_text())["summary"]["separation"]
+    assert codec.calls == [{"n": 6 * 48000, "stems": True}]
