@@ -30,6 +30,7 @@ class SpaceInfo:
     space_id: Optional[str]
     demo_mode: bool  # training and pushing disabled
     persistent_data: bool  # /data exists (Space persistent storage)
+    oauth: bool = False  # "Sign in with Hugging Face" is configured (README: hf_oauth: true)
 
     @property
     def duplicate_url(self) -> Optional[str]:
@@ -49,7 +50,8 @@ def detect(env: Mapping[str, str] | None = None, data_root: str | os.PathLike = 
     else:
         demo = on_space and not allow
     return SpaceInfo(on_space=on_space, space_id=space_id, demo_mode=demo,
-                     persistent_data=on_space and Path(data_root).is_dir())
+                     persistent_data=on_space and Path(data_root).is_dir(),
+                     oauth=on_space and bool(env.get("OAUTH_CLIENT_ID")))
 
 
 def default_workspace(info: SpaceInfo, flag: str | None = None, env: Mapping[str, str] | None = None,

@@ -189,7 +189,7 @@ def test_chinese_build(tmp_path):
     from studio.app import build_app
     from studio.space import SpaceInfo
     demo = build_app(workspace=tmp_path, lang="zh", space=SpaceInfo(False, None, False, False))
-    labels = json.dumps(demo.get_config_file(), ensure_ascii=False)
+    labels = json.dumps(demo.get_config_file(), ensure_ascii=False, default=str)
     assert "开始训练" in labels and "歌词" in labels
 
 

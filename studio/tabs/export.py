@@ -58,16 +58,18 @@ def build(ctx, train_ui) -> dict:
             gr.Markdown(f"### {t('push_title')}")
             if ctx.locked:
                 gr.Markdown(t("demo_disabled"), elem_id="push-locked", elem_classes=["locked-note"])
-            login = gr.LoginButton() if ctx.space.on_space else None
+            use_oauth = ctx.space.oauth and not ctx.locked  # on a Space with hf_oauth: the login gives the token
+            if use_oauth:
+                gr.LoginButton()
             with gr.Row():
-                repo = gr.Textbox(label=t("repo_id"), elem_id="push-repo")
+                repo = gr.Textbox("", label=t("repo_id"), elem_id="push-repo")
                 private = gr.Checkbox(True, label=t("private"), elem_id="push-private")
             with gr.Row():
                 p_adapter = gr.Checkbox(True, label=t("push_adapter"))
                 p_merged = gr.Checkbox(False, label=t("push_merged"))
                 p_dataset = gr.Checkbox(False, label=t("push_dataset"))
-            token = gr.Textbox(label=t("token"), info=t("token_help"), type="password", elem_id="push-token",
-                               visible=not ctx.space.on_space)
+            token = gr.Textbox("", label=t("token"), info=t("token_help"), type="password", elem_id="push-token",
+                               visible=not use_oauth)
             push_btn = gr.Button(t("push_btn"), variant="primary", interactive=not ctx.locked, elem_id="btn-push")
             push_msg = gr.Markdown(elem_id="push-msg")
 
@@ -120,7 +122,7 @@ def build(ctx, train_ui) -> dict:
         return t("pushed", url=url)
 
     push_in = [ckpt, repo, private, p_adapter, p_merged, p_dataset]
-    if ctx.space.on_space:
+    if use_oauth:
         def push_oauth(c, rp, pv, pa, pm, pd_, oauth_token: gr.OAuthToken | None = None):
             return _push(c, rp, pv, pa, pm, pd_, oauth_token.token if oauth_token else None)
         push_btn.click(push_oauth, push_in, push_msg, api_name="push")
