@@ -1,0 +1,342 @@
+"""`OfficialCodec`: SongGeneration's own tokenizers and decoder behind the studio's AudioCodec protocol.
+
+Modules are built lazily (encode needs neither the flow estimator nor the VAE; decode needs no 1rvq file) and
+cached per process by file paths + hyperparameters + device/dtype, so repeated codecs share one copy.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import threading
+from pathlib import Path
+from typing import Any, Callable, Mapping, Optional, Sequence, Union
+
+import torch
+
+from .flow import FlowDecoder, decode_codes
+from .loading import WeightFileError, read_state_dict
+from .tokenizer import build_tokenizer
+from .vae import OobleckVAE
+
+log = logging.getLogger(__name__)
+
+# Official hyperparameters that tensor shapes cannot reveal (same layout as the fixture's fixture.json).
+OFFICIAL_HPARAMS: dict[str, Any] = {
+    "conformer": {"num_attention_heads": 16, "hidden_act": "swish", "position_embeddings_type": "rotary",
+                  "rotary_embedding_base": 10000, "layer_norm_eps": 1e-5, "num_conv_pos_embeddings": 128,
+                  "num_conv_pos_embedding_groups": 16},
+    "layers": {"mixed": 6, "vocal": 7, "bgm": 3},
+    "estimator": {"n_head": 20, "layer_norm_epsilon": 1e-5, "activation": "gelu_new"},
+    "decode": {"num_steps": 10, "guidance_scale": 1.5, "sigma_min": 1e-4, "window": 1000, "hop": 750,
+               "overlap": 250},
+    "sample_rate": 48000, "frame_rate": 25, "hop_samples": 1920,
+    "demucs": {"kwargs_changed": {}},
+}
+
+RUNTIME_FILES = {
+    "mixed": "ckpt/model_1rvq/model_2_fixed.safetensors",
+    "septoken": "ckpt/model_septoken/model_2.safetensors",
+    "vae_config": "ckpt/vae/stable_audio_1920_vae.json",
+    "vae_ckpt": "ckpt/vae/autoencoder_music_1320k.ckpt",
+    "demucs": "third_party/demucs/ckpt/htdemucs.pth",
+}
+MIXED_FILE = "model_2_fixed.safetensors"
+SEPTOKEN_FILE = "model_2.safetensors"
+
+# Upstream's silence tokens for rendering one track alone (codeclm generate_audio).
+SILENT_VOCAL_TOKEN = 3142
+SILENT_BGM_TOKEN = 9670
+
+_CACHE: dict[tuple, Any] = {}
+_CACHE_LOCK = threading.Lock()
+
+Progress = Optional[Callable[[str, int, int], None]]
+
+
+def _merge(base: Mapping, over: Optional[Mapping]) -> dict:
+    out = copy.deepcopy(dict(base))
+    for k, v in (over or {}).items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def _cached(key: tuple, build: Callable[[], Any]):
+    with _CACHE_LOCK:
+        if key not in _CACHE:
+            _CACHE[key] = build()
+        return _CACHE[key]
+
+
+def clear_cache() -> None:
+    """Drop every cached module (frees memory; the next call reloads from disk)."""
+    with _CACHE_LOCK:
+        _CACHE.clear()
+
+
+def _as_stereo(x: torch.Tensor, name: str) -> torch.Tensor:
+    x = torch.as_tensor(x).float()
+    if x.dim() == 3 and x.shape[0] == 1:
+        x = x[0]
+    if x.dim() == 1:
+        x = x[None]
+    if x.dim() != 2 or x.shape[0] not in (1, 2):
+        raise ValueError(f"{name} must be float [2, N] (or [N] mono), got shape {list(x.shape)}")
+    return x.expand(2, -1) if x.shape[0] == 1 else x
+
+
+def _tqdm_progress(desc: str):
+    bars: dict[str, Any] = {}
+
+    def cb(stage: str, done: int, total: int):
+        from tqdm.auto import tqdm
+        bar = bars.get(stage)
+        if bar is None or bar.total != total:
+            bar = bars[stage] = tqdm(total=total, desc=f"{desc} {stage}", unit="window", leave=False)
+        bar.update(done - bar.n)
+        if done >= total:
+            bar.close()
+            bars.pop(stage, None)
+    return cb
+
+
+class OfficialCodec:
+    """SongGeneration's official codec (Flow1dVAE1rvq + Flow1dVAESeparate + Stable Audio VAE + htdemucs)."""
+
+    id = "songgen-official-1"
+    frame_rate = 25
+    sample_rate = 48000
+    is_demo = False
+
+    def __init__(self, mixed: Optional[Path], septoken: Path, vae_config: Optional[Path],
+                 vae_ckpt: Optional[Path], demucs: Optional[Path], hparams: Optional[Mapping] = None,
+                 device: Union[str, torch.device] = "cpu", dtype: torch.dtype = torch.float32,
+                 progress: Union[bool, Callable[[str, int, int], None]] = False, seed: Optional[int] = 0):
+        self.files = {"mixed": mixed, "septoken": septoken, "vae_config": vae_config, "vae_ckpt": vae_ckpt,
+                      "demucs": demucs}
+        self.hp = _merge(OFFICIAL_HPARAMS, hparams)
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.seed = seed
+        if progress is True:
+            self._progress: Progress = _tqdm_progress("songgen codec")
+        else:
+            self._progress = progress or None
+
+    # construction -------------------------------------------------------------------------------------
+    @classmethod
+    def from_files(cls, *, mixed=None, septoken, vae_config=None, vae_ckpt=None, demucs=None, hparams=None,
+                   **kw) -> "OfficialCodec":
+        """Paths to the five official files (mixed: the 1rvq safetensors; septoken: the vocal/bgm tokenizer +
+        decoder; vae_config/vae_ckpt: Stable Audio VAE; demucs: htdemucs.pth). Missing files fail now with
+        the file named; tensors are read on first use. `hparams`: dict shaped like the fixture's fixture.json
+        (None = official values)."""
+        paths = {}
+        for name, p in (("mixed", mixed), ("septoken", septoken), ("vae_config", vae_config),
+                        ("vae_ckpt", vae_ckpt), ("demucs", demucs)):
+            if p is not None and not Path(p).is_file():
+                raise WeightFileError(f"{name} file not found: {p}")
+            paths[name] = Path(p) if p is not None else None
+        return cls(paths["mixed"], paths["septoken"], paths["vae_config"], paths["vae_ckpt"], paths["demucs"],
+                   hparams=hparams, **kw)
+
+    @classmethod
+    def from_runtime(cls, runtime_root, hparams=None, **kw) -> "OfficialCodec":
+        """The official runtime layout: ckpt/model_1rvq/, ckpt/model_septoken/, ckpt/vae/, third_party/demucs/.
+        The `ckpt/` level may be omitted (as in the test fixture)."""
+        root = Path(runtime_root)
+        if not root.is_dir():
+            raise WeightFileError(f"runtime root not found: {root}")
+        found = {}
+        for name, rel in RUNTIME_FILES.items():
+            cands = [root / rel]
+            if rel.startswith("ckpt/"):
+                cands.append(root / rel[len("ckpt/"):])
+            hit = next((c for c in cands if c.is_file()), None)
+            if hit is None:
+                raise WeightFileError(f"{name} file not found in runtime root {root}: expected {cands[0]}")
+            found[name] = hit
+        return cls.from_files(hparams=hparams, **found, **kw)
+
+    @classmethod
+    def from_config(cls, cfg, **kw) -> "OfficialCodec":
+        """From a `core.config.StudioConfig`: paths.audio_tokenizer_path (1rvq safetensors or its folder),
+        paths.separate_audio_tokenizer_path (septoken), paths.runtime_path (ckpt/vae and third_party/demucs)."""
+        p = cfg.paths
+
+        def resolve(value, key, filename):
+            if not value:
+                raise WeightFileError(f"set paths.{key} to the official {filename} (or the folder holding it)")
+            path = Path(value)
+            if path.is_dir():
+                path = path / filename
+            if not path.is_file():
+                raise WeightFileError(f"paths.{key}: {path} not found (expected the official {filename})")
+            return path
+
+        mixed = resolve(p.audio_tokenizer_path, "audio_tokenizer_path", MIXED_FILE)
+        sep = resolve(p.separate_audio_tokenizer_path, "separate_audio_tokenizer_path", SEPTOKEN_FILE)
+        if not p.runtime_path:
+            raise WeightFileError("set paths.runtime_path to the SongGeneration runtime root "
+                                  "(it holds ckpt/vae/ and third_party/demucs/ckpt/htdemucs.pth)")
+        root = Path(p.runtime_path)
+        files = {}
+        for name in ("vae_config", "vae_ckpt", "demucs"):
+            rel = RUNTIME_FILES[name]
+            cands = [root / rel] + ([root / rel[len("ckpt/"):]] if rel.startswith("ckpt/") else [])
+            hit = next((c for c in cands if c.is_file()), None)
+            if hit is None:
+                raise WeightFileError(f"paths.runtime_path: {cands[0]} not found "
+                                      f"(paths.runtime_path = {root})")
+            files[name] = hit
+        return cls.from_files(mixed=mixed, septoken=sep, hparams=kw.pop("hparams", None), **files, **kw)
+
+    # cached modules -----------------------------------------------------------------------------------
+    def _key(self, *parts) -> tuple:
+        return (*parts, json.dumps(self.hp, sort_keys=True, default=str), str(self.device), str(self.dtype))
+
+    def _need(self, name: str) -> Path:
+        p = self.files.get(name)
+        if p is None:
+            raise WeightFileError(f"the {name} file was not given to OfficialCodec (needed for this operation)")
+        return p
+
+    def mixed_tokenizer(self):
+        path = self._need("mixed")
+
+        def build():
+            sd = read_state_dict(path, "1rvq tokenizer file")
+            tok = build_tokenizer(sd, self.hp["conformer"], {"mixed": int(self.hp["layers"]["mixed"])},
+                                  {"mixed": "rvq_bestrq_emb.quantizers.0."}, path, "1rvq tokenizer file")
+            return tok.to(self.device, self.dtype)
+        return _cached(self._key("mixed", str(path)), build)
+
+    def sep_tokenizer(self):
+        path = self._need("septoken")
+
+        def build():
+            sd = read_state_dict(path, "septoken tokenizer file")
+            layers = {"vocal": int(self.hp["layers"]["vocal"]), "bgm": int(self.hp["layers"]["bgm"])}
+            tok = build_tokenizer(sd, self.hp["conformer"], layers,
+                                  {"vocal": "rvq_bestrq_emb.quantizers.0.", "bgm": "rvq_bestrq_bgm_emb.quantizers.0."},
+                                  path, "septoken tokenizer file")
+            return tok.to(self.device, self.dtype)
+        return _cached(self._key("septoken-enc", str(path)), build)
+
+    def flow(self) -> FlowDecoder:
+        path = self._need("septoken")
+
+        def build():
+            sd = read_state_dict(path, "septoken tokenizer file")
+            fl = FlowDecoder(sd, self.hp["estimator"], self.hp["decode"], path, "septoken tokenizer file")
+            if fl.counts < 100000:
+                log.warning("septoken normfeat.counts = %d (< 100000): latent statistics treated as frozen",
+                            int(fl.counts))
+            fl.to(self.device)
+            fl.estimator.to(self.dtype)
+            return fl
+        return _cached(self._key("septoken-flow", str(path)), build)
+
+    def vae(self) -> OobleckVAE:
+        cfg, ckpt = self._need("vae_config"), self._need("vae_ckpt")
+        return _cached(self._key("vae", str(cfg), str(ckpt)), lambda: OobleckVAE(cfg, ckpt).to(self.device))
+
+    def separator(self):
+        from core.separation import Separator
+        path = self._need("demucs")
+        kwargs = dict(self.hp.get("demucs", {}).get("kwargs_changed") or {})
+        yaml_path = path.with_suffix(".yaml")
+        return _cached(self._key("demucs", str(path), self.seed),
+                       lambda: Separator.from_checkpoint(path, yaml_path if yaml_path.is_file() else None,
+                                                         kwargs=kwargs, device=str(self.device), seed=self.seed))
+
+    # protocol -----------------------------------------------------------------------------------------
+    def encode_mixed(self, mix: torch.Tensor) -> torch.Tensor:
+        """[2, N] 48 kHz -> long [T] (1rvq tokenizer)."""
+        return self.mixed_tokenizer().encode({"mixed": _as_stereo(mix, "mix")}, self._progress)["mixed"]
+
+    def encode_sep(self, vocal: torch.Tensor, bgm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """vocal, bgm [2, N] 48 kHz -> (long [T], long [T]) (septoken tokenizer)."""
+        out = self.sep_tokenizer().encode({"vocal": _as_stereo(vocal, "vocal"), "bgm": _as_stereo(bgm, "bgm")},
+                                          self._progress)
+        return out["vocal"], out["bgm"]
+
+    def separate(self, mix: torch.Tensor, bgm_mode: str = "stems") -> tuple[torch.Tensor, torch.Tensor]:
+        return self.separator().separate(_as_stereo(mix, "mix"), self.sample_rate, bgm_mode=bgm_mode)
+
+    def encode(self, mix: torch.Tensor, vocal: Optional[torch.Tensor] = None,
+               bgm: Optional[torch.Tensor] = None) -> torch.LongTensor:
+        """float [2, N] at 48 kHz (stems optional; None -> Demucs) -> long [3, T] = [mixed, vocal, bgm]."""
+        mix = _as_stereo(mix, "mix")
+        if (vocal is None) != (bgm is None):
+            raise ValueError("give both vocal and bgm stems, or neither (then Demucs separates the mix)")
+        if vocal is None:
+            vocal, bgm = self.separate(mix)
+        mixed = self.encode_mixed(mix)
+        cv, cb = self.encode_sep(vocal, bgm)
+        t = min(mixed.shape[0], cv.shape[0])
+        return torch.stack([mixed[:t], cv[:t], cb[:t]]).long()
+
+    def prompt_latents(self, prompt_vocal: torch.Tensor, prompt_bgm: torch.Tensor,
+                       noise: Optional[torch.Tensor] = None, generator: Optional[torch.Generator] = None):
+        """The in-context prompt: (latents [64, n], codes_vocal [T], codes_bgm [T]) from 48 kHz stems.
+        Prompts shorter than 30 s use their first 10 s, longer ones 20..30 s (upstream's choice)."""
+        pv, pb = _as_stereo(prompt_vocal, "prompt vocal"), _as_stereo(prompt_bgm, "prompt bgm")
+        sr = self.sample_rate
+        if pv.shape[-1] < 30 * sr:
+            pv, pb = pv[:, :10 * sr], pb[:, :10 * sr]
+        else:
+            pv, pb = pv[:, 20 * sr:30 * sr], pb[:, 20 * sr:30 * sr]
+        vae = self.vae()
+        moments = vae.encode_moments((pv + pb)[None])
+        if noise is None:
+            noise = torch.randn(moments.shape[0], moments.shape[1] // 2, moments.shape[2], generator=generator)
+        lat = vae.sample(moments, noise.reshape(1, moments.shape[1] // 2, moments.shape[2]))[0]
+        cv, cb = self.encode_sep(pv, pb)
+        return lat, cv, cb
+
+    def decode(self, tokens: torch.Tensor, prompt: Union[None, torch.Tensor, Sequence[torch.Tensor]] = None,
+               noise: Optional[Sequence[torch.Tensor]] = None, *, track: str = "both",
+               prompt_noise: Optional[torch.Tensor] = None, seed: Optional[int] = None,
+               num_steps: Optional[int] = None, guidance_scale: Optional[float] = None,
+               vae_chunk: Optional[int] = 128) -> tuple[torch.Tensor, int]:
+        """long [3, T] (mixed row ignored) or [2, T] = [vocal, bgm] -> (float [2, N] at 48 kHz, 48000).
+
+        prompt: None, a [2, n] 48 kHz mix (separated with Demucs) or a (vocal, bgm) pair of [2, n] stems.
+        noise: per-window initial noise ([1000, 64] each) to replay the sampler exactly; otherwise drawn from
+        a generator seeded with `seed` (or the global RNG when both are None).
+        track: "both", "vocal" (bgm tokens replaced by silence) or "bgm" (vocal tokens replaced by silence)."""
+        tokens = torch.as_tensor(tokens).long()
+        if tokens.dim() == 3 and tokens.shape[1] == 1:
+            tokens = tokens[:, 0]
+        if tokens.dim() != 2 or tokens.shape[0] not in (2, 3):
+            raise ValueError(f"tokens must be [3, T] or [2, T], got {list(tokens.shape)}")
+        cv, cb = tokens[-2].clone(), tokens[-1].clone()
+        if track not in ("both", "vocal", "bgm"):
+            raise ValueError(f"track must be 'both', 'vocal' or 'bgm', got {track!r}")
+        if track == "vocal":
+            cb[:] = SILENT_BGM_TOKEN
+        elif track == "bgm":
+            cv[:] = SILENT_VOCAL_TOKEN
+        gen = torch.Generator().manual_seed(seed) if seed is not None else None
+        context, n_prompt = None, 0
+        if prompt is not None:
+            if isinstance(prompt, torch.Tensor):
+                pv, pb = self.separate(prompt, bgm_mode="mix_minus_vocal")
+            else:
+                pv, pb = prompt
+            pv, pb = _as_stereo(pv, "prompt vocal"), _as_stereo(pb, "prompt bgm")
+            if track == "vocal":
+                pb = torch.zeros_like(pb)
+            context, pcv, pcb = self.prompt_latents(pv, pb, prompt_noise, gen)
+            n_prompt = pcv.shape[0]
+            cv, cb = torch.cat([pcv, cv]), torch.cat([pcb, cb])
+        vae = self.vae()
+        wav = decode_codes(self.flow(), lambda lat: vae.decode(lat[None], chunk=vae_chunk)[0], cv, cb,
+                           n_prompt=n_prompt, context=context, noise=noise, generator=gen,
+                           sample_rate=self.sample_rate, progress=self._progress,
+                           num_steps=num_steps, guidance=guidance_scale)
+        return wav, self.sample_rate

@@ -1,0 +1,331 @@
+"""The official codec against the songgen-codec-tiny fixture (outputs of the official code on CPU, fp32).
+
+Codes must be identical; intermediates, latents and audio within the fixture README's tolerances.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+FIX = SHARED / "fixtures" / "songgen-codec-tiny"
+
+pytestmark = pytest.mark.skipif(not (FIX / "cases.pt").is_file(), reason="songgen-codec-tiny fixture not found")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    # the CI machine has 2 cores shared with other test processes; oversubscribed OpenMP threads make the
+    # small tensor ops of the tiny models several times slower than one thread
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def fx():
+    return json.loads((FIX / "fixture.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def cases():
+    return torch.load(FIX / "cases.pt", weights_only=True)
+
+
+@pytest.fixture(scope="module")
+def codec(fx):
+    from core.codec import OfficialCodec
+    return OfficialCodec.from_runtime(FIX, hparams=fx)
+
+
+@pytest.fixture(scope="module")
+def signal(cases):
+    s = cases["signal"]
+    mix = s["vocal"] + s["bgm"]
+    return s["vocal"], s["bgm"], mix
+
+
+def _noise(case):
+    return [n[0] for n in case["noise"]]
+
+
+def _codes(case):
+    return torch.cat([case["codes_vocal"][0], case["codes_bgm"][0]])
+
+
+# ---------------------------------------------------------------------------------------------- encode
+def test_protocol_attributes(codec):
+    from core.codec import AudioCodec
+    assert isinstance(codec, AudioCodec)
+    assert (codec.id, codec.frame_rate, codec.sample_rate, codec.is_demo) == ("songgen-official-1", 25, 48000, False)
+
+
+def test_signal_recomputation(cases, signal):
+    _, _, mix = signal
+    assert torch.allclose(mix.double().sum(-1), cases["signal"]["mix_sum"], atol=1e-6)
+
+
+def test_encode_codes_exact(codec, cases, signal):
+    vocal, bgm, mix = signal
+    codes = codec.encode(mix, vocal=vocal, bgm=bgm)
+    e = cases["encode"]
+    assert codes.dtype == torch.long and codes.shape == (3, 151)
+    assert torch.equal(codes[0], e["codes_mixed"][0, 0])
+    assert torch.equal(codes[1], e["codes_vocal"][0, 0])
+    assert torch.equal(codes[2], e["codes_bgm"][0, 0])
+    # deterministic and cached: a second codec on the same files reuses the loaded modules
+    from core.codec import OfficialCodec
+    again = OfficialCodec.from_runtime(FIX, hparams=codec.hp)
+    assert again.sep_tokenizer() is codec.sep_tokenizer()
+    assert torch.equal(again.encode_mixed(mix), codes[0])
+
+
+@pytest.mark.parametrize("stream", ["mixed", "vocal", "bgm"])
+def test_encode_intermediates(codec, cases, signal, stream):
+    from core.codec.official.frontend import to_mono_24k
+    from core.codec.official.tokenizer import iter_windows, peak_normalise
+    vocal, bgm, mix = signal
+    ref = cases["encode"]["first_window"][stream]
+    audio = {"mixed": mix, "vocal": vocal, "bgm": bgm}[stream]
+    tok = codec.mixed_tokenizer() if stream == "mixed" else codec.sep_tokenizer()
+    layer, vq = tok.heads[stream]
+    assert layer == ref["layer"]
+    win = next(iter_windows(peak_normalise(audio)))[2][None]
+    mono = to_mono_24k(win)
+    assert torch.allclose(mono[:, :24000], ref["mono24k_head"], atol=1e-6)
+    mel = tok.encoder.mel(mono)[..., : ref["log_mel"].shape[-1]]
+    # Above ~-39 dB the mel matches to 1e-4. Below, it sits in the resampler's stop band where fp32
+    # rounding noise of the 48->24 kHz filter dominates (a float64 STFT differs from both by ~0.03).
+    loud = ref["log_mel"] > -2.5
+    assert (mel - ref["log_mel"])[loud].abs().max() < 1e-4
+    assert (mel - ref["log_mel"]).abs().max() < 0.25
+    assert (mel - ref["log_mel"]).abs().mean() < 1e-3
+    # conv front end on the reference mel head (the last frames see the cut edge, so they are left out)
+    with torch.no_grad():
+        conv = tok.encoder.conv(ref["log_mel"])
+    n = ref["log_mel"].shape[-1] // 4 - 4
+    assert torch.allclose(conv[:, :n], ref["conv_out"][:, :n], atol=1e-4)
+    # the stock transformers conformer from the reference conv output
+    with torch.no_grad():
+        h = ref["conv_out"]
+        pe = tok.encoder.conformer.embed_positions(h)
+        for i in range(layer):
+            h = tok.encoder.conformer.layers[i](h, relative_position_embeddings=pe)
+            h = h[0] if isinstance(h, tuple) else h
+    assert torch.allclose(h, ref["hidden"], atol=1e-4)
+    # VQ: in_proj with the folded weight norm, then the cosine lookup gives the reference codes
+    z_e = vq.project_in(ref["hidden"])
+    assert torch.allclose(z_e, ref["z_e"], atol=1e-5)
+    codes = vq.lookup(ref["z_e"])[0]
+    full = cases["encode"][f"codes_{stream}"][0, 0]
+    assert torch.equal(codes[: full.shape[0]], full)
+
+
+def test_window_layout_long_clip():
+    from core.codec.official.tokenizer import WINDOW_S, SR, iter_windows
+    L = WINDOW_S * SR
+    for n in (L // 3, L, int(2.5 * L)):
+        x = torch.arange(n, dtype=torch.float32).expand(2, n)
+        a = x
+        while a.shape[-1] < L:
+            a = torch.cat([a, a], -1)
+        n_win = a.shape[-1] // L + 1
+        ref = torch.cat([a, a], -1)[:, : n_win * L]
+        got = torch.cat([w for _, _, w in iter_windows(x)], -1)
+        assert torch.equal(got, ref)
+
+
+# ---------------------------------------------------------------------------------------------- decode
+def test_vq_decode_unit(codec, cases):
+    u = cases["decode"]["vq_decode_unit"]
+    flow = codec.flow()
+    out_v = flow.vq_vocal.decode(u["codes_vocal"][0]).transpose(1, 2)
+    out_b = flow.vq_bgm.decode(u["codes_bgm"][0]).transpose(1, 2)
+    assert torch.allclose(out_v, u["out_vocal"], atol=1e-6)
+    assert torch.allclose(out_b, u["out_bgm"], atol=1e-6)
+
+
+def test_estimator_unit(codec, cases):
+    u = cases["decode"]["estimator_unit"]
+    with torch.no_grad():
+        out = codec.flow().estimator(u["x"], u["t"])
+    assert torch.allclose(out, u["out"], atol=1e-5)
+
+
+def test_decode_one_window(codec, cases, monkeypatch):
+    from core.codec.official.flow import FlowDecoder
+    ow = cases["decode"]["one_window"]
+    latents = []
+    real = FlowDecoder.sample_window
+    monkeypatch.setattr(FlowDecoder, "sample_window", lambda *a, **k: latents.append(real(*a, **k)) or latents[-1])
+    cv, cb = _codes(ow)
+    wav, sr = codec.decode(torch.stack([cv, cv, cb]), noise=_noise(ow))  # [3, T]: the mixed row is ignored
+    assert len(latents) == 1 and torch.allclose(latents[0], ow["latents"][0][0], atol=1e-4)
+    assert sr == 48000 and list(wav.shape) == list(ow["wav_shape"])
+    assert torch.allclose(wav[:, :72000], ow["wav_head"], atol=1e-5)
+    assert torch.allclose(wav[:, -9600:], ow["wav_tail"], atol=1e-5)
+    assert torch.allclose(wav.double().sum(-1), ow["wav_sum"], atol=1e-2)
+    assert torch.allclose(wav.double().pow(2).sum(-1), ow["wav_sumsq"], rtol=1e-5)
+
+
+def test_decode_two_windows(codec, cases):
+    tw = cases["decode"]["two_windows"]
+    wav, _ = codec.decode(_codes(tw), noise=_noise(tw))
+    assert list(wav.shape) == list(tw["wav_shape"])
+    for s in tw["wav_slices"]:
+        assert torch.allclose(wav[:, s["start"]:s["start"] + s["wav"].shape[-1]], s["wav"], atol=1e-5)
+    assert torch.allclose(wav.double().pow(2).sum(-1), tw["wav_sumsq"], rtol=1e-5)
+
+
+def test_decode_with_prompt(codec, cases, signal):
+    vocal, bgm, _ = signal
+    wp = cases["decode"]["with_prompt"]
+    moments = codec.vae().encode_moments((vocal + bgm)[None])
+    assert torch.allclose(moments, wp["prompt_vae_pre_bottleneck"], atol=1e-5)
+    lat, pcv, pcb = codec.prompt_latents(vocal, bgm, noise=wp["prompt_bottleneck_noise"])
+    assert torch.allclose(lat, wp["prompt_latent"][0], atol=1e-5)
+    assert torch.equal(pcv, wp["prompt_codes_vocal"][0, 0]) and torch.equal(pcb, wp["prompt_codes_bgm"][0, 0])
+    ow = cases["decode"]["one_window"]
+    wav, _ = codec.decode(_codes(ow), prompt=(vocal, bgm), noise=_noise(wp),
+                          prompt_noise=wp["prompt_bottleneck_noise"])
+    assert list(wav.shape) == list(wp["wav_shape"])
+    for s in wp["wav_slices"]:
+        assert torch.allclose(wav[:, s["start"]:s["start"] + s["wav"].shape[-1]], s["wav"], atol=1e-5)
+    assert torch.allclose(wav.double().pow(2).sum(-1), wp["wav_sumsq"], rtol=1e-5)
+
+
+def test_vae_encoder_and_chunked_decode(codec, cases):
+    vae = codec.vae()
+    assert torch.allclose(vae.encode_moments(cases["vae"]["enc_in"]), cases["vae"]["enc_pre_bottleneck"], atol=1e-5)
+    lat = cases["decode"]["one_window"]["latents"][0][:, :, :300]
+    full = vae.decode(lat, chunk=None)
+    tiled = vae.decode(lat, chunk=128, overlap=32)
+    assert tiled.shape == full.shape
+    assert (tiled - full).abs().max() < 1e-5
+
+
+def test_single_track_uses_silence_tokens(codec, cases, monkeypatch):
+    from core.codec.official.flow import FlowDecoder
+    seen = []
+    real = FlowDecoder.sample_window
+
+    def spy(self, cv, cb, *a, **k):
+        seen.append((cv.clone(), cb.clone()))
+        return real(self, cv, cb, *a, **k)
+    monkeypatch.setattr(FlowDecoder, "sample_window", spy)
+    codes = _codes(cases["decode"]["vq_decode_unit"])
+    wav, _ = codec.decode(codes, track="vocal", num_steps=1, seed=0, vae_chunk=None)
+    assert (seen[-1][1] == 9670).all() and not (seen[-1][0] == 3142).all()
+    wav2, _ = codec.decode(codes, track="bgm", num_steps=1, seed=0, vae_chunk=None)
+    assert (seen[-1][0] == 3142).all()
+    assert wav.shape == wav2.shape == (2, 16 * 1920)
+    assert torch.isfinite(wav).all()
+
+
+# ---------------------------------------------------------------------------------------------- loading
+def test_fp16_and_weight_norm_spellings(tmp_path, fx, cases, signal):
+    """fp16 tensors are read as fp32; the legacy weight_g/weight_v spelling of pos_conv_embed and the
+    parametrization spelling of the VQ projections both load and give the same codes."""
+    from safetensors.torch import load_file, save_file
+    from core.codec import OfficialCodec
+    sd = load_file(str(FIX / fx["files"]["mixed"]))
+    p = "bestrq.model.conformer.pos_conv_embed.conv."
+    sd[p + "weight_g"] = sd.pop(p + "parametrizations.weight.original0")
+    sd[p + "weight_v"] = sd.pop(p + "parametrizations.weight.original1")
+    q = "rvq_bestrq_emb.quantizers.0.in_proj."
+    sd[q + "parametrizations.weight.original0"] = sd.pop(q + "weight_g")
+    sd[q + "parametrizations.weight.original1"] = sd.pop(q + "weight_v")
+    sd["bestrq.model.cls_token"] = sd["bestrq.model.cls_token"].half()
+    sd["rsq48tobestrq.kernel"] = sd["rsq48tobestrq.kernel"].half()
+    f = tmp_path / "model_2_fixed.safetensors"
+    save_file(sd, str(f))
+    codec = OfficialCodec.from_files(mixed=f, septoken=FIX / fx["files"]["septoken"], hparams=fx)
+    _, _, mix = signal
+    assert torch.equal(codec.encode_mixed(mix), cases["encode"]["codes_mixed"][0, 0])
+    # an all-fp16 file loads (codes may move at near-ties, so only the shape is checked here)
+    half = {k: (v.half() if v.is_floating_point() else v) for k, v in load_file(str(FIX / fx["files"]["mixed"])).items()}
+    g = tmp_path / "half" / "model_2_fixed.safetensors"
+    g.parent.mkdir()
+    save_file(half, str(g))
+    codec16 = OfficialCodec.from_files(mixed=g, septoken=FIX / fx["files"]["septoken"], hparams=fx)
+    assert codec16.encode_mixed(mix[:, :48000]).shape == (26,)
+
+
+def test_missing_file_errors(tmp_path, fx):
+    from core.codec import OfficialCodec
+    from core.codec.official import WeightFileError
+    with pytest.raises(WeightFileError, match="septoken file not found: .*nope.safetensors"):
+        OfficialCodec.from_files(septoken=tmp_path / "nope.safetensors")
+    with pytest.raises(WeightFileError, match="mixed file not found in runtime root"):
+        OfficialCodec.from_runtime(tmp_path)
+
+
+def test_wrong_file_names_file_and_first_bad_key(tmp_path, fx, signal):
+    from safetensors.torch import load_file, save_file
+    from core.codec import OfficialCodec
+    from core.codec.official import WeightFileError
+    _, _, mix = signal
+    # the septoken file given as the mixed tokenizer works (it has the same encoder keys); the VAE ckpt does not
+    bad = OfficialCodec.from_files(mixed=FIX / fx["files"]["vae_ckpt"], septoken=FIX / fx["files"]["septoken"],
+                                   hparams=fx)
+    with pytest.raises(WeightFileError, match=r"autoencoder_music_1320k\.ckpt is missing tensor 'bestrq\.model\."):
+        bad.encode_mixed(mix)
+    # one tensor removed: the error names it
+    sd = load_file(str(FIX / fx["files"]["septoken"]))
+    del sd["cfm_wrapper.estimator.h.1.ln_2.weight"]
+    f = tmp_path / "model_2.safetensors"
+    save_file(sd, str(f))
+    c = OfficialCodec.from_files(septoken=f, hparams=fx)
+    with pytest.raises(WeightFileError, match=r"model_2\.safetensors is missing tensor 'cfm_wrapper\.estimator\.h\.1\.ln_2\.weight'"):
+        c.flow()
+    # wrong shape
+    sd = load_file(str(FIX / fx["files"]["septoken"]))
+    sd["cfm_wrapper.estimator.h.0.attn.c_proj.bias"] = torch.zeros(7)
+    save_file(sd, str(f))
+    c = OfficialCodec.from_files(septoken=f, hparams={**fx, "estimator": {**fx["estimator"], "n_head": 4}})
+    with pytest.raises(WeightFileError, match=r"'cfm_wrapper\.estimator\.h\.0\.attn\.c_proj\.bias' has shape \[7\]"):
+        c.flow()
+    # not a weight file at all
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"not a safetensors file")
+    c = OfficialCodec.from_files(septoken=junk, hparams=fx)
+    with pytest.raises(WeightFileError, match="cannot read septoken tokenizer file .*junk.safetensors"):
+        c.sep_tokenizer()
+    # a VAE checkpoint whose shapes do not fit its config
+    import torch as _t
+    vsd = _t.load(FIX / fx["files"]["vae_ckpt"], weights_only=True)
+    vsd["state_dict"]["decoder.layers.0.bias"] = _t.zeros(3)
+    vbad = tmp_path / "vae.ckpt"
+    _t.save(vsd, vbad)
+    c = OfficialCodec.from_files(septoken=FIX / fx["files"]["septoken"], vae_config=FIX / fx["files"]["vae_config"],
+                                 vae_ckpt=vbad, hparams=fx)
+    with pytest.raises(WeightFileError, match=r"vae\.ckpt: tensor 'decoder\.layers\.0\.bias' has shape \[3\]"):
+        c.vae()
+
+
+def test_from_config(tmp_path, fx, cases, signal):
+    from core.codec import OfficialCodec
+    from core.codec.official import WeightFileError
+    from core.config import StudioConfig
+    cfg = StudioConfig()
+    with pytest.raises(WeightFileError, match="paths.audio_tokenizer_path"):
+        OfficialCodec.from_config(cfg)
+    cfg.paths.audio_tokenizer_path = str(FIX / "model_1rvq")           # a folder holding the file
+    with pytest.raises(WeightFileError, match="paths.separate_audio_tokenizer_path"):
+        OfficialCodec.from_config(cfg)
+    cfg.paths.separate_audio_tokenizer_path = str(FIX / fx["files"]["septoken"])
+    with pytest.raises(WeightFileError, match="paths.runtime_path"):
+        OfficialCodec.from_config(cfg)
+    cfg.paths.runtime_path = str(tmp_path)
+    with pytest.raises(WeightFileError, match="paths.runtime_path: .*stable_audio_1920_vae.json not found"):
+        OfficialCodec.from_config(cfg)
+    cfg.paths.runtime_path = str(FIX)
+    codec = OfficialCodec.from_config(cfg, hparams=fx)
+    assert codec.files["demucs"] == FIX / fx["files"]["demucs"]
+    _, _, mix = signal
+    assert torch.equal(codec.encode_mixed(mix), cases["encode"]["codes_mixed"][0, 0])
