@@ -146,6 +146,7 @@ def load_pretrained(cls, ckpt_dir: str | Path, runtime_root=None, version=None, 
     model.checkpoint_dtype = file_dtype
     model.source_dir = ckpt_dir
     model.notes = notes
+    model.is_demo = bool(side.get("demo", False))
     model.eval()
     return model
 
@@ -165,6 +166,7 @@ def save_pretrained(model, out_dir: str | Path, dtype=None) -> Path:
     (out_dir / "config.yaml").write_text(model.config.raw_text, encoding="utf-8")
     side = {"runtime_root": str(model.config.runtime_root), "version": model.version,
             "dtype": str(dtype or model.checkpoint_dtype).replace("torch.", ""),
-            "source": str(model.source_dir) if model.source_dir else None}
+            "source": str(model.source_dir) if model.source_dir else None,
+            "demo": bool(getattr(model, "is_demo", False))}
     (out_dir / SIDECAR).write_text(json.dumps(side, indent=2), encoding="utf-8")
     return out_dir

@@ -73,6 +73,7 @@ class LeLM(nn.Module):
         self.checkpoint_dtype: torch.dtype = torch.float32
         self.source_dir: Optional[Path] = None
         self.notes: list[str] = []
+        self.is_demo = False
 
     # ------------------------------------------------------------------ construction
     @classmethod

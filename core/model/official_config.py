@@ -38,7 +38,10 @@ def safe_arithmetic(expr: str) -> int | float:
         if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)) and not isinstance(node.value, bool):
             return node.value
         if isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
-            return _BINOPS[type(node.op)](ev(node.left), ev(node.right))
+            left, right = ev(node.left), ev(node.right)
+            if isinstance(node.op, ast.Pow) and abs(right) > 64:
+                raise ValueError(f"exponent too large in ${{eval:{expr}}}")
+            return _BINOPS[type(node.op)](left, right)
         if isinstance(node, ast.UnaryOp) and type(node.op) in _UNOPS:
             return _UNOPS[type(node.op)](ev(node.operand))
         raise ValueError(f"only arithmetic is allowed in ${{eval:...}}, got {expr!r}")
@@ -176,6 +179,8 @@ def read_official_config(config_path: Path, runtime_root: Optional[str | Path] =
         raw = OmegaConf.create(yaml.safe_load(text))
     except yaml.YAMLError as err:
         raise CheckpointError(f"{src}: not valid YAML: {err}") from None
+    except Exception as err:  # omegaconf's grammar errors for malformed interpolations
+        raise CheckpointError(f"{src}: cannot parse an interpolation: {err}") from None
     if not isinstance(raw, DictConfig):
         raise CheckpointError(f"{src}: expected a mapping at the top level")
 

@@ -1,0 +1,150 @@
+"""What a checkpoint is (version, dims, size, dtype, runtime root, timing limits) and where the base model lives.
+
+`python -m core model-info <ckpt_dir | demo> [--runtime-root DIR] [--json]`
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+from .checkpoint import load_state_dict, read_sidecar, detect_version
+from .official_config import CheckpointError, read_official_config
+
+
+@dataclass
+class CheckpointInfo:
+    path: str
+    version: str
+    is_demo: bool
+    dim: int
+    intermediate_size: int
+    num_heads: int
+    num_layers: int
+    num_layers_sub: int
+    parameters: int
+    dtype: str
+    runtime_root: str
+    max_dur: float
+    prompt_len: float
+    frame_rate: int
+    prompt_frames: int
+    max_frames: int
+    delays: list[int]
+    structure_tags: list[str]
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def summary(self) -> str:
+        label = "DEMO model (random weights, for trying the studio)" if self.is_demo else "SongGeneration checkpoint"
+        lines = [
+            f"{label}: {self.path}",
+            f"  version        {self.version}",
+            f"  dims           D={self.dim} F={self.intermediate_size} H={self.num_heads} "
+            f"layers={self.num_layers}+{self.num_layers_sub}",
+            f"  parameters     {self.parameters:,} ({self.parameters / 1e9:.3f} B)",
+            f"  dtype          {self.dtype}",
+            f"  max duration   {self.max_dur:g} s ({self.max_frames} frames at {self.frame_rate} Hz)",
+            f"  prompt         {self.prompt_len:g} s ({self.prompt_frames} frames)",
+            f"  delays         {self.delays}",
+            f"  runtime root   {self.runtime_root}",
+        ]
+        lines += [f"  note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+
+def describe_checkpoint(ckpt_dir: str | Path, runtime_root: Optional[str | Path] = None) -> CheckpointInfo:
+    """Read config.yaml and the tensor shapes of model.pt (memory-mapped; no model is built)."""
+    ckpt_dir = Path(ckpt_dir).expanduser()
+    if not ckpt_dir.is_dir():
+        raise CheckpointError(f"checkpoint folder {ckpt_dir} does not exist (it should hold config.yaml and model.pt)")
+    side = read_sidecar(ckpt_dir)
+    if runtime_root is None and side.get("runtime_root") and Path(side["runtime_root"]).is_dir():
+        runtime_root = side["runtime_root"]
+    cfg = read_official_config(ckpt_dir / "config.yaml", runtime_root)
+    sd = load_state_dict(ckpt_dir / "model.pt")
+    notes: list[str] = []
+    forced = side.get("version") if side.get("version") in ("v1", "v2") else None
+    version = detect_version(ckpt_dir, sd, cfg.runtime_root / cfg.desc_token_path, forced, notes)
+    dtypes = sorted({str(v.dtype).replace("torch.", "") for v in sd.values()})
+    return CheckpointInfo(
+        path=str(ckpt_dir), version=version, is_demo=bool(side.get("demo", False)), dim=cfg.dim,
+        intermediate_size=cfg.intermediate_size, num_heads=cfg.num_heads, num_layers=cfg.num_layers,
+        num_layers_sub=cfg.num_layers_sub, parameters=sum(v.numel() for v in sd.values()),
+        dtype="/".join(dtypes), runtime_root=str(cfg.runtime_root), max_dur=cfg.max_dur, prompt_len=cfg.prompt_len,
+        frame_rate=cfg.frame_rate, prompt_frames=cfg.prompt_frames, max_frames=cfg.max_frames,
+        delays=cfg.delays, structure_tags=cfg.structure_tags, notes=notes)
+
+
+def looks_like_repo_id(value: str) -> bool:
+    parts = value.split("/")
+    return len(parts) == 2 and all(parts) and not Path(value).exists() and not value.startswith((".", "~"))
+
+
+def download_base_model(repo_id: str, workspace: str | os.PathLike, subfolder: Optional[str] = None) -> Path:
+    """Fetch a checkpoint folder (config.yaml + model.pt) from the Hugging Face Hub into the workspace."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    target = Path(workspace) / "models" / "hub" / repo_id.replace("/", "--")
+    patterns = ["config.yaml", "model.pt", "*.json"]
+    if subfolder:
+        patterns = [f"{subfolder}/{p}" for p in patterns]
+    try:
+        snapshot_download(repo_id, local_dir=target, allow_patterns=patterns)
+    except LocalEntryNotFoundError:
+        raise CheckpointError(f"cannot download {repo_id}: offline (HF_HUB_OFFLINE is set or no network) and it is "
+                              "not in the local cache. Download it once with network, or give a local folder.") from None
+    except HfHubHTTPError as err:
+        raise CheckpointError(f"cannot download {repo_id} from the Hub: {err}") from None
+    folder = target / subfolder if subfolder else target
+    if not (folder / "model.pt").is_file():
+        raise CheckpointError(f"{repo_id} has no config.yaml + model.pt{' in ' + subfolder if subfolder else ''}; "
+                              "point paths.base_model_path at the folder of an official checkpoint")
+    return folder
+
+
+def resolve_base_model(cfg) -> Path:
+    """The base checkpoint folder for a StudioConfig: the built-in demo, a local folder or a Hub repo id."""
+    value = cfg.paths.base_model_path
+    if value == "demo":
+        from .demo import ensure_demo_model
+        return ensure_demo_model(cfg.workspace_dir())
+    path = Path(value).expanduser()
+    if path.is_dir():
+        return path
+    if looks_like_repo_id(value):
+        return download_base_model(value, cfg.workspace_dir())
+    raise CheckpointError(f"paths.base_model_path: {value} is neither a folder (config.yaml + model.pt), "
+                          "a Hub repo id (owner/name), nor 'demo' (the built-in demo model)")
+
+
+def cli(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m core model-info",
+                                     description="Describe a SongGeneration checkpoint folder (or 'demo').")
+    parser.add_argument("ckpt_dir", help="checkpoint folder with config.yaml + model.pt, or 'demo'")
+    parser.add_argument("--runtime-root", default=None, help="SongGeneration runtime folder (third_party/, conf/)")
+    parser.add_argument("--workspace", default=None, help="workspace for the demo model (default $STUDIO_HOME or ./workspace)")
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    args = parser.parse_args(argv)
+    try:
+        if args.ckpt_dir == "demo":
+            from .demo import ensure_demo_model
+            ws = args.workspace or os.environ.get("STUDIO_HOME") or "workspace"
+            ckpt = ensure_demo_model(ws)
+        else:
+            ckpt = Path(args.ckpt_dir)
+        info = describe_checkpoint(ckpt, args.runtime_root)
+    except (CheckpointError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(json.dumps(info.to_dict(), indent=2) if args.json else info.summary())
+    return 0
