@@ -393,11 +393,11 @@ def plan_separation(cfg: StudioConfig, codec: Any, limits: ModelLimits) -> Separ
     if mode == "auto" and getattr(codec, "is_demo", False):
         return SeparationPlan("demo", "demo-split-1",
                               "DEMO split (mid/side + vocal band; not Demucs: no htdemucs checkpoint was found)")
-    looked = ", ".join(str(r / "third_party/demucs/ckpt/htdemucs.pth") for r in roots) or "(paths.runtime_path is not set)"
+    looked = ", ".join(str(r) for r in roots) if roots else "nowhere (paths.runtime_path is not set)"
     return SeparationPlan("unavailable", "unavailable", "none available", error=(
-        f"no Demucs checkpoint to split vocals from accompaniment{why}: looked for {looked}. Set "
-        "paths.runtime_path to the SongGeneration folder holding third_party/demucs/ckpt/htdemucs.pth, "
-        "or give this song's 'vocal' and 'bgm' stem files"))
+        f"no Demucs checkpoint (third_party/demucs/ckpt/htdemucs.pth) to split vocals from accompaniment{why}; "
+        f"looked under: {looked}. Set paths.runtime_path to the SongGeneration folder that holds "
+        "third_party/demucs/ckpt/htdemucs.pth, or give this song's 'vocal' and 'bgm' stem files"))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -475,7 +475,7 @@ def _status(errors: list[str], changed: bool, warnings: list[str]) -> str:
 
 
 def _process_song(song: SongInput, *, cfg: StudioConfig, codec: Any, limits: ModelLimits, plan: SeparationPlan,
-                  songs_dir: Path, static_key: dict, counters: dict) -> tuple[dict, Optional[dict]]:
+                  songs_dir: Path, static_key: dict, counters: dict, dry_run: bool = False) -> tuple[dict, Optional[dict]]:
     """One song -> (report entry, item or None). Never raises for a problem with the song itself."""
     entry: dict[str, Any] = {"idx": song.idx, "source": song.source, "status": "rejected", "reasons": [],
                              "audio": song.audio}
@@ -553,6 +553,9 @@ def _process_song(song: SongInput, *, cfg: StudioConfig, codec: Any, limits: Mod
     entry["separation"] = "given stems" if has_stems else plan.label
     cache_path = songs_dir / key[:2] / f"{key}.pt"
 
+    if dry_run:  # plan(): say what would happen, touch nothing
+        entry["cached"] = cache_path.is_file()
+        return finish(None)
     cached = None
     if cache_path.is_file():
         try:
@@ -690,6 +693,56 @@ def _write_dataset(items: list[dict], val: set[str], out_dir: Path, manifest: li
     os.replace(tmp, out_dir)
 
 
+def _static_key(cfg: StudioConfig, codec: Any, limits: ModelLimits) -> dict:
+    return {"schema": SCHEMA_VERSION, "codec": getattr(codec, "id", type(codec).__name__),
+            "codec_version": str(getattr(codec, "version", "")), "max_dur": limits.max_dur,
+            "frame_rate": limits.frame_rate, "prompt_frames": limits.prompt_frames,
+            "prompt_offset_s": cfg.data.prompt_offset_s, "min_duration_s": cfg.data.min_duration_s,
+            "tags": list(limits.structure_tags)}
+
+
+def _check_frame_rate(cfg: StudioConfig, codec: Any, limits: ModelLimits) -> None:
+    if int(getattr(codec, "frame_rate", limits.frame_rate)) != limits.frame_rate:
+        raise DataError(f"the codec {codec.id} makes {codec.frame_rate} Hz tokens but the model "
+                        f"({cfg.paths.base_model_path}) expects {limits.frame_rate} Hz; pick a matching data.codec")
+
+
+def _duplicate_entry(song: SongInput, first: str) -> dict:
+    return {"idx": song.idx, "source": song.source, "status": "rejected", "audio": song.audio,
+            "reasons": [f"duplicate idx '{song.idx}' (already used by {first}); give every song a unique idx"],
+            "findings": [{"level": "error", "message": f"duplicate idx '{song.idx}'"}]}
+
+
+def plan(cfg: StudioConfig, items: Optional[Iterable[Any]] = None, codec: Any = None) -> dict:
+    """What `prepare` would do, without decoding or encoding anything: {"cached": [idx], "to_encode": [idx],
+    "rejected": [idx], "report": [entries so far], "separation": label}. Checks lyrics, descriptions and
+    audio headers, and hashes the files (cheap)."""
+    limits = model_limits(cfg)
+    if codec is None:
+        if cfg.data.codec == "demo":
+            from core.codec.demo import DemoCodec as codec  # class attributes are all a plan needs
+        else:
+            from core.codec.official import OfficialCodec as codec  # no weights are loaded
+    _check_frame_rate(cfg, codec, limits)
+    songs = collect_inputs(cfg, items)
+    sep = plan_separation(cfg, codec, limits)
+    static_key = _static_key(cfg, codec, limits)
+    report, seen = [], {}
+    for song in songs:
+        if song.idx in seen:
+            report.append(_duplicate_entry(song, seen[song.idx]))
+            continue
+        seen[song.idx] = song.source.split(" ", 1)[0] or song.idx
+        entry, _ = _process_song(song, cfg=cfg, codec=codec, limits=limits, plan=sep,
+                                 songs_dir=cfg.prepared_dir() / ".songs", static_key=static_key,
+                                 counters={"encoded": 0, "cached": 0}, dry_run=True)
+        report.append(entry)
+    return {"cached": [e["idx"] for e in report if e["status"] != "rejected" and e.get("cached")],
+            "to_encode": [e["idx"] for e in report if e["status"] != "rejected" and not e.get("cached")],
+            "rejected": [e["idx"] for e in report if e["status"] == "rejected"],
+            "report": report, "separation": sep.label, "dataset_dir": None}
+
+
 def prepare(cfg: StudioConfig, items: Optional[Iterable[Any]] = None, progress: Progress = None,
             codec: Any = None) -> PrepareResult:
     """Validate, separate and tokenize songs into the cache; see the module doc."""
@@ -698,18 +751,12 @@ def prepare(cfg: StudioConfig, items: Optional[Iterable[Any]] = None, progress: 
     if codec is None:
         from core.codec import get_codec
         codec = get_codec(cfg)
-    if int(getattr(codec, "frame_rate", limits.frame_rate)) != limits.frame_rate:
-        raise DataError(f"the codec {codec.id} makes {codec.frame_rate} Hz tokens but the model "
-                        f"({cfg.paths.base_model_path}) expects {limits.frame_rate} Hz; pick a matching data.codec")
+    _check_frame_rate(cfg, codec, limits)
     songs = collect_inputs(cfg, items)
-    plan = plan_separation(cfg, codec, limits)
+    sep = plan_separation(cfg, codec, limits)
     prepared_dir = cfg.prepared_dir()
     songs_dir = prepared_dir / ".songs"
-    static_key = {"schema": SCHEMA_VERSION, "codec": getattr(codec, "id", type(codec).__name__),
-                  "codec_version": str(getattr(codec, "version", "")), "max_dur": limits.max_dur,
-                  "frame_rate": limits.frame_rate, "prompt_frames": limits.prompt_frames,
-                  "prompt_offset_s": cfg.data.prompt_offset_s, "min_duration_s": cfg.data.min_duration_s,
-                  "tags": list(limits.structure_tags)}
+    static_key = _static_key(cfg, codec, limits)
     counters = {"encoded": 0, "cached": 0}
     report: list[dict] = []
     items_out: list[dict] = []
@@ -719,14 +766,11 @@ def prepare(cfg: StudioConfig, items: Optional[Iterable[Any]] = None, progress: 
         if progress:
             progress(i, total, f"{song.idx}")
         if song.idx in seen:
-            report.append({"idx": song.idx, "source": song.source, "status": "rejected", "audio": song.audio,
-                           "reasons": [f"duplicate idx '{song.idx}' (already used by {seen[song.idx]}); "
-                                       "give every song a unique idx"],
-                           "findings": [{"level": "error", "message": f"duplicate idx '{song.idx}'"}]})
+            report.append(_duplicate_entry(song, seen[song.idx]))
             continue
         seen[song.idx] = song.source.split(" ", 1)[0] or song.idx
         try:
-            entry, item = _process_song(song, cfg=cfg, codec=codec, limits=limits, plan=plan, songs_dir=songs_dir,
+            entry, item = _process_song(song, cfg=cfg, codec=codec, limits=limits, plan=sep, songs_dir=songs_dir,
                                         static_key=static_key, counters=counters)
         except (KeyboardInterrupt, SystemExit):
             raise
@@ -745,7 +789,7 @@ def prepare(cfg: StudioConfig, items: Optional[Iterable[Any]] = None, progress: 
         "total": total, **counts, "prepared": len(items_out), "encoded": counters["encoded"],
         "cached": counters["cached"], "audio_seconds": round(sum(it["duration_s"] for it in items_out), 3),
         "codec": getattr(codec, "id", "?"), "codec_is_demo": bool(getattr(codec, "is_demo", False)),
-        "separation": plan.label, "model": limits.to_dict(),
+        "separation": sep.label, "model": limits.to_dict(),
     }
     dataset_dir = None
     if items_out:

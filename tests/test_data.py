@@ -178,6 +178,15 @@ def test_edit_one_song_retokenizes_only_it(songs, tmp_path, ws):
     assert len(c3.calls) == 1 and c3.calls[0]["n"] == 13 * 48000
 
 
+def test_plan_says_what_would_be_encoded(songs, tmp_path, ws):
+    cfg = cfg_for(ws, tmp_path / "ws")
+    p0 = data.plan(cfg, items=_items(songs))
+    assert p0["to_encode"] == ["s0", "s1", "s2"] and p0["cached"] == [] and p0["rejected"] == []
+    data.prepare(cfg, items=_items(songs[:2]), codec=CountingCodec())
+    p1 = data.plan(cfg, items=_items(songs))
+    assert p1["cached"] == ["s0", "s1"] and p1["to_encode"] == ["s2"]
+
+
 def test_interrupted_run_resumes(songs, tmp_path, ws):
     cfg = cfg_for(ws, tmp_path / "ws")
     with pytest.raises(Interrupted):
@@ -272,7 +281,7 @@ def test_model_limits_from_official_config(ws):
 
 def test_auto_separation_picks_demucs_when_found(tmp_path, ws, monkeypatch):
     """Fast path check with a stand-in Separator: the plan, the call and the report (the real model: below)."""
-    from core import separation
+    separation = pytest.importorskip("core.separation")
     calls = []
 
     class FakeSeparator:
@@ -303,7 +312,7 @@ def test_demucs_is_used_when_its_checkpoint_is_found(songs, tmp_path, ws, monkey
     """auto separation + a runtime holding third_party/demucs/ckpt/htdemucs.pth -> Demucs, recorded in the report.
     The fixture's htdemucs is the official structure at tiny width, so its two narrow kwargs are passed in."""
     pytest.importorskip("demucs")
-    from core import separation
+    separation = pytest.importorskip("core.separation")
     runtime = SHARED / "fixtures" / "songgen-codec-tiny"
     orig = separation.Separator.from_checkpoint.__func__
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import yaml
 
 from core import lyrics as lyr
 from tests.datagen import LYRICS_EXAMPLES, SHARED
