@@ -66,7 +66,8 @@ SAMPLE_PROMPTS = [
 
 # ---- dataset --------------------------------------------------------------------------------
 def find_dataset_dir(cfg: StudioConfig) -> Path:
-    """`training.dataset_dir`, else the newest prepared dataset under `cfg.prepared_dir()`."""
+    """`training.dataset_dir`, else the latest prepared dataset: `<prepared>/latest.json` (written by
+    core.data.prepare), else the newest folder with a dataset_dict.json under `cfg.prepared_dir()`."""
     if cfg.training.dataset_dir:
         path = Path(cfg.training.dataset_dir).expanduser()
         if not path.is_dir():
@@ -74,10 +75,18 @@ def find_dataset_dir(cfg: StudioConfig) -> Path:
                               "or point it at a prepared dataset folder")
         return path
     root = cfg.prepared_dir()
+    latest = root / "latest.json"
+    if latest.is_file():
+        try:
+            path = Path(json.loads(latest.read_text(encoding="utf-8"))["dataset_dir"])
+            if (path / "dataset_dict.json").is_file():
+                return path
+        except (ValueError, KeyError, TypeError):
+            pass
     candidates = []
     if root.is_dir():
         for p in root.iterdir():
-            if p.is_dir() and ((p / "dataset_dict.json").exists() or (p / "manifest.jsonl").exists()):
+            if p.is_dir() and (p / "dataset_dict.json").exists():
                 candidates.append(p)
     if not candidates:
         raise ConfigError(f"no prepared dataset under {root}; run `python -m core prepare --config ...` first "
@@ -283,6 +292,69 @@ def resolve_mixed_precision(setting: str) -> str:
     return "no"
 
 
+# ---- memory estimate ------------------------------------------------------------------------
+def activation_memory(D: int, F: int, layers: int, S: int, S_out: int, batch: int, checkpointing: bool,
+                      act_bytes: int = 2) -> tuple[float, float]:
+    """(transformer activations, logits + CE) in bytes, the formula the studio and bench/train.py print.
+
+    Per layer and position without checkpointing (SDPA keeps no S x S matrix):
+    act_bytes * (8D + 4F) (norm in/out, q, k, v, attention out, residual, gate, up, act, product);
+    with checkpointing only each layer's input (act_bytes * D) is kept, plus one layer recomputed.
+    Logits: 3 streams x S_out x 16385 x 10 bytes (low-precision logits, fp32 copy, fp32 grad).
+    """
+    per_layer = act_bytes * S * (8 * D + 4 * F) * batch
+    acts = layers * act_bytes * S * D * batch + per_layer if checkpointing else layers * per_layer
+    logits = 3 * S_out * 16385 * 10 * batch
+    return float(acts), float(logits)
+
+
+def estimate_memory(cfg: StudioConfig) -> dict[str, Any]:
+    """GPU memory of one training process for this config (no model is built; reads config.yaml and
+    the parameter shapes of model.pt lazily). Weights fp32 (4 bytes); full: + fp32 grads + AdamW
+    (12 bytes per trainable parameter); LoRA: 16 bytes per adapter parameter; activations in bf16
+    (fp32 when mixed precision is off) at batch_size x min(max_frames, the model's) frames.
+    """
+    from core.model.official_config import read_official_config
+
+    base = _resolve_base(cfg)
+    oc = read_official_config(base / "config.yaml", cfg.paths.runtime_path)
+    sd = torch.load(base / "model.pt", map_location="meta", weights_only=True, mmap=True)
+    sd = sd.get("state_dict", sd) if isinstance(sd, dict) else sd
+    numel = {k[len("audiolm."):] if k.startswith("audiolm.") else k: v.numel() for k, v in sd.items()}
+    N = sum(numel.values())
+    D, F, L = oc.dim, oc.intermediate_size, oc.num_layers + oc.num_layers_sub
+    C1 = oc.code_size + 1
+    unused = 3 * C1 * D + (oc.code_size + 2) * D + 2 * D
+    tc = cfg.training
+    T = min(tc.max_frames or oc.max_frames, oc.max_frames)
+    prefix = oc.lyric_max_len + oc.prompt_max_len + oc.desc_max_len
+    S_out = T + max(oc.delays or [0]) + 1
+    S = prefix + S_out
+    act_bytes = 4 if resolve_mixed_precision(tc.mixed_precision) == "no" and tc.mixed_precision != "auto" else 2
+    acts, logits = activation_memory(D, F, L, S, S_out, tc.batch_size, tc.gradient_checkpointing, act_bytes)
+    if tc.type == "full":
+        trainable = N - unused
+        states = 12 * trainable
+    else:
+        per_layer = {"q_proj": 2 * D, "k_proj": 2 * D, "v_proj": 2 * D, "o_proj": 2 * D,
+                     "gate_proj": D + F, "up_proj": D + F, "down_proj": D + F}
+        layers = {"both": L, "transformer": oc.num_layers, "transformer2": oc.num_layers_sub}[cfg.lora.stacks]
+        trainable = cfg.lora.r * layers * sum(per_layer.get(n, 0) for n in cfg.lora.target_modules)
+        if cfg.lora.train_fusion:
+            trainable += cfg.lora.r * (3 * D + 2 * D)
+        if cfg.lora.train_heads:
+            trainable += cfg.lora.r * 3 * (D + C1)
+        states = 16 * trainable
+    weights = 4 * N
+    total = weights + states + acts + logits
+    gb = 1e9
+    return {"parameters": N, "trainable": int(trainable), "frames": T, "positions": S,
+            "weights_gb": round(weights / gb, 2), "grads_optimizer_gb": round(states / gb, 2),
+            "activations_gb": round(acts / gb, 2), "logits_gb": round(logits / gb, 2),
+            "total_gb": round(total / gb, 2),
+            "formula": "4N + (12 Nt full | 16 Nlora) + activations(S, D, F, layers, ckpt) + 3*S_out*16385*10*B"}
+
+
 # ---- telemetry ------------------------------------------------------------------------------
 def _clean(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
@@ -376,7 +448,12 @@ class Trainer:
         self.run_dir = cfg.output_dir().expanduser().resolve()
         self.config_path = config_path
         mp = resolve_mixed_precision(self.tc.mixed_precision)
+        # A multi-process launch on a machine without an accelerator must ask for CPU (gloo) itself:
+        # accelerate only picks MULTI_CPU when told, otherwise every process would train alone.
+        has_accel = torch.cuda.is_available() or bool(getattr(getattr(torch, "xpu", None), "is_available", lambda: False)())
+        world = int(os.environ.get("WORLD_SIZE", "1"))
         self.accelerator = Accelerator(
+            cpu=(world > 1 and not has_accel),
             mixed_precision=mp,
             kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
         )
@@ -762,7 +839,10 @@ def train(cfg: StudioConfig, resume: Optional[str] = None, config_path: Optional
         fields: dict[str, Any] = {"status": "running", "trainer_pid": os.getpid(), "ended": None, "error": None,
                                   "config_hash": runs.config_hash(cfg), "run_id": info.get("run_id", run_dir.name),
                                   "mode": cfg.training.type, "processes": trainer.world}
-        if info.get("status") != "starting":  # started from a shell, not by runs.start_run
+        by_studio = info.get("status") in ("starting", "stopping") and runs.pid_alive(info.get("pid"))
+        if info.get("status") == "stopping":
+            fields["status"] = "stopping"
+        if not by_studio:  # started from a shell, not by runs.start_run
             fields.update(pid=os.getpid(), pgid=os.getpgid(0), pid_start=runs._proc_start_time(os.getpid()),
                           started=runs.now_iso(), created=info.get("created") or runs.now_iso(),
                           command=runs.command_for(run_dir, resume=bool(resume)))

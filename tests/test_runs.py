@@ -1,0 +1,161 @@
+"""Run folders, status, flags, metrics reading, schedule, bucketing, crop rule: fast, no model."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from core import runs  # noqa: E402
+from core.config import parse_config  # noqa: E402
+from core.schedule import crop_window, derive_seed, lr_factor, plan_epoch, shard  # noqa: E402
+
+
+def _cfg(ws: Path, **training):
+    return parse_config({"workspace": str(ws), "training": training})
+
+
+def test_create_run_writes_config_and_record(tmp_path):
+    run = runs.create_run(_cfg(tmp_path, type="full"), name="my run!")
+    assert run.parent == tmp_path / "runs" and run.name.endswith("my-run")
+    cfg = runs.load_run_config(run)
+    assert Path(cfg.paths.output_dir) == run and cfg.training.type == "full"
+    info = runs.read_run_json(run)
+    assert info["status"] == "created" and info["config_hash"] == runs.config_hash(cfg)
+    assert info["command"] == f"accelerate launch -m core.train --config {run / 'config.yaml'}"
+    assert runs.command_for(run, resume=True).endswith("--resume")
+    assert "--multi_gpu --num_processes 2" in runs.command_for(run, num_processes=2, multi_gpu=True)
+    second = runs.create_run(_cfg(tmp_path), name="my run!")
+    assert second != run
+    assert [r["run_id"] for r in runs.list_runs(tmp_path)] == sorted([run.name, second.name], reverse=True)
+
+
+def test_config_hash_ignores_output_dir(tmp_path):
+    a = _cfg(tmp_path)
+    b = a.model_copy(deep=True)
+    b.paths.output_dir = "/elsewhere"
+    assert runs.config_hash(a) == runs.config_hash(b)
+    b.training.learning_rate = 0.5
+    assert runs.config_hash(a) != runs.config_hash(b)
+
+
+def test_dead_process_is_marked_crashed(tmp_path):
+    run = runs.create_run(_cfg(tmp_path))
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    runs.update_run_json(run, status="running", pid=proc.pid, pid_start=None)
+    assert runs.mark_crashed_runs(tmp_path) == [run.name]
+    st = runs.run_status(run)
+    assert st["status"] == "crashed" and not st["alive"] and "gone" in st["error"]
+    # a terminal status is never overwritten
+    runs.update_run_json(run, status="done")
+    assert runs.run_status(run)["status"] == "done"
+
+
+def test_live_process_and_pid_reuse(tmp_path):
+    run = runs.create_run(_cfg(tmp_path))
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"], start_new_session=True)
+    try:
+        start = runs._proc_start_time(proc.pid)
+        runs.update_run_json(run, status="running", pid=proc.pid, pgid=proc.pid, pid_start=start)
+        st = runs.run_status(run)
+        assert st["status"] == "running" and st["alive"]
+        # the same pid with another start time is another process: the run is gone
+        runs.update_run_json(run, pid_start=(start or 0) + 12345)
+        assert runs.run_status(run)["status"] == "crashed"
+        runs.update_run_json(run, status="running", pid_start=start)
+        runs.kill_run(run)  # SIGKILL to the process group
+        proc.wait(timeout=10)
+        assert runs.run_status(run)["status"] == "crashed"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_flags(tmp_path):
+    run = runs.create_run(_cfg(tmp_path))
+    runs.request_save(run)
+    runs.request_sample(run)
+    assert runs.flag_path(run, "save").is_file() and runs.flag_path(run, "sample").is_file()
+    runs.stop_run(run)
+    assert runs.flag_path(run, "stop").is_file()
+    runs.clear_flags(run)
+    assert not any(runs.flag_path(run, f).exists() for f in runs.FLAGS)
+    with pytest.raises(ValueError):
+        runs.flag_path(run, "explode")
+
+
+def test_read_metrics_incremental(tmp_path):
+    run = tmp_path / "r"
+    run.mkdir()
+    path = run / runs.METRICS_NAME
+    lines = [{"type": "metrics", "step": i, "loss": 10.0 - i * 0.001} for i in range(1, 100_001)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    recs, off = runs.read_metrics(run, 0, max_bytes=1 << 30)
+    assert len(recs) == 100_000 and off == path.stat().st_size
+    t0 = time.perf_counter()
+    again, off2 = runs.read_metrics(run, off)
+    assert again == [] and off2 == off and time.perf_counter() - t0 < 0.05  # a poll costs nothing
+    with open(path, "a") as fh:  # a half-written line waits for the next poll
+        fh.write(json.dumps({"type": "event", "event": "checkpoint", "step": 100_000}) + "\n" + '{"type": "metr')
+    new, off3 = runs.read_metrics(run, off)
+    assert [r["event"] for r in new] == ["checkpoint"]
+    with open(path, "a") as fh:
+        fh.write('ics", "step": 5, "loss": null}\n')
+    new, off4 = runs.read_metrics(run, off3)
+    assert new == [{"type": "metrics", "step": 5, "loss": None}] and off4 == path.stat().st_size
+    series = runs.metrics_series(recs + new)
+    assert series[4] == (5, None) and len(series) == 100_000  # the later line of a step wins
+    path.write_text("")  # replaced file: start again
+    assert runs.read_metrics(run, off4) == ([], 0)
+
+
+def test_lr_schedule_shape():
+    total, warm, m = 100, 10, 0.1
+    f = [lr_factor(u, total, warm, m) for u in range(total + 5)]
+    assert f[0] == pytest.approx(0.1) and f[9] == pytest.approx(1.0)  # linear warm-up, peak at the last one
+    assert all(b > a for a, b in zip(f[:9], f[1:10]))
+    assert f[10] == pytest.approx(1.0)
+    mid = warm + (total - warm) // 2
+    assert f[mid] == pytest.approx(m + 0.5 * (1 - m) * (1 + math.cos(math.pi * 0.5)))
+    assert all(b <= a for a, b in zip(f[10:total], f[11:total]))
+    assert f[total] == f[total + 4] == pytest.approx(m)
+    assert lr_factor(0, 10, 0, 0.0) == pytest.approx(1.0)
+
+
+def test_plan_epoch_buckets_and_is_deterministic():
+    lengths = [10, 500, 20, 490, 30, 480, 15, 470, 25]
+    a = plan_epoch(lengths, 2, seed=3, epoch=0, bucket_size=64)
+    assert a == plan_epoch(lengths, 2, seed=3, epoch=0, bucket_size=64)
+    assert a != plan_epoch(lengths, 2, seed=3, epoch=1, bucket_size=64)
+    assert all(len(b) == 2 for b in a) and len(a) == 5  # 9 songs wrap to 10
+    assert set(i for b in a for i in b) == set(range(9))
+    waste = sum(max(lengths[i] for i in b) * 2 - sum(lengths[i] for i in b) for b in a)
+    assert waste < 100  # long with long, short with short
+    assert shard([4, 5, 6, 7], 0, 2) == [4, 6] and shard([4, 5, 6, 7], 1, 2) == [5, 7]
+    assert plan_epoch([7], 4, 0, 0) == [[0, 0, 0, 0]]  # tiny data repeats to a full batch
+    with pytest.raises(ValueError):
+        plan_epoch([], 2, 0, 0)
+
+
+def test_crop_window_rule():
+    assert crop_window(50, 100, 0, 0, "a") == (0, 50, True)
+    starts = {crop_window(1000, 100, 0, e, "a")[0] for e in range(20)}
+    assert len(starts) > 10 and all(0 <= s <= 900 for s in starts)
+    assert crop_window(1000, 100, 0, 3, "a") == crop_window(1000, 100, 0, 3, "a")
+    s, n, end = crop_window(1000, 100, 0, 3, "a")
+    assert n == 100 and end == (s == 900)
+    assert crop_window(1000, 100, 0, 3, "a", random_start=False) == (0, 100, False)
+    assert derive_seed(1, "x") == derive_seed(1, "x") != derive_seed(2, "x")
+
+
+def test_start_run_refuses_missing_config(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        runs.start_run(tmp_path / "nope")
