@@ -54,7 +54,11 @@ def main(argv: list[str] | None = None) -> int:
 
     audio_s = args.songs * args.seconds
     per100 = 100 / args.songs
+    import os
+    import torch
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"prepare (demo codec, demo split), {args.songs} songs x {args.seconds:g} s, 48 kHz stereo 16-bit WAV")
+    print(f"  machine: {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}, load average {load:.1f}")
     print(f"  cold run            {t_cold:8.2f} s   {args.songs / t_cold:7.2f} songs/s   {audio_s / t_cold:8.1f} audio-s/s")
     print(f"  cache-hit re-run    {t_warm:8.2f} s   = {t_warm * per100:7.2f} s per 100 songs (encoded 0)")
     print(f"  baseline: read+hash {t_base:8.2f} s   = {t_base * per100:7.2f} s per 100 songs")

@@ -676,9 +676,9 @@ def _write_dataset(items: list[dict], val: set[str], out_dir: Path, manifest: li
     # An empty split cannot be built from an empty dict; select([]) keeps the schema.
     validation = build(val_rows) if val_rows else train.select([])
     dd = datasets.DatasetDict(train=train, validation=validation)
+    for stale in out_dir.parent.glob(f".{out_dir.name}.*.tmp"):  # left by an interrupted earlier run
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = out_dir.with_name(f".{out_dir.name}.{os.getpid()}.tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
     was_enabled = datasets.is_progress_bar_enabled()
     datasets.disable_progress_bars()
     try:
