@@ -518,6 +518,11 @@ def _process_song(song: SongInput, *, cfg: StudioConfig, codec: Any, limits: Mod
         errors += [f.message for f in hf if f.level == "error"]
         warnings += [f.message for f in hf if f.level == "warning"]
         findings += [f.to_dict() for f in hf]
+        if info is not None and 0 < info.duration_s < limits.prompt_len and not any(f.level == "error" for f in hf):
+            msg = (f"{Path(song.audio).name} is shorter than the model's {limits.prompt_len:g} s prompt; "
+                   "the rest of its prompt is left empty")
+            warnings.append(msg)
+            findings.append({"level": "warning", "message": msg})
         if info is not None:
             entry["duration_s"] = round(info.duration_s, 3)
             entry["sample_rate"] = info.sample_rate

@@ -301,8 +301,11 @@ def test_auto_separation_picks_demucs_when_found(tmp_path, ws, monkeypatch):
     cfg = cfg_for(ws, tmp_path / "prep", **{"paths.runtime_path": str(runtime), "data.bgm_mode": "mix_minus_vocal",
                                            "data.device": "cpu", "data.seed": 3})
     res = data.prepare(cfg, items=[{"audio": str(short), "lyrics": GOOD_LYRICS}], codec=CountingCodec())
-    assert res.report[0]["status"] == "ok" and res.report[0]["separation"].startswith("Demucs htdemucs")
+    assert res.report[0]["status"] == "warning" and res.report[0]["separation"].startswith("Demucs htdemucs")
+    assert "shorter than the model's 10 s prompt" in res.report[0]["reasons"][0]
     assert "mix - vocal" in res.summary["separation"]
+    row = data.load_prepared(res.dataset_dir)["train"][0]
+    assert row["prompt"].shape == (3, 250) and (row["prompt"][:, 151:] == 16385).all()  # 6 s = 151 frames, then empty
     assert calls == [("load", "htdemucs.pth", "cpu", 3), ("separate", (2, 6 * 48000), 48000, "mix_minus_vocal")]
 
 
@@ -323,7 +326,7 @@ def test_demucs_is_used_when_its_checkpoint_is_found(songs, tmp_path, ws, monkey
     codec = CountingCodec()
     cfg = cfg_for(ws, tmp_path / "prep", **{"paths.runtime_path": str(runtime), "data.min_duration_s": 1.0})
     res = data.prepare(cfg, items=[{"audio": str(short), "lyrics": GOOD_LYRICS}], codec=codec)
-    assert res.report[0]["status"] == "ok", res.report[0]
+    assert res.report[0]["status"] == "warning", res.report[0]
     assert res.report[0]["separation"].startswith("Demucs htdemucs") and "drums + bass + other" in res.report[0]["separation"]
     assert "Demucs" in json.loads(res.report_path.read_text())["summary"]["separation"]
     assert codec.calls == [{"n": 6 * 48000, "stems": True}]
