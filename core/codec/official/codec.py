@@ -114,13 +114,16 @@ class OfficialCodec:
     def __init__(self, mixed: Optional[Path], septoken: Path, vae_config: Optional[Path],
                  vae_ckpt: Optional[Path], demucs: Optional[Path], hparams: Optional[Mapping] = None,
                  device: Union[str, torch.device] = "cpu", dtype: torch.dtype = torch.float32,
-                 progress: Union[bool, Callable[[str, int, int], None]] = False, seed: Optional[int] = 0):
+                 progress: Union[None, bool, Callable[[str, int, int], None]] = None, seed: Optional[int] = 0):
         self.files = {"mixed": mixed, "septoken": septoken, "vae_config": vae_config, "vae_ckpt": vae_ckpt,
                       "demucs": demucs}
         self.hp = _merge(OFFICIAL_HPARAMS, hparams)
         self.device = torch.device(device)
         self.dtype = dtype
         self.seed = seed
+        if progress is None:  # default: a tqdm bar when someone is watching the terminal
+            import sys
+            progress = sys.stderr.isatty()
         if progress is True:
             self._progress: Progress = _tqdm_progress("songgen codec")
         else:

@@ -110,8 +110,9 @@ class MusicFMEncoder(nn.Module):
     @torch.no_grad()
     def hidden_states(self, wav48: torch.Tensor, layers: list[int]) -> dict[int, torch.Tensor]:
         """[B, 2, N] at 48 kHz -> {layer: [B, T, D]} (T = N / 1920)."""
-        mel = self.mel(to_mono_24k(wav48))
-        h = self.conv(mel)
+        # the STFT front end always runs in fp32 (half-precision FFTs are not supported everywhere)
+        mel = self.mel(to_mono_24k(wav48.float()))
+        h = self.conv(mel.to(self.conv.linear.weight.dtype))
         out = {0: h} if 0 in layers else {}
         pe = self.conformer.embed_positions(h) if self.conformer.embed_positions is not None else None
         for i in range(max(layers)):

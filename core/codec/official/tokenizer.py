@@ -66,7 +66,11 @@ class Tokenizer:
         self.heads = dict(heads)
 
     def to(self, device=None, dtype=None):
-        self.encoder.to(device=device, dtype=dtype)
+        self.encoder.to(device=device)
+        if dtype is not None:
+            # the mel buffers stay fp32; the conv front end and the conformer take the requested dtype
+            self.encoder.conv.to(dtype)
+            self.encoder.conformer.to(dtype)
         for _, vq in self.heads.values():
             vq.to(device=device)
         return self
@@ -81,8 +85,7 @@ class Tokenizer:
         for names in by_audio.values():
             wav = streams[names[0]]
             dev = next(self.encoder.parameters()).device
-            dt = next(self.encoder.parameters()).dtype
-            hs = self.encoder.hidden_states(wav.to(dev, dt), [self.heads[n][0] for n in names])
+            hs = self.encoder.hidden_states(wav.to(dev), [self.heads[n][0] for n in names])
             for n in names:
                 layer, vq = self.heads[n]
                 out[n] = vq.encode(hs[layer].float()).cpu()
