@@ -847,8 +847,9 @@ def train(cfg: StudioConfig, resume: Optional[str] = None, config_path: Optional
                           started=runs.now_iso(), created=info.get("created") or runs.now_iso(),
                           command=runs.command_for(run_dir, resume=bool(resume)))
         runs.update_run_json(run_dir, **fields)
+    previous = None
     try:
-        signal.signal(signal.SIGTERM, trainer._on_sigterm)
+        previous = signal.signal(signal.SIGTERM, trainer._on_sigterm)
     except ValueError:
         pass  # not the main thread (e.g. called from a test thread): the stop flag still works
     try:
@@ -861,6 +862,9 @@ def train(cfg: StudioConfig, resume: Optional[str] = None, config_path: Optional
             _mark(run_dir, True, status="error", ended=runs.now_iso(), error=msg)
         trainer.tel.close()
         raise
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     if trainer.is_main:
         step = trainer.state.step
         trainer.tel.event("stopped" if outcome == "stopped" else "done", step=step, total=trainer.total_steps)
