@@ -61,6 +61,22 @@ def _read_yaml_kwargs(yaml_path: str | Path) -> dict:
     return out
 
 
+def _kwargs_from_shapes(sd: Mapping[str, torch.Tensor]) -> dict:
+    """The widths the checkpoint's shapes reveal (so the same loader serves the official and smaller files):
+    `channels` = first encoder conv's outputs, `bottom_channels` = the transformer-side channel upsampler's
+    outputs (absent when the model has none)."""
+    out: dict[str, Any] = {}
+    w = sd.get("encoder.0.conv.weight")
+    if isinstance(w, torch.Tensor) and w.dim() >= 1:
+        out["channels"] = int(w.shape[0])
+    up = sd.get("channel_upsampler.weight")
+    out["bottom_channels"] = int(up.shape[0]) if isinstance(up, torch.Tensor) else 0
+    n_layers = {k.split(".")[2] for k in sd if k.startswith("crosstransformer.layers.")}
+    if n_layers:
+        out["t_layers"] = len(n_layers)  # one entry per layer in each branch (layers / layers_t)
+    return out
+
+
 class Separator:
     def __init__(self, model, device: str = "cpu", seed: Optional[int] = 0):
         self.model = model.to(device).eval()
@@ -78,16 +94,12 @@ class Separator:
     def from_checkpoint(cls, pth_path: str | Path, yaml_path: str | Path | None = None,
                         kwargs: Optional[Mapping[str, Any]] = None, device: str = "cpu",
                         seed: Optional[int] = 0) -> "Separator":
-        """Build HTDemucs with the official kwargs (overridden by the yaml's and then by `kwargs`) and load
-        the plain state dict strictly."""
+        """Build HTDemucs with the official kwargs, the widths the checkpoint's shapes reveal, then the yaml's
+        and finally `kwargs` (later wins), and load the plain state dict strictly."""
         from demucs.htdemucs import HTDemucs
         p = Path(pth_path)
         if not p.is_file():
             raise SeparationError(f"Demucs checkpoint not found: {p} (expected <runtime>/{CKPT_RELATIVE})")
-        kw = dict(OFFICIAL_HTDEMUCS_KWARGS)
-        if yaml_path is not None:
-            kw.update(_read_yaml_kwargs(yaml_path))
-        kw.update(kwargs or {})
         try:
             sd = torch.load(str(p), map_location="cpu", weights_only=True)
         except Exception as exc:
@@ -96,6 +108,11 @@ class Separator:
             sd = sd["state"]  # demucs "package" files keep the weights under 'state'
         if not isinstance(sd, Mapping):
             raise SeparationError(f"Demucs checkpoint {p} is not a state dict")
+        kw = dict(OFFICIAL_HTDEMUCS_KWARGS)
+        kw.update(_kwargs_from_shapes(sd))
+        if yaml_path is not None:
+            kw.update(_read_yaml_kwargs(yaml_path))
+        kw.update(kwargs or {})
         model = HTDemucs(**kw)
         own = model.state_dict()
         for k, v in own.items():

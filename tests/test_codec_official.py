@@ -325,7 +325,8 @@ def test_from_config(tmp_path, fx, cases, signal):
     with pytest.raises(WeightFileError, match="paths.runtime_path: .*stable_audio_1920_vae.json not found"):
         OfficialCodec.from_config(cfg)
     cfg.paths.runtime_path = str(FIX)
-    codec = OfficialCodec.from_config(cfg, hparams=fx)
+    codec = OfficialCodec.from_config(cfg)              # hparams from the root's fixture.json
+    assert codec.hp["layers"] == fx["layers"] and codec.hp["estimator"]["n_head"] == fx["estimator"]["n_head"]
     assert codec.files["demucs"] == FIX / fx["files"]["demucs"]
     _, _, mix = signal
     assert torch.equal(codec.encode_mixed(mix), cases["encode"]["codes_mixed"][0, 0])

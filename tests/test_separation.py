@@ -31,7 +31,8 @@ def cases():
 @pytest.fixture(scope="module")
 def sep(cases):
     from core.separation import Separator
-    return Separator.from_checkpoint(CKPT, kwargs=dict(cases["demucs"]["kwargs_changed"]), seed=0)
+    # no kwargs: the widths are read from the checkpoint's shapes (the fixture changed channels/bottom_channels)
+    return Separator.from_checkpoint(CKPT, seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -117,9 +118,12 @@ def test_errors(tmp_path):
     from core.separation import SeparationError, Separator
     with pytest.raises(SeparationError, match="not found: .*missing.pth"):
         Separator.from_checkpoint(tmp_path / "missing.pth")
-    # the fixture's small checkpoint against the official (full-size) kwargs: the first mismatching tensor is named
-    with pytest.raises(SeparationError, match=r"htdemucs\.pth: tensor '[\w.]+' has shape"):
-        Separator.from_checkpoint(CKPT)
+    # explicit kwargs that contradict the checkpoint: the first mismatching tensor is named
+    with pytest.raises(SeparationError, match=r"htdemucs\.pth: tensor 'encoder\.0\.conv\.weight' has shape \[8, 4, 8, 1\]"):
+        Separator.from_checkpoint(CKPT, kwargs={"channels": 48})
+    # the fixture's stated kwargs give the same model as the shape-inferred one
+    a = Separator.from_checkpoint(CKPT, kwargs={"channels": 8, "bottom_channels": 32}).model.state_dict()
+    assert set(a) == set(torch.load(CKPT, weights_only=True))
     junk = tmp_path / "junk.pth"
     junk.write_bytes(b"nope")
     with pytest.raises(SeparationError, match="cannot read Demucs checkpoint"):

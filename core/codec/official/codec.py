@@ -64,6 +64,25 @@ def _merge(base: Mapping, over: Optional[Mapping]) -> dict:
     return out
 
 
+HPARAMS_FILES = ("codec_hparams.json", "fixture.json")
+
+
+def hparams_beside(root: Path) -> Optional[dict]:
+    """Hyperparameters stored with non-official weight files (same layout as the conformance fixture's
+    fixture.json), or None: the official runtime has no such file, so official values apply."""
+    for name in HPARAMS_FILES:
+        f = Path(root) / name
+        if f.is_file():
+            try:
+                data = json.loads(f.read_text())
+            except ValueError as exc:
+                raise WeightFileError(f"codec hyperparameter file {f} is not valid JSON: {exc}") from exc
+            if isinstance(data, dict) and any(k in data for k in ("conformer", "layers", "estimator", "decode")):
+                log.info("codec hyperparameters from %s", f)
+                return data
+    return None
+
+
 def _cached(key: tuple, build: Callable[[], Any]):
     with _CACHE_LOCK:
         if key not in _CACHE:
@@ -149,7 +168,8 @@ class OfficialCodec:
     @classmethod
     def from_runtime(cls, runtime_root, hparams=None, **kw) -> "OfficialCodec":
         """The official runtime layout: ckpt/model_1rvq/, ckpt/model_septoken/, ckpt/vae/, third_party/demucs/.
-        The `ckpt/` level may be omitted (as in the test fixture)."""
+        The `ckpt/` level may be omitted (as in the test fixture). With hparams None, a codec_hparams.json or
+        fixture.json in the root supplies the non-official hyperparameters; otherwise official values."""
         root = Path(runtime_root)
         if not root.is_dir():
             raise WeightFileError(f"runtime root not found: {root}")
@@ -162,6 +182,8 @@ class OfficialCodec:
             if hit is None:
                 raise WeightFileError(f"{name} file not found in runtime root {root}: expected {cands[0]}")
             found[name] = hit
+        if hparams is None:
+            hparams = hparams_beside(root)
         return cls.from_files(hparams=hparams, **found, **kw)
 
     @classmethod
@@ -195,7 +217,10 @@ class OfficialCodec:
                 raise WeightFileError(f"paths.runtime_path: {cands[0]} not found "
                                       f"(paths.runtime_path = {root})")
             files[name] = hit
-        return cls.from_files(mixed=mixed, septoken=sep, hparams=kw.pop("hparams", None), **files, **kw)
+        hparams = kw.pop("hparams", None)
+        if hparams is None:
+            hparams = hparams_beside(root)
+        return cls.from_files(mixed=mixed, septoken=sep, hparams=hparams, **files, **kw)
 
     # cached modules -----------------------------------------------------------------------------------
     def _key(self, *parts) -> tuple:
