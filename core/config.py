@@ -115,8 +115,12 @@ class GenerationConfig(_Section):
     record_window: int = Field(50, ge=0)
     seed: int = 0
     gen_type: Literal["mixed", "vocal", "bgm", "separate"] = "mixed"
-    lora_scales: list[float] = Field(default_factory=lambda: [0.0, 0.5, 1.0])
-    output_dir: Optional[str] = None
+    lora_scales: list[float] = Field(default_factory=lambda: [0.0, 0.5, 1.0])  # strength sweep
+    output_dir: Optional[str] = None  # default <workspace>/generations
+    prompt_tokens: Optional[str] = None  # .npy/.pt [3, P] prompt tokens (instead of prompt_audio)
+    checkpoint: Optional[str] = None  # finetuned checkpoint (LoRA adapter or full) to generate / A-B / sweep with
+    compare_to: Optional[str] = None  # A side of an A/B: None or "base" = the base model, or a checkpoint folder
+    audio_format: Literal["wav", "flac"] = "wav"
 
 
 class HubConfig(_Section):

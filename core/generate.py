@@ -1,0 +1,601 @@
+"""Test generation, A/B listening and LoRA strength sweeps.
+
+    python -m core generate --config cfg.yaml [--lyrics ... --description ... --prompt-audio f.wav]
+                            [--checkpoint <run>/checkpoints/step-N] [--ab [--compare-to base|DIR]]
+                            [--sweep 0,0.5,1] [--seed 0] [--max-seconds 10] [--gen-type mixed|vocal|bgm|separate]
+
+One song: lyrics + description (+ a prompt: an audio file, encoded with the codec and cut to the
+model's prompt length, or a saved [3, P] token file) -> the model's `generate` -> the codec's
+`decode` -> a wav/flac file, with a JSON of every setting beside it and the tokens as .npy.
+
+Generation types as upstream: `mixed` (both tracks), `vocal` (accompaniment silenced), `bgm`
+(accompaniment-only text rules, vocal silenced), `separate` (three files: mix, `_vocal`, `_bgm`).
+Single-track rendering uses the codec's own `track=` option (the official codec replaces the other
+track with upstream's silence tokens); the demo codec renders special ids as silence, so the other
+track is blanked with them.
+
+A/B: the same lyrics, description, prompt and seed through model A (default: the base) and model B
+(a LoRA or full checkpoint), files `A_<label>_seed<S>.<ext>` / `B_<label>_seed<S>.<ext>`. Sweep: one
+LoRA checkpoint at several strengths with one seed, files `strength-<s>_seed<S>.<ext>`. Each run
+folder gets `manifest.json` (all settings, per file the model, frames, token hash and the held-out
+validation loss of that model) and `summary.txt` (the same as a table to read beside the audio).
+The validation loss is computed exactly as core.train computes it (same crop, batching, pooling).
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import inspect
+import json
+import logging
+import re
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional, Sequence
+
+import numpy as np
+import torch
+
+log = logging.getLogger(__name__)
+
+EMPTY = 16385
+GEN_TYPES = ("mixed", "vocal", "bgm", "separate")
+# file suffix and codec track per generation type
+TRACKS = {"mixed": [("", "both")], "vocal": [("_vocal", "vocal")], "bgm": [("_bgm", "bgm")],
+          "separate": [("", "both"), ("_vocal", "vocal"), ("_bgm", "bgm")]}
+AUDIO_FORMATS = ("wav", "flac")
+DEFAULT_LYRICS = ("[intro-short] ; [verse] the city lights are calling me home.i walk the empty streets alone ; "
+                  "[chorus] hold on to the night.we are young and the sky is bright ; [outro-short]")
+
+
+class GenerationError(RuntimeError):
+    """Generation settings or inputs that cannot be used; the message says what to change."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Models
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class ModelSpec:
+    """Which weights to generate with: the base (checkpoint None), a LoRA adapter at a strength, or a
+    full checkpoint folder."""
+    label: str
+    checkpoint: Optional[str] = None
+    strength: float = 1.0
+
+    def describe(self) -> dict[str, Any]:
+        d = {"label": self.label, "checkpoint": self.checkpoint}
+        if self.checkpoint is not None:
+            from core.export import checkpoint_kind
+            d["kind"] = checkpoint_kind(self.checkpoint)
+            if d["kind"] == "lora":
+                d["strength"] = self.strength
+        else:
+            d["kind"] = "base"
+        return d
+
+
+def checkpoint_label(ckpt: str | Path) -> str:
+    """A short name a listener recognises: `step-40`, or `<run>-step-40` when given `taken` names clash."""
+    p = Path(ckpt).expanduser()
+    return _safe(p.name)
+
+
+def _safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "model"
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class ModelLoader:
+    """Loads the base model once and applies LoRA adapters / full checkpoints on demand."""
+
+    def __init__(self, cfg, base_dir: Optional[str | Path] = None, device: Optional[str] = None,
+                 dtype: Optional[torch.dtype] = None):
+        from core.model import resolve_base_model
+
+        self.cfg = cfg
+        self.base_dir = Path(base_dir) if base_dir else Path(resolve_base_model(cfg))
+        self.runtime_root = cfg.paths.runtime_path or None
+        self.device = device or default_device()
+        self.dtype = dtype or (torch.bfloat16 if str(self.device).startswith("cuda") else torch.float32)
+        self._base = None
+
+    def base(self):
+        if self._base is None:
+            from core.model import LeLM
+            self._base = LeLM.from_pretrained(self.base_dir, runtime_root=self.runtime_root, dtype=self.dtype,
+                                              device=self.device)
+        return self._base
+
+    @contextmanager
+    def use(self, spec: ModelSpec) -> Iterator[Any]:
+        """The LeLM for `spec` (LoRA applied to the shared base, removed again afterwards)."""
+        from core.export import checkpoint_kind, load_lora, set_lora_strength
+
+        if spec.checkpoint is None:
+            yield self.base()
+            return
+        kind = checkpoint_kind(spec.checkpoint)
+        if kind == "full":
+            from core.model import LeLM
+            model = LeLM.from_pretrained(spec.checkpoint, runtime_root=self.runtime_root, dtype=self.dtype,
+                                         device=self.device)
+            try:
+                yield model
+            finally:
+                del model
+            return
+        peft_model, lelm = load_lora(self.base_dir, spec.checkpoint, base_model=self.base())
+        set_lora_strength(peft_model, spec.strength)
+        try:
+            yield lelm
+        finally:
+            peft_model.unload()  # restore the plain base layers in place
+
+
+# ---------------------------------------------------------------------------------------------
+# Settings, prompt, rendering
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class Settings:
+    lyrics: Optional[str]
+    description: Optional[str]
+    seed: int = 0
+    gen_type: str = "mixed"
+    max_frames: Optional[int] = None
+    cfg_coef: float = 1.5
+    temperature: float = 1.0
+    top_k: int = 50
+    top_p: float = 0.0
+    record_window: int = 50
+    prompt_audio: Optional[str] = None
+    prompt_tokens: Optional[str] = None
+    audio_format: str = "wav"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def settings_from_config(cfg, **overrides: Any) -> Settings:
+    g = cfg.generation
+    s = Settings(lyrics=g.lyrics if g.lyrics is not None else DEFAULT_LYRICS, description=g.description, seed=g.seed,
+                 gen_type=g.gen_type, cfg_coef=g.cfg_coef, temperature=g.temperature, top_k=g.top_k, top_p=g.top_p,
+                 record_window=g.record_window, prompt_audio=g.prompt_audio, prompt_tokens=g.prompt_tokens,
+                 audio_format=g.audio_format)
+    for k, v in overrides.items():
+        if v is not None:
+            setattr(s, k, v)
+    if s.gen_type not in GEN_TYPES:
+        raise GenerationError(f"gen_type {s.gen_type!r} is not one of {', '.join(GEN_TYPES)}")
+    if s.audio_format not in AUDIO_FORMATS:
+        raise GenerationError(f"audio format {s.audio_format!r} is not one of {', '.join(AUDIO_FORMATS)}")
+    if s.prompt_audio and s.prompt_tokens:
+        raise GenerationError("give a prompt audio file or prompt tokens, not both")
+    return s
+
+
+def frames_for(model, settings: Settings, max_seconds: Optional[float]) -> int:
+    limit = int(model.config.max_frames)
+    if settings.max_frames is not None and settings.max_frames > 0:
+        return min(int(settings.max_frames), limit)
+    if max_seconds is not None:
+        return max(1, min(limit, int(round(max_seconds * model.config.frame_rate))))
+    return limit
+
+
+@dataclass
+class Prompt:
+    tokens: Optional[torch.Tensor] = None   # [3, P] long
+    audio: Optional[torch.Tensor] = None    # [2, n] float at the codec's rate (in-context audio for decode)
+    source: Optional[str] = None
+
+
+def _fit_prompt(tokens: torch.Tensor, frames: int, source: str) -> torch.Tensor:
+    tokens = torch.as_tensor(tokens)
+    if tokens.dim() == 3 and tokens.shape[0] == 1:
+        tokens = tokens[0]
+    if tokens.dim() != 2 or tokens.shape[0] != 3:
+        raise GenerationError(f"{source}: prompt tokens must be [3, P] (mixed, vocal, bgm), got {tuple(tokens.shape)}")
+    if tokens.dtype.is_floating_point:
+        raise GenerationError(f"{source}: prompt tokens must be integers, got {tokens.dtype}")
+    tokens = tokens.long()
+    if bool(((tokens < 0) | (tokens > EMPTY)).any()):
+        raise GenerationError(f"{source}: prompt token values must be 0..16385")
+    out = torch.full((3, frames), EMPTY, dtype=torch.long)
+    n = min(frames, tokens.shape[1])
+    out[:, :n] = tokens[:, :n]
+    return out
+
+
+def load_prompt(settings: Settings, codec, model) -> Prompt:
+    """The [3, P] prompt for the model (P = the model's prompt frames, 10 s for released models)."""
+    frames = int(model.config.prompt_frames)
+    if settings.prompt_tokens:
+        path = Path(settings.prompt_tokens).expanduser()
+        if not path.is_file():
+            raise GenerationError(f"prompt tokens file {path} not found")
+        if path.suffix == ".npy":
+            arr = torch.from_numpy(np.load(path, allow_pickle=False))
+        elif path.suffix in (".pt", ".pth"):
+            arr = torch.load(path, map_location="cpu", weights_only=True)
+        else:
+            raise GenerationError(f"{path}: prompt tokens must be a .npy or .pt file holding a [3, P] integer array")
+        return Prompt(tokens=_fit_prompt(arr, frames, str(path)), source=str(path))
+    if settings.prompt_audio:
+        from core.audio import AudioError, load_for_codec
+
+        path = Path(settings.prompt_audio).expanduser()
+        try:
+            wav = load_for_codec(path, target_sr=codec.sample_rate)
+        except (AudioError, OSError) as err:
+            raise GenerationError(f"prompt audio {path}: {err}") from None
+        seconds = frames / float(model.config.frame_rate)
+        seg = wav[:, : int(round(seconds * codec.sample_rate))]
+        if seg.shape[-1] < codec.sample_rate:
+            raise GenerationError(f"prompt audio {path} is shorter than 1 s; give {seconds:g} s of the song's style")
+        tokens = codec.encode(seg)
+        return Prompt(tokens=_fit_prompt(tokens, frames, str(path)), audio=seg, source=str(path))
+    return Prompt()
+
+
+def decode_track(codec, tokens: torch.Tensor, track: str, prompt_audio: Optional[torch.Tensor] = None,
+                 seed: Optional[int] = None) -> tuple[torch.Tensor, int]:
+    """tokens [3, T] -> (wav [2, N], sr) for track "both", "vocal" or "bgm"."""
+    params = inspect.signature(codec.decode).parameters
+    kw: dict[str, Any] = {}
+    if "seed" in params and seed is not None:
+        kw["seed"] = int(seed)
+    if track == "both":
+        return codec.decode(tokens, prompt=prompt_audio, **kw)
+    if "track" in params:
+        return codec.decode(tokens, prompt=prompt_audio, track=track, **kw)
+    if getattr(codec, "is_demo", False):
+        t = tokens.clone()
+        t[2 if track == "vocal" else 1] = EMPTY  # the demo codec renders special ids as silence
+        return codec.decode(t, prompt=prompt_audio, **kw)
+    raise GenerationError(f"the codec {getattr(codec, 'id', codec)!r} cannot render one track alone; "
+                          "use gen_type mixed")
+
+
+def write_audio(path: Path, wav: torch.Tensor, sr: int) -> None:
+    import soundfile as sf
+
+    data = wav.detach().float().cpu().numpy().T
+    if data.size:
+        data = np.clip(data, -1.0, 1.0)
+    sf.write(str(path), data, sr, format=path.suffix[1:].upper(), subtype="PCM_16")
+
+
+def tokens_hash(tokens: torch.Tensor) -> str:
+    return hashlib.sha256(tokens.detach().cpu().long().numpy().tobytes()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------------------------
+# One song
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class SongResult:
+    name: str
+    files: list[str]
+    tokens_file: str
+    settings_file: str
+    frames: int
+    seconds_audio: float
+    seconds_wall: float
+    tokens_sha: str
+    model: dict[str, Any]
+    val_loss: Optional[float] = None
+    val_loss_per_stream: Optional[list[float]] = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def generate_song(model, codec, settings: Settings, out_dir: Path, name: str, *, prompt: Optional[Prompt] = None,
+                  model_info: Optional[dict[str, Any]] = None, max_seconds: Optional[float] = None,
+                  extra: Optional[dict[str, Any]] = None,
+                  progress: Optional[Callable[[int, int], None]] = None) -> SongResult:
+    """Generate one song with `model` and write `<name>[_vocal|_bgm].<ext>`, `<name>.json`, `<name>.tokens.npy`."""
+    from core.model.text_rules import model_text
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    prompt = prompt or load_prompt(settings, codec, model)
+    lyrics, desc = model_text(settings.lyrics, settings.description, model.version, settings.gen_type)
+    frames = frames_for(model, settings, max_seconds)
+    t0 = time.time()
+    p = prompt.tokens[None].to(model.device) if prompt.tokens is not None else None
+    codes = model.generate(lyrics, desc, p, max_frames=frames, cfg_coef=settings.cfg_coef,
+                           temperature=settings.temperature, top_k=settings.top_k, top_p=settings.top_p,
+                           record_window=settings.record_window, seed=settings.seed, progress=progress)
+    tokens = codes[0].cpu()
+    files, sr, n_samples = [], None, 0
+    for suffix, track in TRACKS[settings.gen_type]:
+        wav, sr = decode_track(codec, tokens, track, prompt.audio, settings.seed)
+        path = out_dir / f"{name}{suffix}.{settings.audio_format}"
+        write_audio(path, wav, sr)
+        files.append(path.name)
+        n_samples = max(n_samples, wav.shape[-1])
+    tokens_file = out_dir / f"{name}.tokens.npy"
+    np.save(tokens_file, tokens.numpy().astype(np.int64), allow_pickle=False)
+    res = SongResult(name=name, files=files, tokens_file=tokens_file.name, settings_file=f"{name}.json",
+                     frames=int(tokens.shape[-1]), seconds_audio=round(n_samples / sr, 3) if sr else 0.0,
+                     seconds_wall=round(time.time() - t0, 2), tokens_sha=tokens_hash(tokens),
+                     model=model_info or {"label": "model"})
+    record = {"song": res.to_dict(), "settings": settings.to_dict(), "model_lyrics": lyrics,
+              "model_description": desc, "max_frames": frames, "prompt": prompt.source,
+              "model_version": model.version, "model_is_demo": bool(getattr(model, "is_demo", False)),
+              "codec": getattr(codec, "id", type(codec).__name__),
+              "codec_is_demo": bool(getattr(codec, "is_demo", False)),
+              "ended_early": int(tokens.shape[-1]) < frames}
+    if extra:
+        record.update(extra)
+    (out_dir / res.settings_file).write_text(json.dumps(record, indent=2, ensure_ascii=False), encoding="utf-8")
+    return res
+
+
+# ---------------------------------------------------------------------------------------------
+# Held-out validation loss
+# ---------------------------------------------------------------------------------------------
+def load_validation(cfg, dataset_dir: Optional[str | Path] = None):
+    """(validation split or None, dataset dir or None, why none)."""
+    from core.config import ConfigError
+
+    try:
+        if dataset_dir is None:
+            from core.train import find_dataset_dir
+            dataset_dir = find_dataset_dir(cfg)
+        from core.data import load_prepared
+        dd = load_prepared(dataset_dir)
+    except (ConfigError, ValueError, OSError, FileNotFoundError) as err:
+        return None, None, f"no prepared dataset ({err})"
+    if "validation" not in dd or len(dd["validation"]) == 0:
+        return None, str(dataset_dir), f"{dataset_dir} has no validation songs (data.val_fraction is 0 or too few songs)"
+    return dd["validation"], str(dataset_dir), None
+
+
+@torch.no_grad()
+def validation_loss(model, split, *, max_frames: Optional[int] = None, batch_size: int = 1,
+                    seed: int = 0) -> dict[str, Any]:
+    """Mean cross-entropy of the 3 streams over the validation songs, pooled over valid targets like
+    core.train's evaluation (first window of min(max_frames, model max) frames, no condition dropout)."""
+    from core.train import SongSet, TrainStep, collate
+
+    limit = min(max_frames or model.config.max_frames, model.config.max_frames)
+    songs = SongSet(split, limit, seed, random_crop=False)
+    step = TrainStep(model, model)
+    was_training = model.training
+    model.eval()
+    sums = torch.zeros(3, dtype=torch.float64)
+    counts = torch.zeros(3, dtype=torch.float64)
+    order = sorted(range(len(songs)), key=lambda i: -songs.cropped_length(i))
+    try:
+        for i in range(0, len(order), batch_size):
+            batch = collate([songs.item(j, 0) for j in order[i:i + batch_size]], model.config.prompt_frames,
+                            model.version)
+            batch = {k: (v.to(model.device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+            per_stream, cnt = step(**batch)
+            sums += per_stream.double().cpu() * cnt.double().cpu()
+            counts += cnt.double().cpu()
+    finally:
+        model.train(was_training)
+    per = (sums / counts.clamp(min=1)).tolist()
+    return {"val_loss": sum(per) / 3, "per_stream": per, "songs": len(songs), "max_frames": limit}
+
+
+# ---------------------------------------------------------------------------------------------
+# Runs: single, A/B, sweep
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class Manifest:
+    kind: str
+    out_dir: str
+    items: list[SongResult] = field(default_factory=list)
+    settings: dict[str, Any] = field(default_factory=dict)
+    validation: Optional[dict[str, Any]] = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "out_dir": self.out_dir, "settings": self.settings, "validation": self.validation,
+                "items": [i.to_dict() for i in self.items]}
+
+
+def _out_dir(cfg, kind: str, out_dir: Optional[str | Path], overwrite: bool) -> Path:
+    if out_dir is None:
+        root = Path(cfg.generation.output_dir).expanduser() if cfg.generation.output_dir else \
+            cfg.workspace_dir() / "generations"
+        out = root / f"{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}_{kind}"
+        n = 1
+        while out.exists():
+            n += 1
+            out = root / f"{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}_{kind}-{n}"
+    else:
+        out = Path(out_dir).expanduser()
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise GenerationError(f"{out} already has files; choose another output folder or pass --overwrite")
+        if not (out / "manifest.json").is_file():
+            raise GenerationError(f"{out} is not an earlier generation folder (no manifest.json); refusing to "
+                                  "overwrite it even with --overwrite")
+        import shutil
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _write_manifest(out: Path, man: Manifest) -> None:
+    (out / "manifest.json").write_text(json.dumps(man.to_dict(), indent=2, ensure_ascii=False), encoding="utf-8")
+    lines = [f"{man.kind}: {len(man.items)} file(s); same lyrics, description, prompt and seed for every row", ""]
+    if man.validation:
+        v = man.validation
+        lines.append(f"held-out validation loss: {v.get('songs', 0)} song(s) of {v.get('dataset')} "
+                     f"(lower is better; mean cross-entropy of the 3 streams)" if v.get("dataset") else
+                     f"held-out validation loss: not computed ({v.get('note')})")
+        lines.append("")
+    w = max([len(f) for i in man.items for f in i.files] + [4])
+    lines.append(f"{'file':<{w}}  {'model':<28}  {'val_loss':>9}  frames")
+    for it in man.items:
+        label = it.model.get("label", "")
+        if it.model.get("kind") == "lora":
+            label += f" (LoRA x{it.model.get('strength', 1):g})"
+        vl = "n/a" if it.val_loss is None else f"{it.val_loss:.4f}"
+        for f in it.files:
+            lines.append(f"{f:<{w}}  {label:<28}  {vl:>9}  {it.frames}")
+    (out / "summary.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def run_models(cfg, specs: Sequence[ModelSpec], names: Sequence[str], *, kind: str,
+               settings: Optional[Settings] = None, out_dir: Optional[str | Path] = None, overwrite: bool = False,
+               with_val_loss: bool = True, dataset_dir: Optional[str | Path] = None,
+               loader: Optional[ModelLoader] = None,
+               progress: Optional[Callable[[str, int, int], None]] = None) -> Manifest:
+    """Generate the same song with each model spec; files `<names[i]>.<ext>`; manifest + summary."""
+    from core.codec import get_codec
+
+    settings = settings or settings_from_config(cfg)
+    loader = loader or ModelLoader(cfg)
+    codec = get_codec(cfg)
+    out = _out_dir(cfg, kind, out_dir, overwrite)
+    split, ds_dir, why = load_validation(cfg, dataset_dir) if with_val_loss else (None, None, "not asked for")
+    base = loader.base()
+    prompt = load_prompt(settings, codec, base)
+    shared = settings.to_dict()
+    shared.update({"max_frames": frames_for(base, settings, cfg.generation.max_seconds),
+                   "base_model": str(loader.base_dir), "codec": getattr(codec, "id", None),
+                   "codec_is_demo": bool(getattr(codec, "is_demo", False)),
+                   "base_is_demo": bool(getattr(base, "is_demo", False)), "device": str(loader.device),
+                   "dtype": str(loader.dtype).replace("torch.", "")})
+    man = Manifest(kind=kind, out_dir=str(out), settings=shared,
+                   validation={"dataset": ds_dir, "songs": len(split) if split is not None else 0, "note": why})
+    val_cache: dict[tuple, dict] = {}
+    for spec, name in zip(specs, names):
+        info = spec.describe()
+        with loader.use(spec) as model:
+            cb = (lambda d, t, _n=name: progress(_n, d, t)) if progress else None
+            res = generate_song(model, codec, settings, out, name, prompt=prompt, model_info=info,
+                                max_seconds=cfg.generation.max_seconds, progress=cb,
+                                extra={"kind": kind, "base_model": str(loader.base_dir)})
+            if split is not None:
+                key = (spec.checkpoint, spec.strength if spec.checkpoint else None)
+                if key not in val_cache:
+                    val_cache[key] = validation_loss(model, split, max_frames=cfg.training.max_frames,
+                                                     batch_size=cfg.training.batch_size, seed=cfg.training.seed)
+                v = val_cache[key]
+                res.val_loss, res.val_loss_per_stream = v["val_loss"], v["per_stream"]
+                man.validation["max_frames"] = v["max_frames"]
+                rec = json.loads((out / res.settings_file).read_text(encoding="utf-8"))
+                rec["song"] = res.to_dict()
+                (out / res.settings_file).write_text(json.dumps(rec, indent=2, ensure_ascii=False), encoding="utf-8")
+        man.items.append(res)
+        _write_manifest(out, man)  # after each file, so a long run can be listened to as it goes
+    return man
+
+
+def generate_single(cfg, checkpoint: Optional[str] = None, *, strength: float = 1.0, **kw) -> Manifest:
+    """One song with the base model (or a checkpoint): `<label>_seed<S>.<ext>`."""
+    settings = kw.pop("settings", None) or settings_from_config(cfg)
+    spec = ModelSpec("base" if checkpoint is None else checkpoint_label(checkpoint), checkpoint, strength)
+    return run_models(cfg, [spec], [f"{spec.label}_seed{settings.seed}"], kind="single", settings=settings, **kw)
+
+
+def ab_compare(cfg, checkpoint_b: str, checkpoint_a: Optional[str] = None, *, strength: float = 1.0,
+               **kw) -> Manifest:
+    """A (base, or checkpoint_a) vs B (checkpoint_b) with the same lyrics, description, prompt and seed."""
+    settings = kw.pop("settings", None) or settings_from_config(cfg)
+    la = "base" if checkpoint_a is None else checkpoint_label(checkpoint_a)
+    lb = checkpoint_label(checkpoint_b)
+    if la == lb and checkpoint_a is not None:  # two runs' step-40: add the run names
+        la = _safe(f"{Path(checkpoint_a).parent.parent.name}-{la}")
+        lb = _safe(f"{Path(checkpoint_b).parent.parent.name}-{lb}")
+    specs = [ModelSpec(la, checkpoint_a, 1.0), ModelSpec(lb, checkpoint_b, strength)]
+    names = [f"A_{la}_seed{settings.seed}", f"B_{lb}_seed{settings.seed}"]
+    return run_models(cfg, specs, names, kind="ab", settings=settings, **kw)
+
+
+def strength_sweep(cfg, checkpoint: str, strengths: Optional[Sequence[float]] = None, **kw) -> Manifest:
+    """One LoRA checkpoint at several strengths (0 = base) with one seed: `strength-<s>_seed<S>.<ext>`."""
+    from core.export import checkpoint_kind
+
+    if checkpoint_kind(checkpoint) != "lora":
+        raise GenerationError(f"{checkpoint} is a full checkpoint; a strength sweep needs a LoRA checkpoint")
+    settings = kw.pop("settings", None) or settings_from_config(cfg)
+    strengths = list(strengths if strengths is not None else cfg.generation.lora_scales)
+    if not strengths:
+        raise GenerationError("give at least one strength, e.g. 0, 0.5, 1")
+    label = checkpoint_label(checkpoint)
+    specs = [ModelSpec(f"{label}@{s:g}", checkpoint, float(s)) for s in strengths]
+    names = [f"strength-{s:g}_seed{settings.seed}" for s in strengths]
+    return run_models(cfg, specs, names, kind="sweep", settings=settings, **kw)
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI
+# ---------------------------------------------------------------------------------------------
+def cli(argv: list[str]) -> int:
+    from core.config import ConfigError, load_config, parse_override
+    from core.model import CheckpointError
+
+    p = argparse.ArgumentParser(prog="python -m core generate",
+                                description="Generate test songs; A/B a checkpoint against the base (or another "
+                                            "checkpoint); sweep a LoRA's strength. Settings default to the config's "
+                                            "`generation` section.")
+    p.add_argument("--config", default=None)
+    p.add_argument("--set", action="append", default=[], metavar="section.key=value")
+    p.add_argument("--checkpoint", default=None, help="finetuned checkpoint (LoRA adapter or full); default "
+                                                      "generation.checkpoint, else the base model")
+    p.add_argument("--strength", type=float, default=1.0, help="LoRA strength for --checkpoint (default 1)")
+    p.add_argument("--ab", action="store_true", help="A/B: --compare-to (default the base) vs --checkpoint")
+    p.add_argument("--compare-to", default=None, help="A side of an A/B: 'base' or a checkpoint folder")
+    p.add_argument("--sweep", default=None, metavar="0,0.5,1", help="LoRA strength sweep (comma-separated)")
+    p.add_argument("--lyrics", default=None)
+    p.add_argument("--description", default=None)
+    p.add_argument("--prompt-audio", default=None, help="audio file; its first prompt-length seconds are the prompt")
+    p.add_argument("--prompt-tokens", default=None, help=".npy/.pt file of [3, P] prompt tokens")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--max-seconds", type=float, default=None)
+    p.add_argument("--max-frames", type=int, default=None, help="length in frames (overrides --max-seconds)")
+    p.add_argument("--gen-type", choices=GEN_TYPES, default=None)
+    p.add_argument("--format", choices=AUDIO_FORMATS, default=None, dest="audio_format")
+    p.add_argument("--out", default=None, help="output folder (default <workspace>/generations/<time>_<kind>)")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--no-val-loss", action="store_true", help="skip the held-out validation loss")
+    p.add_argument("--dataset", default=None, help="prepared dataset for the validation loss (default: the latest)")
+    p.add_argument("--json", action="store_true", help="print the manifest as JSON")
+    args = p.parse_args(argv)
+    try:
+        overrides = dict(parse_override(s) for s in args.set)
+        if args.max_seconds is not None:
+            overrides["generation.max_seconds"] = args.max_seconds
+        cfg = load_config(args.config, overrides)
+        settings = settings_from_config(cfg, lyrics=args.lyrics, description=args.description, seed=args.seed,
+                                        gen_type=args.gen_type, max_frames=args.max_frames,
+                                        prompt_audio=args.prompt_audio, prompt_tokens=args.prompt_tokens,
+                                        audio_format=args.audio_format)
+        ckpt = args.checkpoint or cfg.generation.checkpoint
+        compare = args.compare_to or cfg.generation.compare_to
+        kw = dict(settings=settings, out_dir=args.out, overwrite=args.overwrite, with_val_loss=not args.no_val_loss,
+                  dataset_dir=args.dataset)
+        if args.sweep is not None:
+            if not ckpt:
+                raise GenerationError("--sweep needs --checkpoint (a LoRA checkpoint folder)")
+            strengths = [float(x) for x in args.sweep.split(",") if x.strip()]
+            man = strength_sweep(cfg, ckpt, strengths, **kw)
+        elif args.ab:
+            if not ckpt:
+                raise GenerationError("--ab needs --checkpoint (the B side)")
+            man = ab_compare(cfg, ckpt, None if compare in (None, "base") else compare, strength=args.strength, **kw)
+        else:
+            man = generate_single(cfg, ckpt, strength=args.strength, **kw)
+    except (GenerationError, ConfigError, CheckpointError, ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(man.to_dict(), indent=2, ensure_ascii=False))
+    else:
+        print((Path(man.out_dir) / "summary.txt").read_text(encoding="utf-8"))
+        print(f"-> {man.out_dir}")
+    return 0
