@@ -113,10 +113,13 @@ class Tokenizer:
                 break
             for k, c in self.window_codes(batch).items():
                 codes[k].append(c[0])
+            # windows are independent, so windows past the last kept token (the reference's wasted tail
+            # window) are skipped
+            needed = min(n_win, -(-t_out // (WINDOW_S * TOKEN_HZ)))
             if progress is not None:
-                progress("encode", w + 1, n_win)
-            if sum(x.numel() for x in codes[next(iter(codes))]) >= t_out:
-                break  # the remaining (wasted) windows cannot change the kept tokens
+                progress("encode", w + 1, needed)
+            if w + 1 >= needed:
+                break
         return {k: torch.cat(v)[:t_out].long() for k, v in codes.items()}
 
 
