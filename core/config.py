@@ -129,7 +129,8 @@ class HubConfig(_Section):
     push_adapter: bool = True
     push_merged: bool = False
     push_dataset: bool = False
-    dataset_repo_id: Optional[str] = None
+    dataset_repo_id: Optional[str] = None  # default <repo_id>-data
+    base_model_id: Optional[str] = None  # Hub id of the base for the card's base_model (default: paths.base_model_path if it is one)
 
 
 class StudioConfig(_Section):

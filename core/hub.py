@@ -1,0 +1,534 @@
+"""Publish a finetune to the Hugging Face Hub: the LoRA adapter, the merged model, test songs, a model
+card, and (optionally) the prepared dataset cache in its own dataset repo.
+
+    python -m core push --config cfg.yaml --repo-id you/my-songgen-lora --adapter <run>/checkpoints/step-N
+                        [--merged <export dir>] [--samples <generation dir>] [--dataset [DIR]]
+                        [--public] [--update] [--token-stdin]
+
+Repo layout: `README.md` (the card), `adapter/` (adapter_config.json + adapter_model.safetensors,
+loadable with peft `subfolder="adapter"`), `merged/` (config.yaml + model.pt, the official layout),
+`samples/` (the audio of an A/B or sweep folder, embedded in the card), `training_config.yaml`
+(the run's training and LoRA settings; no local paths). Repos are private unless asked otherwise.
+
+The token comes from the one-time `token` argument (the UI field; `--token-stdin` on the command
+line), else the environment (`HF_TOKEN`), else the Hugging Face login (`huggingface_hub.get_token()`).
+It is held in memory only: never written to the workspace, a config, a log or a message (every
+message that leaves this module is passed through `mask`). Errors say what went wrong in words:
+offline (`HF_HUB_OFFLINE` or no connection), a bad token (401), a name that belongs to someone
+else or already exists (403 / 409).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import yaml
+
+UPSTREAM_LICENSE = "https://github.com/tencent-ailab/SongGeneration/blob/main/LICENSE"
+UPSTREAM_REPO = "https://github.com/tencent-ailab/SongGeneration"
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+MERGED_FILES = ("config.yaml", "model.pt")
+AUDIO_EXT = (".wav", ".flac", ".mp3", ".ogg")
+# Files of a prepared dataset folder that never go to the Hub (locks, temporary files).
+_SKIP_SUFFIXES = (".lock", ".tmp", ".partial")
+
+
+class HubError(RuntimeError):
+    """A push that cannot go ahead; the message says why and what to do (never contains the token)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Token, endpoint, errors
+# ---------------------------------------------------------------------------------------------
+def resolve_token(token: Optional[str] = None) -> tuple[str, str]:
+    """(token, where it came from: "argument" | "environment (HF_TOKEN)" | "Hugging Face login")."""
+    if token and token.strip():
+        return token.strip(), "argument"
+    env = os.environ.get("HF_TOKEN")
+    if env and env.strip():
+        return env.strip(), "environment (HF_TOKEN)"
+    from huggingface_hub import get_token
+
+    try:
+        saved = get_token()
+    except Exception:  # noqa: BLE001 - a broken login store is the same as no login here
+        saved = None
+    if saved:
+        return saved, "Hugging Face login"
+    raise HubError("no Hugging Face token: paste a write token in the token field (used once, never saved), "
+                   "set HF_TOKEN in the environment, or run `hf auth login`")
+
+
+def mask(text: Any, token: Optional[str]) -> str:
+    """`text` with every occurrence of the token (and of any hf_ token-looking string) hidden."""
+    import re
+
+    s = str(text)
+    if token:
+        s = s.replace(token, "hf_***")
+    return re.sub(r"hf_[A-Za-z0-9]{8,}", "hf_***", s)
+
+
+def hub_endpoint(endpoint: Optional[str] = None) -> str:
+    """The Hub URL: the argument, else $HF_ENDPOINT read now (so it may be set after import), else the default."""
+    from huggingface_hub import constants
+
+    return (endpoint or os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
+
+
+def offline() -> bool:
+    from huggingface_hub import constants
+
+    flag = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE")
+    return bool(constants.HF_HUB_OFFLINE) or (flag or "").upper() in ("1", "ON", "YES", "TRUE")
+
+
+def _explain(err: BaseException, token: Optional[str], repo_id: Optional[str], endpoint: str) -> HubError:
+    """A HubError in words for any failure of a Hub call."""
+    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+
+    if isinstance(err, HubError):
+        return HubError(mask(err, token))
+    if isinstance(err, OfflineModeIsEnabled):
+        return HubError("offline: HF_HUB_OFFLINE is set, so nothing can be pushed. Unset it and try again.")
+    status = getattr(getattr(err, "response", None), "status_code", None)
+    if isinstance(err, HfHubHTTPError) and status is not None:
+        if status == 401:
+            return HubError("the Hugging Face token was refused (401): it is invalid or expired. Create a token with "
+                            "write access at https://huggingface.co/settings/tokens")
+        if status == 403:
+            return HubError(f"no write access to {repo_id} (403): the name belongs to another user or organisation, or "
+                            "the token is read-only. Use your own namespace or a token with write access.")
+        if status == 409:
+            return HubError(f"{repo_id} already exists (409). Pick another name, or pass --update to add a new commit "
+                            "to your existing repo.")
+        return HubError(mask(f"the Hub answered {status}: {err}", token))
+    name = type(err).__name__
+    if "Connect" in name or "Timeout" in name or isinstance(err, (ConnectionError, OSError)) and not \
+            isinstance(err, FileNotFoundError):
+        return HubError(f"cannot reach the Hub at {endpoint} ({name}): no network connection or the server is down. "
+                        "Check your connection (or HF_ENDPOINT) and try again.")
+    return HubError(mask(f"push failed: {name}: {err}", token))
+
+
+# ---------------------------------------------------------------------------------------------
+# Model card
+# ---------------------------------------------------------------------------------------------
+def licence_section() -> str:
+    return (
+        "## Licence\n\n"
+        "These weights are derived from Tencent's SongGeneration (LeVo) and are bound by its licence, the "
+        f"[License Terms of SongGeneration]({UPSTREAM_LICENSE}). In short (read the licence itself; it decides):\n\n"
+        "- the weights, like the original model, may be used for **academic, research and education purposes "
+        "only**: no commercial or production use of any kind;\n"
+        "- anyone who copies or redistributes them (or a substantial part) must keep Tencent's copyright notice and "
+        "the licence's permission notice with them;\n"
+        "- they come **as is**, without any warranty; third-party components of SongGeneration keep their own "
+        "licences.\n\n"
+        "Whoever finetuned and published this model is responsible for having the rights to the songs it was "
+        "trained on.\n")
+
+
+def _fmt(v: Optional[float]) -> str:
+    return "n/a" if v is None else f"{v:.4f}"
+
+
+def _sample_rows(samples: list[dict[str, Any]], endpoint: str, repo_id: str) -> str:
+    rows = []
+    for s in samples:
+        url = f"{endpoint}/{repo_id}/resolve/main/{s['path']}"
+        vl = f" — validation loss {_fmt(s.get('val_loss'))}" if s.get("val_loss") is not None else ""
+        rows.append(f"**{s['label']}**{vl}\n\n<audio controls src=\"{url}\"></audio>\n")
+    return "\n".join(rows)
+
+
+def build_model_card(*, repo_id: str, base_model: str, base_model_id: Optional[str], training: dict[str, Any],
+                     lora: Optional[dict[str, Any]], dataset: dict[str, Any], val_before: Optional[float],
+                     val_after: Optional[float], samples: list[dict[str, Any]], has_adapter: bool, has_merged: bool,
+                     merged_info: Optional[dict[str, Any]], demo: bool, dataset_repo_id: Optional[str],
+                     endpoint: str, sample_settings: Optional[dict[str, Any]] = None):
+    """-> huggingface_hub.ModelCard with metadata (base model, licence, tags, losses) and a readable body."""
+    from huggingface_hub import ModelCard, ModelCardData
+
+    tags = ["songgeneration", "levo", "music", "song-generation", "songgen-studio"]
+    if has_adapter:
+        tags += ["lora", "peft"]
+    if demo:
+        tags.append("demo")
+    data = ModelCardData(
+        base_model=base_model_id, license="other", license_name="songgeneration-license",
+        license_link=UPSTREAM_LICENSE, library_name="peft" if has_adapter and not has_merged else None,
+        pipeline_tag="text-to-audio", tags=tags, datasets=[dataset_repo_id] if dataset_repo_id else None,
+        songgen_studio={"base_model": base_model, "training_type": training.get("type"),
+                        "val_loss_before": val_before, "val_loss_after": val_after,
+                        "dataset_songs": dataset.get("songs"), "demo": demo},
+    )
+    name = repo_id.split("/")[-1]
+    lines = [f"# {name}", ""]
+    if demo:
+        lines += ["> **Demo:** made with SongGen Studio's built-in demo model and/or demo codec (random weights, "
+                  "not SongGeneration). It only shows the workflow; it does not make music.", ""]
+    lines += [f"A finetune of SongGeneration (LeVo, [{UPSTREAM_REPO}]({UPSTREAM_REPO})) made with SongGen Studio.", "",
+              "## Base model", "", f"- base: `{base_model_id or base_model}`"]
+    if merged_info:
+        lines.append(f"- merged: LoRA strength {merged_info.get('strength')}, dtype {merged_info.get('dtype')}, "
+                     f"{merged_info.get('num_keys')} tensors (official layout)")
+    lines += ["", "## Files", ""]
+    if has_adapter:
+        lines.append("- `adapter/`: the LoRA adapter (peft). Load it on the base with "
+                     "`PeftModel.from_pretrained(base, repo_id, subfolder=\"adapter\")`.")
+    if has_merged:
+        lines.append("- `merged/`: `config.yaml` + `model.pt` in SongGeneration's own layout: put the folder under the "
+                     "runtime's `ckpt/` and use it with `generate.sh` like a released checkpoint (v1 models need one "
+                     "of upstream's v1 folder names).")
+    lines += ["- `training_config.yaml`: the training and LoRA settings.", "",
+              "## Training", "", "| setting | value |", "|---|---|"]
+    for k in ("type", "epochs", "max_steps", "batch_size", "gradient_accumulation_steps", "learning_rate",
+              "warmup_steps", "weight_decay", "max_grad_norm", "mixed_precision", "max_frames", "seed"):
+        if k in training and training[k] is not None:
+            lines.append(f"| {k} | {training[k]} |")
+    if lora and training.get("type") == "lora":
+        for k in ("r", "alpha", "dropout", "target_modules", "stacks"):
+            if k in lora:
+                lines.append(f"| lora.{k} | {lora[k]} |")
+    lines += ["", "## Dataset", ""]
+    if dataset.get("songs") is not None:
+        lines.append(f"- {dataset.get('songs')} songs ({dataset.get('train', '?')} train, "
+                     f"{dataset.get('validation', '?')} held out for validation)"
+                     + (f", {dataset['audio_seconds'] / 60:.1f} min of audio" if dataset.get("audio_seconds") else ""))
+    if dataset.get("codec"):
+        lines.append(f"- codec: {dataset['codec']}")
+    if dataset_repo_id:
+        lines.append(f"- tokenized cache: [{dataset_repo_id}]({endpoint}/datasets/{dataset_repo_id}) (private unless "
+                     "its owner made it public)")
+    else:
+        lines.append("- the dataset itself is not published")
+    lines += ["", "## Validation loss", "",
+              "Mean cross-entropy of the three token streams on held-out songs (lower is better).", "",
+              "| model | validation loss |", "|---|---|", f"| base | {_fmt(val_before)} |",
+              f"| finetuned | {_fmt(val_after)} |", ""]
+    if samples:
+        lines += ["## Samples", ""]
+        if sample_settings:
+            keys = ("lyrics", "description", "seed", "gen_type", "cfg_coef", "temperature", "top_k")
+            lines.append("Same settings for every sample: " + ", ".join(
+                f"{k} `{sample_settings[k]}`" for k in keys if sample_settings.get(k) is not None))
+            lines.append("")
+        lines.append(_sample_rows(samples, endpoint, repo_id))
+    lines.append(licence_section())
+    content = f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines)
+    return ModelCard(content)
+
+
+# ---------------------------------------------------------------------------------------------
+# Gathering what to push
+# ---------------------------------------------------------------------------------------------
+def _adapter_files(adapter_dir: Path) -> list[Path]:
+    files = [adapter_dir / f for f in ADAPTER_FILES]
+    missing = [f.name for f in files if not f.is_file()]
+    if missing:
+        raise HubError(f"{adapter_dir} is not a LoRA checkpoint: {', '.join(missing)} missing")
+    return files
+
+
+def _merged_files(merged_dir: Path) -> list[Path]:
+    files = [merged_dir / f for f in MERGED_FILES]
+    missing = [f.name for f in files if not f.is_file()]
+    if missing:
+        raise HubError(f"{merged_dir} is not an exported model: {', '.join(missing)} missing; run "
+                       "`python -m core merge` first")
+    return files
+
+
+def _samples(samples_dir: Optional[Path]) -> tuple[list[dict[str, Any]], list[tuple[Path, str]], Optional[dict]]:
+    """Audio of a generation folder (A/B, sweep): card rows, (file, path in repo), shared settings."""
+    if samples_dir is None:
+        return [], [], None
+    man_path = samples_dir / "manifest.json"
+    if not man_path.is_file():
+        raise HubError(f"{samples_dir} has no manifest.json; give a folder made by `python -m core generate`")
+    man = json.loads(man_path.read_text(encoding="utf-8"))
+    rows, files = [], []
+    for it in man.get("items", []):
+        for f in it.get("files", []):
+            src = samples_dir / f
+            if not src.is_file() or src.suffix.lower() not in AUDIO_EXT:
+                continue
+            rows.append({"label": f"{Path(f).stem} ({it.get('model', {}).get('label', '')})",
+                         "path": f"samples/{f}", "val_loss": it.get("val_loss")})
+            files.append((src, f"samples/{f}"))
+    return rows, files, man.get("settings")
+
+
+def _val_losses(samples_man: Optional[Path]) -> tuple[Optional[float], Optional[float]]:
+    """(base, finetuned) validation loss from an A/B or sweep manifest."""
+    if samples_man is None or not (samples_man / "manifest.json").is_file():
+        return None, None
+    man = json.loads((samples_man / "manifest.json").read_text(encoding="utf-8"))
+    before = after = None
+    for it in man.get("items", []):
+        m = it.get("model", {})
+        base_like = m.get("kind") == "base" or (m.get("kind") == "lora" and m.get("strength") == 0)
+        if it.get("val_loss") is None:
+            continue
+        if base_like and before is None:
+            before = it["val_loss"]
+        elif not base_like and (m.get("kind") == "full" or m.get("strength", 1) == 1):
+            after = it["val_loss"]
+    return before, after
+
+
+def _dataset_summary(dataset_dir: Optional[Path]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if dataset_dir is None:
+        return out
+    rep = dataset_dir / "report.json"
+    if rep.is_file():
+        try:
+            s = json.loads(rep.read_text(encoding="utf-8")).get("summary", {})
+            out.update({"songs": s.get("prepared"), "train": s.get("train"), "validation": s.get("validation"),
+                        "audio_seconds": s.get("audio_seconds"), "codec": s.get("codec")})
+        except (OSError, json.JSONDecodeError, AttributeError):
+            pass
+    if out.get("songs") is None:
+        info = dataset_dir / "dataset_dict.json"
+        if info.is_file():
+            try:
+                from datasets import load_from_disk
+                dd = load_from_disk(str(dataset_dir))
+                out.update({k: len(dd[k]) for k in dd if k in ("train", "validation")})
+                out["songs"] = sum(len(dd[k]) for k in dd)
+            except Exception:  # noqa: BLE001 - the summary is informational
+                pass
+    return out
+
+
+def _dataset_files(dataset_dir: Path) -> list[tuple[Path, str]]:
+    if not (dataset_dir / "dataset_dict.json").is_file():
+        raise HubError(f"{dataset_dir} is not a prepared dataset (no dataset_dict.json)")
+    files = []
+    for p in sorted(dataset_dir.rglob("*")):
+        if p.is_file() and not p.name.startswith(".") and not p.name.endswith(_SKIP_SUFFIXES):
+            files.append((p, p.relative_to(dataset_dir).as_posix()))
+    return files
+
+
+def _training_yaml(cfg) -> str:
+    d = cfg.to_dict()
+    keep = {"training": d["training"], "lora": d["lora"],
+            "data": {k: v for k, v in d["data"].items() if k in ("codec", "separation", "bgm_mode", "val_fraction")}}
+    keep["training"] = {k: v for k, v in keep["training"].items() if k != "dataset_dir"}
+    return yaml.safe_dump(keep, sort_keys=False, allow_unicode=True)
+
+
+def _run_config_for(adapter_dir: Optional[Path], cfg):
+    """The run's own config when the adapter sits in <run>/checkpoints/step-N, else `cfg`."""
+    if adapter_dir is not None and adapter_dir.parent.name == "checkpoints":
+        run_cfg = adapter_dir.parent.parent / "config.yaml"
+        if run_cfg.is_file():
+            from core.config import ConfigError, load_config
+            try:
+                return load_config(run_cfg)
+            except ConfigError:
+                pass
+    return cfg
+
+
+# ---------------------------------------------------------------------------------------------
+# Push
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class PushResult:
+    repo_id: str
+    url: str
+    private: bool
+    commit: Optional[str]
+    files: list[str] = field(default_factory=list)
+    dataset_repo_id: Optional[str] = None
+    dataset_url: Optional[str] = None
+    dataset_files: list[str] = field(default_factory=list)
+    token_source: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _ensure_repo(api, repo_id: str, repo_type: str, private: bool, update: bool, token: str, user: dict,
+                 endpoint: str) -> None:
+    from huggingface_hub.errors import HfHubHTTPError
+
+    namespace = repo_id.split("/")[0]
+    mine = {user.get("name")} | {o.get("name") for o in user.get("orgs", []) if isinstance(o, dict)}
+    if namespace not in mine:
+        raise HubError(f"{repo_id}: the namespace '{namespace}' is not yours ({', '.join(sorted(n for n in mine if n))}); "
+                       f"use {user.get('name')}/<name> or an organisation you belong to")
+    try:
+        api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=False)
+    except HfHubHTTPError as err:
+        status = getattr(err.response, "status_code", None)
+        if status == 409 and update:
+            return
+        raise _explain(err, token, repo_id, endpoint) from None
+
+
+def push(cfg=None, *, repo_id: Optional[str] = None, adapter_dir: Optional[str | Path] = None,
+         merged_dir: Optional[str | Path] = None, samples_dir: Optional[str | Path] = None,
+         dataset_dir: Optional[str | Path] = None, push_dataset: Optional[bool] = None,
+         dataset_repo_id: Optional[str] = None, private: Optional[bool] = None, update: bool = False,
+         token: Optional[str] = None, endpoint: Optional[str] = None, commit_message: Optional[str] = None,
+         val_loss_before: Optional[float] = None, val_loss_after: Optional[float] = None,
+         log: Optional[Callable[[str], None]] = None) -> PushResult:
+    """Create the repo (private by default) and upload adapter / merged model / samples / card in one commit;
+    optionally the prepared dataset to a dataset repo. Returns what was pushed; raises HubError in words."""
+    from core.config import StudioConfig
+
+    cfg = cfg or StudioConfig()
+    hc = cfg.hub
+    say = log or (lambda msg: None)
+    repo_id = repo_id or hc.repo_id
+    if not repo_id:
+        raise HubError("no repo name: give --repo-id (or hub.repo_id), e.g. your-name/songgen-my-style")
+    private = hc.private if private is None else private
+    adapter_dir = Path(adapter_dir).expanduser() if adapter_dir else None
+    merged_dir = Path(merged_dir).expanduser() if merged_dir else None
+    samples = Path(samples_dir).expanduser() if samples_dir else None
+    push_dataset = hc.push_dataset if push_dataset is None else push_dataset
+    if adapter_dir is None and merged_dir is None:
+        raise HubError("nothing to push: give a LoRA checkpoint (--adapter) and/or a merged export (--merged)")
+    # Everything local is checked before the network is touched.
+    uploads: list[tuple[Path, str]] = []
+    if adapter_dir is not None:
+        uploads += [(f, f"adapter/{f.name}") for f in _adapter_files(adapter_dir)]
+    merged_info = None
+    if merged_dir is not None:
+        uploads += [(f, f"merged/{f.name}") for f in _merged_files(merged_dir)]
+        if (merged_dir / "export.json").is_file():
+            merged_info = json.loads((merged_dir / "export.json").read_text(encoding="utf-8"))
+    sample_rows, sample_files, sample_settings = _samples(samples)
+    uploads += sample_files
+    run_cfg = _run_config_for(adapter_dir, cfg)
+    ds_dir = None
+    if push_dataset or dataset_dir:
+        if dataset_dir:
+            ds_dir = Path(dataset_dir).expanduser()
+        else:
+            from core.train import find_dataset_dir
+            try:
+                ds_dir = find_dataset_dir(run_cfg)
+            except Exception as err:  # noqa: BLE001
+                raise HubError(f"no prepared dataset to push: {err}") from None
+    ds_uploads = _dataset_files(ds_dir) if ds_dir is not None and (push_dataset or dataset_dir) else []
+    vb, va = _val_losses(samples)
+    val_before = val_loss_before if val_loss_before is not None else vb
+    val_after = val_loss_after if val_loss_after is not None else va
+    base_model = run_cfg.paths.base_model_path
+    from core.model.info import looks_like_repo_id
+    base_id = hc.base_model_id or (base_model if looks_like_repo_id(base_model) else None)
+    demo = base_model == "demo" or run_cfg.data.codec == "demo"
+
+    if offline():
+        raise HubError("offline: HF_HUB_OFFLINE is set, so nothing can be pushed. Unset it and try again.")
+    tok, source = resolve_token(token)
+    ep = hub_endpoint(endpoint)
+    from huggingface_hub import CommitOperationAdd, HfApi
+
+    api = HfApi(endpoint=ep, token=tok)
+    try:
+        user = api.whoami()
+        if "/" not in repo_id:
+            repo_id = f"{user.get('name')}/{repo_id}"
+        ds_repo = None
+        if ds_uploads:
+            ds_repo = dataset_repo_id or hc.dataset_repo_id or f"{repo_id}-data"
+            if "/" not in ds_repo:
+                ds_repo = f"{user.get('name')}/{ds_repo}"
+        say(f"pushing to {ep}/{repo_id} ({'private' if private else 'public'}) as {user.get('name')} "
+            f"(token from the {source})")
+        _ensure_repo(api, repo_id, "model", private, update, tok, user, ep)
+        card = build_model_card(repo_id=repo_id, base_model=base_model, base_model_id=base_id,
+                                training=run_cfg.to_dict()["training"], lora=run_cfg.to_dict()["lora"],
+                                dataset=_dataset_summary(ds_dir), val_before=val_before, val_after=val_after,
+                                samples=sample_rows, has_adapter=adapter_dir is not None,
+                                has_merged=merged_dir is not None, merged_info=merged_info, demo=demo,
+                                dataset_repo_id=ds_repo, endpoint=ep, sample_settings=sample_settings)
+        ops = [CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=str(card).encode("utf-8")),
+               CommitOperationAdd(path_in_repo="training_config.yaml",
+                                  path_or_fileobj=_training_yaml(run_cfg).encode("utf-8"))]
+        ops += [CommitOperationAdd(path_in_repo=dest, path_or_fileobj=str(src)) for src, dest in uploads]
+        info = api.create_commit(repo_id, operations=ops, repo_type="model",
+                                 commit_message=commit_message or "SongGen Studio: finetuned SongGeneration")
+        result = PushResult(repo_id=repo_id, url=f"{ep}/{repo_id}", private=private, commit=getattr(info, "oid", None),
+                            files=[op.path_in_repo for op in ops], token_source=source)
+        say(f"pushed {len(ops)} files to {result.url}")
+        if ds_uploads:
+            _ensure_repo(api, ds_repo, "dataset", private, update, tok, user, ep)
+            from huggingface_hub import DatasetCard
+
+            ds_card = DatasetCard(f"---\nlicense: other\ntags:\n- songgen-studio\n- songgeneration-tokens\n---\n\n"
+                                  f"# {ds_repo.split('/')[-1]}\n\nTokenized songs (SongGeneration token streams, "
+                                  f"`datasets` save_to_disk format) used to finetune [{repo_id}]({ep}/{repo_id}). "
+                                  "Load with `datasets.load_from_disk` after downloading. The audio and lyrics belong "
+                                  "to their owners; keep this repo private unless you hold the rights.\n")
+            dops = [CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=str(ds_card).encode("utf-8"))]
+            dops += [CommitOperationAdd(path_in_repo=dest, path_or_fileobj=str(src)) for src, dest in ds_uploads
+                     if dest != "README.md"]
+            api.create_commit(ds_repo, operations=dops, repo_type="dataset",
+                              commit_message="SongGen Studio: prepared dataset cache")
+            result.dataset_repo_id = ds_repo
+            result.dataset_url = f"{ep}/datasets/{ds_repo}"
+            result.dataset_files = [op.path_in_repo for op in dops]
+            say(f"pushed the dataset cache ({len(dops)} files) to {result.dataset_url}")
+        return result
+    except Exception as err:  # noqa: BLE001 - every failure leaves as a HubError in words, token masked
+        raise _explain(err, tok, repo_id, ep) from None
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI
+# ---------------------------------------------------------------------------------------------
+def cli(argv: list[str]) -> int:
+    from core.config import ConfigError, load_config, parse_override
+
+    p = argparse.ArgumentParser(prog="python -m core push",
+                                description="Push a LoRA adapter and/or merged model (+ card with audio samples, + "
+                                            "optionally the prepared dataset) to the Hugging Face Hub. Private by "
+                                            "default. Token: --token-stdin, HF_TOKEN, or `hf auth login`.")
+    p.add_argument("--config", default=None)
+    p.add_argument("--set", action="append", default=[], metavar="section.key=value")
+    p.add_argument("--repo-id", default=None, help="owner/name (default hub.repo_id)")
+    p.add_argument("--adapter", default=None, help="LoRA checkpoint folder (<run>/checkpoints/step-N)")
+    p.add_argument("--merged", default=None, help="merged export folder (python -m core merge)")
+    p.add_argument("--samples", default=None, help="generation folder with manifest.json (A/B or sweep)")
+    p.add_argument("--dataset", nargs="?", const="", default=None,
+                   help="also push the prepared dataset cache (optionally its folder) to a dataset repo")
+    p.add_argument("--dataset-repo-id", default=None)
+    vis = p.add_mutually_exclusive_group()
+    vis.add_argument("--public", action="store_true", help="make the new repo public (default private)")
+    vis.add_argument("--private", action="store_true")
+    p.add_argument("--update", action="store_true", help="add a commit to an existing repo of yours")
+    p.add_argument("--token-stdin", action="store_true", help="read a one-time token from stdin (never stored)")
+    p.add_argument("--message", default=None, help="commit message")
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args(argv)
+    token = sys.stdin.readline().strip() if args.token_stdin else None
+    try:
+        cfg = load_config(args.config, dict(parse_override(s) for s in args.set))
+        private = False if args.public else (True if args.private else None)
+        res = push(cfg, repo_id=args.repo_id, adapter_dir=args.adapter or None, merged_dir=args.merged or None,
+                   samples_dir=args.samples, dataset_dir=args.dataset or None,
+                   push_dataset=True if args.dataset is not None else None, dataset_repo_id=args.dataset_repo_id,
+                   private=private, update=args.update, token=token, commit_message=args.message,
+                   log=lambda m: print(mask(m, token), file=sys.stderr))
+    except (HubError, ConfigError, ValueError) as err:
+        print(f"error: {mask(err, token)}", file=sys.stderr)
+        return 1
+    print(json.dumps(res.to_dict(), indent=2) if args.json else
+          f"pushed {len(res.files)} files to {res.url} ({'private' if res.private else 'public'})"
+          + (f"\ndataset: {res.dataset_url} ({len(res.dataset_files)} files)" if res.dataset_repo_id else ""))
+    return 0
