@@ -75,6 +75,7 @@ def build_app(workspace: Optional[str | os.PathLike] = None, lang: str = "en",
         tok_tab.wire_load(ctx, demo, tok_ui)
         train_tab.wire_load(ctx, demo, train_ui)
     demo.studio_ctx = ctx  # for tests and bench
+    demo.studio_ui = {"data": data_ui, "tokenize": tok_ui, "train": train_ui}
     return demo
 
 

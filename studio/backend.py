@@ -286,20 +286,20 @@ def save_config(ws, cfg, name: Optional[str] = None) -> str:
 
 
 def estimate(cfg) -> str:
-    fn = None
-    for mod, attr in (("core.train", "estimate"), ("core.train", "estimate_memory"), ("core.model", "estimate_memory")):
-        try:
-            fn = getattr(importlib.import_module(mod), attr)
-            break
-        except (ImportError, AttributeError):
-            continue
-    if fn is None:
+    """core.train.estimate_memory, worded for the UI."""
+    try:
+        fn = getattr(importlib.import_module("core.train"), "estimate_memory")
+    except (ImportError, AttributeError):
         return ""
-    est = fn(cfg)
-    if isinstance(est, str):
-        return est
-    d = est if isinstance(est, dict) else dict(getattr(est, "__dict__", {}))
-    return " · ".join(f"{k}: {v}" for k, v in d.items())
+    try:
+        e = fn(cfg)
+    except Exception as err:  # e.g. a folder that is not a checkpoint yet
+        return f"Memory estimate unavailable: {err}"
+    share = 100.0 * e["trainable"] / max(1, e["parameters"])
+    return (f"**GPU memory estimate (one process): {e['total_gb']:.2f} GB** = weights {e['weights_gb']} + "
+            f"grads/optimizer {e['grads_optimizer_gb']} + activations {e['activations_gb']} + "
+            f"logits {e['logits_gb']} GB · trainable {e['trainable']:,} of {e['parameters']:,} ({share:.2f} %) · "
+            f"{e['frames']} frames ({e['frames'] / 25:.0f} s) per song\n\n<small>`{e.get('formula', '')}`</small>")
 
 
 def list_runs(ws) -> list[dict[str, Any]]:
@@ -385,52 +385,101 @@ def _run_cfg_for(ckpt: str):
     return _core("core.runs", "load_run_config")(run_dir), run_dir
 
 
+def _user_error(fn, *a, **kw):
+    """Call core; its own errors (ExportError, GenerationError, ValueError...) become UI messages."""
+    try:
+        return fn(*a, **kw)
+    except gr.Error:
+        raise
+    except (RuntimeError, ValueError, OSError) as err:
+        raise gr.Error(str(err)) from None
+
+
 def merge(ws, ckpt: str, strength: float) -> str:
+    """core.export.export_checkpoint: LoRA merged at `strength` (or a full checkpoint copied) into
+    <workspace>/exports/<run>_<step>[_strength-s]/ in the official layout."""
     cfg, run_dir = _run_cfg_for(ckpt)
-    out = ws.exports_dir / f"{run_dir.name}-{Path(ckpt).name}-s{strength:g}"
-    res = _core("core.export", "merge")(cfg, ckpt, out, scale=float(strength))
-    return str(getattr(res, "out_dir", None) or res or out)
+    res = _user_error(_core("core.export", "export_checkpoint"), ckpt, cfg=cfg, strength=float(strength),
+                      overwrite=True)
+    notes = "".join(f"\n- {n}" for n in res.notes)
+    return f"`{res.out_dir}` ({res.kind}, {res.dtype}, {res.num_keys} keys){notes}"
 
 
-def _gen_overrides(cfg, lyrics, desc, seconds, seed, prompt):
-    g = cfg.generation.model_copy(update={"lyrics": lyrics, "description": desc, "max_seconds": seconds,
-                                          "seed": seed, "prompt_audio": prompt})
-    return cfg.model_copy(update={"generation": g})
-
-
-def generate(ws, ckpt, strength, lyrics, desc, seconds, seed, prompt) -> str:
+def _gen_setup(ckpt, lyrics, desc, seconds, seed, prompt):
     cfg, run_dir = _run_cfg_for(ckpt)
-    cfg = _gen_overrides(cfg, lyrics, desc, seconds, seed, prompt)
-    out = ws.exports_dir / "generations"
-    res = _core("core.generate", "generate")(cfg, ckpt=ckpt, scale=float(strength), out_dir=out)
-    return str(getattr(res, "path", res))
+    g = cfg.generation.model_copy(update={"max_seconds": float(seconds) if seconds else None})
+    cfg = cfg.model_copy(update={"generation": g})
+    settings = _core("core.generate", "settings_from_config")(
+        cfg, lyrics=lyrics or None, description=desc or None, seed=int(seed or 0), prompt_audio=prompt or None)
+    return cfg, settings
 
 
-def ab(ws, ckpt, strength, lyrics, desc, seconds, seed, prompt) -> dict[str, Any]:
-    cfg, run_dir = _run_cfg_for(ckpt)
-    cfg = _gen_overrides(cfg, lyrics, desc, seconds, seed, prompt)
-    res = _core("core.generate", "ab")(cfg, ckpt=ckpt, scale=float(strength), out_dir=ws.exports_dir / "ab")
-    return res if isinstance(res, dict) else dict(getattr(res, "__dict__", {}))
+def _gen_progress(progress):
+    if progress is None:
+        return None
+    return lambda name, done, total: progress(done / max(1, total), desc=f"{name}: frame {done}/{total}")
 
 
-def sweep(ws, ckpt, scales, lyrics, desc, seconds, seed, prompt) -> list[tuple[float, str]]:
-    cfg, run_dir = _run_cfg_for(ckpt)
-    cfg = _gen_overrides(cfg, lyrics, desc, seconds, seed, prompt)
-    res = _core("core.generate", "sweep")(cfg, ckpt=ckpt, scales=scales, out_dir=ws.exports_dir / "sweep")
-    return [(float(s), str(p)) for s, p in res]
+def _files(man) -> list[tuple[Any, str]]:
+    out = Path(man.out_dir)
+    return [(it, str(out / it.files[0])) for it in man.items]
 
 
-def push(ws, ckpt, repo_id, private, adapter, merged, dataset, token: Optional[str] = None) -> str:
+def _vl(it) -> str:
+    return "n/a" if it.val_loss is None else f"{it.val_loss:.4f}"
+
+
+def generate(ws, ckpt, strength, lyrics, desc, seconds, seed, prompt, progress=None) -> str:
+    cfg, settings = _gen_setup(ckpt, lyrics, desc, seconds, seed, prompt)
+    man = _user_error(_core("core.generate", "generate_single"), cfg, ckpt, strength=float(strength),
+                      settings=settings, with_val_loss=False, progress=_gen_progress(progress))
+    return _files(man)[0][1]
+
+
+def ab(ws, ckpt, strength, lyrics, desc, seconds, seed, prompt, progress=None) -> dict[str, Any]:
+    cfg, settings = _gen_setup(ckpt, lyrics, desc, seconds, seed, prompt)
+    man = _user_error(_core("core.generate", "ab_compare"), cfg, ckpt, strength=float(strength),
+                      settings=settings, progress=_gen_progress(progress))
+    (a_it, a), (b_it, b) = _files(man)
+    note = (f"Same lyrics, description, prompt and seed ({settings.seed}). Held-out validation loss "
+            f"(lower is better): **A {_vl(a_it)}** · **B {_vl(b_it)}**")
+    if man.validation and not man.validation.get("dataset"):
+        note += f" — {man.validation.get('note')}"
+    return {"a": a, "b": b, "note": note + f"\n\nFiles and manifest: `{man.out_dir}`"}
+
+
+def sweep(ws, ckpt, scales, lyrics, desc, seconds, seed, prompt, progress=None) -> list[tuple[float, str, str]]:
+    cfg, settings = _gen_setup(ckpt, lyrics, desc, seconds, seed, prompt)
+    man = _user_error(_core("core.generate", "strength_sweep"), cfg, ckpt, list(scales), settings=settings,
+                      progress=_gen_progress(progress))
+    return [(float(it.model.get("strength", s)), path, _vl(it)) for s, (it, path) in zip(scales, _files(man))]
+
+
+def _latest_generation(ws, kinds=("ab", "sweep", "single")) -> Optional[Path]:
+    root = ws.root / "generations"
+    if not root.is_dir():
+        return None
+    found = [p for p in root.iterdir() if p.is_dir() and (p / "manifest.json").is_file()
+             and any(p.name.split("_", 1)[-1].startswith(k) for k in kinds)]
+    return max(found, key=lambda p: p.stat().st_mtime) if found else None
+
+
+def push(ws, ckpt, strength, repo_id, private, adapter, merged, dataset, token: Optional[str] = None) -> str:
+    """core.hub.push of the picked checkpoint (adapter), its merged export, the newest A/B or sweep
+    (embedded in the card) and optionally the dataset. `token` is passed through, never stored."""
     if not (repo_id or "").strip():
         raise gr.Error("give a repository id such as your-name/my-songgen-lora")
     cfg, run_dir = _run_cfg_for(ckpt)
-    hub = cfg.hub.model_copy(update={"repo_id": repo_id.strip(), "private": private, "push_adapter": adapter,
-                                     "push_merged": merged, "push_dataset": dataset})
-    cfg = cfg.model_copy(update={"hub": hub})
-    try:
-        res = _core("core.hub", "push")(cfg, ckpt=ckpt, token=token)
-    except gr.Error:
-        raise
-    except Exception as err:  # offline, bad token, name clash: core.hub words the message
-        raise gr.Error(str(err)) from None
-    return str(getattr(res, "url", res))
+    kind = _core("core.export", "checkpoint_kind")(ckpt)
+    adapter_dir = ckpt if adapter and kind == "lora" else None
+    merged_dir = None
+    if merged or kind == "full":
+        merged_dir = _core("core.export", "default_export_dir")(cfg, ckpt, float(strength) if kind == "lora" else None)
+        if not (Path(merged_dir) / "model.pt").is_file():
+            raise gr.Error(f"merge first: no export at {merged_dir} (press Merge with strength {strength:g})")
+    samples = _latest_generation(ws)
+    res = _user_error(_core("core.hub", "push"), cfg, repo_id=repo_id.strip(), adapter_dir=adapter_dir,
+                      merged_dir=merged_dir, samples_dir=samples, push_dataset=bool(dataset), private=bool(private),
+                      token=token or None)
+    extra = f" · dataset: {res.dataset_url}" if getattr(res, "dataset_url", None) else ""
+    return f"{res.url} ({'private' if res.private else 'public'}, {len(res.files)} files){extra}"

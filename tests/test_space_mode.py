@@ -79,7 +79,7 @@ def test_public_space_refuses_training_through_the_api(public_space):
             client.predict(steps=2, api_name="/start_run")
         assert "public demo Space" in str(e.value)
         with pytest.raises(Exception) as e:
-            client.predict(None, "me/x", True, True, False, False, "hf_not_a_real_token", api_name="/push")
+            client.predict(None, 1.0, "me/x", True, True, False, False, "hf_not_a_real_token", api_name="/push")
         assert "public demo Space" in str(e.value)
         assert not (Path(public_space.studio_ctx.ws.root) / "runs").exists()
     finally:

@@ -87,23 +87,24 @@ def build(ctx, train_ui) -> dict:
             return None
         return p if isinstance(p, str) else getattr(p, "name", None)
 
-    def generate(c, s, ly, de, sec, sd, pr):
-        return backend.generate(ctx.ws, _need(c), s, ly, de, float(sec), int(sd), prompt_path(pr))
+    def generate(c, s, ly, de, sec, sd, pr, progress=gr.Progress()):
+        return backend.generate(ctx.ws, _need(c), s, ly, de, float(sec), int(sd), prompt_path(pr), progress=progress)
 
-    def ab(c, s, ly, de, sec, sd, pr):
-        res = backend.ab(ctx.ws, _need(c), s, ly, de, float(sec), int(sd), prompt_path(pr))
+    def ab(c, s, ly, de, sec, sd, pr, progress=gr.Progress()):
+        res = backend.ab(ctx.ws, _need(c), s, ly, de, float(sec), int(sd), prompt_path(pr), progress=progress)
         return res["a"], res["b"], res.get("note", "")
 
-    def sweep(c, sc, ly, de, sec, sd, pr):
+    def sweep(c, sc, ly, de, sec, sd, pr, progress=gr.Progress()):
         try:
             vals = [float(x) for x in str(sc).replace(";", ",").split(",") if x.strip()][:MAX_SWEEP]
         except ValueError:
             raise gr.Error("strengths: numbers separated by commas, e.g. 0, 0.5, 1.0") from None
-        files = backend.sweep(ctx.ws, _need(c), vals, ly, de, float(sec), int(sd), prompt_path(pr))
+        files = backend.sweep(ctx.ws, _need(c), vals, ly, de, float(sec), int(sd), prompt_path(pr), progress=progress)
         out = []
         for i in range(MAX_SWEEP):
             if i < len(files):
-                out.append(gr.update(value=files[i][1], visible=True, label=f"{t('strength')} {files[i][0]:g}"))
+                s_, path, vl = files[i]
+                out.append(gr.update(value=path, visible=True, label=f"{t('strength')} {s_:g} · {t('val_loss')} {vl}"))
             else:
                 out.append(gr.update(value=None, visible=False))
         return out
@@ -115,16 +116,16 @@ def build(ctx, train_ui) -> dict:
     ab_btn.click(ab, gen_in, [a_audio, b_audio, ab_msg], api_name="ab")
     sweep_btn.click(sweep, [ckpt, scales, lyrics, desc, seconds, seed, prompt], sweep_audio, api_name="sweep")
 
-    def _push(c, rp, pv, pa, pm, pd_, tok):
+    def _push(c, st, rp, pv, pa, pm, pd_, tok):
         if ctx.locked:
             raise gr.Error(t("demo_disabled"))
-        url = backend.push(ctx.ws, _need(c), rp, bool(pv), bool(pa), bool(pm), bool(pd_), token=tok or None)
+        url = backend.push(ctx.ws, _need(c), float(st), rp, bool(pv), bool(pa), bool(pm), bool(pd_), token=tok or None)
         return t("pushed", url=url)
 
-    push_in = [ckpt, repo, private, p_adapter, p_merged, p_dataset]
+    push_in = [ckpt, strength, repo, private, p_adapter, p_merged, p_dataset]
     if use_oauth:
-        def push_oauth(c, rp, pv, pa, pm, pd_, oauth_token: gr.OAuthToken | None = None):
-            return _push(c, rp, pv, pa, pm, pd_, oauth_token.token if oauth_token else None)
+        def push_oauth(c, st, rp, pv, pa, pm, pd_, oauth_token: gr.OAuthToken | None = None):
+            return _push(c, st, rp, pv, pa, pm, pd_, oauth_token.token if oauth_token else None)
         push_btn.click(push_oauth, push_in, push_msg, api_name="push")
     else:
         push_btn.click(_push, push_in + [token], push_msg, api_name="push")

@@ -29,6 +29,12 @@ PRESETS: dict[str, dict] = {
 DEFAULT_PRESET = "Quick look (CPU / demo, a minute)"
 
 
+def _empty_plot() -> pd.DataFrame:
+    # typed columns: an untyped empty frame makes the plot treat `series` as a number (gradient legend)
+    return pd.DataFrame({"step": pd.Series(dtype="int64"), "loss": pd.Series(dtype="float64"),
+                         "series": pd.Series(dtype="object")})
+
+
 def _run_choices(ctx):
     try:
         runs = backend.list_runs(ctx.ws)
@@ -63,7 +69,7 @@ def build(ctx) -> dict:
                 with gr.Row():
                     w["lora_fusion"] = gr.Checkbox(False, label=t("lora_fusion"))
                     w["lora_heads"] = gr.Checkbox(False, label=t("lora_heads"))
-            with gr.Accordion(t("optim"), open=False):
+            with gr.Accordion(t("optim"), open=False, elem_id="optim-acc"):
                 with gr.Row():
                     w["lr"] = gr.Number(p["lr"], label=t("lr"), minimum=1e-9)
                     w["steps"] = gr.Number(p["steps"], label=t("steps"), precision=0, minimum=0, elem_id="steps")
@@ -109,7 +115,7 @@ def build(ctx) -> dict:
             action_msg = gr.Markdown(elem_id="train-msg")
             status = gr.Markdown(t("no_run"), elem_id="run-status")
             progress = gr.HTML(elem_id="run-progress")
-            plot = gr.LinePlot(value=pd.DataFrame({"step": [], "loss": [], "series": []}), x="step", y="loss",
+            plot = gr.LinePlot(value=_empty_plot(), x="step", y="loss",
                                color="series", label=t("loss_plot"), height=440, elem_id="loss-plot")
             with gr.Row():
                 sample_pick = gr.Dropdown(label=t("samples"), choices=[], elem_id="sample-pick", scale=2)
