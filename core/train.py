@@ -44,6 +44,7 @@ from typing import Any, Optional
 
 import torch
 import torch.nn as nn
+from accelerate.utils import DistributedType
 
 from core import runs
 from core.config import ConfigError, StudioConfig, load_config
@@ -416,6 +417,20 @@ def memory_mb(device: torch.device) -> float:
     return float("nan")
 
 
+class _GatheredLeLM:
+    """What core.model.checkpoint.save_pretrained reads from a LeLM, with a gathered (unsharded) state dict."""
+
+    def __init__(self, lelm: nn.Module, state: dict[str, torch.Tensor]):
+        self.config, self.version = lelm.config, lelm.version
+        self.checkpoint_dtype = lelm.checkpoint_dtype
+        self.source_dir = lelm.source_dir
+        self.is_demo = getattr(lelm, "is_demo", False)
+        self._state = state
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return self._state
+
+
 class TrainerState:
     """Our part of the accelerate state (registered for checkpointing)."""
 
@@ -595,10 +610,18 @@ class Trainer:
         acc.wait_for_everyone()
         self.state.step = step
         acc.save_state(str(tmp / "state"))
+        gathered = None
+        if acc.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+            # sharded parameters: every rank takes part in gathering the full state dict
+            full = acc.get_state_dict(self.step_module)
+            gathered = {k[len("lm."):]: v for k, v in (full or {}).items() if k.startswith("lm.")}
         if self.is_main:
             inner = acc.unwrap_model(self.step_module).lm
             if self.tc.type == "lora":
-                inner.save_pretrained(str(tmp))
+                inner.save_pretrained(str(tmp), **({"state_dict": gathered} if gathered else {}))
+            elif gathered:
+                from core.model.checkpoint import save_pretrained as save_official
+                save_official(_GatheredLeLM(self.lelm, gathered), tmp, dtype=None)
             else:
                 self.lelm.save_pretrained(tmp, dtype=None)
             info = {"step": step, "total": self.total_steps, "mode": self.tc.type, "reason": reason,
