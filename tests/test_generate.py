@@ -181,3 +181,32 @@ def test_demo_model_ab_and_sweep(tmp_path):
         assert man["settings"]["seed"] == 5 and man["settings"]["base_is_demo"] is True
     assert sw.items[0].tokens_sha == ab.items[0].tokens_sha
     assert sw.items[1].tokens_sha == ab.items[1].tokens_sha
+
+
+def test_decode_track_uses_the_codecs_track_option():
+    from core.generate import GenerationError, decode_track
+
+    class TrackCodec:  # shaped like OfficialCodec.decode (track=, seed=)
+        id, is_demo = "fake-official", False
+
+        def __init__(self):
+            self.calls = []
+
+        def decode(self, tokens, prompt=None, *, track="both", seed=None):
+            self.calls.append((track, seed))
+            return torch.zeros(2, 10), 48000
+
+    class MixOnly:
+        id, is_demo = "mix-only", False
+
+        def decode(self, tokens, prompt=None):
+            return torch.zeros(2, 10), 48000
+
+    c = TrackCodec()
+    tokens = torch.zeros(3, 4, dtype=torch.long)
+    decode_track(c, tokens, "vocal", seed=3)
+    decode_track(c, tokens, "both", seed=3)
+    assert c.calls == [("vocal", 3), ("both", 3)]
+    assert decode_track(MixOnly(), tokens, "both")[1] == 48000
+    with pytest.raises(GenerationError, match="cannot render one track"):
+        decode_track(MixOnly(), tokens, "bgm")
