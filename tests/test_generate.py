@@ -210,3 +210,33 @@ def test_decode_track_uses_the_codecs_track_option():
     assert decode_track(MixOnly(), tokens, "both")[1] == 48000
     with pytest.raises(GenerationError, match="cannot render one track"):
         decode_track(MixOnly(), tokens, "bgm")
+
+
+def test_with_a_core_train_lora_checkpoint(tmp_path):
+    """A real LoRA run of core.train (1 step on the tiny fixture): merge finds the run's base by itself, and the
+    A/B validation loss of the checkpoint is the number the trainer logged for it."""
+    from core import runs
+    from core.config import load_config
+    from core.export import export_checkpoint
+    from core.generate import ModelLoader, ModelSpec, load_validation, validation_loss
+    from core.train import train
+
+    ds = make_dataset(tmp_path / "ws" / "prepared" / "ds1")
+    cfg = load_config(None, {"workspace": str(tmp_path / "ws"), "paths.base_model_path": str(CKPT),
+                             "paths.runtime_path": str(FIXTURE), "data.codec": "demo", "training.type": "lora",
+                             "training.max_steps": 1, "training.save_every": 1, "training.eval_every": 1,
+                             "training.num_samples": 0, "training.mixed_precision": "no",
+                             "training.learning_rate": 0.05, "training.dataset_dir": str(ds)})
+    run = runs.create_run(cfg, name="t")
+    train(runs.load_run_config(run), config_path=run / "config.yaml")
+    ckpt = runs.latest_checkpoint(run)
+    logged = [json.loads(x)["val_loss"] for x in (run / "metrics.jsonl").read_text().splitlines()
+              if '"val_loss"' in x][-1]
+    res = export_checkpoint(ckpt, cfg=load_config(None, {"workspace": str(tmp_path / "ws")}))  # base from the run
+    assert res.kind == "lora-merge" and Path(res.base_model) == CKPT
+    split, _, why = load_validation(cfg)
+    assert why is None
+    loader = ModelLoader(cfg)
+    with loader.use(ModelSpec("b", str(ckpt))) as model:
+        mine = validation_loss(model, split, max_frames=cfg.training.max_frames)["val_loss"]
+    assert mine == pytest.approx(logged, abs=1e-5)
