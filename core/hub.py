@@ -427,10 +427,11 @@ def push(cfg=None, *, repo_id: Optional[str] = None, adapter_dir: Optional[str |
     vb, va = _val_losses(samples)
     val_before = val_loss_before if val_loss_before is not None else vb
     val_after = val_loss_after if val_loss_after is not None else va
-    base_model = run_cfg.paths.base_model_path
     from core.model.info import looks_like_repo_id
-    base_id = hc.base_model_id or (base_model if looks_like_repo_id(base_model) else None)
-    demo = base_model == "demo" or run_cfg.data.codec == "demo"
+    base_path = run_cfg.paths.base_model_path
+    base_id = hc.base_model_id or (base_path if looks_like_repo_id(base_path) else None)
+    base_model = base_id or Path(base_path).name  # a folder name, never a local path, goes public
+    demo = base_path == "demo" or run_cfg.data.codec == "demo"
 
     if offline():
         raise HubError("offline: HF_HUB_OFFLINE is set, so nothing can be pushed. Unset it and try again.")
