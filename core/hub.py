@@ -131,6 +131,8 @@ def licence_section() -> str:
         "the licence's permission notice with them;\n"
         "- they come **as is**, without any warranty; third-party components of SongGeneration keep their own "
         "licences.\n\n"
+        "Original model: Copyright (C) 2025 THL A29 Limited, a Tencent company. All rights reserved. Its licence's "
+        f"permission notice ([LICENSE]({UPSTREAM_LICENSE})) applies to these derived weights as well.\n\n"
         "Whoever finetuned and published this model is responsible for having the rights to the songs it was "
         "trained on.\n")
 
