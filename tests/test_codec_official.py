@@ -330,3 +330,19 @@ def test_from_config(tmp_path, fx, cases, signal):
     assert codec.files["demucs"] == FIX / fx["files"]["demucs"]
     _, _, mix = signal
     assert torch.equal(codec.encode_mixed(mix), cases["encode"]["codes_mixed"][0, 0])
+
+
+def test_identical_musicfm_copies_are_shared(tmp_path, fx):
+    from safetensors.torch import load_file, save_file
+    from core.codec import OfficialCodec
+    sep = load_file(str(FIX / fx["files"]["septoken"]))
+    mixed = load_file(str(FIX / fx["files"]["mixed"]))
+    mixed.update({k: v for k, v in sep.items() if k.startswith("bestrq.model.")})
+    f = tmp_path / "model_2_fixed.safetensors"
+    save_file(mixed, str(f))
+    codec = OfficialCodec.from_files(mixed=f, septoken=FIX / fx["files"]["septoken"], hparams=fx)
+    assert codec.mixed_tokenizer().encoder is codec.sep_tokenizer().encoder
+    assert codec.mixed_tokenizer().heads["mixed"][1] is not codec.sep_tokenizer().heads["vocal"][1]
+    # the fixture's own files hold two different (random) copies: two modules
+    own = OfficialCodec.from_runtime(FIX, hparams=fx)
+    assert own.mixed_tokenizer().encoder is not own.sep_tokenizer().encoder

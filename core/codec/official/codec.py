@@ -6,6 +6,7 @@ cached per process by file paths + hyperparameters + device/dtype, so repeated c
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import logging
 import threading
@@ -16,7 +17,9 @@ import torch
 
 from .flow import FlowDecoder, decode_codes
 from .loading import WeightFileError, read_state_dict
-from .tokenizer import build_tokenizer
+from .encoder import PREFIX as ENC_PREFIX, MusicFMEncoder
+from .quantizer import FactorizedVQ
+from .tokenizer import Tokenizer
 from .vae import OobleckVAE
 
 log = logging.getLogger(__name__)
@@ -49,7 +52,7 @@ SILENT_VOCAL_TOKEN = 3142
 SILENT_BGM_TOKEN = 9670
 
 _CACHE: dict[tuple, Any] = {}
-_CACHE_LOCK = threading.Lock()
+_CACHE_LOCK = threading.RLock()  # re-entrant: building one module may fetch another (shared MusicFM)
 
 Progress = Optional[Callable[[str, int, int], None]]
 
@@ -62,6 +65,15 @@ def _merge(base: Mapping, over: Optional[Mapping]) -> dict:
         else:
             out[k] = copy.deepcopy(v)
     return out
+
+
+def _decoder_key(key: str) -> bool:
+    """Tensors the decoder needs from the septoken file (skips MusicFM, the unused 50257-row `wte`, the
+    training-only projection head and HuBERT)."""
+    if key.startswith("cfm_wrapper.estimator."):
+        return not key.startswith("cfm_wrapper.estimator.wte.")
+    return key.startswith(("rvq_bestrq_emb.", "rvq_bestrq_bgm_emb.", "mask_emb.", "normfeat.",
+                           "zero_cond_embedding1"))
 
 
 HPARAMS_FILES = ("codec_hparams.json", "fixture.json")
@@ -232,33 +244,53 @@ class OfficialCodec:
             raise WeightFileError(f"the {name} file was not given to OfficialCodec (needed for this operation)")
         return p
 
-    def mixed_tokenizer(self):
+    def _encoder_keys(self, key: str) -> bool:
+        return key.startswith(("bestrq.model.", "rvq_bestrq_emb.", "rvq_bestrq_bgm_emb."))
+
+    def _musicfm(self, sd: Mapping[str, torch.Tensor], path: Path, what: str) -> MusicFMEncoder:
+        """One MusicFM module per distinct set of weights: both official files carry a copy (MusicFM was
+        frozen while the tokenizers trained), so identical copies are held once, deep enough for every stream."""
+        h = hashlib.sha1()
+        for k in sorted(k for k in sd if k.startswith(ENC_PREFIX)):
+            t = sd[k].contiguous()
+            h.update(k.encode())
+            h.update(str(t.dtype).encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        depth = max(int(v) for v in self.hp["layers"].values())
+
+        def build():
+            enc = MusicFMEncoder(sd, self.hp["conformer"], depth, path, what)
+            enc.to(self.device)
+            enc.conv.to(self.dtype)
+            enc.conformer.to(self.dtype)
+            return enc
+        return _cached(self._key("musicfm", h.hexdigest()), build)
+
+    def _tokenizer(self, path: Path, what: str, heads: dict[str, tuple[int, str]]) -> Tokenizer:
+        sd = read_state_dict(path, what, keep=self._encoder_keys)
+        enc = self._musicfm(sd, path, what)
+        tok = Tokenizer(enc, {n: (layer, FactorizedVQ(sd, prefix, path, what)) for n, (layer, prefix) in heads.items()})
+        for _, vq in tok.heads.values():
+            vq.to(self.device)
+        return tok
+
+    def mixed_tokenizer(self) -> Tokenizer:
         path = self._need("mixed")
+        heads = {"mixed": (int(self.hp["layers"]["mixed"]), "rvq_bestrq_emb.quantizers.0.")}
+        return _cached(self._key("mixed", str(path)), lambda: self._tokenizer(path, "1rvq tokenizer file", heads))
 
-        def build():
-            sd = read_state_dict(path, "1rvq tokenizer file")
-            tok = build_tokenizer(sd, self.hp["conformer"], {"mixed": int(self.hp["layers"]["mixed"])},
-                                  {"mixed": "rvq_bestrq_emb.quantizers.0."}, path, "1rvq tokenizer file")
-            return tok.to(self.device, self.dtype)
-        return _cached(self._key("mixed", str(path)), build)
-
-    def sep_tokenizer(self):
+    def sep_tokenizer(self) -> Tokenizer:
         path = self._need("septoken")
-
-        def build():
-            sd = read_state_dict(path, "septoken tokenizer file")
-            layers = {"vocal": int(self.hp["layers"]["vocal"]), "bgm": int(self.hp["layers"]["bgm"])}
-            tok = build_tokenizer(sd, self.hp["conformer"], layers,
-                                  {"vocal": "rvq_bestrq_emb.quantizers.0.", "bgm": "rvq_bestrq_bgm_emb.quantizers.0."},
-                                  path, "septoken tokenizer file")
-            return tok.to(self.device, self.dtype)
-        return _cached(self._key("septoken-enc", str(path)), build)
+        heads = {"vocal": (int(self.hp["layers"]["vocal"]), "rvq_bestrq_emb.quantizers.0."),
+                 "bgm": (int(self.hp["layers"]["bgm"]), "rvq_bestrq_bgm_emb.quantizers.0.")}
+        return _cached(self._key("septoken-enc", str(path)),
+                       lambda: self._tokenizer(path, "septoken tokenizer file", heads))
 
     def flow(self) -> FlowDecoder:
         path = self._need("septoken")
 
         def build():
-            sd = read_state_dict(path, "septoken tokenizer file")
+            sd = read_state_dict(path, "septoken tokenizer file", keep=_decoder_key)
             fl = FlowDecoder(sd, self.hp["estimator"], self.hp["decode"], path, "septoken tokenizer file")
             if fl.counts < 100000:
                 log.warning("septoken normfeat.counts = %d (< 100000): latent statistics treated as frozen",

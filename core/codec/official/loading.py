@@ -6,7 +6,7 @@ Every error names the file and, where one exists, the first key that is missing 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable, Mapping, Optional
+from typing import Callable, Iterable, Mapping, Optional
 
 import torch
 
@@ -15,18 +15,30 @@ class WeightFileError(RuntimeError):
     """A weight file is missing, unreadable, or does not hold the tensors the codec needs."""
 
 
-def read_state_dict(path: str | Path, what: str = "weight file") -> dict[str, torch.Tensor]:
-    """Load every tensor of a safetensors / torch checkpoint file as fp32 (integer tensors kept)."""
+def read_state_dict(path: str | Path, what: str = "weight file",
+                    keep: Optional[Callable[[str], bool]] = None) -> dict[str, torch.Tensor]:
+    """Load the tensors of a safetensors / torch checkpoint file as fp32 (integer tensors kept).
+    `keep(key)` selects keys; from safetensors only the selected tensors are read (the septoken file is
+    ~4.8 GB, of which encode needs a fifth)."""
     p = Path(path)
     if not p.is_file():
         raise WeightFileError(f"{what} not found: {p}")
     try:
         if p.suffix == ".safetensors":
-            from safetensors.torch import load_file
-            sd = load_file(str(p), device="cpu")
+            from safetensors import safe_open
+            with safe_open(str(p), framework="pt", device="cpu") as f:
+                sd = {k: f.get_tensor(k) for k in f.keys() if keep is None or keep(k)}
         else:
-            obj = torch.load(str(p), map_location="cpu", weights_only=True)
+            try:
+                obj = torch.load(str(p), map_location="cpu", weights_only=True, mmap=True)
+            except RuntimeError as exc:
+                if "mmap" not in str(exc):
+                    raise
+                # legacy (pre-zip) torch files cannot be memory-mapped
+                obj = torch.load(str(p), map_location="cpu", weights_only=True)
             sd = obj.get("state_dict", obj) if isinstance(obj, Mapping) else obj
+            if keep is not None and isinstance(sd, Mapping):
+                sd = {k: v for k, v in sd.items() if keep(k)}
     except Exception as exc:  # corrupt / truncated / not a weight file
         raise WeightFileError(f"cannot read {what} {p}: {type(exc).__name__}: {exc}") from exc
     if not isinstance(sd, Mapping) or not all(isinstance(v, torch.Tensor) for v in sd.values()):

@@ -4,7 +4,6 @@ Windows are processed one at a time, so memory holds one window's activations wh
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Callable, Mapping, Optional
 
 import torch
@@ -121,10 +120,3 @@ class Tokenizer:
             if w + 1 >= needed:
                 break
         return {k: torch.cat(v)[:t_out].long() for k, v in codes.items()}
-
-
-def build_tokenizer(sd: Mapping[str, torch.Tensor], hp: Mapping, layers: Mapping[str, int],
-                    vq_prefixes: Mapping[str, str], path: str | Path, what: str) -> Tokenizer:
-    enc = MusicFMEncoder(sd, hp, max(layers.values()), path, what)
-    heads = {name: (layers[name], FactorizedVQ(sd, vq_prefixes[name], path, what)) for name in layers}
-    return Tokenizer(enc, heads)
