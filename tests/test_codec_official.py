@@ -346,3 +346,16 @@ def test_identical_musicfm_copies_are_shared(tmp_path, fx):
     # the fixture's own files hold two different (random) copies: two modules
     own = OfficialCodec.from_runtime(FIX, hparams=fx)
     assert own.mixed_tokenizer().encoder is not own.sep_tokenizer().encoder
+
+
+def test_bf16_runs_close_to_fp32(fx, cases, signal):
+    """bf16 is an option for the big modules (fp32 stays the exact reference): most codes still agree."""
+    from core.codec import OfficialCodec
+    codec = OfficialCodec.from_runtime(FIX, hparams=fx, dtype=torch.bfloat16)
+    _, _, mix = signal
+    codes = codec.encode_mixed(mix)
+    assert (codes == cases["encode"]["codes_mixed"][0, 0]).float().mean() > 0.8
+    u = cases["decode"]["estimator_unit"]
+    with torch.no_grad():
+        out = codec.flow().estimator(u["x"].bfloat16(), u["t"]).float()
+    assert (out - u["out"]).abs().max() < 0.1

@@ -201,7 +201,8 @@ class OfficialCodec:
     @classmethod
     def from_config(cls, cfg, **kw) -> "OfficialCodec":
         """From a `core.config.StudioConfig`: paths.audio_tokenizer_path (1rvq safetensors or its folder),
-        paths.separate_audio_tokenizer_path (septoken), paths.runtime_path (ckpt/vae and third_party/demucs)."""
+        paths.separate_audio_tokenizer_path (septoken), paths.runtime_path (ckpt/vae and third_party/demucs);
+        data.device ("auto" = cuda when available) and data.seed (Demucs shift) unless given as keywords."""
         p = cfg.paths
 
         def resolve(value, key, filename):
@@ -232,6 +233,12 @@ class OfficialCodec:
         hparams = kw.pop("hparams", None)
         if hparams is None:
             hparams = hparams_beside(root)
+        data = getattr(cfg, "data", None)
+        if "device" not in kw and data is not None:
+            dev = getattr(data, "device", "auto") or "auto"
+            kw["device"] = ("cuda" if torch.cuda.is_available() else "cpu") if dev == "auto" else dev
+        if "seed" not in kw and data is not None:
+            kw["seed"] = int(getattr(data, "seed", 0))
         return cls.from_files(mixed=mixed, septoken=sep, hparams=hparams, **files, **kw)
 
     # cached modules -----------------------------------------------------------------------------------
@@ -263,6 +270,8 @@ class OfficialCodec:
             enc.to(self.device)
             enc.conv.to(self.dtype)
             enc.conformer.to(self.dtype)
+            if enc.conformer.embed_positions is not None:
+                enc.conformer.embed_positions.float()  # rotary angles in fp32; cast to the activations' dtype
             return enc
         return _cached(self._key("musicfm", h.hexdigest()), build)
 

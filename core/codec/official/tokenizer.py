@@ -64,16 +64,6 @@ class Tokenizer:
         self.encoder = encoder
         self.heads = dict(heads)
 
-    def to(self, device=None, dtype=None):
-        self.encoder.to(device=device)
-        if dtype is not None:
-            # the mel buffers stay fp32; the conv front end and the conformer take the requested dtype
-            self.encoder.conv.to(dtype)
-            self.encoder.conformer.to(dtype)
-        for _, vq in self.heads.values():
-            vq.to(device=device)
-        return self
-
     @torch.no_grad()
     def window_codes(self, streams: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """{name: [B, 2, L] window audio} -> {name: [B, T] codes}; streams sharing audio share one pass."""
