@@ -4,7 +4,8 @@ Measured sizes: the tiny random-weight files in ../shared/fixtures/songgen-codec
 layers, estimator 216 wide x 2 layers, VAE 4 channels, htdemucs 8 channels), on
   (a) the fixture's 6-s synthetic song with its stems given (no Demucs), and
   (b) the 10-s real song ../shared/data/sample_prompt_audio.wav, stems from Demucs.
-RTF = wall time / audio duration (< 1 is faster than real time). Models are loaded before timing.
+RTF = wall time / audio duration (< 1 is faster than real time). Models are loaded and warmed up before
+timing. The machine's other load is not controlled: expect run-to-run spread on a shared CPU.
 Decode renders vocal+bgm tokens with 10 Euler steps, CFG 1.5, chunked VAE decoding.
 
 FLOPs (multiply-add = 2 FLOPs; official shapes; T = 1000 frames per 40-s window):
@@ -153,6 +154,8 @@ def main():
     vocal, bgm = cases["signal"]["vocal"], cases["signal"]["bgm"]
     mix = vocal + bgm
     dur = mix.shape[-1] / 48000
+    # warm-up (first calls build CPU kernels / primitives), not timed
+    codec.decode(codec.encode(mix[:, :48000], vocal=vocal[:, :48000], bgm=bgm[:, :48000]), num_steps=1, seed=0)
     codes, t_enc = timed(lambda: codec.encode(mix, vocal=vocal, bgm=bgm))
     (_, _), t_dec = timed(lambda: codec.decode(codes, num_steps=args.steps, seed=0))
     print(f"(a) {dur:.0f}-s synthetic song, stems given: encode {t_enc:.2f} s (RTF {t_enc / dur:.3f}), "

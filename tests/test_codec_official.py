@@ -5,7 +5,6 @@ Codes must be identical; intermediates, latents and audio within the fixture REA
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest

@@ -7,7 +7,7 @@ import json
 import re
 import warnings
 from pathlib import Path
-from typing import Mapping, Optional
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
