@@ -319,12 +319,15 @@ def estimate_memory(cfg: StudioConfig) -> dict[str, Any]:
 
     base = _resolve_base(cfg)
     oc = read_official_config(base / "config.yaml", cfg.paths.runtime_path)
-    sd = torch.load(base / "model.pt", map_location="meta", weights_only=True, mmap=True)
-    sd = sd.get("state_dict", sd) if isinstance(sd, dict) else sd
-    numel = {k[len("audiolm."):] if k.startswith("audiolm.") else k: v.numel() for k, v in sd.items()}
-    N = sum(numel.values())
     D, F, L = oc.dim, oc.intermediate_size, oc.num_layers + oc.num_layers_sub
     C1 = oc.code_size + 1
+    try:
+        sd = torch.load(base / "model.pt", map_location="meta", weights_only=True, mmap=True)
+        sd = sd.get("state_dict", sd) if isinstance(sd, dict) else sd
+        N = sum(v.numel() for v in sd.values() if torch.is_tensor(v))
+    except Exception:  # an old-format file cannot be memory-mapped: count from the layout (Qwen2-size tables)
+        N = (L * (4 * D * D + 3 * D * F + 2 * D) + 7 * (C1 + 1) * D + 6 * C1 * D + 2 * 151659 * D
+             + 200 * D + 3 * D * D + 8 * D)
     unused = 3 * C1 * D + (oc.code_size + 2) * D + 2 * D
     tc = cfg.training
     T = min(tc.max_frames or oc.max_frames, oc.max_frames)
