@@ -120,14 +120,15 @@ def has_plan() -> bool:
 
 
 def plan_prepare(ws) -> str:
-    """What a prepare would reuse from the cache and what it would encode (no encoding)."""
-    plan = _core("core.data", "plan")(_prepare_cfg(ws))
-    d = plan if isinstance(plan, dict) else getattr(plan, "__dict__", {})
-    reuse, enc = d.get("cached", d.get("reuse", [])), d.get("to_encode", d.get("encode", []))
-    lines = [f"- cached (reused): **{len(reuse)}**", f"- to encode: **{len(enc)}**"]
-    if d.get("dataset_dir"):
-        lines.append(f"- dataset: `{d['dataset_dir']}`")
-    return "\n".join(lines)
+    """core.data.plan: what a prepare would reuse from the cache and what it would encode (no encoding)."""
+    d = _user_error(_core("core.data", "plan"), _prepare_cfg(ws))
+
+    def names(key):
+        v = d.get(key) or []
+        return f"**{len(v)}**" + (f" ({', '.join(map(str, v[:8]))}{' …' if len(v) > 8 else ''})" if v else "")
+
+    return "\n".join([f"- reused from the cache: {names('cached')}", f"- to encode: {names('to_encode')}",
+                      f"- rejected: {names('rejected')}", f"- separation: {d.get('separation', '?')}"])
 
 
 def prepare(ws, progress: Callable[[float, str], None] | None = None) -> dict[str, Any]:
@@ -182,18 +183,15 @@ def last_prepare(ws) -> Optional[dict[str, Any]]:
         rows.append({"idx": e.get("idx"), "status": e.get("status"), "split": e.get("split", ""),
                      "seconds": _song_seconds(e), "from cache": {True: "yes", False: "encoded"}.get(e.get("cached"), ""),
                      "reasons": " · ".join(e.get("reasons", []) or [])})
-    ctx_frames = max_song_seconds(ws) * 25
+    ctx_frames = int(max_song_seconds(ws) * 25)
     budget, durs = [], []
     for r in rows:
         if r["seconds"] is None or r["status"] == "rejected":
             continue
         tokens = int(r["seconds"] * 25)
         durs.append(r["seconds"])
-        budget.append((str(r["idx"]), min(tokens, ctx_frames), "used"))
-        if tokens > ctx_frames:
-            budget.append((str(r["idx"]), tokens - ctx_frames, "cropped"))
-        else:
-            budget.append((str(r["idx"]), ctx_frames - tokens, "free context"))
+        budget.append((str(r["idx"]), tokens, ctx_frames, f"{100 * tokens / ctx_frames:.0f} %",
+                       "fits" if tokens <= ctx_frames else f"cropped to {ctx_frames} (random window per step)"))
     hist: dict[int, int] = {}
     for d in durs:
         b = int(d // 30) * 30

@@ -110,7 +110,12 @@ def build(ctx, train_ui) -> dict:
         return out
 
     gen_in = [ckpt, strength, lyrics, desc, seconds, seed, prompt]
-    refresh_btn.click(lambda c: gr.update(choices=_ckpt_choices(ctx), value=c), ckpt, ckpt, api_name="list_checkpoints")
+    def refresh(c):
+        ch = _ckpt_choices(ctx)  # newest run first, newest checkpoint first
+        vals = [v for _, v in ch]
+        return gr.update(choices=ch, value=c if c in vals else (vals[0] if vals else None))
+
+    refresh_btn.click(refresh, ckpt, ckpt, api_name="list_checkpoints")
     merge_btn.click(merge, [ckpt, strength], merge_msg, api_name="merge")
     gen_btn.click(generate, gen_in, out_audio, api_name="generate")
     ab_btn.click(ab, gen_in, [a_audio, b_audio, ab_msg], api_name="ab")

@@ -30,8 +30,9 @@ def build(ctx) -> dict:
         with gr.Column(scale=2):
             report = gr.Dataframe(label=t("report"), interactive=False, wrap=True, elem_id="tok-report")
             gr.Markdown(f"**{t('budget')}** — {t('budget_help')}")
-            budget = gr.BarPlot(x="song", y="tokens", color="part", label=t("budget"), height=240, elem_id="tok-budget")
-            hist = gr.BarPlot(x="duration (s)", y="songs", label=t("dur_hist"), height=200, elem_id="tok-hist")
+            budget = gr.Dataframe(label=t("budget"), interactive=False, elem_id="tok-budget")
+            hist = gr.BarPlot(x="duration (s)", y="songs", label=t("dur_hist"), height=260, elem_id="tok-hist",
+                              y_title="songs", x_title="duration (s)")
 
     opts = [codec, sep, bgm, runtime, val]
 
@@ -59,7 +60,8 @@ def build(ctx) -> dict:
         if not result:
             return "", pd.DataFrame(), pd.DataFrame(), pd.DataFrame()
         return (result["summary_md"], pd.DataFrame(result["report_rows"]),
-                pd.DataFrame(result["budget_rows"], columns=["song", "tokens", "part"]),
+                pd.DataFrame(result["budget_rows"], columns=["song", "tokens per stream", "model context",
+                                                             "share of context", "rule"]),
                 pd.DataFrame(result["hist_rows"], columns=["duration (s)", "songs"]))
 
     changed = codec.change(lambda *a: _save(*a), opts, None, api_name=False)
