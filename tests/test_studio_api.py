@@ -73,10 +73,11 @@ def test_add_fix_and_edit_song(studio, tmp_path):
     _, client, ws = studio
     from gradio_client import handle_file
     wav = synth_song(tmp_path / "my song.wav")
-    table, pick, msg, player, original, fixed, findings = client.predict(
+    table, pick, msg, player, original, fixed, findings, *cleared = client.predict(
         handle_file(str(wav)), "[Verse 1]\nwalking down the road\nsun is in my eyes\n\n[Chorus]\noh oh oh",
         "Female, Pop, piano", api_name="/add_song")
     assert pick["value"] == "my_song"
+    assert cleared[1:3] == ["", ""]  # the form is emptied for the next song
     assert "[verse] walking down the road" in fixed and " ; [chorus]" in fixed
     assert "**fixed**" in findings
     row = [r for r in table["data"] if r[0] == "my_song"][0]

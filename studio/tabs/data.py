@@ -67,7 +67,8 @@ def build(ctx) -> dict:
             msg = gr.Markdown(elem_id="data-msg")
         with gr.Column(scale=2):
             table = gr.Dataframe(value=songs_table(ctx), label=t("songs"), interactive=False,
-                                 wrap=True, elem_id="songs-table")
+                                 wrap=True, elem_id="songs-table",
+                                 column_widths=["14%", "14%", "8%", "7%", "7%", "14%", "8%", "28%"])
             check_btn = gr.Button(t("check_btn"), elem_id="btn-check")
             pick = gr.Dropdown(choices=[s["idx"] for s in ctx.ws.songs()], label=t("song_pick"), elem_id="song-pick")
             player = gr.Audio(label=t("player"), type="filepath", interactive=False, elem_id="song-player")
@@ -102,7 +103,8 @@ def build(ctx) -> dict:
             raise gr.Error(t("need_audio"))
         idx = ctx.ws.add_song(paths[0], lyric or "", description or "")
         ctx.ws.update_song(idx, check=backend.check_song(ctx.ws.song(idx)))
-        return _refresh(idx, t("added", idx=idx))
+        # the form is emptied so the next song starts clean (no accidental duplicates)
+        return _refresh(idx, t("added", idx=idx)) + (None, "", "", [])
 
     def do_import(files):
         added, problems = ctx.ws.import_files(_files(files))
@@ -128,7 +130,7 @@ def build(ctx) -> dict:
         ctx.ws.remove_song(idx)
         return _refresh(None, t("removed", idx=idx))
 
-    add_btn.click(add, [audio, lyrics, desc], outs, api_name="add_song")
+    add_btn.click(add, [audio, lyrics, desc], outs + [audio, lyrics, desc, tags], api_name="add_song")
     import_btn.click(do_import, [bulk], outs, api_name="import_files")
     check_btn.click(do_check, [pick], outs, api_name="check_songs")
     pick.change(lambda i: _detail(ctx, i), [pick], [player, original, fixed, findings], api_name="song_detail")
