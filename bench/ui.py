@@ -85,8 +85,18 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         runs = [time_to_page(tmp / f"ws-start-{i}") for i in range(3)]
+        imp = []
+        for _ in range(3):  # baseline: the bare `import gradio` every Gradio app pays
+            t = time.perf_counter()
+            subprocess.run([sys.executable, "-c", "import gradio"], check=True, env=dict(os.environ))
+            imp.append(time.perf_counter() - t)
+        chk = subprocess.run([sys.executable, "-c", "import sys; from studio.app import build_app; "
+                              f"build_app(workspace={str(tmp / 'ws-chk')!r}); print('torch' in sys.modules)"],
+                             cwd=ROOT, capture_output=True, text=True)
         print(f"python app.py -> served page: median {statistics.median(r[0] for r in runs):.2f} s "
-              f"(runs: {', '.join(f'{r[0]:.2f}' for r in runs)} s; page {runs[0][1]} bytes; cold torch import not needed)")
+              f"(runs: {', '.join(f'{r[0]:.2f}' for r in runs)} s; page {runs[0][1]} bytes); "
+              f"baseline `python -c 'import gradio'`: median {statistics.median(imp):.2f} s; "
+              f"torch imported while building the UI: {chk.stdout.strip() or chk.stderr.strip()[-200:]}")
 
         ws = tmp / "ws-poll"
         t = time.perf_counter()

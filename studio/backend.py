@@ -112,13 +112,6 @@ def _prepare_cfg(ws, extra: dict[str, Any] | None = None):
     return load_config(ov)
 
 
-def has_plan() -> bool:
-    try:
-        return callable(getattr(importlib.import_module("core.data"), "plan", None))
-    except ImportError:
-        return False
-
-
 def plan_prepare(ws) -> str:
     """core.data.plan: what a prepare would reuse from the cache and what it would encode (no encoding)."""
     d = _user_error(_core("core.data", "plan"), _prepare_cfg(ws))

@@ -124,6 +124,8 @@ def test_tokenize_preview_and_train_loop(studio):
     # a second tokenize reuses the cache
     summary2, report2, *_ = client.predict("demo", "auto", "stems", "", 0.0, api_name="/tokenize")
     assert "encoded **0**" in summary2
+    plan = client.predict("demo", "auto", "stems", "", 0.0, api_name="/plan_cache")
+    assert "to encode: **0**" in plan and "reused from the cache: **" in plan
 
     yaml_text, cmd, _est = client.predict(steps=6, max_frames=100, save_every=3, num_samples=0,
                                           api_name="/preview_config")

@@ -24,7 +24,7 @@ def build(ctx) -> dict:
             val = gr.Slider(0.0, 0.5, value=st.get("val_fraction", 0.1), step=0.05, label=t("val_fraction"),
                             elem_id="val-fraction")
             with gr.Row():
-                plan_btn = gr.Button(t("plan_btn"), elem_id="btn-plan") if backend.has_plan() else None
+                plan_btn = gr.Button(t("plan_btn"), elem_id="btn-plan")
                 tok_btn = gr.Button(t("tokenize_btn"), variant="primary", elem_id="btn-tokenize")
             summary = gr.Markdown(elem_id="tok-summary")
         with gr.Column(scale=2):
@@ -65,8 +65,7 @@ def build(ctx) -> dict:
                 pd.DataFrame(result["hist_rows"], columns=["duration (s)", "songs"]))
 
     changed = codec.change(lambda *a: _save(*a), opts, None, api_name=False)
-    if plan_btn is not None:  # shown only when core.data offers a dry-run plan
-        plan_btn.click(plan, opts, summary, api_name="plan_cache")
+    plan_btn.click(plan, opts, summary, api_name="plan_cache")
     tok_ev = tok_btn.click(tokenize, opts, [summary, report, budget, hist], api_name="tokenize")
     return {"changed": changed, "show": show, "outs": [summary, report, budget, hist], "tok_ev": tok_ev}
 
