@@ -222,3 +222,41 @@ def test_monitor_incremental_matches_full(tmp_path):
     rows = v.rows(max_points=10)
     assert len([r for r in rows if r[2] == "loss (raw)"]) <= 11
     assert math.isclose(read_metrics(run)[1], path.stat().st_size - len('{"type": "metrics", "step": 61, "lo'))
+
+
+def test_merge_ab_and_push_never_store_the_token(studio, monkeypatch, tmp_path):
+    """After the training test: merge, A/B, then push through the UI's API to a loopback fake Hub. The token
+    typed in the password field reaches core.hub and is found in no file the studio wrote."""
+    import secrets
+    from tests.fake_hub import FakeHub
+    _, client, ws = studio
+    ck = client.predict(None, api_name="/list_checkpoints")["value"]
+    assert ck and "step-" in ck
+    msg = client.predict(ck, 1.0, api_name="/merge")
+    assert "Merged model" in msg and "lora-merge" in msg
+    a, b, note = client.predict(ck, 1.0, "[verse] la la. la ; [chorus] oh oh", "pop", 1, 0, None, api_name="/ab")
+    assert Path(a).name.startswith("A_base") and Path(b).name.startswith("B_step-") and "validation loss" in note
+
+    token = "hf_" + secrets.token_hex(17)
+    fake = FakeHub(token)
+    monkeypatch.setenv("HF_ENDPOINT", fake.start())
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    from huggingface_hub import constants
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    try:
+        with pytest.raises(Exception) as e:  # a wrong token: an error in words, the token not echoed
+            client.predict(ck, 1.0, "alice/studio-test", True, True, True, False, "hf_wrongwrongwrong123",
+                           api_name="/push")
+        assert "wrongwrong" not in str(e.value)
+        out = client.predict(ck, 1.0, "alice/studio-test", True, True, True, False, token, api_name="/push")
+        assert "alice/studio-test" in out and "private" in out
+        files = fake.files("alice/studio-test")
+        assert {"README.md", "adapter/adapter_config.json", "merged/model.pt"} <= set(files)
+        assert any(f.startswith("samples/") for f in files)
+    finally:
+        fake.stop()
+    leaks = [str(p) for p in Path(ws).rglob("*") if p.is_file() and token.encode() in p.read_bytes()]
+    assert leaks == []
