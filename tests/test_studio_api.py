@@ -236,6 +236,9 @@ def test_merge_ab_and_push_never_store_the_token(studio, monkeypatch, tmp_path):
     assert "Merged model" in msg and "lora-merge" in msg
     a, b, note = client.predict(ck, 1.0, "[verse] la la. la ; [chorus] oh oh", "pop", 1, 0, None, api_name="/ab")
     assert Path(a).name.startswith("A_base") and Path(b).name.startswith("B_step-") and "validation loss" in note
+    sw = client.predict(ck, "0, 1", "[verse] la la. la ; [chorus] oh oh", "pop", 1, 0, None, api_name="/sweep")
+    shown = [u for u in sw if u.get("visible")]
+    assert [Path(u["value"]).name for u in shown] == ["strength-0_seed0.wav", "strength-1_seed0.wav"]
 
     token = "hf_" + secrets.token_hex(17)
     fake = FakeHub(token)
