@@ -85,31 +85,16 @@ class ModelLimits:
                 "is_demo": self.is_demo, "runtime_root": str(self.runtime_root) if self.runtime_root else None}
 
 
-# The demo model uses the official timing (base: 2m30, 25 Hz, 10 s prompt).
-DEMO_LIMITS = ModelLimits("v2", 150.0, 10.0, 25, lyr.STRUCTURE_TAGS, None, True)
-
-
 def model_limits(cfg: StudioConfig) -> ModelLimits:
     """max_dur / prompt_len / frame rate / tags of the model being finetuned (paths.base_model_path)."""
-    try:
-        from core.model import describe_checkpoint, resolve_base_model  # the model core's one source of truth
-    except ImportError:
-        describe_checkpoint = None
-    if describe_checkpoint is not None:
-        # The demo model carries its own runtime (in the workspace); paths.runtime_path may then point at
-        # a SongGeneration folder used only for Demucs.
-        runtime = None if cfg.paths.base_model_path == "demo" else cfg.paths.runtime_path
-        d = describe_checkpoint(resolve_base_model(cfg), runtime)
-        return ModelLimits(str(d.version), float(d.max_dur), float(d.prompt_len), int(d.frame_rate),
-                           tuple(d.structure_tags), Path(d.runtime_root) if d.runtime_root else None, bool(d.is_demo))
-    base = cfg.paths.base_model_path
-    if base == "demo":
-        return DEMO_LIMITS
-    from core.model.official_config import read_official_config, version_from_folder
-    ckpt = Path(base).expanduser()
-    oc = read_official_config(ckpt / "config.yaml", cfg.paths.runtime_path)
-    return ModelLimits(version_from_folder(ckpt), oc.max_dur, oc.prompt_len, oc.frame_rate,
-                       tuple(oc.structure_tags), oc.runtime_root, False)
+    from core.model import describe_checkpoint, resolve_base_model  # the model core's one source of truth
+
+    # The demo model carries its own runtime (in the workspace); paths.runtime_path may then point at
+    # a SongGeneration folder used only for Demucs.
+    runtime = None if cfg.paths.base_model_path == "demo" else cfg.paths.runtime_path
+    d = describe_checkpoint(resolve_base_model(cfg), runtime)
+    return ModelLimits(str(d.version), float(d.max_dur), float(d.prompt_len), int(d.frame_rate),
+                       tuple(d.structure_tags), Path(d.runtime_root) if d.runtime_root else None, bool(d.is_demo))
 
 
 # ----------------------------------------------------------------------------------------------

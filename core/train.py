@@ -219,30 +219,16 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
 
 
 def _resolve_base(cfg: StudioConfig) -> Path:
-    try:
-        from core.model.info import resolve_base_model
-    except ImportError:  # the model core's resolver is not there: same rule, here
-        if cfg.paths.base_model_path != "demo":
-            return Path(cfg.paths.base_model_path).expanduser()
-        from core.model.demo import DEMO_NAME, create_demo_model, demo_root
+    from core.model.info import resolve_base_model
 
-        root = demo_root(cfg.workspace_dir())
-        ckpt = root / "ckpt" / DEMO_NAME
-        return ckpt if (ckpt / "model.pt").is_file() else create_demo_model(root)
     return Path(resolve_base_model(cfg))
 
 
 def load_dataset_dict(dataset_dir: Path):
-    """The prepared dataset (core.data.load_prepared); a plain `save_to_disk` folder also works."""
-    try:
-        from core.data import load_prepared
-    except ImportError:
-        load_prepared = None
-    if load_prepared is not None:
-        return load_prepared(dataset_dir)
-    from datasets import load_from_disk
+    """The prepared dataset (core.data.load_prepared)."""
+    from core.data import load_prepared
 
-    return load_from_disk(str(dataset_dir))
+    return load_prepared(dataset_dir)
 
 
 def build_model(cfg: StudioConfig, dtype: torch.dtype = torch.float32):
@@ -379,11 +365,8 @@ class Telemetry:
         self.tb = None
         if enabled:
             run_dir.mkdir(parents=True, exist_ok=True)
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-                self.tb = SummaryWriter(log_dir=str(run_dir / "logs"))
-            except ImportError:
-                self.tb = None
+            from torch.utils.tensorboard import SummaryWriter
+            self.tb = SummaryWriter(log_dir=str(run_dir / "logs"))
 
     def write(self, record: dict[str, Any]) -> None:
         if not self.enabled:

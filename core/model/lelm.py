@@ -122,11 +122,18 @@ class LeLM(nn.Module):
 
     def gradient_checkpointing_enable(self) -> None:
         for stack in (self.transformer, self.transformer2):
-            stack.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            # transformers >= 5.2x renamed the API; older 5.x only has the gradient_ spelling.
+            if hasattr(stack, "activation_checkpointing_enable"):
+                stack.activation_checkpointing_enable({"use_reentrant": False})
+            else:
+                stack.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
     def gradient_checkpointing_disable(self) -> None:
         for stack in (self.transformer, self.transformer2):
-            stack.gradient_checkpointing_disable()
+            if hasattr(stack, "activation_checkpointing_disable"):
+                stack.activation_checkpointing_disable()
+            else:
+                stack.gradient_checkpointing_disable()
 
     def unused_parameter_names(self) -> list[str]:
         """Parameters that exist in the official layout but never take part in forward."""
