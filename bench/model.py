@@ -110,8 +110,8 @@ def one_train_config(device: str, precision: str, steps: int, batch: int, frames
     peak = matmul_peak(device, torch.bfloat16 if precision == "bf16" else torch.float32)
     mem = (torch.cuda.max_memory_allocated() if device.startswith("cuda")
            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
-    return {"precision": precision, "checkpointing": checkpointing, "step_s": dt,
-            "frames_per_s": batch * frames / dt, "positions_per_s": batch * (flops and (targets.shape[-1])) / dt,
+    return {"precision": precision, "checkpointing": checkpointing, "frames": frames, "step_s": dt,
+            "frames_per_s": batch * frames / dt,
             "achieved_tflops": flops / dt / 1e12, "peak_tflops": peak / 1e12, "mfu": flops / dt / peak,
             "peak_memory_mb": mem / 2 ** 20}
 
@@ -150,6 +150,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--frames", type=int, default=750)
+    parser.add_argument("--bf16-cpu-frames", type=int, default=60,
+                        help="T for bf16 on a CPU: CPUs without bf16 matmul units run it ~50x slower than fp32")
     parser.add_argument("--gen-frames", type=int, default=100)
     parser.add_argument("--baseline-frames", type=int, default=20)
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: one config per process
@@ -165,15 +167,20 @@ def main() -> None:
     print(f"model: {BENCH_CONFIG.name} (D256 F704 H4 L4+2), B={args.batch}, T={args.frames} frames")
     rows = []
     for precision in ("fp32", "bf16"):
+        frames = args.frames
+        if precision == "bf16" and args.device == "cpu":
+            frames = min(frames, args.bf16_cpu_frames)
+            print(f"note: bf16 on this CPU: matmul peak {matmul_peak('cpu', torch.bfloat16, 256, 2) / 1e9:.1f} GFLOP/s "
+                  f"vs fp32 {matmul_peak('cpu', torch.float32, 1024, 3) / 1e9:.1f}; bf16 rows use T={frames}")
         for ckpt in (False, True):
             # Each configuration in its own process, so peak memory is its own.
             out = subprocess.run([sys.executable, __file__, "--device", args.device, "--steps", str(args.steps),
-                                  "--batch", str(args.batch), "--frames", str(args.frames),
+                                  "--batch", str(args.batch), "--frames", str(frames),
                                   "--one", f"{precision}:{int(ckpt)}"], capture_output=True, text=True, check=True)
             rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
-    print(f"{'precision':<9} {'ckpt':<5} {'step s':>8} {'frames/s':>9} {'TFLOP/s':>8} {'peak':>7} {'MFU':>6} {'mem MB':>8}")
+    print(f"{'precision':<9} {'ckpt':<5} {'T':>4} {'step s':>8} {'frames/s':>9} {'TFLOP/s':>8} {'peak':>7} {'MFU':>6} {'mem MB':>8}")
     for r in rows:
-        print(f"{r['precision']:<9} {str(r['checkpointing']):<5} {r['step_s']:8.3f} {r['frames_per_s']:9.1f} "
+        print(f"{r['precision']:<9} {str(r['checkpointing']):<5} {r['frames']:>4} {r['step_s']:8.3f} {r['frames_per_s']:9.1f} "
               f"{r['achieved_tflops']:8.4f} {r['peak_tflops']:7.3f} {r['mfu']:6.1%} {r['peak_memory_mb']:8.0f}")
     g = generation(args.device, args.gen_frames, args.baseline_frames)
     print(f"generation (guided, batch 2): KV-cached {g['kv_cached_frames_per_s']:.1f} frames/s over {g['frames']} frames; "

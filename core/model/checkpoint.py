@@ -118,7 +118,8 @@ def check_state_dict(expected: dict[str, torch.Tensor], sd: dict[str, torch.Tens
     return sd
 
 
-def load_pretrained(cls, ckpt_dir: str | Path, runtime_root=None, version=None, dtype=torch.float32, device=None):
+def open_checkpoint(ckpt_dir: str | Path, runtime_root=None, version=None):
+    """Config, tensors, version (+ notes) and sidecar of a checkpoint folder, without building a model."""
     ckpt_dir = Path(ckpt_dir).expanduser()
     if not ckpt_dir.is_dir():
         raise CheckpointError(f"checkpoint folder {ckpt_dir} does not exist (it should hold config.yaml and model.pt)")
@@ -127,11 +128,16 @@ def load_pretrained(cls, ckpt_dir: str | Path, runtime_root=None, version=None, 
         runtime_root = side["runtime_root"]
     config = read_official_config(ckpt_dir / "config.yaml", runtime_root)
     sd = load_state_dict(ckpt_dir / "model.pt")
-    file_dtype = next(iter(sd.values())).dtype
     notes: list[str] = []
     if version is None and side.get("version") in ("v1", "v2"):
         version = side["version"]
     version = detect_version(ckpt_dir, sd, config.runtime_root / config.desc_token_path, version, notes)
+    return ckpt_dir, config, sd, version, notes, side
+
+
+def load_pretrained(cls, ckpt_dir: str | Path, runtime_root=None, version=None, dtype=torch.float32, device=None):
+    ckpt_dir, config, sd, version, notes, side = open_checkpoint(ckpt_dir, runtime_root, version)
+    file_dtype = next(iter(sd.values())).dtype
 
     # Build on the meta device: no time or memory spent on random init of weights we replace.
     with torch.device("meta"):

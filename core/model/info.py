@@ -14,7 +14,7 @@ from typing import Any, Optional
 
 import torch
 
-from .checkpoint import load_state_dict, read_sidecar, detect_version
+from .checkpoint import open_checkpoint
 from .official_config import CheckpointError, read_official_config
 
 
@@ -63,17 +63,7 @@ class CheckpointInfo:
 
 def describe_checkpoint(ckpt_dir: str | Path, runtime_root: Optional[str | Path] = None) -> CheckpointInfo:
     """Read config.yaml and the tensor shapes of model.pt (memory-mapped; no model is built)."""
-    ckpt_dir = Path(ckpt_dir).expanduser()
-    if not ckpt_dir.is_dir():
-        raise CheckpointError(f"checkpoint folder {ckpt_dir} does not exist (it should hold config.yaml and model.pt)")
-    side = read_sidecar(ckpt_dir)
-    if runtime_root is None and side.get("runtime_root") and Path(side["runtime_root"]).is_dir():
-        runtime_root = side["runtime_root"]
-    cfg = read_official_config(ckpt_dir / "config.yaml", runtime_root)
-    sd = load_state_dict(ckpt_dir / "model.pt")
-    notes: list[str] = []
-    forced = side.get("version") if side.get("version") in ("v1", "v2") else None
-    version = detect_version(ckpt_dir, sd, cfg.runtime_root / cfg.desc_token_path, forced, notes)
+    ckpt_dir, cfg, sd, version, notes, side = open_checkpoint(ckpt_dir, runtime_root)
     dtypes = sorted({str(v.dtype).replace("torch.", "") for v in sd.values()})
     return CheckpointInfo(
         path=str(ckpt_dir), version=version, is_demo=bool(side.get("demo", False)), dim=cfg.dim,
