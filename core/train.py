@@ -345,6 +345,59 @@ def estimate_memory(cfg: StudioConfig) -> dict[str, Any]:
             "formula": "4N + (12 Nt full | 16 Nlora) + activations(S, D, F, layers, ckpt) + 3*S_out*16385*10*B"}
 
 
+def matmul_peak(device: str, dtype: torch.dtype, n: int = 1024, reps: int = 4) -> float:
+    """FLOP/s of a square matmul on this device and dtype (a quick, honest yardstick for estimates)."""
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    a @ b
+    if device == "cuda":
+        torch.cuda.synchronize()
+    t = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return 2 * n ** 3 * reps / max(time.perf_counter() - t, 1e-9)
+
+
+def estimate_time(cfg: StudioConfig, utilization: float = 0.35) -> dict[str, Any]:
+    """Wall time of a run on this machine's device: steps x matmul FLOPs per step / (measured peak x
+    utilization). FLOPs per step = 3 x forward (both stacks, fusion MLP, causal attention, the three
+    heads on the sequence part) at batch_size x min(max_frames, the model's) frames, so songs shorter
+    than the crop make it an upper bound. Steps = training.max_steps, else epochs x batches of the
+    prepared training split (None when nothing is prepared yet)."""
+    from core.model.official_config import read_official_config
+
+    base = _resolve_base(cfg)
+    oc = read_official_config(base / "config.yaml", cfg.paths.runtime_path)
+    tc = cfg.training
+    D, F, L = oc.dim, oc.intermediate_size, oc.num_layers + oc.num_layers_sub
+    T = min(tc.max_frames or oc.max_frames, oc.max_frames)
+    S_out = T + max(oc.delays or [0]) + 1
+    S = oc.lyric_max_len + oc.prompt_max_len + oc.desc_max_len + S_out
+    per_pos = L * (4 * D * D + 3 * D * F) + 3 * D * D + L * 2 * S * D
+    forward = 2 * tc.batch_size * (S * per_pos + S_out * oc.code_depth * D * (oc.code_size + 1))
+    step_flops = 3 * forward * tc.gradient_accumulation_steps
+    steps = tc.max_steps
+    songs = None
+    if steps is None:
+        try:
+            songs = len(load_dataset_dict(find_dataset_dir(cfg))["train"])
+        except Exception:  # nothing prepared yet: the estimate is per step only
+            songs = None
+        if songs:
+            per_epoch = math.ceil(songs / (tc.batch_size * tc.gradient_accumulation_steps))
+            steps = tc.epochs * per_epoch
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = torch.bfloat16 if device == "cuda" and tc.mixed_precision != "no" else torch.float32
+    peak = matmul_peak(device, dtype)
+    step_s = step_flops / (peak * utilization)
+    return {"device": device, "dtype": str(dtype).replace("torch.", ""), "steps": steps, "train_songs": songs,
+            "step_tflop": round(step_flops / 1e12, 3), "peak_tflops": round(peak / 1e12, 3),
+            "utilization": utilization, "step_s": step_s, "total_s": None if steps is None else steps * step_s,
+            "formula": "steps x 3 x forward FLOPs / (measured matmul peak x utilization)"}
+
+
 # ---- telemetry ------------------------------------------------------------------------------
 def _clean(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):

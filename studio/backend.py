@@ -287,10 +287,28 @@ def estimate(cfg) -> str:
     except Exception as err:  # e.g. a folder that is not a checkpoint yet
         return f"Memory estimate unavailable: {err}"
     share = 100.0 * e["trainable"] / max(1, e["parameters"])
-    return (f"**GPU memory estimate (one process): {e['total_gb']:.2f} GB** = weights {e['weights_gb']} + "
+    text = (f"**GPU memory estimate (one process): {e['total_gb']:.2f} GB** = weights {e['weights_gb']} + "
             f"grads/optimizer {e['grads_optimizer_gb']} + activations {e['activations_gb']} + "
             f"logits {e['logits_gb']} GB · trainable {e['trainable']:,} of {e['parameters']:,} ({share:.2f} %) · "
             f"{e['frames']} frames ({e['frames'] / 25:.0f} s) per song\n\n<small>`{e.get('formula', '')}`</small>")
+    try:
+        t = _core("core.train", "estimate_time")(cfg)
+    except Exception as err:  # noqa: BLE001 - the memory figure still stands
+        return text + f"\n\nTime estimate unavailable: {err}"
+    per_step = f"{t['step_s']:.1f} s per step on this machine's {t['device']} ({t['dtype']})"
+    if t["total_s"] is None:
+        when = f"**Time estimate: {per_step}**; prepare the data to get the number of steps."
+    else:
+        when = f"**Time estimate: about {_duration(t['total_s'])}** for {t['steps']} steps ({per_step})."
+    return text + f"\n\n{when} <small>upper bound at full-length crops; `{t['formula']}`</small>"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def list_runs(ws) -> list[dict[str, Any]]:
