@@ -114,17 +114,9 @@ class Separator:
             kw.update(_read_yaml_kwargs(yaml_path))
         kw.update(kwargs or {})
         model = HTDemucs(**kw)
-        own = model.state_dict()
-        for k, v in own.items():
-            if k not in sd:
-                raise SeparationError(f"Demucs checkpoint {p} is missing tensor '{k}'")
-            if tuple(sd[k].shape) != tuple(v.shape):
-                raise SeparationError(f"Demucs checkpoint {p}: tensor '{k}' has shape {list(sd[k].shape)}, "
-                                      f"expected {list(v.shape)} (check the HTDemucs kwargs)")
-        for k in sd:
-            if k not in own:
-                raise SeparationError(f"Demucs checkpoint {p} has unexpected tensor '{k}'")
-        model.load_state_dict({k: sd[k].float() for k in own}, strict=True)
+        from core.codec.official.loading import load_strict
+
+        load_strict(model, sd, p, "Demucs checkpoint", error=SeparationError, hint=" (check the HTDemucs kwargs)")
         return cls(model, device=device, seed=seed)
 
     @property

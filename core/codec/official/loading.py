@@ -70,18 +70,19 @@ def get(sd: Mapping[str, torch.Tensor], key: str, path: str | Path, what: str,
 
 
 def load_strict(module: torch.nn.Module, sd: Mapping[str, torch.Tensor], path: str | Path, what: str,
-                prefix: str = "") -> None:
+                prefix: str = "", error: Optional[type[Exception]] = None, hint: str = "") -> None:
     """`load_state_dict(strict=True)` with an error naming the file and the first bad key (with its prefix)."""
+    error = error or WeightFileError
     own = module.state_dict()
     for k, v in own.items():
         if k not in sd:
-            raise WeightFileError(f"{what} {path} is missing tensor '{prefix}{k}' (is this the right file?)")
+            raise error(f"{what} {path} is missing tensor '{prefix}{k}' (is this the right file?)")
         if tuple(sd[k].shape) != tuple(v.shape):
-            raise WeightFileError(f"{what} {path}: tensor '{prefix}{k}' has shape {list(sd[k].shape)}, "
-                                  f"expected {list(v.shape)}")
+            raise error(f"{what} {path}: tensor '{prefix}{k}' has shape {list(sd[k].shape)}, "
+                        f"expected {list(v.shape)}{hint}")
     for k in sd:
         if k not in own:
-            raise WeightFileError(f"{what} {path} has unexpected tensor '{prefix}{k}'")
+            raise error(f"{what} {path} has unexpected tensor '{prefix}{k}'")
     module.load_state_dict({k: sd[k].to(own[k].dtype) for k in own}, strict=True)
 
 
