@@ -7,13 +7,13 @@ from pathlib import Path
 import pytest
 import torch
 
-FIXTURE = Path("/work/shared/fixtures/songgen-tiny-v2")
+from tests.paths import TINY_FIXTURE
+
+FIXTURE = TINY_FIXTURE
 CKPT = FIXTURE / "ckpt" / "songgen_tiny_v2"
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 # Merged vs unmerged differ only by float32 rounding of (W + sBA)x against Wx + sB(Ax).
 ATOL = 1e-4
-
-pytestmark = pytest.mark.skipif(not (CKPT / "model.pt").is_file(), reason="tiny fixture not available")
 
 
 def make_adapter(out_dir: Path, seed: int = 0, r: int = 4, alpha: float = 8.0) -> Path:

@@ -12,15 +12,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.paths import SAMPLE_WAV
+
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 gradio_client = pytest.importorskip("gradio_client")
 sf = pytest.importorskip("soundfile")
 
-SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "sample_prompt_audio.wav"
-if not SAMPLE.is_file():
-    SAMPLE = Path("/work/shared/data/sample_prompt_audio.wav")
+SAMPLE = SAMPLE_WAV
 
 
 def free_port() -> int:
