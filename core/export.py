@@ -33,10 +33,11 @@ from typing import Any, Optional
 
 import torch
 
+from core.model.lora import ADAPTER_CONFIG, is_adapter_dir, merge_lora
+from core.model.official_config import CheckpointError
+
 log = logging.getLogger(__name__)
 
-ADAPTER_CONFIG = "adapter_config.json"
-ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
 EXPORT_JSON = "export.json"
 # Upstream's generate.py picks the v1 code path only for these checkpoint folder names.
 V1_FOLDER_HINT = "songgeneration_base, songgeneration_base_new, songgeneration_base_full or songgeneration_large"
@@ -71,10 +72,11 @@ def checkpoint_kind(ckpt_dir: str | Path) -> str:
     p = Path(ckpt_dir).expanduser()
     if not p.is_dir():
         raise ExportError(f"checkpoint folder {p} does not exist")
-    if (p / ADAPTER_CONFIG).is_file():
-        if not any((p / w).is_file() for w in ADAPTER_WEIGHTS):
-            raise ExportError(f"{p} has {ADAPTER_CONFIG} but no adapter_model.safetensors; the checkpoint is incomplete")
-        return "lora"
+    try:
+        if is_adapter_dir(p):
+            return "lora"
+    except CheckpointError as err:
+        raise ExportError(str(err)) from None
     if (p / "model.pt").is_file() and (p / "config.yaml").is_file():
         return "full"
     raise ExportError(f"{p} is neither a LoRA checkpoint ({ADAPTER_CONFIG} + adapter_model.safetensors) nor a full "
@@ -131,66 +133,6 @@ def find_base_model(ckpt_dir: str | Path, cfg=None, base: Optional[str | Path] =
 
 def _runtime_root(cfg) -> Optional[str]:
     return cfg.paths.runtime_path if cfg is not None and cfg.paths.runtime_path else None
-
-
-# ---------------------------------------------------------------------------------------------
-# LoRA handling
-# ---------------------------------------------------------------------------------------------
-def lora_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
-    from peft.tuners.lora import LoraLayer
-
-    return [m for m in model.modules() if isinstance(m, LoraLayer)]
-
-
-def load_lora(base_dir: str | Path, adapter_dir: str | Path, runtime_root: Optional[str | Path] = None,
-              dtype: torch.dtype = torch.float32, base_model=None, adapter_name: str = "default"):
-    """(PeftModel, the LeLM inside). `base_model` (a loaded LeLM) is reused instead of reading base_dir."""
-    from peft import PeftModel
-
-    from core.model import LeLM
-
-    adapter_dir = Path(adapter_dir).expanduser()
-    if checkpoint_kind(adapter_dir) != "lora":
-        raise ExportError(f"{adapter_dir} is not a LoRA checkpoint")
-    lelm = base_model if base_model is not None else LeLM.from_pretrained(base_dir, runtime_root=runtime_root,
-                                                                         dtype=dtype)
-    try:
-        peft_model = PeftModel.from_pretrained(lelm, str(adapter_dir), adapter_name=adapter_name, is_trainable=False)
-    except (ValueError, RuntimeError, KeyError) as err:
-        raise ExportError(f"{adapter_dir}: the adapter does not fit the base model {base_dir} ({err}). "
-                          "Was it trained on another base? Pass the run's base with --base.") from None
-    peft_model.eval()
-    if not lora_layers(peft_model):
-        raise ExportError(f"{adapter_dir}/{ADAPTER_CONFIG}: its target_modules match no layer of the base model")
-    return peft_model, lelm
-
-
-def set_lora_strength(model: torch.nn.Module, strength: float) -> int:
-    """Scale every LoRA delta to `strength` × its trained size (0: base, 1: as trained). -> layers touched."""
-    layers = lora_layers(model)
-    for layer in layers:
-        for name in list(layer.scaling):
-            layer.set_scale(name, float(strength))
-    return len(layers)
-
-
-def merge_lora(base_dir: str | Path, adapter_dir: str | Path, strength: float = 1.0,
-               runtime_root: Optional[str | Path] = None):
-    """The merged LeLM in float32 (W + strength·scaling·B·A for every adapted layer). -> (LeLM, layers)."""
-    peft_model, lelm = load_lora(base_dir, adapter_dir, runtime_root=runtime_root, dtype=torch.float32)
-    n = set_lora_strength(peft_model, strength)
-    if strength == 0:
-        merged = peft_model.unload()  # the base weights untouched: bit-exact base
-    else:
-        try:
-            merged = peft_model.merge_and_unload(safe_merge=True)
-        except ValueError as err:
-            raise ExportError(f"{adapter_dir}: merging failed ({err})") from None
-    merged.eval()
-    leftovers = [k for k in merged.state_dict() if "lora_" in k or k.startswith("base_model.")]
-    if leftovers:
-        raise ExportError(f"merge left adapter tensors behind (e.g. {leftovers[0]}); the adapter type is not supported")
-    return merged, n
 
 
 # ---------------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ A/B: the same lyrics, description, prompt and seed through model A (default: the
 LoRA checkpoint at several strengths with one seed, files `strength-<s>_seed<S>.<ext>`. Each run
 folder gets `manifest.json` (all settings, per file the model, frames, token hash and the held-out
 validation loss of that model) and `summary.txt` (the same as a table to read beside the audio).
-The validation loss is computed exactly as core.train computes it (same crop, batching, pooling).
+The validation loss is core.evaluate's, the one the trainer logs (same crop, batching, pooling).
 """
 from __future__ import annotations
 
@@ -116,7 +116,8 @@ class ModelLoader:
     @contextmanager
     def use(self, spec: ModelSpec) -> Iterator[Any]:
         """The LeLM for `spec` (LoRA applied to the shared base, removed again afterwards)."""
-        from core.export import checkpoint_kind, load_lora, set_lora_strength
+        from core.export import checkpoint_kind
+        from core.model.lora import load_lora, set_lora_strength
 
         if spec.checkpoint is None:
             yield self.base()
@@ -348,7 +349,7 @@ def load_validation(cfg, dataset_dir: Optional[str | Path] = None):
 
     try:
         if dataset_dir is None:
-            from core.train import find_dataset_dir
+            from core.dataset import find_dataset_dir
             dataset_dir = find_dataset_dir(cfg)
         from core.data import load_prepared
         dd = load_prepared(dataset_dir)
@@ -359,33 +360,12 @@ def load_validation(cfg, dataset_dir: Optional[str | Path] = None):
     return dd["validation"], str(dataset_dir), None
 
 
-@torch.no_grad()
 def validation_loss(model, split, *, max_frames: Optional[int] = None, batch_size: int = 1,
                     seed: int = 0) -> dict[str, Any]:
-    """Mean cross-entropy of the 3 streams over the validation songs, pooled over valid targets like
-    core.train's evaluation (first window of min(max_frames, model max) frames, no condition dropout)."""
-    from core.train import SongSet, TrainStep, collate
+    """The validation loss of `model` on `split`: core.evaluate's, the one the trainer logs."""
+    from core.evaluate import validation_loss as evaluate_validation_loss
 
-    limit = min(max_frames or model.config.max_frames, model.config.max_frames)
-    songs = SongSet(split, limit, seed, random_crop=False)
-    step = TrainStep(model, model)
-    was_training = model.training
-    model.eval()
-    sums = torch.zeros(3, dtype=torch.float64)
-    counts = torch.zeros(3, dtype=torch.float64)
-    order = sorted(range(len(songs)), key=lambda i: -songs.cropped_length(i))
-    try:
-        for i in range(0, len(order), batch_size):
-            batch = collate([songs.item(j, 0) for j in order[i:i + batch_size]], model.config.prompt_frames,
-                            model.version)
-            batch = {k: (v.to(model.device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
-            per_stream, cnt = step(**batch)
-            sums += per_stream.double().cpu() * cnt.double().cpu()
-            counts += cnt.double().cpu()
-    finally:
-        model.train(was_training)
-    per = (sums / counts.clamp(min=1)).tolist()
-    return {"val_loss": sum(per) / 3, "per_stream": per, "songs": len(songs), "max_frames": limit}
+    return evaluate_validation_loss(model, split, max_frames=max_frames, batch_size=batch_size, seed=seed)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -420,7 +420,7 @@ def push(cfg=None, *, repo_id: Optional[str] = None, adapter_dir: Optional[str |
         if dataset_dir:
             ds_dir = Path(dataset_dir).expanduser()
         else:
-            from core.train import find_dataset_dir
+            from core.dataset import find_dataset_dir
             try:
                 ds_dir = find_dataset_dir(run_cfg)
             except Exception as err:  # noqa: BLE001

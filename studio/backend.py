@@ -277,9 +277,9 @@ def save_config(ws, cfg, name: Optional[str] = None) -> str:
 
 
 def estimate(cfg) -> str:
-    """core.train.estimate_memory, worded for the UI."""
+    """core.estimate.estimate_memory, worded for the UI."""
     try:
-        fn = getattr(importlib.import_module("core.train"), "estimate_memory")
+        fn = getattr(importlib.import_module("core.estimate"), "estimate_memory")
     except (ImportError, AttributeError):
         return ""
     try:
@@ -292,7 +292,7 @@ def estimate(cfg) -> str:
             f"logits {e['logits_gb']} GB · trainable {e['trainable']:,} of {e['parameters']:,} ({share:.2f} %) · "
             f"{e['frames']} frames ({e['frames'] / 25:.0f} s) per song\n\n<small>`{e.get('formula', '')}`</small>")
     try:
-        t = _core("core.train", "estimate_time")(cfg)
+        t = _core("core.estimate", "estimate_time")(cfg)
     except Exception as err:  # noqa: BLE001 - the memory figure still stands
         return text + f"\n\nTime estimate unavailable: {err}"
     per_step = f"{t['step_s']:.1f} s per step on this machine's {t['device']} ({t['dtype']})"

@@ -53,8 +53,9 @@ def logits_of(model, codes, lyrics, descs, prompt):
 
 
 def test_merge_is_exact_and_official(adapter, tmp_path):
-    from core.export import export_checkpoint, load_lora, set_lora_strength
+    from core.export import export_checkpoint
     from core.model import LeLM
+    from core.model.lora import load_lora, set_lora_strength
 
     peft_model, lelm = load_lora(CKPT, adapter, runtime_root=FIXTURE)
     base = LeLM.from_pretrained(CKPT, runtime_root=FIXTURE)
