@@ -21,11 +21,9 @@ the config given to the command.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import shutil
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -35,6 +33,7 @@ import torch
 
 from core.model.lora import ADAPTER_CONFIG, is_adapter_dir, merge_lora
 from core.model.official_config import CheckpointError
+from core.runs import run_config_for_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -83,20 +82,6 @@ def checkpoint_kind(ckpt_dir: str | Path) -> str:
                       "checkpoint (config.yaml + model.pt); pick a folder under <run>/checkpoints/")
 
 
-def _run_config(ckpt_dir: Path):
-    """The StudioConfig of the run a checkpoint folder belongs to (<run>/checkpoints/step-N), if any."""
-    from core.config import ConfigError, load_config
-
-    run_cfg = ckpt_dir.parent.parent / "config.yaml"
-    if ckpt_dir.parent.name != "checkpoints" or not run_cfg.is_file():
-        return None
-    try:
-        return load_config(run_cfg)
-    except ConfigError as err:
-        log.warning("ignoring the run config %s: %s", run_cfg, err)
-        return None
-
-
 def find_base_model(ckpt_dir: str | Path, cfg=None, base: Optional[str | Path] = None) -> Path:
     """The base checkpoint folder a LoRA checkpoint was trained on (see the module doc for the order)."""
     from core.model import resolve_base_model
@@ -119,7 +104,7 @@ def find_base_model(ckpt_dir: str | Path, cfg=None, base: Optional[str | Path] =
             return Path(recorded)
         if recorded:
             log.warning("%s names the base model %s, which is gone; trying the run's config", state, recorded)
-    run_cfg = _run_config(ckpt_dir)
+    run_cfg = run_config_for_checkpoint(ckpt_dir)
     for c in (run_cfg, cfg):
         if c is None:
             continue
@@ -261,40 +246,3 @@ def _expected_keys(ckpt_dir: Path, runtime_root, prefix: str, version: str) -> s
     return {prefix + k for k in model.state_dict()}
 
 
-# ---------------------------------------------------------------------------------------------
-# CLI
-# ---------------------------------------------------------------------------------------------
-def cli(argv: list[str]) -> int:
-    from core.config import ConfigError, load_config, parse_override
-    from core.model import CheckpointError
-
-    p = argparse.ArgumentParser(prog="python -m core merge",
-                                description="Merge a LoRA checkpoint into its base model (or copy a full checkpoint) "
-                                            "as an official SongGeneration checkpoint: config.yaml + model.pt.")
-    p.add_argument("--config", default=None, help="studio config (workspace, base model, runtime path)")
-    p.add_argument("--set", action="append", default=[], metavar="section.key=value", help="config override")
-    p.add_argument("--checkpoint", required=True, help="<run>/checkpoints/step-N (LoRA adapter or full checkpoint)")
-    p.add_argument("--base", default=None, help="base checkpoint folder (default: the one the run trained on)")
-    p.add_argument("--strength", type=float, default=1.0, help="LoRA strength: 0 = base, 1 = as trained (default 1)")
-    p.add_argument("--dtype", default=None, choices=["float32", "float16", "bfloat16"],
-                   help="dtype of the written model.pt (default: the base checkpoint's)")
-    p.add_argument("--out", default=None, help="output folder (default <workspace>/exports/<run>_<step>)")
-    p.add_argument("--overwrite", action="store_true", help="replace an earlier export in --out")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
-    args = p.parse_args(argv)
-    try:
-        cfg = load_config(args.config, dict(parse_override(s) for s in args.set))
-        res = export_checkpoint(args.checkpoint, args.out, cfg=cfg, base=args.base, strength=args.strength,
-                                dtype=args.dtype, overwrite=args.overwrite)
-    except (ExportError, ConfigError, CheckpointError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    if args.json:
-        print(json.dumps(res.to_dict(), indent=2))
-    else:
-        what = (f"merged LoRA {res.source} (strength {res.strength:g}, {res.lora_layers} layers) into {res.base_model}"
-                if res.kind == "lora-merge" else f"copied full checkpoint {res.source}")
-        print(f"{what}\n-> {res.out_dir}  (config.yaml + model.pt, {res.num_keys} official keys, {res.dtype})")
-        for n in res.notes:
-            print(f"note: {n}")
-    return 0

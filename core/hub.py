@@ -19,16 +19,16 @@ else or already exists (403 / 409).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 import yaml
+
+from core.runs import run_config_for_checkpoint
 
 UPSTREAM_LICENSE = "https://github.com/tencent-ailab/SongGeneration/blob/main/LICENSE"
 UPSTREAM_REPO = "https://github.com/tencent-ailab/SongGeneration"
@@ -329,19 +329,6 @@ def _training_yaml(cfg) -> str:
     return yaml.safe_dump(keep, sort_keys=False, allow_unicode=True)
 
 
-def _run_config_for(adapter_dir: Optional[Path], cfg):
-    """The run's own config when the adapter sits in <run>/checkpoints/step-N, else `cfg`."""
-    if adapter_dir is not None and adapter_dir.parent.name == "checkpoints":
-        run_cfg = adapter_dir.parent.parent / "config.yaml"
-        if run_cfg.is_file():
-            from core.config import ConfigError, load_config
-            try:
-                return load_config(run_cfg)
-            except ConfigError:
-                pass
-    return cfg
-
-
 # ---------------------------------------------------------------------------------------------
 # Push
 # ---------------------------------------------------------------------------------------------
@@ -414,7 +401,7 @@ def push(cfg=None, *, repo_id: Optional[str] = None, adapter_dir: Optional[str |
             merged_info = json.loads((merged_dir / "export.json").read_text(encoding="utf-8"))
     sample_rows, sample_files, sample_settings = _samples(samples)
     uploads += sample_files
-    run_cfg = _run_config_for(adapter_dir, cfg)
+    run_cfg = (run_config_for_checkpoint(adapter_dir) if adapter_dir is not None else None) or cfg
     ds_dir = None
     if push_dataset or dataset_dir:
         if dataset_dir:
@@ -492,46 +479,3 @@ def push(cfg=None, *, repo_id: Optional[str] = None, adapter_dir: Optional[str |
         raise _explain(err, tok, repo_id, ep) from None
 
 
-# ---------------------------------------------------------------------------------------------
-# CLI
-# ---------------------------------------------------------------------------------------------
-def cli(argv: list[str]) -> int:
-    from core.config import ConfigError, load_config, parse_override
-
-    p = argparse.ArgumentParser(prog="python -m core push",
-                                description="Push a LoRA adapter and/or merged model (+ card with audio samples, + "
-                                            "optionally the prepared dataset) to the Hugging Face Hub. Private by "
-                                            "default. Token: --token-stdin, HF_TOKEN, or `hf auth login`.")
-    p.add_argument("--config", default=None)
-    p.add_argument("--set", action="append", default=[], metavar="section.key=value")
-    p.add_argument("--repo-id", default=None, help="owner/name (default hub.repo_id)")
-    p.add_argument("--adapter", default=None, help="LoRA checkpoint folder (<run>/checkpoints/step-N)")
-    p.add_argument("--merged", default=None, help="merged export folder (python -m core merge)")
-    p.add_argument("--samples", default=None, help="generation folder with manifest.json (A/B or sweep)")
-    p.add_argument("--dataset", nargs="?", const="", default=None,
-                   help="also push the prepared dataset cache (optionally its folder) to a dataset repo")
-    p.add_argument("--dataset-repo-id", default=None)
-    vis = p.add_mutually_exclusive_group()
-    vis.add_argument("--public", action="store_true", help="make the new repo public (default private)")
-    vis.add_argument("--private", action="store_true")
-    p.add_argument("--update", action="store_true", help="add a commit to an existing repo of yours")
-    p.add_argument("--token-stdin", action="store_true", help="read a one-time token from stdin (never stored)")
-    p.add_argument("--message", default=None, help="commit message")
-    p.add_argument("--json", action="store_true")
-    args = p.parse_args(argv)
-    token = sys.stdin.readline().strip() if args.token_stdin else None
-    try:
-        cfg = load_config(args.config, dict(parse_override(s) for s in args.set))
-        private = False if args.public else (True if args.private else None)
-        res = push(cfg, repo_id=args.repo_id, adapter_dir=args.adapter or None, merged_dir=args.merged or None,
-                   samples_dir=args.samples, dataset_dir=args.dataset or None,
-                   push_dataset=True if args.dataset is not None else None, dataset_repo_id=args.dataset_repo_id,
-                   private=private, update=args.update, token=token, commit_message=args.message,
-                   log=lambda m: print(mask(m, token), file=sys.stderr))
-    except (HubError, ConfigError, ValueError) as err:
-        print(f"error: {mask(err, token)}", file=sys.stderr)
-        return 1
-    print(json.dumps(res.to_dict(), indent=2) if args.json else
-          f"pushed {len(res.files)} files to {res.url} ({'private' if res.private else 'public'})"
-          + (f"\ndataset: {res.dataset_url} ({len(res.dataset_files)} files)" if res.dataset_repo_id else ""))
-    return 0

@@ -113,7 +113,7 @@ def test_refuses_overwrite_and_copies_full(adapter, tmp_path):
 
 
 def test_cli_merge(adapter, tmp_path, capsys):
-    from core.__main__ import main
+    from core.cli import main
 
     ws = tmp_path / "ws"
     rc = main(["merge", "--set", f"workspace={ws}", "--checkpoint", str(adapter), "--strength", "0.5", "--json"])

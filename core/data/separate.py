@@ -53,19 +53,14 @@ def plan_separation(cfg: StudioConfig, codec: Any, limits: ModelLimits) -> Separ
                                     "song's 'vocal' and 'bgm' files or set data.separation to auto")
     if mode == "demo":
         return SeparationPlan("demo", "demo-split-1", "DEMO split (mid/side + vocal band; not Demucs)")
+    from core.separation import find_demucs_checkpoint
+
     ckpt = None
-    why = ""
     roots = _runtime_roots(cfg, limits)
-    try:
-        from core.separation import find_demucs_checkpoint
-    except ImportError as err:
-        find_demucs_checkpoint = None
-        why = f" (the Demucs module could not be imported: {err})"
-    if find_demucs_checkpoint is not None:
-        for r in roots:
-            ckpt = find_demucs_checkpoint(r)
-            if ckpt:
-                break
+    for r in roots:
+        ckpt = find_demucs_checkpoint(r)
+        if ckpt:
+            break
     if ckpt:
         ckpt = Path(ckpt)
         size = ckpt.stat().st_size if ckpt.is_file() else 0
@@ -77,6 +72,6 @@ def plan_separation(cfg: StudioConfig, codec: Any, limits: ModelLimits) -> Separ
                               "DEMO split (mid/side + vocal band; not Demucs: no htdemucs checkpoint was found)")
     looked = ", ".join(str(r) for r in roots) if roots else "nowhere (paths.runtime_path is not set)"
     return SeparationPlan("unavailable", "unavailable", "none available", error=(
-        f"no Demucs checkpoint (third_party/demucs/ckpt/htdemucs.pth) to split vocals from accompaniment{why}; "
+        f"no Demucs checkpoint (third_party/demucs/ckpt/htdemucs.pth) to split vocals from accompaniment; "
         f"looked under: {looked}. Set paths.runtime_path to the SongGeneration folder that holds "
         "third_party/demucs/ckpt/htdemucs.pth, or give this song's 'vocal' and 'bgm' stem files"))
