@@ -42,7 +42,7 @@ def _config(args, extra: Optional[dict] = None) -> StudioConfig:
     return load_config(args.config, overrides)
 
 
-def _fail(err: BaseException, code: int = 1, clean: Callable[[str], str] = str) -> int:
+def _fail(err: object, code: int = 1, clean: Callable[[str], str] = str) -> int:
     print(f"error: {clean(str(err))}", file=sys.stderr)
     return code
 
@@ -154,13 +154,13 @@ def default_checkpoint(cfg: StudioConfig) -> Path:
 
 
 def _merge(args) -> int:
-    from core.export import ExportError, export_checkpoint
-    from core.model import CheckpointError
-
     try:
         cfg = _config(args)
     except ConfigError as err:
         return _fail(err, 2)
+    from core.export import ExportError, export_checkpoint
+    from core.model import CheckpointError
+
     try:
         ckpt = args.checkpoint or default_checkpoint(cfg)
         if not args.checkpoint:
@@ -182,14 +182,17 @@ def _merge(args) -> int:
 
 # ---- generate -------------------------------------------------------------------------------
 def _generate(args) -> int:
-    from core import generate as gen
-    from core.model import CheckpointError
-
     try:
         extra = {"generation.max_seconds": args.max_seconds} if args.max_seconds is not None else {}
         cfg = _config(args, extra)
     except ConfigError as err:
         return _fail(err, 2)
+    from core import generate as gen
+    from core.model import CheckpointError
+
+    for value, allowed, flag in ((args.gen_type, gen.GEN_TYPES, "--gen-type"), (args.audio_format, gen.AUDIO_FORMATS, "--format")):
+        if value is not None and value not in allowed:
+            return _fail(f"{flag} {value!r}: choose one of {', '.join(allowed)}", 2)
     try:
         if cfg.generation.max_seconds is None and args.max_frames is None:
             cfg.generation.max_seconds = DEFAULT_GENERATE_SECONDS
@@ -284,7 +287,6 @@ def build_parser(prog: str = "python -m core") -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an earlier export in --out")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
 
-    from core.generate import AUDIO_FORMATS, GEN_TYPES
     p = cmd("generate", _generate, "generate test songs; A/B a checkpoint against the base (or another); sweep a "
                                    "LoRA's strength. Settings default to the config's `generation` section")
     p.add_argument("--checkpoint", default=None, help="finetuned checkpoint (LoRA adapter or full); default "
@@ -301,8 +303,9 @@ def build_parser(prog: str = "python -m core") -> argparse.ArgumentParser:
     p.add_argument("--max-seconds", type=float, default=None,
                    help=f"song length (default generation.max_seconds, else {DEFAULT_GENERATE_SECONDS:g} s)")
     p.add_argument("--max-frames", type=int, default=None, help="length in frames (overrides --max-seconds)")
-    p.add_argument("--gen-type", choices=GEN_TYPES, default=None)
-    p.add_argument("--format", choices=AUDIO_FORMATS, default=None, dest="audio_format")
+    # checked in _generate against core.generate's lists: importing it here would make --help slow
+    p.add_argument("--gen-type", default=None, help="mixed (default), vocal, bgm or separate")
+    p.add_argument("--format", default=None, dest="audio_format", help="wav (default) or flac")
     p.add_argument("--out", default=None, help="output folder (default <workspace>/generations/<time>_<kind>)")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--no-val-loss", action="store_true", help="skip the held-out validation loss")
