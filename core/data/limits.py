@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from core.config import StudioConfig
-from core.model.official_config import OfficialConfig
+from core.model.official_config import ModelTiming, OfficialConfig
 
 
 class DataError(ValueError):
@@ -14,24 +14,16 @@ class DataError(ValueError):
 
 
 @dataclass
-class ModelLimits:
+class ModelLimits(ModelTiming):
     """The model's timing as its OfficialConfig states it (nothing copied), plus where it came from."""
     config: OfficialConfig
     version: str
     runtime_root: Optional[Path] = None
     is_demo: bool = False
 
-    max_dur = property(lambda self: float(self.config.max_dur))
-    prompt_len = property(lambda self: float(self.config.prompt_len))
-    frame_rate = property(lambda self: int(self.config.frame_rate))
-    prompt_frames = property(lambda self: int(self.config.prompt_frames))
-    max_frames = property(lambda self: int(self.config.max_frames))
-    structure_tags = property(lambda self: tuple(self.config.structure_tags))
-
     def to_dict(self) -> dict[str, Any]:
-        return {"version": self.version, "max_dur": self.max_dur, "prompt_len": self.prompt_len,
-                "frame_rate": self.frame_rate, "prompt_frames": self.prompt_frames, "max_frames": self.max_frames,
-                "is_demo": self.is_demo, "runtime_root": str(self.runtime_root) if self.runtime_root else None}
+        return {"version": self.version, **self.timing_dict(), "is_demo": self.is_demo,
+                "runtime_root": str(self.runtime_root) if self.runtime_root else None}
 
 
 def model_limits(cfg: StudioConfig) -> ModelLimits:

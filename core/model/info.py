@@ -12,11 +12,11 @@ from typing import Any, Optional
 import torch
 
 from .checkpoint import open_checkpoint
-from .official_config import CheckpointError, OfficialConfig, read_official_config
+from .official_config import CheckpointError, ModelTiming, OfficialConfig, read_official_config
 
 
 @dataclass
-class CheckpointInfo:
+class CheckpointInfo(ModelTiming):
     path: str
     version: str
     is_demo: bool
@@ -31,19 +31,9 @@ class CheckpointInfo:
     config: OfficialConfig = field(repr=False)  # the one source of the timing fields below
     notes: list[str] = field(default_factory=list)
 
-    max_dur = property(lambda self: float(self.config.max_dur))
-    prompt_len = property(lambda self: float(self.config.prompt_len))
-    frame_rate = property(lambda self: int(self.config.frame_rate))
-    prompt_frames = property(lambda self: int(self.config.prompt_frames))
-    max_frames = property(lambda self: int(self.config.max_frames))
-    delays = property(lambda self: list(self.config.delays))
-    structure_tags = property(lambda self: list(self.config.structure_tags))
-
     def to_dict(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "config"}
-        d.update({k: getattr(self, k) for k in ("max_dur", "prompt_len", "frame_rate", "prompt_frames", "max_frames",
-                                               "delays", "structure_tags")})
-        return d
+        return {**d, **self.timing_dict(), "delays": self.delays, "structure_tags": list(self.structure_tags)}
 
     def summary(self) -> str:
         label = "DEMO model (random weights, for trying the studio)" if self.is_demo else "SongGeneration checkpoint"
