@@ -60,7 +60,7 @@ class Workspace:
 
     # ---- songs ------------------------------------------------------------------------------
     def _unique_idx(self, wanted: str) -> str:
-        base = slugify(wanted, "song")
+        base = slugify(wanted, "song", sep="_")
         idx, n = base, 2
         while (self.songs_dir / idx).exists():
             idx, n = f"{base}_{n}", n + 1
