@@ -7,10 +7,13 @@ names the key and the accepted values.
 from __future__ import annotations
 
 import os
-import re
+import types
+import typing
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Optional
 
+import annotated_types
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -22,18 +25,28 @@ class ConfigError(ValueError):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan=False: NaN / inf in any float field fails with the key's name (a NaN learning rate
+    # would otherwise train silently into NaN weights); numeric strings such as "1e-4" (YAML 1.1 reads
+    # them as text) are coerced by pydantic's lax mode
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+
+# Path fields: a relative value in a YAML file is relative to that file's folder, on the command line
+# to the shell's folder. "maybe" marks fields that also take a non-path ("demo", a Hub repo id, "base"):
+# those are resolved only when the path exists there or is written as ./x or ../x.
+_PATH = {"path": "always"}
+_MAYBE_PATH = {"path": "maybe"}
 
 
 class PathsConfig(_Section):
-    base_model_path: str = DEMO  # official checkpoint folder (config.yaml + model.pt), or "demo"
-    audio_tokenizer_path: Optional[str] = None  # official 1rvq tokenizer (mixed stream)
-    separate_audio_tokenizer_path: Optional[str] = None  # official septoken tokenizer (vocal/bgm)
-    runtime_path: Optional[str] = None  # SongGeneration runtime root (third_party/, conf/, ckpt/)
-    raw_data_dir: Optional[str] = None
-    metadata_path: Optional[str] = None
-    prepared_data_dir: Optional[str] = None  # default <workspace>/prepared
-    output_dir: Optional[str] = None  # default <workspace>/runs/<run-id>
+    base_model_path: str = Field(DEMO, json_schema_extra=_MAYBE_PATH)  # official checkpoint folder (config.yaml + model.pt), or "demo"
+    audio_tokenizer_path: Optional[str] = Field(None, json_schema_extra=_PATH)  # official 1rvq tokenizer (mixed stream)
+    separate_audio_tokenizer_path: Optional[str] = Field(None, json_schema_extra=_PATH)  # official septoken tokenizer (vocal/bgm)
+    runtime_path: Optional[str] = Field(None, json_schema_extra=_PATH)  # SongGeneration runtime root (third_party/, conf/, ckpt/)
+    raw_data_dir: Optional[str] = Field(None, json_schema_extra=_PATH)
+    metadata_path: Optional[str] = Field(None, json_schema_extra=_PATH)
+    prepared_data_dir: Optional[str] = Field(None, json_schema_extra=_PATH)  # default <workspace>/prepared
+    output_dir: Optional[str] = Field(None, json_schema_extra=_PATH)  # default <workspace>/runs/<run-id>
 
 
 class TrainingConfig(_Section):
@@ -61,7 +74,7 @@ class TrainingConfig(_Section):
     freeze_transformer: bool = False  # "modular extension": train only the sub stack side
     num_workers: int = Field(0, ge=0)
     # prepared dataset folder (core.data's output); default: the newest one under the prepared dir
-    dataset_dir: Optional[str] = None
+    dataset_dir: Optional[str] = Field(None, json_schema_extra=_PATH)
     condition_dropout: bool = True  # the checkpoint's CFG/attribute dropout; false only to debug/compare
     num_samples: int = Field(2, ge=0)  # fixed lyric prompts generated at each sample point (0: none)
     sample_seconds: float = Field(10.0, gt=0)  # length of each sample
@@ -106,7 +119,7 @@ class DataConfig(_Section):
 class GenerationConfig(_Section):
     lyrics: Optional[str] = None
     description: Optional[str] = None
-    prompt_audio: Optional[str] = None
+    prompt_audio: Optional[str] = Field(None, json_schema_extra=_PATH)
     max_seconds: Optional[float] = Field(None, gt=0)
     cfg_coef: float = 1.5
     temperature: float = Field(1.0, gt=0)
@@ -116,18 +129,16 @@ class GenerationConfig(_Section):
     seed: int = 0
     gen_type: Literal["mixed", "vocal", "bgm", "separate"] = "mixed"
     lora_scales: list[float] = Field(default_factory=lambda: [0.0, 0.5, 1.0])  # strength sweep
-    output_dir: Optional[str] = None  # default <workspace>/generations
-    prompt_tokens: Optional[str] = None  # .npy/.pt [3, P] prompt tokens (instead of prompt_audio)
-    checkpoint: Optional[str] = None  # finetuned checkpoint (LoRA adapter or full) to generate / A-B / sweep with
-    compare_to: Optional[str] = None  # A side of an A/B: None or "base" = the base model, or a checkpoint folder
+    output_dir: Optional[str] = Field(None, json_schema_extra=_PATH)  # default <workspace>/generations
+    prompt_tokens: Optional[str] = Field(None, json_schema_extra=_PATH)  # .npy/.pt [3, P] prompt tokens (instead of prompt_audio)
+    checkpoint: Optional[str] = Field(None, json_schema_extra=_PATH)  # finetuned checkpoint (LoRA adapter or full) to generate / A-B / sweep with
+    compare_to: Optional[str] = Field(None, json_schema_extra=_MAYBE_PATH)  # A side of an A/B: None or "base" = the base model, or a checkpoint folder
     audio_format: Literal["wav", "flac"] = "wav"
 
 
 class HubConfig(_Section):
     repo_id: Optional[str] = None
     private: bool = True
-    push_adapter: bool = True
-    push_merged: bool = False
     push_dataset: bool = False
     dataset_repo_id: Optional[str] = None  # default <repo_id>-data
     base_model_id: Optional[str] = None  # Hub id of the base for the card's base_model (default: paths.base_model_path if it is one)
@@ -140,7 +151,7 @@ class StudioConfig(_Section):
     data: DataConfig = Field(default_factory=DataConfig)
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
     hub: HubConfig = Field(default_factory=HubConfig)
-    workspace: Optional[str] = None  # default $STUDIO_HOME or ./workspace
+    workspace: Optional[str] = Field(None, json_schema_extra=_PATH)  # default $STUDIO_HOME or ./workspace
 
     # ---- derived locations -------------------------------------------------------------
     def workspace_dir(self) -> Path:
@@ -164,18 +175,6 @@ class StudioConfig(_Section):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(self.to_yaml(), encoding="utf-8")
         return path
-
-
-# YAML 1.1 (PyYAML) reads `1e-4` as a string; accept it as the number a user means.
-class _Loader(yaml.SafeLoader):
-    pass
-
-
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)$|^[-+]?\d+\.\d*$|^[-+]?\.\d+$"),
-    list("-+0123456789."),
-)
 
 
 def _format_errors(err: ValidationError, source: str) -> str:
@@ -204,8 +203,43 @@ def parse_config(data: dict[str, Any] | None, source: str = "config") -> StudioC
         raise ConfigError(_format_errors(err, source)) from None
 
 
+def _resolve_paths(data: Any, model: type[BaseModel], base: Path) -> None:
+    """Make the relative path values of `data` (a raw section dict) absolute against `base`, in place."""
+    if not isinstance(data, dict):
+        return
+    for name, field in model.model_fields.items():
+        value = data.get(name)
+        sub = field.annotation
+        if isinstance(sub, type) and issubclass(sub, BaseModel):
+            _resolve_paths(value, sub, base)
+            continue
+        kind = (field.json_schema_extra or {}).get("path") if isinstance(field.json_schema_extra, dict) else None
+        if not kind or not isinstance(value, str) or not value.strip():
+            continue
+        p = Path(value).expanduser()
+        if p.is_absolute():
+            data[name] = str(p)
+        elif kind == "always" or value.startswith(("./", "../")) or (base / p).exists():
+            data[name] = str((base / p).resolve())
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    node = data
+    *parents, leaf = dotted.split(".")
+    for part in parents:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = node[part] = {}
+        node = child
+    node[leaf] = value
+
+
 def load_config(path: str | os.PathLike | None = None, overrides: dict[str, Any] | None = None) -> StudioConfig:
-    """Read a YAML config (or defaults when `path` is None) and apply dotted-key overrides."""
+    """Read a YAML config (or defaults when `path` is None) and apply dotted-key overrides.
+
+    Relative paths in the file are taken relative to the file's folder, relative paths in `overrides`
+    relative to the current folder; both are stored absolute, so a run's saved config means the same
+    wherever it is read from."""
     data: dict[str, Any] = {}
     source = "defaults"
     if path is not None:
@@ -213,24 +247,90 @@ def load_config(path: str | os.PathLike | None = None, overrides: dict[str, Any]
         if not p.is_file():
             raise ConfigError(f"config file not found: {p} (give --config path/to/config.yaml)")
         try:
-            data = yaml.load(p.read_text(encoding="utf-8"), Loader=_Loader) or {}
+            data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as err:
             raise ConfigError(f"{p}: not valid YAML: {err}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{p}: the top level must be a mapping of sections (paths, training, ...)")
+        _resolve_paths(data, StudioConfig, p.resolve().parent)
         source = str(p)
     for dotted, value in (overrides or {}).items():
-        node = data
-        *parents, leaf = dotted.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
+        one: dict[str, Any] = {}
+        _set_dotted(one, dotted, value)
+        _resolve_paths(one, StudioConfig, Path.cwd())
+        node = one
+        for part in dotted.split("."):
+            node = node[part] if isinstance(node, dict) else node
+        _set_dotted(data, dotted, node)
     return parse_config(data, source)
 
 
 def parse_override(text: str) -> tuple[str, Any]:
-    """`training.learning_rate=3e-4` -> ("training.learning_rate", 0.0003)."""
+    """`training.learning_rate=3e-4` -> ("training.learning_rate", "3e-4"); the field's type converts it."""
     if "=" not in text:
         raise ConfigError(f"override {text!r} must look like section.key=value")
     key, raw = text.split("=", 1)
-    return key.strip(), yaml.load(raw, Loader=_Loader)
+    try:
+        return key.strip(), yaml.safe_load(raw)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"override {text!r}: the value is not valid YAML: {err}") from None
+
+
+# ---- the UI's vocabulary: what a key accepts, read from the models above ----------------------------
+@dataclass(frozen=True)
+class FieldSpec:
+    """One config key as a widget needs it: its type, default, accepted values and bounds."""
+    key: str
+    type: Any
+    default: Any
+    choices: tuple[Any, ...] | None = None  # a Literal's values
+    minimum: float | None = None  # inclusive (ge) or exclusive (gt) lower bound
+    maximum: float | None = None
+    exclusive_min: bool = False
+    exclusive_max: bool = False
+    optional: bool = False
+
+
+def field_spec(key: str) -> FieldSpec:
+    """`field_spec("training.mixed_precision").choices` -> ("auto", "no", "bf16", "fp16")."""
+    model: type[BaseModel] = StudioConfig
+    *parents, leaf = key.split(".")
+    for part in parents:
+        if part not in model.model_fields:
+            raise KeyError(f"unknown config section {part!r} in {key!r}")
+        model = model.model_fields[part].annotation
+    if leaf not in model.model_fields:
+        raise KeyError(f"unknown config key {key!r}; accepted here: {', '.join(model.model_fields)}")
+    field = model.model_fields[leaf]
+    ann = field.annotation
+    optional = False
+    args = typing.get_args(ann)
+    if typing.get_origin(ann) in (typing.Union, types.UnionType) and type(None) in args:
+        optional = True
+        rest = [a for a in args if a is not type(None)]
+        ann = rest[0] if len(rest) == 1 else ann
+    choices = tuple(typing.get_args(ann)) if typing.get_origin(ann) is Literal else None
+    lo = hi = None
+    lo_x = hi_x = False
+    for m in field.metadata:
+        if isinstance(m, annotated_types.Ge):
+            lo = m.ge
+        elif isinstance(m, annotated_types.Gt):
+            lo, lo_x = m.gt, True
+        elif isinstance(m, annotated_types.Le):
+            hi = m.le
+        elif isinstance(m, annotated_types.Lt):
+            hi, hi_x = m.lt, True
+    default = field.get_default(call_default_factory=True)
+    return FieldSpec(key, ann, default, choices, lo, hi, lo_x, hi_x, optional)
+
+
+def choices(key: str) -> list[Any]:
+    spec = field_spec(key)
+    if spec.choices is None:
+        raise KeyError(f"{key} is not a choice of fixed values")
+    return list(spec.choices)
+
+
+def default(key: str) -> Any:
+    return field_spec(key).default

@@ -21,11 +21,9 @@ the config given to the command.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import shutil
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -33,10 +31,12 @@ from typing import Any, Optional
 
 import torch
 
+from core.model.lora import ADAPTER_CONFIG, is_adapter_dir, merge_lora
+from core.model.official_config import CheckpointError
+from core.runs import run_config_for_checkpoint
+
 log = logging.getLogger(__name__)
 
-ADAPTER_CONFIG = "adapter_config.json"
-ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
 EXPORT_JSON = "export.json"
 # Upstream's generate.py picks the v1 code path only for these checkpoint folder names.
 V1_FOLDER_HINT = "songgeneration_base, songgeneration_base_new, songgeneration_base_full or songgeneration_large"
@@ -71,28 +71,15 @@ def checkpoint_kind(ckpt_dir: str | Path) -> str:
     p = Path(ckpt_dir).expanduser()
     if not p.is_dir():
         raise ExportError(f"checkpoint folder {p} does not exist")
-    if (p / ADAPTER_CONFIG).is_file():
-        if not any((p / w).is_file() for w in ADAPTER_WEIGHTS):
-            raise ExportError(f"{p} has {ADAPTER_CONFIG} but no adapter_model.safetensors; the checkpoint is incomplete")
-        return "lora"
+    try:
+        if is_adapter_dir(p):
+            return "lora"
+    except CheckpointError as err:
+        raise ExportError(str(err)) from None
     if (p / "model.pt").is_file() and (p / "config.yaml").is_file():
         return "full"
     raise ExportError(f"{p} is neither a LoRA checkpoint ({ADAPTER_CONFIG} + adapter_model.safetensors) nor a full "
                       "checkpoint (config.yaml + model.pt); pick a folder under <run>/checkpoints/")
-
-
-def _run_config(ckpt_dir: Path):
-    """The StudioConfig of the run a checkpoint folder belongs to (<run>/checkpoints/step-N), if any."""
-    from core.config import ConfigError, load_config
-
-    run_cfg = ckpt_dir.parent.parent / "config.yaml"
-    if ckpt_dir.parent.name != "checkpoints" or not run_cfg.is_file():
-        return None
-    try:
-        return load_config(run_cfg)
-    except ConfigError as err:
-        log.warning("ignoring the run config %s: %s", run_cfg, err)
-        return None
 
 
 def find_base_model(ckpt_dir: str | Path, cfg=None, base: Optional[str | Path] = None) -> Path:
@@ -117,7 +104,7 @@ def find_base_model(ckpt_dir: str | Path, cfg=None, base: Optional[str | Path] =
             return Path(recorded)
         if recorded:
             log.warning("%s names the base model %s, which is gone; trying the run's config", state, recorded)
-    run_cfg = _run_config(ckpt_dir)
+    run_cfg = run_config_for_checkpoint(ckpt_dir)
     for c in (run_cfg, cfg):
         if c is None:
             continue
@@ -131,66 +118,6 @@ def find_base_model(ckpt_dir: str | Path, cfg=None, base: Optional[str | Path] =
 
 def _runtime_root(cfg) -> Optional[str]:
     return cfg.paths.runtime_path if cfg is not None and cfg.paths.runtime_path else None
-
-
-# ---------------------------------------------------------------------------------------------
-# LoRA handling
-# ---------------------------------------------------------------------------------------------
-def lora_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
-    from peft.tuners.lora import LoraLayer
-
-    return [m for m in model.modules() if isinstance(m, LoraLayer)]
-
-
-def load_lora(base_dir: str | Path, adapter_dir: str | Path, runtime_root: Optional[str | Path] = None,
-              dtype: torch.dtype = torch.float32, base_model=None, adapter_name: str = "default"):
-    """(PeftModel, the LeLM inside). `base_model` (a loaded LeLM) is reused instead of reading base_dir."""
-    from peft import PeftModel
-
-    from core.model import LeLM
-
-    adapter_dir = Path(adapter_dir).expanduser()
-    if checkpoint_kind(adapter_dir) != "lora":
-        raise ExportError(f"{adapter_dir} is not a LoRA checkpoint")
-    lelm = base_model if base_model is not None else LeLM.from_pretrained(base_dir, runtime_root=runtime_root,
-                                                                         dtype=dtype)
-    try:
-        peft_model = PeftModel.from_pretrained(lelm, str(adapter_dir), adapter_name=adapter_name, is_trainable=False)
-    except (ValueError, RuntimeError, KeyError) as err:
-        raise ExportError(f"{adapter_dir}: the adapter does not fit the base model {base_dir} ({err}). "
-                          "Was it trained on another base? Pass the run's base with --base.") from None
-    peft_model.eval()
-    if not lora_layers(peft_model):
-        raise ExportError(f"{adapter_dir}/{ADAPTER_CONFIG}: its target_modules match no layer of the base model")
-    return peft_model, lelm
-
-
-def set_lora_strength(model: torch.nn.Module, strength: float) -> int:
-    """Scale every LoRA delta to `strength` × its trained size (0: base, 1: as trained). -> layers touched."""
-    layers = lora_layers(model)
-    for layer in layers:
-        for name in list(layer.scaling):
-            layer.set_scale(name, float(strength))
-    return len(layers)
-
-
-def merge_lora(base_dir: str | Path, adapter_dir: str | Path, strength: float = 1.0,
-               runtime_root: Optional[str | Path] = None):
-    """The merged LeLM in float32 (W + strength·scaling·B·A for every adapted layer). -> (LeLM, layers)."""
-    peft_model, lelm = load_lora(base_dir, adapter_dir, runtime_root=runtime_root, dtype=torch.float32)
-    n = set_lora_strength(peft_model, strength)
-    if strength == 0:
-        merged = peft_model.unload()  # the base weights untouched: bit-exact base
-    else:
-        try:
-            merged = peft_model.merge_and_unload(safe_merge=True)
-        except ValueError as err:
-            raise ExportError(f"{adapter_dir}: merging failed ({err})") from None
-    merged.eval()
-    leftovers = [k for k in merged.state_dict() if "lora_" in k or k.startswith("base_model.")]
-    if leftovers:
-        raise ExportError(f"merge left adapter tensors behind (e.g. {leftovers[0]}); the adapter type is not supported")
-    return merged, n
 
 
 # ---------------------------------------------------------------------------------------------
@@ -319,40 +246,3 @@ def _expected_keys(ckpt_dir: Path, runtime_root, prefix: str, version: str) -> s
     return {prefix + k for k in model.state_dict()}
 
 
-# ---------------------------------------------------------------------------------------------
-# CLI
-# ---------------------------------------------------------------------------------------------
-def cli(argv: list[str]) -> int:
-    from core.config import ConfigError, load_config, parse_override
-    from core.model import CheckpointError
-
-    p = argparse.ArgumentParser(prog="python -m core merge",
-                                description="Merge a LoRA checkpoint into its base model (or copy a full checkpoint) "
-                                            "as an official SongGeneration checkpoint: config.yaml + model.pt.")
-    p.add_argument("--config", default=None, help="studio config (workspace, base model, runtime path)")
-    p.add_argument("--set", action="append", default=[], metavar="section.key=value", help="config override")
-    p.add_argument("--checkpoint", required=True, help="<run>/checkpoints/step-N (LoRA adapter or full checkpoint)")
-    p.add_argument("--base", default=None, help="base checkpoint folder (default: the one the run trained on)")
-    p.add_argument("--strength", type=float, default=1.0, help="LoRA strength: 0 = base, 1 = as trained (default 1)")
-    p.add_argument("--dtype", default=None, choices=["float32", "float16", "bfloat16"],
-                   help="dtype of the written model.pt (default: the base checkpoint's)")
-    p.add_argument("--out", default=None, help="output folder (default <workspace>/exports/<run>_<step>)")
-    p.add_argument("--overwrite", action="store_true", help="replace an earlier export in --out")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
-    args = p.parse_args(argv)
-    try:
-        cfg = load_config(args.config, dict(parse_override(s) for s in args.set))
-        res = export_checkpoint(args.checkpoint, args.out, cfg=cfg, base=args.base, strength=args.strength,
-                                dtype=args.dtype, overwrite=args.overwrite)
-    except (ExportError, ConfigError, CheckpointError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    if args.json:
-        print(json.dumps(res.to_dict(), indent=2))
-    else:
-        what = (f"merged LoRA {res.source} (strength {res.strength:g}, {res.lora_layers} layers) into {res.base_model}"
-                if res.kind == "lora-merge" else f"copied full checkpoint {res.source}")
-        print(f"{what}\n-> {res.out_dir}  (config.yaml + model.pt, {res.num_keys} official keys, {res.dtype})")
-        for n in res.notes:
-            print(f"note: {n}")
-    return 0

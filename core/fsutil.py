@@ -45,7 +45,8 @@ def atomic_torch_save(obj: Any, path: Path) -> Path:
     return _atomic(path, lambda t: torch.save(obj, t))
 
 
-def slugify(text: str, fallback: str = "item", max_len: int = 60) -> str:
-    """A name safe in any filesystem and URL: letters, digits, '.', '_' and '-'."""
-    s = re.sub(r"[^A-Za-z0-9._-]+", "-", str(text).strip()).strip("-.")
+def slugify(text: str, fallback: str = "item", max_len: int = 60, sep: str = "-") -> str:
+    """A name safe in any filesystem and URL: letters, digits, '.', '_' and '-'; other runs of
+    characters become `sep` (song ids use "_", which users already have in their workspaces)."""
+    s = re.sub(r"[^A-Za-z0-9._-]+", sep, str(text).strip()).strip("-._")
     return s[:max_len] or fallback

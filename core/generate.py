@@ -19,17 +19,14 @@ A/B: the same lyrics, description, prompt and seed through model A (default: the
 LoRA checkpoint at several strengths with one seed, files `strength-<s>_seed<S>.<ext>`. Each run
 folder gets `manifest.json` (all settings, per file the model, frames, token hash and the held-out
 validation loss of that model) and `summary.txt` (the same as a table to read beside the audio).
-The validation loss is computed exactly as core.train computes it (same crop, batching, pooling).
+The validation loss is core.evaluate's, the one the trainer logs (same crop, batching, pooling).
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import inspect
 import json
 import logging
-import re
-import sys
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -39,9 +36,11 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 import numpy as np
 import torch
 
+from core.fsutil import slugify
+from core.tokens import EMPTY
+
 log = logging.getLogger(__name__)
 
-EMPTY = 16385
 GEN_TYPES = ("mixed", "vocal", "bgm", "separate")
 # file suffix and codec track per generation type
 TRACKS = {"mixed": [("", "both")], "vocal": [("_vocal", "vocal")], "bgm": [("_bgm", "bgm")],
@@ -81,11 +80,7 @@ class ModelSpec:
 def checkpoint_label(ckpt: str | Path) -> str:
     """A short name a listener recognises: `step-40`, or `<run>-step-40` when given `taken` names clash."""
     p = Path(ckpt).expanduser()
-    return _safe(p.name)
-
-
-def _safe(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "model"
+    return slugify(p.name, "model", 120)
 
 
 def default_device() -> str:
@@ -105,6 +100,7 @@ class ModelLoader:
         self.device = device or default_device()
         self.dtype = dtype or (torch.bfloat16 if str(self.device).startswith("cuda") else torch.float32)
         self._base = None
+        self._lora: Optional[tuple[str, Any, Any]] = None  # (checkpoint, PeftModel, LeLM) on the shared base
 
     def base(self):
         if self._base is None:
@@ -113,16 +109,37 @@ class ModelLoader:
                                               device=self.device)
         return self._base
 
+    def _adapter(self, checkpoint: str) -> tuple[str, Any, Any]:
+        """The LoRA of `checkpoint` on the shared base, loaded once while it is the one in use."""
+        from core.model.lora import load_lora
+
+        if self._lora is None or self._lora[0] != str(checkpoint):
+            self.release()
+            peft_model, lelm = load_lora(self.base_dir, checkpoint, base_model=self.base())
+            self._lora = (str(checkpoint), peft_model, lelm)
+        return self._lora
+
+    def release(self) -> None:
+        """Take a loaded LoRA off the base again (the base layers are restored in place)."""
+        if self._lora is not None:
+            self._lora[1].unload()
+            self._lora = None
+
     @contextmanager
     def use(self, spec: ModelSpec) -> Iterator[Any]:
-        """The LeLM for `spec` (LoRA applied to the shared base, removed again afterwards)."""
-        from core.export import checkpoint_kind, load_lora, set_lora_strength
+        """The LeLM for `spec`. A LoRA stays on the shared base across specs (a sweep or an A/B loads it
+        once and only changes its scale); the base side then runs with the adapter disabled."""
+        from core.export import checkpoint_kind
+        from core.model.lora import set_lora_strength
 
         if spec.checkpoint is None:
-            yield self.base()
+            if self._lora is None:
+                yield self.base()
+            else:
+                with self._lora[1].disable_adapter():
+                    yield self._lora[2]
             return
-        kind = checkpoint_kind(spec.checkpoint)
-        if kind == "full":
+        if checkpoint_kind(spec.checkpoint) == "full":
             from core.model import LeLM
             model = LeLM.from_pretrained(spec.checkpoint, runtime_root=self.runtime_root, dtype=self.dtype,
                                          device=self.device)
@@ -131,12 +148,9 @@ class ModelLoader:
             finally:
                 del model
             return
-        peft_model, lelm = load_lora(self.base_dir, spec.checkpoint, base_model=self.base())
+        _, peft_model, lelm = self._adapter(spec.checkpoint)
         set_lora_strength(peft_model, spec.strength)
-        try:
-            yield lelm
-        finally:
-            peft_model.unload()  # restore the plain base layers in place
+        yield lelm
 
 
 # ---------------------------------------------------------------------------------------------
@@ -348,7 +362,7 @@ def load_validation(cfg, dataset_dir: Optional[str | Path] = None):
 
     try:
         if dataset_dir is None:
-            from core.train import find_dataset_dir
+            from core.dataset import find_dataset_dir
             dataset_dir = find_dataset_dir(cfg)
         from core.data import load_prepared
         dd = load_prepared(dataset_dir)
@@ -359,33 +373,12 @@ def load_validation(cfg, dataset_dir: Optional[str | Path] = None):
     return dd["validation"], str(dataset_dir), None
 
 
-@torch.no_grad()
 def validation_loss(model, split, *, max_frames: Optional[int] = None, batch_size: int = 1,
                     seed: int = 0) -> dict[str, Any]:
-    """Mean cross-entropy of the 3 streams over the validation songs, pooled over valid targets like
-    core.train's evaluation (first window of min(max_frames, model max) frames, no condition dropout)."""
-    from core.train import SongSet, TrainStep, collate
+    """The validation loss of `model` on `split`: core.evaluate's, the one the trainer logs."""
+    from core.evaluate import validation_loss as evaluate_validation_loss
 
-    limit = min(max_frames or model.config.max_frames, model.config.max_frames)
-    songs = SongSet(split, limit, seed, random_crop=False)
-    step = TrainStep(model, model)
-    was_training = model.training
-    model.eval()
-    sums = torch.zeros(3, dtype=torch.float64)
-    counts = torch.zeros(3, dtype=torch.float64)
-    order = sorted(range(len(songs)), key=lambda i: -songs.cropped_length(i))
-    try:
-        for i in range(0, len(order), batch_size):
-            batch = collate([songs.item(j, 0) for j in order[i:i + batch_size]], model.config.prompt_frames,
-                            model.version)
-            batch = {k: (v.to(model.device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
-            per_stream, cnt = step(**batch)
-            sums += per_stream.double().cpu() * cnt.double().cpu()
-            counts += cnt.double().cpu()
-    finally:
-        model.train(was_training)
-    per = (sums / counts.clamp(min=1)).tolist()
-    return {"val_loss": sum(per) / 3, "per_stream": per, "songs": len(songs), "max_frames": limit}
+    return evaluate_validation_loss(model, split, max_frames=max_frames, batch_size=batch_size, seed=seed)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -472,26 +465,29 @@ def run_models(cfg, specs: Sequence[ModelSpec], names: Sequence[str], *, kind: s
     man = Manifest(kind=kind, out_dir=str(out), settings=shared,
                    validation={"dataset": ds_dir, "songs": len(split) if split is not None else 0, "note": why})
     val_cache: dict[tuple, dict] = {}
-    for spec, name in zip(specs, names):
-        info = spec.describe()
-        with loader.use(spec) as model:
-            cb = (lambda d, t, _n=name: progress(_n, d, t)) if progress else None
-            res = generate_song(model, codec, settings, out, name, prompt=prompt, model_info=info,
-                                max_seconds=cfg.generation.max_seconds, progress=cb,
-                                extra={"kind": kind, "base_model": str(loader.base_dir)})
-            if split is not None:
-                key = (spec.checkpoint, spec.strength if spec.checkpoint else None)
-                if key not in val_cache:
-                    val_cache[key] = validation_loss(model, split, max_frames=cfg.training.max_frames,
-                                                     batch_size=cfg.training.batch_size, seed=cfg.training.seed)
-                v = val_cache[key]
-                res.val_loss, res.val_loss_per_stream = v["val_loss"], v["per_stream"]
-                man.validation["max_frames"] = v["max_frames"]
-                rec = json.loads((out / res.settings_file).read_text(encoding="utf-8"))
-                rec["song"] = res.to_dict()
-                (out / res.settings_file).write_text(json.dumps(rec, indent=2, ensure_ascii=False), encoding="utf-8")
-        man.items.append(res)
-        _write_manifest(out, man)  # after each file, so a long run can be listened to as it goes
+    try:
+        for spec, name in zip(specs, names):
+            info = spec.describe()
+            with loader.use(spec) as model:
+                cb = (lambda d, t, _n=name: progress(_n, d, t)) if progress else None
+                res = generate_song(model, codec, settings, out, name, prompt=prompt, model_info=info,
+                                    max_seconds=cfg.generation.max_seconds, progress=cb,
+                                    extra={"kind": kind, "base_model": str(loader.base_dir)})
+                if split is not None:
+                    key = (spec.checkpoint, spec.strength if spec.checkpoint else None)
+                    if key not in val_cache:
+                        val_cache[key] = validation_loss(model, split, max_frames=cfg.training.max_frames,
+                                                         batch_size=cfg.training.batch_size, seed=cfg.training.seed)
+                    v = val_cache[key]
+                    res.val_loss, res.val_loss_per_stream = v["val_loss"], v["per_stream"]
+                    man.validation["max_frames"] = v["max_frames"]
+                    rec = json.loads((out / res.settings_file).read_text(encoding="utf-8"))
+                    rec["song"] = res.to_dict()
+                    (out / res.settings_file).write_text(json.dumps(rec, indent=2, ensure_ascii=False), encoding="utf-8")
+            man.items.append(res)
+            _write_manifest(out, man)  # after each file, so a long run can be listened to as it goes
+    finally:
+        loader.release()  # the caller's base model is plain again
     return man
 
 
@@ -509,8 +505,8 @@ def ab_compare(cfg, checkpoint_b: str, checkpoint_a: Optional[str] = None, *, st
     la = "base" if checkpoint_a is None else checkpoint_label(checkpoint_a)
     lb = checkpoint_label(checkpoint_b)
     if la == lb and checkpoint_a is not None:  # two runs' step-40: add the run names
-        la = _safe(f"{Path(checkpoint_a).parent.parent.name}-{la}")
-        lb = _safe(f"{Path(checkpoint_b).parent.parent.name}-{lb}")
+        la = slugify(f"{Path(checkpoint_a).parent.parent.name}-{la}")
+        lb = slugify(f"{Path(checkpoint_b).parent.parent.name}-{lb}")
     specs = [ModelSpec(la, checkpoint_a, 1.0), ModelSpec(lb, checkpoint_b, strength)]
     names = [f"A_{la}_seed{settings.seed}", f"B_{lb}_seed{settings.seed}"]
     return run_models(cfg, specs, names, kind="ab", settings=settings, **kw)
@@ -532,70 +528,3 @@ def strength_sweep(cfg, checkpoint: str, strengths: Optional[Sequence[float]] = 
     return run_models(cfg, specs, names, kind="sweep", settings=settings, **kw)
 
 
-# ---------------------------------------------------------------------------------------------
-# CLI
-# ---------------------------------------------------------------------------------------------
-def cli(argv: list[str]) -> int:
-    from core.config import ConfigError, load_config, parse_override
-    from core.model import CheckpointError
-
-    p = argparse.ArgumentParser(prog="python -m core generate",
-                                description="Generate test songs; A/B a checkpoint against the base (or another "
-                                            "checkpoint); sweep a LoRA's strength. Settings default to the config's "
-                                            "`generation` section.")
-    p.add_argument("--config", default=None)
-    p.add_argument("--set", action="append", default=[], metavar="section.key=value")
-    p.add_argument("--checkpoint", default=None, help="finetuned checkpoint (LoRA adapter or full); default "
-                                                      "generation.checkpoint, else the base model")
-    p.add_argument("--strength", type=float, default=1.0, help="LoRA strength for --checkpoint (default 1)")
-    p.add_argument("--ab", action="store_true", help="A/B: --compare-to (default the base) vs --checkpoint")
-    p.add_argument("--compare-to", default=None, help="A side of an A/B: 'base' or a checkpoint folder")
-    p.add_argument("--sweep", default=None, metavar="0,0.5,1", help="LoRA strength sweep (comma-separated)")
-    p.add_argument("--lyrics", default=None)
-    p.add_argument("--description", default=None)
-    p.add_argument("--prompt-audio", default=None, help="audio file; its first prompt-length seconds are the prompt")
-    p.add_argument("--prompt-tokens", default=None, help=".npy/.pt file of [3, P] prompt tokens")
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--max-seconds", type=float, default=None)
-    p.add_argument("--max-frames", type=int, default=None, help="length in frames (overrides --max-seconds)")
-    p.add_argument("--gen-type", choices=GEN_TYPES, default=None)
-    p.add_argument("--format", choices=AUDIO_FORMATS, default=None, dest="audio_format")
-    p.add_argument("--out", default=None, help="output folder (default <workspace>/generations/<time>_<kind>)")
-    p.add_argument("--overwrite", action="store_true")
-    p.add_argument("--no-val-loss", action="store_true", help="skip the held-out validation loss")
-    p.add_argument("--dataset", default=None, help="prepared dataset for the validation loss (default: the latest)")
-    p.add_argument("--json", action="store_true", help="print the manifest as JSON")
-    args = p.parse_args(argv)
-    try:
-        overrides = dict(parse_override(s) for s in args.set)
-        if args.max_seconds is not None:
-            overrides["generation.max_seconds"] = args.max_seconds
-        cfg = load_config(args.config, overrides)
-        settings = settings_from_config(cfg, lyrics=args.lyrics, description=args.description, seed=args.seed,
-                                        gen_type=args.gen_type, max_frames=args.max_frames,
-                                        prompt_audio=args.prompt_audio, prompt_tokens=args.prompt_tokens,
-                                        audio_format=args.audio_format)
-        ckpt = args.checkpoint or cfg.generation.checkpoint
-        compare = args.compare_to or cfg.generation.compare_to
-        kw = dict(settings=settings, out_dir=args.out, overwrite=args.overwrite, with_val_loss=not args.no_val_loss,
-                  dataset_dir=args.dataset)
-        if args.sweep is not None:
-            if not ckpt:
-                raise GenerationError("--sweep needs --checkpoint (a LoRA checkpoint folder)")
-            strengths = [float(x) for x in args.sweep.split(",") if x.strip()]
-            man = strength_sweep(cfg, ckpt, strengths, **kw)
-        elif args.ab:
-            if not ckpt:
-                raise GenerationError("--ab needs --checkpoint (the B side)")
-            man = ab_compare(cfg, ckpt, None if compare in (None, "base") else compare, strength=args.strength, **kw)
-        else:
-            man = generate_single(cfg, ckpt, strength=args.strength, **kw)
-    except (GenerationError, ConfigError, CheckpointError, ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    if args.json:
-        print(json.dumps(man.to_dict(), indent=2, ensure_ascii=False))
-    else:
-        print((Path(man.out_dir) / "summary.txt").read_text(encoding="utf-8"))
-        print(f"-> {man.out_dir}")
-    return 0

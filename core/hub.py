@@ -19,16 +19,16 @@ else or already exists (403 / 409).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 import yaml
+
+from core.runs import run_config_for_checkpoint
 
 UPSTREAM_LICENSE = "https://github.com/tencent-ailab/SongGeneration/blob/main/LICENSE"
 UPSTREAM_REPO = "https://github.com/tencent-ailab/SongGeneration"
@@ -120,34 +120,15 @@ def _explain(err: BaseException, token: Optional[str], repo_id: Optional[str], e
 # ---------------------------------------------------------------------------------------------
 # Model card
 # ---------------------------------------------------------------------------------------------
-def licence_section() -> str:
-    return (
-        "## Licence\n\n"
-        "These weights are derived from Tencent's SongGeneration (LeVo) and are bound by its licence, the "
-        f"[License Terms of SongGeneration]({UPSTREAM_LICENSE}). In short (read the licence itself; it decides):\n\n"
-        "- the weights, like the original model, may be used for **academic, research and education purposes "
-        "only**: no commercial or production use of any kind;\n"
-        "- anyone who copies or redistributes them (or a substantial part) must keep Tencent's copyright notice and "
-        "the licence's permission notice with them;\n"
-        "- they come **as is**, without any warranty; third-party components of SongGeneration keep their own "
-        "licences.\n\n"
-        "Original model: Copyright (C) 2025 THL A29 Limited, a Tencent company. All rights reserved. Its licence's "
-        f"permission notice ([LICENSE]({UPSTREAM_LICENSE})) applies to these derived weights as well.\n\n"
-        "Whoever finetuned and published this model is responsible for having the rights to the songs it was "
-        "trained on.\n")
+CARD_TEMPLATE = Path(__file__).resolve().parents[1] / "assets" / "model_card.md"
+TRAINING_KEYS = ("type", "epochs", "max_steps", "batch_size", "gradient_accumulation_steps", "learning_rate",
+                 "warmup_steps", "weight_decay", "max_grad_norm", "mixed_precision", "max_frames", "seed")
+LORA_KEYS = ("r", "alpha", "dropout", "target_modules", "stacks")
+SAMPLE_SETTING_KEYS = ("lyrics", "description", "seed", "gen_type", "cfg_coef", "temperature", "top_k")
 
 
 def _fmt(v: Optional[float]) -> str:
     return "n/a" if v is None else f"{v:.4f}"
-
-
-def _sample_rows(samples: list[dict[str, Any]], endpoint: str, repo_id: str) -> str:
-    rows = []
-    for s in samples:
-        url = f"{endpoint}/{repo_id}/resolve/main/{s['path']}"
-        vl = f" — validation loss {_fmt(s.get('val_loss'))}" if s.get("val_loss") is not None else ""
-        rows.append(f"**{s['label']}**{vl}\n\n<audio controls src=\"{url}\"></audio>\n")
-    return "\n".join(rows)
 
 
 def build_model_card(*, repo_id: str, base_model: str, base_model_id: Optional[str], training: dict[str, Any],
@@ -155,7 +136,8 @@ def build_model_card(*, repo_id: str, base_model: str, base_model_id: Optional[s
                      val_after: Optional[float], samples: list[dict[str, Any]], has_adapter: bool, has_merged: bool,
                      merged_info: Optional[dict[str, Any]], demo: bool, dataset_repo_id: Optional[str],
                      endpoint: str, sample_settings: Optional[dict[str, Any]] = None):
-    """-> huggingface_hub.ModelCard with metadata (base model, licence, tags, losses) and a readable body."""
+    """-> huggingface_hub.ModelCard: metadata (base model, licence, tags, losses) + the body rendered from
+    assets/model_card.md (a jinja template, `ModelCard.from_template`)."""
     from huggingface_hub import ModelCard, ModelCardData
 
     tags = ["songgeneration", "levo", "music", "song-generation", "songgen-studio"]
@@ -171,61 +153,19 @@ def build_model_card(*, repo_id: str, base_model: str, base_model_id: Optional[s
                         "val_loss_before": val_before, "val_loss_after": val_after,
                         "dataset_songs": dataset.get("songs"), "demo": demo},
     )
-    name = repo_id.split("/")[-1]
-    lines = [f"# {name}", ""]
-    if demo:
-        lines += ["> **Demo:** made with SongGen Studio's built-in demo model and/or demo codec (random weights, "
-                  "not SongGeneration). It only shows the workflow; it does not make music.", ""]
-    lines += [f"A finetune of SongGeneration (LeVo, [{UPSTREAM_REPO}]({UPSTREAM_REPO})) made with SongGen Studio.", "",
-              "## Base model", "", f"- base: `{base_model_id or base_model}`"]
-    if merged_info:
-        lines.append(f"- merged: LoRA strength {merged_info.get('strength')}, dtype {merged_info.get('dtype')}, "
-                     f"{merged_info.get('num_keys')} tensors (official layout)")
-    lines += ["", "## Files", ""]
-    if has_adapter:
-        lines.append("- `adapter/`: the LoRA adapter (peft). Load it on the base with "
-                     "`PeftModel.from_pretrained(base, repo_id, subfolder=\"adapter\")`.")
-    if has_merged:
-        lines.append("- `merged/`: `config.yaml` + `model.pt` in SongGeneration's own layout: put the folder under the "
-                     "runtime's `ckpt/` and use it with `generate.sh` like a released checkpoint (v1 models need one "
-                     "of upstream's v1 folder names).")
-    lines += ["- `training_config.yaml`: the training and LoRA settings.", "",
-              "## Training", "", "| setting | value |", "|---|---|"]
-    for k in ("type", "epochs", "max_steps", "batch_size", "gradient_accumulation_steps", "learning_rate",
-              "warmup_steps", "weight_decay", "max_grad_norm", "mixed_precision", "max_frames", "seed"):
-        if k in training and training[k] is not None:
-            lines.append(f"| {k} | {training[k]} |")
+    settings = [(k, training[k]) for k in TRAINING_KEYS if training.get(k) is not None]
     if lora and training.get("type") == "lora":
-        for k in ("r", "alpha", "dropout", "target_modules", "stacks"):
-            if k in lora:
-                lines.append(f"| lora.{k} | {lora[k]} |")
-    lines += ["", "## Dataset", ""]
-    if dataset.get("songs") is not None:
-        lines.append(f"- {dataset.get('songs')} songs ({dataset.get('train', '?')} train, "
-                     f"{dataset.get('validation', '?')} held out for validation)"
-                     + (f", {dataset['audio_seconds'] / 60:.1f} min of audio" if dataset.get("audio_seconds") else ""))
-    if dataset.get("codec"):
-        lines.append(f"- codec: {dataset['codec']}")
-    if dataset_repo_id:
-        lines.append(f"- tokenized cache: [{dataset_repo_id}]({endpoint}/datasets/{dataset_repo_id}) (private unless "
-                     "its owner made it public)")
-    else:
-        lines.append("- the dataset itself is not published")
-    lines += ["", "## Validation loss", "",
-              "Mean cross-entropy of the three token streams on held-out songs (lower is better).", "",
-              "| model | validation loss |", "|---|---|", f"| base | {_fmt(val_before)} |",
-              f"| finetuned | {_fmt(val_after)} |", ""]
-    if samples:
-        lines += ["## Samples", ""]
-        if sample_settings:
-            keys = ("lyrics", "description", "seed", "gen_type", "cfg_coef", "temperature", "top_k")
-            lines.append("Same settings for every sample: " + ", ".join(
-                f"{k} `{sample_settings[k]}`" for k in keys if sample_settings.get(k) is not None))
-            lines.append("")
-        lines.append(_sample_rows(samples, endpoint, repo_id))
-    lines.append(licence_section())
-    content = f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines)
-    return ModelCard(content)
+        settings += [(f"lora.{k}", lora[k]) for k in LORA_KEYS if k in lora]
+    used = ", ".join(f"{k} `{sample_settings[k]}`" for k in SAMPLE_SETTING_KEYS
+                     if sample_settings and sample_settings.get(k) is not None)
+    return ModelCard.from_template(
+        data, template_path=str(CARD_TEMPLATE), name=repo_id.split("/")[-1], repo_id=repo_id, demo=demo,
+        upstream_repo=UPSTREAM_REPO, base_label=base_model_id or base_model, merged_info=merged_info,
+        has_adapter=has_adapter, has_merged=has_merged, settings=settings,
+        dataset={k: dataset.get(k) for k in ("songs", "train", "validation", "audio_seconds", "codec")},
+        dataset_repo_id=dataset_repo_id, endpoint=endpoint, val_before=_fmt(val_before), val_after=_fmt(val_after),
+        samples=[{"label": x["label"], "path": x["path"], "val_loss": x.get("val_loss")} for x in samples],
+        sample_settings=used)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -329,19 +269,6 @@ def _training_yaml(cfg) -> str:
     return yaml.safe_dump(keep, sort_keys=False, allow_unicode=True)
 
 
-def _run_config_for(adapter_dir: Optional[Path], cfg):
-    """The run's own config when the adapter sits in <run>/checkpoints/step-N, else `cfg`."""
-    if adapter_dir is not None and adapter_dir.parent.name == "checkpoints":
-        run_cfg = adapter_dir.parent.parent / "config.yaml"
-        if run_cfg.is_file():
-            from core.config import ConfigError, load_config
-            try:
-                return load_config(run_cfg)
-            except ConfigError:
-                pass
-    return cfg
-
-
 # ---------------------------------------------------------------------------------------------
 # Push
 # ---------------------------------------------------------------------------------------------
@@ -414,13 +341,13 @@ def push(cfg=None, *, repo_id: Optional[str] = None, adapter_dir: Optional[str |
             merged_info = json.loads((merged_dir / "export.json").read_text(encoding="utf-8"))
     sample_rows, sample_files, sample_settings = _samples(samples)
     uploads += sample_files
-    run_cfg = _run_config_for(adapter_dir, cfg)
+    run_cfg = (run_config_for_checkpoint(adapter_dir) if adapter_dir is not None else None) or cfg
     ds_dir = None
     if push_dataset or dataset_dir:
         if dataset_dir:
             ds_dir = Path(dataset_dir).expanduser()
         else:
-            from core.train import find_dataset_dir
+            from core.dataset import find_dataset_dir
             try:
                 ds_dir = find_dataset_dir(run_cfg)
             except Exception as err:  # noqa: BLE001
@@ -492,46 +419,3 @@ def push(cfg=None, *, repo_id: Optional[str] = None, adapter_dir: Optional[str |
         raise _explain(err, tok, repo_id, ep) from None
 
 
-# ---------------------------------------------------------------------------------------------
-# CLI
-# ---------------------------------------------------------------------------------------------
-def cli(argv: list[str]) -> int:
-    from core.config import ConfigError, load_config, parse_override
-
-    p = argparse.ArgumentParser(prog="python -m core push",
-                                description="Push a LoRA adapter and/or merged model (+ card with audio samples, + "
-                                            "optionally the prepared dataset) to the Hugging Face Hub. Private by "
-                                            "default. Token: --token-stdin, HF_TOKEN, or `hf auth login`.")
-    p.add_argument("--config", default=None)
-    p.add_argument("--set", action="append", default=[], metavar="section.key=value")
-    p.add_argument("--repo-id", default=None, help="owner/name (default hub.repo_id)")
-    p.add_argument("--adapter", default=None, help="LoRA checkpoint folder (<run>/checkpoints/step-N)")
-    p.add_argument("--merged", default=None, help="merged export folder (python -m core merge)")
-    p.add_argument("--samples", default=None, help="generation folder with manifest.json (A/B or sweep)")
-    p.add_argument("--dataset", nargs="?", const="", default=None,
-                   help="also push the prepared dataset cache (optionally its folder) to a dataset repo")
-    p.add_argument("--dataset-repo-id", default=None)
-    vis = p.add_mutually_exclusive_group()
-    vis.add_argument("--public", action="store_true", help="make the new repo public (default private)")
-    vis.add_argument("--private", action="store_true")
-    p.add_argument("--update", action="store_true", help="add a commit to an existing repo of yours")
-    p.add_argument("--token-stdin", action="store_true", help="read a one-time token from stdin (never stored)")
-    p.add_argument("--message", default=None, help="commit message")
-    p.add_argument("--json", action="store_true")
-    args = p.parse_args(argv)
-    token = sys.stdin.readline().strip() if args.token_stdin else None
-    try:
-        cfg = load_config(args.config, dict(parse_override(s) for s in args.set))
-        private = False if args.public else (True if args.private else None)
-        res = push(cfg, repo_id=args.repo_id, adapter_dir=args.adapter or None, merged_dir=args.merged or None,
-                   samples_dir=args.samples, dataset_dir=args.dataset or None,
-                   push_dataset=True if args.dataset is not None else None, dataset_repo_id=args.dataset_repo_id,
-                   private=private, update=args.update, token=token, commit_message=args.message,
-                   log=lambda m: print(mask(m, token), file=sys.stderr))
-    except (HubError, ConfigError, ValueError) as err:
-        print(f"error: {mask(err, token)}", file=sys.stderr)
-        return 1
-    print(json.dumps(res.to_dict(), indent=2) if args.json else
-          f"pushed {len(res.files)} files to {res.url} ({'private' if res.private else 'public'})"
-          + (f"\ndataset: {res.dataset_url} ({len(res.dataset_files)} files)" if res.dataset_repo_id else ""))
-    return 0

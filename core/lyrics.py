@@ -60,10 +60,6 @@ def load_structure_tags(vocab_yaml: str | Path | None = None) -> tuple[str, ...]
     return tuple(data)
 
 
-def is_vocal_tag(tag: str) -> bool:
-    return tag in VOCAL_TAGS
-
-
 def valid_structure_tags(tags: Optional[Iterable[str]] = None) -> dict[str, list[str]]:
     """{"vocal": [...], "instrumental": [...]} for the studio's tag picker."""
     tags = tuple(tags or STRUCTURE_TAGS)

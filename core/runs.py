@@ -33,7 +33,10 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-from core.config import StudioConfig, load_config
+import psutil
+
+from core.config import ConfigError, StudioConfig, load_config
+from core.fsutil import atomic_write_json, slugify
 
 RUN_JSON = "run.json"
 CONFIG_NAME = "config.yaml"
@@ -44,8 +47,6 @@ FLAGS = ("stop", "save", "sample")
 TERMINAL = ("done", "stopped", "error", "crashed")
 ACTIVE = ("starting", "running", "stopping")
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
 # Popen handles of runs started by this process, so finished children are reaped (no zombies)
 # and their exit code is known.
 _CHILDREN: dict[str, subprocess.Popen] = {}
@@ -54,14 +55,6 @@ _CHILDREN: dict[str, subprocess.Popen] = {}
 # ---- small file helpers ---------------------------------------------------------------------
 def now_iso() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-
-
-def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False), encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def read_run_json(run_dir: str | os.PathLike) -> dict[str, Any]:
@@ -80,7 +73,7 @@ def update_run_json(run_dir: str | os.PathLike, **fields: Any) -> dict[str, Any]
     """Read-modify-write run.json (atomic replace)."""
     data = read_run_json(run_dir)
     data.update(fields)
-    write_json_atomic(Path(run_dir) / RUN_JSON, data)
+    atomic_write_json(Path(run_dir) / RUN_JSON, data)
     return data
 
 
@@ -93,41 +86,30 @@ def config_hash(cfg: StudioConfig) -> str:
 
 
 # ---- process helpers ------------------------------------------------------------------------
-def _proc_start_time(pid: int) -> Optional[int]:
-    """Start time of a process in clock ticks since boot (Linux), to tell a reused pid apart."""
+def process_start_time(pid: int) -> Optional[float]:
+    """When process `pid` started (seconds since the epoch, 10 ms resolution), to tell a reused pid
+    apart from the process a run recorded; None when there is no such process."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat[stat.rfind(")") + 2:].split()
-    try:
-        return int(fields[19])
-    except (IndexError, ValueError):
+        return round(psutil.Process(int(pid)).create_time(), 2)
+    except (psutil.Error, ValueError):
         return None
 
 
-def pid_alive(pid: Optional[int], start_time: Optional[int] = None) -> bool:
+def pid_alive(pid: Optional[int], start_time: Optional[float] = None) -> bool:
     """True when `pid` exists, is not a zombie and (when known) started at `start_time`."""
     if not pid:
         return False
     try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
+        proc = psutil.Process(int(pid))
+        if proc.status() in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD):
+            return False
+        started = round(proc.create_time(), 2)
+    except psutil.AccessDenied:
         return True
-    stat_path = Path(f"/proc/{pid}/stat")
-    if stat_path.exists():
-        try:
-            stat = stat_path.read_text()
-            state = stat[stat.rfind(")") + 2:].split()[0]
-            if state in ("Z", "X"):
-                return False
-        except OSError:
-            return False
-        if start_time is not None and _proc_start_time(int(pid)) != start_time:
-            return False
-    return True
+    except (psutil.Error, ValueError):
+        return False
+    # Equal within rounding: the recorded value went through round() and JSON.
+    return start_time is None or abs(float(start_time) - started) < 0.05
 
 
 def _reap(run_dir: Path) -> Optional[int]:
@@ -143,11 +125,6 @@ def runs_root(workspace: str | os.PathLike) -> Path:
     return Path(workspace).expanduser() / "runs"
 
 
-def _slug(text: str) -> str:
-    s = re.sub(r"[^A-Za-z0-9._-]+", "-", text.strip()).strip("-.")
-    return s[:48] or "run"
-
-
 def create_run(cfg: StudioConfig, name: Optional[str] = None) -> Path:
     """Make `<workspace>/runs/<run-id>/` and write its config.yaml (paths.output_dir = the run dir).
 
@@ -156,7 +133,7 @@ def create_run(cfg: StudioConfig, name: Optional[str] = None) -> Path:
     """
     workspace = cfg.workspace_dir().resolve()
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
-    base = f"{stamp}-{_slug(name) if name else cfg.training.type}"
+    base = f"{stamp}-{slugify(name, 'run', 48) if name else cfg.training.type}"
     root = runs_root(workspace)
     root.mkdir(parents=True, exist_ok=True)
     run_dir = root / base
@@ -176,7 +153,7 @@ def create_run(cfg: StudioConfig, name: Optional[str] = None) -> Path:
     if cfg.training.dataset_dir:
         cfg.training.dataset_dir = str(Path(cfg.training.dataset_dir).expanduser().resolve())
     cfg.save(run_dir / CONFIG_NAME)
-    write_json_atomic(run_dir / RUN_JSON, {
+    atomic_write_json(run_dir / RUN_JSON, {
         "run_id": run_dir.name, "name": name, "status": "created", "mode": cfg.training.type,
         "config_hash": config_hash(cfg), "created": now_iso(), "pid": None, "command": command_for(run_dir),
     })
@@ -185,6 +162,19 @@ def create_run(cfg: StudioConfig, name: Optional[str] = None) -> Path:
 
 def load_run_config(run_dir: str | os.PathLike) -> StudioConfig:
     return load_config(Path(run_dir) / CONFIG_NAME)
+
+
+def run_config_for_checkpoint(path: str | os.PathLike) -> Optional[StudioConfig]:
+    """The config of the run that owns checkpoint folder `path` (`<run>/checkpoints/step-N`), or None
+    when the folder is not inside a run or the run's config.yaml is missing or unreadable."""
+    ckpt = Path(path).expanduser()
+    run_cfg = ckpt.parent.parent / CONFIG_NAME
+    if ckpt.parent.name != "checkpoints" or not run_cfg.is_file():
+        return None
+    try:
+        return load_config(run_cfg)
+    except ConfigError:
+        return None
 
 
 def command_for(run_dir: str | os.PathLike, resume: bool = False, num_processes: Optional[int] = None,
@@ -251,19 +241,18 @@ def start_run(run_dir: str | os.PathLike, resume: bool = False, num_processes: O
     argv = launch_argv(run_dir, resume=resume, num_processes=num_processes, multi_gpu=multi_gpu)
     child_env = dict(os.environ)
     child_env.update(env or {})
-    child_env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT)] + [p for p in child_env.get("PYTHONPATH", "").split(os.pathsep) if p])
     child_env.setdefault("PYTHONUNBUFFERED", "1")
     log = open(run_dir / LOG_NAME, "ab")
     log.write(f"\n===== {now_iso()} {shlex.join(argv)}\n".encode())
     log.flush()
     try:
-        proc = subprocess.Popen(argv, cwd=str(REPO_ROOT), stdout=log, stderr=subprocess.STDOUT,
+        proc = subprocess.Popen(argv, cwd=str(run_dir), stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, env=child_env, start_new_session=True)
     finally:
         log.close()
     _CHILDREN[str(run_dir)] = proc
     return update_run_json(
-        run_dir, status="starting", pid=proc.pid, pgid=proc.pid, pid_start=_proc_start_time(proc.pid),
+        run_dir, status="starting", pid=proc.pid, pgid=proc.pid, pid_start=process_start_time(proc.pid),
         command=command_for(run_dir, resume=resume, num_processes=num_processes, multi_gpu=multi_gpu),
         started=now_iso(), ended=None, returncode=None, error=None, resume=bool(resume),
     )
@@ -406,12 +395,46 @@ def latest_checkpoint(run_dir: str | os.PathLike) -> Optional[Path]:
     return found[-1] if found else None
 
 
-def delete_run(run_dir: str | os.PathLike) -> None:
-    """Remove a finished run's folder (refuses while it is alive)."""
+def _refuse_if_active(run_dir: Path, what: str) -> None:
     st = run_status(run_dir)
-    if st.get("alive"):
-        raise RuntimeError(f"run {Path(run_dir).name} is still running; stop it first")
+    if st.get("alive") or st.get("status") in ACTIVE:
+        raise RuntimeError(f"run {run_dir.name} is {st.get('status')}; stop it before you {what} it")
+
+
+def delete_run(run_dir: str | os.PathLike) -> None:
+    """Remove a run's folder (checkpoints, samples, logs); refuses while the run is active."""
+    run_dir = Path(run_dir)
+    if not (run_dir / CONFIG_NAME).is_file() and not (run_dir / RUN_JSON).is_file():
+        raise FileNotFoundError(f"{run_dir} is not a run folder (no {CONFIG_NAME} or {RUN_JSON})")
+    _refuse_if_active(run_dir, "delete")
+    _CHILDREN.pop(str(run_dir.resolve()), None)
     shutil.rmtree(run_dir)
+
+
+def rename_run(run_dir: str | os.PathLike, new_name: str) -> Path:
+    """Give a run a new name (its folder becomes `<new name as a slug>` beside the old one; the
+    config's output_dir and run.json follow). Refuses while the run is active or when the name is
+    taken; returns the new folder."""
+    run_dir = Path(run_dir).resolve()
+    if not (run_dir / CONFIG_NAME).is_file():
+        raise FileNotFoundError(f"{run_dir} is not a run folder (no {CONFIG_NAME})")
+    _refuse_if_active(run_dir, "rename")
+    slug = slugify(new_name, "", 80)
+    if not slug:
+        raise ValueError(f"{new_name!r} has no letters or digits; choose a name like 'my-voice-lora'")
+    target = run_dir.with_name(slug)
+    if target == run_dir:
+        update_run_json(run_dir, name=new_name)
+        return run_dir
+    if target.exists():
+        raise FileExistsError(f"a run named {slug} already exists; choose another name")
+    os.rename(run_dir, target)
+    _CHILDREN.pop(str(run_dir), None)
+    cfg = load_run_config(target)
+    cfg.paths.output_dir = str(target)
+    cfg.save(target / CONFIG_NAME)
+    update_run_json(target, run_id=target.name, name=new_name, command=command_for(target))
+    return target
 
 
 # ---- reading telemetry ----------------------------------------------------------------------

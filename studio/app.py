@@ -13,7 +13,8 @@ from typing import Optional
 import gradio as gr
 
 from studio import backend
-from studio.i18n import tr
+from core import runs
+from studio.i18n import studio_i18n, tr
 from studio.space import SpaceInfo, default_workspace, detect
 from studio.state import Workspace
 
@@ -25,8 +26,14 @@ class Ctx:
     ws: Workspace
     lang: str
     space: SpaceInfo
+    i18n: gr.I18n
 
-    def t(self, key: str, **fmt) -> str:
+    def t(self, key: str):
+        """Static text of a component (label, info, heading): translated in the browser (gr.I18n)."""
+        return self.i18n(key)
+
+    def msg(self, key: str, **fmt) -> str:
+        """A message built on the server (with values filled in), in the studio's language."""
         return tr(key, self.lang, **fmt)
 
     @property
@@ -41,14 +48,19 @@ def build_app(workspace: Optional[str | os.PathLike] = None, lang: str = "en",
 
     space = space or detect()
     ws = Workspace(default_workspace(space, str(workspace) if workspace else None))
-    ctx = Ctx(ws=ws, lang=lang if lang in ("en", "zh") else "en", space=space)
+    # runs whose trainer died while the studio was down (reboot, kill) show as crashed, not running
+    runs.mark_crashed_runs(ws.root)
+    lang = lang if lang in ("en", "zh") else "en"
+    ctx = Ctx(ws=ws, lang=lang, space=space, i18n=studio_i18n(lang))
 
-    with gr.Blocks(title=ctx.t("title"), analytics_enabled=False) as demo:
+    with gr.Blocks(title=ctx.msg("title"), analytics_enabled=False) as demo:
         with gr.Row(elem_id="studio-header"):
-            gr.Markdown(f"# {ctx.t('title')}\n{ctx.t('subtitle')}", elem_id="studio-title")
+            with gr.Column(elem_id="studio-title"):
+                gr.Markdown(f"# {ctx.t('title')}")
+                gr.Markdown(ctx.t("subtitle"))
             gr.Markdown(f"{ctx.t('workspace')}: `{ws.root}`", elem_id="studio-workspace")
         if space.demo_mode:
-            gr.Markdown(ctx.t("banner_space_demo", dup=space.duplicate_url or
+            gr.Markdown(ctx.msg("banner_space_demo", dup=space.duplicate_url or
                               "https://huggingface.co/docs/hub/spaces-overview#duplicating-a-space"),
                         elem_id="banner-space-demo", elem_classes=["banner", "banner-warn"])
         demo_banner = gr.Markdown(ctx.t("banner_demo_model"), elem_id="banner-demo-model",
@@ -74,6 +86,7 @@ def build_app(workspace: Optional[str | os.PathLike] = None, lang: str = "en",
         data_tab.wire_load(ctx, demo, data_ui)
         tok_tab.wire_load(ctx, demo, tok_ui)
         train_tab.wire_load(ctx, demo, train_ui)
+    demo.i18n_instance = ctx.i18n  # served with the page config (launch passes it again)
     demo.studio_ctx = ctx  # for tests and bench
     demo.studio_ui = {"data": data_ui, "tokenize": tok_ui, "train": train_ui}
     return demo
@@ -87,4 +100,5 @@ def launch_kwargs() -> dict:
 def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int = 7860, **kw):
     ws_root = demo.studio_ctx.ws.root
     return demo.queue(default_concurrency_limit=4).launch(
-        server_name=host, server_port=port, allowed_paths=[str(ws_root)], show_error=True, **launch_kwargs(), **kw)
+        server_name=host, server_port=port, allowed_paths=[str(ws_root)], show_error=True,
+        i18n=demo.studio_ctx.i18n, **launch_kwargs(), **kw)

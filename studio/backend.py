@@ -1,55 +1,51 @@
 """The one seam between the studio and the engine: every call into `core` goes through here.
 
-Imports of `core` modules are lazy (inside functions) so `python app.py` serves its page without
-loading torch first, and so a missing engine piece becomes a clear message in the UI instead of a
-crash at start. Nothing here trains, encodes or generates: it builds configs and calls `core`.
+Modules of `core` that import torch (data, model, estimate, export, generate, hub) are imported inside
+the functions that use them, so `python app.py` serves its page without loading torch first; config,
+runs and lyrics are light and imported here. Nothing here trains, encodes or generates: it builds
+configs (keyed by config path, as the widgets are) and calls `core`.
 """
 from __future__ import annotations
 
-import importlib
-import os
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 import gradio as gr
 
+from core import lyrics, runs, tokens
+from core.config import DEMO, ConfigError, StudioConfig, default, load_config
+from core.fsutil import slugify
 from studio.i18n import tr
 
 
-class MissingCore(gr.Error):
-    pass
-
-
-def _core(module: str, attr: Optional[str] = None):
+def build_config(overrides: dict[str, Any]) -> StudioConfig:
+    """The config for dotted-key overrides (widget values keyed by config path); bad values become a UI message."""
     try:
-        mod = importlib.import_module(module)
-        return getattr(mod, attr) if attr else mod
-    except (ImportError, AttributeError) as err:
-        what = f"{module}.{attr}" if attr else module
-        raise MissingCore(tr("core_missing", "en", what=what, err=err)) from None
+        return load_config(None, overrides)
+    except ConfigError as err:
+        raise gr.Error(str(err)) from None
 
 
-# ---- config ---------------------------------------------------------------------------------
-def load_config(overrides: dict[str, Any] | None = None):
-    from core.config import load_config as _load
-    return _load(None, overrides or {})
-
-
-def config_fields(section: str) -> set[str]:
-    from core.config import StudioConfig
-    return set(StudioConfig.model_fields[section].annotation.model_fields)
+def _data_overrides(ws) -> dict[str, Any]:
+    """The Tokenize tab's choices saved in the workspace state (only those the user set; the rest are
+    the config's defaults)."""
+    st = ws.get_state()
+    ov = {f"data.{k}": st[k] for k in ("codec", "separation", "bgm_mode", "val_fraction") if k in st}
+    if st.get("runtime_path"):
+        ov["paths.runtime_path"] = st["runtime_path"]
+    return ov
 
 
 def uses_demo(ws) -> bool:
     """True when the workspace's current choices involve the built-in demo model or demo codec."""
     st = ws.get_state()
-    return st.get("codec", "demo") == "demo" or st.get("base_model", "demo") == "demo"
+    return st.get("codec", default("data.codec")) == DEMO or (st.get("base_model") or DEMO) == DEMO
 
 
 # ---- data -----------------------------------------------------------------------------------
 def tag_choices() -> list[str]:
     """Every description tag of the official vocabularies (gender, genre, emotion, instrument)."""
-    vocab = _core("core.lyrics", "list_tags")()
+    vocab = lyrics.list_tags()
     out: list[str] = []
     for tags in vocab.values():
         for tg in tags:
@@ -58,31 +54,29 @@ def tag_choices() -> list[str]:
     return out
 
 
-def literal_choices(section: str, key: str) -> list[str]:
-    """The accepted values of a Literal config key (so the UI offers exactly what core accepts)."""
-    import typing
-    from core.config import StudioConfig
-    ann = StudioConfig.model_fields[section].annotation.model_fields[key].annotation
-    return [a for a in typing.get_args(ann) if isinstance(a, str)]
+def model_timing(ws) -> tuple[float, int]:
+    """(longest song in seconds, frames per second) of the chosen base model, read from its checkpoint
+    (core.data.model_limits); (150 s, core.tokens.FRAME_RATE) when no model can be read yet."""
+    from core import data
+    try:
+        lim = data.model_limits(_prepare_cfg(ws))
+        return float(lim.max_dur), int(lim.frame_rate)
+    except (ValueError, OSError):  # CheckpointError / missing folder: the UI still shows the songs
+        return 150.0, tokens.FRAME_RATE
 
 
 def max_song_seconds(ws) -> float:
-    """Longest song the chosen base model takes (core.data.model_limits); 150 s when it cannot be told."""
-    try:
-        return float(_core("core.data", "model_limits")(_prepare_cfg(ws)).max_dur)
-    except Exception:
-        return 150.0
+    return model_timing(ws)[0]
 
 
 def check_song(song: dict[str, Any], max_dur: float = 150.0) -> dict[str, Any]:
     """Lyric grammar + description tags + audio QC of one song, as a plain dict for the table.
 
     Uses core.lyrics and core.audio directly (the same checks core.data.prepare applies)."""
-    lyr = _core("core.lyrics")
-    aud = _core("core.audio")
-    res = lyr.check_lyrics(song.get("gt_lyric") or "")
-    desc = lyr.check_description(song.get("descriptions") or "")
-    qc, _ = aud.qc_file(song["path"], max_dur=max_dur)
+    from core import audio
+    res = lyrics.check_lyrics(song.get("gt_lyric") or "")
+    desc = lyrics.check_description(song.get("descriptions") or "")
+    qc, _ = audio.qc_file(song["path"], max_dur=max_dur)
     reasons = [f.message for f in qc.findings] + list(res.errors) + list(res.changes) + list(res.warnings) \
         + list(desc.warnings) + list(desc.changes)
     audio_status = "error" if not qc.ok else ("warning" if qc.warnings else "ok")
@@ -100,21 +94,17 @@ def check_song(song: dict[str, Any], max_dur: float = 150.0) -> dict[str, Any]:
             "desc_text": desc.text or ""}
 
 
-def _prepare_cfg(ws, extra: dict[str, Any] | None = None):
-    st = ws.get_state()
-    ov = {"workspace": str(ws.root), "paths.metadata_path": str(ws.write_metadata()),
-          "data.codec": st.get("codec", "demo"), "data.separation": st.get("separation", "auto"),
-          "data.bgm_mode": st.get("bgm_mode", "stems"), "data.val_fraction": float(st.get("val_fraction", 0.1)),
-          "paths.base_model_path": st.get("base_model", "demo") or "demo"}
-    if st.get("runtime_path"):
-        ov["paths.runtime_path"] = st["runtime_path"]
-    ov.update(extra or {})
-    return load_config(ov)
+def _prepare_cfg(ws):
+    ov = {"workspace": str(ws.root), "paths.metadata_path": str(ws.write_metadata()), **_data_overrides(ws)}
+    if ws.get_state().get("base_model"):
+        ov["paths.base_model_path"] = ws.get_state()["base_model"]
+    return build_config(ov)
 
 
 def plan_prepare(ws) -> str:
     """core.data.plan: what a prepare would reuse from the cache and what it would encode (no encoding)."""
-    d = _user_error(_core("core.data", "plan"), _prepare_cfg(ws))
+    from core import data
+    d = _user_error(data.plan, _prepare_cfg(ws))
 
     def names(key):
         v = d.get(key) or []
@@ -125,8 +115,8 @@ def plan_prepare(ws) -> str:
 
 
 def prepare(ws, progress: Callable[[float, str], None] | None = None) -> dict[str, Any]:
+    from core import data
     cfg = _prepare_cfg(ws)
-    run = _core("core.data", "prepare")
 
     def cb(*args, **kw):
         # accept (done, total[, message]) or (fraction[, message])
@@ -141,7 +131,7 @@ def prepare(ws, progress: Callable[[float, str], None] | None = None) -> dict[st
             pass
 
     try:
-        result = run(cfg, progress=cb)
+        result = data.prepare(cfg, progress=cb)
     except ValueError as err:  # DataError / ConfigError: a message for the user
         raise gr.Error(str(err)) from None
     ds = getattr(result, "dataset_dir", None)
@@ -149,12 +139,12 @@ def prepare(ws, progress: Callable[[float, str], None] | None = None) -> dict[st
     return last_prepare(ws)
 
 
-def _song_seconds(entry: dict[str, Any]) -> Optional[float]:
+def _song_seconds(entry: dict[str, Any], frame_rate: int) -> Optional[float]:
     for k in ("duration", "duration_s", "seconds"):
         if isinstance(entry.get(k), (int, float)):
             return float(entry[k])
     if isinstance(entry.get("frames"), (int, float)):
-        return float(entry["frames"]) / 25.0
+        return float(entry["frames"]) / frame_rate
     return None
 
 
@@ -170,21 +160,23 @@ def last_prepare(ws) -> Optional[dict[str, Any]]:
     except (OSError, ValueError):
         return None
     ds = st.get("dataset_dir")
+    max_dur, rate = model_timing(ws)
     entries = report.get("songs", report.get("items", [])) if isinstance(report, dict) else report
     rows = []
     for e in entries:
         rows.append({"idx": e.get("idx"), "status": e.get("status"), "split": e.get("split", ""),
-                     "seconds": _song_seconds(e), "from cache": {True: "yes", False: "encoded"}.get(e.get("cached"), ""),
+                     "seconds": _song_seconds(e, rate),
+                     "from cache": {True: "yes", False: "encoded"}.get(e.get("cached"), ""),
                      "reasons": " · ".join(e.get("reasons", []) or [])})
-    ctx_frames = int(max_song_seconds(ws) * 25)
+    ctx_frames = int(max_dur * rate)
     budget, durs = [], []
     for r in rows:
         if r["seconds"] is None or r["status"] == "rejected":
             continue
-        tokens = int(r["seconds"] * 25)
+        n_tok = int(r["seconds"] * rate)
         durs.append(r["seconds"])
-        budget.append((str(r["idx"]), tokens, ctx_frames, f"{100 * tokens / ctx_frames:.0f} %",
-                       "fits" if tokens <= ctx_frames else f"cropped to {ctx_frames} (random window per step)"))
+        budget.append((str(r["idx"]), n_tok, ctx_frames, f"{100 * n_tok / ctx_frames:.0f} %",
+                       "fits" if n_tok <= ctx_frames else f"cropped to {ctx_frames} (random window per step)"))
     hist: dict[int, int] = {}
     for d in durs:
         b = int(d // 30) * 30
@@ -201,7 +193,7 @@ def last_prepare(ws) -> Optional[dict[str, Any]]:
                   f"train {summ.get('train', 0)} / validation {summ.get('validation', 0)} · "
                   f"codec `{summ.get('codec')}`{' (DEMO)' if summ.get('codec_is_demo') else ''} · "
                   f"separation: {summ.get('separation')} · {summ.get('elapsed_s', 0)} s")
-    md.append(f"\nModel context: {int(ctx_frames)} tokens ({ctx_frames / 25:.0f} s) per stream")
+    md.append(f"\nModel context: {int(ctx_frames)} tokens ({ctx_frames / rate:.0f} s at {rate} Hz) per stream")
     return {"summary_md": "\n".join(md), "report_rows": rows, "budget_rows": budget, "hist_rows": hist_rows,
             "dataset_dir": ds}
 
@@ -209,14 +201,14 @@ def last_prepare(ws) -> Optional[dict[str, Any]]:
 # ---- model ------------------------------------------------------------------------------------
 def model_description(ws):
     """core.model.describe_checkpoint of the base model saved in the workspace state (downloads a Hub repo)."""
+    from core import model
     st = ws.get_state()
-    cfg = load_config({"workspace": str(ws.root), "paths.base_model_path": st.get("base_model", "demo") or "demo",
-                       **({"paths.runtime_path": st["runtime_path"]} if st.get("runtime_path") else {})})
+    ov = {"workspace": str(ws.root), **({"paths.runtime_path": st["runtime_path"]} if st.get("runtime_path") else {})}
+    if st.get("base_model"):
+        ov["paths.base_model_path"] = st["base_model"]
+    cfg = build_config(ov)
     try:
-        path = _core("core.model", "resolve_base_model")(cfg)
-        return _core("core.model", "describe_checkpoint")(path, cfg.paths.runtime_path)
-    except gr.Error:
-        raise
+        return model.describe_checkpoint(model.resolve_base_model(cfg), cfg.paths.runtime_path)
     except (ValueError, OSError) as err:  # CheckpointError: folder / repo problems, worded by core
         raise gr.Error(str(err)) from None
 
@@ -229,70 +221,45 @@ def inspect_model(ws, kind: str, path: str) -> str:
 
 
 # ---- training ------------------------------------------------------------------------------------
-def train_config(ws, v: dict[str, Any]):
+def train_config(ws, v: dict[str, Any]) -> StudioConfig:
+    """The next run's config from the Train tab: `v` holds widget values keyed by config path
+    (e.g. "training.learning_rate") plus the UI-only base_kind / base_path / run_name."""
     st = ws.get_state()
-    base = "demo" if v.get("base_kind") == "demo" else (v.get("base_path") or "").strip()
+    base = DEMO if v.get("base_kind") == DEMO else (v.get("base_path") or "").strip()
     if not base:
         raise gr.Error("give a checkpoint folder or a Hub repo id for the base model")
-    ov: dict[str, Any] = {
-        "workspace": str(ws.root),
-        "paths.base_model_path": base,
-        "data.codec": st.get("codec", "demo"), "data.separation": st.get("separation", "auto"),
-        "data.bgm_mode": st.get("bgm_mode", "stems"), "data.val_fraction": float(st.get("val_fraction", 0.1)),
-        "training.type": v["mode"], "training.epochs": int(v["epochs"] or 1),
-        "training.max_steps": int(v["steps"]) if v.get("steps") else None,
-        "training.batch_size": int(v["batch"]), "training.gradient_accumulation_steps": int(v["accum"]),
-        "training.learning_rate": float(v["lr"]), "training.warmup_steps": int(v["warmup"] or 0),
-        "training.max_frames": int(v["max_frames"]) if v.get("max_frames") else None,
-        "training.mixed_precision": v["precision"], "training.gradient_checkpointing": bool(v["grad_ckpt"]),
-        "training.save_every": int(v["save_every"]), "training.sample_every": int(v["sample_every"] or 0),
-        "training.log_every": int(v["log_every"]), "training.seed": int(v["seed"] or 0),
-        "training.num_samples": int(v.get("num_samples") or 0),
-        "training.sample_seconds": float(v.get("sample_seconds") or 10),
-        "lora.r": int(v["lora_r"]), "lora.alpha": float(v["lora_alpha"]), "lora.dropout": float(v["lora_dropout"]),
-        "lora.stacks": v["lora_stacks"], "lora.train_fusion": bool(v["lora_fusion"]),
-        "lora.train_heads": bool(v["lora_heads"]),
-    }
-    if st.get("runtime_path"):
-        ov["paths.runtime_path"] = st["runtime_path"]
-    if st.get("dataset_dir") and "dataset_dir" in config_fields("training"):
+    ov: dict[str, Any] = {"workspace": str(ws.root), "paths.base_model_path": base, **_data_overrides(ws)}
+    ov.update({k: val for k, val in v.items() if "." in k})
+    if st.get("dataset_dir"):
         ov["training.dataset_dir"] = st["dataset_dir"]
-    from core.config import ConfigError
-    try:
-        return load_config(ov)
-    except ConfigError as err:
-        raise gr.Error(str(err)) from None
+    return build_config(ov)
 
 
 def preview(ws, cfg) -> tuple[str, str]:
     """The config the next run gets, and the command that trains it from a shell once saved."""
-    command_for = _core("core.runs", "command_for")
-    return cfg.to_yaml(), command_for(ws.root / "configs" / "next")
+    return cfg.to_yaml(), runs.command_for(ws.root / "configs" / "next")
 
 
 def save_config(ws, cfg, name: Optional[str] = None) -> str:
-    import re
-    folder = ws.root / "configs" / (re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") if name else "next")
+    folder = ws.root / "configs" / (slugify(name, fallback="next") if name else "next")
     return str(cfg.save(folder / "config.yaml"))
 
 
 def estimate(cfg) -> str:
-    """core.train.estimate_memory, worded for the UI."""
+    """core.estimate.estimate_memory / estimate_time, worded for the UI."""
+    from core import data, estimate as est
     try:
-        fn = getattr(importlib.import_module("core.train"), "estimate_memory")
-    except (ImportError, AttributeError):
-        return ""
-    try:
-        e = fn(cfg)
+        e = est.estimate_memory(cfg)
+        rate = data.model_limits(cfg).frame_rate
     except Exception as err:  # e.g. a folder that is not a checkpoint yet
         return f"Memory estimate unavailable: {err}"
     share = 100.0 * e["trainable"] / max(1, e["parameters"])
     text = (f"**GPU memory estimate (one process): {e['total_gb']:.2f} GB** = weights {e['weights_gb']} + "
             f"grads/optimizer {e['grads_optimizer_gb']} + activations {e['activations_gb']} + "
             f"logits {e['logits_gb']} GB · trainable {e['trainable']:,} of {e['parameters']:,} ({share:.2f} %) · "
-            f"{e['frames']} frames ({e['frames'] / 25:.0f} s) per song\n\n<small>`{e.get('formula', '')}`</small>")
+            f"{e['frames']} frames ({e['frames'] / rate:.0f} s) per song\n\n<small>`{e.get('formula', '')}`</small>")
     try:
-        t = _core("core.train", "estimate_time")(cfg)
+        t = est.estimate_time(cfg)
     except Exception as err:  # noqa: BLE001 - the memory figure still stands
         return text + f"\n\nTime estimate unavailable: {err}"
     per_step = f"{t['step_s']:.1f} s per step on this machine's {t['device']} ({t['dtype']})"
@@ -312,15 +279,15 @@ def _duration(seconds: float) -> str:
 
 
 def list_runs(ws) -> list[dict[str, Any]]:
-    return _core("core.runs", "list_runs")(ws.root)
+    return runs.list_runs(ws.root)
 
 
 def run_status(run_dir: str) -> dict[str, Any]:
-    return _core("core.runs", "run_status")(run_dir)
+    return runs.run_status(run_dir)
 
 
 def tail_log(run_dir: str, lines: int = 40) -> str:
-    return _core("core.runs", "tail_log")(run_dir, lines)
+    return runs.tail_log(run_dir, lines)
 
 
 def samples(run_dir: str) -> list[str]:
@@ -337,7 +304,7 @@ def run_config_text(run_dir: str) -> str:
 
 def run_command(run_dir: str) -> str:
     info = run_status(run_dir)
-    return info.get("command") or _core("core.runs", "command_for")(run_dir)
+    return info.get("command") or runs.command_for(run_dir)
 
 
 def start_new_run(ws, v: dict[str, Any]) -> Path:
@@ -345,7 +312,6 @@ def start_new_run(ws, v: dict[str, Any]) -> Path:
     if not st.get("dataset_dir") or not Path(st["dataset_dir"]).is_dir():
         raise gr.Error(tr("need_data", "en"))
     cfg = train_config(ws, v)
-    runs = _core("core.runs")
     run_dir = runs.create_run(cfg, name=(v.get("run_name") or "").strip() or None)
     runs.start_run(run_dir)
     return run_dir
@@ -360,27 +326,26 @@ def check_run_dir(ws, run_dir: str) -> str:
 
 
 def stop_run(run_dir: str):
-    return _core("core.runs", "stop_run")(run_dir)
+    return runs.stop_run(run_dir)
 
 
 def request_save(run_dir: str):
-    return _core("core.runs", "request_save")(run_dir)
+    return runs.request_save(run_dir)
 
 
 def request_sample(run_dir: str):
-    return _core("core.runs", "request_sample")(run_dir)
+    return runs.request_sample(run_dir)
 
 
 def resume_run(run_dir: str):
     try:
-        return _core("core.runs", "start_run")(run_dir, resume=True)
+        return runs.start_run(run_dir, resume=True)
     except (RuntimeError, FileNotFoundError) as err:
         raise gr.Error(str(err)) from None
 
 
 # ---- export ---------------------------------------------------------------------------------------
 def all_checkpoints(ws) -> list[tuple[str, str]]:
-    runs = _core("core.runs")
     out = []
     for r in runs.list_runs(ws.root):
         for c in reversed(runs.checkpoints(r["run_dir"])):
@@ -388,10 +353,12 @@ def all_checkpoints(ws) -> list[tuple[str, str]]:
     return out
 
 
-def _run_cfg_for(ckpt: str):
+def _run_cfg_for(ckpt: str) -> StudioConfig:
     """The config of the run a checkpoint belongs to (<run>/checkpoints/step-N)."""
-    run_dir = Path(ckpt).resolve().parent.parent
-    return _core("core.runs", "load_run_config")(run_dir), run_dir
+    cfg = runs.run_config_for_checkpoint(ckpt)
+    if cfg is None:
+        raise gr.Error(f"{ckpt} is not a checkpoint of a run in this workspace (no <run>/config.yaml beside it)")
+    return cfg
 
 
 def _user_error(fn, *a, **kw):
@@ -407,18 +374,20 @@ def _user_error(fn, *a, **kw):
 def merge(ws, ckpt: str, strength: float) -> str:
     """core.export.export_checkpoint: LoRA merged at `strength` (or a full checkpoint copied) into
     <workspace>/exports/<run>_<step>[_strength-s]/ in the official layout."""
-    cfg, run_dir = _run_cfg_for(ckpt)
-    res = _user_error(_core("core.export", "export_checkpoint"), ckpt, cfg=cfg, strength=float(strength),
+    from core import export
+    cfg = _run_cfg_for(ckpt)
+    res = _user_error(export.export_checkpoint, ckpt, cfg=cfg, strength=float(strength),
                       overwrite=True)
     notes = "".join(f"\n- {n}" for n in res.notes)
     return f"`{res.out_dir}` ({res.kind}, {res.dtype}, {res.num_keys} keys){notes}"
 
 
 def _gen_setup(ckpt, lyrics, desc, seconds, seed, prompt):
-    cfg, run_dir = _run_cfg_for(ckpt)
+    from core import generate
+    cfg = _run_cfg_for(ckpt)
     g = cfg.generation.model_copy(update={"max_seconds": float(seconds) if seconds else None})
     cfg = cfg.model_copy(update={"generation": g})
-    settings = _core("core.generate", "settings_from_config")(
+    settings = generate.settings_from_config(
         cfg, lyrics=lyrics or None, description=desc or None, seed=int(seed or 0), prompt_audio=prompt or None)
     return cfg, settings
 
@@ -440,14 +409,16 @@ def _vl(it) -> str:
 
 def generate(ws, ckpt, strength, lyrics, desc, seconds, seed, prompt, progress=None) -> str:
     cfg, settings = _gen_setup(ckpt, lyrics, desc, seconds, seed, prompt)
-    man = _user_error(_core("core.generate", "generate_single"), cfg, ckpt, strength=float(strength),
+    from core import generate as gen
+    man = _user_error(gen.generate_single, cfg, ckpt, strength=float(strength),
                       settings=settings, with_val_loss=False, progress=_gen_progress(progress))
     return _files(man)[0][1]
 
 
 def ab(ws, ckpt, strength, lyrics, desc, seconds, seed, prompt, progress=None) -> dict[str, Any]:
     cfg, settings = _gen_setup(ckpt, lyrics, desc, seconds, seed, prompt)
-    man = _user_error(_core("core.generate", "ab_compare"), cfg, ckpt, strength=float(strength),
+    from core import generate as gen
+    man = _user_error(gen.ab_compare, cfg, ckpt, strength=float(strength),
                       settings=settings, progress=_gen_progress(progress))
     (a_it, a), (b_it, b) = _files(man)
     note = (f"Same lyrics, description, prompt and seed ({settings.seed}). Held-out validation loss "
@@ -459,7 +430,8 @@ def ab(ws, ckpt, strength, lyrics, desc, seconds, seed, prompt, progress=None) -
 
 def sweep(ws, ckpt, scales, lyrics, desc, seconds, seed, prompt, progress=None) -> list[tuple[float, str, str]]:
     cfg, settings = _gen_setup(ckpt, lyrics, desc, seconds, seed, prompt)
-    man = _user_error(_core("core.generate", "strength_sweep"), cfg, ckpt, list(scales), settings=settings,
+    from core import generate as gen
+    man = _user_error(gen.strength_sweep, cfg, ckpt, list(scales), settings=settings,
                       progress=_gen_progress(progress))
     return [(float(it.model.get("strength", s)), path, _vl(it)) for s, (it, path) in zip(scales, _files(man))]
 
@@ -478,16 +450,17 @@ def push(ws, ckpt, strength, repo_id, private, adapter, merged, dataset, token: 
     (embedded in the card) and optionally the dataset. `token` is passed through, never stored."""
     if not (repo_id or "").strip():
         raise gr.Error("give a repository id such as your-name/my-songgen-lora")
-    cfg, run_dir = _run_cfg_for(ckpt)
-    kind = _core("core.export", "checkpoint_kind")(ckpt)
+    from core import export, hub
+    cfg = _run_cfg_for(ckpt)
+    kind = export.checkpoint_kind(ckpt)
     adapter_dir = ckpt if adapter and kind == "lora" else None
     merged_dir = None
     if merged or kind == "full":
-        merged_dir = _core("core.export", "default_export_dir")(cfg, ckpt, float(strength) if kind == "lora" else None)
+        merged_dir = export.default_export_dir(cfg, ckpt, float(strength) if kind == "lora" else None)
         if not (Path(merged_dir) / "model.pt").is_file():
             raise gr.Error(f"merge first: no export at {merged_dir} (press Merge with strength {strength:g})")
     samples = _latest_generation(ws)
-    res = _user_error(_core("core.hub", "push"), cfg, repo_id=repo_id.strip(), adapter_dir=adapter_dir,
+    res = _user_error(hub.push, cfg, repo_id=repo_id.strip(), adapter_dir=adapter_dir,
                       merged_dir=merged_dir, samples_dir=samples, push_dataset=bool(dataset), private=bool(private),
                       token=token or None)
     extra = f" · dataset: {res.dataset_url}" if getattr(res, "dataset_url", None) else ""

@@ -1,9 +1,13 @@
-"""Every label and help text of the studio, English and Chinese, in one table.
+"""Every label and help text of the studio, English and Chinese, as one `gr.I18n`.
 
-``T[key] = (english, chinese)``. ``tr(key, lang, **fmt)`` picks one and formats it. A missing
-key raises at import time of the tab that uses it (tests walk every key in both languages).
+Static text (labels, help, headings) is passed as ``I18N(key)``: the browser shows it in its own
+language (Gradio's front end picks the locale, English otherwise). Messages that carry values
+("Added song {idx}.") are built on the server with ``tr(key, lang, **fmt)`` from the same
+translations, in the studio's --lang. ``T[key] = (english, chinese)`` is the table both are made from.
 """
 from __future__ import annotations
+
+import gradio as gr
 
 LANGS = ("en", "zh")
 
@@ -31,8 +35,6 @@ T: dict[str, tuple[str, str]] = {
     "tab_tokenize": ("2 · Tokenize", "2 · 编码"),
     "tab_train": ("3 · Train", "3 · 训练"),
     "tab_export": ("4 · Export & publish", "4 · 导出与发布"),
-    "core_missing": ("This step needs `{what}` from the engine (core), which is not available in this install: {err}",
-                     "此步骤需要引擎 (core) 中的 `{what}`，当前安装中不可用：{err}"),
     # ---- data --------------------------------------------------------------------------------
     "data_intro": ("Add songs one by one (audio + lyrics + style tags), or import many at once: audio files with "
                    "same-named `.txt` lyrics, or a `metadata.jsonl` (`path`, `gt_lyric`, `descriptions`, `idx`). "
@@ -171,7 +173,16 @@ T: dict[str, tuple[str, str]] = {
 }
 
 
+TABLES = {lang: {k: pair[i] for k, pair in T.items()} for i, lang in enumerate(LANGS)}
+
+
+def studio_i18n(lang: str = "en") -> gr.I18n:
+    """The page's translations. A browser set to Chinese gets Chinese; every other browser gets the
+    studio's --lang (Gradio falls back to the "en" table for locales it has no table for)."""
+    return gr.I18n(en=TABLES["zh" if lang == "zh" else "en"], zh=TABLES["zh"])
+
+
 def tr(key: str, lang: str = "en", **fmt) -> str:
-    en, zh = T[key]
-    text = zh if lang == "zh" else en
+    """The text of `key` in `lang` (English for any other language), formatted with `fmt`."""
+    text = TABLES["zh" if lang == "zh" else "en"][key]
     return text.format(**fmt) if fmt else text

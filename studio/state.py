@@ -10,26 +10,13 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
+from core.fsutil import atomic_write_text, slugify
+
 AUDIO_EXT = {".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".m4a"}
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
-def _slug(text: str) -> str:
-    s = re.sub(r"[^A-Za-z0-9_\-]+", "_", text).strip("_")
-    return s[:60] or "song"
 
 
 class Workspace:
@@ -68,12 +55,12 @@ class Workspace:
     def set_state(self, **kv: Any) -> dict[str, Any]:
         st = self.get_state()
         st.update(kv)
-        _atomic_write(self.state_path, json.dumps(st, indent=2, ensure_ascii=False))
+        atomic_write_text(self.state_path, json.dumps(st, indent=2, ensure_ascii=False))
         return st
 
     # ---- songs ------------------------------------------------------------------------------
     def _unique_idx(self, wanted: str) -> str:
-        base = _slug(wanted)
+        base = slugify(wanted, "song", sep="_")
         idx, n = base, 2
         while (self.songs_dir / idx).exists():
             idx, n = f"{base}_{n}", n + 1
@@ -97,7 +84,7 @@ class Workspace:
                 d = folder / f"{k}{sp.suffix.lower()}"
                 shutil.copyfile(sp, d)
                 song[f"{k}_path"] = str(d)
-        _atomic_write(folder / "song.json", json.dumps(song, indent=2, ensure_ascii=False))
+        atomic_write_text(folder / "song.json", json.dumps(song, indent=2, ensure_ascii=False))
         self.write_metadata()
         return idx
 
@@ -123,7 +110,7 @@ class Workspace:
         if song is None:
             raise KeyError(idx)
         song.update(fields)
-        _atomic_write(self.songs_dir / idx / "song.json", json.dumps(song, indent=2, ensure_ascii=False))
+        atomic_write_text(self.songs_dir / idx / "song.json", json.dumps(song, indent=2, ensure_ascii=False))
         self.write_metadata()
         return song
 
@@ -143,7 +130,7 @@ class Workspace:
                 if s.get(k):
                     row[k] = s[k]
             lines.append(json.dumps(row, ensure_ascii=False))
-        _atomic_write(self.metadata_path, "\n".join(lines) + ("\n" if lines else ""))
+        atomic_write_text(self.metadata_path, "\n".join(lines) + ("\n" if lines else ""))
         return self.metadata_path
 
     # ---- bulk import --------------------------------------------------------------------------

@@ -1,6 +1,23 @@
-"""Test-wide settings: nothing downloads, nothing phones home (the Hub push test sets its own endpoint)."""
+"""Test-wide settings: nothing downloads, nothing phones home (the Hub push test sets its own endpoint),
+and the shared fixtures are there: a missing ../shared fails the session instead of skipping tests."""
 import os
+import shutil
+
+import pytest
+
+from tests.paths import REQUIRED, SHARED
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def pytest_sessionstart(session):
+    missing = [str(p) for p in REQUIRED if not p.is_file()]
+    if missing:
+        raise pytest.UsageError(
+            f"the shared test fixtures are missing: {', '.join(missing)}. The tests read them from {SHARED} "
+            "(the folder beside this repository); put the project's shared/ folder there.")
+    # CI (.ci/run sets SONGGEN_CI=1) runs every test: the browser tests need Debian's chromium
+    if os.environ.get("SONGGEN_CI") == "1" and not shutil.which("chromium") and not os.path.isfile("/usr/bin/chromium"):
+        raise pytest.UsageError("CI needs /usr/bin/chromium for the browser tests (apt-get install chromium)")

@@ -12,7 +12,7 @@ import soundfile as sf
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+from tests.paths import SHARED  # noqa: E402
 SAMPLE_WAV = SHARED / "data" / "sample_prompt_audio.wav"
 LYRICS_EXAMPLES = SHARED / "data" / "lyrics_examples.jsonl"
 

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.paths import SAMPLE_WAV
+
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -20,10 +22,7 @@ CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--no-first-run"]
 ART = Path(__file__).resolve().parent / "artifacts"
-SAMPLE = Path("/work/shared/data/sample_prompt_audio.wav")
-for cand in (Path(__file__).resolve().parents[2] / "shared/data/sample_prompt_audio.wav",):
-    if cand.is_file():
-        SAMPLE = cand
+SAMPLE = SAMPLE_WAV
 
 if not Path(CHROMIUM).is_file():
     pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)", allow_module_level=True)

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from core import data
+from core.cli import main as cli_main
 from core.codec.demo import DemoCodec
 from core.config import load_config
 from tests.datagen import GOOD_LYRICS, SHARED, build_bad_corpus, tree_hashes, write_song
@@ -134,15 +135,15 @@ def test_rerun_encodes_nothing(corpus):
 
 def test_cli_exit_codes_and_summary(corpus, tmp_path, capsys):
     cfg_path = corpus["cfg"].save(tmp_path / "cfg.yaml")
-    assert data.cli(["--config", str(cfg_path), "--no-progress"]) == 0
+    assert cli_main(["prepare", "--config", str(cfg_path), "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "rejected: 9" in out and "prepared: 5" in out and "DEMO codec" in out and "from cache 5" in out
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"idx": "x", "path": "nope.wav", "gt_lyric": "[verse] a"}\n', encoding="utf-8")
-    rc = data.cli(["--config", str(cfg_path), "--set", f"paths.metadata_path={bad}", "--no-progress"])
+    rc = cli_main(["prepare", "--config", str(cfg_path), "--set", f"paths.metadata_path={bad}", "--no-progress"])
     captured = capsys.readouterr()
     assert rc == 1 and "no song could be prepared" in captured.err and "not found" in captured.out
-    assert data.cli(["--config", str(cfg_path), "--set", "paths.metadata_path=/no/such.jsonl"]) == 2
+    assert cli_main(["prepare", "--config", str(cfg_path), "--set", "paths.metadata_path=/no/such.jsonl"]) == 2
 
 
 # ---------------------------------------------------------------- cache behaviour

@@ -1,8 +1,8 @@
-"""The Train tab's memory and time estimates (core.train), and how the studio words them."""
+"""The Train tab's memory and time estimates (core.estimate), and how the studio words them."""
 from __future__ import annotations
 
 from core.config import parse_config
-from core.train import estimate_memory, estimate_time
+from core.estimate import estimate_memory, estimate_time
 
 
 def test_time_estimate_scales_with_steps_and_frames(tmp_path):
@@ -22,3 +22,27 @@ def test_studio_shows_memory_and_time(tmp_path):
     cfg = parse_config({"workspace": str(tmp_path), "training": {"max_steps": 10, "max_frames": 100}})
     text = backend.estimate(cfg)
     assert "GPU memory estimate" in text and "Time estimate: about" in text and "10 steps" in text
+
+
+def test_matmul_peak_is_measured_once_and_cached(tmp_path):
+    import json
+
+    from core.estimate import PEAK_CACHE, matmul_peak
+
+    cfg = parse_config({"workspace": str(tmp_path), "training": {"max_steps": 10, "max_frames": 100}})
+    first = estimate_time(cfg)
+    cache = tmp_path / PEAK_CACHE
+    stored = json.loads(cache.read_text(encoding="utf-8"))
+    assert len(stored) == 1 and list(stored.values())[0] > 0
+    # a new process (cleared in-process cache) reads the file instead of measuring again
+    key = next(iter(stored))
+    cache.write_text(json.dumps({key: 2.0e12}), encoding="utf-8")
+    matmul_peak.cache_clear()
+    again = estimate_time(cfg)
+    assert again["peak_tflops"] == 2.0 and again["step_tflop"] == first["step_tflop"]
+    measured = stored[key]  # the same FLOPs over the cached peak
+    assert abs(again["step_s"] - first["step_s"] * measured / 2.0e12) <= 1e-9 * first["step_s"] * measured / 2.0e12
+    # within a process the value is remembered without reading the file
+    cache.write_text("not json", encoding="utf-8")
+    assert estimate_time(cfg)["peak_tflops"] == 2.0
+    matmul_peak.cache_clear()

@@ -7,13 +7,13 @@ from pathlib import Path
 import pytest
 import torch
 
-FIXTURE = Path("/work/shared/fixtures/songgen-tiny-v2")
+from tests.paths import TINY_FIXTURE
+
+FIXTURE = TINY_FIXTURE
 CKPT = FIXTURE / "ckpt" / "songgen_tiny_v2"
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 # Merged vs unmerged differ only by float32 rounding of (W + sBA)x against Wx + sB(Ax).
 ATOL = 1e-4
-
-pytestmark = pytest.mark.skipif(not (CKPT / "model.pt").is_file(), reason="tiny fixture not available")
 
 
 def make_adapter(out_dir: Path, seed: int = 0, r: int = 4, alpha: float = 8.0) -> Path:
@@ -53,8 +53,9 @@ def logits_of(model, codes, lyrics, descs, prompt):
 
 
 def test_merge_is_exact_and_official(adapter, tmp_path):
-    from core.export import export_checkpoint, load_lora, set_lora_strength
+    from core.export import export_checkpoint
     from core.model import LeLM
+    from core.model.lora import load_lora, set_lora_strength
 
     peft_model, lelm = load_lora(CKPT, adapter, runtime_root=FIXTURE)
     base = LeLM.from_pretrained(CKPT, runtime_root=FIXTURE)
@@ -112,7 +113,7 @@ def test_refuses_overwrite_and_copies_full(adapter, tmp_path):
 
 
 def test_cli_merge(adapter, tmp_path, capsys):
-    from core.__main__ import main
+    from core.cli import main
 
     ws = tmp_path / "ws"
     rc = main(["merge", "--set", f"workspace={ws}", "--checkpoint", str(adapter), "--strength", "0.5", "--json"])

@@ -99,6 +99,28 @@ def test_sweep_strength_zero_matches_base(setup):
     assert man.items[0].val_loss == pytest.approx(base.items[0].val_loss, abs=1e-6)
 
 
+def test_sweep_and_ab_load_the_adapter_once(setup, monkeypatch):
+    """One LoRA load per sweep / A-B (the scale changes per point; the base side disables the adapter),
+    and the shared base is plain again afterwards."""
+    from core.generate import ModelLoader, ModelSpec, run_models, strength_sweep
+    from core.model import lora
+
+    cfg, adapter, root = setup
+    loads = []
+    real = lora.load_lora
+    monkeypatch.setattr(lora, "load_lora", lambda *a, **k: loads.append(a[1]) or real(*a, **k))
+    loader = ModelLoader(cfg)
+    sweep = strength_sweep(cfg, str(adapter), [0, 1.0], out_dir=root / "sweep-once", with_val_loss=False,
+                           loader=loader)
+    assert len(loads) == 1 and not lora.lora_layers(loader.base())
+    # the LoRA first, then the base side while the adapter is still loaded (disabled for it)
+    man = run_models(cfg, [ModelSpec("lora", str(adapter), 1.0), ModelSpec("base")], ["b", "a"], kind="ab",
+                     out_dir=root / "ba-once", with_val_loss=False, loader=loader)
+    assert len(loads) == 2 and not lora.lora_layers(loader.base())
+    assert man.items[0].tokens_sha == sweep.items[1].tokens_sha  # strength 1 == the LoRA as trained
+    assert man.items[1].tokens_sha == sweep.items[0].tokens_sha  # disabled adapter == strength 0 == base
+
+
 def test_gen_types_prompt_and_flac(setup, tmp_path):
     from core.generate import generate_single, settings_from_config
 
@@ -134,7 +156,7 @@ def test_decode_track_silences_the_other_track():
 
 
 def test_cli_generate_ab(setup, capsys):
-    from core.__main__ import main
+    from core.cli import main
 
     cfg, adapter, root = setup
     path = cfg.save(root / "cfg.yaml")

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -13,7 +12,7 @@ from core.model.generation import choose_tokens, null_description
 from core.model.pattern import EMPTY, EOS
 from core.model.text_rules import model_text
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+from tests.paths import SHARED  # noqa: E402
 FIXTURE = SHARED / "fixtures" / "songgen-tiny-v2"
 
 

@@ -161,7 +161,7 @@ def test_errors_in_words(made, hub, monkeypatch):
 
 
 def test_cli_push_token_from_stdin(made, hub, monkeypatch, capsys):
-    from core.__main__ import main
+    from core.cli import main
 
     cfg, ws, adapter, merged, ab, ds = made
     path = cfg.save(ws / "push.yaml")

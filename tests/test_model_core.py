@@ -12,7 +12,7 @@ import yaml
 from core.model import CheckpointError, LeLM, build_targets, masked_ce
 from core.model.pattern import EMPTY, EOS
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+from tests.paths import SHARED  # noqa: E402
 FIXTURE = SHARED / "fixtures" / "songgen-tiny-v2"
 CKPT = FIXTURE / "ckpt" / "songgen_tiny_v2"
 

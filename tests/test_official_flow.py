@@ -6,17 +6,15 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pytest
 import soundfile as sf
 import torch
 
 from core.config import parse_config
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+from tests.paths import SHARED  # noqa: E402
 CODEC_FX = SHARED / "fixtures" / "songgen-codec-tiny"
 
 
-@pytest.mark.skipif(not CODEC_FX.is_dir(), reason="../shared/fixtures/songgen-codec-tiny is missing")
 def test_official_codec_flow(tmp_path):
     from core import runs
     from core.data import load_prepared, prepare

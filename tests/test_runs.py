@@ -63,7 +63,7 @@ def test_live_process_and_pid_reuse(tmp_path):
     run = runs.create_run(_cfg(tmp_path))
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"], start_new_session=True)
     try:
-        start = runs._proc_start_time(proc.pid)
+        start = runs.process_start_time(proc.pid)
         runs.update_run_json(run, status="running", pid=proc.pid, pgid=proc.pid, pid_start=start)
         st = runs.run_status(run)
         assert st["status"] == "running" and st["alive"]
@@ -159,3 +159,65 @@ def test_crop_window_rule():
 def test_start_run_refuses_missing_config(tmp_path):
     with pytest.raises(FileNotFoundError):
         runs.start_run(tmp_path / "nope")
+
+
+def test_delete_run_refuses_an_active_run(tmp_path):
+    run = runs.create_run(_cfg(tmp_path), name="to-delete")
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"], start_new_session=True)
+    try:
+        runs.update_run_json(run, status="running", pid=proc.pid, pgid=proc.pid,
+                             pid_start=runs.process_start_time(proc.pid))
+        with pytest.raises(RuntimeError, match="stop it"):
+            runs.delete_run(run)
+        with pytest.raises(RuntimeError, match="stop it"):
+            runs.rename_run(run, "other")
+        assert run.is_dir()
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+    runs.update_run_json(run, status="stopped")
+    runs.delete_run(run)
+    assert not run.exists() and runs.list_runs(tmp_path) == []
+    with pytest.raises(FileNotFoundError):
+        runs.delete_run(tmp_path / "runs" / "nothing-here")
+
+
+def test_rename_run_moves_folder_and_config(tmp_path):
+    run = runs.create_run(_cfg(tmp_path), name="first")
+    other = runs.create_run(_cfg(tmp_path), name="second")
+    runs.update_run_json(run, status="done")
+    ck = run / "checkpoints" / "step-5"
+    ck.mkdir(parents=True)
+    (ck / "trainer_state.json").write_text("{}")
+    new = runs.rename_run(run, "My voice LoRA")
+    assert new == tmp_path.resolve() / "runs" / "My-voice-LoRA" and not run.exists()
+    assert Path(runs.load_run_config(new).paths.output_dir) == new
+    info = runs.read_run_json(new)
+    assert info["run_id"] == "My-voice-LoRA" and info["name"] == "My voice LoRA" and info["status"] == "done"
+    assert str(new / "config.yaml") in info["command"]
+    assert runs.latest_checkpoint(new) == new / "checkpoints" / "step-5"
+    with pytest.raises(FileExistsError):
+        runs.rename_run(new, other.name)
+    with pytest.raises(ValueError):
+        runs.rename_run(new, "!!!")
+
+
+def test_run_config_for_checkpoint(tmp_path):
+    run = runs.create_run(_cfg(tmp_path, type="lora"))
+    ck = run / "checkpoints" / "step-3"
+    ck.mkdir(parents=True)
+    cfg = runs.run_config_for_checkpoint(ck)
+    assert cfg is not None and Path(cfg.paths.output_dir) == run and cfg.training.type == "lora"
+    assert runs.run_config_for_checkpoint(tmp_path / "loose" / "step-3") is None
+    (run / "config.yaml").write_text("training: [not, a, mapping\n")
+    assert runs.run_config_for_checkpoint(ck) is None
+
+
+def test_mark_crashed_runs(tmp_path):
+    run = runs.create_run(_cfg(tmp_path))
+    done = runs.create_run(_cfg(tmp_path), name="finished")
+    runs.update_run_json(run, status="running", pid=2 ** 22 + 7, pid_start=1.0)
+    runs.update_run_json(done, status="done")
+    assert runs.mark_crashed_runs(tmp_path) == [run.name]
+    assert runs.read_run_json(run)["status"] == "crashed" and runs.read_run_json(done)["status"] == "done"
+    assert runs.mark_crashed_runs(tmp_path) == []

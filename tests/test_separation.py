@@ -2,16 +2,13 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+from tests.paths import SHARED  # noqa: E402
 FIX = SHARED / "fixtures" / "songgen-codec-tiny"
 CKPT = FIX / "third_party" / "demucs" / "ckpt" / "htdemucs.pth"
-
-pytestmark = pytest.mark.skipif(not (FIX / "cases.pt").is_file(), reason="songgen-codec-tiny fixture not found")
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -76,7 +76,7 @@ def test_public_space_refuses_training_through_the_api(public_space):
     try:
         client = Client(f"http://127.0.0.1:{port}/", verbose=False)
         with pytest.raises(Exception) as e:
-            client.predict(steps=2, api_name="/start_run")
+            client.predict(training_max_steps=2, api_name="/start_run")
         assert "public demo Space" in str(e.value)
         with pytest.raises(Exception) as e:
             client.predict(None, 1.0, "me/x", True, True, False, False, "hf_not_a_real_token", api_name="/push")

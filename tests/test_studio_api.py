@@ -12,15 +12,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.paths import SAMPLE_WAV
+
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 gradio_client = pytest.importorskip("gradio_client")
 sf = pytest.importorskip("soundfile")
 
-SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "sample_prompt_audio.wav"
-if not SAMPLE.is_file():
-    SAMPLE = Path("/work/shared/data/sample_prompt_audio.wav")
+SAMPLE = SAMPLE_WAV
 
 
 def free_port() -> int:
@@ -127,12 +127,12 @@ def test_tokenize_preview_and_train_loop(studio):
     plan = client.predict("demo", "auto", "stems", "", 0.0, api_name="/plan_cache")
     assert "to encode: **0**" in plan and "reused from the cache: **" in plan
 
-    yaml_text, cmd, _est = client.predict(steps=6, max_frames=100, save_every=3, num_samples=0,
-                                          api_name="/preview_config")
+    yaml_text, cmd, _est = client.predict(training_max_steps=6, training_max_frames=100, training_save_every=3,
+                                          training_num_samples=0, api_name="/preview_config")
     assert "max_steps: 6" in yaml_text and "core.train" in cmd and "--config" in cmd
 
-    run_upd, msg = client.predict(steps=6, max_frames=100, save_every=3, num_samples=0, run_name="api-test",
-                                  api_name="/start_run")
+    run_upd, msg = client.predict(training_max_steps=6, training_max_frames=100, training_save_every=3,
+                                  training_num_samples=0, run_name="api-test", api_name="/start_run")
     run = run_upd["value"]
     assert Path(run).is_dir() and "api-test" in Path(run).name and "Started" in msg
     # the Hub token is never in anything the studio wrote

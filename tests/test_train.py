@@ -202,10 +202,11 @@ def test_lora_run_learns_and_reports(trained):
 
 def _val_loss(lm, lelm, dataset_dir: Path, max_frames: int) -> float:
     """The trainer's validation loss, recomputed outside the trainer (eval mode, first window)."""
-    from core.train import SongSet, TrainStep, collate, load_dataset_dict
+    from core.dataset import SongSet, collate, load_dataset_dict
+    from core.evaluate import BatchLoss
 
     val = SongSet(load_dataset_dict(dataset_dir)["validation"], max_frames, 7, random_crop=False)
-    step = TrainStep(lm, lelm).eval()
+    step = BatchLoss(lm, lelm).eval()
     sums = torch.zeros(3, dtype=torch.float64)
     counts = torch.zeros(3, dtype=torch.float64)
     with torch.no_grad():

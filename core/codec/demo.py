@@ -27,13 +27,13 @@ import torch
 import torchaudio.functional as AF
 
 SAMPLE_RATE = 48000
-FRAME_RATE = 25
+from core.tokens import EMPTY, EOS, FRAME_RATE
+
 HOP = SAMPLE_RATE // FRAME_RATE        # 1920 samples per token
 N_FFT = 4096
 WIN = 2 * HOP
 N_MELS = 48
 F_MIN, F_MAX = 30.0, 16000.0
-EMPTY, EOS = 16385, 16384
 
 # Quantizer grid: (bits, low, high) for level (dB) and the three DCT coefficients (dB units).
 _LEVEL = (5, -100.0, -20.0)

@@ -19,6 +19,8 @@ from typing import Any, Optional
 
 import torch
 
+from core.fsutil import atomic_torch_save
+
 from .official_config import CheckpointError, read_official_config, version_from_folder
 from .text import base_vocab_size
 
@@ -166,9 +168,7 @@ def save_pretrained(model, out_dir: str | Path, dtype=None) -> Path:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     dtype = parse_dtype(dtype)
-    tmp = out_dir / "model.pt.tmp"
-    torch.save(official_state_dict(model, dtype), tmp)
-    os.replace(tmp, out_dir / "model.pt")  # never leave a half-written model.pt behind
+    atomic_torch_save(official_state_dict(model, dtype), out_dir / "model.pt")  # never a half-written model.pt
     (out_dir / "config.yaml").write_text(model.config.raw_text, encoding="utf-8")
     side = {"runtime_root": str(model.config.runtime_root), "version": model.version,
             "dtype": str(dtype or model.checkpoint_dtype).replace("torch.", ""),

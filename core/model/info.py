@@ -4,22 +4,19 @@
 """
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional
 
 import torch
 
 from .checkpoint import open_checkpoint
-from .official_config import CheckpointError, read_official_config
+from .official_config import CheckpointError, ModelTiming, OfficialConfig, read_official_config
 
 
 @dataclass
-class CheckpointInfo:
+class CheckpointInfo(ModelTiming):
     path: str
     version: str
     is_demo: bool
@@ -31,17 +28,12 @@ class CheckpointInfo:
     parameters: int
     dtype: str
     runtime_root: str
-    max_dur: float
-    prompt_len: float
-    frame_rate: int
-    prompt_frames: int
-    max_frames: int
-    delays: list[int]
-    structure_tags: list[str]
+    config: OfficialConfig = field(repr=False)  # the one source of the timing fields below
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "config"}
+        return {**d, **self.timing_dict(), "delays": self.delays, "structure_tags": list(self.structure_tags)}
 
     def summary(self) -> str:
         label = "DEMO model (random weights, for trying the studio)" if self.is_demo else "SongGeneration checkpoint"
@@ -69,9 +61,7 @@ def describe_checkpoint(ckpt_dir: str | Path, runtime_root: Optional[str | Path]
         path=str(ckpt_dir), version=version, is_demo=bool(side.get("demo", False)), dim=cfg.dim,
         intermediate_size=cfg.intermediate_size, num_heads=cfg.num_heads, num_layers=cfg.num_layers,
         num_layers_sub=cfg.num_layers_sub, parameters=sum(v.numel() for v in sd.values()),
-        dtype="/".join(dtypes), runtime_root=str(cfg.runtime_root), max_dur=cfg.max_dur, prompt_len=cfg.prompt_len,
-        frame_rate=cfg.frame_rate, prompt_frames=cfg.prompt_frames, max_frames=cfg.max_frames,
-        delays=cfg.delays, structure_tags=cfg.structure_tags, notes=notes)
+        dtype="/".join(dtypes), runtime_root=str(cfg.runtime_root), config=cfg, notes=notes)
 
 
 def looks_like_repo_id(value: str) -> bool:
@@ -115,26 +105,3 @@ def resolve_base_model(cfg) -> Path:
         return download_base_model(value, cfg.workspace_dir())
     raise CheckpointError(f"paths.base_model_path: {value} is neither a folder (config.yaml + model.pt), "
                           "a Hub repo id (owner/name), nor 'demo' (the built-in demo model)")
-
-
-def cli(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m core model-info",
-                                     description="Describe a SongGeneration checkpoint folder (or 'demo').")
-    parser.add_argument("ckpt_dir", help="checkpoint folder with config.yaml + model.pt, or 'demo'")
-    parser.add_argument("--runtime-root", default=None, help="SongGeneration runtime folder (third_party/, conf/)")
-    parser.add_argument("--workspace", default=None, help="workspace for the demo model (default $STUDIO_HOME or ./workspace)")
-    parser.add_argument("--json", action="store_true", help="print JSON")
-    args = parser.parse_args(argv)
-    try:
-        if args.ckpt_dir == "demo":
-            from .demo import ensure_demo_model
-            ws = args.workspace or os.environ.get("STUDIO_HOME") or "workspace"
-            ckpt = ensure_demo_model(ws)
-        else:
-            ckpt = Path(args.ckpt_dir)
-        info = describe_checkpoint(ckpt, args.runtime_root)
-    except (CheckpointError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    print(json.dumps(info.to_dict(), indent=2) if args.json else info.summary())
-    return 0

@@ -38,12 +38,3 @@ def masked_ce(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -
         losses.append(F.cross_entropy(logits[:, q][sel].float().reshape(-1, V), targets[:, q][sel].reshape(-1)))
     return torch.stack(losses)
 
-
-def per_sample_ce(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy per sample and stream -> [B, K] (NaN where a sample has no valid position)."""
-    valid = mask & (targets != EMPTY)
-    V = logits.shape[-1]
-    flat_t = torch.where(valid, targets, torch.zeros_like(targets))
-    ce = F.cross_entropy(logits.float().reshape(-1, V), flat_t.reshape(-1), reduction="none").view(targets.shape)
-    ce = ce * valid
-    return ce.sum(-1) / valid.sum(-1)

@@ -109,6 +109,24 @@ def find_runtime_root(ckpt_dir: Optional[Path], explicit: Optional[str | Path], 
         "checkout that holds third_party/ and conf/.")
 
 
+class ModelTiming:
+    """The model's timing and tags, read from the `config: OfficialConfig` of the object that mixes this in
+    (CheckpointInfo, data.ModelLimits), so the values are written once: in OfficialConfig."""
+    config: "OfficialConfig"
+
+    max_dur = property(lambda self: float(self.config.max_dur))
+    prompt_len = property(lambda self: float(self.config.prompt_len))
+    frame_rate = property(lambda self: int(self.config.frame_rate))
+    prompt_frames = property(lambda self: int(self.config.prompt_frames))
+    max_frames = property(lambda self: int(self.config.max_frames))
+    delays = property(lambda self: list(self.config.delays))
+    structure_tags = property(lambda self: tuple(self.config.structure_tags))
+
+    def timing_dict(self) -> dict:
+        return {"max_dur": self.max_dur, "prompt_len": self.prompt_len, "frame_rate": self.frame_rate,
+                "prompt_frames": self.prompt_frames, "max_frames": self.max_frames}
+
+
 @dataclass
 class OfficialConfig:
     """The resolved fields of an official config.yaml that the LM needs, plus the raw text."""

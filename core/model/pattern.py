@@ -10,8 +10,7 @@ from typing import Sequence
 
 import torch
 
-EOS = 16384    # end of song, a normal training target
-EMPTY = 16385  # "special": delay slots, the start step, padding after EOS, absent prompts
+from core.tokens import EMPTY, EOS  # noqa: F401  (re-exported: core.model.EMPTY / EOS)
 
 
 class DelayPattern:

@@ -28,7 +28,7 @@ def songs_table(ctx) -> pd.DataFrame:
         rows.append([s["idx"], s.get("source_name", ""), chk.get("duration"), chk.get("audio_status", "?"),
                      chk.get("lyric_status", "?"), s.get("descriptions", ""), chk.get("status", "unchecked"),
                      " · ".join(chk.get("reasons", []))])
-    return pd.DataFrame(rows, columns=[ctx.t(c) for c in COLS])
+    return pd.DataFrame(rows, columns=[ctx.msg(c) for c in COLS])
 
 
 def check_all(ctx) -> None:
@@ -100,17 +100,17 @@ def build(ctx) -> dict:
     def add(audio_file, lyric, description):
         paths = _files(audio_file)
         if not paths:
-            raise gr.Error(t("need_audio"))
+            raise gr.Error(ctx.msg("need_audio"))
         idx = ctx.ws.add_song(paths[0], lyric or "", description or "")
         ctx.ws.update_song(idx, check=backend.check_song(ctx.ws.song(idx)))
         # the form is emptied so the next song starts clean (no accidental duplicates)
-        return _refresh(idx, t("added", idx=idx)) + (None, "", "", [])
+        return _refresh(idx, ctx.msg("added", idx=idx)) + (None, "", "", [])
 
     def do_import(files):
         added, problems = ctx.ws.import_files(_files(files))
         for idx in added:
             ctx.ws.update_song(idx, check=backend.check_song(ctx.ws.song(idx)))
-        text = t("imported", n=len(added)) + "".join(f"\n- {p}" for p in problems)
+        text = ctx.msg("imported", n=len(added)) + "".join(f"\n- {p}" for p in problems)
         return _refresh(added[-1] if added else None, text)
 
     def do_check(idx):
@@ -119,16 +119,16 @@ def build(ctx) -> dict:
 
     def set_lyric(idx, text, which):
         if not idx or ctx.ws.song(idx) is None:
-            raise gr.Error(t("no_song"))
+            raise gr.Error(ctx.msg("no_song"))
         s = ctx.ws.update_song(idx, gt_lyric=text or "")
         ctx.ws.update_song(idx, check=backend.check_song(s))
-        return _refresh(idx, t("saved", idx=idx))
+        return _refresh(idx, ctx.msg("saved", idx=idx))
 
     def remove(idx):
         if not idx:
-            raise gr.Error(t("no_song"))
+            raise gr.Error(ctx.msg("no_song"))
         ctx.ws.remove_song(idx)
-        return _refresh(None, t("removed", idx=idx))
+        return _refresh(None, ctx.msg("removed", idx=idx))
 
     add_btn.click(add, [audio, lyrics, desc], outs + [audio, lyrics, desc, tags], api_name="add_song")
     import_btn.click(do_import, [bulk], outs, api_name="import_files")

@@ -57,7 +57,7 @@ def build(ctx, train_ui) -> dict:
                                for i in range(MAX_SWEEP)]
             gr.Markdown(f"### {t('push_title')}")
             if ctx.locked:
-                gr.Markdown(t("demo_disabled"), elem_id="push-locked", elem_classes=["locked-note"])
+                gr.Markdown(ctx.msg("demo_disabled"), elem_id="push-locked", elem_classes=["locked-note"])
             use_oauth = ctx.space.oauth and not ctx.locked  # on a Space with hf_oauth: the login gives the token
             if use_oauth:
                 gr.LoginButton()
@@ -75,12 +75,12 @@ def build(ctx, train_ui) -> dict:
 
     def _need(c):
         if not c:
-            raise gr.Error(t("no_ckpt"))
+            raise gr.Error(ctx.msg("no_ckpt"))
         return c
 
     def merge(c, s):
         path = backend.merge(ctx.ws, _need(c), s)
-        return t("merged_at", path=path)
+        return ctx.msg("merged_at", path=path)
 
     def prompt_path(p) -> Optional[str]:
         if not p:
@@ -104,7 +104,7 @@ def build(ctx, train_ui) -> dict:
         for i in range(MAX_SWEEP):
             if i < len(files):
                 s_, path, vl = files[i]
-                out.append(gr.update(value=path, visible=True, label=f"{t('strength')} {s_:g} · {t('val_loss')} {vl}"))
+                out.append(gr.update(value=path, visible=True, label=f"{ctx.msg('strength')} {s_:g} · {ctx.msg('val_loss')} {vl}"))
             else:
                 out.append(gr.update(value=None, visible=False))
         return out
@@ -123,9 +123,9 @@ def build(ctx, train_ui) -> dict:
 
     def _push(c, st, rp, pv, pa, pm, pd_, tok):
         if ctx.locked:
-            raise gr.Error(t("demo_disabled"))
+            raise gr.Error(ctx.msg("demo_disabled"))
         url = backend.push(ctx.ws, _need(c), float(st), rp, bool(pv), bool(pa), bool(pm), bool(pd_), token=tok or None)
-        return t("pushed", url=url)
+        return ctx.msg("pushed", url=url)
 
     push_in = [ckpt, strength, repo, private, p_adapter, p_merged, p_dataset]
     if use_oauth:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gradio as gr
 import pandas as pd
 
+from core.config import DEMO, choices, default
 from studio import backend
 
 
@@ -14,14 +15,15 @@ def build(ctx) -> dict:
     gr.Markdown(t("tok_intro"))
     with gr.Row():
         with gr.Column(scale=1, min_width=320):
-            codec = gr.Radio([("demo (DEMO)", "demo"), ("official", "official")], value=st.get("codec", "demo"),
+            codec = gr.Radio([(f"{c} (DEMO)" if c == DEMO else c, c) for c in choices("data.codec")],
+                             value=st.get("codec", default("data.codec")),
                              label=t("codec"), info=t("codec_help"), elem_id="codec")
-            sep = gr.Radio(backend.literal_choices("data", "separation"), value=st.get("separation", "auto"),
+            sep = gr.Radio(choices("data.separation"), value=st.get("separation", default("data.separation")),
                            label=t("separation"), info=t("sep_help"), elem_id="separation")
-            bgm = gr.Radio(backend.literal_choices("data", "bgm_mode"), value=st.get("bgm_mode", "stems"),
+            bgm = gr.Radio(choices("data.bgm_mode"), value=st.get("bgm_mode", default("data.bgm_mode")),
                            label=t("bgm_mode"), info=t("bgm_help"), elem_id="bgm-mode")
             runtime = gr.Textbox(value=st.get("runtime_path", ""), label=t("runtime_path"), elem_id="runtime-path")
-            val = gr.Slider(0.0, 0.5, value=st.get("val_fraction", 0.1), step=0.05, label=t("val_fraction"),
+            val = gr.Slider(0.0, 0.5, value=st.get("val_fraction", default("data.val_fraction")), step=0.05, label=t("val_fraction"),
                             elem_id="val-fraction")
             with gr.Row():
                 plan_btn = gr.Button(t("plan_btn"), elem_id="btn-plan")
@@ -29,7 +31,7 @@ def build(ctx) -> dict:
             summary = gr.Markdown(elem_id="tok-summary")
         with gr.Column(scale=2):
             report = gr.Dataframe(label=t("report"), interactive=False, wrap=True, elem_id="tok-report")
-            gr.Markdown(f"**{t('budget')}** — {t('budget_help')}")
+            gr.Markdown(t("budget_help"))
             budget = gr.Dataframe(label=t("budget"), interactive=False, elem_id="tok-budget")
             hist = gr.BarPlot(x="duration (s)", y="songs", label=t("dur_hist"), height=260, elem_id="tok-hist",
                               y_title="songs", x_title="duration (s)")
@@ -42,17 +44,17 @@ def build(ctx) -> dict:
     def plan(c, s, b, r, v):
         _save(c, s, b, r, v)
         if not ctx.ws.songs():
-            raise gr.Error(t("no_songs"))
+            raise gr.Error(ctx.msg("no_songs"))
         return backend.plan_prepare(ctx.ws)
 
     def tokenize(c, s, b, r, v, progress=gr.Progress()):
         _save(c, s, b, r, v)
         if not ctx.ws.songs():
-            raise gr.Error(t("no_songs"))
-        progress(0, desc=t("tokenize_btn"))
+            raise gr.Error(ctx.msg("no_songs"))
+        progress(0, desc=ctx.msg("tokenize_btn"))
         result = backend.prepare(ctx.ws, progress=lambda frac, msg="": progress(frac, desc=msg or None))
         if result is None:
-            raise gr.Error(t("nothing_prepared"))
+            raise gr.Error(ctx.msg("nothing_prepared"))
         return show(result)
 
     def show(result=None):

@@ -9,22 +9,31 @@ import gradio as gr
 import pandas as pd
 
 from studio import backend, monitor
+from studio.widgets import api_name, config_value, config_widget
 
-# presets by goal and GPU memory: values for the widgets below (keys = widget names)
+# presets by goal and GPU memory, keyed by config path (None: not set, shown as 0); a widget whose key a
+# preset leaves out keeps its value
+_QUICK = {"training.type": "lora", "lora.r": 4, "lora.alpha": 8, "training.learning_rate": 1e-3,
+          "training.max_steps": 30, "training.epochs": 1, "training.batch_size": 1,
+          "training.gradient_accumulation_steps": 1, "training.max_frames": 150, "training.mixed_precision": "no",
+          "training.gradient_checkpointing": False, "training.save_every": 10, "training.sample_every": 0,
+          "training.log_every": 1, "training.warmup_steps": 0, "training.num_samples": 1,
+          "training.sample_seconds": 3}
+_GPU = {"training.type": "lora", "lora.r": 16, "lora.alpha": 32, "training.learning_rate": 1e-4,
+        "training.max_steps": None, "training.epochs": 10, "training.batch_size": 1,
+        "training.gradient_accumulation_steps": 4, "training.max_frames": None, "training.mixed_precision": "auto",
+        "training.gradient_checkpointing": True, "training.save_every": 200, "training.sample_every": 200,
+        "training.log_every": 5, "training.warmup_steps": 50, "training.num_samples": 2,
+        "training.sample_seconds": 20}
 PRESETS: dict[str, dict] = {
-    "Quick look (CPU / demo, a minute)": dict(mode="lora", lora_r=4, lora_alpha=8, lr=1e-3, steps=30, epochs=1, batch=1,
-                                             accum=1, max_frames=150, precision="no", grad_ckpt=False,
-                                             save_every=10, sample_every=0, log_every=1, warmup=0,
-                                             num_samples=1, sample_seconds=3),
-    "Voice / style LoRA · 24 GB": dict(mode="lora", lora_r=16, lora_alpha=32, lr=1e-4, steps=0, epochs=10, batch=1, accum=4,
-                                       max_frames=0, precision="auto", grad_ckpt=True, save_every=200,
-                                       sample_every=200, log_every=5, warmup=50, num_samples=2, sample_seconds=20),
-    "Style LoRA, bigger rank · 48 GB": dict(mode="lora", lora_r=64, lora_alpha=64, lr=1e-4, steps=0, epochs=10, batch=2,
-                                            accum=2, max_frames=0, precision="auto", grad_ckpt=True,
-                                            save_every=200, sample_every=200, log_every=5, warmup=50, num_samples=2, sample_seconds=20),
-    "Full finetune · 80 GB × N": dict(mode="full", lora_r=16, lora_alpha=32, lr=1e-5, steps=0, epochs=3, batch=1, accum=8,
-                                      max_frames=0, precision="auto", grad_ckpt=True, save_every=500,
-                                      sample_every=500, log_every=10, warmup=100, num_samples=2, sample_seconds=20),
+    "Quick look (CPU / demo, a minute)": _QUICK,
+    "Voice / style LoRA · 24 GB": _GPU,
+    "Style LoRA, bigger rank · 48 GB": {**_GPU, "lora.r": 64, "lora.alpha": 64, "training.batch_size": 2,
+                                        "training.gradient_accumulation_steps": 2},
+    "Full finetune · 80 GB × N": {**_GPU, "training.type": "full", "training.learning_rate": 1e-5,
+                                  "training.epochs": 3, "training.gradient_accumulation_steps": 8,
+                                  "training.save_every": 500, "training.sample_every": 500, "training.log_every": 10,
+                                  "training.warmup_steps": 100},
 }
 DEFAULT_PRESET = "Quick look (CPU / demo, a minute)"
 
@@ -51,7 +60,8 @@ def build(ctx) -> dict:
         with gr.Column(scale=1, min_width=340):
             with gr.Group():
                 gr.Markdown(f"### {t('base_model')}")
-                w["base_kind"] = gr.Radio([(t("base_demo"), "demo"), (t("base_folder"), "folder"), (t("base_hub"), "hub")],
+                w["base_kind"] = gr.Radio([(ctx.msg("base_demo"), "demo"), (ctx.msg("base_folder"), "folder"),
+                                           (ctx.msg("base_hub"), "hub")],
                                           value=ctx.ws.get_state().get("base_kind", "demo"), label=t("base_kind"),
                                           elem_id="base-kind")
                 w["base_path"] = gr.Textbox(label=t("base_path"), value=ctx.ws.get_state().get("base_path", ""),
@@ -59,38 +69,41 @@ def build(ctx) -> dict:
                 inspect_btn = gr.Button(t("inspect_btn"), size="sm", elem_id="btn-inspect")
                 model_info = gr.Markdown(elem_id="model-info")
             w["preset"] = gr.Dropdown(list(PRESETS), value=DEFAULT_PRESET, label=t("preset"), elem_id="preset")
-            w["mode"] = gr.Radio(["lora", "full"], value=p["mode"], label=t("mode"), info=t("mode_help"), elem_id="mode")
+
+            def cw(key, label, **kw):
+                w[key] = config_widget(key, label, p.get(key), **kw)
+
+            cw("training.type", t("mode"), info=t("mode_help"), elem_id="mode")
             with gr.Accordion(t("lora_opts"), open=True) as lora_box:
                 with gr.Row():
-                    w["lora_r"] = gr.Number(p["lora_r"], label=t("lora_r"), precision=0, minimum=1)
-                    w["lora_alpha"] = gr.Number(p["lora_alpha"], label=t("lora_alpha"), minimum=0.001)
-                    w["lora_dropout"] = gr.Number(0.05, label=t("lora_dropout"), minimum=0, maximum=0.99)
-                w["lora_stacks"] = gr.Radio(["both", "transformer", "transformer2"], value="both", label=t("lora_stacks"))
+                    cw("lora.r", t("lora_r"))
+                    cw("lora.alpha", t("lora_alpha"))
+                    cw("lora.dropout", t("lora_dropout"))
+                cw("lora.stacks", t("lora_stacks"))
                 with gr.Row():
-                    w["lora_fusion"] = gr.Checkbox(False, label=t("lora_fusion"))
-                    w["lora_heads"] = gr.Checkbox(False, label=t("lora_heads"))
+                    cw("lora.train_fusion", t("lora_fusion"))
+                    cw("lora.train_heads", t("lora_heads"))
             with gr.Accordion(t("optim"), open=False, elem_id="optim-acc"):
                 with gr.Row():
-                    w["lr"] = gr.Number(p["lr"], label=t("lr"), minimum=1e-9)
-                    w["steps"] = gr.Number(p["steps"], label=t("steps"), precision=0, minimum=0, elem_id="steps")
-                    w["epochs"] = gr.Number(p["epochs"], label=t("epochs"), precision=0, minimum=1)
+                    cw("training.learning_rate", t("lr"))
+                    cw("training.max_steps", t("steps"), elem_id="steps")
+                    cw("training.epochs", t("epochs"))
                 with gr.Row():
-                    w["batch"] = gr.Number(p["batch"], label=t("batch"), precision=0, minimum=1)
-                    w["accum"] = gr.Number(p["accum"], label=t("accum"), precision=0, minimum=1)
-                    w["warmup"] = gr.Number(p["warmup"], label=t("warmup"), precision=0, minimum=0)
+                    cw("training.batch_size", t("batch"))
+                    cw("training.gradient_accumulation_steps", t("accum"))
+                    cw("training.warmup_steps", t("warmup"))
                 with gr.Row():
-                    w["max_frames"] = gr.Number(p["max_frames"], label=t("max_frames"), precision=0, minimum=0,
-                                                elem_id="max-frames")
-                    w["precision"] = gr.Dropdown(["auto", "no", "bf16", "fp16"], value=p["precision"], label=t("precision"))
-                    w["grad_ckpt"] = gr.Checkbox(p["grad_ckpt"], label=t("grad_ckpt"))
+                    cw("training.max_frames", t("max_frames"), elem_id="max-frames")
+                    cw("training.mixed_precision", t("precision"), dropdown=True)
+                    cw("training.gradient_checkpointing", t("grad_ckpt"))
                 with gr.Row():
-                    w["save_every"] = gr.Number(p["save_every"], label=t("save_every"), precision=0, minimum=1)
-                    w["sample_every"] = gr.Number(p["sample_every"], label=t("sample_every"), precision=0, minimum=0)
-                    w["log_every"] = gr.Number(p["log_every"], label=t("log_every"), precision=0, minimum=1)
-                    w["seed"] = gr.Number(1234, label=t("seed"), precision=0)
+                    cw("training.save_every", t("save_every"))
+                    cw("training.sample_every", t("sample_every"))
+                    cw("training.log_every", t("log_every"))
+                    cw("training.seed", t("seed"))
                 with gr.Row():
-                    w["num_samples"] = gr.Number(p["num_samples"], label=t("num_samples"), precision=0, minimum=0)
-                    w["sample_seconds"] = gr.Number(p["sample_seconds"], label=t("sample_seconds"), minimum=1)
+                    cw("training.num_samples", t("num_samples"))
+                    cw("training.sample_seconds", t("sample_seconds"))
             w["run_name"] = gr.Textbox("", label=t("run_name"), elem_id="run-name")
             estimate = gr.Markdown(elem_id="estimate")
             with gr.Accordion(t("next_run"), open=False):
@@ -111,7 +124,7 @@ def build(ctx) -> dict:
                 sample_btn = gr.Button(t("sample_now"), elem_id="btn-sample-now")
                 resume_btn = gr.Button(t("resume"), interactive=not ctx.locked, elem_id="btn-resume")
             if ctx.locked:
-                gr.Markdown(t("demo_disabled"), elem_id="train-locked", elem_classes=["locked-note"])
+                gr.Markdown(ctx.msg("demo_disabled"), elem_id="train-locked", elem_classes=["locked-note"])
             action_msg = gr.Markdown(elem_id="train-msg")
             status = gr.Markdown(t("no_run"), elem_id="run-status")
             progress = gr.HTML(elem_id="run-progress")
@@ -131,28 +144,29 @@ def build(ctx) -> dict:
     view_state = gr.State({"run": None, "version": -1})
     timer = gr.Timer(1.5)
 
-    names = [k for k in w if k not in ("preset",)]
-    inputs = [w[k] for k in names]
+    keys = [k for k in w if k != "preset"]  # config paths, plus the UI-only base_kind / base_path / run_name
+    inputs = [w[k] for k in keys]
 
     def values(*vals):
-        return dict(zip(names, vals))
+        """Widget values keyed by config path, as the config takes them."""
+        return {k: config_value(k, v) if "." in k else v for k, v in zip(keys, vals)}
 
     def named(fn):
-        """Give a *vals handler the widget names as parameters (readable API: /start_run(mode=..., steps=...))."""
+        """Give a *vals handler readable API parameters: /start_run(training_max_steps=..., lora_r=...)."""
         import inspect
-        fn.__signature__ = inspect.Signature([inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-                                              for n in names])
+        fn.__signature__ = inspect.Signature([inspect.Parameter(api_name(k), inspect.Parameter.POSITIONAL_OR_KEYWORD)
+                                              for k in keys])
         return fn
 
     # ---- presets, preview, estimate ----------------------------------------------------------
-    preset_keys = [k for k in PRESETS[DEFAULT_PRESET]]
+    preset_keys = sorted({k for pr in PRESETS.values() for k in pr})
 
     def apply_preset(name):
         pr = PRESETS.get(name) or {}
-        return [gr.update(value=pr[k]) if k in pr else gr.skip() for k in preset_keys]
+        return [gr.update(value=0 if pr[k] is None else pr[k]) if k in pr else gr.skip() for k in preset_keys]
 
     w["preset"].change(apply_preset, w["preset"], [w[k] for k in preset_keys], api_name=False)
-    w["mode"].change(lambda m: gr.update(visible=m == "lora"), w["mode"], lora_box, api_name=False, queue=False)
+    w["training.type"].change(lambda m: gr.update(visible=m == "lora"), w["training.type"], lora_box, api_name=False, queue=False)
 
     @named
     def preview(*vals):
@@ -187,35 +201,35 @@ def build(ctx) -> dict:
     @named
     def start(*vals):
         if ctx.locked:
-            raise gr.Error(t("demo_disabled"))
+            raise gr.Error(ctx.msg("demo_disabled"))
         v = values(*vals)
         ctx.ws.set_state(base_kind=v["base_kind"], base_path=v["base_path"] or "",
                          base_model="demo" if v["base_kind"] == "demo" else (v["base_path"] or ""))
         run_dir = backend.start_new_run(ctx.ws, v)
-        return gr.update(choices=_run_choices(ctx), value=str(run_dir)), t("started", run=Path(run_dir).name)
+        return gr.update(choices=_run_choices(ctx), value=str(run_dir)), ctx.msg("started", run=Path(run_dir).name)
 
     def _need(run):
         if not run:
-            raise gr.Error(t("no_run").split(".")[0])
+            raise gr.Error(ctx.msg("no_run").split(".")[0])
         return backend.check_run_dir(ctx.ws, run)
 
     def stop(run):
         backend.stop_run(_need(run))
-        return t("flag_sent", what=t("stop"))
+        return ctx.msg("flag_sent", what=ctx.msg("stop"))
 
     def save_now(run):
         backend.request_save(_need(run))
-        return t("flag_sent", what=t("save_now"))
+        return ctx.msg("flag_sent", what=ctx.msg("save_now"))
 
     def sample_now(run):
         backend.request_sample(_need(run))
-        return t("flag_sent", what=t("sample_now"))
+        return ctx.msg("flag_sent", what=ctx.msg("sample_now"))
 
     def resume(run):
         if ctx.locked:
-            raise gr.Error(t("demo_disabled"))
+            raise gr.Error(ctx.msg("demo_disabled"))
         backend.resume_run(_need(run))
-        return gr.update(choices=_run_choices(ctx), value=run), t("started", run=Path(run).name)
+        return gr.update(choices=_run_choices(ctx), value=run), ctx.msg("started", run=Path(run).name)
 
     start_ev = start_btn.click(start, inputs, [run_pick, action_msg], api_name="start_run")
     stop_btn.click(stop, run_pick, action_msg, api_name="stop_run")
@@ -235,7 +249,7 @@ def build(ctx) -> dict:
         """One timer tick: incremental read of the run's files; plot only re-sent when it changed."""
         st = dict(st or {})
         if not run:
-            return (t("no_run"), "", gr.skip(), gr.skip(), gr.skip(), st)
+            return (ctx.msg("no_run"), "", gr.skip(), gr.skip(), gr.skip(), st)
         info = backend.run_status(run)
         v = monitor.refresh(run)
         last = v.last
@@ -244,7 +258,7 @@ def build(ctx) -> dict:
         status_md = (f"**{info.get('status', '?')}** · `{Path(run).name}`"
                      + (f" · {info['error']}" if info.get("error") else ""))
         frac = (step / total) if total else 0.0
-        line = t("progress_fmt", step=step, total=total or "?", epoch=last.get("epoch", "—"),
+        line = ctx.msg("progress_fmt", step=step, total=total or "?", epoch=last.get("epoch", "—"),
                  loss=f"{loss:.4f}" if isinstance(loss, (int, float)) else "—", eta=monitor.fmt_eta(last.get("eta_s")))
         bar = (f"<div class='run-progress'><div class='bar' style='width:{100 * min(1.0, frac):.1f}%'></div></div>"
                f"<div class='run-progress-text'>{line}</div>")

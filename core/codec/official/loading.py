@@ -6,7 +6,7 @@ Every error names the file and, where one exists, the first key that is missing 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Iterable, Mapping, Optional
+from typing import Callable, Mapping, Optional
 
 import torch
 
@@ -50,13 +50,6 @@ def take_prefix(sd: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.
     """The sub-dict under `prefix` with the prefix stripped."""
     n = len(prefix)
     return {k[n:]: v for k, v in sd.items() if k.startswith(prefix)}
-
-
-def require(sd: Mapping[str, torch.Tensor], keys: Iterable[str], path: str | Path, what: str) -> None:
-    """Fail with the first missing key (in the order given)."""
-    for k in keys:
-        if k not in sd:
-            raise WeightFileError(f"{what} {path} is missing tensor '{k}' (is this the right file?)")
 
 
 def get(sd: Mapping[str, torch.Tensor], key: str, path: str | Path, what: str,

@@ -29,16 +29,6 @@ def n_tokens(n_samples: int) -> int:
     return int(n_samples / SR * TOKEN_HZ) + 1
 
 
-def window_starts(n_samples: int) -> tuple[int, int]:
-    """(length after looping, number of windows) following the reference: the clip is doubled until it is at
-    least one window long, and the windows then cover len // L + 1 windows (so at least 2)."""
-    L = WINDOW_S * SR
-    length = n_samples
-    while length < L:
-        length *= 2
-    return length, length // L + 1
-
-
 def iter_windows(wav: torch.Tensor):
     """Yield the [2, L] windows of a [2, N] clip in the reference layout: the clip is tiled by doubling until it
     is one window long, and the last window is padded with the (tiled) clip's own beginning."""

@@ -1,0 +1,161 @@
+"""Training checkpoints: layout, atomic save, exact resume.
+
+Layout `<run>/checkpoints/step-N/`: adapter files (LoRA: `adapter_config.json` +
+`adapter_model.safetensors`, loadable by peft) or `config.yaml + model.pt` (full: the official
+layout), `trainer_state.json` (step, total, mode, reason, config hash, base model: read by export
+and hub), and `state/` (accelerate's `save_state`: weights, optimizer, scheduler, RNG, and our
+`TrainerState` with the step and the condition-dropout generator). For LoRA runs accelerate's
+state keeps only the trainable (adapter) weights, not the base model.
+
+A checkpoint is written to a temporary folder `.step-N.tmp` and renamed when complete; only
+complete ones are listed (core.runs.checkpoints) and resumed from. The last `training.keep_last`
+are kept. Resume needs nothing else: data order, crops and every random draw of a step are
+functions of (seed, step) (core.schedule), so the resumed run continues the same sequence.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import torch
+import torch.nn as nn
+from accelerate.utils import DistributedType
+
+from core import runs
+from core.fsutil import atomic_write_json
+
+
+class TrainerState:
+    """Our part of the accelerate state (registered for checkpointing)."""
+
+    def __init__(self, lelm: nn.Module):
+        self.lelm = lelm
+        self.step = 0
+        self.config_hash = ""
+        self.elapsed_s = 0.0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"step": self.step, "config_hash": self.config_hash, "elapsed_s": self.elapsed_s,
+                "condition_dropout": self.lelm.condition_dropout_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.step = int(state["step"])
+        self.config_hash = state.get("config_hash", "")
+        self.elapsed_s = float(state.get("elapsed_s", 0.0))
+        if state.get("condition_dropout") is not None:
+            self.lelm.load_condition_dropout_state(state["condition_dropout"])
+
+
+class _GatheredLeLM:
+    """What core.model.checkpoint.save_pretrained reads from a LeLM, with a gathered (unsharded) state dict."""
+
+    def __init__(self, lelm: nn.Module, state: dict[str, torch.Tensor]):
+        self.config, self.version = lelm.config, lelm.version
+        self.checkpoint_dtype = lelm.checkpoint_dtype
+        self.source_dir = lelm.source_dir
+        self.is_demo = getattr(lelm, "is_demo", False)
+        self._state = state
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return self._state
+
+
+def _trainable_keys(model: nn.Module) -> set[str]:
+    return {n for n, p in model.named_parameters() if p.requires_grad}
+
+
+def _lora_save_hook(models, weights, output_dir) -> None:
+    for i, model in enumerate(models):
+        keep = _trainable_keys(model)
+        if i < len(weights):
+            weights[i] = {k: v for k, v in weights[i].items() if k in keep}
+
+
+def _lora_load_hook(models, input_dir) -> None:
+    from safetensors import safe_open
+
+    path = Path(input_dir) / "model.safetensors"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} missing: this checkpoint's state is incomplete; resume from an "
+                                "earlier checkpoint or start the run again")
+    with safe_open(str(path), framework="pt") as fh:
+        stored = set(fh.keys())
+    want = _trainable_keys(models[0])
+    if stored != want:
+        missing, extra = sorted(want - stored)[:3], sorted(stored - want)[:3]
+        raise RuntimeError(f"{path}: adapter weights do not match this run's LoRA settings "
+                           f"(missing e.g. {missing}, unexpected e.g. {extra}); resume with the "
+                           "checkpoint's own config.yaml")
+
+
+class Checkpoints:
+    """Saves and restores a run's checkpoints (every process calls save/resume; main writes files)."""
+
+    def __init__(self, accelerator, run_dir: Path, lelm: nn.Module, state: TrainerState, *, mode: str,
+                 keep_last: int, base_dir: Path, event: Callable[..., None], log: Callable[[str], None]):
+        self.acc, self.run_dir, self.lelm, self.state = accelerator, run_dir, lelm, state
+        self.mode, self.keep_last, self.base_dir = mode, keep_last, base_dir
+        self.event, self.log = event, log
+        if mode == "lora":
+            accelerator.register_save_state_pre_hook(_lora_save_hook)
+            accelerator.register_load_state_pre_hook(_lora_load_hook)
+
+    def save(self, step: int, reason: str, step_module: nn.Module, total_steps: int) -> Path:
+        acc = self.acc
+        root = self.run_dir / "checkpoints"
+        final = root / f"step-{step}"
+        tmp = root / f".step-{step}.tmp"
+        if acc.is_main_process:
+            root.mkdir(parents=True, exist_ok=True)
+            if tmp.exists():
+                shutil.rmtree(tmp)
+            tmp.mkdir(parents=True)
+        acc.wait_for_everyone()
+        self.state.step = step
+        acc.save_state(str(tmp / "state"))
+        gathered = None
+        if acc.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+            # sharded parameters: every rank takes part in gathering the full state dict
+            full = acc.get_state_dict(step_module)
+            gathered = {k[len("lm."):]: v for k, v in (full or {}).items() if k.startswith("lm.")}
+        if acc.is_main_process:
+            inner = acc.unwrap_model(step_module).lm
+            if self.mode == "lora":
+                inner.save_pretrained(str(tmp), **({"state_dict": gathered} if gathered else {}))
+            elif gathered:
+                from core.model.checkpoint import save_pretrained as save_official
+                save_official(_GatheredLeLM(self.lelm, gathered), tmp, dtype=None)
+            else:
+                self.lelm.save_pretrained(tmp, dtype=None)
+            atomic_write_json(tmp / "trainer_state.json", {
+                "step": step, "total": total_steps, "mode": self.mode, "reason": reason,
+                "config_hash": self.state.config_hash, "base_model": str(self.base_dir), "time": runs.now_iso()})
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+            for old in runs.checkpoints(self.run_dir)[:-self.keep_last]:
+                shutil.rmtree(old, ignore_errors=True)
+            self.event("checkpoint", step=step, path=str(final), reason=reason)
+            runs.update_run_json(self.run_dir, last_checkpoint=str(final), step=step)
+            self.log(f"checkpoint step {step} -> {final} ({reason})")
+        acc.wait_for_everyone()
+        return final
+
+    def resume(self, ckpt: Path, config_hash: str) -> int:
+        """Restore everything from `ckpt`; -> the step to continue from."""
+        state_dir = ckpt / "state"
+        if not state_dir.is_dir():
+            raise FileNotFoundError(f"{state_dir} not found: {ckpt} is not a resumable checkpoint of core.train")
+        self.acc.load_state(str(state_dir), **({"strict": False} if self.mode == "lora" else {}))
+        if self.state.config_hash and self.state.config_hash != config_hash:
+            self.log(f"note: the config changed since {ckpt.name} was saved (hash {self.state.config_hash} -> "
+                     f"{config_hash}); continuing with the new config")
+            self.state.config_hash = config_hash
+        return self.state.step
+
+    @staticmethod
+    def find(run_dir: Path, resume: Optional[str]) -> Optional[Path]:
+        """The checkpoint `--resume` names ("latest": the newest complete one, None when there is none)."""
+        return runs.latest_checkpoint(run_dir) if resume == "latest" else Path(resume)

@@ -1,0 +1,229 @@
+"""Song inputs from the three sources (upload rows, metadata.jsonl, a folder), each a `SongInput`.
+
+A problem found while reading (missing file, broken line, bad encoding) becomes a `problem` of that
+song, which rejects it with that reason; only a source that cannot be read at all raises DataError.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+from core import audio as audio_mod
+from core.config import StudioConfig
+from core.data.limits import DataError
+
+STEM_SUFFIXES = {"vocal": ("vocal", "vocals"), "bgm": ("bgm", "accompaniment", "instrumental")}
+DESC_SUFFIXES = ("desc", "description")
+
+
+@dataclass
+class SongInput:
+    idx: Optional[str]
+    audio: Optional[str]
+    lyrics: Optional[str] = None
+    description: Optional[str] = None
+    vocal: Optional[str] = None
+    bgm: Optional[str] = None
+    prompt_start_s: Optional[float] = None
+    chorus_start_s: Optional[float] = None
+    source: str = ""
+    problems: list[str] = field(default_factory=list)   # found while reading the inputs: song is rejected
+
+
+def _first(d: dict, *keys: str) -> Any:
+    for k in keys:
+        if k in d and d[k] is not None:
+            return d[k]
+    return None
+
+
+def _float_or_none(v: Any, name: str, problems: list[str]) -> Optional[float]:
+    if v is None or v == "":
+        return None
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        problems.append(f"'{name}' must be a number of seconds, got {v!r}")
+        return None
+
+
+def read_text_file(path: Path) -> str:
+    """Lyric/description files: UTF-8 (with or without BOM) or UTF-16 with BOM; anything else is refused
+    rather than guessed, since a wrong guess silently puts garbage into training."""
+    data = path.read_bytes()
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return data.decode("utf-16")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path.name} is not UTF-8 text (byte 0x{data[err.start]:02x} at position {err.start}); "
+                        "open it in a text editor and save it as UTF-8") from None
+
+
+def _resolve_audio(p: str, bases: list[Path]) -> tuple[Optional[Path], list[Path]]:
+    path = Path(p).expanduser()
+    if path.is_absolute():
+        return (path if path.is_file() else None), [path]
+    tried = []
+    for b in bases:
+        cand = (b / path)
+        tried.append(cand)
+        if cand.is_file():
+            return cand, tried
+    return None, tried
+
+
+def load_metadata(path: str | Path, raw_data_dir: Optional[str | Path] = None) -> list[SongInput]:
+    """Seed-format metadata.jsonl -> songs. Broken lines, missing fields and missing files become
+    songs with `problems` (rejected with that reason); duplicates are caught later by idx."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"paths.metadata_path: {path} does not exist; point it at your metadata.jsonl")
+    bases = [path.parent.resolve()] + ([Path(raw_data_dir).expanduser().resolve()] if raw_data_dir else []) + [Path.cwd()]
+    out: list[SongInput] = []
+    try:
+        text = read_text_file(path)
+    except DataError as err:
+        raise DataError(f"paths.metadata_path: {err}") from None
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        src = f"{path.name}:{n}"
+        try:
+            d = json.loads(line)
+            if not isinstance(d, dict):
+                raise ValueError("not a JSON object")
+        except ValueError as err:
+            out.append(SongInput(f"line-{n}", None, source=src, problems=[
+                f"line {n} of {path.name} is not valid JSON ({str(err)[:80]}); each line must be one object like "
+                '{"path": ..., "gt_lyric": ..., "descriptions": ..., "idx": ...}']))
+            continue
+        problems: list[str] = []
+        idx = d.get("idx")
+        if idx is None or str(idx).strip() == "":
+            problems.append(f"line {n} has no 'idx' (a unique name for the song)")
+            idx = f"line-{n}"
+        raw_path = d.get("path")
+        audio = None
+        if not raw_path:
+            problems.append(f"line {n} has no 'path' (the audio file)")
+        else:
+            found, tried = _resolve_audio(str(raw_path), bases)
+            if found is None:
+                problems.append(f"audio file '{raw_path}' not found (looked in: {', '.join(str(t) for t in tried)})")
+            audio = str(found or raw_path)
+        if "gt_lyric" not in d or d.get("gt_lyric") is None:
+            problems.append(f"line {n} has no 'gt_lyric' (the lyrics)")
+        stems: dict[str, Optional[str]] = {}
+        for key, names in (("vocal", ("vocal", "vocal_path")), ("bgm", ("bgm", "bgm_path", "accompaniment"))):
+            v = _first(d, *names)
+            if v:
+                found, tried = _resolve_audio(str(v), bases)
+                if found is None:
+                    problems.append(f"{key} stem '{v}' not found (looked in: {', '.join(str(t) for t in tried)})")
+                stems[key] = str(found or v)
+        out.append(SongInput(
+            str(idx), audio, d.get("gt_lyric"), _first(d, "descriptions", "description"),
+            stems.get("vocal"), stems.get("bgm"),
+            _float_or_none(d.get("prompt_start_s"), "prompt_start_s", problems),
+            _float_or_none(d.get("chorus_start_s"), "chorus_start_s", problems),
+            source=f"{src} {line.strip()[:300]}", problems=problems))
+    return out
+
+
+def _split_name(p: Path) -> tuple[str, Optional[str]]:
+    """song.vocal.wav -> ("song", "vocal"); song.wav -> ("song", None)."""
+    stem = p.stem
+    if "." in stem:
+        base, suffix = stem.rsplit(".", 1)
+        for kind, names in STEM_SUFFIXES.items():
+            if suffix.lower() in names:
+                return base, kind
+    return stem, None
+
+
+def scan_folder(folder: str | Path) -> list[SongInput]:
+    """A folder of songs: NAME.wav (any libsndfile format) + NAME.txt lyrics, optional NAME.desc.txt and
+    NAME.vocal.wav / NAME.bgm.wav stems. Subfolders are searched too."""
+    root = Path(folder).expanduser()
+    if not root.is_dir():
+        raise DataError(f"paths.raw_data_dir: {root} is not a folder; point it at the folder holding your songs")
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in audio_mod.AUDIO_EXTENSIONS)
+    songs: dict[Path, SongInput] = {}
+    stems: list[tuple[Path, str, str]] = []
+    for p in files:
+        base, kind = _split_name(p)
+        if kind:
+            stems.append((p.parent / base, kind, str(p)))
+            continue
+        problems: list[str] = []
+        lyrics = desc = None
+        lyr_path = p.with_suffix(".txt")
+        if not lyr_path.is_file():
+            problems.append(f"no lyrics file {lyr_path.name} next to {p.name}; write the lyrics into it "
+                            "(for an instrumental: [intro-short] ; [inst-long] ; [outro-short])")
+        else:
+            try:
+                lyrics = read_text_file(lyr_path)
+            except DataError as err:
+                problems.append(str(err))
+        for suffix in DESC_SUFFIXES:
+            dp = p.parent / f"{p.stem}.{suffix}.txt"
+            if dp.is_file():
+                try:
+                    desc = read_text_file(dp).strip()
+                except DataError as err:
+                    problems.append(str(err))
+                break
+        songs[p.parent / p.stem] = SongInput(p.stem, str(p), lyrics, desc, source=str(p), problems=problems)
+    for key, kind, sp in stems:
+        if key in songs:
+            setattr(songs[key], kind, sp)
+    return list(songs.values())
+
+
+def coerce_items(items: Iterable[Any]) -> list[SongInput]:
+    """The studio's upload form: dicts or objects with audio/lyrics/description (+ idx, vocal, bgm)."""
+    out: list[SongInput] = []
+    for i, it in enumerate(items):
+        if isinstance(it, SongInput):
+            out.append(it)
+            continue
+        d = it if isinstance(it, dict) else {k: getattr(it, k) for k in dir(it) if not k.startswith("_")}
+        problems: list[str] = []
+        audio = _first(d, "audio", "path", "audio_path")
+        if audio is None:
+            problems.append(f"song #{i + 1} has no audio file")
+        elif not Path(str(audio)).expanduser().is_file():
+            problems.append(f"audio file '{audio}' not found")
+        idx = _first(d, "idx", "name")
+        if idx is None and audio is not None:
+            idx = Path(str(audio)).stem
+        lyrics = _first(d, "lyrics", "gt_lyric")
+        stems = {}
+        for key, names in (("vocal", ("vocal", "vocal_path")), ("bgm", ("bgm", "bgm_path", "accompaniment"))):
+            v = _first(d, *names)
+            if v:
+                if not Path(str(v)).expanduser().is_file():
+                    problems.append(f"{key} stem '{v}' not found")
+                stems[key] = str(Path(str(v)).expanduser())
+        out.append(SongInput(
+            str(idx if idx is not None else f"song-{i + 1}"), str(Path(str(audio)).expanduser()) if audio else None,
+            lyrics, _first(d, "description", "descriptions"), stems.get("vocal"), stems.get("bgm"),
+            _float_or_none(d.get("prompt_start_s"), "prompt_start_s", problems),
+            _float_or_none(d.get("chorus_start_s"), "chorus_start_s", problems),
+            source=str(audio) if audio else f"item #{i + 1}", problems=problems))
+    return out
+
+
+def collect_inputs(cfg: StudioConfig, items: Optional[Iterable[Any]] = None) -> list[SongInput]:
+    if items is not None:
+        return coerce_items(items)
+    if cfg.paths.metadata_path:
+        return load_metadata(cfg.paths.metadata_path, cfg.paths.raw_data_dir)
+    if cfg.paths.raw_data_dir:
+        return scan_folder(cfg.paths.raw_data_dir)
+    raise DataError("nothing to prepare: set paths.metadata_path (a metadata.jsonl) or paths.raw_data_dir "
+                    "(a folder of songs with same-named .txt lyrics), or upload songs in the studio")

@@ -1,0 +1,43 @@
+"""What the model being finetuned allows: its timing (from the checkpoint's OfficialConfig) and tags."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from core.config import StudioConfig
+from core.model.official_config import ModelTiming, OfficialConfig
+
+
+class DataError(ValueError):
+    """A prepare run that cannot start; the message names the file or config key to fix."""
+
+
+@dataclass
+class ModelLimits(ModelTiming):
+    """The model's timing as its OfficialConfig states it (nothing copied), plus where it came from."""
+    config: OfficialConfig
+    version: str
+    runtime_root: Optional[Path] = None
+    is_demo: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"version": self.version, **self.timing_dict(), "is_demo": self.is_demo,
+                "runtime_root": str(self.runtime_root) if self.runtime_root else None}
+
+
+def model_limits(cfg: StudioConfig) -> ModelLimits:
+    """max_dur / prompt_len / frame rate / tags of the model being finetuned (paths.base_model_path)."""
+    from core.model import describe_checkpoint, resolve_base_model  # the model core's one source of truth
+
+    # The demo model carries its own runtime (in the workspace); paths.runtime_path may then point at
+    # a SongGeneration folder used only for Demucs.
+    runtime = None if cfg.paths.base_model_path == "demo" else cfg.paths.runtime_path
+    d = describe_checkpoint(resolve_base_model(cfg), runtime)
+    return ModelLimits(d.config, str(d.version), Path(d.runtime_root) if d.runtime_root else None, bool(d.is_demo))
+
+
+def check_frame_rate(cfg: StudioConfig, codec: Any, limits: ModelLimits) -> None:
+    if int(getattr(codec, "frame_rate", limits.frame_rate)) != limits.frame_rate:
+        raise DataError(f"the codec {codec.id} makes {codec.frame_rate} Hz tokens but the model "
+                        f"({cfg.paths.base_model_path}) expects {limits.frame_rate} Hz; pick a matching data.codec")

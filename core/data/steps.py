@@ -1,0 +1,283 @@
+"""One song through the checks and the tokenizer, step by step, each step adding to its `SongReport`.
+
+    text check -> audio check -> cache key -> (cached | decode -> separate -> encode)
+
+`process_song` runs the steps in that order and stops at the first step that rejects the song;
+`plan()` runs the same function with `dry_run=True`, which stops before anything is decoded.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+from core import audio as audio_mod
+from core import lyrics as lyr
+from core.config import StudioConfig
+from core.data.inputs import SongInput
+from core.data.limits import ModelLimits
+from core.data.separate import SeparationPlan
+from core.fsutil import atomic_torch_save
+from core.tokens import CODE_SIZE, EMPTY
+
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class SongReport:
+    """What happened to one song: findings (level error | warning | fix, in order) and report fields."""
+    idx: str
+    source: str
+    audio: Optional[str]
+    findings: list[dict] = field(default_factory=list)
+    fields: dict[str, Any] = field(default_factory=dict)   # lyrics, description, duration_s, key, ...
+
+    @classmethod
+    def start(cls, song: SongInput) -> "SongReport":
+        rep = cls(song.idx, song.source, song.audio)
+        for p in song.problems:
+            rep.add("error", p)
+        return rep
+
+    def add(self, level: str, message: str, **extra: Any) -> None:
+        self.findings.append({"level": level, "message": message, **extra})
+
+    def messages(self, level: str) -> list[str]:
+        return [f["message"] for f in self.findings if f["level"] == level]
+
+    @property
+    def rejected(self) -> bool:
+        return any(f["level"] == "error" for f in self.findings)
+
+    @property
+    def status(self) -> str:
+        if self.rejected:
+            return "rejected"
+        if self.messages("fix"):
+            return "fixed"
+        return "warning" if self.messages("warning") else "ok"
+
+    def entry(self) -> dict[str, Any]:
+        """The report.json entry: status, plain reasons (errors, warnings, then fixes) and the fields."""
+        status = self.status
+        reasons = self.messages("error") + self.messages("warning") + (self.messages("fix") if status == "fixed" else [])
+        return {"idx": self.idx, "source": self.source, "status": status, "reasons": reasons, "audio": self.audio,
+                **self.fields, "findings": list(self.findings)}
+
+
+@dataclass
+class Context:
+    """What every song of one run shares."""
+    cfg: StudioConfig
+    codec: Any
+    limits: ModelLimits
+    separation: SeparationPlan
+    songs_dir: Path
+    static_key: dict
+    counters: dict = field(default_factory=lambda: {"encoded": 0, "cached": 0})
+
+
+def static_key(cfg: StudioConfig, codec: Any, limits: ModelLimits) -> dict:
+    """The part of every song key that the run's settings decide."""
+    return {"schema": SCHEMA_VERSION, "codec": getattr(codec, "id", type(codec).__name__),
+            "codec_version": str(getattr(codec, "version", "")), "max_dur": limits.max_dur,
+            "frame_rate": limits.frame_rate, "prompt_frames": limits.prompt_frames,
+            "prompt_offset_s": cfg.data.prompt_offset_s, "min_duration_s": cfg.data.min_duration_s,
+            "tags": list(limits.structure_tags)}
+
+
+def hash_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while b := f.read(chunk):
+            h.update(b)
+    return h.hexdigest()
+
+
+def hash_json(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, ensure_ascii=False).encode("utf-8")).hexdigest()
+
+
+# ---- the steps ------------------------------------------------------------------------------
+def check_text(song: SongInput, rep: SongReport, limits: ModelLimits) -> None:
+    """Lyrics into SongGeneration's grammar (fixes shown beside the original) and the description."""
+    if song.lyrics is not None or not song.problems:
+        res = lyr.check_lyrics(song.lyrics, limits.structure_tags)
+        for level, msgs in (("error", res.errors), ("warning", res.warnings), ("fix", res.changes)):
+            for m in msgs:
+                rep.add(level, m)
+        rep.fields["lyrics"] = res.text
+        if res.status == "fixed":
+            rep.fields.update(lyrics_original=res.original, lyrics_fixed=res.text, lyrics_changes=res.changes)
+    desc = lyr.check_description(song.description)
+    for level, msgs in (("warning", desc.warnings), ("fix", desc.changes)):
+        for m in msgs:
+            rep.add(level, m)
+    rep.fields["description"] = desc.text
+    if desc.unknown:
+        rep.fields["unknown_tags"] = desc.unknown
+    if desc.musicality:
+        rep.fields["musicality_tags"] = desc.musicality
+
+
+def check_audio(song: SongInput, rep: SongReport, cfg: StudioConfig, limits: ModelLimits,
+                separation: SeparationPlan) -> None:
+    """The audio header (readable, length, rate, channels) and whether stems can be had; no decoding."""
+    if not song.audio or song.problems:
+        return
+    info = None
+    try:
+        info = audio_mod.probe(song.audio)
+        header = audio_mod.check_header(info, max_dur=limits.max_dur, min_dur=cfg.data.min_duration_s)
+    except audio_mod.AudioError as err:
+        header = [audio_mod.AudioFinding("error", "unreadable", str(err))]
+    rep.findings += [f.to_dict() for f in header]
+    if info is not None:
+        if 0 < info.duration_s < limits.prompt_len and not any(f.level == "error" for f in header):
+            rep.add("warning", f"{Path(song.audio).name} is shorter than the model's {limits.prompt_len:g} s prompt; "
+                               "the rest of its prompt is left empty")
+        rep.fields.update(duration_s=round(info.duration_s, 3), sample_rate=info.sample_rate, channels=info.channels)
+    if rep.rejected:
+        return
+    has_stems = bool(song.vocal and song.bgm)
+    if not has_stems and separation.kind in ("none", "unavailable"):
+        rep.add("error", separation.error or "no separation available")
+    elif (song.vocal is None) != (song.bgm is None):
+        rep.add("error", "give both stems (vocal and bgm) or neither; with one only the other cannot be derived")
+
+
+def cache_key(song: SongInput, rep: SongReport, ctx: Context) -> Optional[Path]:
+    """The song's key (a hash of everything that shapes its tokens) -> its cache file, or None if unreadable."""
+    has_stems = bool(song.vocal and song.bgm)
+    try:
+        stems_sha = [hash_file(song.vocal), hash_file(song.bgm)] if has_stems else None
+        key = hash_json({**ctx.static_key, "audio": hash_file(song.audio), "stems": stems_sha,
+                         "separation": "stems" if has_stems else ctx.separation.id,
+                         "lyrics": rep.fields.get("lyrics"), "description": rep.fields.get("description"),
+                         "prompt_start_s": song.prompt_start_s, "chorus_start_s": song.chorus_start_s})
+    except OSError as err:
+        rep.add("error", f"cannot read {song.audio}: {err.strerror or err}")
+        return None
+    rep.fields["key"] = key
+    rep.fields["separation"] = "given stems" if has_stems else ctx.separation.label
+    return ctx.songs_dir / key[:2] / f"{key}.pt"
+
+
+def load_cached(rep: SongReport, path: Path) -> Optional[dict]:
+    """A song encoded by an earlier run (its signal findings replayed), or None to encode it again."""
+    if not path.is_file():
+        return None
+    try:
+        record = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # a damaged cache file is simply rebuilt
+        return None
+    rep.fields["cached"] = True
+    rep.findings += record["meta"]["signal_findings"]
+    rep.fields.update(duration_s=record["meta"]["duration_s"], prompt_start_s=record["meta"]["prompt_start_s"])
+    return record
+
+
+def _device(cfg: StudioConfig) -> str:
+    if cfg.data.device != "auto":
+        return cfg.data.device
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def encode(song: SongInput, rep: SongReport, ctx: Context, path: Path) -> Optional[dict]:
+    """Decode and check the samples, separate (or read the stems), tokenize, and cache the record."""
+    cfg, codec, limits = ctx.cfg, ctx.codec, ctx.limits
+    try:
+        wav, sr = audio_mod.read_audio(song.audio)
+    except audio_mod.AudioError as err:
+        rep.add("error", str(err))
+        return None
+    signal = [f.to_dict() for f in audio_mod.check_signal(wav, sr, Path(song.audio).name)]
+    rep.findings += signal
+    if rep.rejected:
+        return None
+    target_sr = int(getattr(codec, "sample_rate", audio_mod.CODEC_SAMPLE_RATE))
+    mix = audio_mod.to_codec_layout(wav, sr, target_sr)
+    del wav
+    try:
+        if song.vocal and song.bgm:
+            vocal = audio_mod.load_for_codec(song.vocal, target_sr)
+            bgm = audio_mod.load_for_codec(song.bgm, target_sr)
+        else:
+            vocal, bgm = ctx.separation.split(mix, target_sr, cfg.data.bgm_mode, _device(cfg), cfg.data.seed)
+    except Exception as err:
+        rep.add("error", f"separating vocals from accompaniment failed: {err}")
+        return None
+    try:
+        with torch.inference_mode():
+            codes = codec.encode(mix, vocal, bgm)
+        ctx.counters["encoded"] += 1
+        codes = torch.as_tensor(codes).long().cpu()
+        if codes.dim() == 3:
+            codes = codes[0]
+        if codes.dim() != 2 or codes.shape[0] != 3 or codes.shape[1] == 0:
+            raise ValueError(f"the codec returned shape {tuple(codes.shape)}, expected [3, T]")
+        if int(codes.min()) < 0 or int(codes.max()) >= CODE_SIZE:
+            raise ValueError(f"the codec returned ids outside 0..{CODE_SIZE - 1} ({int(codes.min())}..{int(codes.max())})")
+    except Exception as err:
+        rep.add("error", f"tokenizing with {getattr(codec, 'id', 'the codec')} failed: {err}")
+        return None
+    duration = mix.shape[-1] / target_sr
+    start = song.prompt_start_s if song.prompt_start_s is not None else (
+        song.chorus_start_s if song.chorus_start_s is not None else cfg.data.prompt_offset_s)
+    start = min(max(0.0, start), max(0.0, duration - limits.prompt_len))
+    prompt, prompt_start = extract_prompt(codes, start, limits)
+    record = {"codes": codes.to(torch.int16), "prompt": prompt.to(torch.int16),
+              "meta": {"duration_s": round(duration, 3), "prompt_start_s": prompt_start, "signal_findings": signal,
+                       "codec": getattr(codec, "id", "?"), "separation": rep.fields["separation"]}}
+    atomic_torch_save(record, path)
+    rep.fields.update(cached=False, duration_s=round(duration, 3), prompt_start_s=prompt_start)
+    return record
+
+
+def extract_prompt(codes: torch.Tensor, start_s: float, limits: ModelLimits) -> tuple[torch.Tensor, float]:
+    """A [3, prompt_frames] window starting near `start_s` (clamped into the song); short songs are
+    padded with EMPTY, the id the model reads as "no prompt here"."""
+    p = limits.prompt_frames
+    t = codes.shape[1]
+    f0 = int(round(max(0.0, start_s) * limits.frame_rate))
+    f0 = max(0, min(f0, t - p))
+    win = codes[:, f0:f0 + p]
+    if win.shape[1] < p:
+        win = torch.cat([win, torch.full((codes.shape[0], p - win.shape[1]), EMPTY, dtype=codes.dtype)], 1)
+    return win, f0 / limits.frame_rate
+
+
+def _item(song: SongInput, rep: SongReport, record: dict) -> dict:
+    codes = record["codes"]
+    return {"idx": song.idx, "codes": codes.numpy(), "prompt": record["prompt"].numpy(),
+            "lyrics": rep.fields["lyrics"], "description": rep.fields["description"],
+            "num_frames": int(codes.shape[1]), "duration_s": float(record["meta"]["duration_s"]),
+            "prompt_start_s": float(record["meta"]["prompt_start_s"]), "key": rep.fields["key"], "audio": song.audio}
+
+
+def process_song(song: SongInput, ctx: Context, dry_run: bool = False) -> tuple[SongReport, Optional[dict]]:
+    """One song through the steps -> (its report, its dataset item or None). A problem with the song
+    itself never raises; `dry_run` (plan) stops before decoding and only says whether it is cached."""
+    rep = SongReport.start(song)
+    check_text(song, rep, ctx.limits)
+    check_audio(song, rep, ctx.cfg, ctx.limits, ctx.separation)
+    if rep.rejected:
+        return rep, None
+    path = cache_key(song, rep, ctx)
+    if path is None:
+        return rep, None
+    if dry_run:
+        rep.fields["cached"] = path.is_file()
+        return rep, None
+    record = load_cached(rep, path)
+    if record is not None:
+        ctx.counters["cached"] += 1
+    else:
+        record = encode(song, rep, ctx, path)
+    if record is None or rep.rejected:
+        return rep, None
+    return rep, _item(song, rep, record)

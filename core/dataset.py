@@ -1,0 +1,172 @@
+"""The prepared dataset as the trainer sees it: which folder, songs with the crop rule, batches.
+
+Rules, as implemented:
+- Crop: a song longer than `min(training.max_frames, model max_frames)` is trained on a window of
+  that many frames at a random start drawn from (seed, epoch, song id); EOS is a target only when
+  the window holds the song's real end (a cut song must not learn to stop at the cut).
+  Validation uses the first window.
+- Batches: `training.batch_size` per process; a global batch is batch_size x processes songs of
+  similar length (bucketing, `core.schedule.plan_epoch`), split strided across processes, so a
+  1-process run with batch 2 and a 2-process run with batch 1 see the same songs each step.
+- Data order and crops are functions of (seed, epoch) only, so `BatchPlan` can start at any
+  micro-batch: a resumed run reads exactly the batches the interrupted one would have read. Songs are
+  read and collated by a torch `DataLoader` (`training.num_workers` worker processes); the sampler,
+  not the loader, decides the order, so the number of workers never changes what is trained on.
+"""
+from __future__ import annotations
+
+import json
+from functools import partial
+from pathlib import Path
+from typing import Any, Iterator, Optional, Sequence
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from core.config import ConfigError, StudioConfig
+from core.schedule import crop_window, plan_epoch, shard
+from core.tokens import EMPTY
+
+
+def find_dataset_dir(cfg: StudioConfig) -> Path:
+    """`training.dataset_dir`, else the latest prepared dataset: `<prepared>/latest.json` (written by
+    core.data.prepare), else the newest folder with a dataset_dict.json under `cfg.prepared_dir()`."""
+    if cfg.training.dataset_dir:
+        path = Path(cfg.training.dataset_dir).expanduser()
+        if not path.is_dir():
+            raise ConfigError(f"training.dataset_dir = {path} does not exist; run `python -m core prepare` "
+                              "or point it at a prepared dataset folder")
+        return path
+    root = cfg.prepared_dir()
+    latest = root / "latest.json"
+    if latest.is_file():
+        try:
+            path = Path(json.loads(latest.read_text(encoding="utf-8"))["dataset_dir"])
+            if (path / "dataset_dict.json").is_file():
+                return path
+        except (ValueError, KeyError, TypeError):
+            pass
+    candidates = [p for p in root.iterdir() if p.is_dir() and (p / "dataset_dict.json").exists()] if root.is_dir() else []
+    if not candidates:
+        raise ConfigError(f"no prepared dataset under {root}; run `python -m core prepare --config ...` first "
+                          "or set training.dataset_dir")
+    return max(candidates, key=lambda p: p.stat().st_mtime)
+
+
+def load_dataset_dict(dataset_dir: Path):
+    """The prepared dataset (core.data.load_prepared)."""
+    from core.data import load_prepared
+
+    return load_prepared(dataset_dir)
+
+
+class SongSet(Dataset):
+    """One split of the prepared dataset with the crop rule applied on access.
+
+    Indexed by `(song index, epoch)` (the epoch picks the crop window), which is what `BatchPlan`
+    yields, so it plugs into a `DataLoader` as a map-style dataset.
+    """
+
+    def __init__(self, split, max_frames: int, seed: int, random_crop: bool):
+        self.split = split
+        self.max_frames = max_frames
+        self.seed = seed
+        self.random_crop = random_crop
+        plain = split.with_format(None) if len(split) else split
+        self.num_frames = [int(x) for x in plain["num_frames"]] if len(split) else []
+        self.ids = [str(x) for x in plain["idx"]] if len(split) else []
+
+    def __len__(self) -> int:
+        return len(self.num_frames)
+
+    def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
+        i, epoch = key
+        return self.item(i, epoch)
+
+    def cropped_length(self, i: int) -> int:
+        return min(self.num_frames[i], self.max_frames)
+
+    def item(self, i: int, epoch: int) -> dict[str, Any]:
+        row = self.split[int(i)]
+        codes = torch.as_tensor(row["codes"]).long()
+        total = codes.shape[-1]
+        start, length, reaches_end = crop_window(total, self.max_frames, self.seed, epoch, self.ids[i],
+                                                 random_start=self.random_crop)
+        prompt = row.get("prompt")
+        return {
+            "codes": codes[:, start:start + length],
+            "reaches_end": reaches_end,
+            "prompt": None if prompt is None else torch.as_tensor(prompt).long(),
+            "lyrics": row.get("lyrics"),
+            "description": row.get("description"),
+        }
+
+
+def collate(items: list[dict[str, Any]], prompt_frames: int, version: str) -> dict[str, Any]:
+    """Pad codes with EMPTY to the longest window; prompts to `prompt_frames`; model-ready texts."""
+    from core.model.text_rules import model_text
+
+    B = len(items)
+    T = max(it["codes"].shape[-1] for it in items)
+    codes = torch.full((B, 3, T), EMPTY, dtype=torch.long)
+    prompt = torch.full((B, 3, prompt_frames), EMPTY, dtype=torch.long)
+    lengths = torch.zeros(B, dtype=torch.long)
+    reaches_end = torch.zeros(B, dtype=torch.bool)
+    lyrics, descs = [], []
+    for b, it in enumerate(items):
+        n = it["codes"].shape[-1]
+        codes[b, :, :n] = it["codes"]
+        lengths[b] = n
+        reaches_end[b] = bool(it["reaches_end"])
+        if it["prompt"] is not None:
+            p = it["prompt"][:, :prompt_frames]
+            prompt[b, :, :p.shape[-1]] = p
+        lyr, desc = model_text(it["lyrics"], it["description"], version)
+        lyrics.append(lyr)
+        descs.append(desc)
+    return {"codes": codes, "lengths": lengths, "reaches_end": reaches_end, "prompt": prompt,
+            "lyrics": lyrics, "descriptions": descs}
+
+
+class BatchPlan(Sampler[list[tuple[int, int]]]):
+    """This process's micro-batches, in training order, from micro-batch `start` to `stop`.
+
+    Micro-batch m belongs to epoch m // batches_per_epoch; its songs are this rank's strided share
+    of global batch m % batches_per_epoch of that epoch's plan. Yields `[(song, epoch), ...]`.
+    """
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int, bucket_size: int,
+                 rank: int = 0, world: int = 1, start: int = 0, stop: Optional[int] = None):
+        self.lengths = list(lengths)
+        self.global_batch = batch_size * world
+        self.seed, self.bucket_size, self.rank, self.world = seed, bucket_size, rank, world
+        self.batches_per_epoch = len(self.plan(0))
+        self.start, self.stop = start, stop
+
+    def plan(self, epoch: int) -> list[list[int]]:
+        return plan_epoch(self.lengths, self.global_batch, self.seed, epoch, self.bucket_size)
+
+    def epoch_of(self, micro_index: int) -> int:
+        return micro_index // self.batches_per_epoch
+
+    def __len__(self) -> int:
+        if self.stop is None:
+            raise TypeError("an open-ended BatchPlan has no length")
+        return max(0, self.stop - self.start)
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        m, cached = self.start, (None, None)
+        while self.stop is None or m < self.stop:
+            epoch, pos = divmod(m, self.batches_per_epoch)
+            if cached[0] != epoch:
+                cached = (epoch, self.plan(epoch))
+            yield [(i, epoch) for i in shard(cached[1][pos], self.rank, self.world)]
+            m += 1
+
+
+def batch_loader(songs: SongSet, plan: BatchPlan, prompt_frames: int, version: str,
+                 num_workers: int = 0) -> DataLoader:
+    """A DataLoader over `plan`'s micro-batches, collated for the model (tensors on the CPU)."""
+    return DataLoader(songs, batch_sampler=plan, num_workers=num_workers,
+                      collate_fn=partial(collate, prompt_frames=prompt_frames, version=version),
+                      persistent_workers=False, prefetch_factor=2 if num_workers else None)

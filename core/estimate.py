@@ -1,0 +1,187 @@
+"""How much GPU memory and wall time a training config needs, before anything is built.
+
+Memory: weights fp32 (4 bytes per parameter); full: + fp32 grads + AdamW (12 bytes per trainable
+parameter); LoRA: 16 bytes per adapter parameter; activations in bf16 (fp32 when mixed precision
+is off) at batch_size x min(max_frames, the model's) frames, plus the logits and their CE.
+
+Time: steps x 3 x forward FLOPs / (measured matmul peak x utilization). The peak is measured once
+per device, dtype and machine and kept in `<workspace>/cache/matmul_peak.json`, so the Train tab
+does not re-benchmark on every change.
+"""
+from __future__ import annotations
+
+import functools
+import math
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+from core.config import StudioConfig
+from core.fsutil import atomic_write_json
+from core.tokens import CODE_SIZE
+
+PEAK_CACHE = Path("cache") / "matmul_peak.json"  # under the workspace
+
+
+def resolve_mixed_precision(setting: str) -> str:
+    """`training.mixed_precision` with "auto" decided for this machine (bf16 where supported)."""
+    if setting != "auto":
+        return setting
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "no"
+
+
+def _base_config(cfg: StudioConfig):
+    from core.model.info import resolve_base_model
+    from core.model.official_config import read_official_config
+
+    base = Path(resolve_base_model(cfg))
+    return base, read_official_config(base / "config.yaml", cfg.paths.runtime_path)
+
+
+def _frames(cfg: StudioConfig, oc) -> tuple[int, int, int]:
+    """(frames T, output positions S_out, positions S) of one training sequence."""
+    T = min(cfg.training.max_frames or oc.max_frames, oc.max_frames)
+    S_out = T + max(oc.delays or [0]) + 1
+    return T, S_out, oc.lyric_max_len + oc.prompt_max_len + oc.desc_max_len + S_out
+
+
+def activation_memory(D: int, F: int, layers: int, S: int, S_out: int, batch: int, checkpointing: bool,
+                      act_bytes: int = 2) -> tuple[float, float]:
+    """(transformer activations, logits + CE) in bytes, the formula the studio and bench/train.py print.
+
+    Per layer and position without checkpointing (SDPA keeps no S x S matrix):
+    act_bytes * (8D + 4F) (norm in/out, q, k, v, attention out, residual, gate, up, act, product);
+    with checkpointing only each layer's input (act_bytes * D) is kept, plus one layer recomputed.
+    Logits: 3 streams x S_out x 16385 x 10 bytes (low-precision logits, fp32 copy, fp32 grad).
+    """
+    per_layer = act_bytes * S * (8 * D + 4 * F) * batch
+    acts = layers * act_bytes * S * D * batch + per_layer if checkpointing else layers * per_layer
+    logits = 3 * S_out * (CODE_SIZE + 1) * 10 * batch  # vocabulary: the codes and EOS
+    return float(acts), float(logits)
+
+
+def estimate_memory(cfg: StudioConfig) -> dict[str, Any]:
+    """GPU memory of one training process for this config (no model is built; reads config.yaml and
+    the parameter shapes of model.pt lazily); see the module doc for the terms."""
+    base, oc = _base_config(cfg)
+    D, F, L = oc.dim, oc.intermediate_size, oc.num_layers + oc.num_layers_sub
+    C1 = oc.code_size + 1
+    try:
+        sd = torch.load(base / "model.pt", map_location="meta", weights_only=True, mmap=True)
+        sd = sd.get("state_dict", sd) if isinstance(sd, dict) else sd
+        N = sum(v.numel() for v in sd.values() if torch.is_tensor(v))
+    except Exception:  # an old-format file cannot be memory-mapped: count from the layout (Qwen2-size tables)
+        N = (L * (4 * D * D + 3 * D * F + 2 * D) + 7 * (C1 + 1) * D + 6 * C1 * D + 2 * 151659 * D
+             + 200 * D + 3 * D * D + 8 * D)
+    unused = 3 * C1 * D + (oc.code_size + 2) * D + 2 * D
+    tc = cfg.training
+    T, S_out, S = _frames(cfg, oc)
+    act_bytes = 4 if resolve_mixed_precision(tc.mixed_precision) == "no" and tc.mixed_precision != "auto" else 2
+    acts, logits = activation_memory(D, F, L, S, S_out, tc.batch_size, tc.gradient_checkpointing, act_bytes)
+    if tc.type == "full":
+        trainable = N - unused
+        states = 12 * trainable
+    else:
+        per_layer = {"q_proj": 2 * D, "k_proj": 2 * D, "v_proj": 2 * D, "o_proj": 2 * D,
+                     "gate_proj": D + F, "up_proj": D + F, "down_proj": D + F}
+        layers = {"both": L, "transformer": oc.num_layers, "transformer2": oc.num_layers_sub}[cfg.lora.stacks]
+        trainable = cfg.lora.r * layers * sum(per_layer.get(n, 0) for n in cfg.lora.target_modules)
+        if cfg.lora.train_fusion:
+            trainable += cfg.lora.r * (3 * D + 2 * D)
+        if cfg.lora.train_heads:
+            trainable += cfg.lora.r * 3 * (D + C1)
+        states = 16 * trainable
+    weights = 4 * N
+    total = weights + states + acts + logits
+    gb = 1e9
+    return {"parameters": N, "trainable": int(trainable), "frames": T, "positions": S,
+            "weights_gb": round(weights / gb, 2), "grads_optimizer_gb": round(states / gb, 2),
+            "activations_gb": round(acts / gb, 2), "logits_gb": round(logits / gb, 2),
+            "total_gb": round(total / gb, 2),
+            "formula": "4N + (12 Nt full | 16 Nlora) + activations(S, D, F, layers, ckpt) + 3*S_out*16385*10*B"}
+
+
+def measure_matmul_peak(device: str, dtype: torch.dtype, n: int = 1024, reps: int = 4) -> float:
+    """FLOP/s of a square matmul on this device and dtype (a quick, honest yardstick for estimates)."""
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    a @ b
+    if device == "cuda":
+        torch.cuda.synchronize()
+    t = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return 2 * n ** 3 * reps / max(time.perf_counter() - t, 1e-9)
+
+
+def _machine_key(device: str, dtype: torch.dtype) -> str:
+    """What the peak depends on: the device model (or CPU and thread count), the dtype, torch."""
+    what = (torch.cuda.get_device_name() if device == "cuda"
+            else f"{platform.machine()} {os.cpu_count()} cpus {torch.get_num_threads()} threads")
+    return f"{device} | {what} | {str(dtype).replace('torch.', '')} | torch {torch.__version__}"
+
+
+@functools.cache
+def matmul_peak(device: str, dtype: torch.dtype, cache_file: Optional[Path] = None) -> float:
+    """The measured peak, once per process and (with `cache_file`) once per machine."""
+    import json
+
+    key = _machine_key(device, dtype)
+    known: dict[str, float] = {}
+    if cache_file is not None and cache_file.is_file():
+        try:
+            known = {k: float(v) for k, v in json.loads(cache_file.read_text(encoding="utf-8")).items()}
+        except (OSError, ValueError, TypeError, AttributeError):
+            known = {}  # unreadable cache: measure again and rewrite it
+        if known.get(key, 0) > 0:
+            return known[key]
+    peak = measure_matmul_peak(device, dtype)
+    if cache_file is not None:
+        try:
+            atomic_write_json(cache_file, {**known, key: peak})
+        except OSError:
+            pass  # a read-only workspace only costs a measurement next time
+    return peak
+
+
+def estimate_time(cfg: StudioConfig, utilization: float = 0.35) -> dict[str, Any]:
+    """Wall time of a run on this machine's device: steps x matmul FLOPs per step / (measured peak x
+    utilization). FLOPs per step = 3 x forward (both stacks, fusion MLP, causal attention, the three
+    heads on the sequence part) at batch_size x min(max_frames, the model's) frames, so songs shorter
+    than the crop make it an upper bound. Steps = training.max_steps, else epochs x batches of the
+    prepared training split (None when nothing is prepared yet)."""
+    from core.dataset import find_dataset_dir, load_dataset_dict
+
+    _, oc = _base_config(cfg)
+    tc = cfg.training
+    D, F, L = oc.dim, oc.intermediate_size, oc.num_layers + oc.num_layers_sub
+    T, S_out, S = _frames(cfg, oc)
+    per_pos = L * (4 * D * D + 3 * D * F) + 3 * D * D + L * 2 * S * D
+    forward = 2 * tc.batch_size * (S * per_pos + S_out * oc.code_depth * D * (oc.code_size + 1))
+    step_flops = 3 * forward * tc.gradient_accumulation_steps
+    steps = tc.max_steps
+    songs = None
+    if steps is None:
+        try:
+            songs = len(load_dataset_dict(find_dataset_dir(cfg))["train"])
+        except Exception:  # nothing prepared yet: the estimate is per step only
+            songs = None
+        if songs:
+            per_epoch = math.ceil(songs / (tc.batch_size * tc.gradient_accumulation_steps))
+            steps = tc.epochs * per_epoch
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = torch.bfloat16 if device == "cuda" and tc.mixed_precision != "no" else torch.float32
+    peak = matmul_peak(device, dtype, cfg.workspace_dir() / PEAK_CACHE)
+    step_s = step_flops / (peak * utilization)
+    return {"device": device, "dtype": str(dtype).replace("torch.", ""), "steps": steps, "train_songs": songs,
+            "step_tflop": round(step_flops / 1e12, 3), "peak_tflops": round(peak / 1e12, 3),
+            "utilization": utilization, "step_s": step_s, "total_s": None if steps is None else steps * step_s,
+            "formula": "steps x 3 x forward FLOPs / (measured matmul peak x utilization)"}

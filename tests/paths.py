@@ -1,0 +1,16 @@
+"""Where the tests find things: the one definition of ../shared (fixtures and sample data), found
+relative to this repository so a clone anywhere works. conftest.py fails the session when it is missing."""
+from __future__ import annotations
+
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+FIXTURES = SHARED / "fixtures"
+DATA = SHARED / "data"
+SAMPLE_WAV = DATA / "sample_prompt_audio.wav"
+TINY_FIXTURE = FIXTURES / "songgen-tiny-v2"
+CODEC_FIXTURE = FIXTURES / "songgen-codec-tiny"
+
+# what the suite cannot run without; checked once at session start
+REQUIRED = (SAMPLE_WAV, TINY_FIXTURE / "ckpt" / "songgen_tiny_v2" / "model.pt", CODEC_FIXTURE / "cases.pt")
