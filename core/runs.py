@@ -242,6 +242,10 @@ def start_run(run_dir: str | os.PathLike, resume: bool = False, num_processes: O
     child_env = dict(os.environ)
     child_env.update(env or {})
     child_env.setdefault("PYTHONUNBUFFERED", "1")
+    # The trainer must run the same `core` as the process that starts it (a checkout next to an
+    # older installed copy would otherwise train with other code); installed or not, this holds.
+    here = str(Path(__file__).resolve().parents[1])
+    child_env["PYTHONPATH"] = os.pathsep.join([here] + [p for p in child_env.get("PYTHONPATH", "").split(os.pathsep) if p])
     log = open(run_dir / LOG_NAME, "ab")
     log.write(f"\n===== {now_iso()} {shlex.join(argv)}\n".encode())
     log.flush()
