@@ -229,4 +229,3 @@ def test_whole_flow(app_url, page, tmp_path):
     assert played == 2, "the A/B players did not start playing"
     elapsed = time.time() - t0
     print(f"browser flow: {elapsed:.0f} s")
-    assert elapsed < 240, f"browser flow took {elapsed:.0f} s (budget 4 minutes)"
