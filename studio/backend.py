@@ -7,6 +7,8 @@ configs (keyed by config path, as the widgets are) and calls `core`.
 """
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -40,6 +42,25 @@ def uses_demo(ws) -> bool:
     """True when the workspace's current choices involve the built-in demo model or demo codec."""
     st = ws.get_state()
     return st.get("codec", default("data.codec")) == DEMO or (st.get("base_model") or DEMO) == DEMO
+
+
+# ---- public Space sandboxes: settings a visitor may not choose ---------------------------------
+def public_models() -> set[str]:
+    """Base models a public-Space visitor may pick besides the demo: local folders the Space owner
+    listed in STUDIO_PUBLIC_MODELS (comma-separated). Hub ids are never accepted from visitors."""
+    return {p.strip() for p in os.environ.get("STUDIO_PUBLIC_MODELS", "").split(",") if p.strip()}
+
+
+def check_visitor_choice(ws, base_kind: Optional[str] = None, base_path: Optional[str] = None,
+                         runtime_path: Optional[str] = None, lang: str = "en") -> None:
+    """In a sandbox (public Space), refuse choices that would reach outside it: a Hub id (a download for
+    everyone), a server folder as base model or runtime root. No effect on a local or private studio."""
+    if getattr(ws, "quota", None) is None:
+        return
+    if base_kind is not None and base_kind != "demo" and (base_path or "").strip() not in public_models():
+        raise gr.Error(tr("public_model_only", lang))
+    if (runtime_path or "").strip():
+        raise gr.Error(tr("public_no_runtime", lang))
 
 
 # ---- data -----------------------------------------------------------------------------------
@@ -115,6 +136,18 @@ def plan_prepare(ws) -> str:
 
 
 def prepare(ws, progress: Callable[[float, str], None] | None = None) -> dict[str, Any]:
+    left = ws.tokenize_seconds_left()
+    if left is not None and left <= 0:
+        raise gr.Error(tr("tokenize_quota", "en", secs=f"{ws.quota.tokenize_seconds:.0f}"))
+    t0 = time.monotonic()
+    try:
+        return _prepare(ws, progress)
+    finally:
+        if left is not None:
+            ws.add_tokenize_seconds(time.monotonic() - t0)
+
+
+def _prepare(ws, progress: Callable[[float, str], None] | None = None) -> dict[str, Any]:
     from core import data
     cfg = _prepare_cfg(ws)
 
@@ -224,6 +257,7 @@ def inspect_model(ws, kind: str, path: str) -> str:
 def train_config(ws, v: dict[str, Any]) -> StudioConfig:
     """The next run's config from the Train tab: `v` holds widget values keyed by config path
     (e.g. "training.learning_rate") plus the UI-only base_kind / base_path / run_name."""
+    check_visitor_choice(ws, v.get("base_kind") or DEMO, v.get("base_path"))
     st = ws.get_state()
     base = DEMO if v.get("base_kind") == DEMO else (v.get("base_path") or "").strip()
     if not base:
@@ -325,6 +359,17 @@ def check_run_dir(ws, run_dir: str) -> str:
     return str(p)
 
 
+def check_checkpoint(ws, ckpt: str) -> str:
+    """Only `<workspace>/runs/<run>/checkpoints/step-N` folders are checkpoints the UI may act on."""
+    p = Path(ckpt)
+    real = p.resolve()
+    runs_dir = (ws.root / "runs").resolve()
+    if (p.is_symlink() or real.parent.name != "checkpoints" or real.parent.parent.parent != runs_dir
+            or not real.name.startswith("step-") or not real.is_dir()):
+        raise gr.Error(f"{Path(ckpt).name} is not a checkpoint of this workspace")
+    return str(real)
+
+
 def stop_run(run_dir: str):
     return runs.stop_run(run_dir)
 
@@ -353,8 +398,28 @@ def all_checkpoints(ws) -> list[tuple[str, str]]:
     return out
 
 
+_VERIFIED: dict[str, tuple] = {}
+
+
+def verify_checkpoint(ckpt: str) -> None:
+    """core.checkpoint_io.verify_checkpoint before a checkpoint is merged, generated from or pushed: a
+    damaged, altered or foreign-file checkpoint is refused with its problems. A result is remembered
+    until a file of the folder changes (hashing a full model on every generate would be slow)."""
+    from core.checkpoint_io import verify_checkpoint as verify
+
+    folder = Path(ckpt)
+    stamp = tuple(sorted((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file()))
+    if _VERIFIED.get(str(folder)) == stamp:
+        return
+    problems = verify(folder)
+    if problems:
+        raise gr.Error(f"checkpoint {folder.parent.parent.name}/{folder.name} is refused: " + "; ".join(problems[:4]))
+    _VERIFIED[str(folder)] = stamp
+
+
 def _run_cfg_for(ckpt: str) -> StudioConfig:
-    """The config of the run a checkpoint belongs to (<run>/checkpoints/step-N)."""
+    """The config of the run a checkpoint belongs to (<run>/checkpoints/step-N), once the checkpoint is verified."""
+    verify_checkpoint(ckpt)
     cfg = runs.run_config_for_checkpoint(ckpt)
     if cfg is None:
         raise gr.Error(f"{ckpt} is not a checkpoint of a run in this workspace (no <run>/config.yaml beside it)")
