@@ -513,8 +513,6 @@ def test_one_undecodable_lyrics_file_rejects_only_that_song(trained, tmp_path):
 @pytest.mark.parametrize("key", ["generation.cfg_coef", "generation.temperature", "training.sample_seconds",
                                  "training.learning_rate"])
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")], ids=["nan", "inf", "-inf"])
-@pytest.mark.xfail(reason="core/config.py refuses non-finite numbers with the Architecture change (issue 12); "
-                          "this marker goes when that lands", strict=False)
 def test_non_finite_config_numbers_are_refused(key, value):
     from core.config import ConfigError, parse_config
 
@@ -545,7 +543,7 @@ def test_stop_never_signals_the_users_shell_job(tmp_path):
         assert os.getpgid(sibling) == os.getpgid(trainer)
         # what core.train records when it was not started by the studio
         runs.update_run_json(run, status="running", pid=trainer, pgid=None, launched_by="shell",
-                             pid_start=runs._proc_start_time(trainer), pid_create=runs._process_created(trainer))
+                             pid_start=runs.process_start_time(trainer))
         runs.stop_run(run, wait=0.5, force=True)
         job.wait(timeout=20)
         time.sleep(0.2)
@@ -555,7 +553,7 @@ def test_stop_never_signals_the_users_shell_job(tmp_path):
         other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
         try:
             runs.update_run_json(run, status="running", pid=other.pid, pgid=None, launched_by="shell",
-                                 pid_start=(runs._proc_start_time(other.pid) or 0) + 999, pid_create=1.0)
+                                 pid_start=(runs.process_start_time(other.pid) or 0) + 999)
             runs.kill_run(run)
             time.sleep(0.3)
             assert other.poll() is None
