@@ -7,7 +7,6 @@ configs (keyed by config path, as the widgets are) and calls `core`.
 """
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -42,25 +41,6 @@ def uses_demo(ws) -> bool:
     """True when the workspace's current choices involve the built-in demo model or demo codec."""
     st = ws.get_state()
     return st.get("codec", default("data.codec")) == DEMO or (st.get("base_model") or DEMO) == DEMO
-
-
-# ---- public Space sandboxes: settings a visitor may not choose ---------------------------------
-def public_models() -> set[str]:
-    """Base models a public-Space visitor may pick besides the demo: local folders the Space owner
-    listed in STUDIO_PUBLIC_MODELS (comma-separated). Hub ids are never accepted from visitors."""
-    return {p.strip() for p in os.environ.get("STUDIO_PUBLIC_MODELS", "").split(",") if p.strip()}
-
-
-def check_visitor_choice(ws, base_kind: Optional[str] = None, base_path: Optional[str] = None,
-                         runtime_path: Optional[str] = None, lang: str = "en") -> None:
-    """In a sandbox (public Space), refuse choices that would reach outside it: a Hub id (a download for
-    everyone), a server folder as base model or runtime root. No effect on a local or private studio."""
-    if getattr(ws, "quota", None) is None:
-        return
-    if base_kind is not None and base_kind != "demo" and (base_path or "").strip() not in public_models():
-        raise gr.Error(tr("public_model_only", lang))
-    if (runtime_path or "").strip():
-        raise gr.Error(tr("public_no_runtime", lang))
 
 
 # ---- data -----------------------------------------------------------------------------------
@@ -257,6 +237,8 @@ def inspect_model(ws, kind: str, path: str) -> str:
 def train_config(ws, v: dict[str, Any]) -> StudioConfig:
     """The next run's config from the Train tab: `v` holds widget values keyed by config path
     (e.g. "training.learning_rate") plus the UI-only base_kind / base_path / run_name."""
+    from studio.sandbox import check_visitor_choice
+
     check_visitor_choice(ws, v.get("base_kind") or DEMO, v.get("base_path"))
     st = ws.get_state()
     base = DEMO if v.get("base_kind") == DEMO else (v.get("base_path") or "").strip()

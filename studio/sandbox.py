@@ -30,6 +30,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
+import gradio as gr
+
+from studio.i18n import tr
 from studio.state import Quota, Workspace
 
 LAST_SEEN = ".last_seen"
@@ -66,6 +69,25 @@ class Limits:
 
     def quota(self) -> Quota:
         return Quota(upload_bytes=self.upload_bytes, songs=self.songs, tokenize_seconds=self.tokenize_seconds)
+
+
+# ---- settings a visitor may not choose ---------------------------------------------------------------
+def public_models() -> set[str]:
+    """Base models a public-Space visitor may pick besides the demo: local folders the Space owner
+    listed in STUDIO_PUBLIC_MODELS (comma-separated). Hub ids are never accepted from visitors."""
+    return {p.strip() for p in os.environ.get("STUDIO_PUBLIC_MODELS", "").split(",") if p.strip()}
+
+
+def check_visitor_choice(ws, base_kind: Optional[str] = None, base_path: Optional[str] = None,
+                         runtime_path: Optional[str] = None, lang: str = "en") -> None:
+    """In a sandbox (public Space), refuse choices that would reach outside it: a Hub id (a download for
+    everyone), a server folder as base model or runtime root. No effect on a local or private studio."""
+    if getattr(ws, "quota", None) is None:
+        return
+    if base_kind is not None and base_kind != "demo" and (base_path or "").strip() not in public_models():
+        raise gr.Error(tr("public_model_only", lang))
+    if (runtime_path or "").strip():
+        raise gr.Error(tr("public_no_runtime", lang))
 
 
 class NoVisitor(RuntimeError):

@@ -61,8 +61,6 @@ def secret_files(tmp_path, monkeypatch):
 
 
 def _launch(demo):
-    from gradio_client import Client
-
     from studio.app import launch
 
     port = _free_port()

@@ -6,7 +6,7 @@ import gradio as gr
 import pandas as pd
 
 from core.config import DEMO, choices, default
-from studio import backend
+from studio import backend, sandbox
 
 
 def build(ctx) -> dict:
@@ -40,7 +40,7 @@ def build(ctx) -> dict:
     opts = [codec, sep, bgm, runtime, val]
 
     def _save(c, s, b, r, v):
-        backend.check_visitor_choice(ctx.ws, runtime_path=r, lang=ctx.lang)
+        sandbox.check_visitor_choice(ctx.ws, runtime_path=r, lang=ctx.lang)
         ctx.ws.set_state(codec=c, separation=s, bgm_mode=b, runtime_path=r or "", val_fraction=v)
 
     def plan(c, s, b, r, v):
