@@ -241,6 +241,13 @@ def start_run(run_dir: str | os.PathLike, resume: bool = False, num_processes: O
     from core.lock import describe_holder, lock_holder
 
     holder = lock_holder(run_dir)
+    own = {status.get("trainer_pid"), status.get("pid")} - {None}
+    deadline = time.time() + 15
+    while holder is not None and holder.get("pid") in own and time.time() < deadline:
+        # this run's own trainer, already marked ended (e.g. killed): the kernel frees its lock when
+        # the process has finished exiting, which can take a moment for a large process
+        time.sleep(0.2)
+        holder = lock_holder(run_dir)
     if holder is not None:  # a trainer started elsewhere (e.g. a shell) holds this folder
         raise RuntimeError(f"run {run_dir.name} is in use by another training process ({describe_holder(holder)}); "
                            "stop it first")
