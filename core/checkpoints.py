@@ -10,8 +10,9 @@ accelerate's state keeps only the trainable (adapter) weights, not the base mode
 
 A checkpoint is written to a temporary folder `.step-N.tmp` and renamed when complete; resume takes
 the newest one whose manifest checks out (core.checkpoint_io.choose_resume) and names those it skips.
-The last `training.keep_last` are kept. Resume needs nothing else: data order, crops and every random draw of a step are
-functions of (seed, step) (core.schedule), so the resumed run continues the same sequence.
+The last `training.keep_last` are kept. Resume needs nothing else: data order, crops and every random
+draw of a step are functions of (seed, step) (core.schedule), so the resumed run continues the same
+sequence.
 """
 from __future__ import annotations
 
