@@ -11,8 +11,10 @@ memory/time estimates in core.estimate.
 
 Determinism: each micro-step reseeds torch's RNG (LoRA dropout) and the model's condition-dropout
 generator from (seed, step, micro-step, rank); data order and crops are functions of (seed, epoch)
-(core.dataset.BatchPlan). Resume therefore needs only what `accelerator.save_state` stores, and
-a resumed run logs the same per-step losses as an uninterrupted one.
+(core.dataset.BatchPlan). Resume therefore needs the weights and optimizer (`accelerator.save_state`)
+plus the scheduler, RNG and step, which core.checkpoint_io keeps as JSON + safetensors (nothing in a
+checkpoint is unpickled), and a resumed run logs the same per-step losses as an uninterrupted one.
+One trainer per run folder (core.lock); a full disk ends the run "failed" with a "disk full" reason.
 Telemetry is written by the main process only. `tokens_per_s` counts valid frames x 3 streams of
 all processes per second of step time.
 """
@@ -32,11 +34,13 @@ from typing import Any, Optional
 import torch
 import torch.nn as nn
 
+from core import checkpoint_io as cio
 from core import runs
 from core.checkpoints import Checkpoints, TrainerState
 from core.config import ConfigError, StudioConfig, load_config
 from core.dataset import BatchPlan, SongSet, batch_loader, find_dataset_dir, load_dataset_dict
 from core.estimate import resolve_mixed_precision
+from core.lock import RunLock, RunLocked
 from core.evaluate import BatchLoss, pooled, stream_sums, to_device
 from core.model.lora import apply_lora, target_regex
 from core.samples import SampleWriter
@@ -162,8 +166,8 @@ class Trainer:
                                                            lambda u: lr_factor(u, total, warm, m))
         self.state = TrainerState(self.lelm)
         self.state.config_hash = runs.config_hash(cfg)
-        acc.register_for_checkpointing(self.scheduler, self.state)
-        self.checkpoints = Checkpoints(acc, self.run_dir, self.lelm, self.state, mode=tc.type, keep_last=tc.keep_last,
+        # not register_for_checkpointing: accelerate pickles those objects (core.checkpoint_io keeps them as JSON)
+        self.checkpoints = Checkpoints(acc, self.run_dir, self.lelm, self.state, self.scheduler, mode=tc.type, keep_last=tc.keep_last,
                                        base_dir=self.base_dir, event=self.tel.event, log=self.log)
         self.log(f"data {self.dataset_dir}: {len(self.train_set)} train / {len(self.val_set or [])} validation songs, "
                  f"crop {self.max_frames} frames, global batch {tc.batch_size * self.world} x accumulation {ga}, "
@@ -224,7 +228,7 @@ class Trainer:
         acc, tc = self.accelerator, self.tc
         start_step = 0
         if resume:
-            ckpt = Checkpoints.find(self.run_dir, resume)
+            ckpt = self.checkpoints.find(resume)
             if ckpt is None:
                 self.log("resume requested but the run has no checkpoint yet: starting from step 0")
             else:
@@ -338,15 +342,30 @@ def _record_start(trainer: Trainer, cfg: StudioConfig, resume: Optional[str]) ->
     if info.get("status") == "stopping":
         fields["status"] = "stopping"
     if not by_studio:
-        fields.update(pid=os.getpid(), pgid=os.getpgid(0), pid_start=runs.process_start_time(os.getpid()),
+        # the shell's process group is the user's job, not ours: record no pgid a stop could signal
+        fields.update(pid=os.getpid(), pgid=None, launched_by="shell", pid_start=runs.process_start_time(os.getpid()),
                       started=runs.now_iso(), created=info.get("created") or runs.now_iso(),
                       command=runs.command_for(run_dir, resume=bool(resume)))
     runs.update_run_json(run_dir, **fields)
 
 
 def train(cfg: StudioConfig, resume: Optional[str] = None, config_path: Optional[Path] = None) -> str:
-    """Run (or resume) training in this process (one rank of an accelerate launch). -> "done" | "stopped"."""
-    trainer = Trainer(cfg, config_path)
+    """Run (or resume) training in this process (one rank of an accelerate launch). -> "done" | "stopped".
+
+    The main process first takes the run folder's lock (core.lock): a second trainer on the same
+    output_dir raises RunLocked naming the holder before it writes anything."""
+    lock = None
+    if int(os.environ.get("RANK", "0")) == 0:  # the main process of a launch, or a plain process
+        run_dir = cfg.output_dir().expanduser().resolve()
+        lock = RunLock(run_dir, command=runs.command_for(run_dir, resume=bool(resume))).acquire()
+    try:
+        return _train(Trainer(cfg, config_path), cfg, resume)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train(trainer: Trainer, cfg: StudioConfig, resume: Optional[str]) -> str:
     run_dir = trainer.run_dir
     if trainer.is_main:
         _record_start(trainer, cfg, resume)
@@ -360,9 +379,16 @@ def train(cfg: StudioConfig, resume: Optional[str] = None, config_path: Optional
         outcome = trainer.fit(resume)
     except BaseException as err:
         if trainer.is_main:
-            msg = f"{type(err).__name__}: {err}"
-            trainer.tel.event("error", message=msg, traceback=traceback.format_exc()[-4000:])
-            runs.update_run_json(run_dir, status="error", ended=runs.now_iso(), error=msg)
+            msg, status = f"{type(err).__name__}: {err}", "error"
+            if cio.is_disk_full(err):  # something the user must fix outside the run: say it plainly
+                status = "failed"
+                msg = (err.strerror if isinstance(err, cio.DiskFullError) else
+                       f"disk full ({msg}): free some space (old runs, exports), then resume")
+            try:
+                trainer.tel.event("error", message=msg, traceback=traceback.format_exc()[-4000:])
+            except OSError:
+                pass  # metrics.jsonl may be unwritable on a full disk; run.json below is small
+            runs.update_run_json(run_dir, status=status, ended=runs.now_iso(), error=msg)
         trainer.tel.close()
         raise
     finally:
@@ -394,7 +420,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     except ConfigError as err:
         print(err, file=sys.stderr)
         return 2
-    outcome = train(cfg, resume=args.resume, config_path=Path(args.config))
+    try:
+        outcome = train(cfg, resume=args.resume, config_path=Path(args.config))
+    except RunLocked as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 3
     return 0 if outcome in ("done", "stopped") else 1
 
 

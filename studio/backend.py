@@ -7,6 +7,7 @@ configs (keyed by config path, as the widgets are) and calls `core`.
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -115,6 +116,18 @@ def plan_prepare(ws) -> str:
 
 
 def prepare(ws, progress: Callable[[float, str], None] | None = None) -> dict[str, Any]:
+    left = ws.tokenize_seconds_left()
+    if left is not None and left <= 0:
+        raise gr.Error(tr("tokenize_quota", "en", secs=f"{ws.quota.tokenize_seconds:.0f}"))
+    t0 = time.monotonic()
+    try:
+        return _prepare(ws, progress)
+    finally:
+        if left is not None:
+            ws.add_tokenize_seconds(time.monotonic() - t0)
+
+
+def _prepare(ws, progress: Callable[[float, str], None] | None = None) -> dict[str, Any]:
     from core import data
     cfg = _prepare_cfg(ws)
 
@@ -224,6 +237,9 @@ def inspect_model(ws, kind: str, path: str) -> str:
 def train_config(ws, v: dict[str, Any]) -> StudioConfig:
     """The next run's config from the Train tab: `v` holds widget values keyed by config path
     (e.g. "training.learning_rate") plus the UI-only base_kind / base_path / run_name."""
+    from studio.sandbox import check_visitor_choice
+
+    check_visitor_choice(ws, v.get("base_kind") or DEMO, v.get("base_path"))
     st = ws.get_state()
     base = DEMO if v.get("base_kind") == DEMO else (v.get("base_path") or "").strip()
     if not base:
@@ -325,6 +341,17 @@ def check_run_dir(ws, run_dir: str) -> str:
     return str(p)
 
 
+def check_checkpoint(ws, ckpt: str) -> str:
+    """Only `<workspace>/runs/<run>/checkpoints/step-N` folders are checkpoints the UI may act on."""
+    p = Path(ckpt)
+    real = p.resolve()
+    runs_dir = (ws.root / "runs").resolve()
+    if (p.is_symlink() or real.parent.name != "checkpoints" or real.parent.parent.parent != runs_dir
+            or not real.name.startswith("step-") or not real.is_dir()):
+        raise gr.Error(f"{Path(ckpt).name} is not a checkpoint of this workspace")
+    return str(real)
+
+
 def stop_run(run_dir: str):
     return runs.stop_run(run_dir)
 
@@ -353,8 +380,28 @@ def all_checkpoints(ws) -> list[tuple[str, str]]:
     return out
 
 
+_VERIFIED: dict[str, tuple] = {}
+
+
+def verify_checkpoint(ckpt: str) -> None:
+    """core.checkpoint_io.verify_checkpoint before a checkpoint is merged, generated from or pushed: a
+    damaged, altered or foreign-file checkpoint is refused with its problems. A result is remembered
+    until a file of the folder changes (hashing a full model on every generate would be slow)."""
+    from core.checkpoint_io import verify_checkpoint as verify
+
+    folder = Path(ckpt)
+    stamp = tuple(sorted((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file()))
+    if _VERIFIED.get(str(folder)) == stamp:
+        return
+    problems = verify(folder)
+    if problems:
+        raise gr.Error(f"checkpoint {folder.parent.parent.name}/{folder.name} is refused: " + "; ".join(problems[:4]))
+    _VERIFIED[str(folder)] = stamp
+
+
 def _run_cfg_for(ckpt: str) -> StudioConfig:
-    """The config of the run a checkpoint belongs to (<run>/checkpoints/step-N)."""
+    """The config of the run a checkpoint belongs to (<run>/checkpoints/step-N), once the checkpoint is verified."""
+    verify_checkpoint(ckpt)
     cfg = runs.run_config_for_checkpoint(ckpt)
     if cfg is None:
         raise gr.Error(f"{ckpt} is not a checkpoint of a run in this workspace (no <run>/config.yaml beside it)")

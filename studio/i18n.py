@@ -170,6 +170,19 @@ T: dict[str, tuple[str, str]] = {
     "push_btn": ("Push", "推送"),
     "pushed": ("Pushed: {url}", "已推送：{url}"),
     "no_ckpt": ("No checkpoint yet: train first (tab 3).", "还没有检查点：请先训练（第 3 步）。"),
+    # ---- public Space sandboxes (studio.sandbox) ---------------------------------------------------
+    "banner_sandbox": ("**Your own sandbox:** songs, datasets and runs you make here are visible only to you "
+                       "(sign in to keep them across visits; anonymous sandboxes are deleted after a while). "
+                       "Limits: {mb} MiB of uploads, {songs} songs, {secs} s of tokenizing.",
+                       "**你的独立沙盒：** 你在这里创建的歌曲、数据集和训练只有你自己能看到（登录后可跨访问保留；匿名沙盒闲置一段时间后会被删除）。"
+                       "限额：上传 {mb} MiB、{songs} 首歌曲、编码 {secs} 秒。"),
+    "public_model_only": ("On this public Space only the demo model (or a model the Space owner listed in "
+                          "STUDIO_PUBLIC_MODELS) can be used: visitors cannot start downloads or read server folders.",
+                          "在此公共 Space 上只能使用演示模型（或 Space 所有者在 STUDIO_PUBLIC_MODELS 中列出的模型）：访客不能触发下载或读取服务器目录。"),
+    "public_no_runtime": ("On this public Space the runtime folder is set by the Space owner, not by visitors.",
+                          "在此公共 Space 上，运行时目录由 Space 所有者设置，访客不能更改。"),
+    "tokenize_quota": ("Tokenize time limit reached for this sandbox ({secs} s used); duplicate the Space to work "
+                       "without limits.", "此沙盒的编码时间已用完（已用 {secs} 秒）；复制此 Space 即可不受限制地使用。"),
 }
 
 

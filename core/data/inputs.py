@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Iterable, Optional
 
 from core import audio as audio_mod
+from core import song_fields as fields
 from core.config import StudioConfig
 from core.data.limits import DataError
 
@@ -40,26 +41,31 @@ def _first(d: dict, *keys: str) -> Any:
 
 
 def _float_or_none(v: Any, name: str, problems: list[str]) -> Optional[float]:
-    if v is None or v == "":
-        return None
-    try:
-        return float(v)
-    except (TypeError, ValueError):
-        problems.append(f"'{name}' must be a number of seconds, got {v!r}")
-        return None
+    value, err = fields.number_field(v, name, "this song")
+    if err:
+        problems.append(err)
+    return value
+
+
+def _text_fields(d: dict, where: str, problems: list[str], lyric_keys=("gt_lyric",),
+                 desc_keys=("descriptions", "description")) -> tuple[Optional[str], Optional[str]]:
+    """Lyrics and description of one entry, type-checked (core.song_fields): a wrong type is a reason, never str()."""
+    lyrics, err = fields.lyric_field(_first(d, *lyric_keys), where)
+    if err:
+        problems.append(err)
+    desc, err = fields.description_field(_first(d, *desc_keys), where)
+    if err:
+        problems.append(err)
+    return lyrics, desc
 
 
 def read_text_file(path: Path) -> str:
     """Lyric/description files: UTF-8 (with or without BOM) or UTF-16 with BOM; anything else is refused
-    rather than guessed, since a wrong guess silently puts garbage into training."""
-    data = path.read_bytes()
-    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        return data.decode("utf-16")
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        raise DataError(f"{path.name} is not UTF-8 text (byte 0x{data[err.start]:02x} at position {err.start}); "
-                        "open it in a text editor and save it as UTF-8") from None
+    rather than guessed, since a wrong guess silently puts garbage into training (core.song_fields)."""
+    text, err = fields.decode_text(path.read_bytes(), path.name)
+    if err:
+        raise DataError(err)
+    return text
 
 
 def _resolve_audio(p: str, bases: list[Path]) -> tuple[Optional[Path], list[Path]]:
@@ -105,9 +111,14 @@ def load_metadata(path: str | Path, raw_data_dir: Optional[str | Path] = None) -
         if idx is None or str(idx).strip() == "":
             problems.append(f"line {n} has no 'idx' (a unique name for the song)")
             idx = f"line-{n}"
+        elif isinstance(idx, bool) or not isinstance(idx, (str, int)):
+            problems.append(f"line {n}: 'idx' must be a name (text), got {str(idx)[:60]!r}")
+            idx = f"line-{n}"
         raw_path = d.get("path")
         audio = None
-        if not raw_path:
+        if raw_path is not None and not isinstance(raw_path, str):
+            problems.append(f"line {n}: 'path' must be a file path (text), got {str(raw_path)[:60]!r}")
+        elif not raw_path:
             problems.append(f"line {n} has no 'path' (the audio file)")
         else:
             found, tried = _resolve_audio(str(raw_path), bases)
@@ -124,8 +135,9 @@ def load_metadata(path: str | Path, raw_data_dir: Optional[str | Path] = None) -
                 if found is None:
                     problems.append(f"{key} stem '{v}' not found (looked in: {', '.join(str(t) for t in tried)})")
                 stems[key] = str(found or v)
+        lyrics, desc = _text_fields(d, f"line {n}", problems)
         out.append(SongInput(
-            str(idx), audio, d.get("gt_lyric"), _first(d, "descriptions", "description"),
+            str(idx), audio, lyrics, desc,
             stems.get("vocal"), stems.get("bgm"),
             _float_or_none(d.get("prompt_start_s"), "prompt_start_s", problems),
             _float_or_none(d.get("chorus_start_s"), "chorus_start_s", problems),
@@ -166,7 +178,9 @@ def scan_folder(folder: str | Path) -> list[SongInput]:
                             "(for an instrumental: [intro-short] ; [inst-long] ; [outro-short])")
         else:
             try:
-                lyrics = read_text_file(lyr_path)
+                lyrics, err = fields.lyric_field(read_text_file(lyr_path), lyr_path.name)
+                if err:
+                    problems.append(err)
             except DataError as err:
                 problems.append(str(err))
         for suffix in DESC_SUFFIXES:
@@ -201,7 +215,7 @@ def coerce_items(items: Iterable[Any]) -> list[SongInput]:
         idx = _first(d, "idx", "name")
         if idx is None and audio is not None:
             idx = Path(str(audio)).stem
-        lyrics = _first(d, "lyrics", "gt_lyric")
+        lyrics, desc = _text_fields(d, f"song #{i + 1}", problems, ("lyrics", "gt_lyric"), ("description", "descriptions"))
         stems = {}
         for key, names in (("vocal", ("vocal", "vocal_path")), ("bgm", ("bgm", "bgm_path", "accompaniment"))):
             v = _first(d, *names)
@@ -211,7 +225,7 @@ def coerce_items(items: Iterable[Any]) -> list[SongInput]:
                 stems[key] = str(Path(str(v)).expanduser())
         out.append(SongInput(
             str(idx if idx is not None else f"song-{i + 1}"), str(Path(str(audio)).expanduser()) if audio else None,
-            lyrics, _first(d, "description", "descriptions"), stems.get("vocal"), stems.get("bgm"),
+            lyrics, desc, stems.get("vocal"), stems.get("bgm"),
             _float_or_none(d.get("prompt_start_s"), "prompt_start_s", problems),
             _float_or_none(d.get("chorus_start_s"), "chorus_start_s", problems),
             source=str(audio) if audio else f"item #{i + 1}", problems=problems))

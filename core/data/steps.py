@@ -17,6 +17,7 @@ import torch
 
 from core import audio as audio_mod
 from core import lyrics as lyr
+from core import song_fields as fields
 from core.config import StudioConfig
 from core.data.inputs import SongInput
 from core.data.limits import ModelLimits
@@ -111,6 +112,10 @@ def check_text(song: SongInput, rep: SongReport, limits: ModelLimits) -> None:
             for m in msgs:
                 rep.add(level, m)
         rep.fields["lyrics"] = res.text
+        n = limits.lyric_tokens(res.text) if not res.errors else None
+        over = fields.lyric_token_problem(res.text, limits.lyric_max_len, lambda _: n, "lyrics") if n else None
+        if over:  # the model would cut the rest: the song would train on words it never hears
+            rep.add("error", over)
         if res.status == "fixed":
             rep.fields.update(lyrics_original=res.original, lyrics_fixed=res.text, lyrics_changes=res.changes)
     desc = lyr.check_description(song.description)

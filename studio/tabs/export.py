@@ -76,7 +76,7 @@ def build(ctx, train_ui) -> dict:
     def _need(c):
         if not c:
             raise gr.Error(ctx.msg("no_ckpt"))
-        return c
+        return backend.check_checkpoint(ctx.ws, c)
 
     def merge(c, s):
         path = backend.merge(ctx.ws, _need(c), s)

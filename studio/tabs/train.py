@@ -8,7 +8,7 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
-from studio import backend, monitor
+from studio import backend, monitor, sandbox
 from studio.widgets import api_name, config_value, config_widget
 
 # presets by goal and GPU memory, keyed by config path (None: not set, shown as 0); a widget whose key a
@@ -185,6 +185,7 @@ def build(ctx) -> dict:
           trigger_mode="always_last")
 
     def inspect(kind, path):
+        sandbox.check_visitor_choice(ctx.ws, kind, path, lang=ctx.lang)  # before anything is saved or read
         ctx.ws.set_state(base_kind=kind, base_path=path or "", base_model="demo" if kind == "demo" else (path or ""))
         return backend.inspect_model(ctx.ws, kind, path)
 
@@ -203,6 +204,7 @@ def build(ctx) -> dict:
         if ctx.locked:
             raise gr.Error(ctx.msg("demo_disabled"))
         v = values(*vals)
+        sandbox.check_visitor_choice(ctx.ws, v["base_kind"], v["base_path"], lang=ctx.lang)
         ctx.ws.set_state(base_kind=v["base_kind"], base_path=v["base_path"] or "",
                          base_model="demo" if v["base_kind"] == "demo" else (v["base_path"] or ""))
         run_dir = backend.start_new_run(ctx.ws, v)
@@ -248,6 +250,11 @@ def build(ctx) -> dict:
     def poll(run, st):
         """One timer tick: incremental read of the run's files; plot only re-sent when it changed."""
         st = dict(st or {})
+        if run:
+            try:
+                run = backend.check_run_dir(ctx.ws, run)
+            except gr.Error:
+                run = None  # not a run of this workspace (or sandbox): show nothing of it
         if not run:
             return (ctx.msg("no_run"), "", gr.skip(), gr.skip(), gr.skip(), st)
         info = backend.run_status(run)
