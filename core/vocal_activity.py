@@ -163,6 +163,9 @@ def propose(sections: Sequence[tuple[str, str]], activity: Activity, duration_s:
         notes.append(f"the lyrics have {len(runs)} sung passages separated by instrumental parts but the stem has "
                      f"only {len(between) + 1}; the missing boundaries are guesses")
         c_between = 0.0
+    elif c_between < 0.5:
+        notes.append("the pauses taken as instrumental parts are hardly longer than pauses inside the singing; "
+                     "the boundaries between sung passages are a guess")
     # active span of each run
     spans: list[tuple[float, float]] = []
     edges = [regs[0][0]] + [x for g in between for x in g] + [regs[-1][1]]
@@ -179,6 +182,9 @@ def propose(sections: Sequence[tuple[str, str]], activity: Activity, duration_s:
         c_run = min(c_between, c_inner) if len(runs) > 1 else c_inner
         if len(picked) == k - 1:
             run_starts = [a] + [g[1] for g in picked]
+            if k > 1 and c_inner < 0.5:
+                notes.append(f"sections {first + 1}-{last + 1}: the pauses between them are hardly longer than "
+                             "the pauses between lines; their starts are a guess")
         else:
             run_starts = _split_by_text(a, b, [sections[i][1] for i in range(first, last + 1)])
             c_run = 0.0
