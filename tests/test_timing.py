@@ -267,3 +267,40 @@ def test_alignment_refines_section_starts_to_first_line():
     spans = align_lines(em.log_softmax(-1), [tokenize_line(s, dictionary) for s in lines], 0.02)
     r = refine_timing(t, spans, owner)
     assert [s.start_s for s in r.sections] == [0.0, pytest.approx(0.1), pytest.approx(0.4)]
+
+
+# --------------------------------------------------------------------------------------------------
+# a song's timing and items (core/song_timing.py)
+# --------------------------------------------------------------------------------------------------
+def test_resolve_fills_lyrics_from_lrc_and_splits_items():
+    from core.song_timing import resolve, song_items
+    r = resolve(gt_lyric=None, duration_s=60.0, lrc_text=LRC_60)
+    assert r.errors == [] and r.source == "lrc"
+    assert r.lyrics == r.timing.lyrics() and r.lyrics.startswith("[intro-short] ; [verse] the city")
+    assert r.chorus_start_s == 14.0
+    items, warnings, errors = song_items(r, 60.0, 20.0, 5.0, "city.wav")
+    assert errors == [] and len(items) == 4
+    assert [it.reaches_end for it in items] == [False, False, False, True]
+    assert items[1].sections == [{"tag": "[chorus]", "start_s": 0.0}, {"tag": "[inst-short]", "start_s": 10.0}]
+    assert items[1].lyrics == "[chorus] hold on hold on.we shine until the morning. ; [inst-short]"
+
+
+def test_untimed_song_longer_than_max_dur_is_refused_with_the_ways_to_add_timing():
+    from core.song_timing import resolve, song_items
+    r = resolve(gt_lyric="[verse] a.", duration_s=60.0)
+    assert r.timing is None and r.source == "none"
+    items, _, errors = song_items(r, 60.0, 20.0, 5.0, "long.wav")
+    assert items == [] and "long.wav" in errors[0] and "LRC" in errors[0] and "Timing editor" in errors[0]
+    items, _, errors = song_items(r, 15.0, 20.0, 5.0, "short.wav")
+    assert errors == [] and items[0].reaches_end and items[0].lyrics == "[verse] a."
+
+
+def test_saved_timing_must_still_match_the_lyrics():
+    from core.song_timing import resolve
+    saved = {"source": "edited", "sections": [{"tag": "[intro-short]", "start_s": 0}, {"tag": "[verse]", "start_s": 12.5}]}
+    r = resolve(gt_lyric="[intro-short] ; [verse] new words.", duration_s=30.0, saved=saved)
+    assert r.errors == [] and r.source == "edited"
+    assert r.lyrics == "[intro-medium] ; [verse] new words."          # 12.5 s intro -> medium, reported
+    assert r.changes == ["section 1 [intro-short] lasts 12.5 s: tagged [intro-medium]"]
+    r = resolve(gt_lyric="[verse] a. ; [chorus] b.", duration_s=30.0, saved=saved)
+    assert r.timing is None and "Timing editor" in r.errors[0]
