@@ -10,6 +10,7 @@ changes a song's timing by itself.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
 import torch
@@ -221,3 +222,30 @@ def propose_from_stem(sections: Sequence[tuple[str, str]], vocal: torch.Tensor, 
     env = envelope(vocal, sample_rate)
     act = regions(env)
     return propose(sections, act, float(duration_s if duration_s is not None else env.duration_s)), env, act
+
+
+def vocal_stem(audio_path: str, vocal_path: Optional[str] = None, runtime_path: Optional[str] = None,
+               device: str = "cpu") -> tuple[torch.Tensor, int, str]:
+    """The vocal stem to measure -> (wave [channels, N], sample rate, what it is).
+
+    The song's own stem when given; else Demucs (htdemucs from the SongGeneration runtime, as prepare
+    uses); else the DEMO split (mid/side + vocal band), which is rough and labelled so."""
+    from core import audio as audio_mod
+
+    if vocal_path:
+        wav, sr = audio_mod.read_audio(vocal_path)
+        return wav, sr, "the song's vocal stem"
+    wav, sr = audio_mod.read_audio(audio_path)
+    ckpt = None
+    if runtime_path:
+        from core.separation import find_demucs_checkpoint
+        ckpt = find_demucs_checkpoint(runtime_path)
+    if ckpt:
+        from core.separation import Separator
+        yaml_path = Path(ckpt).with_suffix(".yaml")
+        sep = Separator.from_checkpoint(str(ckpt), str(yaml_path) if yaml_path.is_file() else None, device=device)
+        vocal, _ = sep.separate(audio_mod.to_stereo(wav), sr)
+        return vocal.float().cpu(), sr, f"Demucs vocals ({Path(ckpt).name})"
+    from core.codec.demo import demo_split
+    vocal, _ = demo_split(audio_mod.to_stereo(wav), sr)
+    return vocal, sr, "DEMO vocal estimate (mid/side + vocal band, not Demucs): check the proposal by ear"

@@ -114,6 +114,12 @@ class Workspace:
         self.write_metadata()
         return song
 
+    def attach_lrc(self, idx: str, lrc_file: str | os.PathLike) -> dict[str, Any]:
+        """Keep a copy of a song's timed lyrics (LRC) with it; prepare reads its section timing."""
+        dst = self.songs_dir / idx / "lyrics.lrc"
+        shutil.copyfile(lrc_file, dst)
+        return self.update_song(idx, lrc_path=str(dst), lrc_name=Path(lrc_file).name)
+
     def remove_song(self, idx: str) -> None:
         folder = self.songs_dir / str(idx)
         if folder.is_dir() and folder.parent == self.songs_dir:
@@ -129,6 +135,10 @@ class Workspace:
             for k in ("vocal_path", "bgm_path"):
                 if s.get(k):
                     row[k] = s[k]
+            if s.get("lrc_path"):
+                row["lrc"] = s["lrc_path"]
+            if s.get("timing"):  # starts the user saved or accepted in the Timing editor
+                row["timing"] = s["timing"]
             lines.append(json.dumps(row, ensure_ascii=False))
         atomic_write_text(self.metadata_path, "\n".join(lines) + ("\n" if lines else ""))
         return self.metadata_path
@@ -163,6 +173,11 @@ class Workspace:
                     desc = ", ".join(map(str, desc))
                 added.append(self.add_song(audio, str(row.get("gt_lyric") or ""), str(desc),
                                            idx=str(row.get("idx") or audio.stem)))
+                lrc_f = by_name.get(Path(str(row.get("lrc") or "")).name) if row.get("lrc") else None
+                if row.get("lrc") and lrc_f is None:
+                    problems.append(f"{f.name} line {n}: LRC {row['lrc']!r} was not uploaded; song added without timing")
+                elif lrc_f is not None:
+                    self.attach_lrc(added[-1], lrc_f)
                 used.add(audio.name)
         for f in files:
             if f.suffix.lower() not in AUDIO_EXT or f.name in used:
@@ -171,7 +186,10 @@ class Workspace:
             desc_f = texts.get(f.stem + ".desc") or texts.get(f.stem + "_desc")
             lyric = lyric_f.read_text(encoding="utf-8", errors="replace").strip() if lyric_f else ""
             desc = desc_f.read_text(encoding="utf-8", errors="replace").strip() if desc_f else ""
-            if not lyric_f:
+            lrc_f = by_name.get(f.stem + ".lrc")
+            if not lyric_f and not lrc_f:
                 problems.append(f"{f.name}: no {f.stem}.txt lyrics uploaded; added with empty lyrics (edit them below)")
             added.append(self.add_song(f, lyric, desc))
+            if lrc_f:
+                self.attach_lrc(added[-1], lrc_f)
         return added, problems
