@@ -170,7 +170,7 @@ def picture(ws, idx: str, starts: Optional[Sequence[Optional[float]]] = None,
     secs = v.sections if starts is None else [(tag, (None if s in (None, "") else float(s)))
                                               for (tag, _), s in zip(v.sections, starts)]
     mono, sr = _mono(song)
-    env = cached_envelope(song)
+    env = envelope_for(ws, song, allow_separation=False)
     out = Path(song["path"]).parent / "timing.png"
     timing_plot.render(out, mono, sr, secs, np.asarray(env["db"]) if env else None,
                        env["hop_s"] if env else 0.05, proposal)
@@ -191,24 +191,39 @@ def clip_from(ws, idx: str, start_s: float) -> str:
     return str(out)
 
 
+def envelope_for(ws, song: dict, allow_separation: bool) -> Optional[dict]:
+    """The song's vocal envelope (cached beside the audio). Without a vocal stem it needs a separation:
+    Demucs when the workspace's runtime has it (slow: only when `allow_separation`), else the DEMO split."""
+    from core.vocal_activity import envelope, vocal_stem
+
+    env_d = cached_envelope(song)
+    if env_d is not None:
+        return env_d
+    runtime = ws.get_state().get("runtime_path")
+    if not song.get("vocal_path") and runtime and not allow_separation:
+        from core.separation import find_demucs_checkpoint
+        if find_demucs_checkpoint(runtime):
+            return None
+    wav, sr, label = vocal_stem(song["path"], song.get("vocal_path"), runtime)
+    env = envelope(wav, sr)
+    src = song.get("vocal_path") or song["path"]
+    env_d = {"source": src, "mtime": Path(src).stat().st_mtime, "label": label, "hop_s": env.hop_s,
+             "duration_s": env.duration_s, "db": [round(float(x), 2) for x in env.db]}
+    _env_cache(song).write_text(json.dumps(env_d), encoding="utf-8")
+    return env_d
+
+
 def propose(ws, idx: str) -> dict[str, Any]:
     """Vocal-activity proposal for the song's lyric sections; shown to the user, never saved here."""
-    from core.vocal_activity import Envelope, propose as va_propose, regions, vocal_stem, envelope
+    import torch
+
+    from core.vocal_activity import Envelope, propose as va_propose, regions
 
     song = _song(ws, idx)
     sections = _lyric_sections(song)
     if not sections:
         raise TimingEditError("the lyrics have no sections yet: fix them in the Data tab first")
-    env_d = cached_envelope(song)
-    if env_d is None:
-        runtime = ws.get_state().get("runtime_path")
-        wav, sr, label = vocal_stem(song["path"], song.get("vocal_path"), runtime)
-        env = envelope(wav, sr)
-        src = song.get("vocal_path") or song["path"]
-        env_d = {"source": src, "mtime": Path(src).stat().st_mtime, "label": label, "hop_s": env.hop_s,
-                 "duration_s": env.duration_s, "db": [round(float(x), 2) for x in env.db]}
-        _env_cache(song).write_text(json.dumps(env_d), encoding="utf-8")
-    import torch
+    env_d = envelope_for(ws, song, allow_separation=True)
     env = Envelope(torch.tensor(env_d["db"]), float(env_d["hop_s"]), float(env_d["duration_s"]))
     prop = va_propose(sections, regions(env), _duration(song))
     return {"starts": [s.start_s for s in prop.timing.sections], "tags": [s.tag for s in prop.timing.sections],

@@ -30,12 +30,15 @@ def build(ctx) -> dict:
         song = gr.Dropdown(choices=[s["idx"] for s in ctx.ws.songs()], label=t("song_pick"), elem_id="timing-song")
         lrc = gr.File(label=t("timing_lrc"), file_types=[".lrc"], elem_id="timing-lrc")
         lrc_btn = gr.Button(t("timing_use_lrc"), elem_id="btn-timing-lrc")
-    plot = gr.Image(label=t("timing_plot"), type="filepath", interactive=False, elem_id="timing-plot")
+    gr.Markdown(t("timing_plot"), elem_id="timing-legend")
+    plot = gr.Image(show_label=False, type="filepath", interactive=False, elem_id="timing-plot")
     status = gr.Markdown(elem_id="timing-status")
     fields: list[gr.Number] = []
+    rows: list[gr.Row] = []
     with gr.Column(elem_id="timing-starts"):
         for r in range(0, MAX_SECTIONS, PER_ROW):
-            with gr.Row():
+            with gr.Row(visible=False) as row:
+                rows.append(row)
                 for k in range(r, r + PER_ROW):
                     fields.append(gr.Number(label=f"{k + 1}", visible=False, minimum=0, step=0.1, precision=2,
                                             elem_id=f"timing-start-{k + 1}"))
@@ -59,13 +62,13 @@ def build(ctx) -> dict:
             lines.append(t("timing_at_prepare"))
             lines += [f"- {x}" for x in v.at_prepare]
         lines += [f"- ⚠ {x}" for x in v.errors]
-        return "\n".join(lines)
+        return "\n\n".join(lines)
 
     def _show(idx, msg="", prop=None):
         """Everything the tab shows for one song."""
         if not idx or ctx.ws.song(idx) is None:
             return [None, t("timing_pick"), gr.update(choices=[], value=None)] + \
-                [gr.update(visible=False, value=None) for _ in fields]
+                [gr.update(visible=False, value=None) for _ in fields] + [gr.update(visible=False) for _ in rows]
         v = te.view(ctx.ws, idx)
         ups = []
         for k, f in enumerate(fields):
@@ -76,9 +79,10 @@ def build(ctx) -> dict:
                 ups.append(gr.update(visible=False, value=None))
         picks = [(f"{k + 1} {tag}", k) for k, (tag, _) in enumerate(v.sections)]
         img = te.picture(ctx.ws, idx, proposal=(prop or {}).get("starts"))
-        return [img, _status(v, msg), gr.update(choices=picks, value=None)] + ups
+        row_ups = [gr.update(visible=r * PER_ROW < len(v.sections)) for r in range(len(rows))]
+        return [img, _status(v, msg), gr.update(choices=picks, value=None)] + ups + row_ups
 
-    outs = [plot, status, play_pick] + fields
+    outs = [plot, status, play_pick] + fields + rows
 
     def on_song(idx):
         return _show(idx) + [None, "", gr.update(visible=False)]
