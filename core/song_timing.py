@@ -65,12 +65,15 @@ def resolve(*, gt_lyric: Optional[str], duration_s: float, lrc_path: Optional[st
     tags = tuple(tags)
     out = ResolvedTiming(None, gt_lyric)
     try:
+        if (lrc_path is not None or lrc_text is not None) and lrc_text is None:
+            from core.data import read_text_file  # one reader for every user text file
+            lrc_text = read_text_file(Path(lrc_path))
         if saved:
+            if not (gt_lyric and str(gt_lyric).strip()) and lrc_text is not None:
+                # saved starts of an LRC-only song: its words are the LRC's
+                gt_lyric = timing_from_lrc(parse_lrc(lrc_text, tags), duration_s, None, tags)[0].lyrics()
             timing = _from_saved(saved, gt_lyric, duration_s, tags)
-        elif lrc_path is not None or lrc_text is not None:
-            if lrc_text is None:
-                from core.data import read_text_file  # one reader for every user text file
-                lrc_text = read_text_file(Path(lrc_path))
+        elif lrc_text is not None:
             timing, notes = timing_from_lrc(parse_lrc(lrc_text, tags), duration_s, gt_lyric, tags)
             out.notes += notes
         else:
