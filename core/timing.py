@@ -251,7 +251,9 @@ def plan_windows(timing: SongTiming, max_dur: float, min_dur: float = 0.0) -> tu
 
 
 def untimed_too_long(name: str, duration_s: float, max_dur: float) -> str:
-    return (f"{name} lasts {duration_s:.1f} s, longer than the model's max_dur of {max_dur:g} s, and has no "
+    from core.audio import format_duration
+
+    return (f"{name} lasts {format_duration(duration_s)}, longer than the model's max_dur of {max_dur:g} s, and has no "
             f"section timing, so it cannot be cut into pieces that keep their own lyrics. To train on it, "
             f"{HOW_TO_ADD_TIMING}; or trim it to {max_dur:g} s and shorten the lyrics to match")
 
