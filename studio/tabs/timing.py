@@ -54,12 +54,14 @@ def build(ctx) -> dict:
     proposal_md = gr.Markdown(elem_id="timing-proposal")
     proposal = gr.State(None)
 
+    msg_ = ctx.msg  # messages with values are built on the server, in the studio's language
+
     def _status(v: te.TimingView, msg: str = "") -> str:
         lines = [msg] if msg else []
-        lines.append(t("timing_source", source=v.source, n=len(v.sections), dur=f"{v.duration_s:.1f}"))
+        lines.append(msg_("timing_source", source=v.source, n=len(v.sections), dur=f"{v.duration_s:.1f}"))
         lines += [f"- {x}" for x in v.notes]
         if v.at_prepare:
-            lines.append(t("timing_at_prepare"))
+            lines.append(msg_("timing_at_prepare"))
             lines += [f"- {x}" for x in v.at_prepare]
         lines += [f"- ⚠ {x}" for x in v.errors]
         return "\n\n".join(lines)
@@ -67,7 +69,7 @@ def build(ctx) -> dict:
     def _show(idx, msg="", prop=None):
         """Everything the tab shows for one song."""
         if not idx or ctx.ws.song(idx) is None:
-            return [None, t("timing_pick"), gr.update(choices=[], value=None)] + \
+            return [None, msg_("timing_pick"), gr.update(choices=[], value=None)] + \
                 [gr.update(visible=False, value=None) for _ in fields] + [gr.update(visible=False) for _ in rows]
         v = te.view(ctx.ws, idx)
         ups = []
@@ -90,23 +92,23 @@ def build(ctx) -> dict:
     def use_lrc(idx, f):
         path = _files(f)
         if not path:
-            raise gr.Error(t("timing_need_lrc"))
+            raise gr.Error(msg_("timing_need_lrc"))
         try:
             v = te.use_lrc(ctx.ws, idx, path)
         except (te.TimingEditError, ValueError) as err:
             raise gr.Error(str(err))
-        return _show(idx, t("timing_lrc_used", idx=idx) + "".join(f"\n- {n}" for n in v.notes[:2]))
+        return _show(idx, msg_("timing_lrc_used", idx=idx) + "".join(f"\n- {n}" for n in v.notes[:2]))
 
     def save(idx, *starts):
         try:
             te.save_starts(ctx.ws, idx, starts, "edited")
         except te.TimingEditError as err:
             raise gr.Error(str(err))
-        return _show(idx, t("timing_saved", idx=idx))
+        return _show(idx, msg_("timing_saved", idx=idx))
 
     def redraw(idx, *starts):
         if not idx:
-            raise gr.Error(t("timing_pick"))
+            raise gr.Error(msg_("timing_pick"))
         return te.picture(ctx.ws, idx, starts)
 
     def play(idx, k, *starts):
@@ -114,7 +116,7 @@ def build(ctx) -> dict:
             return None
         s = starts[int(k)]
         if s is None:
-            raise gr.Error(t("timing_no_start"))
+            raise gr.Error(msg_("timing_no_start"))
         return te.clip_from(ctx.ws, idx, float(s))
 
     def do_propose(idx):
@@ -124,18 +126,18 @@ def build(ctx) -> dict:
             raise gr.Error(str(err))
         rows = "\n".join(f"| {k + 1} {tag} | {s:.2f} | {c:.2f} |"
                          for k, (tag, s, c) in enumerate(zip(p["tags"], p["starts"], p["section_confidence"])))
-        md = (t("timing_proposal_head", conf=f"{p['confidence']:.2f}", stem=p["stem"]) + "\n\n| section | start (s) | "
+        md = (msg_("timing_proposal_head", conf=f"{p['confidence']:.2f}", stem=p["stem"]) + "\n\n| section | start (s) | "
               "confidence |\n|---|---|---|\n" + rows + "".join(f"\n\n- {n}" for n in p["notes"]))
         return [te.picture(ctx.ws, idx, proposal=p["starts"]), p, md, gr.update(visible=True)]
 
     def accept(idx, p):
         if not p:
-            raise gr.Error(t("timing_no_proposal"))
+            raise gr.Error(msg_("timing_no_proposal"))
         try:
             te.save_starts(ctx.ws, idx, p["starts"], "proposed")
         except te.TimingEditError as err:
             raise gr.Error(str(err))
-        return _show(idx, t("timing_accepted", idx=idx)) + [None, "", gr.update(visible=False)]
+        return _show(idx, msg_("timing_accepted", idx=idx)) + [None, "", gr.update(visible=False)]
 
     song.change(on_song, [song], outs + [proposal, proposal_md, accept_btn], api_name="timing_song")
     lrc_btn.click(use_lrc, [song, lrc], outs, api_name="timing_use_lrc")
