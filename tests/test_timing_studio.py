@@ -69,3 +69,19 @@ def test_proposal_is_shown_then_accepted(tmp_path):
     assert p["confidence"] > 0.5
     v = te.save_starts(ws, idx, p["starts"], "proposed")
     assert v.source == "proposed"
+
+
+def test_data_check_long_song_with_and_without_timing(tmp_path):
+    """The Data tab's check: a song longer than the model's limit is fine with an LRC (split), refused
+    without timing with the ways to add it; an LRC-only song gets its lyrics from the LRC."""
+    from studio.backend import check_song
+    ws = Workspace(tmp_path / "ws")
+    audio = _song(tmp_path)
+    idx = ws.add_song(audio, "", "pop")
+    chk = check_song(ws.song(idx), max_dur=15.0)
+    assert chk["status"] == "rejected" and any("Timing editor" in r for r in chk["reasons"])
+    ws.attach_lrc(idx, tmp_path / "song.lrc")
+    chk = check_song(ws.song(idx), max_dur=15.0)
+    assert chk["status"] != "rejected", chk["reasons"]
+    assert any("split at section boundaries into 2 training items" in r for r in chk["reasons"])
+    assert chk["fixed_lyric"].startswith("[intro-short] ; [verse] hello there")

@@ -106,7 +106,7 @@ def hash_json(obj: Any) -> str:
 # ---- the steps ------------------------------------------------------------------------------
 def check_text(song: SongInput, rep: SongReport, limits: ModelLimits) -> None:
     """Lyrics into SongGeneration's grammar (fixes shown beside the original) and the description."""
-    if song.lyrics is None and song.lrc:
+    if not (song.lyrics or "").strip() and song.lrc:
         return _check_description(song, rep)  # the LRC's lines are the lyrics (check_timing)
     if song.lyrics is not None or not song.problems:
         res = lyr.check_lyrics(song.lyrics, limits.structure_tags)
@@ -167,7 +167,7 @@ def check_timing(song: SongInput, rep: SongReport, limits: ModelLimits) -> None:
     duration = rep.fields.get("duration_s")
     if duration is None:
         return
-    res = song_timing.resolve(gt_lyric=rep.fields.get("lyrics") if song.lyrics is not None else None,
+    res = song_timing.resolve(gt_lyric=rep.fields.get("lyrics") if (song.lyrics or "").strip() else None,
                               duration_s=float(duration), lrc_path=song.lrc, saved=song.timing,
                               tags=limits.structure_tags)
     for m in res.errors:
