@@ -85,3 +85,12 @@ def test_data_check_long_song_with_and_without_timing(tmp_path):
     assert chk["status"] != "rejected", chk["reasons"]
     assert any("split at section boundaries into 2 training items" in r for r in chk["reasons"])
     assert chk["fixed_lyric"].startswith("[intro-short] ; [verse] hello there")
+
+
+def test_presets_never_give_an_official_checkpoint_demo_only_crops():
+    from studio.tabs.train import DEFAULT_PRESET, PRESETS, preset_values
+    assert PRESETS[DEFAULT_PRESET]["training.max_frames"] == 150
+    assert preset_values(DEFAULT_PRESET, "demo")["training.max_frames"] == 150
+    for kind in ("folder", "hub"):
+        for name in PRESETS:
+            assert preset_values(name, kind).get("training.max_frames") is None
