@@ -232,8 +232,9 @@ def format_summary(result: PrepareResult, width: int = 100) -> str:
         lines.append(f"{str(e['idx'])[:w_idx]:<{w_idx}}  {e['status']:<8}  {first}{more}")
     lines.append("")
     lines.append(f"songs: {s['total']}  ok: {s['ok']}  fixed: {s['fixed']}  warning: {s['warning']}  "
-                 f"rejected: {s['rejected']}  |  prepared: {s['prepared']} (train {s.get('train', 0)}, "
-                 f"validation {s.get('validation', 0)}), encoded {s['encoded']}, from cache {s['cached']}, "
+                 f"rejected: {s['rejected']}  |  prepared: {s['prepared']} items (train {s.get('train', 0)}, "
+                 f"validation {s.get('validation', 0)}; {s.get('songs_split', 0)} long songs split at section "
+                 f"boundaries), encoded {s['encoded']}, from cache {s['cached']}, "
                  f"{s['audio_seconds']:.0f} s of audio in {s['elapsed_s']:.1f} s")
     codec_label = s["codec"] + (" (DEMO codec, not SongGeneration's tokenizer)" if s["codec_is_demo"] else "")
     lines.append(f"codec: {codec_label}  |  separation: {s['separation']}")
