@@ -86,7 +86,8 @@ def validation_loss(model, split, *, max_frames: Optional[int] = None, batch_siz
     """The validation loss of a LeLM (`lm`: its peft wrapper, if any) on a validation split, in one
     process: {"val_loss", "per_stream", "songs", "max_frames"}."""
     limit = min(max_frames or model.config.max_frames, model.config.max_frames)
-    songs = SongSet(split, limit, seed, random_crop=False)
+    songs = SongSet(split, limit, seed, random_crop=False, allow_random_crop=bool(getattr(model, "is_demo", False)),
+                    frame_rate=model.config.frame_rate)
     sums, counts = stream_sums(BatchLoss(lm if lm is not None else model, model), songs, model.config.prompt_frames,
                                model.version, batch_size=batch_size, device=model.device)
     loss, per = pooled(sums, counts)

@@ -147,9 +147,13 @@ class Trainer:
         ds = load_dataset_dict(self.dataset_dir)
         mcfg = self.lelm.config
         self.max_frames = min(tc.max_frames or mcfg.max_frames, mcfg.max_frames)
-        self.train_set = SongSet(ds["train"], self.max_frames, tc.seed, random_crop=True)
+        # random crops that keep a whole song's lyrics are refused for real checkpoints (core.dataset)
+        crop_kw = dict(allow_random_crop=bool(getattr(self.lelm, "is_demo", False)), frame_rate=mcfg.frame_rate)
+        self.train_set = SongSet(ds["train"], self.max_frames, tc.seed, random_crop=True, **crop_kw)
         val = ds["validation"] if "validation" in ds else None
-        self.val_set = SongSet(val, self.max_frames, tc.seed, random_crop=False) if val is not None else None
+        self.val_set = SongSet(val, self.max_frames, tc.seed, random_crop=False, **crop_kw) if val is not None else None
+        for note in self.train_set.notes:
+            self.log(note)
         if len(self.train_set) == 0:
             raise ConfigError(f"{self.dataset_dir}: the train split is empty")
         lengths = [self.train_set.cropped_length(i) for i in range(len(self.train_set))]

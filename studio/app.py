@@ -55,7 +55,8 @@ class Ctx:
 
 def build_app(workspace: Optional[str | os.PathLike] = None, lang: str = "en",
               space: Optional[SpaceInfo] = None, import_roots: tuple[str, ...] = ()) -> gr.Blocks:
-    from studio.tabs import data as data_tab, export as export_tab, tokenize as tok_tab, train as train_tab
+    from studio.tabs import data as data_tab, export as export_tab, timing as timing_tab, tokenize as tok_tab, \
+        train as train_tab
 
     space = space or detect()
     # a Space reads only what visitors upload; a local studio also the folders its user named
@@ -87,6 +88,8 @@ def build_app(workspace: Optional[str | os.PathLike] = None, lang: str = "en",
         with gr.Tabs(elem_id="studio-tabs"):
             with gr.Tab(ctx.t("tab_data"), id="data", elem_id="tab-data"):
                 data_ui = data_tab.build(ctx)
+            with gr.Tab(ctx.t("tab_timing"), id="timing", elem_id="tab-timing") as timing_tab_ui:
+                timing_ui = timing_tab.build(ctx)
             with gr.Tab(ctx.t("tab_tokenize"), id="tokenize", elem_id="tab-tokenize"):
                 tok_ui = tok_tab.build(ctx)
             with gr.Tab(ctx.t("tab_train"), id="train", elem_id="tab-train"):
@@ -103,11 +106,13 @@ def build_app(workspace: Optional[str | os.PathLike] = None, lang: str = "en",
             if trig is not None:
                 trig.then(_banner, None, demo_banner, api_name=False, queue=False)
         data_tab.wire_load(ctx, demo, data_ui)
+        timing_tab.wire_load(ctx, demo, timing_ui)
+        timing_tab_ui.select(timing_ui["refresh_choices"], None, timing_ui["song"], api_name=False, queue=False)
         tok_tab.wire_load(ctx, demo, tok_ui)
         train_tab.wire_load(ctx, demo, train_ui)
     demo.i18n_instance = ctx.i18n  # served with the page config (launch passes it again)
     demo.studio_ctx = ctx  # for tests and bench
-    demo.studio_ui = {"data": data_ui, "tokenize": tok_ui, "train": train_ui}
+    demo.studio_ui = {"data": data_ui, "timing": timing_ui, "tokenize": tok_ui, "train": train_ui}
     return demo
 
 

@@ -183,6 +183,39 @@ T: dict[str, tuple[str, str]] = {
                           "在此公共 Space 上，运行时目录由 Space 所有者设置，访客不能更改。"),
     "tokenize_quota": ("Tokenize time limit reached for this sandbox ({secs} s used); duplicate the Space to work "
                        "without limits.", "此沙盒的编码时间已用完（已用 {secs} 秒）；复制此 Space 即可不受限制地使用。"),
+    # ---- timing (section timing editor) --------------------------------------------------------
+    "tab_timing": ("1b · Timing", "1b · 分段时间"),
+    "timing_intro": ("When is each section sung? With section timing, songs longer than the model's limit are cut "
+                     "at section boundaries into pieces that keep their own lyrics, memory crops keep their lyrics, "
+                     "and intro/inst/outro length words follow the real lengths. Give an LRC file "
+                     "(`[00:12.30][verse] first line`), type each section's start in seconds (Tab moves to the next "
+                     "field), or let the studio propose starts from the vocal stem and accept them.",
+                     "每个段落何时开始演唱？有了分段时间，超过模型时长上限的歌曲会在段落边界切成各自带有对应歌词的片段，"
+                     "显存裁剪也只保留对应段落的歌词，intro/inst/outro 的长短标记按实际时长设置。可上传 LRC 文件"
+                     "（`[00:12.30][verse] 第一句`），或逐段输入开始时间（秒，Tab 键切换到下一个输入框），"
+                     "或让工作室根据人声音轨给出建议并确认采用。"),
+    "timing_lrc": ("Timed lyrics (.lrc)", "带时间的歌词（.lrc）"),
+    "timing_use_lrc": ("Use this LRC", "使用此 LRC"),
+    "timing_plot": ("Waveform (grey), vocal activity (blue), section starts (red), proposal (orange, dashed)",
+                    "波形（灰）、人声活动（蓝）、段落起点（红）、建议（橙色虚线）"),
+    "timing_save": ("Save section starts", "保存段落起点"),
+    "timing_redraw": ("Redraw", "重新绘制"),
+    "timing_play_from": ("Play from section", "从此段落播放"),
+    "timing_clip": ("From the section start (30 s)", "自段落起点（30 秒）"),
+    "timing_propose": ("Propose starts from the vocals", "根据人声建议起点"),
+    "timing_accept": ("Accept the proposal", "采用建议"),
+    "timing_pick": ("Pick a song.", "请选择一首歌曲。"),
+    "timing_need_lrc": ("Upload an .lrc file first.", "请先上传 .lrc 文件。"),
+    "timing_no_start": ("That section has no start time yet.", "该段落还没有开始时间。"),
+    "timing_no_proposal": ("Press “Propose” first.", "请先点击“建议”。"),
+    "timing_source": ("Timing source: **{source}** · {n} sections · song {dur} s",
+                      "时间来源：**{source}** · {n} 个段落 · 歌曲 {dur} 秒"),
+    "timing_at_prepare": ("Prepare will adjust:", "准备数据时将调整："),
+    "timing_lrc_used": ("LRC saved with {idx}.", "LRC 已保存到 {idx}。"),
+    "timing_saved": ("Section starts of {idx} saved (source: edited).", "{idx} 的段落起点已保存（来源：edited）。"),
+    "timing_accepted": ("Proposal accepted for {idx} (source: proposed).", "{idx} 已采用建议（来源：proposed）。"),
+    "timing_proposal_head": ("**Proposal** (not applied until you press Accept) · confidence **{conf}** · measured on: {stem}",
+                             "**建议**（点击“采用”后才生效）· 置信度 **{conf}** · 测量自：{stem}"),
 }
 
 

@@ -173,6 +173,15 @@ class Workspace:
         self.write_metadata()
         return song
 
+    def attach_lrc(self, idx: str, lrc_file: str | os.PathLike) -> dict[str, Any]:
+        """Keep a copy of a song's timed lyrics (LRC) with it; prepare reads its section timing."""
+        folder = self._song_folder(idx)
+        if folder is None or not folder.is_dir():
+            raise KeyError(f"no song {idx!r}")
+        dst = folder / "lyrics.lrc"
+        shutil.copyfile(lrc_file, dst)
+        return self.update_song(idx, lrc_path=str(dst), lrc_name=Path(lrc_file).name)
+
     def remove_song(self, idx: str) -> None:
         folder = self._song_folder(idx)
         if folder is not None and folder.is_dir() and not folder.is_symlink():
@@ -188,6 +197,10 @@ class Workspace:
             for k in ("vocal_path", "bgm_path"):
                 if s.get(k):
                     row[k] = s[k]
+            if s.get("lrc_path"):
+                row["lrc"] = s["lrc_path"]
+            if s.get("timing"):  # starts the user saved or accepted in the Timing editor
+                row["timing"] = s["timing"]
             lines.append(json.dumps(row, ensure_ascii=False))
         atomic_write_text(self.metadata_path, "\n".join(lines) + ("\n" if lines else ""))
         return self.metadata_path
@@ -282,6 +295,16 @@ class Workspace:
                 except QuotaExceeded as err:
                     problems.append(f"{where}: {err}")
                     return added, problems
+                lrc = row.get("lrc")
+                if lrc:  # matched like the audio: an uploaded file of that name, or a file under an import root
+                    lrc_f, why = (by_name.get(Path(str(lrc)).name), "was not uploaded") if isinstance(lrc, str) \
+                        else (None, "is not a file name")
+                    if lrc_f is None and isinstance(lrc, str):
+                        lrc_f, why = self._server_file(lrc)
+                    if lrc_f is None:
+                        problems.append(f"{where}: LRC {lrc!r} {why}; song added without timing")
+                    else:
+                        self.attach_lrc(added[-1], lrc_f)
                 used.add(audio.name)
         for f in files:
             if f.suffix.lower() not in AUDIO_EXT or f.name in used:
@@ -297,11 +320,14 @@ class Workspace:
             if err_l:
                 problems.append(err_l + f"; {f.name} not added")
                 continue
-            if not lyric_f:
+            lrc_f = by_name.get(f.stem + ".lrc")
+            if not lyric_f and not lrc_f:
                 problems.append(f"{f.name}: no {f.stem}.txt lyrics uploaded; added with empty lyrics (edit them below)")
             try:
                 added.append(self.add_song(f, lyric or "", desc.strip()))
             except QuotaExceeded as err:
                 problems.append(f"{f.name}: {err}")
                 break
+            if lrc_f:
+                self.attach_lrc(added[-1], lrc_f)
         return added, problems

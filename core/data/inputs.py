@@ -29,6 +29,8 @@ class SongInput:
     bgm: Optional[str] = None
     prompt_start_s: Optional[float] = None
     chorus_start_s: Optional[float] = None
+    lrc: Optional[str] = None            # timed lyrics (LRC file): section timing, and lyrics when absent
+    timing: Optional[dict] = None        # section starts saved in the studio ({source, sections})
     source: str = ""
     problems: list[str] = field(default_factory=list)   # found while reading the inputs: song is rejected
 
@@ -66,6 +68,18 @@ def read_text_file(path: Path) -> str:
     if err:
         raise DataError(err)
     return text
+
+
+def _timing_dict(v: Any, problems: list[str]) -> Optional[dict]:
+    """A saved `timing` ({"source": "edited"|"proposed", "sections": [{"tag", "start_s"}, ...]})."""
+    if v is None or v == "":
+        return None
+    if not isinstance(v, dict) or not isinstance(v.get("sections"), list) or not all(
+            isinstance(s, dict) and "tag" in s and "start_s" in s for s in v["sections"]):
+        problems.append("'timing' must be {\"source\": \"edited\", \"sections\": [{\"tag\": \"[verse]\", "
+                        "\"start_s\": 12.3}, ...]}")
+        return None
+    return v
 
 
 def _resolve_audio(p: str, bases: list[Path]) -> tuple[Optional[Path], list[Path]]:
@@ -125,8 +139,14 @@ def load_metadata(path: str | Path, raw_data_dir: Optional[str | Path] = None) -
             if found is None:
                 problems.append(f"audio file '{raw_path}' not found (looked in: {', '.join(str(t) for t in tried)})")
             audio = str(found or raw_path)
-        if "gt_lyric" not in d or d.get("gt_lyric") is None:
-            problems.append(f"line {n} has no 'gt_lyric' (the lyrics)")
+        lrc = None
+        if d.get("lrc"):  # timed lyrics, found like `path`
+            found, tried = _resolve_audio(str(d["lrc"]), bases)
+            if found is None:
+                problems.append(f"LRC file '{d['lrc']}' not found (looked in: {', '.join(str(t) for t in tried)})")
+            lrc = str(found or d["lrc"])
+        if ("gt_lyric" not in d or d.get("gt_lyric") is None) and not lrc:
+            problems.append(f"line {n} has no 'gt_lyric' (the lyrics) and no 'lrc' (timed lyrics)")
         stems: dict[str, Optional[str]] = {}
         for key, names in (("vocal", ("vocal", "vocal_path")), ("bgm", ("bgm", "bgm_path", "accompaniment"))):
             v = _first(d, *names)
@@ -141,6 +161,7 @@ def load_metadata(path: str | Path, raw_data_dir: Optional[str | Path] = None) -
             stems.get("vocal"), stems.get("bgm"),
             _float_or_none(d.get("prompt_start_s"), "prompt_start_s", problems),
             _float_or_none(d.get("chorus_start_s"), "chorus_start_s", problems),
+            lrc=lrc, timing=_timing_dict(d.get("timing"), problems),
             source=f"{src} {line.strip()[:300]}", problems=problems))
     return out
 
@@ -157,7 +178,8 @@ def _split_name(p: Path) -> tuple[str, Optional[str]]:
 
 
 def scan_folder(folder: str | Path) -> list[SongInput]:
-    """A folder of songs: NAME.wav (any libsndfile format) + NAME.txt lyrics, optional NAME.desc.txt and
+    """A folder of songs: NAME.wav (any libsndfile format) + NAME.txt lyrics, optional NAME.desc.txt,
+    NAME.lrc timed lyrics (section timing; its lines are the lyrics when NAME.txt is absent) and
     NAME.vocal.wav / NAME.bgm.wav stems. Subfolders are searched too."""
     root = Path(folder).expanduser()
     if not root.is_dir():
@@ -173,9 +195,13 @@ def scan_folder(folder: str | Path) -> list[SongInput]:
         problems: list[str] = []
         lyrics = desc = None
         lyr_path = p.with_suffix(".txt")
+        lrc_path = p.with_suffix(".lrc")
+        lrc = str(lrc_path) if lrc_path.is_file() else None
         if not lyr_path.is_file():
-            problems.append(f"no lyrics file {lyr_path.name} next to {p.name}; write the lyrics into it "
-                            "(for an instrumental: [intro-short] ; [inst-long] ; [outro-short])")
+            if lrc is None:
+                problems.append(f"no lyrics file {lyr_path.name} (or timed lyrics {lrc_path.name}) next to {p.name}; "
+                                "write the lyrics into it (for an instrumental: [intro-short] ; [inst-long] ; "
+                                "[outro-short])")
         else:
             try:
                 lyrics, err = fields.lyric_field(read_text_file(lyr_path), lyr_path.name)
@@ -191,7 +217,7 @@ def scan_folder(folder: str | Path) -> list[SongInput]:
                 except DataError as err:
                     problems.append(str(err))
                 break
-        songs[p.parent / p.stem] = SongInput(p.stem, str(p), lyrics, desc, source=str(p), problems=problems)
+        songs[p.parent / p.stem] = SongInput(p.stem, str(p), lyrics, desc, lrc=lrc, source=str(p), problems=problems)
     for key, kind, sp in stems:
         if key in songs:
             setattr(songs[key], kind, sp)
@@ -199,7 +225,7 @@ def scan_folder(folder: str | Path) -> list[SongInput]:
 
 
 def coerce_items(items: Iterable[Any]) -> list[SongInput]:
-    """The studio's upload form: dicts or objects with audio/lyrics/description (+ idx, vocal, bgm)."""
+    """The studio's upload form: dicts or objects with audio/lyrics/description (+ idx, vocal, bgm, lrc, timing)."""
     out: list[SongInput] = []
     for i, it in enumerate(items):
         if isinstance(it, SongInput):
@@ -223,11 +249,15 @@ def coerce_items(items: Iterable[Any]) -> list[SongInput]:
                 if not Path(str(v)).expanduser().is_file():
                     problems.append(f"{key} stem '{v}' not found")
                 stems[key] = str(Path(str(v)).expanduser())
+        lrc = _first(d, "lrc", "lrc_path")
+        if lrc and not Path(str(lrc)).expanduser().is_file():
+            problems.append(f"LRC file '{lrc}' not found")
         out.append(SongInput(
             str(idx if idx is not None else f"song-{i + 1}"), str(Path(str(audio)).expanduser()) if audio else None,
             lyrics, desc, stems.get("vocal"), stems.get("bgm"),
             _float_or_none(d.get("prompt_start_s"), "prompt_start_s", problems),
             _float_or_none(d.get("chorus_start_s"), "chorus_start_s", problems),
+            lrc=str(Path(str(lrc)).expanduser()) if lrc else None, timing=_timing_dict(d.get("timing"), problems),
             source=str(audio) if audio else f"item #{i + 1}", problems=problems))
     return out
 

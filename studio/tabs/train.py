@@ -36,6 +36,18 @@ PRESETS: dict[str, dict] = {
                                   "training.warmup_steps": 100},
 }
 DEFAULT_PRESET = "Quick look (CPU / demo, a minute)"
+# Crop lengths a preset means for the demo model only: 6-s crops of a real checkpoint's songs would cut
+# sections apart (and, without section timing, are refused by the trainer), so on any other base
+# model the preset leaves training.max_frames unset (the model's own max_dur).
+DEMO_ONLY = {DEFAULT_PRESET: {"training.max_frames"}}
+
+
+def preset_values(name: str, base_kind: str) -> dict:
+    """The preset's {config path: value} for this base model (demo-only values dropped off the demo)."""
+    pr = dict(PRESETS.get(name) or {})
+    if base_kind != "demo":
+        pr.update({k: None for k in DEMO_ONLY.get(name, ())})
+    return pr
 
 
 def _empty_plot() -> pd.DataFrame:
@@ -54,7 +66,7 @@ def _run_choices(ctx):
 
 def build(ctx) -> dict:
     t = ctx.t
-    p = PRESETS[DEFAULT_PRESET]
+    p = preset_values(DEFAULT_PRESET, ctx.ws.get_state().get("base_kind", "demo"))
     w: dict[str, gr.components.Component] = {}
     with gr.Row():
         with gr.Column(scale=1, min_width=340):
@@ -161,11 +173,19 @@ def build(ctx) -> dict:
     # ---- presets, preview, estimate ----------------------------------------------------------
     preset_keys = sorted({k for pr in PRESETS.values() for k in pr})
 
-    def apply_preset(name):
-        pr = PRESETS.get(name) or {}
+    def apply_preset(name, kind):
+        pr = preset_values(name, kind)
         return [gr.update(value=0 if pr[k] is None else pr[k]) if k in pr else gr.skip() for k in preset_keys]
 
-    w["preset"].change(apply_preset, w["preset"], [w[k] for k in preset_keys], api_name=False)
+    w["preset"].change(apply_preset, [w["preset"], w["base_kind"]], [w[k] for k in preset_keys], api_name=False)
+    demo_only = sorted({k for keys in DEMO_ONLY.values() for k in keys})
+
+    def base_changed(name, kind):  # switching the base model re-applies the preset's demo-only values
+        pr = preset_values(name, kind)
+        return [gr.update(value=0 if pr[k] is None else pr[k]) if k in pr and k in DEMO_ONLY.get(name, ())
+                else gr.skip() for k in demo_only]
+
+    w["base_kind"].change(base_changed, [w["preset"], w["base_kind"]], [w[k] for k in demo_only], api_name=False)
     w["training.type"].change(lambda m: gr.update(visible=m == "lora"), w["training.type"], lora_box, api_name=False, queue=False)
 
     @named
