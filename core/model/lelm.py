@@ -276,11 +276,18 @@ class LeLM(nn.Module):
     def generate(self, lyrics: Optional[str], description: Optional[str], prompt: Optional[torch.Tensor] = None, *,
                  max_frames: int, cfg_coef: float = 1.5, temperature: float = 1.0, top_k: int = 50,
                  top_p: float = 0.0, greedy: bool = False, record_window: int = 50, seed: Optional[int] = None,
+                 cache: str = "auto", compile: Optional[bool] = None,
                  on_step: Optional[Callable[[int, torch.Tensor], None]] = None,
                  progress: Optional[Callable[[int, int], None]] = None) -> torch.LongTensor:
         """Guided, KV-cached generation as SongGeneration samples -> codes [1, 3, T] cut at the earliest EOS."""
         from .generation import generate
         return generate(self, lyrics, description, prompt, max_frames=max_frames, cfg_coef=cfg_coef,
                         temperature=temperature, top_k=top_k, top_p=top_p, greedy=greedy,
-                        record_window=record_window, seed=seed, on_step=on_step, progress=progress)
+                        record_window=record_window, seed=seed, cache=cache, compile=compile,
+                        on_step=on_step, progress=progress)
 
+    def generate_batch(self, lyrics: Sequence[Optional[str]], descriptions: Sequence[Optional[str]],
+                       prompts: Optional[Sequence[Optional[torch.Tensor]]] = None, **kw) -> list[torch.LongTensor]:
+        """Several songs in one pass (seed sweeps, several lyrics): see generation.generate_batch."""
+        from .generation import generate_batch
+        return generate_batch(self, lyrics, descriptions, prompts, **kw)
