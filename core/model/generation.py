@@ -112,7 +112,7 @@ class _Heads:
 class _Stacks:
     """Both stacks over the 2B guided rows with their KV caches; `step` may be compiled (CUDA graphs)."""
 
-    def __init__(self, model: "LeLM", rows: int, max_len: int, cache: str, compiled: bool):
+    def __init__(self, model: "LeLM", rows: int, max_len: int, cache: str, backend: Optional[str]):
         self.model = model
         if cache == "static":
             self.caches = tuple(StaticCache(config=s.config, max_cache_len=max_len)
@@ -121,8 +121,9 @@ class _Stacks:
             self.caches = (DynamicCache(), DynamicCache())
         self.positions = torch.arange(max_len, device=model.device)
         self._step = self._eager_step
-        if compiled:
-            self._step = torch.compile(self._eager_step, mode="reduce-overhead", fullgraph=True, dynamic=False)
+        if backend is not None:
+            mode = "reduce-overhead" if backend == "inductor" and model.device.type == "cuda" else None
+            self._step = torch.compile(self._eager_step, backend=backend, mode=mode, fullgraph=True, dynamic=False)
 
     def _eager_step(self, sequence: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h1, h2 = self.model.hidden_steps(sequence, None, self.caches, positions)
@@ -149,14 +150,26 @@ def resolve_cache(cache: str, device: torch.device) -> str:
     return cache
 
 
-def resolve_compile(compile: Optional[bool], device: torch.device, cache: str) -> bool:
-    """Compiled + CUDA-graphed step: CUDA with a static cache only; elsewhere the eager step."""
+def resolve_compile(compile: Optional[bool | str], device: torch.device, cache: str) -> Optional[str]:
+    """-> the torch.compile backend for the one-frame step, or None (eager).
+
+    None = auto (inductor + CUDA graphs on CUDA); True needs CUDA (elsewhere: a log line, eager step);
+    a backend name ("eager", "aot_eager", ...) compiles on any device: it checks the graph capture on a CPU.
+    Compiling needs the static cache (fixed shapes and addresses).
+    """
     if compile is None:
         compile = device.type == "cuda"
-    if compile and (device.type != "cuda" or cache != "static"):
-        log.info("generation: compiled step needs CUDA and the static cache; using the eager step")
-        return False
-    return bool(compile)
+    if not compile:
+        return None
+    if cache != "static":
+        log.info("generation: a compiled step needs cache='static'; using the eager step")
+        return None
+    if compile is True:
+        if device.type != "cuda":
+            log.info("generation: the compiled (CUDA-graph) step needs CUDA; using the eager step on %s", device)
+            return None
+        return "inductor"
+    return str(compile)
 
 
 @torch.no_grad()
@@ -164,7 +177,7 @@ def generate_batch(model: "LeLM", lyrics: Sequence[Optional[str]], descriptions:
                    prompts: Optional[Sequence[Optional[torch.Tensor]]] = None, *, max_frames: int,
                    cfg_coef: float = 1.5, temperature: float = 1.0, top_k: int = 50, top_p: float = 0.0,
                    greedy: bool = False, record_window: int = 50, seeds: Optional[Sequence[Optional[int]]] = None,
-                   cache: str = "auto", compile: Optional[bool] = None,
+                   cache: str = "auto", compile: Optional[bool | str] = None,
                    on_step: Optional[Callable[[int, torch.Tensor], None]] = None,
                    progress: Optional[Callable[[int, int], None]] = None) -> list[torch.LongTensor]:
     """B songs in one pass (one forward per frame for all of them) -> B codes [1, 3, T_b], each cut at its
@@ -181,7 +194,7 @@ def generate_batch(model: "LeLM", lyrics: Sequence[Optional[str]], descriptions:
         raise ValueError(f"need one prompt and one seed per song ({B}), got {len(prompts)} and {len(seeds)}")
     K, dev = model.depth, model.device
     cache = resolve_cache(cache, dev)
-    compiled = resolve_compile(compile, dev, cache)
+    backend = resolve_compile(compile, dev, cache)
     was_training = model.training
     model.eval()
     prompts = [normalize_prompt(p, K) for p in prompts]
@@ -209,7 +222,7 @@ def generate_batch(model: "LeLM", lyrics: Sequence[Optional[str]], descriptions:
     seq = torch.full((B, K, S), UNKNOWN, dtype=torch.long, device=dev)
     seq[:, :, 0] = EMPTY
     prefix = model.condition_prefix(cond)
-    stacks = _Stacks(model, 2 * B, prefix[0].shape[1] + S, cache, compiled)
+    stacks = _Stacks(model, 2 * B, prefix[0].shape[1] + S, cache, backend)
     heads = _Heads(model)
     ended = torch.zeros(B, K, dtype=torch.bool, device=dev)
     history: list[torch.Tensor] = []
@@ -262,7 +275,7 @@ def generate_batch(model: "LeLM", lyrics: Sequence[Optional[str]], descriptions:
 def generate(model: "LeLM", lyrics: Optional[str], description: Optional[str], prompt: Optional[torch.Tensor] = None,
              *, max_frames: int, cfg_coef: float = 1.5, temperature: float = 1.0, top_k: int = 50,
              top_p: float = 0.0, greedy: bool = False, record_window: int = 50, seed: Optional[int] = None,
-             cache: str = "auto", compile: Optional[bool] = None,
+             cache: str = "auto", compile: Optional[bool | str] = None,
              on_step: Optional[Callable[[int, torch.Tensor], None]] = None,
              progress: Optional[Callable[[int, int], None]] = None) -> torch.LongTensor:
     """One song -> codes [1, 3, T] cut at the earliest EOS; on_step(step, scores [K, V])."""

@@ -276,7 +276,7 @@ class LeLM(nn.Module):
     def generate(self, lyrics: Optional[str], description: Optional[str], prompt: Optional[torch.Tensor] = None, *,
                  max_frames: int, cfg_coef: float = 1.5, temperature: float = 1.0, top_k: int = 50,
                  top_p: float = 0.0, greedy: bool = False, record_window: int = 50, seed: Optional[int] = None,
-                 cache: str = "auto", compile: Optional[bool] = None,
+                 cache: str = "auto", compile: Optional[bool | str] = None,
                  on_step: Optional[Callable[[int, torch.Tensor], None]] = None,
                  progress: Optional[Callable[[int, int], None]] = None) -> torch.LongTensor:
         """Guided, KV-cached generation as SongGeneration samples -> codes [1, 3, T] cut at the earliest EOS."""
