@@ -9,7 +9,7 @@ by core.model.official_config and built by LeLM.build (real Qwen2 vocab from the
 text tables have their real 151k rows); weights are random (core.model.demo.init_weights).
 
 Per size and length, batch 1, bf16 autocast, gradient checkpointing, the trainer's optimizer (fused AdamW):
-  - LoRA step (trainer's default targets, r 16) and full step: seconds, frames/s (= song frames per
+  - LoRA step (the trainer's default lora section, core.model.lora.apply_lora) and full step: seconds, frames/s (= song frames per
     second; each frame is 3 tokens), MFU = model FLOPs (3 x forward, no recompute) / time / the
     measured bf16 matmul peak of this card; peak memory (torch.cuda.max_memory_allocated) beside
     core.estimate's figure for the same setting. A setting that does not fit prints OOM.
@@ -116,10 +116,11 @@ def train_row(model, mode: str, frames: int, steps: int, peak: float) -> dict:
 
     lelm = model
     if mode == "lora":
-        from peft import LoraConfig, get_peft_model
+        from core.config import StudioConfig
+        from core.model.lora import apply_lora
         for p in lelm.parameters():
             p.requires_grad_(False)
-        model = get_peft_model(lelm, LoraConfig(r=16, lora_alpha=32, target_modules=r".*\.self_attn\.(q|k|v|o)_proj"))
+        model = apply_lora(StudioConfig(), lelm)  # the trainer's defaults (lora.r, targets, both stacks)
     else:
         unused = set(lelm.unused_parameter_names())
         for n, p in lelm.named_parameters():
@@ -158,9 +159,10 @@ def train_row(model, mode: str, frames: int, steps: int, peak: float) -> dict:
 
 
 def estimate_gb(oc, n_params: int, mode: str, frames: int) -> float:
+    from core.config import LoraConfig
     from core.estimate import estimate_memory_for
     return estimate_memory_for(oc, n_params, mode=mode, frames=frames, batch=1, checkpointing=True,
-                               act_bytes=2, lora_r=16, lora_targets=("q_proj", "k_proj", "v_proj", "o_proj"),
+                               act_bytes=2, lora_r=LoraConfig().r, lora_targets=tuple(LoraConfig().target_modules),
                                optimizer="adamw")["total_gb"]
 
 
