@@ -43,3 +43,32 @@ def test_8bit_adamw_and_unknown_names_explain():
         build_optimizer("adamw_8bit", [{"params": p}], lr=1e-3, device="cpu")
     with pytest.raises(OptimizerError, match="not one of adamw, adamw_8bit, adafactor"):
         build_optimizer("prodigy", [{"params": p}], lr=1e-3)
+
+
+def test_lora_on_a_bfloat16_base_trains(demo_ckpt, tmp_path):
+    """training.base_dtype: bfloat16 (the small-card presets): frozen bf16 base, float32 adapters, loss falls."""
+    from core.config import ConfigError, StudioConfig
+    from core.train import build_model, make_optimizer
+
+    data = StudioConfig().to_dict()
+    data["paths"]["base_model_path"] = str(demo_ckpt)
+    data["training"].update(base_dtype="bfloat16", optimizer="adafactor", learning_rate=3e-3, condition_dropout=False)
+    cfg = StudioConfig.model_validate(data)
+    model, lelm, _ = build_model(cfg)
+    assert lelm.dtype == torch.bfloat16
+    assert {p.dtype for p in model.parameters() if p.requires_grad} == {torch.float32}
+    opt = make_optimizer(cfg, model)
+    lelm.train()
+    torch.manual_seed(0)
+    targets = build_targets(torch.randint(0, 16384, (1, 3, 20)), torch.tensor([20]))
+    losses = []
+    for _ in range(3):
+        loss = lelm.compute_loss(targets, ["[verse] la la"], ["pop"])[0].mean()
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+    assert losses[-1] < losses[0], losses
+    data["training"].update(type="full")
+    with pytest.raises(ConfigError, match="base_dtype: bfloat16 keeps frozen base weights for LoRA"):
+        build_model(StudioConfig.model_validate(data))
