@@ -61,6 +61,10 @@ class TrainingConfig(_Section):
     weight_decay: float = Field(0.1, ge=0)
     adam_beta1: float = Field(0.9, gt=0, lt=1)
     adam_beta2: float = Field(0.95, gt=0, lt=1)
+    # adamw (fused kernel where available) | adamw_8bit (bitsandbytes, CUDA) | adafactor (transformers): core.optim
+    optimizer: Literal["adamw", "adamw_8bit", "adafactor"] = "adamw"
+    # LoRA only: keep the frozen base weights in bfloat16 (half the memory; adapters stay float32)
+    base_dtype: Literal["float32", "bfloat16"] = "float32"
     max_grad_norm: float = Field(1.0, ge=0)
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
     gradient_checkpointing: bool = False

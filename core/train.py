@@ -48,9 +48,17 @@ from core.schedule import derive_seed, lr_factor
 from core.telemetry import Telemetry, memory_mb
 
 # ---- model and optimizer --------------------------------------------------------------------
-def build_model(cfg: StudioConfig, dtype: torch.dtype = torch.float32):
-    """-> (module to train: LeLM or PeftModel, the LeLM inside, checkpoint dir)."""
+def build_model(cfg: StudioConfig, dtype: Optional[torch.dtype] = None):
+    """-> (module to train: LeLM or PeftModel, the LeLM inside, checkpoint dir).
+
+    Weights in training.base_dtype unless `dtype` is given; bfloat16 only for LoRA (a frozen base)."""
     from core.model import LeLM, resolve_base_model
+
+    if dtype is None:
+        if cfg.training.base_dtype == "bfloat16" and cfg.training.type == "full":
+            raise ConfigError("training.base_dtype: bfloat16 keeps frozen base weights for LoRA; full fine-tuning "
+                              "needs float32 weights (choose float32, or training.type: lora)")
+        dtype = torch.bfloat16 if cfg.training.base_dtype == "bfloat16" else torch.float32
 
     ckpt_dir = Path(resolve_base_model(cfg))
     lelm = LeLM.from_pretrained(ckpt_dir, runtime_root=cfg.paths.runtime_path, dtype=dtype)
@@ -73,8 +81,10 @@ def build_model(cfg: StudioConfig, dtype: torch.dtype = torch.float32):
     return model, lelm, ckpt_dir
 
 
-def make_optimizer(cfg: StudioConfig, model: nn.Module) -> torch.optim.Optimizer:
-    """AdamW; weight decay on matrices only (not on norms, biases, 1-D tensors)."""
+def make_optimizer(cfg: StudioConfig, model: nn.Module, device: Optional[torch.device] = None) -> torch.optim.Optimizer:
+    """training.optimizer (core.optim); weight decay on matrices only (not on norms, biases, 1-D tensors)."""
+    from core.optim import OptimizerError, build_optimizer
+
     decay, no_decay = [], []
     for _, p in model.named_parameters():
         if p.requires_grad:
@@ -84,8 +94,12 @@ def make_optimizer(cfg: StudioConfig, model: nn.Module) -> torch.optim.Optimizer
     groups = [g for g in groups if g["params"]]
     if not groups:
         raise ConfigError("nothing to train: every parameter is frozen (check training.type / lora.* settings)")
-    return torch.optim.AdamW(groups, lr=cfg.training.learning_rate,
-                             betas=(cfg.training.adam_beta1, cfg.training.adam_beta2))
+    try:
+        return build_optimizer(cfg.training.optimizer, groups, lr=cfg.training.learning_rate,
+                               betas=(cfg.training.adam_beta1, cfg.training.adam_beta2),
+                               device=device if device is not None else groups[0]["params"][0].device)
+    except OptimizerError as err:
+        raise ConfigError(str(err)) from None
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:
@@ -161,7 +175,7 @@ class Trainer:
         ga = tc.gradient_accumulation_steps
         self.total_steps = tc.max_steps or max(1, math.ceil(tc.epochs * self.plan.batches_per_epoch / ga))
 
-        self.optimizer = make_optimizer(cfg, self.model)
+        self.optimizer = make_optimizer(cfg, self.model, acc.device)
         self.step_module = BatchLoss(self.model, self.lelm)
         self.step_module.train()
         self.step_module, self.optimizer = acc.prepare(self.step_module, self.optimizer)

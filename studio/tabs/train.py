@@ -8,6 +8,7 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
+from core.presets import GPU_PRESETS, preset_name
 from studio import backend, monitor, sandbox
 from studio.widgets import api_name, config_value, config_widget
 
@@ -35,6 +36,8 @@ PRESETS: dict[str, dict] = {
                                   "training.save_every": 500, "training.sample_every": 500, "training.log_every": 10,
                                   "training.warmup_steps": 100},
 }
+# by card memory (core.presets: sized with core.estimate for the official base / large models)
+PRESETS.update({preset_name(gb): {**_GPU, **p["settings"]} for gb, p in GPU_PRESETS.items()})
 DEFAULT_PRESET = "Quick look (CPU / demo, a minute)"
 # Crop lengths a preset means for the demo model only: 6-s crops of a real checkpoint's songs would cut
 # sections apart (and, without section timing, are refused by the trainer), so on any other base
@@ -107,6 +110,8 @@ def build(ctx) -> dict:
                 with gr.Row():
                     cw("training.max_frames", t("max_frames"), elem_id="max-frames")
                     cw("training.mixed_precision", t("precision"), dropdown=True)
+                    cw("training.optimizer", t("optimizer"), dropdown=True)
+                    cw("training.base_dtype", t("base_dtype"), dropdown=True)
                     cw("training.gradient_checkpointing", t("grad_ckpt"))
                 with gr.Row():
                     cw("training.save_every", t("save_every"))
