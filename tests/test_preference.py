@@ -17,7 +17,7 @@ import torch
 from core.config import parse_config
 from core.model import LeLM
 from core.preference import PairError, PairStore, split_prompts, validate_row
-from core.preference.dpo import DPOStep, dpo_loss, pair_logps, reward_metrics
+from core.preference.dpo import DPOStep, dpo_loss, pair_logps, reward_means, reward_sums
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 FIXTURE = SHARED / "fixtures" / "songgen-tiny-v2"
@@ -106,7 +106,7 @@ def test_dpo_loss_formula_by_hand():
     sig = lambda x: 1 / (1 + math.exp(-x))  # noqa: E731
     assert float(loss) == pytest.approx(-(1 - eps) * math.log(sig(h)) - eps * math.log(sig(-h)), abs=1e-12)
     assert float(crew) == pytest.approx(0.5) and float(rrew) == pytest.approx(-0.5)
-    m = reward_metrics(torch.tensor([-10.0, -12.0]), torch.tensor([-11.0, -11.0]), beta, eps)
+    m = reward_means(reward_sums(torch.tensor([-10.0, -12.0]), torch.tensor([-11.0, -11.0]), beta, eps))
     assert m["reward_margin"] == pytest.approx(1.0) and m["reward_accuracy"] == 1.0 and m["pairs"] == 1
 
 
@@ -134,7 +134,10 @@ def pair_batch(lelm, frames=(6, 4)):
     c, r = torch.as_tensor(song(11, frames[0])), torch.as_tensor(song(12, frames[1]))
     side = lambda x: {"codes": x, "reaches_end": True, "prompt": None, "lyrics": LYRICS,  # noqa: E731
                       "description": "female, pop"}
-    return collate_pairs([(side(c), side(r))], lelm.config.prompt_frames, lelm.version), (c, r)
+    batch = collate_pairs([{"pair_id": "x", "chosen": side(c), "rejected": side(r)}], lelm.config.prompt_frames,
+                          lelm.version)
+    assert batch.pop("pair_ids") == ["x"]
+    return batch, (c, r)
 
 
 def hand_logp(model_lelm, batch, b: int, song_codes: torch.Tensor) -> float:

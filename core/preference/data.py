@@ -36,17 +36,22 @@ class PairSet:
         return {"codes": codes[:, :self.max_frames], "reaches_end": codes.shape[-1] <= self.max_frames,
                 "prompt": None, "lyrics": lyrics, "description": description}
 
-    def item(self, i: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
+        return self.item(key[0])  # (pair, epoch) from the BatchPlan: the crop does not depend on the epoch
+
+    def item(self, i: int) -> dict[str, Any]:
         row = self.split[int(i)]
-        return (self._side(row["chosen"], row["lyrics"], row["description"]),
-                self._side(row["rejected"], row["lyrics"], row["description"]))
+        return {"pair_id": row["pair_id"], "chosen": self._side(row["chosen"], row["lyrics"], row["description"]),
+                "rejected": self._side(row["rejected"], row["lyrics"], row["description"])}
 
 
-def collate_pairs(items: list[tuple[dict, dict]], prompt_frames: int, version: str) -> dict[str, Any]:
-    """B pairs -> one SFT-style batch of 2B songs: chosen 0..B-1, rejected B..2B-1."""
+def collate_pairs(items: list[dict[str, Any]], prompt_frames: int, version: str) -> dict[str, Any]:
+    """B pairs -> one SFT-style batch of 2B songs (chosen 0..B-1, rejected B..2B-1) + their pair ids."""
     from core.train import collate
 
-    return collate([c for c, _ in items] + [r for _, r in items], prompt_frames, version)
+    batch = collate([it["chosen"] for it in items] + [it["rejected"] for it in items], prompt_frames, version)
+    batch["pair_ids"] = [it["pair_id"] for it in items]
+    return batch
 
 
 def load_pair_splits(cfg, max_frames: int) -> tuple[PairSet, Optional[PairSet], dict[str, Any]]:

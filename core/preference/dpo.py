@@ -129,13 +129,21 @@ def pair_logps(step: DPOStep, batch: dict[str, Any], reference: bool) -> torch.T
     return sequence_logps(step._lelm, *args)[0]
 
 
-def reward_metrics(policy: torch.Tensor, reference: torch.Tensor, beta: float, label_smoothing: float = 0.0
-                   ) -> dict[str, float]:
-    """Held-out metrics from log-probs [2N] (chosen first): mean loss, rewards, margin, accuracy."""
+def reward_sums(policy: torch.Tensor, reference: torch.Tensor, beta: float, label_smoothing: float = 0.0
+                ) -> torch.Tensor:
+    """From log-probs [2N] (chosen first): float64 [6] = (pairs, and the sums over pairs of the DPO loss,
+    chosen reward, rejected reward, margin, margin > 0), to add up over batches and processes."""
     n = policy.shape[0] // 2
     losses, rc, rr = dpo_loss(policy[:n].double(), policy[n:].double(), reference[:n].double(),
                               reference[n:].double(), beta, label_smoothing)
     margin = rc - rr
-    return {"dpo_loss": float(losses.mean()), "chosen_reward": float(rc.mean()), "rejected_reward": float(rr.mean()),
-            "reward_margin": float(margin.mean()), "reward_accuracy": float((margin > 0).double().mean()),
-            "pairs": int(n)}
+    return torch.stack([losses.new_tensor(float(n)), losses.sum(), rc.sum(), rr.sum(), margin.sum(),
+                        (margin > 0).double().sum()]).detach().cpu()
+
+
+def reward_means(sums: torch.Tensor) -> dict[str, float]:
+    """Held-out metrics from `reward_sums` totals: mean loss, rewards, margin, accuracy; and the pair count."""
+    n, loss, rc, rr, margin, correct = (float(x) for x in sums)
+    d = max(n, 1.0)
+    return {"dpo_loss": loss / d, "chosen_reward": rc / d, "rejected_reward": rr / d, "reward_margin": margin / d,
+            "reward_accuracy": correct / d, "pairs": int(n)}
