@@ -201,3 +201,43 @@ def test_dpo_step_equals_hand_computation(lora_model):
     loss.backward()  # the gradient reaches the adapter only
     grads = [p.grad for n, p in peft_model.named_parameters() if p.requires_grad]
     assert grads and any(g is not None and g.abs().sum() > 0 for g in grads)
+
+
+# ---- candidates and the CLI -------------------------------------------------------------------------
+def test_candidates_mark_rank_and_cli(tmp_path, capsys):
+    from core.__main__ import main
+    from core.preference import candidates as cand
+
+    cfg = parse_config({"workspace": str(tmp_path), "paths": {"base_model_path": str(CKPT),
+                                                              "runtime_path": str(FIXTURE)},
+                        "data": {"codec": "demo"}, "generation": {"max_seconds": 0.6}})
+    rec = cand.generate_candidates(cfg, LYRICS, "female, pop", 3, seed=5)
+    assert [it["seed"] for it in rec["items"]] == [5, 6, 7]
+    for it in rec["items"]:
+        assert Path(it["audio"]).is_file() and np.load(it["tokens"]).shape[0] == 3
+    set_dir = cand.candidates_root(cfg) / rec["prompt_id"]
+    assert cand.list_sets(cfg)[0]["prompt_id"] == rec["prompt_id"]
+    rep = cand.mark(cfg, set_dir, chosen=1, rejected=[0, 2])
+    assert len(rep.added) == 2, rep.summary()
+    store = PairStore(tmp_path / "preference" / "pairs")
+    rows = store.rows()
+    assert rows[0]["chosen"] == np.load(rec["items"][1]["tokens"]).tolist()
+    assert (rows[0]["chosen_seed"], rows[0]["rejected_seed"], rows[1]["rejected_seed"]) == (6, 5, 7)
+    assert rows[0]["prompt_id"] == rec["prompt_id"] and rows[0]["model_id"].startswith("base:")
+    # a ranking 2 > 1 > 0 = 2 over 1, 2 over 0, 1 over 0; the last is stored already and kept once
+    rep = cand.rank(cfg, set_dir, [2, 1, 0])
+    assert len(rep.added) == 2 and rep.skipped == [f"candidate 1 over 0: pair {rows[0]['pair_id']} is already "
+                                                   "stored (kept as it was)"]
+    with pytest.raises(PairError, match="candidate 9 is not in set"):
+        cand.mark(cfg, set_dir, chosen=9, rejected=[0])
+    # CLI: export, import into another workspace (all added), list
+    cfg_file = tmp_path / "cfg.yaml"
+    cfg.save(cfg_file)
+    out = tmp_path / "pairs.jsonl"
+    assert main(["pairs", "export", str(out), "--config", str(cfg_file)]) == 0
+    assert len(out.read_text().splitlines()) == 4
+    assert main(["pairs", "import", str(out), "--config", str(cfg_file), "--set", f"workspace={tmp_path / 'b'}"]) == 0
+    assert len(PairStore(tmp_path / "b" / "preference" / "pairs")) == 4
+    assert main(["pairs", "list", "--config", str(cfg_file)]) == 0
+    assert "4 pair(s)" in capsys.readouterr().out
+    assert main(["candidates", "mark", str(set_dir), "--chosen", "0", "--rejected", "0", "--config", str(cfg_file)]) == 1

@@ -108,13 +108,14 @@ class DPOObjective:
         if start_step > 0:
             raise RuntimeError(f"{path} is missing: the reference of this run cannot be rebuilt from trained weights; "
                                "start the DPO run again")
-        ids, rows = [], []
+        ids, rows, bs = [], [], tr.tc.batch_size
         for s in sets:
-            for i in range(len(s)):
-                p = self._logps(s, [i], reference=False)
-                ids.append(s.pair_ids[i])
-                rows.append(torch.stack([p[0], p[1]]).float().cpu())
-        table = torch.stack(rows)
+            for start in range(0, len(s), bs):
+                idx = list(range(start, min(start + bs, len(s))))
+                p = self._logps(s, idx, reference=False).float().cpu()
+                ids += [s.pair_ids[i] for i in idx]
+                rows.append(torch.stack([p[:len(idx)], p[len(idx):]], dim=1))
+        table = torch.cat(rows)
         self.reference = {i: table[k] for k, i in enumerate(ids)}
         if tr.is_main:
             from core.fsutil import atomic_write_bytes
