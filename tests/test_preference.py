@@ -241,3 +241,4 @@ def test_candidates_mark_rank_and_cli(tmp_path, capsys):
     assert main(["pairs", "list", "--config", str(cfg_file)]) == 0
     assert "4 pair(s)" in capsys.readouterr().out
     assert main(["candidates", "mark", str(set_dir), "--chosen", "0", "--rejected", "0", "--config", str(cfg_file)]) == 1
+    assert "mark at least one rejected candidate" in capsys.readouterr().err

@@ -1,17 +1,19 @@
-"""`python -m core candidates ...` and `python -m core pairs ...`: the preference data from a shell.
+"""The headless preference commands, registered in the one CLI (core.cli):
 
-    python -m core candidates generate --config cfg.yaml --lyrics "..." [--description ...] [-k 4]
-                                       [--seed 0] [--checkpoint DIR] [--strength 1] [--max-seconds 10]
-    python -m core candidates list     --config cfg.yaml
-    python -m core candidates mark     --config cfg.yaml SET_DIR --chosen 1 --rejected 0 2
-    python -m core candidates rank     --config cfg.yaml SET_DIR 2 0 1        (best first)
-    python -m core pairs list|export FILE|import FILE|remove ID... --config cfg.yaml
+    python -m core candidates generate --lyrics "..." [--description ...] [-k 4] [--seed 0]
+                                       [--checkpoint DIR] [--strength 1] [--max-seconds 10] --config cfg.yaml
+    python -m core candidates list                          --config cfg.yaml
+    python -m core candidates mark SET_DIR --chosen 1 --rejected 0 2   --config cfg.yaml
+    python -m core candidates rank SET_DIR --order 2 0 1 (best first)  --config cfg.yaml
+    python -m core pairs list | export FILE | import FILE | remove ID...  --config cfg.yaml
+
+Only argparse here at import time: torch and datasets load when a command runs.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
+from typing import Callable
 
 
 def _cfg(args):
@@ -19,96 +21,92 @@ def _cfg(args):
     return load_config(args.config, dict(parse_override(s) for s in args.set))
 
 
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", default=None)
-    p.add_argument("--set", action="append", default=[], metavar="section.key=value")
+def _fail(err: BaseException) -> int:
+    print(f"error: {err}", file=sys.stderr)
+    return 1
 
 
-def candidates_cli(argv: list[str]) -> int:
+def _candidates(args) -> int:
     from core.config import ConfigError
     from core.generate import GenerationError
     from core.model import CheckpointError
     from core.preference import candidates as cand
     from core.preference.pairs import PairError
 
-    p = argparse.ArgumentParser(prog="python -m core candidates", description="Generate candidate songs for "
-                                "one lyric and mark which one is better (preference pairs for DPO).")
-    sub = p.add_subparsers(dest="cmd", required=True)
-    g = sub.add_parser("generate", help="k candidates with distinct seeds from the current model")
-    _common(g)
-    g.add_argument("--lyrics", required=True)
-    g.add_argument("--description", default=None)
-    g.add_argument("-k", type=int, default=2)
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--checkpoint", default=None, help="LoRA or full checkpoint (default: the base model)")
-    g.add_argument("--strength", type=float, default=1.0)
-    g.add_argument("--max-seconds", type=float, default=None)
-    ls = sub.add_parser("list", help="candidate sets of the workspace, newest first")
-    _common(ls)
-    m = sub.add_parser("mark", help="one preferred candidate over the rejected ones")
-    _common(m)
-    m.add_argument("set_dir")
-    m.add_argument("--chosen", type=int, required=True)
-    m.add_argument("--rejected", type=int, nargs="+", required=True)
-    r = sub.add_parser("rank", help="a ranking, best first: a pair for every better/worse combination")
-    _common(r)
-    r.add_argument("set_dir")
-    r.add_argument("order", type=int, nargs="+")
-    args = p.parse_args(argv)
     try:
         cfg = _cfg(args)
-        if args.cmd == "generate":
+        if args.action == "generate":
+            if not args.lyrics:
+                raise GenerationError("give --lyrics")
             rec = cand.generate_candidates(cfg, args.lyrics, args.description, args.k, seed=args.seed,
                                            checkpoint=args.checkpoint, strength=args.strength,
                                            max_seconds=args.max_seconds)
             print(json.dumps(rec, indent=2, ensure_ascii=False))
             print(f"-> {cand.candidates_root(cfg) / rec['prompt_id']}")
-        elif args.cmd == "list":
+        elif args.action == "list":
             for rec in cand.list_sets(cfg):
                 print(f"{rec['dir']}  {len(rec['items'])} candidates  {rec['lyrics'][:60]!r}")
-        elif args.cmd == "mark":
-            print(cand.mark(cfg, args.set_dir, args.chosen, args.rejected).summary())
         else:
-            print(cand.rank(cfg, args.set_dir, args.order).summary())
+            if len(args.target) != 1:
+                raise PairError(f"{args.action} takes one candidate set folder (see `candidates list`)")
+            if args.action == "mark":
+                if args.chosen is None or not args.rejected:
+                    raise PairError("mark needs --chosen N and --rejected N [N ...]")
+                rep = cand.mark(cfg, args.target[0], args.chosen, args.rejected)
+            else:
+                rep = cand.rank(cfg, args.target[0], args.order or [])
+            print(rep.summary())
+            return 0 if rep.added or not rep.skipped else 1
     except (ConfigError, GenerationError, CheckpointError, PairError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+        return _fail(err)
     return 0
 
 
-def pairs_cli(argv: list[str]) -> int:
+def _pairs(args) -> int:
     from core.config import ConfigError
     from core.preference.pairs import PairError, PairStore, pairs_dir
 
-    p = argparse.ArgumentParser(prog="python -m core pairs", description="The workspace's preference pairs.")
-    sub = p.add_subparsers(dest="cmd", required=True)
-    for name, help_ in [("list", "one line per pair"), ("export", "write every pair to a jsonl file"),
-                        ("import", "add the pairs of a jsonl file (bad lines are named and skipped)"),
-                        ("remove", "delete pairs by id")]:
-        s = sub.add_parser(name, help=help_)
-        _common(s)
-        if name in ("export", "import"):
-            s.add_argument("file")
-        if name == "remove":
-            s.add_argument("pair_ids", nargs="+")
-    args = p.parse_args(argv)
     try:
         store = PairStore(pairs_dir(_cfg(args)))
-        if args.cmd == "list":
+        if args.action == "list":
             for row in store.load():
                 print(f"{row['pair_id']}  prompt {row['prompt_id']}  chosen {len(row['chosen'][0])} frames "
                       f"(seed {row['chosen_seed']})  rejected {len(row['rejected'][0])} frames "
                       f"(seed {row['rejected_seed']})  {row['created']}")
             print(f"{len(store)} pair(s) in {store.root}")
-        elif args.cmd == "export":
-            print(f"{store.export_jsonl(args.file)} pair(s) -> {args.file}")
-        elif args.cmd == "import":
-            rep = store.import_jsonl(args.file)
-            print(rep.summary())
-            return 0 if rep.added or not rep.skipped else 1
+        elif args.action == "remove":
+            print(f"{store.remove(args.target)} pair(s) removed")
         else:
-            print(f"{store.remove(args.pair_ids)} pair(s) removed")
+            if len(args.target) != 1:
+                raise PairError(f"pairs {args.action} takes one jsonl file")
+            if args.action == "export":
+                print(f"{store.export_jsonl(args.target[0])} pair(s) -> {args.target[0]}")
+            else:
+                rep = store.import_jsonl(args.target[0])
+                print(rep.summary())
+                return 0 if rep.added or not rep.skipped else 1
     except (ConfigError, PairError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+        return _fail(err)
     return 0
+
+
+def add_commands(cmd: Callable) -> None:
+    """Register `candidates` and `pairs`; `cmd(name, run, help)` returns a parser with --config/--set."""
+    p = cmd("candidates", _candidates, "generate k candidate songs for one lyric with distinct seeds, and mark the "
+                                       "preferred / rejected ones (preference pairs for a DPO run)")
+    p.add_argument("action", choices=["generate", "list", "mark", "rank"])
+    p.add_argument("target", nargs="*", help="mark / rank: the candidate set folder")
+    p.add_argument("--lyrics", default=None)
+    p.add_argument("--description", default=None)
+    p.add_argument("-k", type=int, default=2, help="number of candidates (default 2)")
+    p.add_argument("--seed", type=int, default=0, help="first seed; candidate i uses seed + i")
+    p.add_argument("--checkpoint", default=None, help="LoRA or full checkpoint (default: the base model)")
+    p.add_argument("--strength", type=float, default=1.0, help="LoRA strength for --checkpoint")
+    p.add_argument("--max-seconds", type=float, default=None)
+    p.add_argument("--chosen", type=int, default=None, help="mark: the preferred candidate's index")
+    p.add_argument("--rejected", type=int, nargs="+", default=None, help="mark: the rejected candidates' indices")
+    p.add_argument("--order", type=int, nargs="+", default=None, help="rank: candidate indices, best first")
+    p = cmd("pairs", _pairs, "the workspace's preference pairs: list, export / import jsonl (tokens as lists; "
+                             "bad lines are named and skipped), remove by id")
+    p.add_argument("action", choices=["list", "export", "import", "remove"])
+    p.add_argument("target", nargs="*", help="export / import: the jsonl file; remove: pair ids")
