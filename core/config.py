@@ -141,7 +141,7 @@ class DpoConfig(_Section):
     beta: float = Field(0.1, gt=0)  # strength of the pull towards the reference model
     sft_weight: float = Field(0.0, ge=0)  # + sft_weight x the SFT loss of the chosen songs
     label_smoothing: float = Field(0.0, ge=0, lt=0.5)  # conservative DPO: share of labels assumed flipped
-    pairs_dir: Optional[str] = None  # default <workspace>/preference/pairs
+    pairs_dir: Optional[str] = Field(None, json_schema_extra=_PATH)  # default <workspace>/preference/pairs
     val_fraction: float = Field(0.2, ge=0, lt=1)  # share of prompts whose pairs are held out
 
 

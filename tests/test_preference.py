@@ -112,7 +112,7 @@ def test_dpo_loss_formula_by_hand():
 
 @pytest.fixture(scope="module")
 def lora_model():
-    from core.train import apply_lora
+    from core.model.lora import apply_lora
 
     cfg = parse_config({"lora": {"r": 4, "alpha": 8, "dropout": 0.0}})
     lelm = LeLM.from_pretrained(CKPT, runtime_root=FIXTURE)
@@ -205,7 +205,7 @@ def test_dpo_step_equals_hand_computation(lora_model):
 
 # ---- candidates and the CLI -------------------------------------------------------------------------
 def test_candidates_mark_rank_and_cli(tmp_path, capsys):
-    from core.__main__ import main
+    from core.cli import main
     from core.preference import candidates as cand
 
     cfg = parse_config({"workspace": str(tmp_path), "paths": {"base_model_path": str(CKPT),
