@@ -7,7 +7,8 @@
 Where things are: the loss of a batch and the validation loss in core.evaluate; songs, crops and
 batches in core.dataset; LoRA layers in core.model.lora; checkpoint layout and resume in
 core.checkpoints; metrics.jsonl / TensorBoard in core.telemetry; listening samples in core.samples;
-memory/time estimates in core.estimate.
+memory/time estimates in core.estimate. `training.objective: dpo` trains on preference pairs instead
+of songs: its data, loss and held-out metrics come from core.preference.train (`self.objective`).
 
 Determinism: each micro-step reseeds torch's RNG (LoRA dropout) and the model's condition-dropout
 generator from (seed, step, micro-step, rank); data order and crops are functions of (seed, epoch)
