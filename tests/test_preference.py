@@ -242,3 +242,20 @@ def test_candidates_mark_rank_and_cli(tmp_path, capsys):
     assert "4 pair(s)" in capsys.readouterr().out
     assert main(["candidates", "mark", str(set_dir), "--chosen", "0", "--rejected", "0", "--config", str(cfg_file)]) == 1
     assert "mark at least one rejected candidate" in capsys.readouterr().err
+
+
+def test_monitor_plots_dpo_curves(tmp_path):
+    """The Train tab's plot series of a DPO run: train reward curves smoothed, held-out values as they are."""
+    from studio import monitor
+
+    with open(tmp_path / "metrics.jsonl", "w") as fh:
+        for s in (1, 2):
+            fh.write(json.dumps({"type": "metrics", "step": s, "loss": 0.69, "reward_margin": 0.1 * s,
+                                 "reward_accuracy": 1.0}) + "\n")
+        fh.write(json.dumps({"type": "event", "event": "eval", "step": 2, "val_reward_margin": 0.7,
+                             "val_reward_accuracy": 0.75, "val_dpo_loss": 0.4}) + "\n")
+    rows = monitor.refresh(tmp_path).rows()
+    labels = {r[2] for r in rows}
+    assert {"reward_margin (smoothed)", "reward_accuracy (smoothed)", "val_reward_margin",
+            "val_reward_accuracy"} <= labels
+    assert (2, 0.7, "val_reward_margin") in rows

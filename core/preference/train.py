@@ -41,7 +41,8 @@ class DPOObjective:
         trainer.lelm.condition_dropout.attribute_p = {}
         self.train_set, self.val_set, self.info = load_pair_splits(cfg, trainer.max_frames)
         if len(self.train_set) == 0:
-            raise ValueError(f"{self.info['pairs_dir']}: every pair is held out; add pairs of more prompts or "
+            from core.config import ConfigError
+            raise ConfigError(f"{self.info['pairs_dir']}: every pair is held out; add pairs of more prompts or "
                              "lower dpo.val_fraction")
         self.reference: Optional[dict[str, torch.Tensor]] = None  # full finetuning: pair id -> [chosen, rejected]
 
