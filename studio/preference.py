@@ -75,6 +75,6 @@ def start_dpo_run(ws, train_values: dict[str, Any], dpo_values: dict[str, Any], 
     if not _store(ws).exists():
         raise gr.Error(no_pairs)
     cfg = backend.train_config(ws, {**train_values, "training.objective": "dpo", **dpo_values})
-    run_dir = runs.create_run(cfg, name=(train_values.get("run_name") or "").strip() or None)
+    run_dir = runs.create_run(cfg, name=(train_values.get("run_name") or "").strip() or f"dpo-{cfg.training.type}")
     runs.start_run(run_dir)
     return run_dir

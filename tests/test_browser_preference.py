@@ -74,12 +74,10 @@ def _legend(pg) -> str:
                              .map(t => t.textContent).join('\\n')""")
 
 
-def _series_points(pg) -> int:
-    return pg.evaluate("""() => {
-        let n = 0;
-        document.querySelectorAll('#loss-plot g.mark-line path').forEach(p => {
-            const d = p.getAttribute('d') || ''; n += (d.match(/[ML]/g) || []).length; });
-        return n; }""")
+def _drawn_lines(pg) -> int:
+    """Line marks of the loss plot that are really drawn (a colour, not stroke: none)."""
+    return pg.evaluate("""() => Array.from(document.querySelectorAll('#loss-plot g.mark-line path'))
+        .filter(p => (p.getAttribute('d') || '').includes('L') && getComputedStyle(p).stroke !== 'none').length""")
 
 
 def test_mark_preference_and_run_dpo(app_url):
@@ -118,14 +116,25 @@ def test_mark_preference_and_run_dpo(app_url):
         pg.get_by_role("tab", name=re.compile(r"^3 ·")).click()
         assert run in pg.locator("#run-pick input").input_value()
         deadline = time.time() + 240
-        while time.time() < deadline and "reward_margin" not in _legend(pg):
+        while time.time() < deadline and ("reward_margin" not in _legend(pg) or _drawn_lines(pg) < 4):
             pg.wait_for_timeout(1000)
+        pg.screenshot(path=str(ART / "pref-3-dpo-running.png"), full_page=True)
         _wait_text(pg, "#run-status", "done", max(5, deadline - time.time()))
         pg.wait_for_timeout(2500)
-        pg.screenshot(path=str(ART / "pref-3-dpo-plot.png"), full_page=True)
+        pg.screenshot(path=str(ART / "pref-4-dpo-done.png"), full_page=True)
         legend = _legend(pg)
-        assert "reward_margin (smoothed)" in legend, legend
-        assert _series_points(pg) >= 4
+        # raw loss, smoothed loss, smoothed reward margin and accuracy: four coloured lines with a legend
+        assert "reward_margin (smoothed)" in legend and "reward_accuracy (smoothed)" in legend, legend
+        assert _drawn_lines(pg) >= 4, _drawn_lines(pg)
+        # a page reload lands on Data; opening Train again draws the finished run's curves
+        pg.reload()
+        pg.wait_for_selector("#banner-demo-model")
+        pg.get_by_role("tab", name=re.compile(r"^3 ·")).click()
+        deadline = time.time() + 30
+        while time.time() < deadline and _drawn_lines(pg) < 4:
+            pg.wait_for_timeout(500)
+        pg.screenshot(path=str(ART / "pref-5-after-reload.png"), full_page=True)
+        assert _drawn_lines(pg) >= 4 and "reward_margin (smoothed)" in _legend(pg)
         browser.close()
     from core import runs
     recs, _ = runs.read_metrics(ws / "runs" / run)

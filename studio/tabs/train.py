@@ -306,6 +306,10 @@ def build(ctx) -> dict:
         return status_md, bar, plot_out, backend.tail_log(run), samples_out, st
 
     poll_outs = [status, progress, plot, log, sample_pick, view_state]
+
+    def redraw(run, st):
+        """The tab came into view: draw the plot again (a chart that got its data while hidden shows no lines)."""
+        return poll(run, {**(st or {}), "version": -1, "series": None})
     timer.tick(poll, [run_pick, view_state], poll_outs, api_name="poll", show_progress="hidden", queue=False)
 
     def select_run(run):
@@ -318,7 +322,7 @@ def build(ctx) -> dict:
     sample_pick.change(lambda s: s, sample_pick, sample_audio, api_name=False)
 
     return {"select_run": select_run, "run_config": config, "run_command": command, "run_pick": run_pick, "view_state": view_state, "poll": poll, "poll_outs": poll_outs,
-            "changed": start_ev, "preview": preview, "inputs": inputs, "values": values, "config": next_cfg, "command": next_cmd,
+            "changed": start_ev, "redraw": redraw, "preview": preview, "inputs": inputs, "values": values, "config": next_cfg, "command": next_cmd,
             "estimate": estimate, "sample_audio": sample_audio, "start_btn": start_btn, "resume_btn": resume_btn}
 
 
