@@ -92,10 +92,8 @@ def build_app(workspace: Optional[str | os.PathLike] = None, lang: str = "en",
                 timing_ui = timing_tab.build(ctx)
             with gr.Tab(ctx.t("tab_tokenize"), id="tokenize", elem_id="tab-tokenize"):
                 tok_ui = tok_tab.build(ctx)
-            with gr.Tab(ctx.t("tab_train"), id="train", elem_id="tab-train") as train_el:
+            with gr.Tab(ctx.t("tab_train"), id="train", elem_id="tab-train"):
                 train_ui = train_tab.build(ctx)
-            train_el.select(train_ui["redraw"], [train_ui["run_pick"], train_ui["view_state"]], train_ui["poll_outs"],
-                            api_name=False, show_progress="hidden")
             with gr.Tab(ctx.t("tab_export"), id="export", elem_id="tab-export"):
                 export_tab.build(ctx, train_ui)
 

@@ -294,22 +294,13 @@ def build(ctx) -> dict:
         samples_out = gr.skip()
         if changed:
             rows = v.rows()
-            df = pd.DataFrame(rows, columns=["step", "loss", "series"]) if rows else _empty_plot()
-            # the chart keeps the colour domain (and axis types) it was first drawn with: a new set of
-            # series (first points, a DPO run's reward curves, another run) re-draws it through the legend
-            series = sorted(set(df["series"]))
-            plot_out = gr.update(value=df, colors_in_legend=series) if series != st.get("series") else df
-            st["series"] = series
+            plot_out = pd.DataFrame(rows, columns=["step", "loss", "series"])
             sm = backend.samples(run)
             samples_out = gr.update(choices=[(Path(s).name, s) for s in sm], value=sm[-1] if sm else None)
         st.update(run=run, version=v.version)
         return status_md, bar, plot_out, backend.tail_log(run), samples_out, st
 
     poll_outs = [status, progress, plot, log, sample_pick, view_state]
-
-    def redraw(run, st):
-        """The tab came into view: draw the plot again (a chart that got its data while hidden shows no lines)."""
-        return poll(run, {**(st or {}), "version": -1, "series": None})
     timer.tick(poll, [run_pick, view_state], poll_outs, api_name="poll", show_progress="hidden", queue=False)
 
     def select_run(run):
@@ -322,7 +313,7 @@ def build(ctx) -> dict:
     sample_pick.change(lambda s: s, sample_pick, sample_audio, api_name=False)
 
     return {"select_run": select_run, "run_config": config, "run_command": command, "run_pick": run_pick, "view_state": view_state, "poll": poll, "poll_outs": poll_outs,
-            "changed": start_ev, "redraw": redraw, "preview": preview, "inputs": inputs, "values": values, "config": next_cfg, "command": next_cmd,
+            "changed": start_ev, "preview": preview, "inputs": inputs, "values": values, "config": next_cfg, "command": next_cmd,
             "estimate": estimate, "sample_audio": sample_audio, "start_btn": start_btn, "resume_btn": resume_btn}
 
 
