@@ -333,10 +333,12 @@ def build_parser(prog: str = "python -m core") -> argparse.ArgumentParser:
     p.add_argument("--token-stdin", action="store_true", help="read a one-time token from stdin (never stored)")
     p.add_argument("--message", default=None, help="commit message")
     p.add_argument("--json", action="store_true")
+    from core.preference.cli import add_commands  # argparse only; torch loads when a command runs
+    add_commands(cmd)
     return ap
 
 
-COMMANDS = ("model-info", "prepare", "train", "merge", "generate", "push")
+COMMANDS = ("model-info", "prepare", "train", "merge", "generate", "push", "candidates", "pairs")
 
 
 def main(argv: Optional[list[str]] = None, prog: str = "python -m core") -> int:

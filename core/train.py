@@ -7,7 +7,8 @@
 Where things are: the loss of a batch and the validation loss in core.evaluate; songs, crops and
 batches in core.dataset; LoRA layers in core.model.lora; checkpoint layout and resume in
 core.checkpoints; metrics.jsonl / TensorBoard in core.telemetry; listening samples in core.samples;
-memory/time estimates in core.estimate.
+memory/time estimates in core.estimate. `training.objective: dpo` trains on preference pairs instead
+of songs: its data, loss and held-out metrics come from core.preference.train (`self.objective`).
 
 Determinism: each micro-step reseeds torch's RNG (LoRA dropout) and the model's condition-dropout
 generator from (seed, step, micro-step, rank); data order and crops are functions of (seed, epoch)
@@ -157,26 +158,34 @@ class Trainer:
         if tc.type == "lora":
             self.log(f"LoRA r={cfg.lora.r} alpha={cfg.lora.alpha} dropout={cfg.lora.dropout} targets {target_regex(cfg)}")
 
-        self.dataset_dir = find_dataset_dir(cfg)
-        ds = load_dataset_dict(self.dataset_dir)
         mcfg = self.lelm.config
         self.max_frames = min(tc.max_frames or mcfg.max_frames, mcfg.max_frames)
-        # random crops that keep a whole song's lyrics are refused for real checkpoints (core.dataset)
-        crop_kw = dict(allow_random_crop=bool(getattr(self.lelm, "is_demo", False)), frame_rate=mcfg.frame_rate)
-        self.train_set = SongSet(ds["train"], self.max_frames, tc.seed, random_crop=True, **crop_kw)
-        val = ds["validation"] if "validation" in ds else None
-        self.val_set = SongSet(val, self.max_frames, tc.seed, random_crop=False, **crop_kw) if val is not None else None
-        for note in self.train_set.notes:
-            self.log(note)
-        if len(self.train_set) == 0:
-            raise ConfigError(f"{self.dataset_dir}: the train split is empty")
-        lengths = [self.train_set.cropped_length(i) for i in range(len(self.train_set))]
+        self.objective = None  # SFT on songs; DPO (core.preference.train) swaps data, step and evaluation
+        if tc.objective == "dpo":
+            from core.preference.train import DPOObjective
+            self.objective = DPOObjective(self)
+            self.train_set, self.val_set = self.objective.train_set, self.objective.val_set
+            self.dataset_dir, lengths = self.objective.info["pairs_dir"], self.objective.lengths()
+            self.log(self.objective.describe())
+        else:
+            self.dataset_dir = find_dataset_dir(cfg)
+            ds = load_dataset_dict(self.dataset_dir)
+            # random crops that keep a whole song's lyrics are refused for real checkpoints (core.dataset)
+            crop_kw = dict(allow_random_crop=bool(getattr(self.lelm, "is_demo", False)), frame_rate=mcfg.frame_rate)
+            self.train_set = SongSet(ds["train"], self.max_frames, tc.seed, random_crop=True, **crop_kw)
+            val = ds["validation"] if "validation" in ds else None
+            self.val_set = SongSet(val, self.max_frames, tc.seed, random_crop=False, **crop_kw) if val is not None else None
+            for note in self.train_set.notes:
+                self.log(note)
+            if len(self.train_set) == 0:
+                raise ConfigError(f"{self.dataset_dir}: the train split is empty")
+            lengths = [self.train_set.cropped_length(i) for i in range(len(self.train_set))]
         self.plan = BatchPlan(lengths, tc.batch_size, tc.seed, tc.bucket_size, self.rank, self.world)
         ga = tc.gradient_accumulation_steps
         self.total_steps = tc.max_steps or max(1, math.ceil(tc.epochs * self.plan.batches_per_epoch / ga))
 
         self.optimizer = make_optimizer(cfg, self.model, acc.device)
-        self.step_module = BatchLoss(self.model, self.lelm)
+        self.step_module = self.objective.step_module() if self.objective else BatchLoss(self.model, self.lelm)
         self.step_module.train()
         self.step_module, self.optimizer = acc.prepare(self.step_module, self.optimizer)
         warm, total, m = tc.warmup_steps, self.total_steps, tc.lr_min_ratio
@@ -214,6 +223,8 @@ class Trainer:
 
     # -- evaluation and samples
     def evaluate(self, step: int) -> Optional[float]:
+        if self.objective:
+            return self.objective.evaluate(step)
         if self.val_set is None or len(self.val_set) == 0:
             return None
         acc = self.accelerator
@@ -255,6 +266,8 @@ class Trainer:
         elif runs.checkpoints(self.run_dir):
             raise RuntimeError(f"{self.run_dir} already has checkpoints; pass --resume to continue this run, "
                                "or use a new paths.output_dir")
+        if self.objective:
+            self.objective.prepare_reference(start_step)
         self.tel.event("phase", phase="train", step=start_step, total=self.total_steps, resumed=bool(start_step),
                        mode=tc.type, trainable=self.trainable, parameters=self.total_params,
                        processes=self.world, mixed_precision=self.mixed_precision,
@@ -264,7 +277,8 @@ class Trainer:
         ga = tc.gradient_accumulation_steps
         params = [p for p in self.step_module.parameters() if p.requires_grad]
         self.plan.start, self.plan.stop = start_step * ga, self.total_steps * ga
-        batches = iter(batch_loader(self.train_set, self.plan, self.lelm.config.prompt_frames, self.lelm.version,
+        batches = iter(self.objective.loader(self.plan, tc.num_workers) if self.objective else
+                       batch_loader(self.train_set, self.plan, self.lelm.config.prompt_frames, self.lelm.version,
                                     tc.num_workers))
         t_session = time.time()
         steps_session = 0
@@ -274,7 +288,7 @@ class Trainer:
         while step < self.total_steps:
             t0 = time.time()
             lr = self.scheduler.get_last_lr()[0]
-            loss_acc = torch.zeros(3, device=acc.device)
+            loss_acc = torch.zeros(len(self.objective.stat_keys) if self.objective else 3, device=acc.device)
             tokens = 0
             epoch = self.plan.epoch_of(step * ga + ga - 1)
             for micro in range(ga):
@@ -285,9 +299,13 @@ class Trainer:
                 batch = to_device(batch, acc.device)
                 sync = micro == ga - 1
                 with nullcontext() if sync or self.world == 1 else acc.no_sync(self.step_module):
-                    per_stream, _ = self.step_module(**batch)
-                    acc.backward(per_stream.mean() / ga)
-                loss_acc += per_stream.detach().float() / ga
+                    if self.objective:
+                        loss, stats = self.objective.forward(self.step_module, batch)
+                    else:
+                        stats, _ = self.step_module(**batch)  # per-stream losses
+                        loss = stats.mean()
+                    acc.backward(loss / ga)
+                loss_acc += stats.detach().float() / ga
             grad_norm = acc.clip_grad_norm_(params, tc.max_grad_norm if tc.max_grad_norm > 0 else float("inf"))
             self.optimizer.step()
             self.scheduler.step()
@@ -299,8 +317,9 @@ class Trainer:
                 loss_acc = acc.reduce(loss_acc, reduction="mean")
                 tokens = int(acc.reduce(torch.tensor([float(tokens)], device=acc.device), reduction="sum").item())
             per = loss_acc.tolist()
-            window.append({"loss": sum(per) / 3, "loss_mixed": per[0], "loss_vocal": per[1], "loss_bgm": per[2],
-                           "grad_norm": float(grad_norm), "tokens": tokens, "dt": time.time() - t0})
+            named = self.objective.record(per) if self.objective else {
+                "loss": sum(per) / 3, "loss_mixed": per[0], "loss_vocal": per[1], "loss_bgm": per[2]}
+            window.append({**named, "grad_norm": float(grad_norm), "tokens": tokens, "dt": time.time() - t0})
             if step % tc.log_every == 0 or step == self.total_steps:
                 self._log_metrics(step, epoch, lr, window, t_session, steps_session)
                 window = []
@@ -330,7 +349,7 @@ class Trainer:
         if not self.is_main or not window:
             return
         n = len(window)
-        mean = {k: sum(w[k] for w in window) / n for k in ("loss", "loss_mixed", "loss_vocal", "loss_bgm", "grad_norm")}
+        mean = {k: sum(w[k] for w in window) / n for k in window[0] if k not in ("tokens", "dt")}
         dt = sum(w["dt"] for w in window)
         elapsed = time.time() - t_session
         eta = elapsed / max(1, steps_session) * (self.total_steps - step)
@@ -339,8 +358,8 @@ class Trainer:
                "memory_mb": memory_mb(self.accelerator.device), "elapsed_s": round(elapsed + self.state.elapsed_s, 3),
                "eta_s": round(eta, 1)}
         self.tel.scalars(step, "train", rec)
-        print(f"[train] step {step}/{self.total_steps} loss {mean['loss']:.4f} "
-              f"(mixed {mean['loss_mixed']:.3f} vocal {mean['loss_vocal']:.3f} bgm {mean['loss_bgm']:.3f}) "
+        parts = " ".join(f"{k.replace('loss_', '')} {v:.3f}" for k, v in mean.items() if k not in ("loss", "grad_norm"))
+        print(f"[train] step {step}/{self.total_steps} loss {mean['loss']:.4f} ({parts}) "
               f"lr {lr:.3g} grad {mean['grad_norm']:.3g} {rec['tokens_per_s']:.0f} tok/s eta {eta:.0f}s", flush=True)
 
     def _on_sigterm(self, signum, frame) -> None:

@@ -217,6 +217,40 @@ T: dict[str, tuple[str, str]] = {
     "timing_accepted": ("Proposal accepted for {idx} (source: proposed).", "{idx} 已采用建议（来源：proposed）。"),
     "timing_proposal_head": ("**Proposal** (not applied until you press Accept) · confidence **{conf}** · measured on: {stem}",
                              "**建议**（点击“采用”后才生效）· 置信度 **{conf}** · 测量自：{stem}"),
+    # ---- export: preference pairs and DPO (studio/tabs/preference.py) -------------------------
+    "pref_title": ("Teach it your taste: preference pairs and DPO", "教它你的品味：偏好对与 DPO"),
+    "pref_intro": ("Generate a few candidates of the same lyrics with different seeds (from the checkpoint picked "
+                   "above, or the base model), listen, and mark which one you prefer. Each judgement is stored as a "
+                   "preference pair (tokens, lyrics, description, seeds). A DPO run then teaches the model your "
+                   "taste; it trains from the **Train tab's base model and settings** (to tune a finetuned model, "
+                   "merge it above and pick the merged folder as the base in Train).",
+                   "用不同种子为同一段歌词生成几个候选（来自上方选择的检查点，或基础模型），试听并标记你更喜欢的一个。"
+                   "每次判断都会保存为一个偏好对（音频 token、歌词、描述、种子）。DPO 训练会让模型学习你的品味；"
+                   "它使用**训练页的基础模型和设置**（如需在微调后的模型上继续，请先在上方合并，并在训练页选择合并后的文件夹作为基础模型）。"),
+    "pref_k": ("Candidates", "候选数量"),
+    "pref_generate": ("Generate candidates", "生成候选"),
+    "pref_candidate": ("Candidate {i} · seed {seed}", "候选 {i} · 种子 {seed}"),
+    "pref_chosen": ("Preferred", "更喜欢"),
+    "pref_rejected": ("Rejected (none ticked: all the others)", "不喜欢（未勾选：其余全部）"),
+    "pref_mark": ("Save preference", "保存偏好"),
+    "pref_pairs": ("Preference pairs", "偏好对"),
+    "pref_cols": ("pair,prompt,chosen seed,rejected seed,created,lyrics", "偏好对,提示,选中种子,拒绝种子,创建时间,歌词"),
+    "pref_export": ("Export pairs (jsonl)", "导出偏好对 (jsonl)"),
+    "pref_import_file": ("Pairs file to import (jsonl)", "要导入的偏好对文件 (jsonl)"),
+    "pref_import": ("Import", "导入"),
+    "pref_beta": ("DPO beta", "DPO beta"),
+    "pref_sft": ("SFT mixing weight", "SFT 混合权重"),
+    "pref_smooth": ("Label smoothing", "标签平滑"),
+    "pref_steps": ("Steps", "步数"),
+    "pref_start": ("Start DPO run", "开始 DPO 训练"),
+    "pref_started": ("DPO run `{run}` started: follow its loss and reward margins in the Train tab.",
+                     "DPO 训练 `{run}` 已开始：在训练页查看损失与奖励差。"),
+    "pref_no_set": ("Generate candidates first.", "请先生成候选。"),
+    "pref_no_choice": ("Pick the preferred candidate first.", "请先选择更喜欢的候选。"),
+    "pref_no_file": ("Choose a jsonl file of pairs first.", "请先选择偏好对 jsonl 文件。"),
+    "pref_no_pairs": ("No preference pairs yet: generate candidates and mark the preferred one first.",
+                      "还没有偏好对：请先生成候选并标记更喜欢的一个。"),
+    "pref_count": ("{n} pair(s) stored", "已保存 {n} 个偏好对"),
 }
 
 

@@ -145,4 +145,7 @@ def build(ctx, train_ui) -> dict:
         return gr.update(choices=ch, value=(mine or vals or [None])[-1] if mine else (vals[0] if vals else None))
 
     train_ui["run_pick"].change(follow, [train_ui["run_pick"], ckpt], ckpt, api_name=False)
+    from studio.tabs import preference
+    preference.build(ctx, {"ckpt": ckpt, "strength": strength, "lyrics": lyrics, "desc": desc, "seconds": seconds,
+                           "seed": seed}, train_ui)
     return {"ckpt": ckpt}

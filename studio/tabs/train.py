@@ -318,7 +318,7 @@ def build(ctx) -> dict:
     sample_pick.change(lambda s: s, sample_pick, sample_audio, api_name=False)
 
     return {"select_run": select_run, "run_config": config, "run_command": command, "run_pick": run_pick, "view_state": view_state, "poll": poll, "poll_outs": poll_outs,
-            "changed": start_ev, "preview": preview, "inputs": inputs, "config": next_cfg, "command": next_cmd,
+            "changed": start_ev, "preview": preview, "inputs": inputs, "values": values, "config": next_cfg, "command": next_cmd,
             "estimate": estimate, "sample_audio": sample_audio, "start_btn": start_btn, "resume_btn": resume_btn}
 
 
