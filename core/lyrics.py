@@ -125,7 +125,12 @@ def _clean_sentence(s: str) -> str:
     return re.sub(r"\s+", " ", s).strip()
 
 
+def _half_width(text: str) -> str:
+    return unicodedata.normalize("NFKC", "".join(_PUNCT_MAP.get(c, c) for c in text))
+
+
 def _sentences(text: str) -> list[str]:
+    text = _half_width(text)
     # In CJK lines a comma separates phrases the way '.' does in the official examples.
     seps = r"[.!?,;]+" if _is_cjk_text(text) else r"[.!?;]+"
     return [s for s in (_clean_sentence(x) for x in re.split(seps, text)) if s]
@@ -335,7 +340,7 @@ def fix_lyrics(text: str, tags: Iterable[str] = STRUCTURE_TAGS) -> LyricsResult:
     errors: list[str] = []
     warnings: list[str] = []
     style = detect_style(t)
-    nf = unicodedata.normalize("NFKC", "".join(_PUNCT_MAP.get(c, c) for c in t))
+    nf = _half_width(t)
     if nf != t:
         changes.append("full-width punctuation and symbols were converted to plain half-width forms")
     # Official-looking text on several lines: ";" still separates sections.
