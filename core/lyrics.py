@@ -199,7 +199,7 @@ def _check_part(n: int, part: _Part, prev_vocal: bool, tags: tuple[str, ...]) ->
     if part.sep and part.sep.replace("  ", " ") not in JOIN_STYLES and part.tag is not None:
         part.problems.append(f'sections must be joined by " ; " or "; " (before {part.tag})')
     if part.tag is None:  # upstream's own files: "[chorus] a.b;c.d" - the model reads c.d as chorus text
-        if not prev_vocal:
+        if not prev_vocal or not _sentences(part.body):
             part.problems.append(f"{where}: text after ';' has no section tag")
         elif not _BODY_OK.match(part.body) or not part.body.strip():
             part.problems.append(f"{where}: text after ';' holds symbols other than '.'")
@@ -215,7 +215,7 @@ def _check_part(n: int, part: _Part, prev_vocal: bool, tags: tuple[str, ...]) ->
         tag = mapped
     body = part.body
     if tag in VOCAL_TAGS:
-        if not body.strip(". "):
+        if not _sentences(body):
             part.error = (f"{where}: the {tag} section has no lyrics; vocal sections must hold the sung text "
                           "(use an [inst-*] tag for a part without singing)")
             return
@@ -284,10 +284,11 @@ def _fix_parts(parts: list[_Part], tags: tuple[str, ...], original: str) -> Lyri
             changes.append(f"section {n}: {p.tag} was mapped to the official tag {tag}")
         body_problems = [x for x in p.problems if "joined by" not in x and "is not an official tag" not in x]
         if tag in VOCAL_TAGS:
-            body = p.body.strip() if not body_problems else _render_body(_sentences(p.body), style.sentence)
+            spacing_only = all("one space goes" in x for x in body_problems)
+            body = p.body.strip() if spacing_only else _render_body(_sentences(p.body), style.sentence)
             if body_problems:
                 changes.append(f"section {n} ({tag}): " + "; ".join(x.split(": ", 1)[-1] for x in body_problems)
-                               + " - rewritten as official sentences")
+                               + ("" if spacing_only else " - rewritten as official sentences"))
             piece = f"{tag} {body}" if body_problems or tag != p.tag else p.tag + p.body
         else:
             body = ""
@@ -300,6 +301,8 @@ def _fix_parts(parts: list[_Part], tags: tuple[str, ...], original: str) -> Lyri
         out.append((sep if out else "") + piece)
         sections.append((tag, body))
         prev_vocal = tag in VOCAL_TAGS
+    if not sections and not errors:
+        errors.append("no lyrics were found; write the sung text under tags such as [verse] and [chorus]")
     return _result(original, "".join(out), changes, [], errors, sections)
 
 
