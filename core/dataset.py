@@ -155,8 +155,9 @@ class SongSet(Dataset):
 
 
 def collate(items: list[dict[str, Any]], prompt_frames: int, version: str) -> dict[str, Any]:
-    """Pad codes with EMPTY to the longest window; prompts to `prompt_frames`; model-ready texts."""
-    from core.model.text_rules import model_text
+    """Pad codes with EMPTY to the longest window; prompts to `prompt_frames`; model-ready texts
+    (`song_text`: an instrumental song is conditioned as upstream's bgm generation)."""
+    from core.model.text_rules import song_text
 
     B = len(items)
     T = max(it["codes"].shape[-1] for it in items)
@@ -173,7 +174,7 @@ def collate(items: list[dict[str, Any]], prompt_frames: int, version: str) -> di
         if it["prompt"] is not None:
             p = it["prompt"][:, :prompt_frames]
             prompt[b, :, :p.shape[-1]] = p
-        lyr, desc = model_text(it["lyrics"], it["description"], version)
+        lyr, desc = song_text(it["lyrics"], it["description"], version)
         lyrics.append(lyr)
         descs.append(desc)
     return {"codes": codes, "lengths": lengths, "reaches_end": reaches_end, "prompt": prompt,

@@ -54,6 +54,7 @@ def build_model(cfg: StudioConfig, dtype: Optional[torch.dtype] = None):
 
     Weights in training.base_dtype unless `dtype` is given; bfloat16 only for LoRA (a frozen base)."""
     from core.model import LeLM, resolve_base_model
+    from core.model.freeze import freeze_main_stack
 
     if dtype is None:
         if cfg.training.base_dtype == "bfloat16" and cfg.training.type == "full":
@@ -67,11 +68,11 @@ def build_model(cfg: StudioConfig, dtype: Optional[torch.dtype] = None):
         lelm.condition_dropout.cfg_p = 0.0
         lelm.condition_dropout.attribute_p = {}
     if cfg.training.type == "full":
-        frozen = set(lelm.unused_parameter_names())
-        for name, p in lelm.named_parameters():
-            if name in frozen or (cfg.training.freeze_transformer and
-                                  (name.startswith("transformer.") or name.startswith("emb."))):
-                p.requires_grad_(False)
+        if cfg.training.freeze_transformer:
+            freeze_main_stack(lelm)  # the "modular extension" stage: the main stack stays bit-identical
+        else:
+            for name in lelm.unused_parameter_names():
+                lelm.get_parameter(name).requires_grad_(False)
         model = lelm
     else:
         for p in lelm.parameters():

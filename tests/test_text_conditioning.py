@@ -194,12 +194,17 @@ def test_model_pt_with_optimizer_key_loads_with_a_note(tmp_path):
 
 
 # ---------------------------------------------------------------- freeze_transformer
-def test_freeze_keeps_the_main_stack_bit_identical():
-    from core.model import LeLM, build_targets, masked_ce
-    from core.model.freeze import freeze_main_stack
+def test_freeze_keeps_the_main_stack_bit_identical(tmp_path):
+    from core.config import load_config
+    from core.dataset import collate
+    from core.model import build_targets, masked_ce
+    from core.model.freeze import sub_stack_parameter_count
+    from core.train import build_model, make_optimizer
 
-    model = LeLM.from_pretrained(CKPT, runtime_root=FIXTURE)
-    trainable = freeze_main_stack(model)
+    cfg = load_config(None, {"workspace": str(tmp_path), "paths.base_model_path": str(CKPT),
+                             "paths.runtime_path": str(FIXTURE), "training.type": "full",
+                             "training.freeze_transformer": True, "training.learning_rate": 1e-2})
+    model, _, _ = build_model(cfg)  # the trainer's own model build
     L_sub = model.config.num_layers_sub
     stated = {f"transformer2.model.layers.{i}.{m}" for i in range(L_sub) for m in (
         "self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight", "self_attn.o_proj.weight",
@@ -207,13 +212,20 @@ def test_freeze_keeps_the_main_stack_bit_identical():
         "input_layernorm.weight", "post_attention_layernorm.weight")}
     stated |= {"transformer2.model.norm.weight", "mlp.0.weight", "mlp.0.bias", "mlp.2.weight", "mlp.2.bias",
                "layer2_emb.1.weight", "layer2_emb.2.weight", "linears.0.weight", "linears.1.weight"}
-    assert set(trainable) == stated
     assert {n for n, p in model.named_parameters() if p.requires_grad} == stated
+    assert sum(p.numel() for p in model.parameters() if p.requires_grad) == sub_stack_parameter_count(model.config)
 
     torch.manual_seed(0)
     codes = torch.randint(0, 16384, (2, 3, 12))
-    targets = build_targets(codes, torch.tensor([12, 9]))
-    lyrics, descs = ["[verse] la la.la", "[intro-short] ; [inst-short]"], ["[Musicality-medium], pop", None]
+    items = [{"codes": codes[0], "reaches_end": True, "prompt": None, "lyrics": "[verse] la  la.la",
+              "description": "[Musicality-medium], pop"},
+             {"codes": codes[1, :, :9], "reaches_end": True, "prompt": None,
+              "lyrics": "[intro-short] ; [inst-short]", "description": "electronic"}]
+    batch = collate(items, model.config.prompt_frames, model.version)  # the training batch's texts
+    lyrics, descs = batch["lyrics"], batch["descriptions"]
+    assert lyrics == ["[verse] la la.la", "."]
+    assert descs == ["[Musicality-medium], pop", "[Musicality-very-high], [Pure-Music], electronic"]
+    targets = build_targets(batch["codes"], batch["lengths"])
 
     def outputs():
         model.eval()
@@ -226,7 +238,7 @@ def test_freeze_keeps_the_main_stack_bit_identical():
             return hidden.clone(), model.forward_steps(seq, prefix)
 
     h_before, logits_before = outputs()
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2, weight_decay=0.1)
+    opt = make_optimizer(cfg, model)  # AdamW with weight decay, as training uses it
     model.train()
     model.seed_condition_dropout(0)
     logits, mask = model.compute_predictions(targets, lyrics, descs)
@@ -236,3 +248,43 @@ def test_freeze_keeps_the_main_stack_bit_identical():
     assert torch.equal(h_before, h_after)                                # main stack: the same bits
     assert torch.equal(logits_before[:, 0], logits_after[:, 0])          # stream-0 head too
     assert not torch.equal(logits_before[:, 1:], logits_after[:, 1:])    # the sub stack did learn
+
+
+# ---------------------------------------------------------------- the data path
+def test_prepare_keeps_official_text_and_carries_the_tiers(tmp_path):
+    from core import data
+    from core.codec.demo import DemoCodec
+    from core.config import load_config
+    from core.dataset import collate
+    from tests.datagen import write_song
+
+    wavs = [write_song(tmp_path / "in" / f"s{i}.wav", 6, seed=20 + i) for i in range(4)]
+    inst = "[intro-short] ; [inst-long] ; [outro-short]"
+    items = [
+        {"idx": "en", "audio": str(wavs[0]), "lyrics": OFFICIAL["en_spaced"],
+         "description": "[Musicality-medium], female, pop"},
+        {"idx": "zh", "audio": str(wavs[1]), "lyrics": OFFICIAL["zh"], "description": "女声，流行", "musicality": "low"},
+        {"idx": "inst", "audio": str(wavs[2]), "lyrics": inst, "description": "[Pure-Music], electronic",
+         "musicality": "medium"},
+        {"idx": "bad", "audio": str(wavs[3]), "lyrics": OFFICIAL["en_tight"], "musicality": "great"},
+    ]
+    cfg = load_config(None, {"workspace": str(tmp_path / "ws"), "paths.prepared_data_dir": str(tmp_path / "prep"),
+                             "data.min_duration_s": 1.0, "data.val_fraction": 0.0})
+    res = data.prepare(cfg, items=items, codec=DemoCodec())
+    report = {e["idx"]: e for e in res.report}
+    assert report["bad"]["status"] == "rejected"
+    assert any("musicality 'great' is not one of the official tiers" in r for r in report["bad"]["reasons"])
+    assert report["en"]["status"] in ("ok", "warning") and not report["en"].get("lyrics_changes"), report["en"]
+    assert report["en"]["musicality"] == "medium"
+    assert report["inst"]["pure_music"] is True and report["zh"]["musicality"] == "low"
+    rows = {r["idx"]: r for split in data.load_prepared(res.dataset_dir).values() for r in split}
+    assert set(rows) == {"en", "zh", "inst"}
+    assert rows["en"]["lyrics"] == OFFICIAL["en_spaced"] and rows["zh"]["lyrics"] == OFFICIAL["zh"]  # byte for byte
+    assert rows["en"]["description"] == "[Musicality-medium], female, pop"
+    assert rows["zh"]["description"] == "[Musicality-low], female, pop"
+    assert rows["inst"]["description"] == "[Musicality-medium], [Pure-Music], electronic"
+    batch = collate([{"codes": rows[k]["codes"][:, :50], "reaches_end": False, "prompt": None,
+                      "lyrics": rows[k]["lyrics"], "description": rows[k]["description"]} for k in ("en", "inst")],
+                    250, "v2")
+    assert batch["lyrics"] == [OFFICIAL["en_spaced"], "."]
+    assert batch["descriptions"] == ["[Musicality-medium], female, pop", "[Musicality-medium], [Pure-Music], electronic"]

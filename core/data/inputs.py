@@ -14,6 +14,7 @@ from core import audio as audio_mod
 from core import song_fields as fields
 from core.config import StudioConfig
 from core.data.limits import DataError
+from core.description import parse_musicality
 
 STEM_SUFFIXES = {"vocal": ("vocal", "vocals"), "bgm": ("bgm", "accompaniment", "instrumental")}
 DESC_SUFFIXES = ("desc", "description")
@@ -33,6 +34,7 @@ class SongInput:
     timing: Optional[dict] = None        # section starts saved in the studio ({source, sections})
     source: str = ""
     problems: list[str] = field(default_factory=list)   # found while reading the inputs: song is rejected
+    musicality: Optional[str] = None    # v2 musicality tier ("medium"); None = the model's default (very-high)
 
 
 def _first(d: dict, *keys: str) -> Any:
@@ -40,6 +42,15 @@ def _first(d: dict, *keys: str) -> Any:
         if k in d and d[k] is not None:
             return d[k]
     return None
+
+
+def _musicality_or_none(v: Any, problems: list[str]) -> Optional[str]:
+    """The `musicality` key validated against the official tiers (a bad value rejects the song, named)."""
+    try:
+        return parse_musicality(v)
+    except ValueError as err:
+        problems.append(f"{err}; leave it empty for the default (very-high)")
+        return None
 
 
 def _float_or_none(v: Any, name: str, problems: list[str]) -> Optional[float]:
@@ -162,7 +173,8 @@ def load_metadata(path: str | Path, raw_data_dir: Optional[str | Path] = None) -
             _float_or_none(d.get("prompt_start_s"), "prompt_start_s", problems),
             _float_or_none(d.get("chorus_start_s"), "chorus_start_s", problems),
             lrc=lrc, timing=_timing_dict(d.get("timing"), problems),
-            source=f"{src} {line.strip()[:300]}", problems=problems))
+            source=f"{src} {line.strip()[:300]}", problems=problems,
+            musicality=_musicality_or_none(d.get("musicality"), problems)))
     return out
 
 
@@ -258,7 +270,8 @@ def coerce_items(items: Iterable[Any]) -> list[SongInput]:
             _float_or_none(d.get("prompt_start_s"), "prompt_start_s", problems),
             _float_or_none(d.get("chorus_start_s"), "chorus_start_s", problems),
             lrc=str(Path(str(lrc)).expanduser()) if lrc else None, timing=_timing_dict(d.get("timing"), problems),
-            source=str(audio) if audio else f"item #{i + 1}", problems=problems))
+            source=str(audio) if audio else f"item #{i + 1}", problems=problems,
+            musicality=_musicality_or_none(d.get("musicality"), problems)))
     return out
 
 

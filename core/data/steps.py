@@ -23,6 +23,7 @@ from core.config import StudioConfig
 from core.data.inputs import SongInput
 from core.data.limits import ModelLimits
 from core.data.separate import SeparationPlan
+from core.description import DEFAULT_MUSICALITY, check_description
 from core.fsutil import atomic_torch_save
 from core.tokens import CODE_SIZE, EMPTY
 
@@ -106,9 +107,11 @@ def hash_json(obj: Any) -> str:
 
 # ---- the steps ------------------------------------------------------------------------------
 def check_text(song: SongInput, rep: SongReport, limits: ModelLimits) -> None:
-    """Lyrics into SongGeneration's grammar (fixes shown beside the original) and the description."""
+    """Lyrics into SongGeneration's grammar (fixes shown beside the original) and the description,
+    with the song's musicality tier (metadata key `musicality`) put first in it."""
     if not (song.lyrics or "").strip() and song.lrc:
         return _check_description(song, rep)  # the LRC's lines are the lyrics (check_timing)
+    res = None
     if song.lyrics is not None or not song.problems:
         res = lyr.check_lyrics(song.lyrics, limits.structure_tags)
         for level, msgs in (("error", res.errors), ("warning", res.warnings), ("fix", res.changes)):
@@ -121,15 +124,18 @@ def check_text(song: SongInput, rep: SongReport, limits: ModelLimits) -> None:
             rep.add("error", over)
         if res.status == "fixed":
             rep.fields.update(lyrics_original=res.original, lyrics_fixed=res.text, lyrics_changes=res.changes)
-    _check_description(song, rep)
+    _check_description(song, rep, res.instrumental_only if res is not None and res.ok else None)
 
 
-def _check_description(song: SongInput, rep: SongReport) -> None:
-    desc = lyr.check_description(song.description)
+def _check_description(song: SongInput, rep: SongReport, instrumental: Optional[bool] = None) -> None:
+    desc = check_description(song.description, musicality=song.musicality, instrumental=instrumental)
     for level, msgs in (("warning", desc.warnings), ("fix", desc.changes)):
         for m in msgs:
             rep.add(level, m)
     rep.fields["description"] = desc.text
+    rep.fields["musicality"] = desc.tier or DEFAULT_MUSICALITY
+    if instrumental:
+        rep.fields["pure_music"] = True  # conditioned as upstream's bgm mode (core.model.text_rules.song_text)
     if desc.unknown:
         rep.fields["unknown_tags"] = desc.unknown
     if desc.musicality:
