@@ -2,7 +2,7 @@
 
 Modules of `core` that import torch (data, model, estimate, export, generate, hub) are imported inside
 the functions that use them, so `python app.py` serves its page without loading torch first; config,
-runs and lyrics are light and imported here. Nothing here trains, encodes or generates: it builds
+runs, lyrics and description are light and imported here. Nothing here trains, encodes or generates: it builds
 configs (keyed by config path, as the widgets are) and calls `core`.
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any, Callable, Optional
 
 import gradio as gr
 
-from core import lyrics, runs, tokens
+from core import description, lyrics, runs, tokens
 from core.config import DEMO, ConfigError, StudioConfig, default, load_config
 from core.fsutil import slugify
 from studio.i18n import tr
@@ -44,9 +44,14 @@ def uses_demo(ws) -> bool:
 
 
 # ---- data -----------------------------------------------------------------------------------
+def musicality_choices() -> list[str]:
+    """The official musicality tiers, best first."""
+    return list(description.MUSICALITY_TIERS)
+
+
 def tag_choices() -> list[str]:
     """Every description tag of the official vocabularies (gender, genre, emotion, instrument)."""
-    vocab = lyrics.list_tags()
+    vocab = description.list_tags()
     out: list[str] = []
     for tags in vocab.values():
         for tg in tags:
@@ -74,6 +79,7 @@ def check_song(song: dict[str, Any], max_dur: float = 150.0) -> dict[str, Any]:
     """Lyric grammar + description tags + audio QC of one song, as a plain dict for the table.
 
     Uses core.lyrics and core.audio directly (the same checks core.data.prepare applies)."""
+<<<<<<< HEAD
     from core import audio, song_timing
     qc, _ = audio.qc_file(song["path"], max_dur=max_dur)
     # section timing (LRC / saved starts) lets a long song be split; without it a long song is refused
@@ -99,6 +105,22 @@ def check_song(song: dict[str, Any], max_dur: float = 150.0) -> dict[str, Any]:
     audio_status = "error" if not ok else ("warning" if any(f.level == "warning" for f in findings) else "ok")
     qc_warn = any(f.level == "warning" for f in findings)
     if not ok or res.errors or timing_errors:
+=======
+    from core import audio
+    res = lyrics.check_lyrics(song.get("gt_lyric") or "")
+    desc_errors: list[str] = []
+    try:
+        desc = description.check_description(song.get("descriptions") or "", musicality=song.get("musicality"),
+                                             instrumental=res.instrumental_only if res.ok else None)
+    except ValueError as err:  # a musicality value outside the official tiers
+        desc_errors.append(str(err))
+        desc = description.check_description(song.get("descriptions") or "")
+    qc, _ = audio.qc_file(song["path"], max_dur=max_dur)
+    reasons = [f.message for f in qc.findings] + list(res.errors) + desc_errors + list(res.changes) \
+        + list(res.warnings) + list(desc.warnings) + list(desc.changes)
+    audio_status = "error" if not qc.ok else ("warning" if qc.warnings else "ok")
+    if not qc.ok or res.errors or desc_errors:
+>>>>>>> 722736e (Studio Data tab: per-song musicality tier (add form + picked song, /set_musicality), written to metadata.jsonl and checked like prepare does)
         status = "rejected"
     elif res.changed:
         status = "fixed"

@@ -52,6 +52,13 @@ T: dict[str, tuple[str, str]] = {
     "desc_help": ("e.g. female, pop, energetic, piano, the bpm is 120. Unknown tags are kept and reported.",
                   "例如 female, pop, energetic, piano, the bpm is 120。未知标签会保留并提示。"),
     "suggest_tags": ("Suggested tags (official vocabularies)", "推荐标签（官方词表）"),
+    "musicality": ("Musicality tier (LeVo 2 models)", "音乐性等级（LeVo 2 模型）"),
+    "musicality_help": ("How well made this recording is. LeVo 2 learned these tiers; very-high is the default. "
+                        "Mark weaker recordings lower so the model keeps them apart.",
+                        "这首录音的音乐质量。LeVo 2 训练时学过这些等级，默认 very-high；"
+                        "质量较差的录音请标低一些，让模型区分开。"),
+    "musicality_default": ("default (very-high)", "默认（very-high）"),
+    "musicality_saved": ("Musicality of {idx}: {tier}", "{idx} 的音乐性等级：{tier}"),
     "add_song": ("Add song", "添加歌曲"),
     "bulk_import": ("Import many", "批量导入"),
     "bulk_files": ("Audio files, same-named .txt lyrics, optional metadata.jsonl", "音频文件、同名 .txt 歌词、可选 metadata.jsonl"),
