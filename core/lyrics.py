@@ -25,10 +25,7 @@ from typing import Iterable, Optional
 
 import yaml
 
-from core.description import (ASSETS_DIR, DESCRIPTION_CATEGORIES, MUSICALITY_TAGS,  # noqa: F401  (re-exported)
-                              DescriptionResult, check_description, format_description, list_tags,
-                              load_vocabularies, suggest_tags)
-from core.section_names import STRUCTURE_TAGS, VOCAL_TAGS, is_bare_header, map_section_label  # noqa: F401
+from core.section_names import STRUCTURE_TAGS, VOCAL_TAGS, is_bare_header, map_section_label
 
 # Rough guard for the lyric conditioner's 600-token window (Qwen2 BPE: ~1 token per CJK char or
 # ~4 Latin chars); only a warning, the exact count needs the tokenizer.

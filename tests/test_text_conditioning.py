@@ -111,11 +111,11 @@ def test_unmappable_header_is_an_error_naming_its_line():
 
 # ---------------------------------------------------------------- descriptions
 def test_v2_tags_are_kept_and_reach_the_model_text():
-    d = lyr.check_description("[Musicality-medium], Female, Pop")
+    d = desc_mod.check_description("[Musicality-medium], Female, Pop")
     assert d.text == "[Musicality-medium], female, pop" and d.tier == "medium"
     assert model_text("[verse] la", d.text, "v2") == ("[verse] la", "[Musicality-medium], female, pop")
     inst = "[intro-short] ; [inst-long] ; [outro-short]"
-    p = lyr.check_description("[Pure-Music], electronic", musicality="medium", instrumental=True)
+    p = desc_mod.check_description("[Pure-Music], electronic", musicality="medium", instrumental=True)
     assert p.text == "[Musicality-medium], [Pure-Music], electronic" and not p.warnings
     # training an instrumental song == upstream's bgm generation (the same function)
     assert song_text(inst, p.text, "v2") == (".", "[Musicality-medium], [Pure-Music], electronic")
@@ -141,23 +141,23 @@ def test_musicality_tier_validation_and_override():
         ["medium", "very-high", "low", "medium", None]
     with pytest.raises(ValueError, match="very-high, high, medium, low, very-low"):
         desc_mod.parse_musicality("great")
-    d = lyr.check_description("[Musicality-high], female", musicality="low")
+    d = desc_mod.check_description("[Musicality-high], female", musicality="low")
     assert d.text == "[Musicality-low], female" and "replaces the tier high" in d.warnings[0]
-    assert lyr.check_description(None, musicality="medium").text == "[Musicality-medium]"
+    assert desc_mod.check_description(None, musicality="medium").text == "[Musicality-medium]"
     assert model_text("[verse] a", "[Musicality-medium]", "v2")[1] == "[Musicality-medium], ."
-    warn = lyr.check_description("[Pure-Music], pop", instrumental=False)
+    warn = desc_mod.check_description("[Pure-Music], pop", instrumental=False)
     assert "[Pure-Music]" in warn.text and "sung sections" in warn.warnings[0]
 
 
 def test_chinese_style_tags_map_to_the_official_vocabulary():
-    d = lyr.check_description("女声，流行、悲伤，钢琴，120拍")
+    d = desc_mod.check_description("女声，流行、悲伤，钢琴，120拍")
     assert d.text == "female, pop, sad, piano, the bpm is 120." and not d.unknown
     assert "女声 -> female" in d.changes[0]
-    vocab = {t for tags in lyr.list_tags().values() for t in tags}
+    vocab = {t for tags in desc_mod.list_tags().values() for t in tags}
     assert set(desc_mod.chinese_tags().values()) <= vocab  # every mapping lands in the official lists
-    odd = lyr.check_description("琵琶, 流行音乐")
+    odd = desc_mod.check_description("琵琶, 流行音乐")
     assert odd.text == "琵琶, pop" and odd.unknown == ["琵琶"]
-    assert "female" in lyr.suggest_tags("女声")
+    assert "female" in desc_mod.suggest_tags("女声")
 
 
 # ---------------------------------------------------------------- checkpoints
