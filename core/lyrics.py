@@ -107,7 +107,7 @@ _PUNCT_MAP = {
 }
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]")
 _LATIN = re.compile(r"[A-Za-z\u00c0-\u024f]")
-_BODY_OK = re.compile(r"^[\w\s.'\-]*$")
+_BODY_OK = re.compile(r"^[\w .'\-]*$")  # words, spaces, '.', apostrophes and hyphens
 
 
 def _is_cjk_text(text: str) -> bool:
@@ -216,7 +216,7 @@ def _check_part(n: int, part: _Part, prev_vocal: bool, tags: tuple[str, ...]) ->
             part.error = (f"{where}: the {tag} section has no lyrics; vocal sections must hold the sung text "
                           "(use an [inst-*] tag for a part without singing)")
             return
-        if not body.startswith(" ") or body.startswith("  "):
+        if not body.startswith(" "):  # ("  " is upstream's to normalise, like everywhere else)
             part.problems.append(f"{where}: one space goes between {tag} and its text")
         if not _BODY_OK.match(body):
             part.problems.append(f"{where}: punctuation other than '.' inside {tag}")

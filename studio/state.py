@@ -295,6 +295,8 @@ class Workspace:
                 except QuotaExceeded as err:
                     problems.append(f"{where}: {err}")
                     return added, problems
+                if row.get("musicality"):  # kept as given; the song check names a value outside the tiers
+                    self.update_song(added[-1], musicality=str(row["musicality"]))
                 lrc = row.get("lrc")
                 if lrc:  # matched like the audio: an uploaded file of that name, or a file under an import root
                     lrc_f, why = (by_name.get(Path(str(lrc)).name), "was not uploaded") if isinstance(lrc, str) \

@@ -118,12 +118,14 @@ def test_bulk_import_pairs_lyrics_and_reports_problems(studio, tmp_path):
     b = synth_song(tmp_path / "beta.wav", seconds=8, seed=2)
     meta = tmp_path / "metadata.jsonl"
     meta.write_text(json.dumps({"path": "beta.wav", "idx": "beta_song", "gt_lyric": "[verse] hi there",
-                                "descriptions": "male, rock"}) + "\n{broken\n", encoding="utf-8")
+                                "descriptions": "male, rock", "musicality": "high"}) + "\n{broken\n",
+                    encoding="utf-8")
     out = client.predict([handle_file(str(p)) for p in (a, tmp_path / "alpha.txt", b, meta)], api_name="/import_files")
     msg = out[2]
     assert "Imported 2" in msg and "line 2: not valid JSON" in msg
     ids = [c[0] for c in out[1]["choices"]]
     assert "alpha" in ids and "beta_song" in ids
+    assert json.loads((ws / "uploads/songs/beta_song/song.json").read_text())["musicality"] == "high"
     # remove works and is persisted
     client.predict("alpha", api_name="/remove_song")
     assert not (ws / "uploads/songs/alpha").exists()
