@@ -79,14 +79,19 @@ def check_song(song: dict[str, Any], max_dur: float = 150.0) -> dict[str, Any]:
     """Lyric grammar + description tags + audio QC of one song, as a plain dict for the table.
 
     Uses core.lyrics and core.audio directly (the same checks core.data.prepare applies)."""
-<<<<<<< HEAD
     from core import audio, song_timing
     qc, _ = audio.qc_file(song["path"], max_dur=max_dur)
     # section timing (LRC / saved starts) lets a long song be split; without it a long song is refused
     tres = song_timing.resolve(gt_lyric=song.get("gt_lyric") or None, duration_s=qc.info.duration_s,
                                lrc_path=song.get("lrc_path"), saved=song.get("timing")) if qc.info else None
     res = lyrics.check_lyrics(song.get("gt_lyric") or (tres.lyrics if tres else None) or "")
-    desc = lyrics.check_description(song.get("descriptions") or "")
+    desc_errors: list[str] = []
+    try:
+        desc = description.check_description(song.get("descriptions") or "", musicality=song.get("musicality"),
+                                             instrumental=res.instrumental_only if res.ok else None)
+    except ValueError as err:  # a musicality value outside the official tiers
+        desc_errors.append(str(err))
+        desc = description.check_description(song.get("descriptions") or "")
     findings = [f for f in qc.findings if f.code != "too_long"]
     timing_errors = list(tres.errors) if tres else []
     if qc.info and qc.info.duration_s > max_dur:
@@ -100,27 +105,11 @@ def check_song(song: dict[str, Any], max_dur: float = 150.0) -> dict[str, Any]:
             timing_errors.append(song_timing.untimed_too_long(song.get("source_name") or song["idx"],
                                                               qc.info.duration_s, max_dur))
     ok = not any(f.level == "error" for f in findings)
-    reasons = [f.message for f in findings] + timing_errors + list(res.errors) + list(res.changes) \
+    reasons = [f.message for f in findings] + timing_errors + list(res.errors) + desc_errors + list(res.changes) \
         + (list(tres.changes) if tres else []) + list(res.warnings) + list(desc.warnings) + list(desc.changes)
     audio_status = "error" if not ok else ("warning" if any(f.level == "warning" for f in findings) else "ok")
     qc_warn = any(f.level == "warning" for f in findings)
-    if not ok or res.errors or timing_errors:
-=======
-    from core import audio
-    res = lyrics.check_lyrics(song.get("gt_lyric") or "")
-    desc_errors: list[str] = []
-    try:
-        desc = description.check_description(song.get("descriptions") or "", musicality=song.get("musicality"),
-                                             instrumental=res.instrumental_only if res.ok else None)
-    except ValueError as err:  # a musicality value outside the official tiers
-        desc_errors.append(str(err))
-        desc = description.check_description(song.get("descriptions") or "")
-    qc, _ = audio.qc_file(song["path"], max_dur=max_dur)
-    reasons = [f.message for f in qc.findings] + list(res.errors) + desc_errors + list(res.changes) \
-        + list(res.warnings) + list(desc.warnings) + list(desc.changes)
-    audio_status = "error" if not qc.ok else ("warning" if qc.warnings else "ok")
-    if not qc.ok or res.errors or desc_errors:
->>>>>>> 722736e (Studio Data tab: per-song musicality tier (add form + picked song, /set_musicality), written to metadata.jsonl and checked like prepare does)
+    if not ok or res.errors or timing_errors or desc_errors:
         status = "rejected"
     elif res.changed:
         status = "fixed"
