@@ -89,7 +89,7 @@ def estimate_memory_for(oc, n_params: int, *, mode: str, frames: int, batch: int
                         lora_targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj",
                                                          "gate_proj", "up_proj", "down_proj"),
                         lora_stacks: str = "both", train_fusion: bool = False, train_heads: bool = False,
-                        weight_bytes: int = 4) -> dict[str, Any]:
+                        weight_bytes: int = 4, freeze_main: bool = False) -> dict[str, Any]:
     """The estimate for an OfficialConfig and settings (what estimate_memory reads from a StudioConfig)."""
     from core.optim import STATE_BYTES
 
@@ -102,7 +102,11 @@ def estimate_memory_for(oc, n_params: int, *, mode: str, frames: int, batch: int
     S = oc.lyric_max_len + oc.prompt_max_len + oc.desc_max_len + S_out
     acts, logits = activation_memory(D, F, L, S, S_out, batch, checkpointing, act_bytes)
     if mode == "full":
-        trainable = N - unused
+        if freeze_main:  # the modular-extension stage: only the sub stack and its heads learn
+            from core.model.freeze import sub_stack_parameter_count
+            trainable = sub_stack_parameter_count(oc)
+        else:
+            trainable = N - unused
         states = (4 + STATE_BYTES[optimizer]) * trainable  # fp32 grads + optimizer state
     else:
         per_layer = {"q_proj": 2 * D, "k_proj": 2 * D, "v_proj": 2 * D, "o_proj": 2 * D,
@@ -142,7 +146,8 @@ def estimate_memory(cfg: StudioConfig) -> dict[str, Any]:
                                checkpointing=tc.gradient_checkpointing, act_bytes=act_bytes, optimizer=tc.optimizer,
                                lora_r=lc.r, lora_targets=tuple(lc.target_modules), lora_stacks=lc.stacks,
                                train_fusion=lc.train_fusion, train_heads=lc.train_heads,
-                               weight_bytes=2 if tc.base_dtype == "bfloat16" and tc.type == "lora" else 4)
+                               weight_bytes=2 if tc.base_dtype == "bfloat16" and tc.type == "lora" else 4,
+                               freeze_main=tc.freeze_transformer)
 
 
 def measure_matmul_peak(device: str, dtype: torch.dtype, n: int = 1024, reps: int = 4) -> float:
