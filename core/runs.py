@@ -178,6 +178,16 @@ def run_config_for_checkpoint(path: str | os.PathLike) -> Optional[StudioConfig]
         return None
 
 
+def _layout(run_dir: Path, num_processes: Optional[int]):
+    from core import launch
+
+    try:
+        cfg = load_run_config(run_dir)
+    except (ConfigError, FileNotFoundError):
+        return launch.Layout(num_processes=num_processes)
+    return launch.layout_for(cfg, num_processes=num_processes)
+
+
 def command_for(run_dir: str | os.PathLike, resume: bool = False, num_processes: Optional[int] = None,
                 multi_gpu: bool = False) -> str:
     """The shell command that trains this run (what the UI shows; `start_run` runs the same)."""
@@ -187,22 +197,17 @@ def command_for(run_dir: str | os.PathLike, resume: bool = False, num_processes:
 
 def launch_argv(run_dir: str | os.PathLike, resume: bool = False, num_processes: Optional[int] = None,
                 multi_gpu: bool = False, executable: Optional[str] = None) -> list[str]:
-    """argv for `accelerate launch -m core.train --config <run>/config.yaml [--resume]`.
+    """argv for `accelerate launch [--config_file <training.distributed>] [layout] -m core.train
+    --config <run>/config.yaml [--resume]` (core.launch builds it from the run's config).
 
     `executable=None` uses the accelerate CLI of this interpreter (`python -m accelerate.commands.launch`),
     which needs no PATH lookup.
     """
-    cfg_path = str(Path(run_dir).resolve() / CONFIG_NAME)
-    head = ["accelerate", "launch"] if executable else [sys.executable, "-m", "accelerate.commands.launch"]
-    opts: list[str] = []
-    if multi_gpu:
-        opts.append("--multi_gpu")
-    if num_processes:
-        opts += ["--num_processes", str(num_processes)]
-    tail = ["-m", "core.train", "--config", cfg_path]
-    if resume:
-        tail.append("--resume")
-    return head + opts + tail
+    from core import launch
+
+    run_dir = Path(run_dir).resolve()
+    return launch.launch_argv(run_dir / CONFIG_NAME, _layout(run_dir, num_processes), resume=resume,
+                              multi_gpu=multi_gpu, executable=executable)
 
 
 def flag_path(run_dir: str | os.PathLike, flag: str) -> Path:

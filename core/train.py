@@ -207,6 +207,14 @@ class Trainer:
         self.total_steps = tc.max_steps or max(1, math.ceil(tc.epochs * self.plan.batches_per_epoch / ga))
 
         self.optimizer = make_optimizer(cfg, self.model, acc.device)
+        plugin = getattr(acc.state, "fsdp_plugin", None)
+        if self.sharded and plugin is not None and plugin.activation_checkpointing:
+            # The same per-decoder-layer recompute through transformers instead of accelerate's
+            # CheckpointWrapper, which would rename every layer's parameters (peft could then not
+            # find its adapter weights in the gathered state dict).
+            plugin.activation_checkpointing = False
+            self.lelm.gradient_checkpointing_enable()
+            self.log("activation checkpointing: every Llama decoder layer recomputed in backward")
         self.step_module = self.objective.step_module() if self.objective else BatchLoss(self.model, self.lelm)
         self.step_module.train()
         self.step_module, self.optimizer = acc.prepare(self.step_module, self.optimizer)
