@@ -331,7 +331,8 @@ def _kill_group(info: dict[str, Any], sig: int) -> None:
     Only a process group this studio created (`start_run`: start_new_session, recorded as
     launched_by "studio") is signalled as a group. A run started from a shell shares its process group
     with the user's shell job, so only the trainer's own pid is signalled, after checking it is still
-    the process that started the run (a reused pid is left alone).
+    the process that started the run (a reused pid is left alone). The descendants of that process
+    are signalled too: the workers of a multi-process launch (torchrun) run in sessions of their own.
     """
     pid = info.get("pid")
     if not pid:
@@ -339,6 +340,12 @@ def _kill_group(info: dict[str, Any], sig: int) -> None:
     pid = int(pid)
     ours = info.get("launched_by") == "studio" and info.get("pgid") == pid
     started = info.get("pid_start")
+    descendants: list[psutil.Process] = []
+    if pid_alive(pid, started):
+        try:
+            descendants = psutil.Process(pid).children(recursive=True)
+        except psutil.Error:
+            pass
     try:
         if pid_alive(pid, started):
             if ours and os.getpgid(pid) == pid:
@@ -355,6 +362,11 @@ def _kill_group(info: dict[str, Any], sig: int) -> None:
                     continue
     except ProcessLookupError:
         pass
+    for proc in descendants:
+        try:
+            proc.send_signal(sig)
+        except psutil.Error:
+            pass
 
 
 def _group_alive(run_dir: Path, info: dict[str, Any]) -> bool:

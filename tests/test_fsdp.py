@@ -22,12 +22,13 @@ from core import launch, runs
 from core.config import ConfigError, parse_config
 from tests.test_train import ENV, base_config, env, finish, in_process, losses, wait_step  # noqa: F401
 
-STEPS = 4
+STEPS = 6
+SAVE = 3  # the kill lands after step 4 is logged: between the step-3 and the final checkpoint
 
 
 def _cfg(env, procs: int, **training) -> dict:
     ws, ckpt, ds = env["ws"], env["ckpt"], str(env["dataset"])
-    dd = dict(max_steps=STEPS, dataset_dir=ds, condition_dropout=False, save_every=2, batch_size=2 // procs,
+    dd = dict(max_steps=STEPS, dataset_dir=ds, condition_dropout=False, save_every=SAVE, batch_size=2 // procs,
               eval_every=100, keep_last=5)
     dd.update(training)
     if procs > 1:
@@ -52,11 +53,12 @@ def _step_losses(run_dir: Path) -> list[tuple[int, float]]:
 @pytest.fixture(scope="module")
 def fsdp(env):
     out = {}
-    # LoRA under FSDP: killed (SIGKILL) after its step-2 checkpoint, resumed on 2 processes again.
+    # LoRA under FSDP: killed (SIGKILL: launcher and both workers) after its step-3 checkpoint,
+    # resumed on 2 processes again.
     out["lora2"] = _start(_cfg(env, 2), "fsdp-lora")
-    wait_step(out["lora2"], 3)
+    wait_step(out["lora2"], SAVE + 1)
     runs.kill_run(out["lora2"], signal.SIGKILL)
-    runs.wait_for(out["lora2"], statuses=("crashed",), timeout=60)
+    out["crashed"] = runs.wait_for(out["lora2"], statuses=("crashed",), timeout=60)["status"]
     out["killed_at"] = max(losses(out["lora2"]))
     runs.start_run(out["lora2"], resume=True, env=ENV)
     finish(out["lora2"])
@@ -74,13 +76,13 @@ def test_fsdp_lora_matches_one_process_and_resumes_exactly(fsdp):
     assert max(diffs) < 1e-4, diffs
     log = runs.tail_log(fsdp["lora2"], 400)
     assert "| fsdp" in log and "--config_file" in runs.read_run_json(fsdp["lora2"])["command"]
-    # the kill came after step 2's checkpoint; steps after it were trained twice with the same loss
-    assert fsdp["killed_at"] >= 3
+    # the kill came after step 3's checkpoint; the steps after it were trained twice with the same loss
+    assert fsdp["crashed"] == "crashed" and SAVE < fsdp["killed_at"] < STEPS
     seen: dict[int, list[float]] = {}
     for step, loss in _step_losses(fsdp["lora2"]):
         seen.setdefault(step, []).append(loss)
     again = {s: v for s, v in seen.items() if len(v) > 1}
-    assert again and min(again) == 3, seen
+    assert again and min(again) == SAVE + 1, seen
     assert all(abs(v[0] - v[1]) <= 1e-6 for v in again.values()), again
     state = runs.latest_checkpoint(fsdp["lora2"]) / "state"
     assert (state / "pytorch_model_fsdp_0").is_dir() and (state / "optimizer_0").is_dir()  # sharded (DCP)
