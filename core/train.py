@@ -277,6 +277,11 @@ class Trainer:
     def make_samples(self, step: int, reason: str) -> None:
         if self.tc.num_samples <= 0:
             return
+        if self.sharded:  # generation would have to run on every rank (each forward is a collective)
+            if step == 0:
+                self.log("listening samples are off under sharded training (FSDP / DeepSpeed); "
+                         "generate from a checkpoint instead")
+            return
         if self.is_main:
             if self.samples is None:
                 self.samples = SampleWriter(self.cfg, self.lelm, self.train_set.split, self.run_dir / "samples")
