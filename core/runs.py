@@ -178,16 +178,6 @@ def run_config_for_checkpoint(path: str | os.PathLike) -> Optional[StudioConfig]
         return None
 
 
-def _layout(run_dir: Path, num_processes: Optional[int]):
-    from core import launch
-
-    try:
-        cfg = load_run_config(run_dir)
-    except (ConfigError, FileNotFoundError):
-        return launch.Layout(num_processes=num_processes)
-    return launch.layout_for(cfg, num_processes=num_processes)
-
-
 def command_for(run_dir: str | os.PathLike, resume: bool = False, num_processes: Optional[int] = None,
                 multi_gpu: bool = False) -> str:
     """The shell command that trains this run (what the UI shows; `start_run` runs the same)."""
@@ -206,8 +196,12 @@ def launch_argv(run_dir: str | os.PathLike, resume: bool = False, num_processes:
     from core import launch
 
     run_dir = Path(run_dir).resolve()
-    return launch.launch_argv(run_dir / CONFIG_NAME, _layout(run_dir, num_processes), resume=resume,
-                              multi_gpu=multi_gpu, executable=executable)
+    try:
+        layout = launch.layout_for(load_run_config(run_dir), num_processes=num_processes)
+    except (ConfigError, FileNotFoundError):  # no (valid) config yet: the default layout
+        layout = launch.Layout(num_processes=num_processes)
+    return launch.launch_argv(run_dir / CONFIG_NAME, layout, resume=resume, multi_gpu=multi_gpu,
+                              executable=executable)
 
 
 def flag_path(run_dir: str | os.PathLike, flag: str) -> Path:
