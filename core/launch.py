@@ -54,6 +54,9 @@ class Layout:
     machine_rank: int = 0
     main_process_ip: Optional[str] = None
     main_process_port: Optional[int] = None
+    # DeepSpeed steps and clips inside its engine: it must be told the run's accumulation and clipping
+    gradient_accumulation_steps: int = 1
+    max_grad_norm: float = 1.0
 
     def check(self) -> None:
         """ConfigError naming the key when the layout cannot start."""
@@ -79,7 +82,8 @@ def layout_for(cfg: StudioConfig, machine_rank: int = 0, num_processes: Optional
     tc = cfg.training
     return Layout(distributed=tc.distributed, num_processes=num_processes or tc.num_processes,
                   num_machines=tc.num_machines, machine_rank=machine_rank,
-                  main_process_ip=tc.main_process_ip, main_process_port=tc.main_process_port)
+                  main_process_ip=tc.main_process_ip, main_process_port=tc.main_process_port,
+                  gradient_accumulation_steps=tc.gradient_accumulation_steps, max_grad_norm=tc.max_grad_norm)
 
 
 def launch_argv(config_path: str | Path, layout: Layout = Layout(), *, resume: bool | str = False,
@@ -99,6 +103,10 @@ def launch_argv(config_path: str | Path, layout: Layout = Layout(), *, resume: b
         opts.append("--multi_gpu")
     if layout.num_processes:
         opts += ["--num_processes", str(layout.num_processes)]
+    if layout.distributed.startswith("deepspeed"):
+        opts += ["--gradient_accumulation_steps", str(layout.gradient_accumulation_steps)]
+        if layout.max_grad_norm > 0:
+            opts += ["--gradient_clipping", f"{layout.max_grad_norm:g}"]
     if layout.num_machines > 1 or layout.distributed == "multi_node":
         opts += ["--num_machines", str(layout.num_machines), "--machine_rank", str(layout.machine_rank)]
         if layout.main_process_ip:

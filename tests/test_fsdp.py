@@ -140,6 +140,10 @@ def test_launch_command_for_each_layout(tmp_path):
         assert (f"--num_processes 16 --num_machines 2 --machine_rank {rank} --main_process_ip 10.1.2.3 "
                 f"--main_process_port 29600 -m core.train") in c and c.endswith("--resume")
     assert launch.launch_argv(cfg_path)[:3] == ["accelerate", "launch", "-m"]  # auto: accelerate's own default
+    ds = launch.layout_for(parse_config({"training": {"distributed": "deepspeed_zero3", "num_processes": 8,
+                                                      "gradient_accumulation_steps": 4, "max_grad_norm": 0.5}}))
+    assert "--num_processes 8 --gradient_accumulation_steps 4 --gradient_clipping 0.5 -m" in launch.launch_command(
+        cfg_path, ds)
     with pytest.raises(ConfigError, match="main_process_ip"):
         launch.layout_for(parse_config({"training": {"num_machines": 2, "num_processes": 4}})).check()
     with pytest.raises(ConfigError, match="multiple"):
