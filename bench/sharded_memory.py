@@ -47,7 +47,9 @@ def main() -> None:
         for size, dims in SIZES.items():
             ckpt = sized_checkpoint(Path(tmp), re.sub(r"\W+", "_", size), dims)
             for preset, values in PRESETS.items():
-                if preset.startswith("Quick"):
+                # a preset named for one model size ("· base ·", "· large ·") is shown for that size only
+                named = " · base · " in preset or " · large · " in preset
+                if preset.startswith("Quick") or (named and f" · {size.split()[0]} · " not in preset):
                     continue
                 cfg = load_config(None, {**{k: v for k, v in values.items() if v is not None},
                                     "paths.base_model_path": str(ckpt), "training.mixed_precision": "bf16"})
