@@ -50,6 +50,10 @@ ALLOWED_PATTERNS = (
     "*.json", "*.safetensors", "config.yaml", "model.pt", "README.md",
     "*/adapter_config.json", "*/adapter_model.safetensors", "*/README.md",
     "state/*.json", "state/*.safetensors", "state/optimizer*.bin", "state/scheduler*.bin", "state/scaler.pt",
+    # sharded runs (FSDP): torch.distributed.checkpoint folders, one file per rank + their index; the
+    # tensors load with weights_only=True, the index (.metadata) is torch's own pickle of plain records
+    "state/pytorch_model_fsdp_*/*.distcp", "state/pytorch_model_fsdp_*/.metadata",
+    "state/optimizer_*/*.distcp", "state/optimizer_*/.metadata",
 )
 
 

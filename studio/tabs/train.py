@@ -121,6 +121,15 @@ def build(ctx) -> dict:
                 with gr.Row():
                     cw("training.num_samples", t("num_samples"))
                     cw("training.sample_seconds", t("sample_seconds"))
+            with gr.Accordion(t("machines"), open=False, elem_id="machines-acc"):
+                cw("training.distributed", t("distributed"), info=t("distributed_help"), dropdown=True,
+                   elem_id="distributed")
+                with gr.Row():
+                    cw("training.num_processes", t("num_processes"), elem_id="num-processes")
+                    cw("training.num_machines", t("num_machines"))
+                with gr.Row():
+                    cw("training.main_process_ip", t("main_ip"))
+                    cw("training.main_process_port", t("main_port"))
             w["run_name"] = gr.Textbox("", label=t("run_name"), elem_id="run-name")
             estimate = gr.Markdown(elem_id="estimate")
             with gr.Accordion(t("next_run"), open=False):
