@@ -1,5 +1,6 @@
 """Publish a finetune to the Hugging Face Hub: the LoRA adapter, the merged model, test songs, a model
-card, and (optionally) the prepared dataset cache in its own dataset repo.
+card, and (optionally) the prepared dataset in its own dataset repo (`DatasetDict.push_to_hub`: parquet
+shards per split under data/, so the Hub viewer and `datasets.load_dataset` read it).
 
     python -m core push --config cfg.yaml --repo-id you/my-songgen-lora --adapter <run>/checkpoints/step-N
                         [--merged <export dir>] [--samples <generation dir>] [--dataset [DIR]]
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import json
 import os
-import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -35,8 +36,8 @@ UPSTREAM_REPO = "https://github.com/tencent-ailab/SongGeneration"
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 MERGED_FILES = ("config.yaml", "model.pt")
 AUDIO_EXT = (".wav", ".flac", ".mp3", ".ogg")
-# Files of a prepared dataset folder that never go to the Hub (locks, temporary files).
-_SKIP_SUFFIXES = (".lock", ".tmp", ".partial")
+# Files of a prepared dataset folder uploaded next to the parquet shards (the per-song preparation report).
+DATASET_SIDE_FILES = ("report.json", "manifest.json", "manifest.jsonl")
 
 
 class HubError(RuntimeError):
@@ -251,14 +252,30 @@ def _dataset_summary(dataset_dir: Optional[Path]) -> dict[str, Any]:
     return out
 
 
-def _dataset_files(dataset_dir: Path) -> list[tuple[Path, str]]:
+def _dataset_for_push(dataset_dir: Path):
+    """The prepared DatasetDict (plain python format, so it goes to parquet as saved) and the side files
+    (report.json, manifest) that go next to it so a reader sees how each song was prepared."""
     if not (dataset_dir / "dataset_dict.json").is_file():
         raise HubError(f"{dataset_dir} is not a prepared dataset (no dataset_dict.json)")
-    files = []
-    for p in sorted(dataset_dir.rglob("*")):
-        if p.is_file() and not p.name.startswith(".") and not p.name.endswith(_SKIP_SUFFIXES):
-            files.append((p, p.relative_to(dataset_dir).as_posix()))
-    return files
+    from datasets import load_from_disk
+
+    dd = load_from_disk(str(dataset_dir))
+    side = [(dataset_dir / n, n) for n in DATASET_SIDE_FILES if (dataset_dir / n).is_file()]
+    return dd, side
+
+
+@contextmanager
+def _datasets_endpoint(endpoint: str):
+    """datasets reads its Hub URL from `datasets.config.HF_ENDPOINT`, frozen at import and with no argument
+    on push_to_hub; point it at our endpoint for the push only."""
+    from datasets import config as ds_config
+
+    old = ds_config.HF_ENDPOINT
+    ds_config.HF_ENDPOINT = endpoint
+    try:
+        yield
+    finally:
+        ds_config.HF_ENDPOINT = old
 
 
 def _training_yaml(cfg) -> str:
@@ -352,7 +369,7 @@ def push(cfg=None, *, repo_id: Optional[str] = None, adapter_dir: Optional[str |
                 ds_dir = find_dataset_dir(run_cfg)
             except Exception as err:  # noqa: BLE001
                 raise HubError(f"no prepared dataset to push: {err}") from None
-    ds_uploads = _dataset_files(ds_dir) if ds_dir is not None and (push_dataset or dataset_dir) else []
+    ds_push = _dataset_for_push(ds_dir) if ds_dir is not None else None
     vb, va = _val_losses(samples)
     val_before = val_loss_before if val_loss_before is not None else vb
     val_after = val_loss_after if val_loss_after is not None else va
@@ -374,7 +391,7 @@ def push(cfg=None, *, repo_id: Optional[str] = None, adapter_dir: Optional[str |
         if "/" not in repo_id:
             repo_id = f"{user.get('name')}/{repo_id}"
         ds_repo = None
-        if ds_uploads:
+        if ds_push:
             ds_repo = dataset_repo_id or hc.dataset_repo_id or f"{repo_id}-data"
             if "/" not in ds_repo:
                 ds_repo = f"{user.get('name')}/{ds_repo}"
@@ -396,24 +413,30 @@ def push(cfg=None, *, repo_id: Optional[str] = None, adapter_dir: Optional[str |
         result = PushResult(repo_id=repo_id, url=f"{ep}/{repo_id}", private=private, commit=getattr(info, "oid", None),
                             files=[op.path_in_repo for op in ops], token_source=source)
         say(f"pushed {len(ops)} files to {result.url}")
-        if ds_uploads:
+        if ds_push:
             _ensure_repo(api, ds_repo, "dataset", private, update, tok, user, ep)
             from huggingface_hub import DatasetCard
 
+            dd, side = ds_push
+            # Our card and the preparation report go first; push_to_hub then keeps the card's text and adds
+            # the configs/dataset_info metadata the Hub viewer and `load_dataset` read.
             ds_card = DatasetCard(f"---\nlicense: other\ntags:\n- songgen-studio\n- songgeneration-tokens\n---\n\n"
-                                  f"# {ds_repo.split('/')[-1]}\n\nTokenized songs (SongGeneration token streams, "
-                                  f"`datasets` save_to_disk format) used to finetune [{repo_id}]({ep}/{repo_id}). "
-                                  "Load with `datasets.load_from_disk` after downloading. The audio and lyrics belong "
-                                  "to their owners; keep this repo private unless you hold the rights.\n")
+                                  f"# {ds_repo.split('/')[-1]}\n\nTokenized songs (SongGeneration token streams) used "
+                                  f"to finetune [{repo_id}]({ep}/{repo_id}). Load with "
+                                  f"`datasets.load_dataset(\"{ds_repo}\")`. The audio and lyrics belong to their "
+                                  "owners; keep this repo private unless you hold the rights.\n")
             dops = [CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=str(ds_card).encode("utf-8"))]
-            dops += [CommitOperationAdd(path_in_repo=dest, path_or_fileobj=str(src)) for src, dest in ds_uploads
-                     if dest != "README.md"]
+            dops += [CommitOperationAdd(path_in_repo=dest, path_or_fileobj=str(src)) for src, dest in side]
             api.create_commit(ds_repo, operations=dops, repo_type="dataset",
-                              commit_message="SongGen Studio: prepared dataset cache")
+                              commit_message="SongGen Studio: dataset card and preparation report")
+            with _datasets_endpoint(ep):
+                dd.push_to_hub(ds_repo, private=private, token=tok,
+                               commit_message="SongGen Studio: prepared dataset (parquet)")
             result.dataset_repo_id = ds_repo
             result.dataset_url = f"{ep}/datasets/{ds_repo}"
-            result.dataset_files = [op.path_in_repo for op in dops]
-            say(f"pushed the dataset cache ({len(dops)} files) to {result.dataset_url}")
+            result.dataset_files = sorted(api.list_repo_files(ds_repo, repo_type="dataset"))
+            say(f"pushed the dataset ({', '.join(f'{k}: {len(v)} songs' for k, v in dd.items())}) to "
+                f"{result.dataset_url}")
         return result
     except Exception as err:  # noqa: BLE001 - every failure leaves as a HubError in words, token masked
         raise _explain(err, tok, repo_id, ep) from None

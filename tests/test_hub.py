@@ -55,6 +55,8 @@ def hub(monkeypatch, tmp_path):
     # Hub is loopback only, so online mode is safe for these tests.
     from huggingface_hub import constants
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    # Large files (the dataset's parquet shards) go through LFS here; the fake Hub speaks LFS, not Xet.
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
     yield fake
     fake.stop()
 
@@ -68,8 +70,8 @@ def scan_for_token(*roots: Path) -> list[str]:
     return hits
 
 
-def test_push_end_to_end(made, hub, caplog, capsys):
-    from huggingface_hub import ModelCard
+def test_push_end_to_end(made, hub, caplog, capsys, tmp_path):
+    from huggingface_hub import DatasetCard, ModelCard
 
     from core.hub import UPSTREAM_LICENSE, push
 
@@ -106,8 +108,24 @@ def test_push_end_to_end(made, hub, caplog, capsys):
     # the dataset cache, in its own private dataset repo
     dfiles = hub.files("alice/songgen-test-data", "dataset")
     assert hub.repos[("dataset", "alice/songgen-test-data")]["private"] is True
-    assert "dataset_dict.json" in dfiles and "README.md" in dfiles
-    assert any(k.startswith("validation/") for k in dfiles)
+    assert "README.md" in dfiles and "dataset_dict.json" not in dfiles
+    shards = sorted(k for k in dfiles if k.startswith("data/"))
+    assert [k.split("/")[1].split("-")[0] for k in shards] == ["train", "validation"]
+    assert all(k.endswith(".parquet") for k in shards) and res.dataset_files == sorted(dfiles)
+    ds_card = DatasetCard(dfiles["README.md"].decode())
+    assert "songgen-studio" in ds_card.data.tags and "Tokenized songs" in ds_card.text
+    assert {c["config_name"] for c in ds_card.data.to_dict()["configs"]} == {"default"}
+    # what the Hub holds loads with `datasets.load_dataset` (read back locally from the fake Hub's storage)
+    from datasets import load_dataset, load_from_disk
+
+    local = tmp_path / "pulled"
+    for name, data in dfiles.items():
+        (local / name).parent.mkdir(parents=True, exist_ok=True)
+        (local / name).write_bytes(data)
+    pulled, saved = load_dataset(str(local)), load_from_disk(str(ds))
+    assert set(pulled) == set(saved) == {"train", "validation"}
+    for split in saved:
+        assert pulled[split].to_list() == saved[split].to_list()
     # every request was authenticated, and the token went nowhere else
     assert all(r["auth"] == f"Bearer {TOKEN}" for r in hub.requests)
     out = capsys.readouterr()
