@@ -194,6 +194,7 @@ def _generate(args) -> int:
         cfg = _config(args, extra)
     except ConfigError as err:
         return _fail(err, 2)
+    from core import compare
     from core import generate as gen
     from core.model import CheckpointError
 
@@ -208,20 +209,20 @@ def _generate(args) -> int:
                                             prompt_audio=args.prompt_audio, prompt_tokens=args.prompt_tokens,
                                             audio_format=args.audio_format)
         ckpt = args.checkpoint or cfg.generation.checkpoint
-        compare = args.compare_to or cfg.generation.compare_to
+        compare_to = args.compare_to or cfg.generation.compare_to
         kw = dict(settings=settings, out_dir=args.out, overwrite=args.overwrite, with_val_loss=not args.no_val_loss,
                   dataset_dir=args.dataset)
         if args.sweep is not None:
             if not ckpt:
                 raise gen.GenerationError("--sweep needs --checkpoint (a LoRA checkpoint folder)")
             strengths = [float(x) for x in args.sweep.split(",") if x.strip()]
-            man = gen.strength_sweep(cfg, ckpt, strengths, **kw)
+            man = compare.strength_sweep(cfg, ckpt, strengths, **kw)
         elif args.ab:
             if not ckpt:
                 raise gen.GenerationError("--ab needs --checkpoint (the B side)")
-            man = gen.ab_compare(cfg, ckpt, None if compare in (None, "base") else compare, strength=args.strength, **kw)
+            man = compare.ab_compare(cfg, ckpt, None if compare_to in (None, "base") else compare_to, strength=args.strength, **kw)
         else:
-            man = gen.generate_single(cfg, ckpt, strength=args.strength, **kw)
+            man = compare.generate_single(cfg, ckpt, strength=args.strength, **kw)
     except (gen.GenerationError, ConfigError, CheckpointError, ValueError, FileNotFoundError) as err:
         return _fail(err)
     if args.json:

@@ -29,13 +29,11 @@ import shlex
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any, Optional
 
-import psutil
-
+from core import process
 from core.config import ConfigError, StudioConfig, load_config
 from core.fsutil import atomic_write_json, slugify
 
@@ -47,11 +45,6 @@ CONTROL_DIR = "control"
 FLAGS = ("stop", "save", "sample")
 TERMINAL = ("done", "stopped", "error", "failed", "crashed")
 ACTIVE = ("starting", "running", "stopping")
-
-# Popen handles of runs started by this process, so finished children are reaped (no zombies)
-# and their exit code is known.
-_CHILDREN: dict[str, subprocess.Popen] = {}
-
 
 # ---- small file helpers ---------------------------------------------------------------------
 def now_iso() -> str:
@@ -84,41 +77,6 @@ def config_hash(cfg: StudioConfig) -> str:
     data["paths"] = dict(data["paths"], output_dir=None)
     blob = json.dumps(data, sort_keys=True, ensure_ascii=True).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
-
-
-# ---- process helpers ------------------------------------------------------------------------
-def process_start_time(pid: int) -> Optional[float]:
-    """When process `pid` started (seconds since the epoch, 10 ms resolution), to tell a reused pid
-    apart from the process a run recorded; None when there is no such process."""
-    try:
-        return round(psutil.Process(int(pid)).create_time(), 2)
-    except (psutil.Error, ValueError):
-        return None
-
-
-def pid_alive(pid: Optional[int], start_time: Optional[float] = None) -> bool:
-    """True when `pid` exists, is not a zombie and (when known) started at `start_time`."""
-    if not pid:
-        return False
-    try:
-        proc = psutil.Process(int(pid))
-        if proc.status() in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD):
-            return False
-        started = round(proc.create_time(), 2)
-    except psutil.AccessDenied:
-        return True
-    except (psutil.Error, ValueError):
-        return False
-    # Equal within rounding: the recorded value went through round() and JSON.
-    return start_time is None or abs(float(start_time) - started) < 0.05
-
-
-def _reap(run_dir: Path) -> Optional[int]:
-    """Exit code of a child this process started, once it has ended; None while it runs or if unknown."""
-    proc = _CHILDREN.get(str(run_dir.resolve()))
-    if proc is None:
-        return None
-    return proc.poll()
 
 
 # ---- run folders ----------------------------------------------------------------------------
@@ -267,9 +225,9 @@ def start_run(run_dir: str | os.PathLike, resume: bool = False, num_processes: O
                                 stdin=subprocess.DEVNULL, env=child_env, start_new_session=True)
     finally:
         log.close()
-    _CHILDREN[str(run_dir)] = proc
+    process.remember_child(run_dir, proc)
     return update_run_json(
-        run_dir, status="starting", pid=proc.pid, pgid=proc.pid, pid_start=process_start_time(proc.pid),
+        run_dir, status="starting", pid=proc.pid, pgid=proc.pid, pid_start=process.process_start_time(proc.pid),
         launched_by="studio",
         command=command_for(run_dir, resume=resume, num_processes=num_processes, multi_gpu=multi_gpu),
         started=now_iso(), ended=None, returncode=None, error=None, resume=bool(resume),
@@ -299,15 +257,15 @@ def stop_run(run_dir: str | os.PathLike, wait: float = 0.0, force: bool = False)
     if info.get("status") in ("starting", "running"):
         info = update_run_json(run_dir, status="stopping")
     deadline = time.time() + max(0.0, wait)
-    while time.time() < deadline and _group_alive(run_dir, info):
+    while time.time() < deadline and process.group_alive(run_dir, info):
         time.sleep(0.2)
-    if force and _group_alive(run_dir, info):
-        _kill_group(info, signal.SIGTERM)
+    if force and process.group_alive(run_dir, info):
+        process.kill_group(info, signal.SIGTERM)
         t_end = time.time() + 10
-        while time.time() < t_end and _group_alive(run_dir, info):
+        while time.time() < t_end and process.group_alive(run_dir, info):
             time.sleep(0.2)
-        if _group_alive(run_dir, info):
-            _kill_group(info, signal.SIGKILL)
+        if process.group_alive(run_dir, info):
+            process.kill_group(info, signal.SIGKILL)
             time.sleep(0.2)
         if read_run_json(run_dir).get("status") not in TERMINAL:
             update_run_json(run_dir, status="stopped", ended=now_iso(), error="killed by stop_run(force=True)")
@@ -316,58 +274,7 @@ def stop_run(run_dir: str | os.PathLike, wait: float = 0.0, force: bool = False)
 
 def kill_run(run_dir: str | os.PathLike, sig: int = signal.SIGKILL) -> None:
     """Send `sig` to the run's whole process group (no save; for tests and emergencies)."""
-    _kill_group(read_run_json(run_dir), sig)
-
-
-def _kill_group(info: dict[str, Any], sig: int) -> None:
-    """Signal a run's processes, and never anything else.
-
-    Only a process group this studio created (`start_run`: start_new_session, recorded as
-    launched_by "studio") is signalled as a group. A run started from a shell shares its process group
-    with the user's shell job, so only the trainer's own pid is signalled, after checking it is still
-    the process that started the run (a reused pid is left alone). The descendants of that process
-    are signalled too: the workers of a multi-process launch (torchrun) run in sessions of their own.
-    """
-    pid = info.get("pid")
-    if not pid:
-        return
-    pid = int(pid)
-    ours = info.get("launched_by") == "studio" and info.get("pgid") == pid
-    started = info.get("pid_start")
-    descendants: list[psutil.Process] = []
-    if pid_alive(pid, started):
-        try:
-            descendants = psutil.Process(pid).children(recursive=True)
-        except psutil.Error:
-            pass
-    try:
-        if pid_alive(pid, started):
-            if ours and os.getpgid(pid) == pid:
-                os.killpg(pid, sig)
-            else:
-                os.kill(pid, sig)
-        elif ours and started is not None:
-            # the leader is gone but workers of its group may live on: signal those started after it
-            for proc in psutil.process_iter(["pid", "create_time"]):
-                try:
-                    if os.getpgid(proc.pid) == pid and proc.info["create_time"] >= float(started) - 0.05:
-                        proc.send_signal(sig)
-                except (ProcessLookupError, psutil.Error):
-                    continue
-    except ProcessLookupError:
-        pass
-    for proc in descendants:
-        try:
-            proc.send_signal(sig)
-        except psutil.Error:
-            pass
-
-
-def _group_alive(run_dir: Path, info: dict[str, Any]) -> bool:
-    if _reap(run_dir.resolve()) is not None:
-        return False
-    pid = info.get("pid")
-    return pid_alive(pid, info.get("pid_start"))
+    process.kill_group(read_run_json(run_dir), sig)
 
 
 def run_status(run_dir: str | os.PathLike) -> dict[str, Any]:
@@ -379,10 +286,10 @@ def run_status(run_dir: str | os.PathLike) -> dict[str, Any]:
     info = read_run_json(run_dir)
     if not info:
         info = {"run_id": run_dir.name, "status": "created" if (run_dir / CONFIG_NAME).exists() else "missing"}
-    rc = _reap(run_dir.resolve())
+    rc = process.exit_code(run_dir)
     alive = False
     if info.get("status") in ACTIVE:
-        alive = rc is None and pid_alive(info.get("pid"), info.get("pid_start"))
+        alive = rc is None and process.pid_alive(info.get("pid"), info.get("pid_start"))
         if not alive:
             # re-read: the trainer may have written a terminal status just before exiting
             info = read_run_json(run_dir) or info
@@ -459,7 +366,7 @@ def delete_run(run_dir: str | os.PathLike) -> None:
     if not (run_dir / CONFIG_NAME).is_file() and not (run_dir / RUN_JSON).is_file():
         raise FileNotFoundError(f"{run_dir} is not a run folder (no {CONFIG_NAME} or {RUN_JSON})")
     _refuse_if_active(run_dir, "delete")
-    _CHILDREN.pop(str(run_dir.resolve()), None)
+    process.forget_child(run_dir)
     shutil.rmtree(run_dir)
 
 
@@ -481,7 +388,7 @@ def rename_run(run_dir: str | os.PathLike, new_name: str) -> Path:
     if target.exists():
         raise FileExistsError(f"a run named {slug} already exists; choose another name")
     os.rename(run_dir, target)
-    _CHILDREN.pop(str(run_dir), None)
+    process.forget_child(run_dir)
     cfg = load_run_config(target)
     cfg.paths.output_dir = str(target)
     cfg.save(target / CONFIG_NAME)

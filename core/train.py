@@ -36,7 +36,7 @@ import torch
 import torch.nn as nn
 
 from core import checkpoint_io as cio
-from core import runs
+from core import process, runs
 from core.checkpoints import Checkpoints, TrainerState
 from core.config import ConfigError, StudioConfig, load_config
 from core.dataset import BatchPlan, SongSet, batch_loader, find_dataset_dir, load_dataset_dict
@@ -412,12 +412,12 @@ def _record_start(trainer: Trainer, cfg: StudioConfig, resume: Optional[str]) ->
     fields: dict[str, Any] = {"status": "running", "trainer_pid": os.getpid(), "ended": None, "error": None,
                               "config_hash": runs.config_hash(cfg), "run_id": info.get("run_id", run_dir.name),
                               "mode": cfg.training.type, "processes": trainer.world}
-    by_studio = info.get("status") in ("starting", "stopping") and runs.pid_alive(info.get("pid"))
+    by_studio = info.get("status") in ("starting", "stopping") and process.pid_alive(info.get("pid"))
     if info.get("status") == "stopping":
         fields["status"] = "stopping"
     if not by_studio:
         # the shell's process group is the user's job, not ours: record no pgid a stop could signal
-        fields.update(pid=os.getpid(), pgid=None, launched_by="shell", pid_start=runs.process_start_time(os.getpid()),
+        fields.update(pid=os.getpid(), pgid=None, launched_by="shell", pid_start=process.process_start_time(os.getpid()),
                       started=runs.now_iso(), created=info.get("created") or runs.now_iso(),
                       command=runs.command_for(run_dir, resume=bool(resume)))
     runs.update_run_json(run_dir, **fields)

@@ -95,16 +95,16 @@ def _vl(it) -> str:
 
 def generate(ws, ckpt, strength, lyrics, desc, seconds, seed, prompt, progress=None) -> str:
     cfg, settings = _gen_setup(ckpt, lyrics, desc, seconds, seed, prompt)
-    from core import generate as gen
-    man = _user_error(gen.generate_single, cfg, ckpt, strength=float(strength),
+    from core import compare
+    man = _user_error(compare.generate_single, cfg, ckpt, strength=float(strength),
                       settings=settings, with_val_loss=False, progress=_gen_progress(progress))
     return _files(man)[0][1]
 
 
 def ab(ws, ckpt, strength, lyrics, desc, seconds, seed, prompt, progress=None) -> dict[str, Any]:
     cfg, settings = _gen_setup(ckpt, lyrics, desc, seconds, seed, prompt)
-    from core import generate as gen
-    man = _user_error(gen.ab_compare, cfg, ckpt, strength=float(strength),
+    from core import compare
+    man = _user_error(compare.ab_compare, cfg, ckpt, strength=float(strength),
                       settings=settings, progress=_gen_progress(progress))
     (a_it, a), (b_it, b) = _files(man)
     note = (f"Same lyrics, description, prompt and seed ({settings.seed}). Held-out validation loss "
@@ -116,8 +116,8 @@ def ab(ws, ckpt, strength, lyrics, desc, seconds, seed, prompt, progress=None) -
 
 def sweep(ws, ckpt, scales, lyrics, desc, seconds, seed, prompt, progress=None) -> list[tuple[float, str, str]]:
     cfg, settings = _gen_setup(ckpt, lyrics, desc, seconds, seed, prompt)
-    from core import generate as gen
-    man = _user_error(gen.strength_sweep, cfg, ckpt, list(scales), settings=settings,
+    from core import compare
+    man = _user_error(compare.strength_sweep, cfg, ckpt, list(scales), settings=settings,
                       progress=_gen_progress(progress))
     return [(float(it.model.get("strength", s)), path, _vl(it)) for s, (it, path) in zip(scales, _files(man))]
 

@@ -528,7 +528,7 @@ def test_stop_never_signals_the_users_shell_job(tmp_path):
     import sys
     import time
 
-    from core import runs
+    from core import process, runs
     from core.config import parse_config
 
     run = runs.create_run(parse_config({"workspace": str(tmp_path), "paths": {"base_model_path": "demo"}}))
@@ -541,17 +541,17 @@ def test_stop_never_signals_the_users_shell_job(tmp_path):
         assert os.getpgid(sibling) == os.getpgid(trainer)
         # what core.train records when it was not started by the studio
         runs.update_run_json(run, status="running", pid=trainer, pgid=None, launched_by="shell",
-                             pid_start=runs.process_start_time(trainer))
+                             pid_start=process.process_start_time(trainer))
         runs.stop_run(run, wait=0.5, force=True)
         job.wait(timeout=20)
         time.sleep(0.2)
-        assert runs.pid_alive(sibling), "the shell job's other process was signalled"
+        assert process.pid_alive(sibling), "the shell job's other process was signalled"
         assert runs.read_run_json(run)["status"] == "stopped"
         # a reused pid (another start time) is never signalled either
         other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
         try:
             runs.update_run_json(run, status="running", pid=other.pid, pgid=None, launched_by="shell",
-                                 pid_start=(runs.process_start_time(other.pid) or 0) + 999)
+                                 pid_start=(process.process_start_time(other.pid) or 0) + 999)
             runs.kill_run(run)
             time.sleep(0.3)
             assert other.poll() is None

@@ -51,7 +51,7 @@ def setup(tmp_path_factory):
 
 
 def test_ab_and_same_seed_same_tokens(setup):
-    from core.generate import ab_compare
+    from core.compare import ab_compare
 
     cfg, adapter, root = setup
     m1 = ab_compare(cfg, str(adapter), out_dir=root / "ab1")
@@ -82,7 +82,7 @@ def test_ab_and_same_seed_same_tokens(setup):
 
 
 def test_sweep_strength_zero_matches_base(setup):
-    from core.generate import generate_single, strength_sweep
+    from core.compare import generate_single, strength_sweep
 
     cfg, adapter, root = setup
     man = strength_sweep(cfg, str(adapter), [0, 0.5, 1.0], out_dir=root / "sweep")
@@ -102,7 +102,8 @@ def test_sweep_strength_zero_matches_base(setup):
 def test_sweep_and_ab_load_the_adapter_once(setup, monkeypatch):
     """One LoRA load per sweep / A-B (the scale changes per point; the base side disables the adapter),
     and the shared base is plain again afterwards."""
-    from core.generate import ModelLoader, ModelSpec, run_models, strength_sweep
+    from core.compare import run_models, strength_sweep
+    from core.generate import ModelLoader, ModelSpec
     from core.model import lora
 
     cfg, adapter, root = setup
@@ -122,7 +123,8 @@ def test_sweep_and_ab_load_the_adapter_once(setup, monkeypatch):
 
 
 def test_gen_types_prompt_and_flac(setup, tmp_path):
-    from core.generate import generate_single, settings_from_config
+    from core.compare import generate_single
+    from core.generate import settings_from_config
 
     cfg, adapter, root = setup
     wav = np.random.default_rng(0).normal(0, 0.1, (48000 * 3, 2)).astype(np.float32)
@@ -175,7 +177,7 @@ def test_demo_model_ab_and_sweep(tmp_path):
     from peft import LoraConfig, get_peft_model
 
     from core.config import load_config
-    from core.generate import ab_compare, strength_sweep
+    from core.compare import ab_compare, strength_sweep
     from core.model import LeLM
     from core.model.demo import ensure_demo_model
 
@@ -240,7 +242,9 @@ def test_with_a_core_train_lora_checkpoint(tmp_path):
     from core import runs
     from core.config import load_config
     from core.export import export_checkpoint
-    from core.generate import ModelLoader, ModelSpec, load_validation, validation_loss
+    from core.compare import load_validation
+    from core.evaluate import validation_loss
+    from core.generate import ModelLoader, ModelSpec
     from core.train import train
 
     ds = make_dataset(tmp_path / "ws" / "prepared" / "ds1")

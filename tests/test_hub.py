@@ -26,7 +26,7 @@ def made(tmp_path_factory):
     """A run with a LoRA checkpoint, a merged export, an A/B folder and a prepared dataset, all in one workspace."""
     from core.config import load_config
     from core.export import export_checkpoint
-    from core.generate import ab_compare
+    from core.compare import ab_compare
 
     ws = tmp_path_factory.mktemp("hubws") / "ws"
     run = ws / "runs" / "r1"

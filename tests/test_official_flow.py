@@ -18,7 +18,7 @@ CODEC_FX = SHARED / "fixtures" / "songgen-codec-tiny"
 def test_official_codec_flow(tmp_path):
     from core import runs
     from core.data import load_prepared, prepare
-    from core.generate import generate_single
+    from core.compare import generate_single
     from core.train import train
     from tests.test_train import make_small_demo
 

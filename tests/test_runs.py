@@ -13,7 +13,7 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from core import runs  # noqa: E402
+from core import process, runs  # noqa: E402
 from core.config import parse_config  # noqa: E402
 from core.schedule import crop_window, derive_seed, lr_factor, plan_epoch, shard  # noqa: E402
 
@@ -63,7 +63,7 @@ def test_live_process_and_pid_reuse(tmp_path):
     run = runs.create_run(_cfg(tmp_path))
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"], start_new_session=True)
     try:
-        start = runs.process_start_time(proc.pid)
+        start = process.process_start_time(proc.pid)
         runs.update_run_json(run, status="running", pid=proc.pid, pgid=proc.pid, pid_start=start)
         st = runs.run_status(run)
         assert st["status"] == "running" and st["alive"]
@@ -166,7 +166,7 @@ def test_delete_run_refuses_an_active_run(tmp_path):
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"], start_new_session=True)
     try:
         runs.update_run_json(run, status="running", pid=proc.pid, pgid=proc.pid,
-                             pid_start=runs.process_start_time(proc.pid))
+                             pid_start=process.process_start_time(proc.pid))
         with pytest.raises(RuntimeError, match="stop it"):
             runs.delete_run(run)
         with pytest.raises(RuntimeError, match="stop it"):
