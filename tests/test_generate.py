@@ -176,8 +176,8 @@ def test_demo_model_ab_and_sweep(tmp_path):
     tokens twice (sweep strength 0 == A base, strength 1 == B, generated separately)."""
     from peft import LoraConfig, get_peft_model
 
-    from core.config import load_config
     from core.compare import ab_compare, strength_sweep
+    from core.config import load_config
     from core.model import LeLM
     from core.model.demo import ensure_demo_model
 
@@ -240,10 +240,10 @@ def test_with_a_core_train_lora_checkpoint(tmp_path):
     """A real LoRA run of core.train (1 step on the tiny fixture): merge finds the run's base by itself, and the
     A/B validation loss of the checkpoint is the number the trainer logged for it."""
     from core import runs
-    from core.config import load_config
-    from core.export import export_checkpoint
     from core.compare import load_validation
+    from core.config import load_config
     from core.evaluate import validation_loss
+    from core.export import export_checkpoint
     from core.generate import ModelLoader, ModelSpec
     from core.train import train
 
