@@ -64,8 +64,9 @@ def kill_group(info: dict[str, Any], sig: int) -> None:
     Only a process group this studio created (`start_run`: start_new_session, recorded as
     launched_by "studio") is signalled as a group. A run started from a shell shares its process group
     with the user's shell job, so only the trainer's own pid is signalled, after checking it is still
-    the process that started the run (a reused pid is left alone). The descendants of that process
-    are signalled too: the workers of a multi-process launch (torchrun) run in sessions of their own.
+    the process that started the run (a reused pid is left alone). Its descendants are signalled too
+    (the workers of a multi-process launch run in sessions of their own), but for a shell's run only
+    those that are trainer workers (`-m core.train`), never another process of the user's job.
     """
     pid = info.get("pid")
     if not pid:
@@ -97,9 +98,16 @@ def kill_group(info: dict[str, Any], sig: int) -> None:
         pass
     for proc in descendants:
         try:
-            proc.send_signal(sig)
+            # in a shell's job, only the trainer's own workers: anything else the user started is theirs
+            if ours or _is_trainer(proc):
+                proc.send_signal(sig)
         except psutil.Error:
             pass
+
+
+def _is_trainer(proc: psutil.Process) -> bool:
+    cmd = proc.cmdline()
+    return "core.train" in cmd or any(c.endswith(("core/train.py", "core\\train.py")) for c in cmd)
 
 
 def group_alive(run_dir: Path, info: dict[str, Any]) -> bool:
