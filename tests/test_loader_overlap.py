@@ -16,7 +16,7 @@ class LoggedSongs(SongSet):
     """A SongSet that leaves a file per item it reads (worker processes included)."""
 
     def __init__(self, split, log_dir: Path):
-        super().__init__(split, max_frames=60, seed=3, random_crop=True)
+        super().__init__(split, max_frames=60, seed=3, random_crop=True, allow_random_crop=True)
         self.log_dir = log_dir
 
     def __getitem__(self, key):

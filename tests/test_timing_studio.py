@@ -92,5 +92,7 @@ def test_presets_never_give_an_official_checkpoint_demo_only_crops():
     assert PRESETS[DEFAULT_PRESET]["training.max_frames"] == 150
     assert preset_values(DEFAULT_PRESET, "demo")["training.max_frames"] == 150
     for kind in ("folder", "hub"):
-        for name in PRESETS:
-            assert preset_values(name, kind).get("training.max_frames") is None
+        assert preset_values(DEFAULT_PRESET, kind)["training.max_frames"] is None
+        for name in PRESETS:  # a GPU preset may window long songs (on section boundaries), never to a demo snippet
+            mf = preset_values(name, kind).get("training.max_frames")
+            assert mf is None or mf >= 30 * 25, (name, mf)

@@ -38,14 +38,14 @@ def songs_table(ctx) -> pd.DataFrame:
 
 def check_all(ctx) -> None:
     for s in ctx.ws.songs():
-        ctx.ws.update_song(s["idx"], check=backend.check_song(s))
+        ctx.ws.update_song(s["idx"], check=backend.check_song(s, backend.max_song_seconds(ctx.ws)))
 
 
 def _detail(ctx, idx):
     s = ctx.ws.song(idx) if idx else None
     if s is None:
         return None, "", "", ""
-    chk = s.get("check") or backend.check_song(s)
+    chk = s.get("check") or backend.check_song(s, backend.max_song_seconds(ctx.ws))
     reasons = chk.get("reasons") or []
     findings = "\n".join(f"- {r}" for r in reasons) or "- ok"
     if chk.get("tag_suggestions"):
@@ -112,7 +112,7 @@ def build(ctx) -> dict:
             raise gr.Error(ctx.msg("need_audio"))
         idx = ctx.ws.add_song(paths[0], lyric or "", description or "")
         s = ctx.ws.update_song(idx, musicality=musicality or "")
-        ctx.ws.update_song(idx, check=backend.check_song(s))
+        ctx.ws.update_song(idx, check=backend.check_song(s, backend.max_song_seconds(ctx.ws)))
         # the form is emptied so the next song starts clean (no accidental duplicates)
         return _refresh(idx, ctx.msg("added", idx=idx)) + (None, "", "", [], "")
 
@@ -120,13 +120,13 @@ def build(ctx) -> dict:
         if not idx or ctx.ws.song(idx) is None:
             raise gr.Error(ctx.msg("no_song"))
         s = ctx.ws.update_song(idx, musicality=musicality or "")
-        ctx.ws.update_song(idx, check=backend.check_song(s))
+        ctx.ws.update_song(idx, check=backend.check_song(s, backend.max_song_seconds(ctx.ws)))
         return _refresh(idx, ctx.msg("musicality_saved", idx=idx, tier=musicality or ctx.msg("musicality_default")))
 
     def do_import(files):
         added, problems = ctx.ws.import_files(_files(files))
         for idx in added:
-            ctx.ws.update_song(idx, check=backend.check_song(ctx.ws.song(idx)))
+            ctx.ws.update_song(idx, check=backend.check_song(ctx.ws.song(idx), backend.max_song_seconds(ctx.ws)))
         text = ctx.msg("imported", n=len(added)) + "".join(f"\n- {p}" for p in problems)
         return _refresh(added[-1] if added else None, text)
 
@@ -138,7 +138,7 @@ def build(ctx) -> dict:
         if not idx or ctx.ws.song(idx) is None:
             raise gr.Error(ctx.msg("no_song"))
         s = ctx.ws.update_song(idx, gt_lyric=text or "")
-        ctx.ws.update_song(idx, check=backend.check_song(s))
+        ctx.ws.update_song(idx, check=backend.check_song(s, backend.max_song_seconds(ctx.ws)))
         return _refresh(idx, ctx.msg("saved", idx=idx))
 
     def remove(idx):
