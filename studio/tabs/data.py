@@ -37,8 +37,9 @@ def songs_table(ctx) -> pd.DataFrame:
 
 
 def check_all(ctx) -> None:
+    max_dur = backend.max_song_seconds(ctx.ws)  # the chosen base model's limit, read once
     for s in ctx.ws.songs():
-        ctx.ws.update_song(s["idx"], check=backend.check_song(s, backend.max_song_seconds(ctx.ws)))
+        ctx.ws.update_song(s["idx"], check=backend.check_song(s, max_dur))
 
 
 def _detail(ctx, idx):
