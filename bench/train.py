@@ -32,8 +32,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-BENCH_CONFIG = Path("/work/shared/bench/config.yaml")
-RUNTIME = Path("/work/shared/fixtures/songgen-tiny-v2")
+SHARED = ROOT.parent / "shared"  # the project's shared/ folder sits beside the repository
+BENCH_CONFIG = SHARED / "bench" / "config.yaml"
+RUNTIME = SHARED / "fixtures" / "songgen-tiny-v2"
 C = 16384
 
 
