@@ -59,13 +59,17 @@ class RunView:
                         self.series.setdefault(k, Series()).add(step, r[k])
                 self.last = r
             elif kind == "event":
+                if r.get("event") == "eval" and "step" in r:  # the validation curve
+                    self.series.setdefault("val_loss", Series()).add(int(r["step"]), r.get("val_loss"))
                 self.events.append(r)
                 del self.events[:-200]
         if records:
             self.version += 1
 
-    def rows(self, max_points: int = MAX_POINTS) -> list[tuple[int, float, str]]:
-        """(step, value, series) rows for the plot, each series thinned to about max_points."""
+    def rows(self, max_points: int = MAX_POINTS, labels: Optional[dict[str, str]] = None) -> list[tuple[int, float, str]]:
+        """(step, value, series) rows for the plot, each series thinned to about max_points; `labels`
+        renames the legend entries (translations of "loss (raw)", "loss (smoothed)", "val_loss")."""
+        labels = labels or {}
         out = []
         for name, s in self.series.items():
             n = len(s.steps)
@@ -75,10 +79,13 @@ class RunView:
                 idx.append(n - 1)
             for i in idx:
                 if s.raw[i] is not None and name == "loss":
-                    out.append((s.steps[i], s.raw[i], f"{name} (raw)"))
-                if s.ema[i] is not None:
-                    label = name if name == "val_loss" else f"{name} (smoothed)"
-                    out.append((s.steps[i], s.raw[i] if name == "val_loss" else s.ema[i], label))
+                    out.append((s.steps[i], s.raw[i], labels.get("loss (raw)", "loss (raw)")))
+                if name == "val_loss":
+                    if s.raw[i] is not None:
+                        out.append((s.steps[i], s.raw[i], labels.get(name, name)))
+                elif s.ema[i] is not None:
+                    label = f"{name} (smoothed)"
+                    out.append((s.steps[i], s.ema[i], labels.get(label, label)))
         return out
 
 
