@@ -141,6 +141,11 @@ def prepare(ws, progress: Callable[[float, str], None] | None = None) -> dict[st
     return last_prepare(ws)
 
 
+def _short(text: str, limit: int = 90) -> str:
+    """A table cell's reasons cut to one readable line; the song's detail (tab 1) has them whole."""
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
 def _song_seconds(entry: dict[str, Any], frame_rate: int) -> Optional[float]:
     for k in ("duration", "duration_s", "seconds"):
         if isinstance(entry.get(k), (int, float)):
@@ -169,7 +174,7 @@ def last_prepare(ws) -> Optional[dict[str, Any]]:
         rows.append({"idx": e.get("idx"), "status": e.get("status"), "split": e.get("split", ""),
                      "seconds": _song_seconds(e, rate),
                      "from cache": {True: "yes", False: "encoded"}.get(e.get("cached"), ""),
-                     "reasons": " · ".join(e.get("reasons", []) or [])})
+                     "reasons": _short(" · ".join(e.get("reasons", []) or []))})
     ctx_frames = int(max_dur * rate)
     budget, durs = [], []
     for r in rows:

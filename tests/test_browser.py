@@ -201,10 +201,12 @@ def test_whole_flow(app_url, page, tmp_path):
     pg.wait_for_timeout(2500)
     assert pg.locator("#btn-start").is_enabled(), "Start stays disabled after the run ended"
     assert "ETA —" in _text(pg, "#run-progress")
-    assert "validation loss" in _text(pg, "#loss-plot"), "no validation curve in the plot legend"
+    pg.screenshot(path=str(ART / "3-train-done-en.png"), full_page=True)
+    # five training series (raw + four smoothed) and the validation curve (an eval every 5 steps)
+    lines = pg.locator("#loss-plot g.mark-line path").count()
+    assert lines >= 6, f"no validation curve on the plot ({lines} lines)"
     cks = _text(pg, "#ckpt-table")
     assert "Save now" in cks and "end" in cks, cks
-    pg.screenshot(path=str(ART / "3-train-done-en.png"), full_page=True)
 
     # ---- 4. export: the Save-now checkpoint is offered; merge, generate, A/B ----------------------
     _tab(pg, 4)

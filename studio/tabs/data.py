@@ -84,8 +84,7 @@ def build(ctx) -> dict:
             msg = gr.Markdown(elem_id="data-msg")
         with gr.Column(scale=2):
             table = gr.Dataframe(value=songs_table(ctx), label=t("songs"), interactive=False,
-                                 wrap=True, elem_id="songs-table",
-                                 column_widths=["14%", "14%", "8%", "7%", "7%", "14%", "8%", "28%"])
+                                 wrap=True, elem_id="songs-table")  # widths from the content: reasons are cut short
             check_btn = gr.Button(t("check_btn"), elem_id="btn-check")
             pick = gr.Dropdown(choices=[s["idx"] for s in ctx.ws.songs()], label=t("song_pick"), elem_id="song-pick")
             player = gr.Audio(label=t("player"), type="filepath", interactive=False, elem_id="song-player")

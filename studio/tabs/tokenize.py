@@ -40,7 +40,7 @@ def build(ctx) -> dict:
             gr.Markdown(t("budget_help"))
             budget = gr.Dataframe(value=pd.DataFrame(columns=BUDGET_COLS), label=t("budget"), interactive=False,
                                   elem_id="tok-budget")
-            hist = gr.BarPlot(x="duration (s)", y="songs", label=t("dur_hist"), height=260, elem_id="tok-hist",
+            hist = gr.BarPlot(x="duration (s)", y="songs", label=t("dur_hist"), height=300, elem_id="tok-hist",
                               y_title="songs", x_title="duration (s)")
 
     opts = [codec, sep, bgm, runtime, val]
