@@ -340,6 +340,9 @@ def build(ctx) -> dict:
 
     poll_outs = [status, progress, plot, log, sample_pick, ck_table, view_state, start_btn, resume_btn, run_pick]
     timer.tick(poll, [run_pick, view_state], poll_outs, api_name="poll", show_progress="hidden", queue=False)
+    # the log tail follows its end (in the page only: no server call)
+    timer.tick(None, None, None, js="() => { const t = document.querySelector('#log-tail textarea'); "
+                                    "if (t) t.scrollTop = t.scrollHeight; }", api_name=False)
 
     def select_run(run):
         if not run:
