@@ -1,32 +1,45 @@
-"""Model speed baseline: train-step frames/s + MFU (fp32, bf16 autocast), peak memory, generation frames/s.
+"""Model speed, ours beside the previous implementation measured in the same run.
 
 The model is ../shared/bench/config.yaml (official structure, D256 F704 H4 L4+2, delays [0,50,50]) with
 random weights; runtime root ../shared/fixtures/songgen-tiny-v2 (Qwen2 tokenizer). A training step uses
-B=2, T=750 frames (993 positions with the condition prefix). MFU is measured against the matmul peak
-measured in the same run, on the same device and dtype. Generation is KV-cached and guided (batch 2),
-compared with a no-cache recompute of the whole sequence at every step as the baseline.
+B=2, T=750 frames (993 positions with the condition prefix): forward, backward and optimizer step.
+Generation is guided (cond + uncond rows), KV-cached, top-k sampling with a seed.
 
-    python bench/model.py [--device cpu|cuda] [--steps 3] [--gen-frames 100]
+The baseline: the official code is not available here, so the reference is the previous
+implementation, `git archive <--baseline-rev>` (default 47999f7, before issue 17) unpacked into a temp
+dir and imported from there. Each (implementation, configuration, round) runs in its own process
+(peak RSS is its own); rounds alternate baseline / ours and the figures are medians over rounds.
+  baseline: compute_predictions + masked_ce (full fp32 logits), torch AdamW (foreach), generate().
+  ours:     compute_loss (chunked linear + CE), the trainer's optimizer (core.optim: fused AdamW),
+            generate() with the CPU/CUDA defaults; and generate_batch() for several songs in one pass.
+
+    python bench/model.py [--device cpu|cuda] [--steps 3] [--rounds 2] [--frames 750] [--gen-frames 100]
+                          [--threads N] [--configs fp32:0,fp32:1,bf16:0]
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
+import statistics
 import subprocess
 import sys
+import tarfile
+import tempfile
 import time
 from pathlib import Path
 
-import torch
-
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 SHARED = ROOT.parent / "shared"
 BENCH_CONFIG = SHARED / "bench" / "config.yaml"
 RUNTIME = SHARED / "fixtures" / "songgen-tiny-v2"
+BASELINE_REV = "47999f7"
+LYRICS = "[verse] the city lights are fading slow.we walk alone ; [chorus] hold on"
+DESC = "female, pop, sad, piano, the bpm is 120."
 
 
+# ---------------------------------------------------------------------------------------------- child
 def build_model(device: str):
     from core.model import LeLM
     from core.model.demo import init_weights
@@ -39,11 +52,17 @@ def build_model(device: str):
     return model.to(device)
 
 
-def matmul_peak(device: str, dtype: torch.dtype, n: int = 2048, reps: int = 10) -> float:
+def sync(device: str) -> None:
+    import torch
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def matmul_peak(device: str, dtype, n: int = 1024, reps: int = 4) -> float:
+    import torch
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
-    for _ in range(2):
-        a @ b
+    a @ b
     sync(device)
     t = time.perf_counter()
     for _ in range(reps):
@@ -52,140 +71,189 @@ def matmul_peak(device: str, dtype: torch.dtype, n: int = 2048, reps: int = 10) 
     return 2 * n ** 3 * reps / (time.perf_counter() - t)
 
 
-def sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
 def train_flops(model, batch: int, frames: int) -> float:
-    """Matmul FLOPs of one forward+backward (3 x forward); attention counted with its causal half."""
+    """Matmul FLOPs of forward+backward (3 x forward); causal attention half; heads on the S steps."""
     c = model.config
     D, F, V = c.dim, c.intermediate_size, c.code_size + 1
-    prefix = c.lyric_max_len + c.prompt_max_len + c.desc_max_len
     S = model.pattern.num_steps(frames)
-    N = prefix + S
-    layer = 4 * D * D + 3 * D * F
-    per_pos = (c.num_layers + c.num_layers_sub) * layer + 3 * D * D  # both stacks + fusion MLP
-    attn = (c.num_layers + c.num_layers_sub) * 2 * N * D  # QK^T and AV, causal half, per position
-    heads = c.code_depth * D * V  # only on the S sequence positions
-    forward = 2 * batch * (N * (per_pos + attn) + S * heads)
-    return 3 * forward
+    N = c.lyric_max_len + c.prompt_max_len + c.desc_max_len + S
+    L = c.num_layers + c.num_layers_sub
+    per_pos = L * (4 * D * D + 3 * D * F) + 3 * D * D + L * 2 * N * D
+    return 3 * 2 * batch * (N * per_pos + S * c.code_depth * D * V)
 
 
-def one_train_config(device: str, precision: str, steps: int, batch: int, frames: int, checkpointing: bool) -> dict:
-    from core.model import build_targets, masked_ce
+def child_train(impl: str, device: str, precision: str, ckpt: bool, steps: int, batch: int, frames: int) -> dict:
+    import torch
 
     torch.manual_seed(0)
-    model = build_model(device)
-    model.train()
-    if checkpointing:
+    model = build_model(device).train()
+    if ckpt:
         model.gradient_checkpointing_enable()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if impl == "ours":
+        from core.optim import build_optimizer
+        opt = build_optimizer("adamw", [{"params": params}], lr=1e-4, betas=(0.9, 0.999), device=device)
+    else:
+        opt = torch.optim.AdamW(params, lr=1e-4)
+    from core.model import build_targets
     codes = torch.randint(0, 16384, (batch, 3, frames), device=device)
     targets = build_targets(codes, torch.full((batch,), frames - 1, device=device))
-    lyrics = ["[verse] the city lights are fading slow.we walk alone ; [chorus] hold on"] * batch
-    descs = ["female, pop, sad, piano, the bpm is 120."] * batch
+    lyrics, descs = [LYRICS] * batch, [DESC] * batch
     autocast = torch.autocast(device_type="cuda" if device.startswith("cuda") else "cpu", dtype=torch.bfloat16,
                               enabled=precision == "bf16")
-    if device.startswith("cuda"):
-        torch.cuda.reset_peak_memory_stats()
 
     def step() -> float:
         with autocast:
-            logits, mask = model.compute_predictions(targets, lyrics, descs)
-            loss = masked_ce(logits, targets, mask).mean()
+            if impl == "ours":
+                loss = model.compute_loss(targets, lyrics, descs)[0].mean()
+            else:
+                from core.model import masked_ce
+                logits, mask = model.compute_predictions(targets, lyrics, descs)
+                loss = masked_ce(logits, targets, mask).mean()
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
         return loss.item()
 
-    step()  # warm-up
-    sync(device)
-    t = time.perf_counter()
+    first = step()  # warm-up
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    times = []
     for _ in range(steps):
+        sync(device)
+        t = time.perf_counter()
         step()
-    sync(device)
-    dt = (time.perf_counter() - t) / steps
-    flops = train_flops(model, batch, targets.shape[-1])
-    peak = matmul_peak(device, torch.bfloat16 if precision == "bf16" else torch.float32)
+        sync(device)
+        times.append(time.perf_counter() - t)
+    dt = statistics.median(times)
     mem = (torch.cuda.max_memory_allocated() if device.startswith("cuda")
            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
-    return {"precision": precision, "checkpointing": checkpointing, "frames": frames, "step_s": dt,
-            "frames_per_s": batch * frames / dt,
-            "achieved_tflops": flops / dt / 1e12, "peak_tflops": peak / 1e12, "mfu": flops / dt / peak,
+    return {"step_s": dt, "loss0": first, "flops": train_flops(model, batch, targets.shape[-1]),
             "peak_memory_mb": mem / 2 ** 20}
 
 
-@torch.no_grad()
-def generation(device: str, frames: int, baseline_frames: int) -> dict:
-    from core.model.conditioners import Conditions
+def child_generate(impl: str, device: str, frames: int, batch: int) -> dict:
+    import torch
 
     torch.manual_seed(0)
     model = build_model(device).eval()
     model.generate("[verse] la la", "pop", None, max_frames=4, seed=0)  # warm-up
     sync(device)
     t = time.perf_counter()
-    model.generate("[verse] the city lights are fading slow", "female, pop", None, max_frames=frames, seed=0)
+    model.generate(LYRICS, "female, pop", None, max_frames=frames, seed=0)
     sync(device)
-    cached = frames / (time.perf_counter() - t)
+    out = {"frames_per_s": frames / (time.perf_counter() - t)}
+    if impl == "ours" and batch > 1:
+        sync(device)
+        t = time.perf_counter()
+        model.generate_batch([LYRICS] * batch, ["female, pop"] * batch, None, max_frames=frames,
+                             seeds=list(range(batch)))
+        sync(device)
+        out["batch_frames_per_s"] = batch * frames / (time.perf_counter() - t)
+    return out
 
-    # Baseline: recompute the whole sequence (prefix included) at every step, no KV cache.
-    cond = Conditions(["[verse] la", None], ["pop", None], model.empty_prompt(2))
-    S = model.pattern.num_steps(baseline_frames)
-    seq = torch.full((2, 3, S), 16385, dtype=torch.long, device=device)
-    t = time.perf_counter()
-    for offset in range(1, S):
-        prefix = model.condition_prefix(cond)
-        logits = model.forward_steps(seq[:, :, :offset], prefix)[:, :, -1]
-        seq[:, :, offset] = logits[0].argmax(-1)
-    sync(device)
-    recompute = baseline_frames / (time.perf_counter() - t)
-    return {"frames": frames, "kv_cached_frames_per_s": cached,
-            "baseline_frames": baseline_frames, "no_cache_frames_per_s": recompute}
+
+# ---------------------------------------------------------------------------------------------- parent
+def baseline_tree(rev: str, dest: Path) -> Path:
+    """`git archive rev` of this repository, unpacked: the previous implementation, importable."""
+    tar = dest / "baseline.tar"
+    with open(tar, "wb") as fh:
+        subprocess.run(["git", "-C", str(ROOT), "archive", rev], stdout=fh, check=True)
+    with tarfile.open(tar) as tf:
+        tf.extractall(dest / "tree", filter="data")
+    return dest / "tree"
+
+
+def run_child(root: Path, impl: str, args: argparse.Namespace, job: str) -> dict:
+    cmd = [sys.executable, __file__, "--child", job, "--impl", impl, "--code-root", str(root),
+           "--device", args.device, "--steps", str(args.steps), "--batch", str(args.batch),
+           "--frames", str(args.frames), "--gen-frames", str(args.gen_frames), "--gen-batch", str(args.gen_batch)]
+    if args.threads:
+        cmd += ["--threads", str(args.threads)]
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"{impl} {job} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def median_of(runs: list[dict], key: str) -> float:
+    return statistics.median(r[key] for r in runs)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--steps", type=int, default=3)
-    parser.add_argument("--batch", type=int, default=2)
-    parser.add_argument("--frames", type=int, default=750)
-    parser.add_argument("--bf16-cpu-frames", type=int, default=60,
-                        help="T for bf16 on a CPU: CPUs without bf16 matmul units run it ~50x slower than fp32")
-    parser.add_argument("--gen-frames", type=int, default=100)
-    parser.add_argument("--baseline-frames", type=int, default=20)
-    parser.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: one config per process
-    args = parser.parse_args()
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default=None)
+    p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--batch", type=int, default=2)
+    p.add_argument("--frames", type=int, default=750)
+    p.add_argument("--configs", default="fp32:0,fp32:1",
+                   help="precision:checkpointing list (bf16 on a CPU without bf16 units is ~50x slower)")
+    p.add_argument("--gen-frames", type=int, default=100)
+    p.add_argument("--gen-batch", type=int, default=4, help="songs in one generate_batch pass (ours)")
+    p.add_argument("--threads", type=int, default=0, help="torch threads in every child (0: torch's default)")
+    p.add_argument("--baseline-rev", default=BASELINE_REV)
+    p.add_argument("--baseline-root", default=None, help="an unpacked previous implementation instead of git")
+    p.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--impl", default="ours", help=argparse.SUPPRESS)
+    p.add_argument("--code-root", default=str(ROOT), help=argparse.SUPPRESS)
+    args = p.parse_args()
 
-    if args.one:
-        precision, ckpt = args.one.split(":")
-        res = one_train_config(args.device, precision, args.steps, args.batch, args.frames, ckpt == "1")
+    if args.child:
+        sys.path.insert(0, args.code_root)
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        import torch
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        if args.child == "gen":
+            res = child_generate(args.impl, device, args.gen_frames, args.gen_batch)
+        else:
+            precision, ckpt = args.child.split(":")
+            res = child_train(args.impl, device, precision, ckpt == "1", args.steps, args.batch, args.frames)
         print(json.dumps(res))
         return
 
-    print(f"device {args.device}, torch {torch.__version__}, threads {torch.get_num_threads()}")
-    print(f"model: {BENCH_CONFIG.name} (D256 F704 H4 L4+2), B={args.batch}, T={args.frames} frames")
-    rows = []
-    for precision in ("fp32", "bf16"):
-        frames = args.frames
-        if precision == "bf16" and args.device == "cpu":
-            frames = min(frames, args.bf16_cpu_frames)
-            print(f"note: bf16 on this CPU: matmul peak {matmul_peak('cpu', torch.bfloat16, 256, 2) / 1e9:.1f} GFLOP/s "
-                  f"vs fp32 {matmul_peak('cpu', torch.float32, 1024, 3) / 1e9:.1f}; bf16 rows use T={frames}")
-        for ckpt in (False, True):
-            # Each configuration in its own process, so peak memory is its own.
-            out = subprocess.run([sys.executable, __file__, "--device", args.device, "--steps", str(args.steps),
-                                  "--batch", str(args.batch), "--frames", str(frames),
-                                  "--one", f"{precision}:{int(ckpt)}"], capture_output=True, text=True, check=True)
-            rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
-    print(f"{'precision':<9} {'ckpt':<5} {'T':>4} {'step s':>8} {'frames/s':>9} {'TFLOP/s':>8} {'peak':>7} {'MFU':>6} {'mem MB':>8}")
-    for r in rows:
-        print(f"{r['precision']:<9} {str(r['checkpointing']):<5} {r['frames']:>4} {r['step_s']:8.3f} {r['frames_per_s']:9.1f} "
-              f"{r['achieved_tflops']:8.4f} {r['peak_tflops']:7.3f} {r['mfu']:6.1%} {r['peak_memory_mb']:8.0f}")
-    g = generation(args.device, args.gen_frames, args.baseline_frames)
-    print(f"generation (guided, batch 2): KV-cached {g['kv_cached_frames_per_s']:.1f} frames/s over {g['frames']} frames; "
-          f"baseline without cache {g['no_cache_frames_per_s']:.1f} frames/s over {g['baseline_frames']} frames "
-          f"(speed-up {g['kv_cached_frames_per_s'] / g['no_cache_frames_per_s']:.1f}x)")
+    import torch
+    args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory(prefix="songgen-baseline-") as tmp:
+        base = Path(args.baseline_root) if args.baseline_root else baseline_tree(args.baseline_rev, Path(tmp))
+        roots = {"baseline": base, "ours": ROOT}
+        print(f"device {args.device}, torch {torch.__version__}, threads {args.threads or torch.get_num_threads()}, "
+              f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+        print(f"model {BENCH_CONFIG.name} (D256 F704 H4 L4+2), B={args.batch}, T={args.frames}; "
+              f"baseline = {args.baseline_root or 'git ' + args.baseline_rev}; medians of {args.rounds} "
+              f"alternating rounds x {args.steps} steps")
+        jobs = args.configs.split(",") + ["gen"]
+        results = {job: {"baseline": [], "ours": []} for job in jobs}
+        for job in jobs:
+            for _ in range(args.rounds):
+                for impl in ("baseline", "ours"):
+                    results[job][impl].append(run_child(roots[impl], impl, args, job))
+        print(f"\n{'train step':<16} {'baseline s':>10} {'ours s':>8} {'speed-up':>8} {'frames/s ours':>13} "
+              f"{'MFU ours':>8} {'RSS/GPU MB base':>15} {'ours':>7}")
+        for job in jobs[:-1]:
+            b, o = results[job]["baseline"], results[job]["ours"]
+            bs, os_ = median_of(b, "step_s"), median_of(o, "step_s")
+            precision = job.split(":")[0]
+            peak = matmul_peak(args.device, torch.bfloat16 if precision == "bf16" else torch.float32)
+            label = f"{precision}{' ckpt' if job.endswith(':1') else ''}"
+            print(f"{label:<16} {bs:10.2f} {os_:8.2f} {bs / os_:7.2f}x {args.batch * args.frames / os_:13.1f} "
+                  f"{o[0]['flops'] / os_ / peak:8.1%} {median_of(b, 'peak_memory_mb'):15.0f} "
+                  f"{median_of(o, 'peak_memory_mb'):7.0f}")
+            if abs(b[0]["loss0"] - o[0]["loss0"]) > 1e-3 * abs(b[0]["loss0"]):
+                print(f"  WARNING: first-step loss differs: baseline {b[0]['loss0']:.5f}, ours {o[0]['loss0']:.5f}")
+        g = results["gen"]
+        gb, go = median_of(g["baseline"], "frames_per_s"), median_of(g["ours"], "frames_per_s")
+        print(f"\ngeneration (guided, KV-cached, top-k, {args.gen_frames} frames): baseline {gb:.2f} frames/s, "
+              f"ours {go:.2f} frames/s ({go / gb:.2f}x)")
+        if args.gen_batch > 1:
+            gbat = median_of(g["ours"], "batch_frames_per_s")
+            print(f"ours, {args.gen_batch} songs in one pass (generate_batch): {gbat:.2f} frames/s in total "
+                  f"({gbat / gb:.2f}x the baseline's one-song rate)")
+        print(f"load average at the end {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

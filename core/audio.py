@@ -74,7 +74,8 @@ class QCResult:
         return [f for f in self.findings if f.level == "warning"]
 
 
-def _fmt_dur(seconds: float) -> str:
+def format_duration(seconds: float) -> str:
+    """600 -> '10m00s', 12.34 -> '12.3 s' (how the reports state a length)."""
     m, s = divmod(int(round(seconds)), 60)
     return f"{m}m{s:02d}s" if m else f"{seconds:.1f} s"
 
@@ -155,7 +156,7 @@ def check_header(info: AudioInfo, *, max_dur: float, min_dur: float) -> list[Aud
     d = info.duration_s
     if d > max_dur:
         out.append(AudioFinding("error", "too_long",
-                                f"{name} is {_fmt_dur(d)} long; the target model handles at most {_fmt_dur(max_dur)} "
+                                f"{name} is {format_duration(d)} long; the target model handles at most {format_duration(max_dur)} "
                                 f"({max_dur:g} s). Trim the song or pick a model with a longer limit."))
     if d < min_dur:
         out.append(AudioFinding("error", "too_short",

@@ -3,15 +3,17 @@
 Layout `<run>/checkpoints/step-N/`: adapter files (LoRA: `adapter_config.json` +
 `adapter_model.safetensors`, loadable by peft) or `config.yaml + model.pt` (full: the official
 layout), `trainer_state.json` (step, total, mode, reason, config hash, base model: read by export
-and hub), and `state/` (accelerate's `save_state`: weights, optimizer, scheduler, RNG, and our
-`TrainerState` with the step and the condition-dropout generator). For LoRA runs accelerate's
-state keeps only the trainable (adapter) weights, not the base model.
+and hub), `state/` (accelerate's `save_state`: weights and optimizer; plus, without pickle, the
+scheduler, the RNG states and our `TrainerState` with the step and the condition-dropout generator:
+core.checkpoint_io), and `manifest.json` (size + sha256 of every file, written last). For LoRA runs
+accelerate's state keeps only the trainable (adapter) weights, not the base model.
 
-A checkpoint is written to a temporary folder `.step-N.tmp` and renamed when complete; only
-complete ones are listed (core.runs.checkpoints) and resumed from. Retention: the last
-`training.keep_last` periodic ones are kept; a "save-now", "stop" or "end" checkpoint and the best one
-(lowest validation loss, recorded in run.json `best`) are never pruned. Resume needs nothing else: data order, crops and every random draw of a step are
-functions of (seed, step) (core.schedule), so the resumed run continues the same sequence.
+A checkpoint is written to a temporary folder `.step-N.tmp` and renamed when complete; resume takes
+the newest one whose manifest checks out (core.checkpoint_io.choose_resume) and names those it skips.
+Retention: the last `training.keep_last` periodic ones are kept; a "save-now", "stop" or "end"
+checkpoint and the best one (lowest validation loss, recorded in run.json `best`) are never pruned.
+Resume needs nothing else: data order, crops and every random draw of a step are functions of
+(seed, step) (core.schedule), so the resumed run continues the same sequence.
 """
 from __future__ import annotations
 
@@ -24,12 +26,12 @@ import torch
 import torch.nn as nn
 from accelerate.utils import DistributedType
 
+from core import checkpoint_io as cio
 from core import runs
-from core.fsutil import atomic_write_json
 
 
 class TrainerState:
-    """Our part of the accelerate state (registered for checkpointing)."""
+    """Our part of a checkpoint's state: JSON (`state/trainer.json`) and one generator state (safetensors)."""
 
     def __init__(self, lelm: nn.Module):
         self.lelm = lelm
@@ -38,15 +40,17 @@ class TrainerState:
         self.elapsed_s = 0.0
 
     def state_dict(self) -> dict[str, Any]:
-        return {"step": self.step, "config_hash": self.config_hash, "elapsed_s": self.elapsed_s,
-                "condition_dropout": self.lelm.condition_dropout_state()}
+        return {"step": self.step, "config_hash": self.config_hash, "elapsed_s": self.elapsed_s}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {"condition_dropout": self.lelm.condition_dropout_state()["generator"]}
+
+    def load_state_dict(self, state: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
         self.step = int(state["step"])
-        self.config_hash = state.get("config_hash", "")
+        self.config_hash = str(state.get("config_hash", ""))
         self.elapsed_s = float(state.get("elapsed_s", 0.0))
-        if state.get("condition_dropout") is not None:
-            self.lelm.load_condition_dropout_state(state["condition_dropout"])
+        if "condition_dropout" in tensors:
+            self.lelm.load_condition_dropout_state({"generator": tensors["condition_dropout"]})
 
 
 class _GatheredLeLM:
@@ -124,9 +128,10 @@ def prunable(entries: list[dict[str, Any]], keep_last: int) -> list[str]:
 class Checkpoints:
     """Saves and restores a run's checkpoints (every process calls save/resume; main writes files)."""
 
-    def __init__(self, accelerator, run_dir: Path, lelm: nn.Module, state: TrainerState, *, mode: str,
-                 keep_last: int, base_dir: Path, event: Callable[..., None], log: Callable[[str], None]):
+    def __init__(self, accelerator, run_dir: Path, lelm: nn.Module, state: TrainerState, scheduler: Any, *,
+                 mode: str, keep_last: int, base_dir: Path, event: Callable[..., None], log: Callable[[str], None]):
         self.acc, self.run_dir, self.lelm, self.state = accelerator, run_dir, lelm, state
+        self.scheduler = scheduler
         self.mode, self.keep_last, self.base_dir = mode, keep_last, base_dir
         self.event, self.log = event, log
         self.last_step: Optional[int] = None  # step of the newest checkpoint this process saved
@@ -151,7 +156,7 @@ class Checkpoints:
             tmp.mkdir(parents=True)
         acc.wait_for_everyone()
         self.state.step = step
-        acc.save_state(str(tmp / "state"))
+        cio.save_training_state(tmp / "state", acc, self.scheduler, self.state.state_dict(), self.state.tensors())
         gathered = None
         if acc.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
             # sharded parameters: every rank takes part in gathering the full state dict
@@ -166,10 +171,13 @@ class Checkpoints:
                 save_official(_GatheredLeLM(self.lelm, gathered), tmp, dtype=None)
             else:
                 self.lelm.save_pretrained(tmp, dtype=None)
-            atomic_write_json(tmp / "trainer_state.json", {
+            cio.write_json(tmp / "trainer_state.json", {
                 "step": step, "total": total_steps, "mode": self.mode, "reason": reason,
                 "config_hash": self.state.config_hash, "base_model": str(self.base_dir), "time": runs.now_iso(),
                 "loss": loss, "val_loss": val_loss})
+        acc.wait_for_everyone()  # every rank's state files are on disk before the manifest lists them
+        if acc.is_main_process:
+            cio.write_manifest(tmp)  # last: a checkpoint without a valid manifest is never resumed from
             if final.exists():
                 shutil.rmtree(final)
             os.replace(tmp, final)
@@ -190,14 +198,20 @@ class Checkpoints:
         state_dir = ckpt / "state"
         if not state_dir.is_dir():
             raise FileNotFoundError(f"{state_dir} not found: {ckpt} is not a resumable checkpoint of core.train")
-        self.acc.load_state(str(state_dir), **({"strict": False} if self.mode == "lora" else {}))
+        state, tensors = cio.load_training_state(state_dir, self.acc, self.scheduler,
+                                                 **({"strict": False} if self.mode == "lora" else {}))
+        self.state.load_state_dict(state, tensors)
         if self.state.config_hash and self.state.config_hash != config_hash:
             self.log(f"note: the config changed since {ckpt.name} was saved (hash {self.state.config_hash} -> "
                      f"{config_hash}); continuing with the new config")
             self.state.config_hash = config_hash
         return self.state.step
 
-    @staticmethod
-    def find(run_dir: Path, resume: Optional[str]) -> Optional[Path]:
-        """The checkpoint `--resume` names ("latest": the newest complete one, None when there is none)."""
-        return runs.latest_checkpoint(run_dir) if resume == "latest" else Path(resume)
+    def find(self, resume: Optional[str]) -> Optional[Path]:
+        """The checkpoint `--resume` names ("latest": the newest intact one, None when there is none).
+        Damaged checkpoints passed over are named in the log and as a `resume_fallback` event."""
+        def note(msg: str) -> None:
+            self.log(msg)
+            self.event("resume_fallback", message=msg)
+
+        return cio.choose_resume(self.run_dir / "checkpoints", None if resume == "latest" else resume, log=note)

@@ -130,9 +130,13 @@ def _train(args) -> int:
         cmd += ["--resume"] + ([] if args.resume == "latest" else [args.resume])
     print(f"[train] run folder {run_dir}\n[train] same run from a shell (any accelerate config, e.g. --multi_gpu):\n"
           f"  {shlex.join(cmd)}", flush=True)
+    from core.lock import RunLocked
+
     try:
         outcome = train(cfg, resume=args.resume, config_path=Path(config_path))
-    except (ConfigError, FileNotFoundError, RuntimeError) as err:
+    except RunLocked as err:  # another trainer holds this run folder: it is named in the message
+        return _fail(err, 3)
+    except (ConfigError, FileNotFoundError, RuntimeError, OSError) as err:
         return _fail(err)
     return 0 if outcome in ("done", "stopped") else 1
 
@@ -329,10 +333,12 @@ def build_parser(prog: str = "python -m core") -> argparse.ArgumentParser:
     p.add_argument("--token-stdin", action="store_true", help="read a one-time token from stdin (never stored)")
     p.add_argument("--message", default=None, help="commit message")
     p.add_argument("--json", action="store_true")
+    from core.preference.cli import add_commands  # argparse only; torch loads when a command runs
+    add_commands(cmd)
     return ap
 
 
-COMMANDS = ("model-info", "prepare", "train", "merge", "generate", "push")
+COMMANDS = ("model-info", "prepare", "train", "merge", "generate", "push", "candidates", "pairs")
 
 
 def main(argv: Optional[list[str]] = None, prog: str = "python -m core") -> int:

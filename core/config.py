@@ -51,6 +51,7 @@ class PathsConfig(_Section):
 
 class TrainingConfig(_Section):
     type: Literal["full", "lora"] = "lora"
+    objective: Literal["sft", "dpo"] = "sft"  # dpo: preference pairs (the `dpo` section), see core.preference
     epochs: int = Field(1, ge=1)
     max_steps: Optional[int] = Field(None, ge=1)  # overrides epochs when set
     batch_size: int = Field(1, ge=1)
@@ -61,6 +62,10 @@ class TrainingConfig(_Section):
     weight_decay: float = Field(0.1, ge=0)
     adam_beta1: float = Field(0.9, gt=0, lt=1)
     adam_beta2: float = Field(0.95, gt=0, lt=1)
+    # adamw (fused kernel where available) | adamw_8bit (bitsandbytes, CUDA) | adafactor (transformers): core.optim
+    optimizer: Literal["adamw", "adamw_8bit", "adafactor"] = "adamw"
+    # LoRA only: keep the frozen base weights in bfloat16 (half the memory; adapters stay float32)
+    base_dtype: Literal["float32", "bfloat16"] = "float32"
     max_grad_norm: float = Field(1.0, ge=0)
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
     gradient_checkpointing: bool = False
@@ -139,6 +144,14 @@ class GenerationConfig(_Section):
     audio_format: Literal["wav", "flac"] = "wav"
 
 
+class DpoConfig(_Section):
+    beta: float = Field(0.1, gt=0)  # strength of the pull towards the reference model
+    sft_weight: float = Field(0.0, ge=0)  # + sft_weight x the SFT loss of the chosen songs
+    label_smoothing: float = Field(0.0, ge=0, lt=0.5)  # conservative DPO: share of labels assumed flipped
+    pairs_dir: Optional[str] = Field(None, json_schema_extra=_PATH)  # default <workspace>/preference/pairs
+    val_fraction: float = Field(0.2, ge=0, lt=1)  # share of prompts whose pairs are held out
+
+
 class HubConfig(_Section):
     repo_id: Optional[str] = None
     private: bool = True
@@ -153,6 +166,7 @@ class StudioConfig(_Section):
     lora: LoraConfig = Field(default_factory=LoraConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
+    dpo: DpoConfig = Field(default_factory=DpoConfig)
     hub: HubConfig = Field(default_factory=HubConfig)
     workspace: Optional[str] = Field(None, json_schema_extra=_PATH)  # default $STUDIO_HOME or ./workspace
 

@@ -1,10 +1,12 @@
 """The prepared dataset as the trainer sees it: which folder, songs with the crop rule, batches.
 
 Rules, as implemented:
-- Crop: a song longer than `min(training.max_frames, model max_frames)` is trained on a window of
-  that many frames at a random start drawn from (seed, epoch, song id); EOS is a target only when
-  the window holds the song's real end (a cut song must not learn to stop at the cut).
-  Validation uses the first window.
+- Crop: an item longer than `min(training.max_frames, model max_frames)` is trained on a run of
+  whole sections that fits (core.timing.crop_sections), drawn from (seed, epoch, item), with only
+  those sections' lyrics; EOS is a target only when the crop holds the song's real end (a cut song
+  must not learn to stop at the cut). Validation uses the first run. An item without section timing
+  cannot be cut with its lyrics: that is refused for official checkpoints (the message says how to
+  add timing); the demo model keeps a random window with the item's lyrics.
 - Batches: `training.batch_size` per process; a global batch is batch_size x processes songs of
   similar length (bucketing, `core.schedule.plan_epoch`), split strided across processes, so a
   1-process run with batch 2 and a 2-process run with batch 1 see the same songs each step.
@@ -24,7 +26,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from core.config import ConfigError, StudioConfig
-from core.schedule import crop_window, plan_epoch, shard
+from core.lyrics import SEP
+from core.schedule import crop_window, derive_seed, plan_epoch, shard
+from core.timing import HOW_TO_ADD_TIMING, crop_sections, section_frames, sections_longer_than
 from core.tokens import EMPTY
 
 
@@ -67,14 +71,49 @@ class SongSet(Dataset):
     yields, so it plugs into a `DataLoader` as a map-style dataset.
     """
 
-    def __init__(self, split, max_frames: int, seed: int, random_crop: bool):
+    def __init__(self, split, max_frames: int, seed: int, random_crop: bool, allow_random_crop: bool = False,
+                 frame_rate: int = 25):
         self.split = split
         self.max_frames = max_frames
         self.seed = seed
         self.random_crop = random_crop
+        self.frame_rate = frame_rate
         plain = split.with_format(None) if len(split) else split
-        self.num_frames = [int(x) for x in plain["num_frames"]] if len(split) else []
-        self.ids = [str(x) for x in plain["idx"]] if len(split) else []
+        n = len(split)
+        self.num_frames = [int(x) for x in plain["num_frames"]] if n else []
+        self.ids = [str(x) for x in plain["idx"]] if n else []
+        cols = set(split.column_names) if n else set()
+        # items from datasets prepared before section timing: one whole song each, no sections
+        self.starts = [float(x) for x in plain["start_s"]] if "start_s" in cols else [0.0] * n
+        self.reaches = [bool(x) for x in plain["reaches_end"]] if "reaches_end" in cols else [True] * n
+        secs = [json.loads(x or "[]") for x in plain["sections"]] if "sections" in cols else [[] for _ in range(n)]
+        self.spans = [section_frames([s["start_s"] for s in sec], nf, frame_rate) if sec else None
+                      for sec, nf in zip(secs, self.num_frames)]
+        lyrics = plain["lyrics"] if n else []
+        bad = [self.ids[i] for i, sec in enumerate(secs) if sec and len((lyrics[i] or "").split(SEP)) != len(sec)]
+        if bad:  # the crop takes lyrics section by section: they must line up
+            raise ConfigError(f"the prepared items of {', '.join(bad[:5])} have lyrics that do not match their "
+                              "sections; prepare the dataset again")
+        self.notes: list[str] = []
+        untimed = [self.ids[i] for i in range(n) if self.spans[i] is None and self.num_frames[i] > max_frames]
+        if untimed and not allow_random_crop:
+            raise ConfigError(
+                f"training.max_frames = {max_frames} ({max_frames / frame_rate:.1f} s) is shorter than "
+                f"{len(untimed)} song(s) without section timing ({', '.join(untimed[:5])}"
+                f"{', ...' if len(untimed) > 5 else ''}): a crop of them would keep the whole song's lyrics for a "
+                f"part of its audio. Raise training.max_frames (0 = the model's max_dur), or {HOW_TO_ADD_TIMING}, "
+                "then prepare again")
+        if untimed:
+            self.notes.append(f"{len(untimed)} item(s) without section timing are cropped at random with all their "
+                              "lyrics (allowed for the demo model only)")
+        long_secs = sum(len(sections_longer_than(sp, max_frames)) for sp in self.spans if sp)
+        if long_secs:
+            self.notes.append(f"{long_secs} section(s) are longer than the crop of {max_frames} frames and are never "
+                              "trained; raise training.max_frames to include them")
+        for i, sp in enumerate(self.spans):
+            if sp and self.num_frames[i] > max_frames and not any(b - a <= max_frames for a, b in sp):
+                raise ConfigError(f"training.max_frames = {max_frames} is shorter than every section of "
+                                  f"{self.ids[i]}; raise it or add section starts")
 
     def __len__(self) -> int:
         return len(self.num_frames)
@@ -86,25 +125,39 @@ class SongSet(Dataset):
     def cropped_length(self, i: int) -> int:
         return min(self.num_frames[i], self.max_frames)
 
+    def crop(self, i: int, epoch: int) -> tuple[int, int, bool, Optional[tuple[int, int]]]:
+        """(start frame, length, reaches_end, (first, last) section or None) of item i in this epoch."""
+        total = self.num_frames[i]
+        sp = self.spans[i]
+        if sp is None or total <= self.max_frames:
+            start, length, reaches = crop_window(total, self.max_frames, self.seed, epoch, self.ids[i],
+                                                 random_start=self.random_crop)
+            return start, length, reaches and self.reaches[i], None
+        c = crop_sections(sp, self.max_frames, self.reaches[i], derive_seed(self.seed, "crop", epoch, self.ids[i], i),
+                          random_start=self.random_crop)
+        return c.start_frame, c.num_frames, c.reaches_end, (c.first, c.last)
+
     def item(self, i: int, epoch: int) -> dict[str, Any]:
         row = self.split[int(i)]
         codes = torch.as_tensor(row["codes"]).long()
-        total = codes.shape[-1]
-        start, length, reaches_end = crop_window(total, self.max_frames, self.seed, epoch, self.ids[i],
-                                                 random_start=self.random_crop)
+        start, length, reaches_end, run = self.crop(i, epoch)
+        lyrics = row.get("lyrics")
+        if run is not None:  # exactly the cropped sections' lyrics
+            lyrics = SEP.join(lyrics.split(SEP)[run[0]:run[1] + 1])
         prompt = row.get("prompt")
         return {
             "codes": codes[:, start:start + length],
             "reaches_end": reaches_end,
             "prompt": None if prompt is None else torch.as_tensor(prompt).long(),
-            "lyrics": row.get("lyrics"),
+            "lyrics": lyrics,
             "description": row.get("description"),
         }
 
 
 def collate(items: list[dict[str, Any]], prompt_frames: int, version: str) -> dict[str, Any]:
-    """Pad codes with EMPTY to the longest window; prompts to `prompt_frames`; model-ready texts."""
-    from core.model.text_rules import model_text
+    """Pad codes with EMPTY to the longest window; prompts to `prompt_frames`; model-ready texts
+    (`song_text`: an instrumental song is conditioned as upstream's bgm generation)."""
+    from core.model.text_rules import song_text
 
     B = len(items)
     T = max(it["codes"].shape[-1] for it in items)
@@ -121,7 +174,7 @@ def collate(items: list[dict[str, Any]], prompt_frames: int, version: str) -> di
         if it["prompt"] is not None:
             p = it["prompt"][:, :prompt_frames]
             prompt[b, :, :p.shape[-1]] = p
-        lyr, desc = model_text(it["lyrics"], it["description"], version)
+        lyr, desc = song_text(it["lyrics"], it["description"], version)
         lyrics.append(lyr)
         descs.append(desc)
     return {"codes": codes, "lengths": lengths, "reaches_end": reaches_end, "prompt": prompt,

@@ -1,8 +1,10 @@
 """How much GPU memory and wall time a training config needs, before anything is built.
 
-Memory: weights fp32 (4 bytes per parameter); full: + fp32 grads + AdamW (12 bytes per trainable
-parameter); LoRA: 16 bytes per adapter parameter; activations in bf16 (fp32 when mixed precision
-is off) at batch_size x min(max_frames, the model's) frames, plus the logits and their CE.
+Memory: weights fp32 (4 bytes per parameter; 2 for a LoRA run's bfloat16 base); full: + fp32 grads + optimizer state (AdamW 8 bytes,
+8-bit AdamW 2, Adafactor ~0: core.optim.STATE_BYTES) per trainable parameter; LoRA: weights + grads +
+state per adapter parameter; activations in bf16 (fp32 when mixed precision is off) at batch_size x
+min(max_frames, the model's) frames, plus the logits and their CE (chunked when that is smaller:
+core.model.loss).
 
 Time: steps x 3 x forward FLOPs / (measured matmul peak x utilization). The peak is measured once
 per device, dtype and machine and kept in `<workspace>/cache/matmul_peak.json`, so the Train tab
@@ -58,53 +60,94 @@ def activation_memory(D: int, F: int, layers: int, S: int, S_out: int, batch: in
     Per layer and position without checkpointing (SDPA keeps no S x S matrix):
     act_bytes * (8D + 4F) (norm in/out, q, k, v, attention out, residual, gate, up, act, product);
     with checkpointing only each layer's input (act_bytes * D) is kept, plus one layer recomputed.
-    Logits: 3 streams x S_out x 16385 x 10 bytes (low-precision logits, fp32 copy, fp32 grad).
+    Logits: the smaller of the plain path, 3 streams x S_out x 16385 x 10 bytes (low-precision logits,
+    fp32 copy, fp32 grad), and the chunked linear + CE (core.model.loss): one chunk of fp32 logits and
+    its low-precision gradient, plus an fp32 head-gradient accumulator of 16385 x D.
     """
     per_layer = act_bytes * S * (8 * D + 4 * F) * batch
     acts = layers * act_bytes * S * D * batch + per_layer if checkpointing else layers * per_layer
-    logits = 3 * S_out * (CODE_SIZE + 1) * 10 * batch  # vocabulary: the codes and EOS
-    return float(acts), float(logits)
+    return float(acts), float(logits_memory(S_out, batch, D))
 
 
-def estimate_memory(cfg: StudioConfig) -> dict[str, Any]:
-    """GPU memory of one training process for this config (no model is built; reads config.yaml and
-    the parameter shapes of model.pt lazily); see the module doc for the terms."""
-    base, oc = _base_config(cfg)
+def logits_memory(S_out: int, batch: int, D: int) -> float:
+    from core.model.loss import CHUNK_BYTES
+
+    plain = 3 * S_out * (CODE_SIZE + 1) * 10 * batch  # vocabulary: the codes and EOS
+    chunked = 1.5 * CHUNK_BYTES + 4 * (CODE_SIZE + 1) * D
+    return float(min(plain, chunked))
+
+
+def count_parameters_from_layout(oc) -> int:
+    """All saved tensors of an official checkpoint of this config (Qwen2-size text tables)."""
+    D, F, L, C1 = oc.dim, oc.intermediate_size, oc.num_layers + oc.num_layers_sub, oc.code_size + 1
+    return (L * (4 * D * D + 3 * D * F + 2 * D) + 7 * (C1 + 1) * D + 6 * C1 * D + 2 * 151659 * D
+            + 200 * D + 3 * D * D + 8 * D)
+
+
+def estimate_memory_for(oc, n_params: int, *, mode: str, frames: int, batch: int, checkpointing: bool,
+                        act_bytes: int, optimizer: str = "adamw", lora_r: int = 16,
+                        lora_targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj",
+                                                         "gate_proj", "up_proj", "down_proj"),
+                        lora_stacks: str = "both", train_fusion: bool = False, train_heads: bool = False,
+                        weight_bytes: int = 4, freeze_main: bool = False) -> dict[str, Any]:
+    """The estimate for an OfficialConfig and settings (what estimate_memory reads from a StudioConfig)."""
+    from core.optim import STATE_BYTES
+
     D, F, L = oc.dim, oc.intermediate_size, oc.num_layers + oc.num_layers_sub
     C1 = oc.code_size + 1
-    try:
-        sd = torch.load(base / "model.pt", map_location="meta", weights_only=True, mmap=True)
-        sd = sd.get("state_dict", sd) if isinstance(sd, dict) else sd
-        N = sum(v.numel() for v in sd.values() if torch.is_tensor(v))
-    except Exception:  # an old-format file cannot be memory-mapped: count from the layout (Qwen2-size tables)
-        N = (L * (4 * D * D + 3 * D * F + 2 * D) + 7 * (C1 + 1) * D + 6 * C1 * D + 2 * 151659 * D
-             + 200 * D + 3 * D * D + 8 * D)
+    N = n_params
     unused = 3 * C1 * D + (oc.code_size + 2) * D + 2 * D
-    tc = cfg.training
-    T, S_out, S = _frames(cfg, oc)
-    act_bytes = 4 if resolve_mixed_precision(tc.mixed_precision) == "no" and tc.mixed_precision != "auto" else 2
-    acts, logits = activation_memory(D, F, L, S, S_out, tc.batch_size, tc.gradient_checkpointing, act_bytes)
-    if tc.type == "full":
-        trainable = N - unused
-        states = 12 * trainable
+    T = min(frames, oc.max_frames)
+    S_out = T + max(oc.delays or [0]) + 1
+    S = oc.lyric_max_len + oc.prompt_max_len + oc.desc_max_len + S_out
+    acts, logits = activation_memory(D, F, L, S, S_out, batch, checkpointing, act_bytes)
+    if mode == "full":
+        if freeze_main:  # the modular-extension stage: only the sub stack and its heads learn
+            from core.model.freeze import sub_stack_parameter_count
+            trainable = sub_stack_parameter_count(oc)
+        else:
+            trainable = N - unused
+        states = (4 + STATE_BYTES[optimizer]) * trainable  # fp32 grads + optimizer state
     else:
         per_layer = {"q_proj": 2 * D, "k_proj": 2 * D, "v_proj": 2 * D, "o_proj": 2 * D,
                      "gate_proj": D + F, "up_proj": D + F, "down_proj": D + F}
-        layers = {"both": L, "transformer": oc.num_layers, "transformer2": oc.num_layers_sub}[cfg.lora.stacks]
-        trainable = cfg.lora.r * layers * sum(per_layer.get(n, 0) for n in cfg.lora.target_modules)
-        if cfg.lora.train_fusion:
-            trainable += cfg.lora.r * (3 * D + 2 * D)
-        if cfg.lora.train_heads:
-            trainable += cfg.lora.r * 3 * (D + C1)
-        states = 16 * trainable
-    weights = 4 * N
+        layers = {"both": L, "transformer": oc.num_layers, "transformer2": oc.num_layers_sub}[lora_stacks]
+        trainable = lora_r * layers * sum(per_layer.get(n, 0) for n in lora_targets)
+        if train_fusion:
+            trainable += lora_r * (3 * D + 2 * D)
+        if train_heads:
+            trainable += lora_r * 3 * (D + C1)
+        states = (8 + STATE_BYTES[optimizer]) * trainable  # fp32 adapter weights + grads + state
+    weights = weight_bytes * N
     total = weights + states + acts + logits
     gb = 1e9
     return {"parameters": N, "trainable": int(trainable), "frames": T, "positions": S,
             "weights_gb": round(weights / gb, 2), "grads_optimizer_gb": round(states / gb, 2),
             "activations_gb": round(acts / gb, 2), "logits_gb": round(logits / gb, 2),
             "total_gb": round(total / gb, 2),
-            "formula": "4N + (12 Nt full | 16 Nlora) + activations(S, D, F, layers, ckpt) + 3*S_out*16385*10*B"}
+            "formula": "(4|2 bf16 base) N + (grads + optimizer state) x trainable + activations(S, D, F, layers, ckpt) "
+                       "+ min(plain logits 3*S_out*16385*10*B, chunked)"}
+
+
+def estimate_memory(cfg: StudioConfig) -> dict[str, Any]:
+    """GPU memory of one training process for this config (no model is built; reads config.yaml and
+    the parameter shapes of model.pt lazily); see the module doc for the terms."""
+    base, oc = _base_config(cfg)
+    try:
+        sd = torch.load(base / "model.pt", map_location="meta", weights_only=True, mmap=True)
+        sd = sd.get("state_dict", sd) if isinstance(sd, dict) else sd
+        N = sum(v.numel() for v in sd.values() if torch.is_tensor(v))
+    except Exception:  # an old-format file cannot be memory-mapped: count from the layout
+        N = count_parameters_from_layout(oc)
+    tc, lc = cfg.training, cfg.lora
+    act_bytes = 4 if resolve_mixed_precision(tc.mixed_precision) == "no" and tc.mixed_precision != "auto" else 2
+    T, _, _ = _frames(cfg, oc)
+    return estimate_memory_for(oc, N, mode=tc.type, frames=T, batch=tc.batch_size,
+                               checkpointing=tc.gradient_checkpointing, act_bytes=act_bytes, optimizer=tc.optimizer,
+                               lora_r=lc.r, lora_targets=tuple(lc.target_modules), lora_stacks=lc.stacks,
+                               train_fusion=lc.train_fusion, train_heads=lc.train_heads,
+                               weight_bytes=2 if tc.base_dtype == "bfloat16" and tc.type == "lora" else 4,
+                               freeze_main=tc.freeze_transformer)
 
 
 def measure_matmul_peak(device: str, dtype: torch.dtype, n: int = 1024, reps: int = 4) -> float:

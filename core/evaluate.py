@@ -1,7 +1,8 @@
 """The loss of a batch, and the one validation loss (the trainer's eval and core.generate's manifests).
 
-Where the loss comes from: `BatchLoss.forward` -> `build_targets` + `LeLM.compute_predictions`
-(+ the checkpoint's condition dropout, train mode only) + `masked_ce`, the mean of the 3 streams.
+Where the loss comes from: `BatchLoss.forward` -> `build_targets` + `LeLM.compute_loss`
+(+ the checkpoint's condition dropout, train mode only; equal to `masked_ce` of `compute_predictions`
+without their full logits), the mean of the 3 streams.
 
 Validation loss: every validation song's first window of min(max_frames, model max) frames
 (`SongSet(random_crop=False)`), batched longest first, the model in eval mode (no dropout of any
@@ -34,16 +35,14 @@ class BatchLoss(nn.Module):
 
     def forward(self, codes: torch.Tensor, lengths: torch.Tensor, reaches_end: torch.Tensor,
                 prompt: torch.Tensor, lyrics: list, descriptions: list) -> tuple[torch.Tensor, torch.Tensor]:
-        from core.model import build_targets, masked_ce
+        from core.model import build_targets
 
         targets = build_targets(codes, lengths)
         cut = (~reaches_end.to(targets.device)).nonzero().flatten()
         for b in cut.tolist():  # a cropped window does not end the song: no EOS target there
             targets[b, :, int(lengths[b])] = EMPTY
-        logits, mask = self._lelm.compute_predictions(targets, lyrics=lyrics, descriptions=descriptions,
-                                                      prompt=prompt)
-        per_stream = masked_ce(logits, targets, mask)
-        counts = (mask & (targets != EMPTY)).sum(dim=(0, 2)).to(per_stream.dtype)
+        # Chunked head + cross-entropy: no [B, 3, T, 16385] fp32 logits (LeLM.compute_loss).
+        per_stream, counts = self._lelm.compute_loss(targets, lyrics=lyrics, descriptions=descriptions, prompt=prompt)
         return per_stream, counts
 
 
@@ -86,7 +85,8 @@ def validation_loss(model, split, *, max_frames: Optional[int] = None, batch_siz
     """The validation loss of a LeLM (`lm`: its peft wrapper, if any) on a validation split, in one
     process: {"val_loss", "per_stream", "songs", "max_frames"}."""
     limit = min(max_frames or model.config.max_frames, model.config.max_frames)
-    songs = SongSet(split, limit, seed, random_crop=False)
+    songs = SongSet(split, limit, seed, random_crop=False, allow_random_crop=bool(getattr(model, "is_demo", False)),
+                    frame_rate=model.config.frame_rate)
     sums, counts = stream_sums(BatchLoss(lm if lm is not None else model, model), songs, model.config.prompt_frames,
                                model.version, batch_size=batch_size, device=model.device)
     loss, per = pooled(sums, counts)

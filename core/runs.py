@@ -15,7 +15,8 @@ A run is a folder (the config's `paths.output_dir`; the studio uses `<workspace>
 The studio never trains inside its own process: `start_run` starts
 `accelerate launch -m core.train --config <run>/config.yaml` as its own process group, and
 everything else here only reads or writes files, so a page reload or a second viewer is harmless.
-Status values: created, starting, running, stopping, done, stopped, error, crashed.
+Status values: created, starting, running, stopping, done, stopped, error, failed (a condition outside
+the run, e.g. disk full: fix it, then resume), crashed.
 """
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ LOG_NAME = "train.log"
 METRICS_NAME = "metrics.jsonl"
 CONTROL_DIR = "control"
 FLAGS = ("stop", "save", "sample")
-TERMINAL = ("done", "stopped", "error", "crashed")
+TERMINAL = ("done", "stopped", "error", "failed", "crashed")
 ACTIVE = ("starting", "running", "stopping")
 
 # Popen handles of runs started by this process, so finished children are reaped (no zombies)
@@ -240,6 +241,19 @@ def start_run(run_dir: str | os.PathLike, resume: bool = False, num_processes: O
     if status.get("status") in ACTIVE:
         raise RuntimeError(f"run {run_dir.name} is already {status['status']} (pid {status.get('pid')}); "
                            "stop it first")
+    from core.lock import describe_holder, lock_holder
+
+    holder = lock_holder(run_dir)
+    own = {status.get("trainer_pid"), status.get("pid")} - {None}
+    deadline = time.time() + 15
+    while holder is not None and holder.get("pid") in own and time.time() < deadline:
+        # this run's own trainer, already marked ended (e.g. killed): the kernel frees its lock when
+        # the process has finished exiting, which can take a moment for a large process
+        time.sleep(0.2)
+        holder = lock_holder(run_dir)
+    if holder is not None:  # a trainer started elsewhere (e.g. a shell) holds this folder
+        raise RuntimeError(f"run {run_dir.name} is in use by another training process ({describe_holder(holder)}); "
+                           "stop it first")
     if exclusive:
         # two clicks at once: the check and the launch happen under one lock of the runs folder
         import fcntl
@@ -278,6 +292,7 @@ def _launch(run_dir: Path, resume, num_processes, multi_gpu, env) -> dict[str, A
     _CHILDREN[str(run_dir)] = proc
     return update_run_json(
         run_dir, status="starting", pid=proc.pid, pgid=proc.pid, pid_start=process_start_time(proc.pid),
+        launched_by="studio",
         command=command_for(run_dir, resume=resume, num_processes=num_processes, multi_gpu=multi_gpu),
         started=now_iso(), ended=None, returncode=None, error=None, resume=bool(resume),
     )
@@ -327,11 +342,33 @@ def kill_run(run_dir: str | os.PathLike, sig: int = signal.SIGKILL) -> None:
 
 
 def _kill_group(info: dict[str, Any], sig: int) -> None:
-    pgid = info.get("pgid") or info.get("pid")
-    if not pgid:
+    """Signal a run's processes, and never anything else.
+
+    Only a process group this studio created (`start_run`: start_new_session, recorded as
+    launched_by "studio") is signalled as a group. A run started from a shell shares its process group
+    with the user's shell job, so only the trainer's own pid is signalled, after checking it is still
+    the process that started the run (a reused pid is left alone).
+    """
+    pid = info.get("pid")
+    if not pid:
         return
+    pid = int(pid)
+    ours = info.get("launched_by") == "studio" and info.get("pgid") == pid
+    started = info.get("pid_start")
     try:
-        os.killpg(int(pgid), sig)
+        if pid_alive(pid, started):
+            if ours and os.getpgid(pid) == pid:
+                os.killpg(pid, sig)
+            else:
+                os.kill(pid, sig)
+        elif ours and started is not None:
+            # the leader is gone but workers of its group may live on: signal those started after it
+            for proc in psutil.process_iter(["pid", "create_time"]):
+                try:
+                    if os.getpgid(proc.pid) == pid and proc.info["create_time"] >= float(started) - 0.05:
+                        proc.send_signal(sig)
+                except (ProcessLookupError, psutil.Error):
+                    continue
     except ProcessLookupError:
         pass
 

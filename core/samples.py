@@ -41,7 +41,7 @@ class SampleWriter:
               event: Callable[..., Any]) -> list[str]:
         import soundfile as sf
 
-        from core.model.text_rules import model_text
+        from core.model.text_rules import song_text
 
         if self.codec is None:
             from core.codec import get_codec
@@ -56,7 +56,7 @@ class SampleWriter:
         files = []
         try:
             for k, (lyrics, desc) in enumerate(self.prompts):
-                lyr, d = model_text(lyrics, desc, lelm.version)
+                lyr, d = song_text(lyrics, desc, lelm.version)  # as the song was trained
                 t0 = time.time()
                 with autocast():
                     codes = lelm.generate(lyr, d, prompt=None, max_frames=frames, cfg_coef=gen.cfg_coef,

@@ -7,12 +7,15 @@
 Where things are: the loss of a batch and the validation loss in core.evaluate; songs, crops and
 batches in core.dataset; LoRA layers in core.model.lora; checkpoint layout and resume in
 core.checkpoints; metrics.jsonl / TensorBoard in core.telemetry; listening samples in core.samples;
-memory/time estimates in core.estimate.
+memory/time estimates in core.estimate. `training.objective: dpo` trains on preference pairs instead
+of songs: its data, loss and held-out metrics come from core.preference.train (`self.objective`).
 
 Determinism: each micro-step reseeds torch's RNG (LoRA dropout) and the model's condition-dropout
 generator from (seed, step, micro-step, rank); data order and crops are functions of (seed, epoch)
-(core.dataset.BatchPlan). Resume therefore needs only what `accelerator.save_state` stores, and
-a resumed run logs the same per-step losses as an uninterrupted one.
+(core.dataset.BatchPlan). Resume therefore needs the weights and optimizer (`accelerator.save_state`)
+plus the scheduler, RNG and step, which core.checkpoint_io keeps as JSON + safetensors (nothing in a
+checkpoint is unpickled), and a resumed run logs the same per-step losses as an uninterrupted one.
+One trainer per run folder (core.lock); a full disk ends the run "failed" with a "disk full" reason.
 Telemetry is written by the main process only. `tokens_per_s` counts valid frames x 3 streams of
 all processes per second of step time.
 """
@@ -32,11 +35,13 @@ from typing import Any, Optional
 import torch
 import torch.nn as nn
 
+from core import checkpoint_io as cio
 from core import runs
 from core.checkpoints import Checkpoints, TrainerState
 from core.config import ConfigError, StudioConfig, load_config
 from core.dataset import BatchPlan, SongSet, batch_loader, find_dataset_dir, load_dataset_dict
 from core.estimate import resolve_mixed_precision
+from core.lock import RunLock, RunLocked
 from core.evaluate import BatchLoss, pooled, stream_sums, to_device
 from core.model.lora import apply_lora, target_regex
 from core.samples import SampleWriter
@@ -44,9 +49,18 @@ from core.schedule import derive_seed, lr_factor
 from core.telemetry import Telemetry, memory_mb
 
 # ---- model and optimizer --------------------------------------------------------------------
-def build_model(cfg: StudioConfig, dtype: torch.dtype = torch.float32):
-    """-> (module to train: LeLM or PeftModel, the LeLM inside, checkpoint dir)."""
+def build_model(cfg: StudioConfig, dtype: Optional[torch.dtype] = None):
+    """-> (module to train: LeLM or PeftModel, the LeLM inside, checkpoint dir).
+
+    Weights in training.base_dtype unless `dtype` is given; bfloat16 only for LoRA (a frozen base)."""
     from core.model import LeLM, resolve_base_model
+    from core.model.freeze import freeze_main_stack
+
+    if dtype is None:
+        if cfg.training.base_dtype == "bfloat16" and cfg.training.type == "full":
+            raise ConfigError("training.base_dtype: bfloat16 keeps frozen base weights for LoRA; full fine-tuning "
+                              "needs float32 weights (choose float32, or training.type: lora)")
+        dtype = torch.bfloat16 if cfg.training.base_dtype == "bfloat16" else torch.float32
 
     ckpt_dir = Path(resolve_base_model(cfg))
     lelm = LeLM.from_pretrained(ckpt_dir, runtime_root=cfg.paths.runtime_path, dtype=dtype)
@@ -54,11 +68,11 @@ def build_model(cfg: StudioConfig, dtype: torch.dtype = torch.float32):
         lelm.condition_dropout.cfg_p = 0.0
         lelm.condition_dropout.attribute_p = {}
     if cfg.training.type == "full":
-        frozen = set(lelm.unused_parameter_names())
-        for name, p in lelm.named_parameters():
-            if name in frozen or (cfg.training.freeze_transformer and
-                                  (name.startswith("transformer.") or name.startswith("emb."))):
-                p.requires_grad_(False)
+        if cfg.training.freeze_transformer:
+            freeze_main_stack(lelm)  # the "modular extension" stage: the main stack stays bit-identical
+        else:
+            for name in lelm.unused_parameter_names():
+                lelm.get_parameter(name).requires_grad_(False)
         model = lelm
     else:
         for p in lelm.parameters():
@@ -69,8 +83,10 @@ def build_model(cfg: StudioConfig, dtype: torch.dtype = torch.float32):
     return model, lelm, ckpt_dir
 
 
-def make_optimizer(cfg: StudioConfig, model: nn.Module) -> torch.optim.Optimizer:
-    """AdamW; weight decay on matrices only (not on norms, biases, 1-D tensors)."""
+def make_optimizer(cfg: StudioConfig, model: nn.Module, device: Optional[torch.device] = None) -> torch.optim.Optimizer:
+    """training.optimizer (core.optim); weight decay on matrices only (not on norms, biases, 1-D tensors)."""
+    from core.optim import OptimizerError, build_optimizer
+
     decay, no_decay = [], []
     for _, p in model.named_parameters():
         if p.requires_grad:
@@ -80,8 +96,12 @@ def make_optimizer(cfg: StudioConfig, model: nn.Module) -> torch.optim.Optimizer
     groups = [g for g in groups if g["params"]]
     if not groups:
         raise ConfigError("nothing to train: every parameter is frozen (check training.type / lora.* settings)")
-    return torch.optim.AdamW(groups, lr=cfg.training.learning_rate,
-                             betas=(cfg.training.adam_beta1, cfg.training.adam_beta2))
+    try:
+        return build_optimizer(cfg.training.optimizer, groups, lr=cfg.training.learning_rate,
+                               betas=(cfg.training.adam_beta1, cfg.training.adam_beta2),
+                               device=device if device is not None else groups[0]["params"][0].device)
+    except OptimizerError as err:
+        raise ConfigError(str(err)) from None
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:
@@ -143,22 +163,34 @@ class Trainer:
         if tc.type == "lora":
             self.log(f"LoRA r={cfg.lora.r} alpha={cfg.lora.alpha} dropout={cfg.lora.dropout} targets {target_regex(cfg)}")
 
-        self.dataset_dir = find_dataset_dir(cfg)
-        ds = load_dataset_dict(self.dataset_dir)
         mcfg = self.lelm.config
         self.max_frames = min(tc.max_frames or mcfg.max_frames, mcfg.max_frames)
-        self.train_set = SongSet(ds["train"], self.max_frames, tc.seed, random_crop=True)
-        val = ds["validation"] if "validation" in ds else None
-        self.val_set = SongSet(val, self.max_frames, tc.seed, random_crop=False) if val is not None else None
-        if len(self.train_set) == 0:
-            raise ConfigError(f"{self.dataset_dir}: the train split is empty")
-        lengths = [self.train_set.cropped_length(i) for i in range(len(self.train_set))]
+        self.objective = None  # SFT on songs; DPO (core.preference.train) swaps data, step and evaluation
+        if tc.objective == "dpo":
+            from core.preference.train import DPOObjective
+            self.objective = DPOObjective(self)
+            self.train_set, self.val_set = self.objective.train_set, self.objective.val_set
+            self.dataset_dir, lengths = self.objective.info["pairs_dir"], self.objective.lengths()
+            self.log(self.objective.describe())
+        else:
+            self.dataset_dir = find_dataset_dir(cfg)
+            ds = load_dataset_dict(self.dataset_dir)
+            # random crops that keep a whole song's lyrics are refused for real checkpoints (core.dataset)
+            crop_kw = dict(allow_random_crop=bool(getattr(self.lelm, "is_demo", False)), frame_rate=mcfg.frame_rate)
+            self.train_set = SongSet(ds["train"], self.max_frames, tc.seed, random_crop=True, **crop_kw)
+            val = ds["validation"] if "validation" in ds else None
+            self.val_set = SongSet(val, self.max_frames, tc.seed, random_crop=False, **crop_kw) if val is not None else None
+            for note in self.train_set.notes:
+                self.log(note)
+            if len(self.train_set) == 0:
+                raise ConfigError(f"{self.dataset_dir}: the train split is empty")
+            lengths = [self.train_set.cropped_length(i) for i in range(len(self.train_set))]
         self.plan = BatchPlan(lengths, tc.batch_size, tc.seed, tc.bucket_size, self.rank, self.world)
         ga = tc.gradient_accumulation_steps
         self.total_steps = tc.max_steps or max(1, math.ceil(tc.epochs * self.plan.batches_per_epoch / ga))
 
-        self.optimizer = make_optimizer(cfg, self.model)
-        self.step_module = BatchLoss(self.model, self.lelm)
+        self.optimizer = make_optimizer(cfg, self.model, acc.device)
+        self.step_module = self.objective.step_module() if self.objective else BatchLoss(self.model, self.lelm)
         self.step_module.train()
         self.step_module, self.optimizer = acc.prepare(self.step_module, self.optimizer)
         warm, total, m = tc.warmup_steps, self.total_steps, tc.lr_min_ratio
@@ -166,8 +198,8 @@ class Trainer:
                                                            lambda u: lr_factor(u, total, warm, m))
         self.state = TrainerState(self.lelm)
         self.state.config_hash = runs.config_hash(cfg)
-        acc.register_for_checkpointing(self.scheduler, self.state)
-        self.checkpoints = Checkpoints(acc, self.run_dir, self.lelm, self.state, mode=tc.type, keep_last=tc.keep_last,
+        # not register_for_checkpointing: accelerate pickles those objects (core.checkpoint_io keeps them as JSON)
+        self.checkpoints = Checkpoints(acc, self.run_dir, self.lelm, self.state, self.scheduler, mode=tc.type, keep_last=tc.keep_last,
                                        base_dir=self.base_dir, event=self.tel.event, log=self.log)
         self.log(f"data {self.dataset_dir}: {len(self.train_set)} train / {len(self.val_set or [])} validation songs, "
                  f"crop {self.max_frames} frames, global batch {tc.batch_size * self.world} x accumulation {ga}, "
@@ -220,6 +252,8 @@ class Trainer:
 
     # -- evaluation and samples
     def evaluate(self, step: int) -> Optional[float]:
+        if self.objective:
+            return self.objective.evaluate(step)
         if self.val_set is None or len(self.val_set) == 0:
             return None
         acc = self.accelerator
@@ -252,7 +286,7 @@ class Trainer:
         acc, tc = self.accelerator, self.tc
         start_step = 0
         if resume:
-            ckpt = Checkpoints.find(self.run_dir, resume)
+            ckpt = self.checkpoints.find(resume)
             if ckpt is None:
                 self.log("resume requested but the run has no checkpoint yet: starting from step 0")
             else:
@@ -262,6 +296,8 @@ class Trainer:
         elif runs.checkpoints(self.run_dir):
             raise RuntimeError(f"{self.run_dir} already has checkpoints; pass --resume to continue this run, "
                                "or use a new paths.output_dir")
+        if self.objective:
+            self.objective.prepare_reference(start_step)
         self.tel.event("phase", phase="train", step=start_step, total=self.total_steps, resumed=bool(start_step),
                        mode=tc.type, trainable=self.trainable, parameters=self.total_params,
                        processes=self.world, mixed_precision=self.mixed_precision,
@@ -271,7 +307,8 @@ class Trainer:
         ga = tc.gradient_accumulation_steps
         params = [p for p in self.step_module.parameters() if p.requires_grad]
         self.plan.start, self.plan.stop = start_step * ga, self.total_steps * ga
-        batches = iter(batch_loader(self.train_set, self.plan, self.lelm.config.prompt_frames, self.lelm.version,
+        batches = iter(self.objective.loader(self.plan, tc.num_workers) if self.objective else
+                       batch_loader(self.train_set, self.plan, self.lelm.config.prompt_frames, self.lelm.version,
                                     tc.num_workers))
         t_session = time.time()
         steps_session = 0
@@ -281,7 +318,7 @@ class Trainer:
         while step < self.total_steps:
             t0 = time.time()
             lr = self.scheduler.get_last_lr()[0]
-            loss_acc = torch.zeros(3, device=acc.device)
+            loss_acc = torch.zeros(len(self.objective.stat_keys) if self.objective else 3, device=acc.device)
             tokens = 0
             epoch = self.plan.epoch_of(step * ga + ga - 1)
             for micro in range(ga):
@@ -292,9 +329,13 @@ class Trainer:
                 batch = to_device(batch, acc.device)
                 sync = micro == ga - 1
                 with nullcontext() if sync or self.world == 1 else acc.no_sync(self.step_module):
-                    per_stream, _ = self.step_module(**batch)
-                    acc.backward(per_stream.mean() / ga)
-                loss_acc += per_stream.detach().float() / ga
+                    if self.objective:
+                        loss, stats = self.objective.forward(self.step_module, batch)
+                    else:
+                        stats, _ = self.step_module(**batch)  # per-stream losses
+                        loss = stats.mean()
+                    acc.backward(loss / ga)
+                loss_acc += stats.detach().float() / ga
             grad_norm = acc.clip_grad_norm_(params, tc.max_grad_norm if tc.max_grad_norm > 0 else float("inf"))
             self.optimizer.step()
             self.scheduler.step()
@@ -306,9 +347,10 @@ class Trainer:
                 loss_acc = acc.reduce(loss_acc, reduction="mean")
                 tokens = int(acc.reduce(torch.tensor([float(tokens)], device=acc.device), reduction="sum").item())
             per = loss_acc.tolist()
-            self.last_loss = sum(per) / 3
-            window.append({"loss": sum(per) / 3, "loss_mixed": per[0], "loss_vocal": per[1], "loss_bgm": per[2],
-                           "grad_norm": float(grad_norm), "tokens": tokens, "dt": time.time() - t0})
+            named = self.objective.record(per) if self.objective else {
+                "loss": sum(per) / 3, "loss_mixed": per[0], "loss_vocal": per[1], "loss_bgm": per[2]}
+            self.last_loss = named["loss"]
+            window.append({**named, "grad_norm": float(grad_norm), "tokens": tokens, "dt": time.time() - t0})
             if step % tc.log_every == 0 or step == self.total_steps:
                 self._log_metrics(step, epoch, lr, window, t_session, steps_session)
                 window = []
@@ -343,7 +385,7 @@ class Trainer:
         if not self.is_main or not window:
             return
         n = len(window)
-        mean = {k: sum(w[k] for w in window) / n for k in ("loss", "loss_mixed", "loss_vocal", "loss_bgm", "grad_norm")}
+        mean = {k: sum(w[k] for w in window) / n for k in window[0] if k not in ("tokens", "dt")}
         dt = sum(w["dt"] for w in window)
         elapsed = time.time() - t_session
         eta = elapsed / max(1, steps_session) * (self.total_steps - step)
@@ -352,8 +394,8 @@ class Trainer:
                "memory_mb": memory_mb(self.accelerator.device), "elapsed_s": round(elapsed + self.state.elapsed_s, 3),
                "eta_s": round(eta, 1)}
         self.tel.scalars(step, "train", rec)
-        print(f"[train] step {step}/{self.total_steps} loss {mean['loss']:.4f} "
-              f"(mixed {mean['loss_mixed']:.3f} vocal {mean['loss_vocal']:.3f} bgm {mean['loss_bgm']:.3f}) "
+        parts = " ".join(f"{k.replace('loss_', '')} {v:.3f}" for k, v in mean.items() if k not in ("loss", "grad_norm"))
+        print(f"[train] step {step}/{self.total_steps} loss {mean['loss']:.4f} ({parts}) "
               f"lr {lr:.3g} grad {mean['grad_norm']:.3g} {rec['tokens_per_s']:.0f} tok/s eta {eta:.0f}s", flush=True)
 
     def _on_sigterm(self, signum, frame) -> None:
@@ -373,15 +415,30 @@ def _record_start(trainer: Trainer, cfg: StudioConfig, resume: Optional[str]) ->
     if info.get("status") == "stopping":
         fields["status"] = "stopping"
     if not by_studio:
-        fields.update(pid=os.getpid(), pgid=os.getpgid(0), pid_start=runs.process_start_time(os.getpid()),
+        # the shell's process group is the user's job, not ours: record no pgid a stop could signal
+        fields.update(pid=os.getpid(), pgid=None, launched_by="shell", pid_start=runs.process_start_time(os.getpid()),
                       started=runs.now_iso(), created=info.get("created") or runs.now_iso(),
                       command=runs.command_for(run_dir, resume=bool(resume)))
     runs.update_run_json(run_dir, **fields)
 
 
 def train(cfg: StudioConfig, resume: Optional[str] = None, config_path: Optional[Path] = None) -> str:
-    """Run (or resume) training in this process (one rank of an accelerate launch). -> "done" | "stopped"."""
-    trainer = Trainer(cfg, config_path)
+    """Run (or resume) training in this process (one rank of an accelerate launch). -> "done" | "stopped".
+
+    The main process first takes the run folder's lock (core.lock): a second trainer on the same
+    output_dir raises RunLocked naming the holder before it writes anything."""
+    lock = None
+    if int(os.environ.get("RANK", "0")) == 0:  # the main process of a launch, or a plain process
+        run_dir = cfg.output_dir().expanduser().resolve()
+        lock = RunLock(run_dir, command=runs.command_for(run_dir, resume=bool(resume))).acquire()
+    try:
+        return _train(Trainer(cfg, config_path), cfg, resume)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train(trainer: Trainer, cfg: StudioConfig, resume: Optional[str]) -> str:
     run_dir = trainer.run_dir
     if trainer.is_main:
         _record_start(trainer, cfg, resume)
@@ -395,9 +452,16 @@ def train(cfg: StudioConfig, resume: Optional[str] = None, config_path: Optional
         outcome = trainer.fit(resume)
     except BaseException as err:
         if trainer.is_main:
-            msg = f"{type(err).__name__}: {err}"
-            trainer.tel.event("error", message=msg, traceback=traceback.format_exc()[-4000:])
-            runs.update_run_json(run_dir, status="error", ended=runs.now_iso(), error=msg)
+            msg, status = f"{type(err).__name__}: {err}", "error"
+            if cio.is_disk_full(err):  # something the user must fix outside the run: say it plainly
+                status = "failed"
+                msg = (err.strerror if isinstance(err, cio.DiskFullError) else
+                       f"disk full ({msg}): free some space (old runs, exports), then resume")
+            try:
+                trainer.tel.event("error", message=msg, traceback=traceback.format_exc()[-4000:])
+            except OSError:
+                pass  # metrics.jsonl may be unwritable on a full disk; run.json below is small
+            runs.update_run_json(run_dir, status=status, ended=runs.now_iso(), error=msg)
         trainer.tel.close()
         raise
     finally:
@@ -429,7 +493,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     except ConfigError as err:
         print(err, file=sys.stderr)
         return 2
-    outcome = train(cfg, resume=args.resume, config_path=Path(args.config))
+    try:
+        outcome = train(cfg, resume=args.resume, config_path=Path(args.config))
+    except RunLocked as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 3
     return 0 if outcome in ("done", "stopped") else 1
 
 

@@ -16,6 +16,7 @@ from studio import backend
 from core import runs
 from studio.i18n import CURRENT_JS, HEAD, SWITCH_JS, studio_i18n, tr
 from studio.space import SpaceInfo, default_workspace, detect
+from studio.sandbox import Limits, Sandboxes
 from studio.state import Workspace
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -23,10 +24,20 @@ ASSETS = Path(__file__).resolve().parent.parent / "assets"
 
 @dataclass
 class Ctx:
-    ws: Workspace
+    base_ws: Workspace
     lang: str
     space: SpaceInfo
     i18n: gr.I18n
+    sandboxes: Optional[Sandboxes] = None
+
+    @property
+    def ws(self) -> Workspace:
+        """The workspace of this event: the visitor's sandbox in public mode, else the one workspace."""
+        return self.sandboxes.current() if self.sandboxes is not None else self.base_ws
+
+    @property
+    def public(self) -> bool:
+        return self.sandboxes is not None
 
     def t(self, key: str):
         """Static text of a component (label, info, heading): translated in the browser (gr.I18n)."""
@@ -43,15 +54,19 @@ class Ctx:
 
 
 def build_app(workspace: Optional[str | os.PathLike] = None, lang: str = "en",
-              space: Optional[SpaceInfo] = None) -> gr.Blocks:
-    from studio.tabs import data as data_tab, export as export_tab, tokenize as tok_tab, train as train_tab
+              space: Optional[SpaceInfo] = None, import_roots: tuple[str, ...] = ()) -> gr.Blocks:
+    from studio.tabs import data as data_tab, export as export_tab, timing as timing_tab, tokenize as tok_tab, \
+        train as train_tab
 
     space = space or detect()
-    ws = Workspace(default_workspace(space, str(workspace) if workspace else None))
+    # a Space reads only what visitors upload; a local studio also the folders its user named
+    ws = Workspace(default_workspace(space, str(workspace) if workspace else None),
+                   import_roots=() if space.on_space or space.public else import_roots)
     # runs whose trainer died while the studio was down (reboot, kill) show as crashed, not running
     runs.mark_crashed_runs(ws.root)
+    boxes = Sandboxes(ws.root, Limits.from_env()) if space.public else None
     lang = lang if lang in ("en", "zh") else "en"
-    ctx = Ctx(ws=ws, lang=lang, space=space, i18n=studio_i18n(lang))
+    ctx = Ctx(base_ws=ws, lang=lang, space=space, i18n=studio_i18n(lang), sandboxes=boxes)
 
     with gr.Blocks(title=ctx.msg("title"), analytics_enabled=False) as demo:
         with gr.Row(elem_id="studio-header"):
@@ -62,16 +77,23 @@ def build_app(workspace: Optional[str | os.PathLike] = None, lang: str = "en",
                 # per browser: remembered in this browser, read by the server from a cookie (studio.i18n)
                 lang_pick = gr.Radio([("English", "en"), ("中文", "zh")], value=None, label=ctx.t("language"),
                                      elem_id="lang-switch")
-                gr.Markdown(f"{ctx.t('workspace')}: `{ws.root}`", elem_id="studio-workspace")
+                if boxes is None:  # a public Space does not show its server paths
+                    gr.Markdown(f"{ctx.t('workspace')}: `{ws.root}`", elem_id="studio-workspace")
         if space.demo_mode:
             gr.Markdown(ctx.msg("banner_space_demo", dup=space.duplicate_url or
                               "https://huggingface.co/docs/hub/spaces-overview#duplicating-a-space"),
                         elem_id="banner-space-demo", elem_classes=["banner", "banner-warn"])
+        if boxes is not None:
+            lim = boxes.limits
+            gr.Markdown(ctx.msg("banner_sandbox", mb=f"{lim.upload_bytes / 2**20:.0f}", songs=lim.songs,
+                              secs=f"{lim.tokenize_seconds:.0f}"), elem_id="banner-sandbox", elem_classes=["banner"])
         demo_banner = gr.Markdown(ctx.t("banner_demo_model"), elem_id="banner-demo-model",
-                                  elem_classes=["banner", "banner-demo"], visible=backend.uses_demo(ws))
+                                  elem_classes=["banner", "banner-demo"], visible=backend.uses_demo(ctx.ws))
         with gr.Tabs(elem_id="studio-tabs"):
             with gr.Tab(ctx.t("tab_data"), id="data", elem_id="tab-data"):
                 data_ui = data_tab.build(ctx)
+            with gr.Tab(ctx.t("tab_timing"), id="timing", elem_id="tab-timing") as timing_tab_ui:
+                timing_ui = timing_tab.build(ctx)
             with gr.Tab(ctx.t("tab_tokenize"), id="tokenize", elem_id="tab-tokenize"):
                 tok_ui = tok_tab.build(ctx)
             with gr.Tab(ctx.t("tab_train"), id="train", elem_id="tab-train"):
@@ -83,7 +105,7 @@ def build_app(workspace: Optional[str | os.PathLike] = None, lang: str = "en",
         demo.load(None, None, lang_pick, js=CURRENT_JS)
 
         def _banner():
-            return gr.update(visible=backend.uses_demo(ws))
+            return gr.update(visible=backend.uses_demo(ctx.ws))
 
         # the banner follows the choices saved in the workspace (codec, base model)
         demo.load(_banner, None, demo_banner, api_name=False, queue=False)
@@ -91,11 +113,13 @@ def build_app(workspace: Optional[str | os.PathLike] = None, lang: str = "en",
             if trig is not None:
                 trig.then(_banner, None, demo_banner, api_name=False, queue=False)
         data_tab.wire_load(ctx, demo, data_ui)
+        timing_tab.wire_load(ctx, demo, timing_ui)
+        timing_tab_ui.select(timing_ui["refresh_choices"], None, timing_ui["song"], api_name=False, queue=False)
         tok_tab.wire_load(ctx, demo, tok_ui)
         train_tab.wire_load(ctx, demo, train_ui)
     demo.i18n_instance = ctx.i18n  # served with the page config (launch passes it again)
     demo.studio_ctx = ctx  # for tests and bench
-    demo.studio_ui = {"data": data_ui, "tokenize": tok_ui, "train": train_ui}
+    demo.studio_ui = {"data": data_ui, "timing": timing_ui, "tokenize": tok_ui, "train": train_ui}
     return demo
 
 
@@ -105,7 +129,7 @@ def launch_kwargs() -> dict:
 
 
 def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int = 7860, **kw):
-    ws_root = demo.studio_ctx.ws.root
+    ws_root = demo.studio_ctx.base_ws.root
     return demo.queue(default_concurrency_limit=4).launch(
         server_name=host, server_port=port, allowed_paths=[str(ws_root)], show_error=True,
         i18n=demo.studio_ctx.i18n, **launch_kwargs(), **kw)

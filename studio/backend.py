@@ -2,17 +2,18 @@
 
 Modules of `core` that import torch (data, model, estimate, export, generate, hub) are imported inside
 the functions that use them, so `python app.py` serves its page without loading torch first; config,
-runs and lyrics are light and imported here. Nothing here trains, encodes or generates: it builds
+runs, lyrics and description are light and imported here. Nothing here trains, encodes or generates: it builds
 configs (keyed by config path, as the widgets are) and calls `core`.
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 import gradio as gr
 
-from core import lyrics, runs, tokens
+from core import description, lyrics, runs, tokens
 from core.config import DEMO, ConfigError, StudioConfig, default, load_config
 from core.fsutil import slugify
 from studio.i18n import tr
@@ -43,9 +44,14 @@ def uses_demo(ws) -> bool:
 
 
 # ---- data -----------------------------------------------------------------------------------
+def musicality_choices() -> list[str]:
+    """The official musicality tiers, best first."""
+    return list(description.MUSICALITY_TIERS)
+
+
 def tag_choices() -> list[str]:
     """Every description tag of the official vocabularies (gender, genre, emotion, instrument)."""
-    vocab = lyrics.list_tags()
+    vocab = description.list_tags()
     out: list[str] = []
     for tags in vocab.values():
         for tg in tags:
@@ -73,18 +79,41 @@ def check_song(song: dict[str, Any], max_dur: float = 150.0) -> dict[str, Any]:
     """Lyric grammar + description tags + audio QC of one song, as a plain dict for the table.
 
     Uses core.lyrics and core.audio directly (the same checks core.data.prepare applies)."""
-    from core import audio
-    res = lyrics.check_lyrics(song.get("gt_lyric") or "")
-    desc = lyrics.check_description(song.get("descriptions") or "")
+    from core import audio, song_timing
     qc, _ = audio.qc_file(song["path"], max_dur=max_dur)
-    reasons = [f.message for f in qc.findings] + list(res.errors) + list(res.changes) + list(res.warnings) \
-        + list(desc.warnings) + list(desc.changes)
-    audio_status = "error" if not qc.ok else ("warning" if qc.warnings else "ok")
-    if not qc.ok or res.errors:
+    # section timing (LRC / saved starts) lets a long song be split; without it a long song is refused
+    tres = song_timing.resolve(gt_lyric=song.get("gt_lyric") or None, duration_s=qc.info.duration_s,
+                               lrc_path=song.get("lrc_path"), saved=song.get("timing")) if qc.info else None
+    res = lyrics.check_lyrics(song.get("gt_lyric") or (tres.lyrics if tres else None) or "")
+    desc_errors: list[str] = []
+    try:
+        desc = description.check_description(song.get("descriptions") or "", musicality=song.get("musicality"),
+                                             instrumental=res.instrumental_only if res.ok else None)
+    except ValueError as err:  # a musicality value outside the official tiers
+        desc_errors.append(str(err))
+        desc = description.check_description(song.get("descriptions") or "")
+    findings = [f for f in qc.findings if f.code != "too_long"]
+    timing_errors = list(tres.errors) if tres else []
+    if qc.info and qc.info.duration_s > max_dur:
+        if tres and tres.timing is not None:
+            items, warns, errs = song_timing.song_items(tres, qc.info.duration_s, max_dur, 0.0, Path(song["path"]).name)
+            timing_errors += errs
+            if items:
+                findings.append(audio.AudioFinding("warning", "split", f"longer than the model's {max_dur:g} s: split "
+                                                   f"at section boundaries into {len(items)} training items"))
+        elif not timing_errors:
+            timing_errors.append(song_timing.untimed_too_long(song.get("source_name") or song["idx"],
+                                                              qc.info.duration_s, max_dur))
+    ok = not any(f.level == "error" for f in findings)
+    reasons = [f.message for f in findings] + timing_errors + list(res.errors) + desc_errors + list(res.changes) \
+        + (list(tres.changes) if tres else []) + list(res.warnings) + list(desc.warnings) + list(desc.changes)
+    audio_status = "error" if not ok else ("warning" if any(f.level == "warning" for f in findings) else "ok")
+    qc_warn = any(f.level == "warning" for f in findings)
+    if not ok or res.errors or timing_errors or desc_errors:
         status = "rejected"
     elif res.changed:
         status = "fixed"
-    elif qc.warnings or res.warnings or desc.warnings:
+    elif qc_warn or res.warnings or desc.warnings:
         status = "warning"
     else:
         status = "ok"
@@ -117,6 +146,18 @@ def plan_prepare(ws) -> str:
 
 
 def prepare(ws, progress: Callable[[float, str], None] | None = None) -> dict[str, Any]:
+    left = ws.tokenize_seconds_left()
+    if left is not None and left <= 0:
+        raise gr.Error(tr("tokenize_quota", "en", secs=f"{ws.quota.tokenize_seconds:.0f}"))
+    t0 = time.monotonic()
+    try:
+        return _prepare(ws, progress)
+    finally:
+        if left is not None:
+            ws.add_tokenize_seconds(time.monotonic() - t0)
+
+
+def _prepare(ws, progress: Callable[[float, str], None] | None = None) -> dict[str, Any]:
     from core import data
     cfg = _prepare_cfg(ws)
 
@@ -233,6 +274,9 @@ def inspect_model(ws, kind: str, path: str) -> str:
 def train_config(ws, v: dict[str, Any]) -> StudioConfig:
     """The next run's config from the Train tab: `v` holds widget values keyed by config path
     (e.g. "training.learning_rate") plus the UI-only base_kind / base_path / run_name."""
+    from studio.sandbox import check_visitor_choice
+
+    check_visitor_choice(ws, v.get("base_kind") or DEMO, v.get("base_path"))
     st = ws.get_state()
     base = DEMO if v.get("base_kind") == DEMO else (v.get("base_path") or "").strip()
     if not base:
@@ -407,6 +451,17 @@ def check_run_dir(ws, run_dir: str) -> str:
     return str(p)
 
 
+def check_checkpoint(ws, ckpt: str) -> str:
+    """Only `<workspace>/runs/<run>/checkpoints/step-N` folders are checkpoints the UI may act on."""
+    p = Path(ckpt)
+    real = p.resolve()
+    runs_dir = (ws.root / "runs").resolve()
+    if (p.is_symlink() or real.parent.name != "checkpoints" or real.parent.parent.parent != runs_dir
+            or not real.name.startswith("step-") or not real.is_dir()):
+        raise gr.Error(f"{Path(ckpt).name} is not a checkpoint of this workspace")
+    return str(real)
+
+
 def stop_run(run_dir: str):
     return runs.stop_run(run_dir)
 
@@ -444,8 +499,28 @@ def all_checkpoints(ws, lang: str = "en") -> list[tuple[str, str]]:
     return out
 
 
+_VERIFIED: dict[str, tuple] = {}
+
+
+def verify_checkpoint(ckpt: str) -> None:
+    """core.checkpoint_io.verify_checkpoint before a checkpoint is merged, generated from or pushed: a
+    damaged, altered or foreign-file checkpoint is refused with its problems. A result is remembered
+    until a file of the folder changes (hashing a full model on every generate would be slow)."""
+    from core.checkpoint_io import verify_checkpoint as verify
+
+    folder = Path(ckpt)
+    stamp = tuple(sorted((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file()))
+    if _VERIFIED.get(str(folder)) == stamp:
+        return
+    problems = verify(folder)
+    if problems:
+        raise gr.Error(f"checkpoint {folder.parent.parent.name}/{folder.name} is refused: " + "; ".join(problems[:4]))
+    _VERIFIED[str(folder)] = stamp
+
+
 def _run_cfg_for(ckpt: str) -> StudioConfig:
-    """The config of the run a checkpoint belongs to (<run>/checkpoints/step-N)."""
+    """The config of the run a checkpoint belongs to (<run>/checkpoints/step-N), once the checkpoint is verified."""
+    verify_checkpoint(ckpt)
     cfg = runs.run_config_for_checkpoint(ckpt)
     if cfg is None:
         raise gr.Error(f"{ckpt} is not a checkpoint of a run in this workspace (no <run>/config.yaml beside it)")

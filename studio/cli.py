@@ -20,13 +20,16 @@ def serve(argv: Optional[list[str]] = None, prog: str = "songgen-studio") -> int
     p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
     p.add_argument("--workspace", default=None, help="folder for uploads, datasets, runs, exports")
     p.add_argument("--lang", default=os.environ.get("STUDIO_LANG", "en"), choices=["en", "zh"])
+    p.add_argument("--import-root", action="append", default=[], metavar="FOLDER",
+                   help="a folder whose files an imported metadata.jsonl may name by path (repeatable); "
+                        "without it only uploaded files are read")
     p.add_argument("--share", action="store_true", help="also open a public gradio.live link")
     args = p.parse_args(argv)
 
     from studio.app import build_app, launch
 
-    demo = build_app(workspace=args.workspace, lang=args.lang)
-    print(f"SongGen Studio workspace: {demo.studio_ctx.ws.root}", flush=True)
+    demo = build_app(workspace=args.workspace, lang=args.lang, import_roots=tuple(args.import_root))
+    print(f"SongGen Studio workspace: {demo.studio_ctx.base_ws.root}", flush=True)
     launch(demo, host=args.host, port=args.port, share=args.share)
     return 0
 

@@ -52,6 +52,13 @@ T: dict[str, tuple[str, str]] = {
     "desc_help": ("e.g. female, pop, energetic, piano, the bpm is 120. Unknown tags are kept and reported.",
                   "例如 female, pop, energetic, piano, the bpm is 120。未知标签会保留并提示。"),
     "suggest_tags": ("Suggested tags (official vocabularies)", "推荐标签（官方词表）"),
+    "musicality": ("Musicality tier (LeVo 2 models)", "音乐性等级（LeVo 2 模型）"),
+    "musicality_help": ("How well made this recording is. LeVo 2 learned these tiers; very-high is the default. "
+                        "Mark weaker recordings lower so the model keeps them apart.",
+                        "这首录音的音乐质量。LeVo 2 训练时学过这些等级，默认 very-high；"
+                        "质量较差的录音请标低一些，让模型区分开。"),
+    "musicality_default": ("default (very-high)", "默认（very-high）"),
+    "musicality_saved": ("Musicality of {idx}: {tier}", "{idx} 的音乐性等级：{tier}"),
     "add_song": ("Add song", "添加歌曲"),
     "bulk_import": ("Import many", "批量导入"),
     "bulk_files": ("Audio files, same-named .txt lyrics, optional metadata.jsonl", "音频文件、同名 .txt 歌词、可选 metadata.jsonl"),
@@ -125,7 +132,8 @@ T: dict[str, tuple[str, str]] = {
     "lr": ("Learning rate", "学习率"), "steps": ("Max steps (0 = by epochs)", "最大步数（0 = 按轮数）"),
     "epochs": ("Epochs", "轮数"), "batch": ("Batch size", "批大小"), "accum": ("Gradient accumulation", "梯度累积"),
     "warmup": ("Warmup steps", "预热步数"), "max_frames": ("Crop to frames (0 = model max; 25 frames = 1 s)", "裁剪帧数（0 = 模型上限；25 帧 = 1 秒）"),
-    "precision": ("Mixed precision", "混合精度"), "grad_ckpt": ("Gradient checkpointing", "梯度检查点"),
+    "precision": ("Mixed precision", "混合精度"), "optimizer": ("Optimizer", "优化器"),
+    "base_dtype": ("Base weights (LoRA)", "基础权重精度（LoRA）"), "grad_ckpt": ("Gradient checkpointing", "梯度检查点"),
     "save_every": ("Save every N steps", "每 N 步保存"), "sample_every": ("Sample every N steps (0 = start and end)", "每 N 步生成样例（0 = 仅开始和结束）"),
     "log_every": ("Log every N steps", "每 N 步记录"), "seed": ("Seed", "随机种子"),
     "num_samples": ("Sample songs per sample point", "每次生成的样例数"),
@@ -215,6 +223,86 @@ T: dict[str, tuple[str, str]] = {
                    "**下一步：** 运行结束后（或点击 **立即保存** 后），进入 **4 · 导出与发布** 进行合并、试听和对比。"),
     "next_export": ("**Next:** happy with the A/B? Push the adapter or the merged model to the Hub.",
                     "**下一步：** 对 A/B 结果满意吗？把适配器或合并后的模型推送到 Hub。"),
+    # ---- public Space sandboxes (studio.sandbox) ---------------------------------------------------
+    "banner_sandbox": ("**Your own sandbox:** songs, datasets and runs you make here are visible only to you "
+                       "(sign in to keep them across visits; anonymous sandboxes are deleted after a while). "
+                       "Limits: {mb} MiB of uploads, {songs} songs, {secs} s of tokenizing.",
+                       "**你的独立沙盒：** 你在这里创建的歌曲、数据集和训练只有你自己能看到（登录后可跨访问保留；匿名沙盒闲置一段时间后会被删除）。"
+                       "限额：上传 {mb} MiB、{songs} 首歌曲、编码 {secs} 秒。"),
+    "public_model_only": ("On this public Space only the demo model (or a model the Space owner listed in "
+                          "STUDIO_PUBLIC_MODELS) can be used: visitors cannot start downloads or read server folders.",
+                          "在此公共 Space 上只能使用演示模型（或 Space 所有者在 STUDIO_PUBLIC_MODELS 中列出的模型）：访客不能触发下载或读取服务器目录。"),
+    "public_no_runtime": ("On this public Space the runtime folder is set by the Space owner, not by visitors.",
+                          "在此公共 Space 上，运行时目录由 Space 所有者设置，访客不能更改。"),
+    "tokenize_quota": ("Tokenize time limit reached for this sandbox ({secs} s used); duplicate the Space to work "
+                       "without limits.", "此沙盒的编码时间已用完（已用 {secs} 秒）；复制此 Space 即可不受限制地使用。"),
+    # ---- timing (section timing editor) --------------------------------------------------------
+    "tab_timing": ("1b · Timing", "1b · 分段时间"),
+    "timing_intro": ("When is each section sung? With section timing, songs longer than the model's limit are cut "
+                     "at section boundaries into pieces that keep their own lyrics, memory crops keep their lyrics, "
+                     "and intro/inst/outro length words follow the real lengths. Give an LRC file "
+                     "(`[00:12.30][verse] first line`), type each section's start in seconds (Tab moves to the next "
+                     "field), or let the studio propose starts from the vocal stem and accept them.",
+                     "每个段落何时开始演唱？有了分段时间，超过模型时长上限的歌曲会在段落边界切成各自带有对应歌词的片段，"
+                     "显存裁剪也只保留对应段落的歌词，intro/inst/outro 的长短标记按实际时长设置。可上传 LRC 文件"
+                     "（`[00:12.30][verse] 第一句`），或逐段输入开始时间（秒，Tab 键切换到下一个输入框），"
+                     "或让工作室根据人声音轨给出建议并确认采用。"),
+    "timing_lrc": ("Timed lyrics (.lrc)", "带时间的歌词（.lrc）"),
+    "timing_use_lrc": ("Use this LRC", "使用此 LRC"),
+    "timing_plot": ("Waveform (grey), vocal activity (blue), section starts (red), proposal (orange, dashed)",
+                    "波形（灰）、人声活动（蓝）、段落起点（红）、建议（橙色虚线）"),
+    "timing_save": ("Save section starts", "保存段落起点"),
+    "timing_redraw": ("Redraw", "重新绘制"),
+    "timing_play_from": ("Play from section", "从此段落播放"),
+    "timing_clip": ("From the section start (30 s)", "自段落起点（30 秒）"),
+    "timing_propose": ("Propose starts from the vocals", "根据人声建议起点"),
+    "timing_accept": ("Accept the proposal", "采用建议"),
+    "timing_pick": ("Pick a song.", "请选择一首歌曲。"),
+    "timing_need_lrc": ("Upload an .lrc file first.", "请先上传 .lrc 文件。"),
+    "timing_no_start": ("That section has no start time yet.", "该段落还没有开始时间。"),
+    "timing_no_proposal": ("Press “Propose” first.", "请先点击“建议”。"),
+    "timing_source": ("Timing source: **{source}** · {n} sections · song {dur} s",
+                      "时间来源：**{source}** · {n} 个段落 · 歌曲 {dur} 秒"),
+    "timing_at_prepare": ("Prepare will adjust:", "准备数据时将调整："),
+    "timing_lrc_used": ("LRC saved with {idx}.", "LRC 已保存到 {idx}。"),
+    "timing_saved": ("Section starts of {idx} saved (source: edited).", "{idx} 的段落起点已保存（来源：edited）。"),
+    "timing_accepted": ("Proposal accepted for {idx} (source: proposed).", "{idx} 已采用建议（来源：proposed）。"),
+    "timing_proposal_head": ("**Proposal** (not applied until you press Accept) · confidence **{conf}** · measured on: {stem}",
+                             "**建议**（点击“采用”后才生效）· 置信度 **{conf}** · 测量自：{stem}"),
+    # ---- export: preference pairs and DPO (studio/tabs/preference.py) -------------------------
+    "pref_title": ("Teach it your taste: preference pairs and DPO", "教它你的品味：偏好对与 DPO"),
+    "pref_intro": ("Generate a few candidates of the same lyrics with different seeds (from the checkpoint picked "
+                   "above, or the base model), listen, and mark which one you prefer. Each judgement is stored as a "
+                   "preference pair (tokens, lyrics, description, seeds). A DPO run then teaches the model your "
+                   "taste; it trains from the **Train tab's base model and settings** (to tune a finetuned model, "
+                   "merge it above and pick the merged folder as the base in Train).",
+                   "用不同种子为同一段歌词生成几个候选（来自上方选择的检查点，或基础模型），试听并标记你更喜欢的一个。"
+                   "每次判断都会保存为一个偏好对（音频 token、歌词、描述、种子）。DPO 训练会让模型学习你的品味；"
+                   "它使用**训练页的基础模型和设置**（如需在微调后的模型上继续，请先在上方合并，并在训练页选择合并后的文件夹作为基础模型）。"),
+    "pref_k": ("Candidates", "候选数量"),
+    "pref_generate": ("Generate candidates", "生成候选"),
+    "pref_candidate": ("Candidate {i} · seed {seed}", "候选 {i} · 种子 {seed}"),
+    "pref_chosen": ("Preferred", "更喜欢"),
+    "pref_rejected": ("Rejected (none ticked: all the others)", "不喜欢（未勾选：其余全部）"),
+    "pref_mark": ("Save preference", "保存偏好"),
+    "pref_pairs": ("Preference pairs", "偏好对"),
+    "pref_cols": ("pair,prompt,chosen seed,rejected seed,created,lyrics", "偏好对,提示,选中种子,拒绝种子,创建时间,歌词"),
+    "pref_export": ("Export pairs (jsonl)", "导出偏好对 (jsonl)"),
+    "pref_import_file": ("Pairs file to import (jsonl)", "要导入的偏好对文件 (jsonl)"),
+    "pref_import": ("Import", "导入"),
+    "pref_beta": ("DPO beta", "DPO beta"),
+    "pref_sft": ("SFT mixing weight", "SFT 混合权重"),
+    "pref_smooth": ("Label smoothing", "标签平滑"),
+    "pref_steps": ("Steps", "步数"),
+    "pref_start": ("Start DPO run", "开始 DPO 训练"),
+    "pref_started": ("DPO run `{run}` started: follow its loss and reward margins in the Train tab.",
+                     "DPO 训练 `{run}` 已开始：在训练页查看损失与奖励差。"),
+    "pref_no_set": ("Generate candidates first.", "请先生成候选。"),
+    "pref_no_choice": ("Pick the preferred candidate first.", "请先选择更喜欢的候选。"),
+    "pref_no_file": ("Choose a jsonl file of pairs first.", "请先选择偏好对 jsonl 文件。"),
+    "pref_no_pairs": ("No preference pairs yet: generate candidates and mark the preferred one first.",
+                      "还没有偏好对：请先生成候选并标记更喜欢的一个。"),
+    "pref_count": ("{n} pair(s) stored", "已保存 {n} 个偏好对"),
 }
 
 

@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-STREAMS = ("loss", "loss_mixed", "loss_vocal", "loss_bgm", "val_loss")
+STREAMS = ("loss", "loss_mixed", "loss_vocal", "loss_bgm", "val_loss",
+           # DPO runs (core.preference): train-batch and held-out reward margin / accuracy
+           "reward_margin", "reward_accuracy", "val_reward_margin", "val_reward_accuracy")
 SMOOTH = 0.9  # EMA weight of the previous value (TensorBoard-style, de-biased)
 MAX_POINTS = 600  # per series in the plot
 
@@ -59,8 +61,10 @@ class RunView:
                         self.series.setdefault(k, Series()).add(step, r[k])
                 self.last = r
             elif kind == "event":
-                if r.get("event") == "eval" and "step" in r:  # the validation curve
-                    self.series.setdefault("val_loss", Series()).add(int(r["step"]), r.get("val_loss"))
+                if r.get("event") == "eval" and "step" in r:  # held-out values (validation curve): as they are
+                    for k in STREAMS:
+                        if k.startswith("val_") and k in r:
+                            self.series.setdefault(k, Series()).add(int(r["step"]), r[k])
                 self.events.append(r)
                 del self.events[:-200]
         if records:
@@ -80,7 +84,7 @@ class RunView:
             for i in idx:
                 if s.raw[i] is not None and name == "loss":
                     out.append((s.steps[i], s.raw[i], labels.get("loss (raw)", "loss (raw)")))
-                if name == "val_loss":
+                if name.startswith("val_"):  # held out: plotted as measured, not smoothed
                     if s.raw[i] is not None:
                         out.append((s.steps[i], s.raw[i], labels.get(name, name)))
                 elif s.ema[i] is not None:

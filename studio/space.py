@@ -5,7 +5,8 @@ starts in *demo mode* -- Train and Push are disabled, everything else works -- b
 Space is shared by everyone who opens it and its GPU bill belongs to its owner. The owner of a
 duplicated Space turns training on by setting the Space variable ``STUDIO_ALLOW_TRAINING=1``.
 ``STUDIO_DEMO_MODE=1`` forces demo mode anywhere (used by the tests); ``STUDIO_DEMO_MODE=0``
-turns it off.
+turns it off. A Space is *public* (one sandbox per visitor, see ``studio.sandbox``) unless its owner
+sets ``STUDIO_PUBLIC=0``; ``STUDIO_PUBLIC=1`` turns sandboxes on anywhere.
 
 The workspace is ``--workspace`` > ``$STUDIO_HOME`` > ``/data/songgen-studio`` on a Space with
 persistent storage (``/data`` exists) > ``./workspace``.
@@ -31,6 +32,7 @@ class SpaceInfo:
     demo_mode: bool  # training and pushing disabled
     persistent_data: bool  # /data exists (Space persistent storage)
     oauth: bool = False  # "Sign in with Hugging Face" is configured (README: hf_oauth: true)
+    public: bool = False  # one sandbox per visitor (studio.sandbox); server-wide settings locked
 
     @property
     def duplicate_url(self) -> Optional[str]:
@@ -49,9 +51,13 @@ def detect(env: Mapping[str, str] | None = None, data_root: str | os.PathLike = 
         demo = forced
     else:
         demo = on_space and not allow
+    # A Space is public unless its owner says otherwise (STUDIO_PUBLIC=0 on a private duplicate):
+    # training being allowed does not make a Space private.
+    public = _truthy(env.get("STUDIO_PUBLIC"))
     return SpaceInfo(on_space=on_space, space_id=space_id, demo_mode=demo,
                      persistent_data=on_space and Path(data_root).is_dir(),
-                     oauth=on_space and bool(env.get("OAUTH_CLIENT_ID")))
+                     oauth=on_space and bool(env.get("OAUTH_CLIENT_ID")),
+                     public=on_space if public is None else public)
 
 
 def default_workspace(info: SpaceInfo, flag: str | None = None, env: Mapping[str, str] | None = None,

@@ -10,19 +10,37 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Optional
 
 from core.fsutil import atomic_write_text, slugify
 
 AUDIO_EXT = {".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".m4a"}
 
 
+@dataclass(frozen=True)
+class Quota:
+    """What one public-Space visitor may make the server hold or do (studio.sandbox)."""
+    upload_bytes: int
+    songs: int
+    tokenize_seconds: float
+
+
+class QuotaExceeded(ValueError):
+    pass
+
+
 class Workspace:
-    def __init__(self, root: str | os.PathLike):
+    def __init__(self, root: str | os.PathLike, import_roots: Iterable[str | os.PathLike] = (),
+                 quota: Optional[Quota] = None):
+        self.quota = quota
         self.root = Path(root).expanduser().resolve()
         self.root.mkdir(parents=True, exist_ok=True)
+        # folders a local studio may read files from by path (named by the user with --import-root)
+        self.import_roots = tuple(Path(r).expanduser().resolve() for r in import_roots)
 
     # ---- layout ----------------------------------------------------------------------------
     @property
@@ -58,6 +76,37 @@ class Workspace:
         atomic_write_text(self.state_path, json.dumps(st, indent=2, ensure_ascii=False))
         return st
 
+    # ---- quota (public Space sandboxes) ---------------------------------------------------------
+    def upload_bytes(self) -> int:
+        if not self.songs_dir.is_dir():
+            return 0
+        return sum(p.stat().st_size for p in self.songs_dir.rglob("*") if p.is_file() and not p.is_symlink())
+
+    def check_room(self, new_bytes: int) -> None:
+        """Raise QuotaExceeded when one more song of `new_bytes` would pass the sandbox's quota."""
+        q = self.quota
+        if q is None:
+            return
+        n = len(list(self.songs_dir.glob("*/song.json"))) if self.songs_dir.is_dir() else 0
+        if n + 1 > q.songs:
+            raise QuotaExceeded(f"song limit reached: this sandbox holds {n} songs (limit {q.songs}); "
+                                "remove songs first, or duplicate the Space to work without limits")
+        used = self.upload_bytes()
+        if used + new_bytes > q.upload_bytes:
+            raise QuotaExceeded(f"upload limit reached: {used / 2**20:.1f} MiB used + {new_bytes / 2**20:.1f} MiB "
+                                f"new > {q.upload_bytes / 2**20:.0f} MiB; remove songs first, or duplicate the "
+                                "Space to work without limits")
+
+    def tokenize_seconds_left(self) -> Optional[float]:
+        if self.quota is None:
+            return None
+        return max(0.0, self.quota.tokenize_seconds - float(self.get_state().get("tokenize_seconds_used", 0.0)))
+
+    def add_tokenize_seconds(self, seconds: float) -> None:
+        if self.quota is not None:
+            used = float(self.get_state().get("tokenize_seconds_used", 0.0))
+            self.set_state(tokenize_seconds_used=round(used + max(0.0, float(seconds)), 3))
+
     # ---- songs ------------------------------------------------------------------------------
     def _unique_idx(self, wanted: str) -> str:
         base = slugify(wanted, "song", sep="_")
@@ -71,6 +120,7 @@ class Workspace:
         src = Path(audio_path)
         if not src.is_file():
             raise FileNotFoundError(f"audio file not found: {src}")
+        self.check_room(src.stat().st_size + sum(Path(v).stat().st_size for v in (stems or {}).values() if v))
         idx = self._unique_idx(idx or src.stem)
         folder = self.songs_dir / idx
         folder.mkdir(parents=True)
@@ -98,8 +148,17 @@ class Workspace:
                     continue
         return out
 
+    def _song_folder(self, idx: Any) -> Path | None:
+        """The folder of song `idx`; None for anything that is not a song name this workspace made
+        (a name with '/' or '..' would reach outside uploads/songs)."""
+        idx = str(idx)
+        return self.songs_dir / idx if re.fullmatch(r"[A-Za-z0-9._\-]+", idx) and idx not in (".", "..") else None
+
     def song(self, idx: str) -> dict[str, Any] | None:
-        f = self.songs_dir / str(idx) / "song.json"
+        folder = self._song_folder(idx)
+        if folder is None:
+            return None
+        f = folder / "song.json"
         try:
             return json.loads(f.read_text(encoding="utf-8"))
         except (OSError, ValueError):
@@ -114,9 +173,18 @@ class Workspace:
         self.write_metadata()
         return song
 
+    def attach_lrc(self, idx: str, lrc_file: str | os.PathLike) -> dict[str, Any]:
+        """Keep a copy of a song's timed lyrics (LRC) with it; prepare reads its section timing."""
+        folder = self._song_folder(idx)
+        if folder is None or not folder.is_dir():
+            raise KeyError(f"no song {idx!r}")
+        dst = folder / "lyrics.lrc"
+        shutil.copyfile(lrc_file, dst)
+        return self.update_song(idx, lrc_path=str(dst), lrc_name=Path(lrc_file).name)
+
     def remove_song(self, idx: str) -> None:
-        folder = self.songs_dir / str(idx)
-        if folder.is_dir() and folder.parent == self.songs_dir:
+        folder = self._song_folder(idx)
+        if folder is not None and folder.is_dir() and not folder.is_symlink():
             shutil.rmtree(folder)
         self.write_metadata()
 
@@ -126,52 +194,142 @@ class Workspace:
         for s in self.songs():
             row = {"idx": s["idx"], "path": s["path"], "gt_lyric": s.get("gt_lyric", ""),
                    "descriptions": s.get("descriptions", "")}
-            for k in ("vocal_path", "bgm_path"):
+            for k in ("vocal_path", "bgm_path", "musicality"):
                 if s.get(k):
                     row[k] = s[k]
+            if s.get("lrc_path"):
+                row["lrc"] = s["lrc_path"]
+            if s.get("timing"):  # starts the user saved or accepted in the Timing editor
+                row["timing"] = s["timing"]
             lines.append(json.dumps(row, ensure_ascii=False))
         atomic_write_text(self.metadata_path, "\n".join(lines) + ("\n" if lines else ""))
         return self.metadata_path
 
     # ---- bulk import --------------------------------------------------------------------------
+    def _server_file(self, p: str) -> tuple[Path | None, str]:
+        """A path named inside an uploaded metadata.jsonl that was not itself uploaded: readable only on a
+        local studio, inside a folder the user named (--import-root), never through '..' or a link out."""
+        why_upload = "was not uploaded (upload the audio files together with metadata.jsonl)"
+        if not self.import_roots:
+            return None, why_upload + "; a path in an uploaded file is never read from the server"
+        path = Path(p).expanduser()
+        if ".." in path.parts:
+            return None, why_upload + "; a path with '..' is refused"
+        cands = [path] if path.is_absolute() else [r / path for r in self.import_roots]
+        for cand in cands:
+            real = cand.resolve()
+            if any(real.is_relative_to(r) for r in self.import_roots) and real.is_file():
+                return real, ""
+        roots = ", ".join(str(r) for r in self.import_roots)
+        return None, f"{why_upload}; on this studio only files inside {roots} are read"
+
     def import_files(self, paths: Iterable[str | os.PathLike]) -> tuple[list[str], list[str]]:
         """Audio files paired with same-named .txt lyrics (and .desc.txt / _desc.txt descriptions),
         plus any metadata.jsonl whose `path` entries are matched by file name among the uploads.
-        Returns (added idx list, problems as plain sentences)."""
-        files = [Path(p) for p in paths if p]
+        Returns (added idx list, problems as plain sentences).
+
+        Only the uploaded files are read: a jsonl `path` is matched by its file name among them (the
+        seed format holds paths of the machine that wrote it); anything else is refused with a reason,
+        except, on a local studio, files inside the folders named with --import-root.
+        """
+        from core.song_fields import decode_text, description_field, lyric_field
+
+        problems: list[str] = []
+        files: list[Path] = []
+        for p in paths:
+            if not p:
+                continue
+            f = Path(p)
+            if f.is_symlink() or not f.is_file():
+                problems.append(f"{f.name}: not an uploaded file, skipped")
+                continue
+            files.append(f)
         by_name = {f.name: f for f in files}
         texts = {f.name[:-4]: f for f in files if f.suffix.lower() == ".txt"}
-        added, problems, used = [], [], set()
+
+        def read_text(f: Path) -> str | None:
+            text, err = decode_text(f.read_bytes(), f.name)
+            if err:
+                problems.append(err + "; skipped that file")
+            return text
+
+        added: list[str] = []
+        used: set[str] = set()
         for f in files:
             if f.suffix.lower() != ".jsonl":
                 continue
-            for n, line in enumerate(f.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+            text = read_text(f)
+            for n, line in enumerate((text or "").splitlines(), 1):
                 if not line.strip():
                     continue
+                where = f"{f.name} line {n}"
                 try:
                     row = json.loads(line)
+                    if not isinstance(row, dict):
+                        raise ValueError("not an object")
                 except ValueError:
-                    problems.append(f"{f.name} line {n}: not valid JSON, skipped")
+                    problems.append(f"{where}: not valid JSON (one object per line), skipped")
                     continue
-                p = str(row.get("path") or "")
-                audio = Path(p) if Path(p).is_absolute() and Path(p).is_file() else by_name.get(Path(p).name)
+                p = row.get("path")
+                if not isinstance(p, str) or not p.strip():
+                    problems.append(f"{where}: no 'path' (the audio file name), skipped")
+                    continue
+                audio, why = by_name.get(Path(p).name), ""
                 if audio is None:
-                    problems.append(f"{f.name} line {n}: audio {p!r} was not uploaded, skipped")
+                    audio, why = self._server_file(p)
+                if audio is None:
+                    problems.append(f"{where}: audio {p!r} {why}; skipped")
                     continue
-                desc = row.get("descriptions") or ""
-                if isinstance(desc, list):
-                    desc = ", ".join(map(str, desc))
-                added.append(self.add_song(audio, str(row.get("gt_lyric") or ""), str(desc),
-                                           idx=str(row.get("idx") or audio.stem)))
+                if audio.suffix.lower() not in AUDIO_EXT:
+                    problems.append(f"{where}: {audio.name} is not an audio file ({', '.join(sorted(AUDIO_EXT))}); skipped")
+                    continue
+                lyric, err_l = lyric_field(row.get("gt_lyric"), where)
+                desc, err_d = description_field(row.get("descriptions", row.get("description")), where)
+                if err_l or err_d:
+                    problems += [e + "; skipped" for e in (err_l, err_d) if e]
+                    continue
+                idx = row.get("idx")
+                try:
+                    added.append(self.add_song(audio, lyric or "", desc or "",
+                                               idx=str(idx) if isinstance(idx, (str, int)) and str(idx).strip() else None))
+                except QuotaExceeded as err:
+                    problems.append(f"{where}: {err}")
+                    return added, problems
+                if row.get("musicality"):  # kept as given; the song check names a value outside the tiers
+                    self.update_song(added[-1], musicality=str(row["musicality"]))
+                lrc = row.get("lrc")
+                if lrc:  # matched like the audio: an uploaded file of that name, or a file under an import root
+                    lrc_f, why = (by_name.get(Path(str(lrc)).name), "was not uploaded") if isinstance(lrc, str) \
+                        else (None, "is not a file name")
+                    if lrc_f is None and isinstance(lrc, str):
+                        lrc_f, why = self._server_file(lrc)
+                    if lrc_f is None:
+                        problems.append(f"{where}: LRC {lrc!r} {why}; song added without timing")
+                    else:
+                        self.attach_lrc(added[-1], lrc_f)
                 used.add(audio.name)
         for f in files:
             if f.suffix.lower() not in AUDIO_EXT or f.name in used:
                 continue
             lyric_f = texts.get(f.stem)
             desc_f = texts.get(f.stem + ".desc") or texts.get(f.stem + "_desc")
-            lyric = lyric_f.read_text(encoding="utf-8", errors="replace").strip() if lyric_f else ""
-            desc = desc_f.read_text(encoding="utf-8", errors="replace").strip() if desc_f else ""
-            if not lyric_f:
+            lyric = read_text(lyric_f) if lyric_f else ""
+            desc = read_text(desc_f) if desc_f else ""
+            if lyric is None or desc is None:
+                problems.append(f"{f.name}: not added because its text file could not be read (see above)")
+                continue
+            lyric, err_l = lyric_field(lyric.strip(), lyric_f.name if lyric_f else f.name)
+            if err_l:
+                problems.append(err_l + f"; {f.name} not added")
+                continue
+            lrc_f = by_name.get(f.stem + ".lrc")
+            if not lyric_f and not lrc_f:
                 problems.append(f"{f.name}: no {f.stem}.txt lyrics uploaded; added with empty lyrics (edit them below)")
-            added.append(self.add_song(f, lyric, desc))
+            try:
+                added.append(self.add_song(f, lyric or "", desc.strip()))
+            except QuotaExceeded as err:
+                problems.append(f"{f.name}: {err}")
+                break
+            if lrc_f:
+                self.attach_lrc(added[-1], lrc_f)
         return added, problems

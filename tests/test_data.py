@@ -116,7 +116,8 @@ def test_dataset_rows(corpus):
     assert abs(r["duration_s"] - 12.0) < 1e-3
     assert r["lyrics"] == GOOD_LYRICS and r["description"] == "female, pop, sad, piano"
     assert rows["good2"]["description"] is None
-    assert rows["good3"]["description"] == "male, rock, energetic"  # musicality tag taken out, lower-cased
+    # the v2 musicality tag is kept (issue 14), the style tags lower-cased
+    assert rows["good3"]["description"] == "[Musicality-very-high], male, rock, energetic"
     assert rows["fixme"]["lyrics"].startswith("[verse] Hello world")
     # 12 s song, offset 30 s: the prompt is clamped to the song's last 10 s
     assert torch.equal(r["prompt"], r["codes"][:, 50:300])

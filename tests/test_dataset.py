@@ -20,7 +20,7 @@ def songs():
             "prompt": [torch.randint(0, 16384, (3, 8), generator=g).tolist() for _ in LENGTHS],
             "lyrics": ["[intro-short] ; [verse] the night is young.we sing along ; [outro-short]"] * len(LENGTHS),
             "description": ["female, pop, piano"] * len(LENGTHS)}
-    return SongSet(Dataset.from_dict(rows), max_frames=60, seed=3, random_crop=True)
+    return SongSet(Dataset.from_dict(rows), max_frames=60, seed=3, random_crop=True, allow_random_crop=True)
 
 
 def micro_batches(plan: BatchPlan, count: int) -> list[list[tuple[int, int]]]:

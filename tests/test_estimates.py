@@ -46,3 +46,15 @@ def test_matmul_peak_is_measured_once_and_cached(tmp_path):
     cache.write_text("not json", encoding="utf-8")
     assert estimate_time(cfg)["peak_tflops"] == 2.0
     matmul_peak.cache_clear()
+
+
+def test_memory_estimate_counts_what_freeze_transformer_trains(tmp_path):
+    """Under freeze_transformer the estimate's trainable count is exactly what the trainer trains."""
+    from core.train import build_model
+
+    cfg = parse_config({"workspace": str(tmp_path), "training": {"type": "full", "freeze_transformer": True}})
+    model, _, _ = build_model(cfg)
+    trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    est = estimate_memory(cfg)
+    assert est["trainable"] == trained
+    assert estimate_memory(parse_config({"workspace": str(tmp_path), "training": {"type": "full"}}))["trainable"] > trained

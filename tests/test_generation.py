@@ -100,20 +100,29 @@ def test_top_k_and_top_p_and_temperature():
 
 def test_eos_cut(tiny, monkeypatch):
     """Force EOS on each stream at frame 5: codes come back cut there, with no EOS or EMPTY left."""
-    demo = tiny
-    original = demo.forward_steps
-    step = {"n": 0}
+    import core.model.generation as gen
 
-    def forced(sequence, prefix=None, caches=None):
-        out = original(sequence, prefix, caches)
+    step = {"n": 0}
+    prefill, one_step, heads = gen._Stacks.prefill, gen._Stacks.step, gen._Heads.__call__
+
+    def counted_prefill(self, *a):
+        step["n"] = 1
+        return prefill(self, *a)
+
+    def counted_step(self, *a):
         step["n"] += 1
-        for q, d in enumerate(demo.pattern.delays):
-            if step["n"] - 1 - d == 5:  # the step that holds frame 5 of stream q
-                out[:, q, -1, EOS] = 1e4
+        return one_step(self, *a)
+
+    def forced(self, q, h):
+        out = heads(self, q, h)
+        if step["n"] - 1 - tiny.pattern.delays[q] == 5:  # the step that holds frame 5 of stream q
+            out[:, EOS] = 1e4
         return out
 
-    monkeypatch.setattr(demo, "forward_steps", forced)
-    codes = demo.generate("[verse] la", None, None, max_frames=40, greedy=True)
+    monkeypatch.setattr(gen._Stacks, "prefill", counted_prefill)
+    monkeypatch.setattr(gen._Stacks, "step", counted_step)
+    monkeypatch.setattr(gen._Heads, "__call__", forced)
+    codes = tiny.generate("[verse] la", None, None, max_frames=40, greedy=True)
     assert codes.shape == (1, 3, 5)
     assert (codes < EOS).all()
     assert step["n"] == 5 + 3 + 1  # stopped once every stream had ended, not at max_frames

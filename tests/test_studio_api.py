@@ -92,6 +92,24 @@ def test_add_fix_and_edit_song(studio, tmp_path):
     assert {"idx", "path", "gt_lyric", "descriptions"} <= set(meta[0])
 
 
+def test_musicality_per_song(studio, tmp_path):
+    _, client, ws = studio
+    from gradio_client import handle_file
+    wav = synth_song(tmp_path / "tiered.wav", seconds=8, seed=3)
+    client.predict(handle_file(str(wav)), "[verse] one line. two lines ; [chorus] la la", "male, rock", "low",
+                   api_name="/add_song")
+    song = json.loads((ws / "uploads/songs/tiered/song.json").read_text())
+    assert song["musicality"] == "low"
+    table, pick, msg, *_ = client.predict("tiered", "medium", api_name="/set_musicality")
+    assert "medium" in msg
+    meta = {m["idx"]: m for m in map(json.loads, (ws / "uploads/metadata.jsonl").read_text().splitlines())}
+    assert meta["tiered"]["musicality"] == "medium"  # what core.data.prepare reads
+    client.predict("tiered", "", api_name="/set_musicality")  # back to the model's default
+    meta = {m["idx"]: m for m in map(json.loads, (ws / "uploads/metadata.jsonl").read_text().splitlines())}
+    assert "musicality" not in meta["tiered"]
+    client.predict("tiered", api_name="/remove_song")
+
+
 def test_bulk_import_pairs_lyrics_and_reports_problems(studio, tmp_path):
     _, client, ws = studio
     from gradio_client import handle_file
@@ -100,12 +118,14 @@ def test_bulk_import_pairs_lyrics_and_reports_problems(studio, tmp_path):
     b = synth_song(tmp_path / "beta.wav", seconds=8, seed=2)
     meta = tmp_path / "metadata.jsonl"
     meta.write_text(json.dumps({"path": "beta.wav", "idx": "beta_song", "gt_lyric": "[verse] hi there",
-                                "descriptions": "male, rock"}) + "\n{broken\n", encoding="utf-8")
+                                "descriptions": "male, rock", "musicality": "high"}) + "\n{broken\n",
+                    encoding="utf-8")
     out = client.predict([handle_file(str(p)) for p in (a, tmp_path / "alpha.txt", b, meta)], api_name="/import_files")
     msg = out[2]
     assert "Imported 2" in msg and "line 2: not valid JSON" in msg
     ids = [c[0] for c in out[1]["choices"]]
     assert "alpha" in ids and "beta_song" in ids
+    assert json.loads((ws / "uploads/songs/beta_song/song.json").read_text())["musicality"] == "high"
     # remove works and is persisted
     client.predict("alpha", api_name="/remove_song")
     assert not (ws / "uploads/songs/alpha").exists()

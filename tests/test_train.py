@@ -57,6 +57,7 @@ def make_small_demo(ws: Path) -> Path:
     model = LeLM.build(read_official_config(sckpt / "config.yaml", runtime_root=small), "v2")
     init_weights(model, 7)
     model.reset_rotary()
+    model.is_demo = True  # a demo model: random crops of untimed songs stay allowed (core.dataset.SongSet)
     model.save_pretrained(sckpt, dtype=torch.float32)
     return sckpt
 
@@ -205,7 +206,7 @@ def _val_loss(lm, lelm, dataset_dir: Path, max_frames: int) -> float:
     from core.dataset import SongSet, collate, load_dataset_dict
     from core.evaluate import BatchLoss
 
-    val = SongSet(load_dataset_dict(dataset_dir)["validation"], max_frames, 7, random_crop=False)
+    val = SongSet(load_dataset_dict(dataset_dir)["validation"], max_frames, 7, random_crop=False, allow_random_crop=True)
     step = BatchLoss(lm, lelm).eval()
     sums = torch.zeros(3, dtype=torch.float64)
     counts = torch.zeros(3, dtype=torch.float64)

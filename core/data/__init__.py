@@ -10,12 +10,19 @@ SongReport) -> `prepare` (split, write the DatasetDict and report). `plan()` is 
 Inputs (one of, in this order):
 - `items`: a list of dicts or objects with `audio` (or `path`), `lyrics` (or `gt_lyric`),
   `description` (or `descriptions`), optional `idx`, `vocal` / `bgm` stem paths (skip separation),
-  `prompt_start_s` (where the 10 s prompt starts) or `chorus_start_s` (first chorus time).
+  `prompt_start_s` (where the 10 s prompt starts) or `chorus_start_s` (first chorus time), `lrc`
+  (timed lyrics) and `timing` (section starts saved in the studio: {source, sections: [{tag, start_s}]}).
 - `paths.metadata_path`: metadata.jsonl in the seed format {path, gt_lyric, descriptions, idx} (+ the
   optional keys above). A relative `path` is looked up next to the jsonl, in `paths.raw_data_dir`,
   then in the current folder.
 - `paths.raw_data_dir`: a folder of audio files; `NAME.txt` holds NAME's lyrics, `NAME.desc.txt`
-  its description, `NAME.vocal.<ext>` / `NAME.bgm.<ext>` optional stems.
+  its description, `NAME.lrc` its timed lyrics, `NAME.vocal.<ext>` / `NAME.bgm.<ext>` optional stems.
+
+Section timing (core.song_timing): a song with timing is cut at section boundaries into items of at
+most the model's max_dur, each conditioned on exactly its own sections' lyrics (EOS only on the item
+that reaches the end); without timing, a song longer than max_dur is refused with the ways to add it.
+Every dataset row is one item: `idx` (its song), `start_s`, `end_s`, `lyrics`, `reaches_end`, `timing`
+(lrc | edited | proposed | none) and `sections` (JSON, for crops on section boundaries).
 
 Every input song gets one report entry (status ok | fixed | warning | rejected, with plain
 reasons); one bad song never stops the others, and user files are only ever read.

@@ -11,8 +11,10 @@ from pathlib import Path
 from typing import Any, Iterable, Optional
 
 from core import audio as audio_mod
+from core import song_fields as fields
 from core.config import StudioConfig
 from core.data.limits import DataError
+from core.description import parse_musicality
 
 STEM_SUFFIXES = {"vocal": ("vocal", "vocals"), "bgm": ("bgm", "accompaniment", "instrumental")}
 DESC_SUFFIXES = ("desc", "description")
@@ -28,8 +30,11 @@ class SongInput:
     bgm: Optional[str] = None
     prompt_start_s: Optional[float] = None
     chorus_start_s: Optional[float] = None
+    lrc: Optional[str] = None            # timed lyrics (LRC file): section timing, and lyrics when absent
+    timing: Optional[dict] = None        # section starts saved in the studio ({source, sections})
     source: str = ""
     problems: list[str] = field(default_factory=list)   # found while reading the inputs: song is rejected
+    musicality: Optional[str] = None    # v2 musicality tier ("medium"); None = the model's default (very-high)
 
 
 def _first(d: dict, *keys: str) -> Any:
@@ -39,27 +44,53 @@ def _first(d: dict, *keys: str) -> Any:
     return None
 
 
-def _float_or_none(v: Any, name: str, problems: list[str]) -> Optional[float]:
-    if v is None or v == "":
-        return None
+def _musicality_or_none(v: Any, problems: list[str]) -> Optional[str]:
+    """The `musicality` key validated against the official tiers (a bad value rejects the song, named)."""
     try:
-        return float(v)
-    except (TypeError, ValueError):
-        problems.append(f"'{name}' must be a number of seconds, got {v!r}")
+        return parse_musicality(v)
+    except ValueError as err:
+        problems.append(f"{err}; leave it empty for the default (very-high)")
         return None
+
+
+def _float_or_none(v: Any, name: str, problems: list[str]) -> Optional[float]:
+    value, err = fields.number_field(v, name, "this song")
+    if err:
+        problems.append(err)
+    return value
+
+
+def _text_fields(d: dict, where: str, problems: list[str], lyric_keys=("gt_lyric",),
+                 desc_keys=("descriptions", "description")) -> tuple[Optional[str], Optional[str]]:
+    """Lyrics and description of one entry, type-checked (core.song_fields): a wrong type is a reason, never str()."""
+    lyrics, err = fields.lyric_field(_first(d, *lyric_keys), where)
+    if err:
+        problems.append(err)
+    desc, err = fields.description_field(_first(d, *desc_keys), where)
+    if err:
+        problems.append(err)
+    return lyrics, desc
 
 
 def read_text_file(path: Path) -> str:
     """Lyric/description files: UTF-8 (with or without BOM) or UTF-16 with BOM; anything else is refused
-    rather than guessed, since a wrong guess silently puts garbage into training."""
-    data = path.read_bytes()
-    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        return data.decode("utf-16")
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        raise DataError(f"{path.name} is not UTF-8 text (byte 0x{data[err.start]:02x} at position {err.start}); "
-                        "open it in a text editor and save it as UTF-8") from None
+    rather than guessed, since a wrong guess silently puts garbage into training (core.song_fields)."""
+    text, err = fields.decode_text(path.read_bytes(), path.name)
+    if err:
+        raise DataError(err)
+    return text
+
+
+def _timing_dict(v: Any, problems: list[str]) -> Optional[dict]:
+    """A saved `timing` ({"source": "edited"|"proposed", "sections": [{"tag", "start_s"}, ...]})."""
+    if v is None or v == "":
+        return None
+    if not isinstance(v, dict) or not isinstance(v.get("sections"), list) or not all(
+            isinstance(s, dict) and "tag" in s and "start_s" in s for s in v["sections"]):
+        problems.append("'timing' must be {\"source\": \"edited\", \"sections\": [{\"tag\": \"[verse]\", "
+                        "\"start_s\": 12.3}, ...]}")
+        return None
+    return v
 
 
 def _resolve_audio(p: str, bases: list[Path]) -> tuple[Optional[Path], list[Path]]:
@@ -105,17 +136,28 @@ def load_metadata(path: str | Path, raw_data_dir: Optional[str | Path] = None) -
         if idx is None or str(idx).strip() == "":
             problems.append(f"line {n} has no 'idx' (a unique name for the song)")
             idx = f"line-{n}"
+        elif isinstance(idx, bool) or not isinstance(idx, (str, int)):
+            problems.append(f"line {n}: 'idx' must be a name (text), got {str(idx)[:60]!r}")
+            idx = f"line-{n}"
         raw_path = d.get("path")
         audio = None
-        if not raw_path:
+        if raw_path is not None and not isinstance(raw_path, str):
+            problems.append(f"line {n}: 'path' must be a file path (text), got {str(raw_path)[:60]!r}")
+        elif not raw_path:
             problems.append(f"line {n} has no 'path' (the audio file)")
         else:
             found, tried = _resolve_audio(str(raw_path), bases)
             if found is None:
                 problems.append(f"audio file '{raw_path}' not found (looked in: {', '.join(str(t) for t in tried)})")
             audio = str(found or raw_path)
-        if "gt_lyric" not in d or d.get("gt_lyric") is None:
-            problems.append(f"line {n} has no 'gt_lyric' (the lyrics)")
+        lrc = None
+        if d.get("lrc"):  # timed lyrics, found like `path`
+            found, tried = _resolve_audio(str(d["lrc"]), bases)
+            if found is None:
+                problems.append(f"LRC file '{d['lrc']}' not found (looked in: {', '.join(str(t) for t in tried)})")
+            lrc = str(found or d["lrc"])
+        if ("gt_lyric" not in d or d.get("gt_lyric") is None) and not lrc:
+            problems.append(f"line {n} has no 'gt_lyric' (the lyrics) and no 'lrc' (timed lyrics)")
         stems: dict[str, Optional[str]] = {}
         for key, names in (("vocal", ("vocal", "vocal_path")), ("bgm", ("bgm", "bgm_path", "accompaniment"))):
             v = _first(d, *names)
@@ -124,12 +166,15 @@ def load_metadata(path: str | Path, raw_data_dir: Optional[str | Path] = None) -
                 if found is None:
                     problems.append(f"{key} stem '{v}' not found (looked in: {', '.join(str(t) for t in tried)})")
                 stems[key] = str(found or v)
+        lyrics, desc = _text_fields(d, f"line {n}", problems)
         out.append(SongInput(
-            str(idx), audio, d.get("gt_lyric"), _first(d, "descriptions", "description"),
+            str(idx), audio, lyrics, desc,
             stems.get("vocal"), stems.get("bgm"),
             _float_or_none(d.get("prompt_start_s"), "prompt_start_s", problems),
             _float_or_none(d.get("chorus_start_s"), "chorus_start_s", problems),
-            source=f"{src} {line.strip()[:300]}", problems=problems))
+            lrc=lrc, timing=_timing_dict(d.get("timing"), problems),
+            source=f"{src} {line.strip()[:300]}", problems=problems,
+            musicality=_musicality_or_none(d.get("musicality"), problems)))
     return out
 
 
@@ -145,7 +190,8 @@ def _split_name(p: Path) -> tuple[str, Optional[str]]:
 
 
 def scan_folder(folder: str | Path) -> list[SongInput]:
-    """A folder of songs: NAME.wav (any libsndfile format) + NAME.txt lyrics, optional NAME.desc.txt and
+    """A folder of songs: NAME.wav (any libsndfile format) + NAME.txt lyrics, optional NAME.desc.txt,
+    NAME.lrc timed lyrics (section timing; its lines are the lyrics when NAME.txt is absent) and
     NAME.vocal.wav / NAME.bgm.wav stems. Subfolders are searched too."""
     root = Path(folder).expanduser()
     if not root.is_dir():
@@ -161,12 +207,18 @@ def scan_folder(folder: str | Path) -> list[SongInput]:
         problems: list[str] = []
         lyrics = desc = None
         lyr_path = p.with_suffix(".txt")
+        lrc_path = p.with_suffix(".lrc")
+        lrc = str(lrc_path) if lrc_path.is_file() else None
         if not lyr_path.is_file():
-            problems.append(f"no lyrics file {lyr_path.name} next to {p.name}; write the lyrics into it "
-                            "(for an instrumental: [intro-short] ; [inst-long] ; [outro-short])")
+            if lrc is None:
+                problems.append(f"no lyrics file {lyr_path.name} (or timed lyrics {lrc_path.name}) next to {p.name}; "
+                                "write the lyrics into it (for an instrumental: [intro-short] ; [inst-long] ; "
+                                "[outro-short])")
         else:
             try:
-                lyrics = read_text_file(lyr_path)
+                lyrics, err = fields.lyric_field(read_text_file(lyr_path), lyr_path.name)
+                if err:
+                    problems.append(err)
             except DataError as err:
                 problems.append(str(err))
         for suffix in DESC_SUFFIXES:
@@ -177,7 +229,7 @@ def scan_folder(folder: str | Path) -> list[SongInput]:
                 except DataError as err:
                     problems.append(str(err))
                 break
-        songs[p.parent / p.stem] = SongInput(p.stem, str(p), lyrics, desc, source=str(p), problems=problems)
+        songs[p.parent / p.stem] = SongInput(p.stem, str(p), lyrics, desc, lrc=lrc, source=str(p), problems=problems)
     for key, kind, sp in stems:
         if key in songs:
             setattr(songs[key], kind, sp)
@@ -185,7 +237,7 @@ def scan_folder(folder: str | Path) -> list[SongInput]:
 
 
 def coerce_items(items: Iterable[Any]) -> list[SongInput]:
-    """The studio's upload form: dicts or objects with audio/lyrics/description (+ idx, vocal, bgm)."""
+    """The studio's upload form: dicts or objects with audio/lyrics/description (+ idx, vocal, bgm, lrc, timing)."""
     out: list[SongInput] = []
     for i, it in enumerate(items):
         if isinstance(it, SongInput):
@@ -201,7 +253,7 @@ def coerce_items(items: Iterable[Any]) -> list[SongInput]:
         idx = _first(d, "idx", "name")
         if idx is None and audio is not None:
             idx = Path(str(audio)).stem
-        lyrics = _first(d, "lyrics", "gt_lyric")
+        lyrics, desc = _text_fields(d, f"song #{i + 1}", problems, ("lyrics", "gt_lyric"), ("description", "descriptions"))
         stems = {}
         for key, names in (("vocal", ("vocal", "vocal_path")), ("bgm", ("bgm", "bgm_path", "accompaniment"))):
             v = _first(d, *names)
@@ -209,12 +261,17 @@ def coerce_items(items: Iterable[Any]) -> list[SongInput]:
                 if not Path(str(v)).expanduser().is_file():
                     problems.append(f"{key} stem '{v}' not found")
                 stems[key] = str(Path(str(v)).expanduser())
+        lrc = _first(d, "lrc", "lrc_path")
+        if lrc and not Path(str(lrc)).expanduser().is_file():
+            problems.append(f"LRC file '{lrc}' not found")
         out.append(SongInput(
             str(idx if idx is not None else f"song-{i + 1}"), str(Path(str(audio)).expanduser()) if audio else None,
-            lyrics, _first(d, "description", "descriptions"), stems.get("vocal"), stems.get("bgm"),
+            lyrics, desc, stems.get("vocal"), stems.get("bgm"),
             _float_or_none(d.get("prompt_start_s"), "prompt_start_s", problems),
             _float_or_none(d.get("chorus_start_s"), "chorus_start_s", problems),
-            source=str(audio) if audio else f"item #{i + 1}", problems=problems))
+            lrc=str(Path(str(lrc)).expanduser()) if lrc else None, timing=_timing_dict(d.get("timing"), problems),
+            source=str(audio) if audio else f"item #{i + 1}", problems=problems,
+            musicality=_musicality_or_none(d.get("musicality"), problems)))
     return out
 
 

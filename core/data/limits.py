@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Optional
 
@@ -24,6 +25,26 @@ class ModelLimits(ModelTiming):
     def to_dict(self) -> dict[str, Any]:
         return {"version": self.version, **self.timing_dict(), "is_demo": self.is_demo,
                 "runtime_root": str(self.runtime_root) if self.runtime_root else None}
+
+    @property
+    def lyric_max_len(self) -> int:
+        """The model's lyric token budget (the lyric conditioner cuts the rest)."""
+        return int(self.config.lyric_max_len or 0)
+
+    def lyric_tokens(self, text: str) -> Optional[int]:
+        """How many tokens the model's lyric tokenizer makes of `text`; None when the tokenizer is unknown."""
+        if not self.runtime_root or not self.config.lyric_token_path or not self.lyric_max_len:
+            return None
+        tok = _lyric_tokenizer(str(self.runtime_root / self.config.lyric_token_path), self.lyric_max_len,
+                               tuple(self.structure_tags), self.version)
+        return len(tok.token_ids(text))
+
+
+@lru_cache(maxsize=4)
+def _lyric_tokenizer(token_dir: str, max_len: int, tags: tuple[str, ...], version: str):
+    from core.model.text import lyric_tokenizer
+
+    return lyric_tokenizer(token_dir, max_len, tags, version)
 
 
 def model_limits(cfg: StudioConfig) -> ModelLimits:

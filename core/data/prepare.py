@@ -61,6 +61,12 @@ def _features():
         "num_frames": Value("int32"),
         "duration_s": Value("float32"),
         "prompt_start_s": Value("float32"),
+        # where the item sits in its song and what it is conditioned on (core.song_timing)
+        "start_s": Value("float32"),
+        "end_s": Value("float32"),
+        "reaches_end": Value("bool"),
+        "timing": Value("string"),      # lrc | edited | proposed | none
+        "sections": Value("string"),    # JSON [{tag, start_s (from the item's start)}]; [] without timing
     })
 
 
@@ -120,15 +126,14 @@ def _walk(ctx: Context, songs: list, dry_run: bool, progress: Progress = None) -
             continue
         seen[song.idx] = song.source.split(" ", 1)[0] or song.idx
         try:
-            rep, item = process_song(song, ctx, dry_run=dry_run)
+            rep, song_items = process_song(song, ctx, dry_run=dry_run)
         except (KeyboardInterrupt, SystemExit):
             raise
         except Exception as err:  # a bug or an odd file must not stop the other songs
-            rep, item = SongReport(song.idx, song.source, song.audio), None
+            rep, song_items = SongReport(song.idx, song.source, song.audio), []
             rep.add("error", f"unexpected error while preparing this song: {type(err).__name__}: {err}")
         report.append(rep.entry())
-        if item is not None:
-            items.append(item)
+        items += song_items
     return report, items
 
 
@@ -172,23 +177,29 @@ def prepare(cfg: StudioConfig, items: Optional[Iterable[Any]] = None, progress: 
     prepared_dir = cfg.prepared_dir()
     dataset_dir = None
     if items_out:
-        val = split_items([it["idx"] for it in items_out], cfg.data.val_fraction, cfg.data.seed)
-        ds_hash = hash_json({"schema": SCHEMA_VERSION, "items": [[it["idx"], it["key"]] for it in items_out],
-                             "val": sorted(val)})[:16]
+        # the split is by song: all items of a long song land on the same side
+        val = split_items(list(dict.fromkeys(it["idx"] for it in items_out)), cfg.data.val_fraction, cfg.data.seed)
+        ds_hash = hash_json({"schema": SCHEMA_VERSION, "val": sorted(val), "items": [
+            [it["idx"], it["key"], it["start_s"], it["end_s"], it["lyrics"], it["sections"], it["timing"]]
+            for it in items_out]})[:16]
         dataset_dir = prepared_dir / ds_hash
         for e in report:
             if e["status"] != "rejected":
                 e["split"] = "validation" if e["idx"] in val else "train"
-        summary["train"] = len(items_out) - len(val)
-        summary["validation"] = len(val)
+        summary["train"] = sum(1 for it in items_out if it["idx"] not in val)
+        summary["validation"] = len(items_out) - summary["train"]
+        summary["songs_split"] = sum(1 for e in report if len(e.get("items") or []) > 1)
         if not val:
+            n_songs = len({it["idx"] for it in items_out})
             summary["validation_note"] = (
                 "no validation song: with one song everything trains; add a second song to get a validation loss"
-                if len(items_out) == 1 else "no validation song: the validation fraction is 0")
+                if n_songs == 1 else "no validation song: the validation fraction is 0")
         if not (dataset_dir / "dataset_dict.json").is_file():
             manifest = [{"path": it["audio"], "gt_lyric": it["lyrics"], "descriptions": it["description"],
                          "idx": it["idx"], "split": "validation" if it["idx"] in val else "train",
-                         "num_frames": it["num_frames"], "duration_s": it["duration_s"], "key": it["key"]}
+                         "num_frames": it["num_frames"], "duration_s": it["duration_s"], "key": it["key"],
+                         "start_s": it["start_s"], "end_s": it["end_s"], "lyrics": it["lyrics"],
+                         "reaches_end": it["reaches_end"], "timing": it["timing"]}
                         for it in items_out]
             _write_dataset(items_out, val, dataset_dir, manifest)
     summary["elapsed_s"] = round(time.time() - t0, 3)
@@ -231,8 +242,9 @@ def format_summary(result: PrepareResult, width: int = 100) -> str:
         lines.append(f"{str(e['idx'])[:w_idx]:<{w_idx}}  {e['status']:<8}  {first}{more}")
     lines.append("")
     lines.append(f"songs: {s['total']}  ok: {s['ok']}  fixed: {s['fixed']}  warning: {s['warning']}  "
-                 f"rejected: {s['rejected']}  |  prepared: {s['prepared']} (train {s.get('train', 0)}, "
-                 f"validation {s.get('validation', 0)}), encoded {s['encoded']}, from cache {s['cached']}, "
+                 f"rejected: {s['rejected']}  |  prepared: {s['prepared']} items (train {s.get('train', 0)}, "
+                 f"validation {s.get('validation', 0)}; {s.get('songs_split', 0)} long songs split at section "
+                 f"boundaries), encoded {s['encoded']}, from cache {s['cached']}, "
                  f"{s['audio_seconds']:.0f} s of audio in {s['elapsed_s']:.1f} s")
     codec_label = s["codec"] + (" (DEMO codec, not SongGeneration's tokenizer)" if s["codec_is_demo"] else "")
     lines.append(f"codec: {codec_label}  |  separation: {s['separation']}")

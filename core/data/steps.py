@@ -1,6 +1,6 @@
 """One song through the checks and the tokenizer, step by step, each step adding to its `SongReport`.
 
-    text check -> audio check -> cache key -> (cached | decode -> separate -> encode)
+    text check -> audio check -> timing -> cache key -> (cached | decode -> separate -> encode) -> items
 
 `process_song` runs the steps in that order and stops at the first step that rejects the song;
 `plan()` runs the same function with `dry_run=True`, which stops before anything is decoded.
@@ -17,10 +17,13 @@ import torch
 
 from core import audio as audio_mod
 from core import lyrics as lyr
+from core import song_fields as fields
+from core import song_timing
 from core.config import StudioConfig
 from core.data.inputs import SongInput
 from core.data.limits import ModelLimits
 from core.data.separate import SeparationPlan
+from core.description import DEFAULT_MUSICALITY, check_description
 from core.fsutil import atomic_torch_save
 from core.tokens import CODE_SIZE, EMPTY
 
@@ -104,20 +107,35 @@ def hash_json(obj: Any) -> str:
 
 # ---- the steps ------------------------------------------------------------------------------
 def check_text(song: SongInput, rep: SongReport, limits: ModelLimits) -> None:
-    """Lyrics into SongGeneration's grammar (fixes shown beside the original) and the description."""
+    """Lyrics into SongGeneration's grammar (fixes shown beside the original) and the description,
+    with the song's musicality tier (metadata key `musicality`) put first in it."""
+    if not (song.lyrics or "").strip() and song.lrc:
+        return _check_description(song, rep)  # the LRC's lines are the lyrics (check_timing)
+    res = None
     if song.lyrics is not None or not song.problems:
         res = lyr.check_lyrics(song.lyrics, limits.structure_tags)
         for level, msgs in (("error", res.errors), ("warning", res.warnings), ("fix", res.changes)):
             for m in msgs:
                 rep.add(level, m)
         rep.fields["lyrics"] = res.text
+        n = limits.lyric_tokens(res.text) if not res.errors else None
+        over = fields.lyric_token_problem(res.text, limits.lyric_max_len, lambda _: n, "lyrics") if n else None
+        if over:  # the model would cut the rest: the song would train on words it never hears
+            rep.add("error", over)
         if res.status == "fixed":
             rep.fields.update(lyrics_original=res.original, lyrics_fixed=res.text, lyrics_changes=res.changes)
-    desc = lyr.check_description(song.description)
+    _check_description(song, rep, res.instrumental_only if res is not None and res.ok else None)
+
+
+def _check_description(song: SongInput, rep: SongReport, instrumental: Optional[bool] = None) -> None:
+    desc = check_description(song.description, musicality=song.musicality, instrumental=instrumental)
     for level, msgs in (("warning", desc.warnings), ("fix", desc.changes)):
         for m in msgs:
             rep.add(level, m)
     rep.fields["description"] = desc.text
+    rep.fields["musicality"] = desc.tier or DEFAULT_MUSICALITY
+    if instrumental:
+        rep.fields["pure_music"] = True  # conditioned as upstream's bgm mode (core.model.text_rules.song_text)
     if desc.unknown:
         rep.fields["unknown_tags"] = desc.unknown
     if desc.musicality:
@@ -135,7 +153,8 @@ def check_audio(song: SongInput, rep: SongReport, cfg: StudioConfig, limits: Mod
         header = audio_mod.check_header(info, max_dur=limits.max_dur, min_dur=cfg.data.min_duration_s)
     except audio_mod.AudioError as err:
         header = [audio_mod.AudioFinding("error", "unreadable", str(err))]
-    rep.findings += [f.to_dict() for f in header]
+    # Length against max_dur is the timing step's business: a timed long song is split, not refused.
+    rep.findings += [f.to_dict() for f in header if f.code != "too_long"]
     if info is not None:
         if 0 < info.duration_s < limits.prompt_len and not any(f.level == "error" for f in header):
             rep.add("warning", f"{Path(song.audio).name} is shorter than the model's {limits.prompt_len:g} s prompt; "
@@ -148,6 +167,38 @@ def check_audio(song: SongInput, rep: SongReport, cfg: StudioConfig, limits: Mod
         rep.add("error", separation.error or "no separation available")
     elif (song.vocal is None) != (song.bgm is None):
         rep.add("error", "give both stems (vocal and bgm) or neither; with one only the other cannot be derived")
+
+
+def check_timing(song: SongInput, rep: SongReport, limits: ModelLimits) -> None:
+    """Section timing (saved starts > LRC > none) -> the song's training items.
+
+    A song longer than max_dur is split at section boundaries into items of at most max_dur, each
+    with its own sections' lyrics; without timing it is refused with the ways to add timing. Every
+    tag the timing changed (length words from measured lengths) is reported as a fix."""
+    duration = rep.fields.get("duration_s")
+    if duration is None:
+        return
+    res = song_timing.resolve(gt_lyric=rep.fields.get("lyrics") if (song.lyrics or "").strip() else None,
+                              duration_s=float(duration), lrc_path=song.lrc, saved=song.timing,
+                              tags=limits.structure_tags)
+    for m in res.errors:
+        rep.add("error", m)
+    for m in res.notes + res.changes:
+        rep.add("fix", m, kind="timing")
+    rep.fields["timing"] = res.source
+    if res.timing is not None and not rep.rejected:
+        rep.fields["lyrics"] = res.lyrics  # length words measured; the lyrics from the LRC when none were given
+        rep.fields["sections"] = [{"tag": s.tag, "start_s": round(s.start_s, 3)} for s in res.timing.sections]
+        if song.prompt_start_s is None and song.chorus_start_s is None and res.chorus_start_s is not None:
+            song.chorus_start_s = res.chorus_start_s  # the prompt comes from the first chorus
+    items, warnings, errors = song_timing.song_items(res, float(duration), limits.max_dur, limits.min_dur,
+                                                     Path(song.audio).name)
+    for m in errors:
+        rep.add("error", m)
+    for m in warnings:
+        rep.add("warning", m)
+    if not rep.rejected:
+        rep.fields["items"] = [it.to_dict() for it in items]
 
 
 def cache_key(song: SongInput, rep: SongReport, ctx: Context) -> Optional[Path]:
@@ -251,33 +302,48 @@ def extract_prompt(codes: torch.Tensor, start_s: float, limits: ModelLimits) -> 
     return win, f0 / limits.frame_rate
 
 
-def _item(song: SongInput, rep: SongReport, record: dict) -> dict:
+def _items(song: SongInput, rep: SongReport, record: dict, limits: ModelLimits) -> list[dict]:
+    """The song's training items: its codes cut at the planned windows, each with exactly its own lyrics."""
     codes = record["codes"]
-    return {"idx": song.idx, "codes": codes.numpy(), "prompt": record["prompt"].numpy(),
-            "lyrics": rep.fields["lyrics"], "description": rep.fields["description"],
-            "num_frames": int(codes.shape[1]), "duration_s": float(record["meta"]["duration_s"]),
-            "prompt_start_s": float(record["meta"]["prompt_start_s"]), "key": rep.fields["key"], "audio": song.audio}
+    total = int(codes.shape[1])
+    frame_rate = limits.frame_rate
+    out = []
+    for it in rep.fields["items"]:
+        f0 = min(total, int(round(it["start_s"] * frame_rate)))
+        f1 = total if it["reaches_end"] else min(total, int(round(it["end_s"] * frame_rate)))
+        if len(rep.fields["items"]) > 1:  # a codec may round the song up by a frame; items stay within max_dur
+            f1 = min(f1, f0 + limits.max_frames)
+        start_s = f0 / frame_rate
+        end_s = float(record["meta"]["duration_s"]) if it["reaches_end"] else f1 / frame_rate
+        out.append({"idx": song.idx, "codes": codes[:, f0:f1].numpy(), "prompt": record["prompt"].numpy(),
+                    "lyrics": it["lyrics"], "description": rep.fields["description"], "num_frames": f1 - f0,
+                    "duration_s": end_s - start_s, "prompt_start_s": float(record["meta"]["prompt_start_s"]),
+                    "key": rep.fields["key"], "audio": song.audio, "start_s": start_s, "end_s": end_s,
+                    "reaches_end": bool(it["reaches_end"]), "timing": rep.fields["timing"],
+                    "sections": json.dumps(it["sections"])})
+    return out
 
 
-def process_song(song: SongInput, ctx: Context, dry_run: bool = False) -> tuple[SongReport, Optional[dict]]:
-    """One song through the steps -> (its report, its dataset item or None). A problem with the song
-    itself never raises; `dry_run` (plan) stops before decoding and only says whether it is cached."""
+def process_song(song: SongInput, ctx: Context, dry_run: bool = False) -> tuple[SongReport, list[dict]]:
+    """One song through the steps -> (its report, its dataset items; [] when rejected). A problem with
+    the song itself never raises; `dry_run` (plan) stops before decoding and only says whether it is cached."""
     rep = SongReport.start(song)
     check_text(song, rep, ctx.limits)
     check_audio(song, rep, ctx.cfg, ctx.limits, ctx.separation)
+    check_timing(song, rep, ctx.limits)
     if rep.rejected:
-        return rep, None
+        return rep, []
     path = cache_key(song, rep, ctx)
     if path is None:
-        return rep, None
+        return rep, []
     if dry_run:
         rep.fields["cached"] = path.is_file()
-        return rep, None
+        return rep, []
     record = load_cached(rep, path)
     if record is not None:
         ctx.counters["cached"] += 1
     else:
         record = encode(song, rep, ctx, path)
     if record is None or rep.rejected:
-        return rep, None
-    return rep, _item(song, rep, record)
+        return rep, []
+    return rep, _items(song, rep, record, ctx.limits)

@@ -52,8 +52,12 @@ def read_sidecar(ckpt_dir: Path) -> dict[str, Any]:
         return {}
 
 
-def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """The LM's tensors from an official model.pt, without the `audiolm.` prefix."""
+def load_state_dict(path: Path, notes: Optional[list[str]] = None) -> dict[str, torch.Tensor]:
+    """The LM's tensors from an official model.pt, without the `audiolm.` prefix.
+
+    Like upstream's loader, only keys starting with `audiolm.` are read; anything else in the file
+    (an `optimizer` state, an epoch counter, a codec's weights) is ignored and named in a note.
+    A file with no `audiolm.` key at all is taken as a bare LM state dict."""
     if not path.is_file():
         raise CheckpointError(f"{path} not found: a checkpoint folder needs config.yaml and model.pt")
     try:
@@ -63,10 +67,25 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
                               "Is it a SongGeneration model.pt?") from None
     if isinstance(raw, dict) and "state_dict" in raw and isinstance(raw["state_dict"], dict):
         raw = raw["state_dict"]  # tolerated: a Lightning-style wrapper
-    if not isinstance(raw, dict) or not all(isinstance(v, torch.Tensor) for v in raw.values()):
-        raise CheckpointError(f"{path}: expected a flat dict of tensors (keys 'audiolm.*')")
-    sd = {k[len(PREFIX):] if k.startswith(PREFIX) else k: v for k, v in raw.items()}
-    return sd
+    if not isinstance(raw, dict) or not raw:
+        raise CheckpointError(f"{path}: expected a dict of tensors with keys 'audiolm.*'")
+    lm_keys = [k for k in raw if isinstance(k, str) and k.startswith(PREFIX)]
+    if lm_keys:
+        ignored = [str(k) for k in raw if not (isinstance(k, str) and k.startswith(PREFIX))]
+        if ignored:
+            shown = ", ".join(repr(k) for k in ignored[:5]) + (f" and {len(ignored) - 5} more" if len(ignored) > 5 else "")
+            msg = (f"{path.name}: ignored {len(ignored)} entr{'y' if len(ignored) == 1 else 'ies'} that "
+                   f"{'is' if len(ignored) == 1 else 'are'} not part of the LM ({shown}); like SongGeneration's "
+                   f"loader, only the '{PREFIX}*' keys are read")
+            log.warning(msg)
+            if notes is not None:
+                notes.append(msg)
+        raw = {k: raw[k] for k in lm_keys}
+    bad = [k for k, v in raw.items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        raise CheckpointError(f"{path}: '{bad[0]}' is a {type(raw[bad[0]]).__name__}, not a tensor "
+                              f"({len(bad)} such keys); an LM checkpoint holds one tensor per key")
+    return {k[len(PREFIX):] if k.startswith(PREFIX) else k: v for k, v in raw.items()}
 
 
 def detect_version(ckpt_dir: Path, sd: dict[str, torch.Tensor], token_dir: Path, forced: Optional[str],
@@ -129,8 +148,8 @@ def open_checkpoint(ckpt_dir: str | Path, runtime_root=None, version=None):
     if runtime_root is None and side.get("runtime_root") and Path(side["runtime_root"]).is_dir():
         runtime_root = side["runtime_root"]
     config = read_official_config(ckpt_dir / "config.yaml", runtime_root)
-    sd = load_state_dict(ckpt_dir / "model.pt")
     notes: list[str] = []
+    sd = load_state_dict(ckpt_dir / "model.pt", notes)
     if version is None and side.get("version") in ("v1", "v2"):
         version = side["version"]
     version = detect_version(ckpt_dir, sd, config.runtime_root / config.desc_token_path, version, notes)

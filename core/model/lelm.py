@@ -18,6 +18,7 @@ from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
 
 from .conditioners import (ConditionDropout, ConditionerProvider, Conditions, DescriptionConditioner,
                            LyricsConditioner, PromptConditioner)
+from .loss import CHUNK_BYTES, linear_cross_entropy
 from .official_config import CheckpointError, OfficialConfig
 from .pattern import EMPTY, DelayPattern
 from .text import TextTokenizer, description_tokenizer, lyric_tokenizer
@@ -194,9 +195,14 @@ class LeLM(nn.Module):
         return torch.cat(first, dim=1), torch.cat(second, dim=1)
 
     # ------------------------------------------------------------------ forward
-    def forward_steps(self, sequence: torch.Tensor, prefix: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
-                      caches: Optional[tuple] = None) -> torch.Tensor:
-        """Delayed sequence [B, K, S] (+ prefix) -> per-step logits [B, K, S, C+1] in float32."""
+    def heads(self) -> list[nn.Module]:
+        """Output head per stream: mixed reads the main stack, vocal and bgm the sub stack."""
+        return [self.transformer.lm_head, *self.linears]
+
+    def hidden_steps(self, sequence: torch.Tensor, prefix: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
+                     caches: Optional[tuple] = None, positions: Optional[torch.Tensor] = None
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Delayed sequence [B, K, S] (+ prefix) -> the two stacks' normed hidden states on the S steps."""
         x1 = self.emb[0](sequence[:, 0])
         x2 = sum(self.layer2_emb[k](sequence[:, k]) for k in range(1, self.depth))
         n_prefix = 0
@@ -205,38 +211,83 @@ class LeLM(nn.Module):
             x1 = torch.cat([prefix[0].to(x1.dtype), x1], dim=1)
             x2 = torch.cat([prefix[1].to(x2.dtype), x2], dim=1)
         use_cache = caches is not None
+        pos = None if positions is None else positions[None]
         h1 = self.transformer.model(inputs_embeds=x1, cache=caches[0] if use_cache else None,
-                                    use_cache=use_cache).last_hidden_state
+                                    use_cache=use_cache, position_ids=pos).last_hidden_state
         z = self.mlp(torch.cat([x2, h1], dim=-1))
         h2 = self.transformer2.model(inputs_embeds=z, cache=caches[1] if use_cache else None,
-                                     use_cache=use_cache).last_hidden_state
-        # Heads only on the sequence part: the prefix outputs are never used.
-        h1, h2 = h1[:, n_prefix:], h2[:, n_prefix:]
-        logits = [self.transformer.lm_head(h1)] + [lin(h2) for lin in self.linears]
+                                     use_cache=use_cache, position_ids=pos).last_hidden_state
+        # The prefix outputs are never used.
+        return h1[:, n_prefix:], h2[:, n_prefix:]
+
+    def forward_steps(self, sequence: torch.Tensor, prefix: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
+                      caches: Optional[tuple] = None) -> torch.Tensor:
+        """Delayed sequence [B, K, S] (+ prefix) -> per-step logits [B, K, S, C+1] in float32."""
+        h1, h2 = self.hidden_steps(sequence, prefix, caches)
+        logits = [head(h1 if q == 0 else h2) for q, head in enumerate(self.heads())]
         return torch.stack(logits, dim=1).float()
+
+    def _teacher_forced_hidden(self, codes: torch.Tensor, lyrics: Sequence[Optional[str]],
+                               descriptions: Sequence[Optional[str]], prompt: Optional[torch.Tensor]
+                               ) -> tuple[torch.Tensor, torch.Tensor]:
+        self.check_codes(codes)
+        B = codes.shape[0]
+        cond = self.make_conditions(lyrics, descriptions, prompt, B)
+        if self.training:
+            cond = self.condition_dropout(cond)
+        prefix = self.condition_prefix(cond)
+        return self.hidden_steps(self.pattern.build(codes.long().to(self.device)), prefix)
 
     def compute_predictions(self, codes: torch.Tensor, lyrics: Sequence[Optional[str]],
                             descriptions: Sequence[Optional[str]], prompt: Optional[torch.Tensor] = None
                             ) -> tuple[torch.Tensor, torch.Tensor]:
         """Teacher-forced logits aligned with `codes`: ([B, K, T, C+1] float32, mask [B, K, T] bool)."""
-        self.check_codes(codes)
-        B, _, T = codes.shape
-        cond = self.make_conditions(lyrics, descriptions, prompt, B)
-        if self.training:
-            cond = self.condition_dropout(cond)
-        prefix = self.condition_prefix(cond)
-        sequence = self.pattern.build(codes.long().to(self.device))
-        return self.pattern.align_logits(self.forward_steps(sequence, prefix), T)
+        h1, h2 = self._teacher_forced_hidden(codes, lyrics, descriptions, prompt)
+        logits = [head(h1 if q == 0 else h2) for q, head in enumerate(self.heads())]
+        return self.pattern.align_logits(torch.stack(logits, dim=1).float(), codes.shape[-1])
+
+    def compute_loss(self, targets: torch.Tensor, lyrics: Sequence[Optional[str]],
+                     descriptions: Sequence[Optional[str]], prompt: Optional[torch.Tensor] = None, *,
+                     chunked: Optional[bool] = None, chunk_bytes: int = CHUNK_BYTES
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The training loss without [B, K, T, V] logits -> (mean CE per stream [K], valid targets per stream [K]).
+
+        Equal to `masked_ce(*compute_predictions(...))`: each stream's head runs only on its valid
+        targets (not EMPTY), through `linear_cross_entropy` (chunked when that saves memory).
+        """
+        h1, h2 = self._teacher_forced_hidden(targets, lyrics, descriptions, prompt)
+        T = targets.shape[-1]
+        targets = targets.to(self.device).long()
+        losses, counts = [], []
+        for q, head in enumerate(self.heads()):
+            d = self.pattern.delays[q]
+            h = (h1 if q == 0 else h2)[:, d:d + T]  # the output step that predicts frame t is t + d_q
+            valid = targets[:, q] != EMPTY
+            n = int(valid.sum())
+            counts.append(n)
+            if n == 0:
+                losses.append(h.sum() * 0.0)  # keeps the graph, contributes 0
+                continue
+            losses.append(linear_cross_entropy(h[valid], head, targets[:, q][valid], chunked=chunked,
+                                               chunk_bytes=chunk_bytes))
+        return torch.stack(losses).float(), torch.tensor(counts, device=self.device, dtype=torch.float32)
 
     # ------------------------------------------------------------------ generation
     def generate(self, lyrics: Optional[str], description: Optional[str], prompt: Optional[torch.Tensor] = None, *,
                  max_frames: int, cfg_coef: float = 1.5, temperature: float = 1.0, top_k: int = 50,
                  top_p: float = 0.0, greedy: bool = False, record_window: int = 50, seed: Optional[int] = None,
+                 cache: str = "auto", compile: Optional[bool | str] = None,
                  on_step: Optional[Callable[[int, torch.Tensor], None]] = None,
                  progress: Optional[Callable[[int, int], None]] = None) -> torch.LongTensor:
         """Guided, KV-cached generation as SongGeneration samples -> codes [1, 3, T] cut at the earliest EOS."""
         from .generation import generate
         return generate(self, lyrics, description, prompt, max_frames=max_frames, cfg_coef=cfg_coef,
                         temperature=temperature, top_k=top_k, top_p=top_p, greedy=greedy,
-                        record_window=record_window, seed=seed, on_step=on_step, progress=progress)
+                        record_window=record_window, seed=seed, cache=cache, compile=compile,
+                        on_step=on_step, progress=progress)
 
+    def generate_batch(self, lyrics: Sequence[Optional[str]], descriptions: Sequence[Optional[str]],
+                       prompts: Optional[Sequence[Optional[torch.Tensor]]] = None, **kw) -> list[torch.LongTensor]:
+        """Several songs in one pass (seed sweeps, several lyrics): see generation.generate_batch."""
+        from .generation import generate_batch
+        return generate_batch(self, lyrics, descriptions, prompts, **kw)

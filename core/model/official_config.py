@@ -115,6 +115,7 @@ class ModelTiming:
     config: "OfficialConfig"
 
     max_dur = property(lambda self: float(self.config.max_dur))
+    min_dur = property(lambda self: float(self.config.min_dur))
     prompt_len = property(lambda self: float(self.config.prompt_len))
     frame_rate = property(lambda self: int(self.config.frame_rate))
     prompt_frames = property(lambda self: int(self.config.prompt_frames))
@@ -123,7 +124,7 @@ class ModelTiming:
     structure_tags = property(lambda self: tuple(self.config.structure_tags))
 
     def timing_dict(self) -> dict:
-        return {"max_dur": self.max_dur, "prompt_len": self.prompt_len, "frame_rate": self.frame_rate,
+        return {"max_dur": self.max_dur, "min_dur": self.min_dur, "prompt_len": self.prompt_len, "frame_rate": self.frame_rate,
                 "prompt_frames": self.prompt_frames, "max_frames": self.max_frames}
 
 
@@ -163,6 +164,7 @@ class OfficialConfig:
     attribute_dropout: dict[str, float] = field(default_factory=dict)
     # timing
     max_dur: float = 0.0
+    min_dur: float = 0.0      # shortest training crop (the reference's data filter; 0 when the config has none)
     prompt_len: float = 0.0
     frame_rate: int = 25
     sample_rate: int = 48000
@@ -252,7 +254,7 @@ def read_official_config(config_path: Path, runtime_root: Optional[str | Path] =
             "type_info": float(att.get("text", {}).get("type_info", 0.0)),
             "prompt_audio": float(att.get("audio", {}).get("prompt_audio", 0.0)),
         },
-        max_dur=float(g("max_dur")), prompt_len=float(g("prompt_len")),
+        max_dur=float(g("max_dur")), min_dur=float(resolved.get("min_dur") or 0.0), prompt_len=float(g("prompt_len")),
         frame_rate=int(g("audio_tokenizer_frame_rate")), sample_rate=int(resolved.get("sample_rate", 48000)),
     )
     if cfg.code_size != 16384:

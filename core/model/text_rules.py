@@ -1,40 +1,65 @@
-"""The text rules SongGeneration's inference script applies before the model sees lyrics and descriptions.
+"""The text rules SongGeneration's inference applies before the model sees lyrics and descriptions.
 
-The model itself uses text exactly as given; callers (generation, training) apply these rules so
-that finetuning sees text shaped the way generation will give it.
+The model uses text exactly as given; generation and training both call these rules, so a
+finetune sees text shaped the way generation gives it.
 - lyrics: double spaces become single (upstream's only lyric change).
-- v1: the description is lower-cased (None stays None).
-- v2: `"[Musicality-very-high], " + description.lower()` (`"[Musicality-very-high], ."` when absent);
-  accompaniment-only ("bgm") mode: `"[Musicality-very-high], [Pure-Music], " + description` (`"."` when
-  absent) with the lyrics replaced by `"."`.
-Tags already in a description ([Musicality-*], [Pure-Music]) are kept as written (lower-casing them would
-turn them into plain text) and a given musicality tag is not doubled.
+- v1: the description is lower-cased (None stays None); v2 tags are dropped (not in v1's vocabulary).
+- v2: `"[Musicality-very-high], " + description.lower()` (`"[Musicality-very-high], ."` when absent).
+  A tier already in the description ([Musicality-medium] ...) replaces the default, and every v2 tag
+  keeps its spelling (lower-casing would turn it into plain text).
+- v2 accompaniment-only ("bgm"): lyrics `"."`, description `"<tier>, [Pure-Music], " + description`
+  (not lower-cased, as upstream), or just `"."` when there is no description at all (upstream's
+  form). A description holding only a tier gives `"<tier>, [Pure-Music], ."`.
+Training (`song_text`) conditions a song whose lyrics have no sung section exactly as bgm generation
+does: one function, `bgm_text`, serves both.
 """
 from __future__ import annotations
 
 import re
 from typing import Optional
 
+from core.description import PURE_MUSIC as PURE_MUSIC_TAG
+from core.lyrics import is_instrumental as is_instrumental_lyrics
+
 from .text import V2_DESCRIPTION_TAGS
 
-MUSICALITY_PREFIX = "[Musicality-very-high], "
-PURE_MUSIC = "[Pure-Music], "
+DEFAULT_TIER_TAG = "[Musicality-very-high]"
+MUSICALITY_PREFIX = DEFAULT_TIER_TAG + ", "
+PURE_MUSIC = PURE_MUSIC_TAG + ", "
 _TAG_RE = re.compile("|".join(re.escape(t) for t in V2_DESCRIPTION_TAGS), re.IGNORECASE)
 _CANONICAL = {t.lower(): t for t in V2_DESCRIPTION_TAGS}
 
 
-def _lower_keep_tags(text: str) -> str:
-    out, last = [], 0
-    for m in _TAG_RE.finditer(text):
-        out.append(text[last:m.start()].lower())
-        out.append(_CANONICAL[m.group(0).lower()])
-        last = m.end()
-    out.append(text[last:].lower())
-    return "".join(out)
-
-
 def has_musicality_tag(description: Optional[str]) -> bool:
     return bool(description) and bool(re.search(r"\[musicality-[a-z-]+\]", description, re.IGNORECASE))
+
+
+def _without_tags(desc: Optional[str]) -> Optional[str]:
+    """The description with every v2 tag and the separators they leave behind removed (None if nothing is left)."""
+    if not desc:
+        return None
+    if not _TAG_RE.search(desc):
+        return desc  # untouched: upstream feeds descriptions as written
+    rest = re.sub(r"^[\s,]+|[\s,]+$", "", re.sub(r"(?:\s*,\s*)+", ", ", _TAG_RE.sub(",", desc)))
+    return rest or None
+
+
+def _first_tier(desc: Optional[str]) -> str:
+    m = re.search(r"\[musicality-[a-z-]+\]", desc or "", re.IGNORECASE)
+    return _CANONICAL.get(m.group(0).lower(), DEFAULT_TIER_TAG) if m else DEFAULT_TIER_TAG
+
+
+def bgm_text(description: Optional[str], version: str, lyrics: Optional[str] = None) -> tuple[Optional[str], Optional[str]]:
+    """Accompaniment-only conditioning (upstream's bgm mode); v1 models have none and get `model_text`'s v1 form."""
+    if version == "v1":
+        return model_text(lyrics, description, "v1")
+    desc = description.strip() if description and description.strip() else None
+    if desc is None:
+        return ".", "."
+    if has_musicality_tag(desc) and PURE_MUSIC_TAG.lower() in desc.lower():
+        return ".", desc  # already in the final form (a re-run, or written by the user)
+    rest = _without_tags(desc)
+    return ".", f"{_first_tier(desc)}, {PURE_MUSIC}{rest if rest is not None else '.'}"
 
 
 def model_text(lyrics: Optional[str], description: Optional[str], version: str,
@@ -46,15 +71,20 @@ def model_text(lyrics: Optional[str], description: Optional[str], version: str,
         lyrics = lyrics.replace("  ", " ")
     desc = description.strip() if description and description.strip() else None
     if version == "v1":
-        return lyrics, desc.lower() if desc else None
+        rest = _without_tags(desc)
+        return lyrics, rest.lower() if rest else None
     if mode == "bgm":
-        if desc is None:
-            return ".", "."
-        body = desc if has_musicality_tag(desc) else MUSICALITY_PREFIX + desc
-        if "[pure-music]" not in body.lower():
-            body = body.replace(MUSICALITY_PREFIX, MUSICALITY_PREFIX + PURE_MUSIC, 1)
-        return ".", body
+        return bgm_text(desc, version, lyrics)
     if desc is None:
         return lyrics, MUSICALITY_PREFIX + "."
-    desc = _lower_keep_tags(desc)
-    return lyrics, desc if has_musicality_tag(desc) else MUSICALITY_PREFIX + desc
+    # Tier first, then [Pure-Music] if written, then the lower-cased style tags (upstream's order).
+    head = _first_tier(desc) + (", " + PURE_MUSIC_TAG if PURE_MUSIC_TAG.lower() in desc.lower() else "")
+    rest = _without_tags(desc)
+    return lyrics, f"{head}, {rest.lower() if rest is not None else '.'}"
+
+
+def song_text(lyrics: Optional[str], description: Optional[str], version: str) -> tuple[Optional[str], Optional[str]]:
+    """Training text of one song: a song without a sung section is conditioned as bgm generation is."""
+    if is_instrumental_lyrics(lyrics):
+        return bgm_text(description, version, lyrics)
+    return model_text(lyrics, description, version)

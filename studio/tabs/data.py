@@ -33,6 +33,11 @@ def reasons(s: dict, lang: str) -> list[str]:
     return [qc_reason(codes[r], r, name, lang) if r in codes else r for r in chk.get("reasons", [])]
 
 
+def _tier_choices(ctx) -> list[tuple[str, str]]:
+    """(label, value) pairs: the default (empty: the model's very-high) and the official tiers."""
+    return [(ctx.msg("musicality_default"), "")] + [(x, x) for x in backend.musicality_choices()]
+
+
 def songs_table(ctx, lang=None) -> pd.DataFrame:
     lang = lang or ctx.lang
     rows = []
@@ -77,6 +82,8 @@ def build(ctx) -> dict:
                 desc = gr.Textbox(label=t("descriptions"), info=t("desc_help"), elem_id="song-desc")
                 tags = gr.Dropdown(choices=backend.tag_choices(), multiselect=True, label=t("suggest_tags"),
                                    elem_id="song-tags", allow_custom_value=False)
+                tier = gr.Dropdown(choices=_tier_choices(ctx), value="", label=t("musicality"),
+                                   info=t("musicality_help"), elem_id="song-musicality")
                 add_btn = gr.Button(t("add_song"), variant="primary", elem_id="btn-add-song")
             with gr.Tab(t("bulk_import"), elem_id="data-bulk"):
                 bulk = gr.File(label=t("bulk_files"), file_count="multiple", elem_id="bulk-files")
@@ -92,6 +99,8 @@ def build(ctx) -> dict:
                 original = gr.Textbox(label=t("original"), lines=6, interactive=False, elem_id="lyric-original")
                 fixed = gr.Textbox(label=t("fixed"), lines=6, interactive=True, elem_id="lyric-fixed")
             findings = gr.Markdown(elem_id="song-findings")
+            picked_tier = gr.Dropdown(choices=_tier_choices(ctx), value="", label=t("musicality"),
+                                      elem_id="picked-musicality")
             with gr.Row():
                 accept_btn = gr.Button(t("accept_fix"), variant="primary", elem_id="btn-accept-fix")
                 save_btn = gr.Button(t("save_edit"), elem_id="btn-save-edit")
@@ -113,15 +122,25 @@ def build(ctx) -> dict:
 
     outs = [table, pick, msg, player, original, fixed, findings]
 
-    def add(audio_file, lyric, description, request: gr.Request = None):
+    def add(audio_file, lyric, description, musicality, request: gr.Request = None):
         lang = request_lang(request, ctx.lang)
         paths = _files(audio_file)
         if not paths:
             raise gr.Error(tr("need_audio", lang))
         idx = ctx.ws.add_song(paths[0], lyric or "", description or "")
-        ctx.ws.update_song(idx, check=backend.check_song(ctx.ws.song(idx)))
+        s = ctx.ws.update_song(idx, musicality=musicality or "")
+        ctx.ws.update_song(idx, check=backend.check_song(s))
         # the form is emptied so the next song starts clean (no accidental duplicates)
-        return _refresh(idx, tr("added", lang, idx=idx), lang) + (None, "", "", [])
+        return _refresh(idx, tr("added", lang, idx=idx), lang) + (None, "", "", [], "")
+
+    def set_tier(idx, musicality, request: gr.Request = None):
+        lang = request_lang(request, ctx.lang)
+        if not idx or ctx.ws.song(idx) is None:
+            raise gr.Error(tr("no_song", lang))
+        s = ctx.ws.update_song(idx, musicality=musicality or "")
+        ctx.ws.update_song(idx, check=backend.check_song(s))
+        return _refresh(idx, tr("musicality_saved", lang, idx=idx,
+                                tier=musicality or tr("musicality_default", lang)), lang)
 
     def do_import(files):
         added, problems = ctx.ws.import_files(_files(files))
@@ -148,7 +167,10 @@ def build(ctx) -> dict:
         ctx.ws.remove_song(idx)
         return _refresh(None, ctx.msg("removed", idx=idx))
 
-    add_btn.click(add, [audio, lyrics, desc], outs + [audio, lyrics, desc, tags], api_name="add_song")
+    add_btn.click(add, [audio, lyrics, desc, tier], outs + [audio, lyrics, desc, tags, tier], api_name="add_song")
+    picked_tier.input(set_tier, [pick, picked_tier], outs, api_name="set_musicality")
+    pick.change(lambda i: (ctx.ws.song(i) or {}).get("musicality", "") if i else "", [pick], [picked_tier],
+                api_name=False, queue=False)
     import_btn.click(do_import, [bulk], outs, api_name="import_files")
     check_btn.click(do_check, [pick], outs, api_name="check_songs")
     def detail(i, request: gr.Request = None):

@@ -76,7 +76,7 @@ def build(ctx, train_ui) -> dict:
     def _need(c):
         if not c:
             raise gr.Error(ctx.msg("no_ckpt"))
-        return c
+        return backend.check_checkpoint(ctx.ws, c)
 
     def merge(c, s):
         path = backend.merge(ctx.ws, _need(c), s)
@@ -147,4 +147,7 @@ def build(ctx, train_ui) -> dict:
         return gr.update(choices=ch, value=mine[0] if mine else (vals[0] if vals else None))  # newest first
 
     train_ui["run_pick"].change(follow, [train_ui["run_pick"], ckpt], ckpt, api_name=False)
+    from studio.tabs import preference
+    preference.build(ctx, {"ckpt": ckpt, "strength": strength, "lyrics": lyrics, "desc": desc, "seconds": seconds,
+                           "seed": seed}, train_ui)
     return {"ckpt": ckpt}

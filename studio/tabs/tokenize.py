@@ -6,7 +6,7 @@ import gradio as gr
 import pandas as pd
 
 from core.config import DEMO, choices, default
-from studio import backend
+from studio import backend, sandbox
 
 
 # headers of the empty tables (no "1 2 3" placeholder columns before the first tokenize)
@@ -27,7 +27,8 @@ def build(ctx) -> dict:
                            label=t("separation"), info=t("sep_help"), elem_id="separation")
             bgm = gr.Radio(choices("data.bgm_mode"), value=st.get("bgm_mode", default("data.bgm_mode")),
                            label=t("bgm_mode"), info=t("bgm_help"), elem_id="bgm-mode")
-            runtime = gr.Textbox(value=st.get("runtime_path", ""), label=t("runtime_path"), elem_id="runtime-path")
+            runtime = gr.Textbox(value=st.get("runtime_path", ""), label=t("runtime_path"), elem_id="runtime-path",
+                                 interactive=not ctx.public)
             val = gr.Slider(0.0, 0.5, value=st.get("val_fraction", default("data.val_fraction")), step=0.05, label=t("val_fraction"),
                             elem_id="val-fraction")
             with gr.Row():
@@ -46,6 +47,7 @@ def build(ctx) -> dict:
     opts = [codec, sep, bgm, runtime, val]
 
     def _save(c, s, b, r, v):
+        sandbox.check_visitor_choice(ctx.ws, runtime_path=r, lang=ctx.lang)
         ctx.ws.set_state(codec=c, separation=s, bgm_mode=b, runtime_path=r or "", val_fraction=v)
 
     def plan(c, s, b, r, v):

@@ -8,7 +8,8 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
-from studio import backend, monitor
+from core.presets import GPU_PRESETS, preset_name
+from studio import backend, monitor, sandbox
 from studio.i18n import request_lang, status_word, tr
 from studio.widgets import api_name, config_value, config_widget
 
@@ -36,7 +37,21 @@ PRESETS: dict[str, dict] = {
                                   "training.save_every": 500, "training.sample_every": 500, "training.log_every": 10,
                                   "training.warmup_steps": 100},
 }
+# by card memory (core.presets: sized with core.estimate for the official base / large models)
+PRESETS.update({preset_name(gb): {**_GPU, **p["settings"]} for gb, p in GPU_PRESETS.items()})
 DEFAULT_PRESET = "Quick look (CPU / demo, a minute)"
+# Crop lengths a preset means for the demo model only: 6-s crops of a real checkpoint's songs would cut
+# sections apart (and, without section timing, are refused by the trainer), so on any other base
+# model the preset leaves training.max_frames unset (the model's own max_dur).
+DEMO_ONLY = {DEFAULT_PRESET: {"training.max_frames"}}
+
+
+def preset_values(name: str, base_kind: str) -> dict:
+    """The preset's {config path: value} for this base model (demo-only values dropped off the demo)."""
+    pr = dict(PRESETS.get(name) or {})
+    if base_kind != "demo":
+        pr.update({k: None for k in DEMO_ONLY.get(name, ())})
+    return pr
 
 
 def _empty_plot() -> pd.DataFrame:
@@ -65,7 +80,7 @@ def _ck_table(rows, lang):
 
 def build(ctx) -> dict:
     t = ctx.t
-    p = PRESETS[DEFAULT_PRESET]
+    p = preset_values(DEFAULT_PRESET, ctx.ws.get_state().get("base_kind", "demo"))
     w: dict[str, gr.components.Component] = {}
     with gr.Row():
         with gr.Column(scale=1, min_width=340):
@@ -106,6 +121,8 @@ def build(ctx) -> dict:
                 with gr.Row():
                     cw("training.max_frames", t("max_frames"), elem_id="max-frames")
                     cw("training.mixed_precision", t("precision"), dropdown=True)
+                    cw("training.optimizer", t("optimizer"), dropdown=True)
+                    cw("training.base_dtype", t("base_dtype"), dropdown=True)
                     cw("training.gradient_checkpointing", t("grad_ckpt"))
                 with gr.Row():
                     cw("training.save_every", t("save_every"))
@@ -183,16 +200,26 @@ def build(ctx) -> dict:
         if with_request:
             params.append(inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=gr.Request))
         fn.__signature__ = inspect.Signature(params)
+        if with_request:  # Gradio finds the request parameter by its type hint, not the signature
+            fn.__annotations__ = {"request": gr.Request}
         return fn
 
     # ---- presets, preview, estimate ----------------------------------------------------------
     preset_keys = sorted({k for pr in PRESETS.values() for k in pr})
 
-    def apply_preset(name):
-        pr = PRESETS.get(name) or {}
+    def apply_preset(name, kind):
+        pr = preset_values(name, kind)
         return [gr.update(value=0 if pr[k] is None else pr[k]) if k in pr else gr.skip() for k in preset_keys]
 
-    w["preset"].change(apply_preset, w["preset"], [w[k] for k in preset_keys], api_name=False)
+    w["preset"].change(apply_preset, [w["preset"], w["base_kind"]], [w[k] for k in preset_keys], api_name=False)
+    demo_only = sorted({k for keys in DEMO_ONLY.values() for k in keys})
+
+    def base_changed(name, kind):  # switching the base model re-applies the preset's demo-only values
+        pr = preset_values(name, kind)
+        return [gr.update(value=0 if pr[k] is None else pr[k]) if k in pr and k in DEMO_ONLY.get(name, ())
+                else gr.skip() for k in demo_only]
+
+    w["base_kind"].change(base_changed, [w["preset"], w["base_kind"]], [w[k] for k in demo_only], api_name=False)
     w["training.type"].change(lambda m: gr.update(visible=m == "lora"), w["training.type"], lora_box, api_name=False, queue=False)
 
     @named
@@ -212,6 +239,7 @@ def build(ctx) -> dict:
           trigger_mode="always_last")
 
     def inspect(kind, path):
+        sandbox.check_visitor_choice(ctx.ws, kind, path, lang=ctx.lang)  # before anything is saved or read
         ctx.ws.set_state(base_kind=kind, base_path=path or "", base_model="demo" if kind == "demo" else (path or ""))
         return backend.inspect_model(ctx.ws, kind, path)
 
@@ -231,6 +259,7 @@ def build(ctx) -> dict:
         if ctx.locked:
             raise gr.Error(tr("demo_disabled", lang))
         v = values(*vals)
+        sandbox.check_visitor_choice(ctx.ws, v["base_kind"], v["base_path"], lang=lang)
         run_dir = backend.start_new_run(ctx.ws, v, lang)  # refused while a run is active / bad base / no data
         ctx.ws.set_state(base_kind=v["base_kind"], base_path=v["base_path"] or "",
                          base_model="demo" if v["base_kind"] == "demo" else (v["base_path"] or ""))
@@ -308,6 +337,11 @@ def build(ctx) -> dict:
         if st.get("runs") != sig or st.get("lang") != lang:  # a status changed: relabel the run list
             pick = gr.update(choices=_run_choices(ctx, lang, all_runs))
         st.update(runs=sig)
+        if run:
+            try:
+                run = backend.check_run_dir(ctx.ws, run)
+            except gr.Error:
+                run = None  # not a run of this workspace (or sandbox): show nothing of it
         if not run:
             return (tr("no_run", lang), "", gr.skip(), gr.skip(), gr.skip(), gr.skip(), st) + buttons + (pick,)
         info = backend.run_status(run)
@@ -354,7 +388,7 @@ def build(ctx) -> dict:
     sample_pick.change(lambda s: s, sample_pick, sample_audio, api_name=False)
 
     return {"select_run": select_run, "run_config": config, "run_command": command, "run_pick": run_pick, "view_state": view_state, "poll": poll, "poll_outs": poll_outs,
-            "changed": start_ev, "preview": preview, "inputs": inputs, "config": next_cfg, "command": next_cmd,
+            "changed": start_ev, "preview": preview, "inputs": inputs, "values": values, "config": next_cfg, "command": next_cmd,
             "estimate": estimate, "sample_audio": sample_audio, "start_btn": start_btn, "resume_btn": resume_btn}
 
 

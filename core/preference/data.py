@@ -1,0 +1,73 @@
+"""Pairs as training data: the train / held-out split, the crop rule and the pair batch.
+
+Crop: each side of a pair is cut to its first `max_frames` frames (the same window every epoch,
+so a full finetune's reference log-probs can be computed once); EOS is a model input only when
+the window holds the song's end, as in SFT. A batch of B pairs is 2B songs collated by the SFT
+collate (chosen first, then rejected), so texts reach the model in the same form as in SFT.
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import torch
+
+from core.preference.pairs import PairStore, pairs_dir, split_prompts
+
+
+class PairSet:
+    """One split of the pairs dataset."""
+
+    def __init__(self, split, max_frames: int):
+        self.split = split
+        self.max_frames = int(max_frames)
+        plain = split.with_format(None)
+        self.pair_ids = list(plain["pair_id"]) if len(split) else []
+        self.prompt_ids = list(plain["prompt_id"]) if len(split) else []
+        self.frames = [(len(c[0]), len(r[0])) for c, r in zip(plain["chosen"], plain["rejected"])] if len(split) else []
+
+    def __len__(self) -> int:
+        return len(self.pair_ids)
+
+    def cropped_length(self, i: int) -> int:
+        return min(max(self.frames[i]), self.max_frames)
+
+    def _side(self, tokens, lyrics, description) -> dict[str, Any]:
+        codes = torch.as_tensor(tokens).long()
+        return {"codes": codes[:, :self.max_frames], "reaches_end": codes.shape[-1] <= self.max_frames,
+                "prompt": None, "lyrics": lyrics, "description": description}
+
+    def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
+        return self.item(key[0])  # (pair, epoch) from the BatchPlan: the crop does not depend on the epoch
+
+    def item(self, i: int) -> dict[str, Any]:
+        row = self.split[int(i)]
+        return {"pair_id": row["pair_id"], "chosen": self._side(row["chosen"], row["lyrics"], row["description"]),
+                "rejected": self._side(row["rejected"], row["lyrics"], row["description"])}
+
+
+def collate_pairs(items: list[dict[str, Any]], prompt_frames: int, version: str) -> dict[str, Any]:
+    """B pairs -> one SFT-style batch of 2B songs (chosen 0..B-1, rejected B..2B-1) + their pair ids."""
+    from core.dataset import collate
+
+    batch = collate([it["chosen"] for it in items] + [it["rejected"] for it in items], prompt_frames, version)
+    batch["pair_ids"] = [it["pair_id"] for it in items]
+    return batch
+
+
+def load_pair_splits(cfg, max_frames: int) -> tuple[PairSet, Optional[PairSet], dict[str, Any]]:
+    """(train pairs, held-out pairs or None, a description for the log) from the workspace's store."""
+    from core.config import ConfigError
+
+    store = PairStore(pairs_dir(cfg))
+    if not store.exists() or len(store) == 0:
+        raise ConfigError(f"no preference pairs in {store.root}: mark preferred / rejected candidates in the "
+                          "Export tab or import a jsonl with `python -m core pairs import FILE`")
+    ds = store.load()
+    held = split_prompts(ds["prompt_id"], cfg.dpo.val_fraction, cfg.training.seed)
+    train_idx = [i for i, p in enumerate(ds["prompt_id"]) if p not in held]
+    val_idx = [i for i, p in enumerate(ds["prompt_id"]) if p in held]
+    train = PairSet(ds.select(train_idx), max_frames)
+    val = PairSet(ds.select(val_idx), max_frames) if val_idx else None
+    info = {"pairs_dir": str(store.root), "train_pairs": len(train), "val_pairs": len(val_idx),
+            "val_prompts": len(held)}
+    return train, val, info

@@ -1,0 +1,80 @@
+"""The studio's seam to core.preference: candidates, marking, the pairs table, jsonl, a DPO run.
+
+No ML here: configs come from the workspace's choices (or the picked checkpoint's run) and every
+call goes to `core`, with its errors turned into UI messages (backend._user_error). The preference
+modules import torch, so they are imported inside the functions, as in studio.backend.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import gradio as gr
+
+from core import runs
+from core.config import DEMO, StudioConfig
+from studio import backend
+
+
+def _cfg(ws, ckpt: Optional[str] = None) -> StudioConfig:
+    """Candidates come from the picked checkpoint's run (its base model and codec), else the workspace's
+    base model and data choices; pairs always live in this workspace."""
+    if ckpt:
+        return backend._run_cfg_for(ckpt).model_copy(update={"workspace": str(ws.root)})
+    ov = {"workspace": str(ws.root), "paths.base_model_path": ws.get_state().get("base_model") or DEMO,
+          **backend._data_overrides(ws)}
+    return backend.build_config(ov)
+
+
+def _store(ws):
+    from core.preference import PairStore, pairs_dir
+    return PairStore(pairs_dir(_cfg(ws)))
+
+
+def generate(ws, ckpt, strength, lyrics, desc, seconds, seed, k, progress=None) -> dict[str, Any]:
+    from core.preference import candidates
+    cfg = _cfg(ws, ckpt)
+    cb = None
+    if progress is not None:
+        cb = lambda i, d, t: progress(d / max(1, t), desc=f"candidate {i + 1}/{int(k)}: frame {d}/{t}")  # noqa: E731
+    rec = backend._user_error(candidates.generate_candidates, cfg, lyrics, desc or None, int(k), seed=int(seed or 0),
+                              checkpoint=ckpt or None, strength=float(strength),
+                              max_seconds=float(seconds) if seconds else None, progress=cb)
+    rec["dir"] = str(candidates.candidates_root(cfg) / rec["prompt_id"])
+    return rec
+
+
+def mark(ws, set_dir: str, chosen: int, rejected: list[int]) -> str:
+    from core.preference import candidates
+    return backend._user_error(candidates.mark, _cfg(ws), set_dir, int(chosen), [int(r) for r in rejected]).summary()
+
+
+def pair_rows(ws) -> list[list[Any]]:
+    """One row per stored pair for the table (no tokens)."""
+    store = _store(ws)
+    if not store.exists():
+        return []
+    ds = store.load().select_columns(["pair_id", "prompt_id", "chosen_seed", "rejected_seed", "created", "lyrics"])
+    return [[r["pair_id"], r["prompt_id"], r["chosen_seed"], r["rejected_seed"], r["created"], (r["lyrics"] or "")[:48]]
+            for r in ds]
+
+
+def export_pairs(ws) -> str:
+    out = ws.root / "preference" / "exports" / "pairs.jsonl"
+    backend._user_error(_store(ws).export_jsonl, out)
+    return str(out)
+
+
+def import_pairs(ws, path: str) -> str:
+    return backend._user_error(_store(ws).import_jsonl, path).summary()
+
+
+def start_dpo_run(ws, train_values: dict[str, Any], dpo_values: dict[str, Any], no_pairs: str) -> Path:
+    """A DPO run with the Train tab's settings (base model, LoRA / full, lr...) and the DPO widgets'
+    values (config paths), started exactly like an SFT run."""
+    if not _store(ws).exists():
+        raise gr.Error(no_pairs)
+    cfg = backend.train_config(ws, {**train_values, "training.objective": "dpo", **dpo_values})
+    run_dir = runs.create_run(cfg, name=(train_values.get("run_name") or "").strip() or f"dpo-{cfg.training.type}")
+    runs.start_run(run_dir)
+    return run_dir

@@ -1,0 +1,204 @@
+"""Public Space mode: every visitor works in a sandbox of their own.
+
+On a public Space one server process serves everyone, so the studio's workspace is split:
+
+- a visitor's sandbox is ``<workspace>/sandboxes/<id>/`` (an ordinary studio Workspace inside). The id
+  is an HMAC of the signed-in Hugging Face user name (kept across visits) or, for an anonymous visitor,
+  of Gradio's session hash (one page load) -- keyed with a server secret, so an id can neither be
+  guessed from a user name nor chosen by a visitor;
+- every event handler finds its sandbox from the request Gradio is serving (``gr.Request``:
+  ``session_hash``, and the OAuth session a "Sign in with Hugging Face" button fills), never from a
+  value the browser sends, so there is no way to name another visitor's songs, runs or checkpoints;
+- quotas bound what one visitor can make the server hold or do: uploaded bytes, songs, tokenize seconds;
+- sandboxes idle for longer than the idle limit are deleted (anonymous ones sooner than signed-in ones);
+  one with a live training process is kept.
+
+Outside an event (the page being built) there is no visitor: a blank, never-written workspace is used,
+so the page every visitor first receives shows nobody's data.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import shutil
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+import gradio as gr
+
+from studio.i18n import tr
+from studio.state import Quota, Workspace
+
+LAST_SEEN = ".last_seen"
+OWNER = ".owner.json"
+
+
+@dataclass(frozen=True)
+class Limits:
+    upload_bytes: int = 200 * 2**20
+    songs: int = 20
+    tokenize_seconds: float = 900.0
+    idle_anonymous_s: float = 2 * 3600.0
+    idle_user_s: float = 7 * 24 * 3600.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Limits":
+        env = os.environ if env is None else env
+
+        def num(key: str, default: float) -> float:
+            raw = env.get(key)
+            if raw is None or not raw.strip():
+                return default
+            val = float(raw)
+            if not (val > 0 and val != float("inf")):
+                raise ValueError(f"{key}={raw!r}: expected a positive finite number")
+            return val
+
+        d = cls()
+        return cls(upload_bytes=int(num("STUDIO_QUOTA_UPLOAD_MB", d.upload_bytes / 2**20) * 2**20),
+                   songs=int(num("STUDIO_QUOTA_SONGS", d.songs)),
+                   tokenize_seconds=num("STUDIO_QUOTA_TOKENIZE_S", d.tokenize_seconds),
+                   idle_anonymous_s=num("STUDIO_SANDBOX_IDLE_S", d.idle_anonymous_s),
+                   idle_user_s=num("STUDIO_SANDBOX_USER_IDLE_S", d.idle_user_s))
+
+    def quota(self) -> Quota:
+        return Quota(upload_bytes=self.upload_bytes, songs=self.songs, tokenize_seconds=self.tokenize_seconds)
+
+
+# ---- settings a visitor may not choose ---------------------------------------------------------------
+def public_models() -> set[str]:
+    """Base models a public-Space visitor may pick besides the demo: local folders the Space owner
+    listed in STUDIO_PUBLIC_MODELS (comma-separated). Hub ids are never accepted from visitors."""
+    return {p.strip() for p in os.environ.get("STUDIO_PUBLIC_MODELS", "").split(",") if p.strip()}
+
+
+def check_visitor_choice(ws, base_kind: Optional[str] = None, base_path: Optional[str] = None,
+                         runtime_path: Optional[str] = None, lang: str = "en") -> None:
+    """In a sandbox (public Space), refuse choices that would reach outside it: a Hub id (a download for
+    everyone), a server folder as base model or runtime root. No effect on a local or private studio."""
+    if getattr(ws, "quota", None) is None:
+        return
+    if base_kind is not None and base_kind != "demo" and (base_path or "").strip() not in public_models():
+        raise gr.Error(tr("public_model_only", lang))
+    if (runtime_path or "").strip():
+        raise gr.Error(tr("public_no_runtime", lang))
+
+
+class NoVisitor(RuntimeError):
+    """An event arrived without a Gradio request (no session): nothing may be read or written."""
+
+
+def signed_in_user(request: Any) -> Optional[str]:
+    """The Hugging Face user name of a request signed in with gr.LoginButton, else None.
+
+    Gradio keeps the OAuth result in the Starlette session (``oauth_info``; gradio.oauth), which
+    exists only when the Space has ``hf_oauth: true``; ``request.username`` is set by gradio's own auth.
+    """
+    name = getattr(request, "username", None)
+    if name:
+        return str(name)
+    try:
+        from gradio.helpers import _session_from_request
+        from gradio.oauth import _get_valid_oauth_info_from_session
+
+        info = _get_valid_oauth_info_from_session(_session_from_request(request))
+    except Exception:
+        return None
+    user = (info or {}).get("userinfo") or {}
+    return str(user["preferred_username"]) if user.get("preferred_username") else None
+
+
+class Sandboxes:
+    def __init__(self, root: str | os.PathLike, limits: Limits | None = None):
+        self.root = Path(root).expanduser().resolve() / "sandboxes"
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.limits = limits or Limits()
+        self._secret = self._load_secret()
+        self._lock = threading.Lock()
+        self.blank = Workspace(self.root / ".blank")
+        self.sweep()  # what idled out while the server was down
+        self._last_sweep = time.time()
+
+    def _load_secret(self) -> bytes:
+        path = self.root / ".secret"
+        try:
+            return bytes.fromhex(path.read_text().strip())
+        except (OSError, ValueError):
+            pass
+        key = secrets.token_bytes(32)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(key.hex())
+        return key
+
+    def sandbox_id(self, kind: str, name: str) -> str:
+        return hmac.new(self._secret, f"{kind}:{name}".encode(), hashlib.sha256).hexdigest()[:32]
+
+    def for_request(self, request: Any) -> Workspace:
+        user = signed_in_user(request)
+        session = getattr(request, "session_hash", None)
+        if user:
+            kind, name = "user", user
+        elif session:
+            kind, name = "session", str(session)
+        else:
+            raise NoVisitor("this request carries no Gradio session; reload the page")
+        sid = self.sandbox_id(kind, name)
+        folder = self.root / sid
+        fresh = not folder.is_dir()
+        ws = Workspace(folder, quota=self.limits.quota())
+        if fresh:
+            (folder / OWNER).write_text(json.dumps({"kind": kind, "created": time.time()}), encoding="utf-8")
+        (folder / LAST_SEEN).touch()
+        self.maybe_sweep()
+        return ws
+
+    def current(self) -> Workspace:
+        """The sandbox of the visitor whose event is being served; the blank workspace while building."""
+        from gradio.context import LocalContext
+
+        request = LocalContext.request.get(None)
+        if request is None:
+            if LocalContext.in_event_listener.get(False):
+                raise NoVisitor("this event carries no Gradio session; reload the page")
+            return self.blank
+        return self.for_request(request)
+
+    # ---- cleanup ------------------------------------------------------------------------------
+    def maybe_sweep(self, every_s: float = 60.0) -> None:
+        now = time.time()
+        if now - self._last_sweep < every_s:
+            return
+        self._last_sweep = now
+        threading.Thread(target=self.sweep, daemon=True, name="sandbox-sweep").start()
+
+    def sweep(self, now: float | None = None) -> list[str]:
+        """Delete sandboxes idle past their limit (none with a live run); returns the removed ids."""
+        from core import runs
+
+        now = time.time() if now is None else now
+        removed = []
+        with self._lock:
+            for folder in self.root.iterdir():
+                if folder.name.startswith(".") or not folder.is_dir() or folder.is_symlink():
+                    continue
+                try:
+                    owner = json.loads((folder / OWNER).read_text(encoding="utf-8")).get("kind")
+                except (OSError, ValueError):
+                    owner = "session"
+                idle = self.limits.idle_user_s if owner == "user" else self.limits.idle_anonymous_s
+                seen = folder / LAST_SEEN
+                last = seen.stat().st_mtime if seen.exists() else folder.stat().st_mtime
+                if now - last < idle:
+                    continue
+                if any(runs.run_status(r["run_dir"]).get("alive") for r in runs.list_runs(folder)):
+                    continue
+                shutil.rmtree(folder, ignore_errors=True)
+                removed.append(folder.name)
+        return removed

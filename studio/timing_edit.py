@@ -1,0 +1,231 @@
+"""What the Timing editor does to a song in the workspace (no Gradio here, no ML: core does the work).
+
+A song's timing lives in its `song.json`: `lrc_path` (a copy of the LRC the user gave) and, once the
+user saved starts or accepted a proposal, `timing` ({source: edited|proposed, sections: [{tag,
+start_s}]}). `Workspace.write_metadata` passes both to prepare as the `lrc` and `timing` keys.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from core import audio as audio_mod
+from core import lyrics as lyr
+from core.data import read_text_file
+from core.lrc import parse_lrc, timing_from_lrc
+from core.timing import SongTiming, TimedSection, TimingError, normalize
+from studio import timing_plot
+
+CLIP_S = 30.0          # playback from a section: this much audio
+
+
+class TimingEditError(ValueError):
+    """A user action that cannot be done; the message says why and what to do."""
+
+
+@dataclass
+class TimingView:
+    idx: str
+    duration_s: float
+    sections: list[tuple[str, Optional[float]]]   # (tag, start) in the editor's order
+    source: str                                    # lrc | edited | proposed | none
+    notes: list[str] = field(default_factory=list)
+    at_prepare: list[str] = field(default_factory=list)   # what prepare will change (length words, intro)
+    errors: list[str] = field(default_factory=list)
+
+
+def _song(ws, idx: str) -> dict[str, Any]:
+    s = ws.song(idx) if idx else None
+    if s is None:
+        raise TimingEditError("pick a song first")
+    return s
+
+
+def _duration(song: dict) -> float:
+    return float(audio_mod.probe(song["path"]).duration_s)
+
+
+def _lyric_sections(song: dict) -> list[tuple[str, str]]:
+    res = lyr.check_lyrics(song.get("gt_lyric") or "")
+    return list(res.sections) if res.ok else []
+
+
+def _raw_timing(song: dict, duration: float) -> tuple[Optional[SongTiming], list[str], list[str]]:
+    """(timing as the user gave it, notes, errors): saved starts, else the LRC, else None."""
+    if song.get("timing"):
+        t = SongTiming.from_dict({**song["timing"], "duration_s": duration})
+        texts = _lyric_sections(song)
+        if [s.tag for s in t.sections] == [tg for tg, _ in texts]:
+            for s, (_, body) in zip(t.sections, texts):
+                s.text = body
+        return t, [], []
+    if song.get("lrc_path"):
+        try:
+            t, notes = timing_from_lrc(parse_lrc(read_text_file(Path(song["lrc_path"]))), duration,
+                                       song.get("gt_lyric") or None)
+            return t, notes, []
+        except (TimingError, ValueError, OSError) as err:
+            return None, [], [f"{Path(song['lrc_path']).name}: {err}"]
+    return None, [], []
+
+
+def view(ws, idx: str) -> TimingView:
+    song = _song(ws, idx)
+    dur = _duration(song)
+    timing, notes, errors = _raw_timing(song, dur)
+    if timing is None:
+        secs = [(tag, None) for tag, _ in _lyric_sections(song)]
+        if not secs:
+            errors.append("the lyrics have no sections yet: fix them in the Data tab, or give an LRC file")
+        return TimingView(idx, dur, secs, "none", notes, [], errors)
+    out = TimingView(idx, dur, [(s.tag, s.start_s) for s in timing.sections], timing.source, notes, [], errors)
+    try:
+        _, out.at_prepare = normalize(timing, lyr.STRUCTURE_TAGS)
+    except TimingError as err:
+        out.errors.append(str(err))
+    return out
+
+
+def use_lrc(ws, idx: str, lrc_file: str) -> TimingView:
+    """Keep a copy of the LRC with the song; its times replace earlier saved starts (said so);
+    its lines fill the lyrics when the song has none."""
+    song = _song(ws, idx)
+    src = Path(lrc_file)
+    text = read_text_file(src)
+    lrc = parse_lrc(text)
+    if lrc.errors:
+        raise TimingEditError(f"{src.name}: " + "; ".join(lrc.errors[:3]))
+    dur = _duration(song)
+    try:
+        timing, _ = timing_from_lrc(lrc, dur, song.get("gt_lyric") or None)
+        normalize(timing, lyr.STRUCTURE_TAGS)
+    except TimingError as err:
+        raise TimingEditError(f"{src.name}: {err}") from None
+    ws.attach_lrc(idx, src)
+    fields: dict[str, Any] = {"timing": None}
+    notes = []
+    if song.get("timing"):
+        notes.append("the starts saved earlier were replaced by the LRC's times")
+    if not (song.get("gt_lyric") or "").strip():
+        fields["gt_lyric"] = fields["original_lyric"] = timing.lyrics()
+        notes.append("the song had no lyrics: they were filled from the LRC")
+    ws.update_song(idx, **fields)
+    v = view(ws, idx)
+    v.notes = notes + v.notes
+    return v
+
+
+def save_starts(ws, idx: str, starts: Sequence[Optional[float]], source: str = "edited") -> TimingView:
+    """Save one start per section (seconds); refused with the reason when they cannot be used."""
+    v = view(ws, idx)
+    if not v.sections:
+        raise TimingEditError("; ".join(v.errors) or "this song has no sections to time")
+    starts = list(starts)[:len(v.sections)]
+    missing = [f"{k + 1} {tag}" for k, ((tag, _), s) in enumerate(zip(v.sections, starts)) if s is None or s == ""]
+    if missing or len(starts) < len(v.sections):
+        raise TimingEditError("give a start time for every section (missing: " + ", ".join(missing) + ")")
+    timing = SongTiming([TimedSection(tag, "", float(s)) for (tag, _), s in zip(v.sections, starts)],
+                        v.duration_s, source)
+    try:
+        normalize(timing, lyr.STRUCTURE_TAGS)
+    except TimingError as err:
+        raise TimingEditError(str(err)) from None
+    saved = timing.to_dict()
+    saved.pop("duration_s")
+    for s in saved["sections"]:
+        s.pop("text", None)
+        s.pop("lines", None)
+    ws.update_song(idx, timing=saved)
+    return view(ws, idx)
+
+
+# ---- audio: picture, clips, proposal ---------------------------------------------------------------
+def _mono(song: dict) -> tuple[np.ndarray, int]:
+    wav, sr = audio_mod.read_audio(song["path"])
+    return wav.mean(0).numpy(), sr
+
+
+def _env_cache(song: dict) -> Path:
+    return Path(song["path"]).parent / "vocal_envelope.json"
+
+
+def cached_envelope(song: dict) -> Optional[dict]:
+    p = _env_cache(song)
+    try:
+        d = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    src = song.get("vocal_path") or song["path"]
+    return d if d.get("mtime") == Path(src).stat().st_mtime and d.get("source") == src else None
+
+
+def picture(ws, idx: str, starts: Optional[Sequence[Optional[float]]] = None,
+            proposal: Optional[Sequence[float]] = None) -> str:
+    song = _song(ws, idx)
+    v = view(ws, idx)
+    secs = v.sections if starts is None else [(tag, (None if s in (None, "") else float(s)))
+                                              for (tag, _), s in zip(v.sections, starts)]
+    mono, sr = _mono(song)
+    env = envelope_for(ws, song, allow_separation=False)
+    out = Path(song["path"]).parent / "timing.png"
+    timing_plot.render(out, mono, sr, secs, np.asarray(env["db"]) if env else None,
+                       env["hop_s"] if env else 0.05, proposal)
+    return str(out)
+
+
+def clip_from(ws, idx: str, start_s: float) -> str:
+    """A CLIP_S-second WAV of the song from `start_s` (playback from a section)."""
+    import soundfile as sf
+
+    song = _song(ws, idx)
+    wav, sr = audio_mod.read_audio(song["path"])
+    a = max(0, int(float(start_s) * sr))
+    if a >= wav.shape[-1]:
+        raise TimingEditError(f"{start_s:g} s is past the end of the song")
+    out = Path(song["path"]).parent / "clip.wav"
+    sf.write(str(out), wav[:, a:a + int(CLIP_S * sr)].T.numpy(), sr)
+    return str(out)
+
+
+def envelope_for(ws, song: dict, allow_separation: bool) -> Optional[dict]:
+    """The song's vocal envelope (cached beside the audio). Without a vocal stem it needs a separation:
+    Demucs when the workspace's runtime has it (slow: only when `allow_separation`), else the DEMO split."""
+    from core.vocal_activity import envelope, vocal_stem
+
+    env_d = cached_envelope(song)
+    if env_d is not None:
+        return env_d
+    runtime = ws.get_state().get("runtime_path")
+    if not song.get("vocal_path") and runtime and not allow_separation:
+        from core.separation import find_demucs_checkpoint
+        if find_demucs_checkpoint(runtime):
+            return None
+    wav, sr, label = vocal_stem(song["path"], song.get("vocal_path"), runtime)
+    env = envelope(wav, sr)
+    src = song.get("vocal_path") or song["path"]
+    env_d = {"source": src, "mtime": Path(src).stat().st_mtime, "label": label, "hop_s": env.hop_s,
+             "duration_s": env.duration_s, "db": [round(float(x), 2) for x in env.db]}
+    _env_cache(song).write_text(json.dumps(env_d), encoding="utf-8")
+    return env_d
+
+
+def propose(ws, idx: str) -> dict[str, Any]:
+    """Vocal-activity proposal for the song's lyric sections; shown to the user, never saved here."""
+    import torch
+
+    from core.vocal_activity import Envelope, propose as va_propose, regions
+
+    song = _song(ws, idx)
+    sections = _lyric_sections(song)
+    if not sections:
+        raise TimingEditError("the lyrics have no sections yet: fix them in the Data tab first")
+    env_d = envelope_for(ws, song, allow_separation=True)
+    env = Envelope(torch.tensor(env_d["db"]), float(env_d["hop_s"]), float(env_d["duration_s"]))
+    prop = va_propose(sections, regions(env), _duration(song))
+    return {"starts": [s.start_s for s in prop.timing.sections], "tags": [s.tag for s in prop.timing.sections],
+            "confidence": prop.confidence, "section_confidence": prop.section_confidence, "notes": prop.notes,
+            "stem": env_d["label"]}
