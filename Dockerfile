@@ -1,5 +1,5 @@
 # SongGen Studio in a container (also usable as a Docker Space). The two steps are the README's:
-#   pip install -r requirements.txt -c constraints.txt
+#   pip install -c constraints.txt -e .   (dependencies first, for layer caching)
 #   python app.py --host 0.0.0.0 --port 7860
 # Keep your work outside the container: docker run -p 7860:7860 -v $PWD/workspace:/app/workspace songgen-studio
 # (on a Space with persistent storage the studio uses /data/songgen-studio by itself).
@@ -14,5 +14,6 @@ COPY requirements.txt constraints.txt ./
 RUN pip install -r requirements.txt -c constraints.txt
 
 COPY . .
+RUN pip install --no-deps -e .
 EXPOSE 7860
 CMD ["python", "app.py", "--host", "0.0.0.0", "--port", "7860"]

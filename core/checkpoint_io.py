@@ -27,6 +27,7 @@ import fnmatch
 import hashlib
 import json
 import os
+import pickle
 import random
 import re
 import shutil
@@ -50,6 +51,10 @@ ALLOWED_PATTERNS = (
     "*.json", "*.safetensors", "config.yaml", "model.pt", "README.md",
     "*/adapter_config.json", "*/adapter_model.safetensors", "*/README.md",
     "state/*.json", "state/*.safetensors", "state/optimizer*.bin", "state/scheduler*.bin", "state/scaler.pt",
+    # sharded runs (FSDP): torch.distributed.checkpoint folders, one file per rank + their index; the
+    # tensors load with weights_only=True, the index (.metadata) is torch's own pickle of plain records
+    "state/pytorch_model_fsdp_*/*.distcp", "state/pytorch_model_fsdp_*/.metadata",
+    "state/optimizer_*/*.distcp", "state/optimizer_*/.metadata",
 )
 
 
@@ -279,6 +284,10 @@ def verify_checkpoint(folder: str | os.PathLike, hashes: bool = True) -> list[st
                             "and weights-only tensor files are loaded)")
         elif rel not in listed:
             problems.append(f"{rel} is not in the manifest (added after the save)")
+        elif rel.endswith("/.metadata"):
+            why = dcp_metadata_problem(p)
+            if why:
+                problems.append(f"{rel}: {why}")
     for rel, rec in listed.items():
         p = on_disk.get(rel)
         if p is None:
@@ -296,6 +305,41 @@ def verify_checkpoint(folder: str | os.PathLike, hashes: bool = True) -> list[st
         elif hashes and sha256_file(p) != digest:
             problems.append(f"{rel} does not match its sha256 in the manifest (altered or corrupted)")
     return problems
+
+
+# torch.distributed.checkpoint reads its `.metadata` index with plain pickle.load. Before any load we
+# replay that pickle with an unpickler that can build only DCP's own record types, torch dtypes and
+# sizes and paths: a crafted index that names anything else (os.system, builtins.eval, ...) is refused.
+_DCP_MODULES = ("torch.distributed.checkpoint.metadata", "torch.distributed.checkpoint.filesystem")
+_DCP_EXTRA = {("torch", "Size"), ("torch.serialization", "_get_layout"), ("collections", "OrderedDict"),
+              ("pathlib", "PosixPath"), ("pathlib", "PurePosixPath"), ("pathlib", "WindowsPath"),
+              ("pathlib", "PureWindowsPath")}
+
+
+class _DcpUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str):
+        import importlib
+
+        import torch
+
+        if (module, name) in _DCP_EXTRA:
+            return super().find_class(module, name)
+        obj = getattr(importlib.import_module(module), name, None) if module in _DCP_MODULES + ("torch",) else None
+        if module in _DCP_MODULES and isinstance(obj, type):
+            return obj
+        if module == "torch" and isinstance(obj, torch.dtype):
+            return obj
+        raise pickle.UnpicklingError(f"refers to {module}.{name}, which a checkpoint index never holds")
+
+
+def dcp_metadata_problem(path: str | os.PathLike) -> Optional[str]:
+    """None when a sharded checkpoint's `.metadata` holds only DCP records; else why it is refused."""
+    try:
+        with open(path, "rb") as f:
+            _DcpUnpickler(f).load()
+    except Exception as err:  # noqa: BLE001 - any failure means we will not hand it to pickle.load
+        return f"refused as a sharded-checkpoint index ({err})"
+    return None
 
 
 _STEP = re.compile(r"^step-(\d+)$")

@@ -135,7 +135,9 @@ class Checkpoints:
         self.mode, self.keep_last, self.base_dir = mode, keep_last, base_dir
         self.event, self.log = event, log
         self.last_step: Optional[int] = None  # step of the newest checkpoint this process saved
-        if mode == "lora":
+        # Sharded runs (FSDP / DeepSpeed) store the whole sharded model in state/ (each rank its part,
+        # torch.distributed.checkpoint) and check its keys on load; the adapter-only filter is for the rest.
+        if mode == "lora" and accelerator.distributed_type not in (DistributedType.FSDP, DistributedType.DEEPSPEED):
             accelerator.register_save_state_pre_hook(_lora_save_hook)
             accelerator.register_load_state_pre_hook(_lora_load_hook)
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import sys
 from pathlib import Path
 from typing import Callable, Optional
@@ -125,11 +124,15 @@ def _train(args) -> int:
         run_dir = cfg.output_dir()
         # the run's config.yaml is what a resume and export read: write the effective one there
         config_path = Path(args.config) if args.config and not args.set else cfg.save(run_dir / runs.CONFIG_NAME)
-    cmd = ["accelerate", "launch", "-m", "core.train", "--config", str(Path(config_path).resolve())]
-    if args.resume:
-        cmd += ["--resume"] + ([] if args.resume == "latest" else [args.resume])
-    print(f"[train] run folder {run_dir}\n[train] same run from a shell (any accelerate config, e.g. --multi_gpu):\n"
-          f"  {shlex.join(cmd)}", flush=True)
+    from core import launch
+
+    try:
+        cmds = launch.machine_commands(config_path, cfg, resume=args.resume or False)
+    except ConfigError as err:
+        return _fail(err, 2)
+    where = [f"  machine {r}: {c}" if len(cmds) > 1 else f"  {c}" for r, c in enumerate(cmds)]
+    print(f"[train] run folder {run_dir}\n[train] same run from a shell (training.distributed = "
+          f"{cfg.training.distributed}; this process trains alone):\n" + "\n".join(where), flush=True)
     from core.lock import RunLocked
 
     try:

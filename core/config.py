@@ -86,6 +86,12 @@ class TrainingConfig(_Section):
     condition_dropout: bool = True  # the checkpoint's CFG/attribute dropout; false only to debug/compare
     num_samples: int = Field(2, ge=0)  # fixed lyric prompts generated at each sample point (0: none)
     sample_seconds: float = Field(10.0, gt=0)  # length of each sample
+    # how `accelerate launch` spreads the run (core.launch; assets/accelerate/<choice>.yaml)
+    distributed: Literal["auto", "single", "ddp", "fsdp", "deepspeed_zero2", "deepspeed_zero3", "multi_node"] = "auto"
+    num_processes: Optional[int] = Field(None, ge=1)  # processes of all machines together (GPUs in all)
+    num_machines: int = Field(1, ge=1)
+    main_process_ip: Optional[str] = None  # the main machine's address (several machines)
+    main_process_port: Optional[int] = Field(None, ge=1, le=65535)
     bucket_size: int = Field(64, ge=1)  # length bucketing: sort windows of bucket_size global batches
 
 

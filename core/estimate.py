@@ -150,6 +150,20 @@ def estimate_memory(cfg: StudioConfig) -> dict[str, Any]:
                                freeze_main=tc.freeze_transformer)
 
 
+def sharded_memory(est: dict[str, Any], distributed: str, processes: int) -> float:
+    """GB of GPU memory per process when `estimate_memory`'s run is spread over `processes`:
+    ddp/single/auto keep everything on every GPU; DeepSpeed ZeRO-2 splits grads + optimizer state;
+    FSDP (full shard, also multi_node) and ZeRO-3 split weights too. Activations and logits stay per
+    process (each has its own batch). FSDP/ZeRO-3 also hold one gathered decoder layer at a time (small)."""
+    n = max(1, int(processes or 1))
+    weights, states = est["weights_gb"], est["grads_optimizer_gb"]
+    if distributed in ("fsdp", "multi_node", "deepspeed_zero3"):
+        weights, states = weights / n, states / n
+    elif distributed == "deepspeed_zero2":
+        states = states / n
+    return round(weights + states + est["activations_gb"] + est["logits_gb"], 2)
+
+
 def measure_matmul_peak(device: str, dtype: torch.dtype, n: int = 1024, reps: int = 4) -> float:
     """FLOP/s of a square matmul on this device and dtype (a quick, honest yardstick for estimates)."""
     a = torch.randn(n, n, device=device, dtype=dtype)

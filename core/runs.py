@@ -187,22 +187,21 @@ def command_for(run_dir: str | os.PathLike, resume: bool = False, num_processes:
 
 def launch_argv(run_dir: str | os.PathLike, resume: bool = False, num_processes: Optional[int] = None,
                 multi_gpu: bool = False, executable: Optional[str] = None) -> list[str]:
-    """argv for `accelerate launch -m core.train --config <run>/config.yaml [--resume]`.
+    """argv for `accelerate launch [--config_file <training.distributed>] [layout] -m core.train
+    --config <run>/config.yaml [--resume]` (core.launch builds it from the run's config).
 
     `executable=None` uses the accelerate CLI of this interpreter (`python -m accelerate.commands.launch`),
     which needs no PATH lookup.
     """
-    cfg_path = str(Path(run_dir).resolve() / CONFIG_NAME)
-    head = ["accelerate", "launch"] if executable else [sys.executable, "-m", "accelerate.commands.launch"]
-    opts: list[str] = []
-    if multi_gpu:
-        opts.append("--multi_gpu")
-    if num_processes:
-        opts += ["--num_processes", str(num_processes)]
-    tail = ["-m", "core.train", "--config", cfg_path]
-    if resume:
-        tail.append("--resume")
-    return head + opts + tail
+    from core import launch
+
+    run_dir = Path(run_dir).resolve()
+    try:
+        layout = launch.layout_for(load_run_config(run_dir), num_processes=num_processes)
+    except (ConfigError, FileNotFoundError):  # no (valid) config yet: the default layout
+        layout = launch.Layout(num_processes=num_processes)
+    return launch.launch_argv(run_dir / CONFIG_NAME, layout, resume=resume, multi_gpu=multi_gpu,
+                              executable=executable)
 
 
 def flag_path(run_dir: str | os.PathLike, flag: str) -> Path:
@@ -347,7 +346,8 @@ def _kill_group(info: dict[str, Any], sig: int) -> None:
     Only a process group this studio created (`start_run`: start_new_session, recorded as
     launched_by "studio") is signalled as a group. A run started from a shell shares its process group
     with the user's shell job, so only the trainer's own pid is signalled, after checking it is still
-    the process that started the run (a reused pid is left alone).
+    the process that started the run (a reused pid is left alone). The descendants of that process
+    are signalled too: the workers of a multi-process launch (torchrun) run in sessions of their own.
     """
     pid = info.get("pid")
     if not pid:
@@ -355,6 +355,12 @@ def _kill_group(info: dict[str, Any], sig: int) -> None:
     pid = int(pid)
     ours = info.get("launched_by") == "studio" and info.get("pgid") == pid
     started = info.get("pid_start")
+    descendants: list[psutil.Process] = []
+    if pid_alive(pid, started):
+        try:
+            descendants = psutil.Process(pid).children(recursive=True)
+        except psutil.Error:
+            pass
     try:
         if pid_alive(pid, started):
             if ours and os.getpgid(pid) == pid:
@@ -371,6 +377,11 @@ def _kill_group(info: dict[str, Any], sig: int) -> None:
                     continue
     except ProcessLookupError:
         pass
+    for proc in descendants:
+        try:
+            proc.send_signal(sig)
+        except psutil.Error:
+            pass
 
 
 def _group_alive(run_dir: Path, info: dict[str, Any]) -> bool:

@@ -110,11 +110,28 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
     return trainable, total
 
 
+def _shard_on_cpu(acc) -> None:
+    """accelerate (1.15) turns an FSDP launch config into FSDP only on accelerator backends; on the
+    CPU (gloo) it silently falls back to DDP. torch's fully_shard runs on gloo, so the launch's FSDP
+    settings are applied here: the same config then trains sharded on the CPU (tests, GPU-less debug)."""
+    from accelerate import PartialState
+    from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+
+    if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() != "true":
+        return
+    plugin = FullyShardedDataParallelPlugin()  # reads the FSDP_* variables accelerate launch set
+    if plugin.fsdp_version != 2:
+        raise ConfigError("sharded training on the CPU needs FSDP2 (fsdp_version: 2 in the accelerate config)")
+    acc.state.fsdp_plugin = plugin
+    acc.state.distributed_type = DistributedType.FSDP
+    PartialState._shared_state["distributed_type"] = DistributedType.FSDP
+
+
 # ---- the trainer ----------------------------------------------------------------------------
 class Trainer:
     def __init__(self, cfg: StudioConfig, config_path: Optional[Path] = None):
         from accelerate import Accelerator
-        from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration
+        from accelerate.utils import DistributedDataParallelKwargs, DistributedType, ProjectConfiguration
 
         self.cfg = cfg
         self.tc = cfg.training
@@ -133,9 +150,12 @@ class Trainer:
             project_config=ProjectConfiguration(project_dir=str(self.run_dir), logging_dir=str(self.run_dir)),
         )
         acc = self.accelerator
+        if world > 1 and not has_accel:
+            _shard_on_cpu(acc)
         self.is_main = acc.is_main_process
         self.rank, self.world = acc.process_index, acc.num_processes
         self.mixed_precision = mp
+        self.sharded = acc.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
         self.tel = Telemetry(acc, self.run_dir)
         self._signal_stop = False
         self.samples = None
@@ -159,7 +179,8 @@ class Trainer:
         self.trainable, self.total_params = count_parameters(self.model)
         share = 100.0 * self.trainable / max(1, self.total_params)
         self.log(f"mode {tc.type}: {self.trainable:,} trainable of {self.total_params:,} parameters ({share:.3f}%)"
-                 f" | mixed precision {self.mixed_precision} | processes {self.world} | device {acc.device}")
+                 f" | mixed precision {self.mixed_precision} | processes {self.world} | device {acc.device}"
+                 f" | {str(acc.distributed_type).split('.')[-1].lower()}")
         if tc.type == "lora":
             self.log(f"LoRA r={cfg.lora.r} alpha={cfg.lora.alpha} dropout={cfg.lora.dropout} targets {target_regex(cfg)}")
 
@@ -190,6 +211,14 @@ class Trainer:
         self.total_steps = tc.max_steps or max(1, math.ceil(tc.epochs * self.plan.batches_per_epoch / ga))
 
         self.optimizer = make_optimizer(cfg, self.model, acc.device)
+        plugin = getattr(acc.state, "fsdp_plugin", None)
+        if self.sharded and plugin is not None and plugin.activation_checkpointing:
+            # The same per-decoder-layer recompute through transformers instead of accelerate's
+            # CheckpointWrapper, which would rename every layer's parameters (peft could then not
+            # find its adapter weights in the gathered state dict).
+            plugin.activation_checkpointing = False
+            self.lelm.gradient_checkpointing_enable()
+            self.log("activation checkpointing: every Llama decoder layer recomputed in backward")
         self.step_module = self.objective.step_module() if self.objective else BatchLoss(self.model, self.lelm)
         self.step_module.train()
         self.step_module, self.optimizer = acc.prepare(self.step_module, self.optimizer)
@@ -257,10 +286,12 @@ class Trainer:
         if self.val_set is None or len(self.val_set) == 0:
             return None
         acc = self.accelerator
+        # sharded weights: a forward is a collective, so every rank runs every batch (same result)
+        rank, world = (0, 1) if self.sharded else (self.rank, self.world)
         sums, counts = stream_sums(acc.unwrap_model(self.step_module), self.val_set, self.lelm.config.prompt_frames,
                                    self.lelm.version, batch_size=self.tc.batch_size, device=acc.device,
-                                   rank=self.rank, world=self.world, autocast=acc.autocast)
-        if self.world > 1:
+                                   rank=rank, world=world, autocast=acc.autocast)
+        if world > 1:
             sums = acc.reduce(sums.to(acc.device), reduction="sum")
             counts = acc.reduce(counts.to(acc.device), reduction="sum")
         loss, per = pooled(sums, counts)
@@ -273,6 +304,11 @@ class Trainer:
 
     def make_samples(self, step: int, reason: str) -> None:
         if self.tc.num_samples <= 0:
+            return
+        if self.sharded:  # generation would have to run on every rank (each forward is a collective)
+            if step == 0:
+                self.log("listening samples are off under sharded training (FSDP / DeepSpeed); "
+                         "generate from a checkpoint instead")
             return
         if self.is_main:
             if self.samples is None:

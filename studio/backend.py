@@ -290,7 +290,13 @@ def train_config(ws, v: dict[str, Any]) -> StudioConfig:
 
 def preview(ws, cfg) -> tuple[str, str]:
     """The config the next run gets, and the command that trains it from a shell once saved."""
-    return cfg.to_yaml(), runs.command_for(ws.root / "configs" / "next")
+    from core import launch
+
+    try:  # one command per machine (the machine rank differs)
+        cmd = "\n".join(launch.machine_commands(ws.root / "configs" / "next" / runs.CONFIG_NAME, cfg))
+    except ConfigError as err:
+        cmd = f"# {err}"
+    return cfg.to_yaml(), cmd
 
 
 def save_config(ws, cfg, name: Optional[str] = None) -> str:
@@ -311,6 +317,10 @@ def estimate(cfg) -> str:
             f"grads/optimizer {e['grads_optimizer_gb']} + activations {e['activations_gb']} + "
             f"logits {e['logits_gb']} GB · trainable {e['trainable']:,} of {e['parameters']:,} ({share:.2f} %) · "
             f"{e['frames']} frames ({e['frames'] / rate:.0f} s) per song\n\n<small>`{e.get('formula', '')}`</small>")
+    tc = cfg.training
+    if (tc.num_processes or 1) > 1:
+        text += (f"\n\n**Per GPU with {tc.distributed} on {tc.num_processes} GPUs: "
+                 f"{est.sharded_memory(e, tc.distributed, tc.num_processes):.2f} GB**")
     try:
         t = est.estimate_time(cfg)
     except Exception as err:  # noqa: BLE001 - the memory figure still stands

@@ -12,7 +12,7 @@ from core.config import field_spec
 
 
 def config_widget(key: str, label: Any, value: Any = None, dropdown: bool = False, **kw) -> gr.components.Component:
-    """A Radio/Dropdown (Literal), Checkbox (bool) or Number (int/float) for config key `key`."""
+    """A Radio/Dropdown (Literal), Checkbox (bool), Number (int/float) or Textbox (str) for config key `key`."""
     spec = field_spec(key)
     v = spec.default if value is None else value
     if spec.choices is not None:
@@ -27,6 +27,8 @@ def config_widget(key: str, label: Any, value: Any = None, dropdown: bool = Fals
         hi = None if spec.exclusive_max else spec.maximum
         return gr.Number(0 if v is None else v, label=label, precision=0 if spec.type is int else None,
                          minimum=lo, maximum=hi, **kw)
+    if spec.type is str:
+        return gr.Textbox(v or "", label=label, **kw)
     raise TypeError(f"no widget for config key {key} of type {spec.type}")
 
 
@@ -34,6 +36,8 @@ def config_value(key: str, value: Any) -> Any:
     """A widget's value as the config takes it: empty / 0 in an optional number means "not set"."""
     spec = field_spec(key)
     if spec.optional and spec.type in (int, float) and value in (None, "", 0):
+        return None
+    if spec.optional and spec.type is str and not (value or "").strip():
         return None
     return value
 

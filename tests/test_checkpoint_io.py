@@ -150,3 +150,34 @@ def test_disk_full_during_a_real_state_save(tmp_path, monkeypatch):
     monkeypatch.setattr(st, "save_file", no_space)
     with pytest.raises(cio.DiskFullError, match="rng-0.safetensors"):
         cio.save_rng(tmp_path)
+
+
+def test_sharded_checkpoint_index_is_checked_before_pickle(tmp_path):
+    """torch's DCP reads `.metadata` with pickle: a real index passes our restricted replay, a crafted
+    one that would run code is refused without running it."""
+    import os as _os
+    import pickle as _pickle
+    import warnings
+
+    import torch
+    import torch.distributed.checkpoint as dcp
+
+    from core.checkpoint_io import dcp_metadata_problem
+
+    real = tmp_path / "real"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dcp.save({"model": {"w": torch.randn(3, 4), "b": torch.zeros(2, dtype=torch.bfloat16)}},
+                 checkpoint_id=str(real), no_dist=True)
+    assert dcp_metadata_problem(real / ".metadata") is None
+
+    marker = tmp_path / "pwned"
+
+    class Bomb:
+        def __reduce__(self):
+            return (_os.system, (f"touch {marker}",))
+
+    bad = tmp_path / "bad.metadata"
+    bad.write_bytes(_pickle.dumps(Bomb()))
+    why = dcp_metadata_problem(bad)
+    assert why and "system" in why and not marker.exists()

@@ -136,6 +136,15 @@ def build(ctx) -> dict:
                     cw("training.keep_last", t("keep_last"), elem_id="keep-last")
                     cw("training.eval_every", t("eval_every"), elem_id="eval-every")
                     cw("training.early_stopping_patience", t("patience"), elem_id="patience")
+            with gr.Accordion(t("machines"), open=False, elem_id="machines-acc"):
+                cw("training.distributed", t("distributed"), info=t("distributed_help"), dropdown=True,
+                   elem_id="distributed")
+                with gr.Row():
+                    cw("training.num_processes", t("num_processes"), elem_id="num-processes")
+                    cw("training.num_machines", t("num_machines"))
+                with gr.Row():
+                    cw("training.main_process_ip", t("main_ip"))
+                    cw("training.main_process_port", t("main_port"))
             w["run_name"] = gr.Textbox("", label=t("run_name"), elem_id="run-name")
             estimate = gr.Markdown(elem_id="estimate")
             with gr.Accordion(t("next_run"), open=False):
