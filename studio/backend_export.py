@@ -1,0 +1,163 @@
+"""Export calls of the studio (merge, generate, A/B, sweep, push): the export half of `studio.backend`,
+which re-exports these names so tabs keep one seam. Engine modules are imported inside functions.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import gradio as gr
+
+from core import runs
+from core.config import StudioConfig
+
+def all_checkpoints(ws, lang: str = "en") -> list[tuple[str, str]]:
+    """Every checkpoint of every run, newest first, labelled with its step first (so a narrow
+    dropdown still shows it), why it was saved and its validation loss."""
+    from core.checkpoints import list_checkpoints
+    from studio.i18n import TABLES, tr
+    out = []
+    for r in runs.list_runs(ws.root):
+        for c in reversed(list_checkpoints(r["run_dir"])):
+            key = f"reason_{c['reason']}"
+            bits = [tr(key, lang) if key in TABLES["en"] else c["reason"]]
+            if c["val_loss"] is not None:
+                bits.append(f"val {c['val_loss']:.3f}")
+            if c["best"]:
+                bits.append("★")
+            out.append((f"{c['name']} · {' · '.join(bits)} · {r['run_id']}", c["path"]))
+    return out
+
+
+_VERIFIED: dict[str, tuple] = {}
+
+
+def verify_checkpoint(ckpt: str) -> None:
+    """core.checkpoint_io.verify_checkpoint before a checkpoint is merged, generated from or pushed: a
+    damaged, altered or foreign-file checkpoint is refused with its problems. A result is remembered
+    until a file of the folder changes (hashing a full model on every generate would be slow)."""
+    from core.checkpoint_io import verify_checkpoint as verify
+
+    folder = Path(ckpt)
+    stamp = tuple(sorted((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file()))
+    if _VERIFIED.get(str(folder)) == stamp:
+        return
+    problems = verify(folder)
+    if problems:
+        raise gr.Error(f"checkpoint {folder.parent.parent.name}/{folder.name} is refused: " + "; ".join(problems[:4]))
+    _VERIFIED[str(folder)] = stamp
+
+
+def _run_cfg_for(ckpt: str) -> StudioConfig:
+    """The config of the run a checkpoint belongs to (<run>/checkpoints/step-N), once the checkpoint is verified."""
+    verify_checkpoint(ckpt)
+    cfg = runs.run_config_for_checkpoint(ckpt)
+    if cfg is None:
+        raise gr.Error(f"{ckpt} is not a checkpoint of a run in this workspace (no <run>/config.yaml beside it)")
+    return cfg
+
+
+def _user_error(fn, *a, **kw):
+    """Call core; its own errors (ExportError, GenerationError, ValueError...) become UI messages."""
+    try:
+        return fn(*a, **kw)
+    except gr.Error:
+        raise
+    except (RuntimeError, ValueError, OSError) as err:
+        raise gr.Error(str(err)) from None
+
+
+def merge(ws, ckpt: str, strength: float) -> str:
+    """core.export.export_checkpoint: LoRA merged at `strength` (or a full checkpoint copied) into
+    <workspace>/exports/<run>_<step>[_strength-s]/ in the official layout."""
+    from core import export
+    cfg = _run_cfg_for(ckpt)
+    res = _user_error(export.export_checkpoint, ckpt, cfg=cfg, strength=float(strength),
+                      overwrite=True)
+    notes = "".join(f"\n- {n}" for n in res.notes)
+    return f"`{res.out_dir}` ({res.kind}, {res.dtype}, {res.num_keys} keys){notes}"
+
+
+def _gen_setup(ckpt, lyrics, desc, seconds, seed, prompt):
+    from core import generate
+    cfg = _run_cfg_for(ckpt)
+    g = cfg.generation.model_copy(update={"max_seconds": float(seconds) if seconds else None})
+    cfg = cfg.model_copy(update={"generation": g})
+    settings = generate.settings_from_config(
+        cfg, lyrics=lyrics or None, description=desc or None, seed=int(seed or 0), prompt_audio=prompt or None)
+    return cfg, settings
+
+
+def _gen_progress(progress):
+    if progress is None:
+        return None
+    return lambda name, done, total: progress(done / max(1, total), desc=f"{name}: frame {done}/{total}")
+
+
+def _files(man) -> list[tuple[Any, str]]:
+    out = Path(man.out_dir)
+    return [(it, str(out / it.files[0])) for it in man.items]
+
+
+def _vl(it) -> str:
+    return "n/a" if it.val_loss is None else f"{it.val_loss:.4f}"
+
+
+def generate(ws, ckpt, strength, lyrics, desc, seconds, seed, prompt, progress=None) -> str:
+    cfg, settings = _gen_setup(ckpt, lyrics, desc, seconds, seed, prompt)
+    from core import generate as gen
+    man = _user_error(gen.generate_single, cfg, ckpt, strength=float(strength),
+                      settings=settings, with_val_loss=False, progress=_gen_progress(progress))
+    return _files(man)[0][1]
+
+
+def ab(ws, ckpt, strength, lyrics, desc, seconds, seed, prompt, progress=None) -> dict[str, Any]:
+    cfg, settings = _gen_setup(ckpt, lyrics, desc, seconds, seed, prompt)
+    from core import generate as gen
+    man = _user_error(gen.ab_compare, cfg, ckpt, strength=float(strength),
+                      settings=settings, progress=_gen_progress(progress))
+    (a_it, a), (b_it, b) = _files(man)
+    note = (f"Same lyrics, description, prompt and seed ({settings.seed}). Held-out validation loss "
+            f"(lower is better): **A {_vl(a_it)}** · **B {_vl(b_it)}**")
+    if man.validation and not man.validation.get("dataset"):
+        note += f" — {man.validation.get('note')}"
+    return {"a": a, "b": b, "note": note + f"\n\nFiles and manifest: `{man.out_dir}`"}
+
+
+def sweep(ws, ckpt, scales, lyrics, desc, seconds, seed, prompt, progress=None) -> list[tuple[float, str, str]]:
+    cfg, settings = _gen_setup(ckpt, lyrics, desc, seconds, seed, prompt)
+    from core import generate as gen
+    man = _user_error(gen.strength_sweep, cfg, ckpt, list(scales), settings=settings,
+                      progress=_gen_progress(progress))
+    return [(float(it.model.get("strength", s)), path, _vl(it)) for s, (it, path) in zip(scales, _files(man))]
+
+
+def _latest_generation(ws, kinds=("ab", "sweep", "single")) -> Optional[Path]:
+    root = ws.root / "generations"
+    if not root.is_dir():
+        return None
+    found = [p for p in root.iterdir() if p.is_dir() and (p / "manifest.json").is_file()
+             and any(p.name.split("_", 1)[-1].startswith(k) for k in kinds)]
+    return max(found, key=lambda p: p.stat().st_mtime) if found else None
+
+
+def push(ws, ckpt, strength, repo_id, private, adapter, merged, dataset, token: Optional[str] = None) -> str:
+    """core.hub.push of the picked checkpoint (adapter), its merged export, the newest A/B or sweep
+    (embedded in the card) and optionally the dataset. `token` is passed through, never stored."""
+    if not (repo_id or "").strip():
+        raise gr.Error("give a repository id such as your-name/my-songgen-lora")
+    from core import export, hub
+    cfg = _run_cfg_for(ckpt)
+    kind = export.checkpoint_kind(ckpt)
+    adapter_dir = ckpt if adapter and kind == "lora" else None
+    merged_dir = None
+    if merged or kind == "full":
+        merged_dir = export.default_export_dir(cfg, ckpt, float(strength) if kind == "lora" else None)
+        if not (Path(merged_dir) / "model.pt").is_file():
+            raise gr.Error(f"merge first: no export at {merged_dir} (press Merge with strength {strength:g})")
+    samples = _latest_generation(ws)
+    res = _user_error(hub.push, cfg, repo_id=repo_id.strip(), adapter_dir=adapter_dir,
+                      merged_dir=merged_dir, samples_dir=samples, push_dataset=bool(dataset), private=bool(private),
+                      token=token or None)
+    extra = f" · dataset: {res.dataset_url}" if getattr(res, "dataset_url", None) else ""
+    return f"{res.url} ({'private' if res.private else 'public'}, {len(res.files)} files){extra}"
