@@ -10,9 +10,10 @@ accelerate's state keeps only the trainable (adapter) weights, not the base mode
 
 A checkpoint is written to a temporary folder `.step-N.tmp` and renamed when complete; resume takes
 the newest one whose manifest checks out (core.checkpoint_io.choose_resume) and names those it skips.
-The last `training.keep_last` are kept. Resume needs nothing else: data order, crops and every random
-draw of a step are functions of (seed, step) (core.schedule), so the resumed run continues the same
-sequence.
+Retention: the last `training.keep_last` periodic ones are kept; a "save-now", "stop" or "end"
+checkpoint and the best one (lowest validation loss, recorded in run.json `best`) are never pruned.
+Resume needs nothing else: data order, crops and every random draw of a step are functions of
+(seed, step) (core.schedule), so the resumed run continues the same sequence.
 """
 from __future__ import annotations
 
@@ -94,6 +95,36 @@ def _lora_load_hook(models, input_dir) -> None:
                            "checkpoint's own config.yaml")
 
 
+KEPT_REASONS = ("save-now", "stop", "end")  # asked for by the user or closing the run: never pruned
+
+
+def read_trainer_state(ckpt: str | os.PathLike) -> dict[str, Any]:
+    import json
+    try:
+        return json.loads((Path(ckpt) / "trainer_state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def list_checkpoints(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
+    """Each complete checkpoint of a run, oldest first: path, step, reason, time, training and
+    validation loss (as known when saved) and whether it is the run's best (lowest validation loss)."""
+    best = (runs.read_run_json(run_dir).get("best") or {}).get("path")
+    out = []
+    for ck in runs.checkpoints(run_dir):
+        st = read_trainer_state(ck)
+        out.append({"path": str(ck), "name": ck.name, "step": st.get("step"), "reason": st.get("reason", ""),
+                    "time": st.get("time", ""), "loss": st.get("loss"), "val_loss": st.get("val_loss"),
+                    "best": best is not None and Path(best).name == ck.name})
+    return out
+
+
+def prunable(entries: list[dict[str, Any]], keep_last: int) -> list[str]:
+    """Paths to delete: periodic checkpoints beyond the newest `keep_last`, never a kept reason or the best."""
+    periodic = [e for e in entries if e["reason"] not in KEPT_REASONS and not e["best"]]
+    return [e["path"] for e in periodic[:-keep_last]] if keep_last > 0 else [e["path"] for e in periodic]
+
+
 class Checkpoints:
     """Saves and restores a run's checkpoints (every process calls save/resume; main writes files)."""
 
@@ -103,13 +134,19 @@ class Checkpoints:
         self.scheduler = scheduler
         self.mode, self.keep_last, self.base_dir = mode, keep_last, base_dir
         self.event, self.log = event, log
+        self.last_step: Optional[int] = None  # step of the newest checkpoint this process saved
         # Sharded runs (FSDP / DeepSpeed) store the whole sharded model in state/ (each rank its part,
         # torch.distributed.checkpoint) and check its keys on load; the adapter-only filter is for the rest.
         if mode == "lora" and accelerator.distributed_type not in (DistributedType.FSDP, DistributedType.DEEPSPEED):
             accelerator.register_save_state_pre_hook(_lora_save_hook)
             accelerator.register_load_state_pre_hook(_lora_load_hook)
 
-    def save(self, step: int, reason: str, step_module: nn.Module, total_steps: int) -> Path:
+    def best(self) -> Optional[float]:
+        """The lowest validation loss a checkpoint of this run was saved at (run.json), None before one."""
+        return (runs.read_run_json(self.run_dir).get("best") or {}).get("val_loss")
+
+    def save(self, step: int, reason: str, step_module: nn.Module, total_steps: int, *,
+             loss: Optional[float] = None, val_loss: Optional[float] = None, best: bool = False) -> Path:
         acc = self.acc
         root = self.run_dir / "checkpoints"
         final = root / f"step-{step}"
@@ -138,19 +175,24 @@ class Checkpoints:
                 self.lelm.save_pretrained(tmp, dtype=None)
             cio.write_json(tmp / "trainer_state.json", {
                 "step": step, "total": total_steps, "mode": self.mode, "reason": reason,
-                "config_hash": self.state.config_hash, "base_model": str(self.base_dir), "time": runs.now_iso()})
+                "config_hash": self.state.config_hash, "base_model": str(self.base_dir), "time": runs.now_iso(),
+                "loss": loss, "val_loss": val_loss})
         acc.wait_for_everyone()  # every rank's state files are on disk before the manifest lists them
         if acc.is_main_process:
             cio.write_manifest(tmp)  # last: a checkpoint without a valid manifest is never resumed from
             if final.exists():
                 shutil.rmtree(final)
             os.replace(tmp, final)
-            for old in runs.checkpoints(self.run_dir)[:-self.keep_last]:
+            fields: dict[str, Any] = {"last_checkpoint": str(final), "step": step}
+            if best:
+                fields["best"] = {"path": str(final), "step": step, "val_loss": val_loss}
+            runs.update_run_json(self.run_dir, **fields)
+            for old in prunable(list_checkpoints(self.run_dir), self.keep_last):
                 shutil.rmtree(old, ignore_errors=True)
-            self.event("checkpoint", step=step, path=str(final), reason=reason)
-            runs.update_run_json(self.run_dir, last_checkpoint=str(final), step=step)
+            self.event("checkpoint", step=step, path=str(final), reason=reason, best=best, val_loss=val_loss)
             self.log(f"checkpoint step {step} -> {final} ({reason})")
         acc.wait_for_everyone()
+        self.last_step = step
         return final
 
     def resume(self, ckpt: Path, config_hash: str) -> int:

@@ -75,7 +75,10 @@ class TrainingConfig(_Section):
     eval_every: int = Field(50, ge=1)
     save_every: int = Field(100, ge=1)
     sample_every: int = Field(0, ge=0)  # 0: samples only at step 0 and at the end
-    keep_last: int = Field(2, ge=1)
+    keep_last: int = Field(2, ge=1)  # periodic checkpoints kept; "save-now", "best", "stop" and "end" ones always stay
+    # stop when the validation loss has not improved for this many evaluations (0: never stop early)
+    early_stopping_patience: int = Field(0, ge=0)
+    early_stopping_min_delta: float = Field(0.0, ge=0)  # an improvement smaller than this does not count
     freeze_transformer: bool = False  # "modular extension": train only the sub stack side
     num_workers: int = Field(0, ge=0)
     # prepared dataset folder (core.data's output); default: the newest one under the prepared dir

@@ -181,11 +181,14 @@ def clear_flags(run_dir: str | os.PathLike) -> None:
 
 
 def start_run(run_dir: str | os.PathLike, resume: bool = False, num_processes: Optional[int] = None,
-              multi_gpu: bool = False, env: Optional[dict[str, str]] = None) -> dict[str, Any]:
+              multi_gpu: bool = False, env: Optional[dict[str, str]] = None,
+              exclusive: bool = False) -> dict[str, Any]:
     """Start training of `run_dir` as its own process group; returns the updated run.json record.
 
     Output goes to `<run>/train.log` (appended, so a resumed run keeps its history). `resume=True`
-    continues from the latest checkpoint. Refuses to start a run whose process is still alive.
+    continues from the latest checkpoint. Refuses to start a run whose process is still alive, and
+    with `exclusive=True` (the studio: one machine, one training) also while any other run of the
+    same workspace is active.
     """
     run_dir = Path(run_dir).resolve()
     if not (run_dir / CONFIG_NAME).is_file():
@@ -208,6 +211,24 @@ def start_run(run_dir: str | os.PathLike, resume: bool = False, num_processes: O
     if holder is not None:  # a trainer started elsewhere (e.g. a shell) holds this folder
         raise RuntimeError(f"run {run_dir.name} is in use by another training process ({describe_holder(holder)}); "
                            "stop it first")
+    if exclusive:
+        # two clicks at once: the check and the launch happen under one lock of the runs folder
+        import fcntl
+        with open(run_dir.parent / ".start.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            return _start_exclusive(run_dir, resume, num_processes, multi_gpu, env)
+    return _launch(run_dir, resume, num_processes, multi_gpu, env)
+
+
+def _start_exclusive(run_dir: Path, resume, num_processes, multi_gpu, env) -> dict[str, Any]:
+    other = active_run(run_dir.parent.parent)
+    if other is not None and Path(other["run_dir"]).resolve() != run_dir:
+        raise RuntimeError(f"run {other.get('run_id', Path(other['run_dir']).name)} is {other['status']}; "
+                           "wait for it to finish or stop it before starting another")
+    return _launch(run_dir, resume, num_processes, multi_gpu, env)
+
+
+def _launch(run_dir: Path, resume, num_processes, multi_gpu, env) -> dict[str, Any]:
     clear_flags(run_dir)
     argv = launch_argv(run_dir, resume=resume, num_processes=num_processes, multi_gpu=multi_gpu)
     child_env = dict(os.environ)
@@ -334,6 +355,11 @@ def list_runs(workspace: str | os.PathLike) -> list[dict[str, Any]]:
         rec["run_dir"] = str(d)
         out.append(rec)
     return out
+
+
+def active_run(workspace: str | os.PathLike) -> Optional[dict[str, Any]]:
+    """The workspace's run that is starting, running or stopping (its process alive), if any."""
+    return next((r for r in list_runs(workspace) if r.get("status") in ACTIVE), None)
 
 
 def checkpoints(run_dir: str | os.PathLike) -> list[Path]:

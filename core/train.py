@@ -159,6 +159,10 @@ class Trainer:
         self.tel = Telemetry(acc, self.run_dir)
         self._signal_stop = False
         self.samples = None
+        self.last_loss: Optional[float] = None
+        self.last_val: Optional[tuple[int, float]] = None  # (step, validation loss) of the latest evaluation
+        self.best_val: Optional[float] = None
+        self.bad_evals = 0  # evaluations since the last improvement (early stopping)
 
     def log(self, msg: str) -> None:
         if self.is_main:
@@ -248,8 +252,32 @@ class Trainer:
             t = self.accelerator.reduce(t, reduction="sum")
         return {flag: bool(t[i] > 0) for i, flag in enumerate(runs.FLAGS)}
 
-    def save_checkpoint(self, step: int, reason: str) -> Path:
-        return self.checkpoints.save(step, reason, self.step_module, self.total_steps)
+    def save_checkpoint(self, step: int, reason: str, best: bool = False) -> Path:
+        val = self.last_val[1] if self.last_val and self.last_val[0] == step else None
+        return self.checkpoints.save(step, reason, self.step_module, self.total_steps, loss=self.last_loss,
+                                     val_loss=val, best=best)
+
+    def evaluate_and_keep_best(self, step: int, reason: Optional[str] = None) -> bool:
+        """Validation loss at `step`; a new lowest one is saved as the "best" checkpoint (with `reason`,
+        else "best"). -> True when early stopping says to stop (no improvement of at least min_delta in
+        `early_stopping_patience` evaluations)."""
+        val = self.evaluate(step)
+        if val is None:
+            if reason:
+                self.save_checkpoint(step, reason)
+            return False
+        self.last_val = (step, val)
+        is_best = self.best_val is None or val < self.best_val
+        if self.best_val is None or val < self.best_val - self.tc.early_stopping_min_delta:
+            self.bad_evals = 0
+        else:
+            self.bad_evals += 1
+        if is_best:
+            self.best_val = val
+        if is_best or reason:
+            self.save_checkpoint(step, reason or "best", best=is_best)
+        patience = self.tc.early_stopping_patience
+        return patience > 0 and self.bad_evals >= patience
 
     # -- evaluation and samples
     def evaluate(self, step: int) -> Optional[float]:
@@ -300,6 +328,7 @@ class Trainer:
             else:
                 start_step = self.checkpoints.resume(ckpt, runs.config_hash(self.cfg))
                 self.log(f"resumed from {ckpt} at step {start_step}")
+                self.best_val = self.checkpoints.best()
         elif runs.checkpoints(self.run_dir):
             raise RuntimeError(f"{self.run_dir} already has checkpoints; pass --resume to continue this run, "
                                "or use a new paths.output_dir")
@@ -356,29 +385,35 @@ class Trainer:
             per = loss_acc.tolist()
             named = self.objective.record(per) if self.objective else {
                 "loss": sum(per) / 3, "loss_mixed": per[0], "loss_vocal": per[1], "loss_bgm": per[2]}
+            self.last_loss = named["loss"]
             window.append({**named, "grad_norm": float(grad_norm), "tokens": tokens, "dt": time.time() - t0})
             if step % tc.log_every == 0 or step == self.total_steps:
                 self._log_metrics(step, epoch, lr, window, t_session, steps_session)
                 window = []
             flags = self.poll_flags()
-            if step % tc.eval_every == 0 and step < self.total_steps:
-                self.evaluate(step)
+            if step % tc.eval_every == 0 and step < self.total_steps and self.evaluate_and_keep_best(step):
+                self.log(f"step {step}: early stopping, the validation loss has not improved in "
+                         f"{self.bad_evals} evaluations (best {self.best_val:.4f})")
+                self.tel.event("early_stop", step=step, best_val_loss=self.best_val, evaluations=self.bad_evals)
+                self.total_steps = step  # the run ends here as done: final evaluation, checkpoint, samples
+                break
             if flags["stop"]:
                 self.save_checkpoint(step, "stop")
                 outcome = "stopped"
                 break
-            if step % tc.save_every == 0 and step < self.total_steps:
+            if flags["save"]:  # kept to the end of the run, whatever else this step saved
+                self.save_checkpoint(step, "save-now", best=self.last_val == (step, self.best_val))
+            elif self.checkpoints.last_step == step:
+                pass  # this step was just saved as the best one
+            elif step % tc.save_every == 0 and step < self.total_steps:
                 self.save_checkpoint(step, "save_every")
-            elif flags["save"]:
-                self.save_checkpoint(step, "save-now")
             if (tc.sample_every and step % tc.sample_every == 0 and step < self.total_steps) or flags["sample"]:
                 self.make_samples(step, "sample-now" if flags["sample"] else "sample_every")
         del batches  # ends the loader's worker processes
         if outcome == "done":
             if window:
                 self._log_metrics(step, epoch, lr, window, t_session, steps_session)
-            self.evaluate(step)
-            self.save_checkpoint(step, "end")
+            self.evaluate_and_keep_best(step, "end")
             self.make_samples(step, "end")
         return outcome
 

@@ -14,7 +14,7 @@ import gradio as gr
 
 from studio import backend
 from core import runs
-from studio.i18n import studio_i18n, tr
+from studio.i18n import CURRENT_JS, HEAD, SWITCH_JS, studio_i18n, tr
 from studio.space import SpaceInfo, default_workspace, detect
 from studio.sandbox import Limits, Sandboxes
 from studio.state import Workspace
@@ -73,8 +73,12 @@ def build_app(workspace: Optional[str | os.PathLike] = None, lang: str = "en",
             with gr.Column(elem_id="studio-title"):
                 gr.Markdown(f"# {ctx.t('title')}")
                 gr.Markdown(ctx.t("subtitle"))
-            if boxes is None:  # a public Space does not show its server paths
-                gr.Markdown(f"{ctx.t('workspace')}: `{ws.root}`", elem_id="studio-workspace")
+            with gr.Column(elem_id="studio-side", scale=0, min_width=260):
+                # per browser: remembered in this browser, read by the server from a cookie (studio.i18n)
+                lang_pick = gr.Radio([("English", "en"), ("中文", "zh")], value=None, label=ctx.t("language"),
+                                     elem_id="lang-switch")
+                if boxes is None:  # a public Space does not show its server paths
+                    gr.Markdown(f"{ctx.t('workspace')}: `{ws.root}`", elem_id="studio-workspace")
         if space.demo_mode:
             gr.Markdown(ctx.msg("banner_space_demo", dup=space.duplicate_url or
                               "https://huggingface.co/docs/hub/spaces-overview#duplicating-a-space"),
@@ -97,6 +101,9 @@ def build_app(workspace: Optional[str | os.PathLike] = None, lang: str = "en",
             with gr.Tab(ctx.t("tab_export"), id="export", elem_id="tab-export"):
                 export_tab.build(ctx, train_ui)
 
+        lang_pick.input(None, lang_pick, None, js=SWITCH_JS)
+        demo.load(None, None, lang_pick, js=CURRENT_JS)
+
         def _banner():
             return gr.update(visible=backend.uses_demo(ctx.ws))
 
@@ -118,7 +125,7 @@ def build_app(workspace: Optional[str | os.PathLike] = None, lang: str = "en",
 
 def launch_kwargs() -> dict:
     css = ASSETS / "style.css"
-    return {"css_paths": [css] if css.is_file() else None, "theme": gr.themes.Soft(), "footer_links": ["api", "settings"]}
+    return {"head": HEAD, "css_paths": [css] if css.is_file() else None, "theme": gr.themes.Soft(), "footer_links": ["api", "settings"]}
 
 
 def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int = 7860, **kw):

@@ -118,7 +118,9 @@ def check_song(song: dict[str, Any], max_dur: float = 150.0) -> dict[str, Any]:
     else:
         status = "ok"
     dur = round(qc.info.duration_s, 1) if qc.info else None
-    return {"status": status, "reasons": reasons, "fixed_lyric": res.text, "lyric_status": res.status,
+    # (code, English message) of each audio finding, so the page can show it in the browser's language
+    codes = [[f.code, f.message] for f in qc.findings]
+    return {"status": status, "reasons": reasons, "audio_codes": codes, "fixed_lyric": res.text, "lyric_status": res.status,
             "audio_status": audio_status, "duration": dur, "desc_unknown": list(desc.unknown),
             "desc_text": desc.text or ""}
 
@@ -180,6 +182,11 @@ def _prepare(ws, progress: Callable[[float, str], None] | None = None) -> dict[s
     return last_prepare(ws)
 
 
+def _short(text: str, limit: int = 90) -> str:
+    """A table cell's reasons cut to one readable line; the song's detail (tab 1) has them whole."""
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
 def _song_seconds(entry: dict[str, Any], frame_rate: int) -> Optional[float]:
     for k in ("duration", "duration_s", "seconds"):
         if isinstance(entry.get(k), (int, float)):
@@ -208,7 +215,7 @@ def last_prepare(ws) -> Optional[dict[str, Any]]:
         rows.append({"idx": e.get("idx"), "status": e.get("status"), "split": e.get("split", ""),
                      "seconds": _song_seconds(e, rate),
                      "from cache": {True: "yes", False: "encoded"}.get(e.get("cached"), ""),
-                     "reasons": " · ".join(e.get("reasons", []) or [])})
+                     "reasons": _short(" · ".join(e.get("reasons", []) or []))})
     ctx_frames = int(max_dur * rate)
     budget, durs = [], []
     for r in rows:
@@ -234,6 +241,8 @@ def last_prepare(ws) -> Optional[dict[str, Any]]:
                   f"train {summ.get('train', 0)} / validation {summ.get('validation', 0)} · "
                   f"codec `{summ.get('codec')}`{' (DEMO)' if summ.get('codec_is_demo') else ''} · "
                   f"separation: {summ.get('separation')} · {summ.get('elapsed_s', 0)} s")
+        if summ.get("validation_note"):
+            md.append(f"\n⚠ {summ['validation_note']}")
     md.append(f"\nModel context: {int(ctx_frames)} tokens ({ctx_frames / rate:.0f} s at {rate} Hz) per stream")
     return {"summary_md": "\n".join(md), "report_rows": rows, "budget_rows": budget, "hist_rows": hist_rows,
             "dataset_dir": ds}
@@ -361,14 +370,87 @@ def run_command(run_dir: str) -> str:
     return info.get("command") or runs.command_for(run_dir)
 
 
-def start_new_run(ws, v: dict[str, Any]) -> Path:
+def _looks_local(base: str) -> bool:
+    """A folder path rather than a Hub repo id ("user/name")."""
+    p = Path(base).expanduser()
+    return p.exists() or base.startswith(("/", ".", "~")) or base.count("/") != 1
+
+
+def check_base(cfg: StudioConfig, lang: str = "en") -> None:
+    """Refuse a base-model folder that is not a SongGeneration checkpoint before any run is created."""
+    base = cfg.paths.base_model_path
+    if not base or base == DEMO or not _looks_local(str(base)):
+        return  # demo: built on first use; Hub ids are resolved (downloaded) by the trainer
+    from core import model
+    try:
+        model.describe_checkpoint(Path(base).expanduser(), cfg.paths.runtime_path)
+    except (ValueError, OSError) as err:
+        raise gr.Error(tr("bad_base", lang, err=err)) from None
+
+
+def refuse_if_busy(ws, lang: str = "en") -> None:
+    other = runs.active_run(ws.root)
+    if other is not None:
+        raise gr.Error(tr("run_busy", lang, run=other.get("run_id") or Path(other["run_dir"]).name,
+                          status=_status_word(other.get("status", ""), lang)))
+
+
+def _status_word(status: str, lang: str) -> str:
+    from studio.i18n import status_word
+    return status_word(status, lang)
+
+
+def start_new_run(ws, v: dict[str, Any], lang: str = "en") -> Path:
+    """Create and launch a run; refused (gr.Error, nothing created) while another run of the workspace
+    is active, without prepared data, or with a base folder that is not a checkpoint."""
+    refuse_if_busy(ws, lang)
     st = ws.get_state()
     if not st.get("dataset_dir") or not Path(st["dataset_dir"]).is_dir():
-        raise gr.Error(tr("need_data", "en"))
+        raise gr.Error(tr("need_data", lang))
     cfg = train_config(ws, v)
+    check_base(cfg, lang)
     run_dir = runs.create_run(cfg, name=(v.get("run_name") or "").strip() or None)
-    runs.start_run(run_dir)
+    try:
+        runs.start_run(run_dir, exclusive=True)
+    except RuntimeError as err:  # another start won the race: leave no empty run behind
+        runs.delete_run(run_dir)
+        raise gr.Error(str(err)) from None
     return run_dir
+
+
+def delete_run(ws, run_dir: str) -> None:
+    try:
+        runs.delete_run(check_run_dir(ws, run_dir))
+    except (RuntimeError, OSError) as err:
+        raise gr.Error(str(err)) from None
+
+
+def rename_run(ws, run_dir: str, name: str) -> str:
+    try:
+        return str(runs.rename_run(check_run_dir(ws, run_dir), name or ""))
+    except (RuntimeError, OSError, ValueError) as err:
+        raise gr.Error(str(err)) from None
+
+
+def checkpoint_rows(run_dir: str, lang: str = "en") -> list[list[Any]]:
+    """step, why it was saved, train loss, validation loss, time, best — newest first (core.checkpoints)."""
+    from core.checkpoints import list_checkpoints
+
+    def num(x):
+        return "—" if x is None else f"{x:.4f}"
+
+    rows = []
+    for c in reversed(list_checkpoints(run_dir)):
+        key = f"reason_{c['reason']}"
+        reason = tr(key, lang) if key in _tables() else c["reason"]
+        rows.append([c["step"], reason, num(c["loss"]), num(c["val_loss"]), (c["time"] or "")[:19].replace("T", " "),
+                     "★" if c["best"] else ""])
+    return rows
+
+
+def _tables():
+    from studio.i18n import TABLES
+    return TABLES["en"]
 
 
 def check_run_dir(ws, run_dir: str) -> str:

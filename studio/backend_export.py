@@ -11,11 +11,21 @@ import gradio as gr
 from core import runs
 from core.config import StudioConfig
 
-def all_checkpoints(ws) -> list[tuple[str, str]]:
+def all_checkpoints(ws, lang: str = "en") -> list[tuple[str, str]]:
+    """Every checkpoint of every run, newest first, labelled with its step first (so a narrow
+    dropdown still shows it), why it was saved and its validation loss."""
+    from core.checkpoints import list_checkpoints
+    from studio.i18n import TABLES, tr
     out = []
     for r in runs.list_runs(ws.root):
-        for c in reversed(runs.checkpoints(r["run_dir"])):
-            out.append((f"{r['run_id']} / {c.name}", str(c)))
+        for c in reversed(list_checkpoints(r["run_dir"])):
+            key = f"reason_{c['reason']}"
+            bits = [tr(key, lang) if key in TABLES["en"] else c["reason"]]
+            if c["val_loss"] is not None:
+                bits.append(f"val {c['val_loss']:.3f}")
+            if c["best"]:
+                bits.append("★")
+            out.append((f"{c['name']} · {' · '.join(bits)} · {r['run_id']}", c["path"]))
     return out
 
 

@@ -187,6 +187,51 @@ T: dict[str, tuple[str, str]] = {
     "push_btn": ("Push", "推送"),
     "pushed": ("Pushed: {url}", "已推送：{url}"),
     "no_ckpt": ("No checkpoint yet: train first (tab 3).", "还没有检查点：请先训练（第 3 步）。"),
+    # ---- language, statuses, run management, checkpoints, hints ------------------------------------
+    "language": ("Language / 语言", "语言 / Language"),
+    "st_starting": ("starting", "启动中"), "st_running": ("running", "训练中"), "st_stopping": ("stopping", "停止中"),
+    "st_done": ("done", "已完成"), "st_stopped": ("stopped", "已停止"), "st_error": ("error", "出错"),
+    "st_crashed": ("crashed", "已崩溃"), "st_ok": ("ok", "正常"), "st_fixed": ("fixed", "已修正"),
+    "st_warning": ("warning", "警告"), "st_rejected": ("rejected", "已拒绝"), "st_unchecked": ("unchecked", "未检查"),
+    "st_error_audio": ("error", "错误"),
+    "qc_empty": ("{name}: the file holds no audio samples; re-export the song", "{name}：文件中没有音频采样，请重新导出"),
+    "qc_too_long": ("{name} is longer than the model's limit; trim it", "{name} 超过模型支持的最长时长，请裁剪"),
+    "qc_too_short": ("{name} is too short", "{name} 太短"),
+    "qc_low_sample_rate": ("{name} has a low sample rate; use the 44.1/48 kHz original", "{name} 采样率偏低，请使用 44.1/48 kHz 原始文件"),
+    "qc_mono": ("{name} is mono; both stereo channels get the same signal.", "{name} 是单声道；两个立体声声道使用相同信号。"),
+    "qc_multichannel": ("{name} has more than two channels; only the first two are used", "{name} 多于两个声道，只使用前两个"),
+    "qc_invalid_samples": ("{name} contains NaN or infinite samples", "{name} 含有 NaN 或无穷大的采样"),
+    "qc_silent": ("{name} is silent", "{name} 是静音"),
+    "qc_clipping": ("{name} clips (samples at full scale)", "{name} 有削波（采样达到满幅）"),
+    "qc_quiet": ("{name} is very quiet; it is used as is", "{name} 音量很低，将按原样使用"),
+    "qc_leading_silence": ("{name} starts with silence; trimming it helps", "{name} 开头有静音，裁掉更好"),
+    "qc_trailing_silence": ("{name} ends with silence; trimming it helps", "{name} 结尾有静音，裁掉更好"),
+    "qc_unreadable": ("{name} cannot be read", "{name} 无法读取"),
+    "run_busy": ("Run {run} is {status}: wait for it to finish or stop it before starting another.",
+                 "运行 {run} 正在{status}：请等待其结束或先停止它，再开始新的训练。"),
+    "bad_base": ("Base model folder: {err}", "基础模型文件夹：{err}"),
+    "manage_run": ("Rename or delete this run", "重命名或删除此运行"),
+    "new_name": ("New name", "新名称"), "rename_btn": ("Rename", "重命名"), "delete_btn": ("Delete run", "删除运行"),
+    "renamed": ("Renamed to {run}.", "已重命名为 {run}。"), "deleted": ("Deleted {run}.", "已删除 {run}。"),
+    "ckpt_table": ("Checkpoints of this run", "此运行的检查点"),
+    "ck_step": ("step", "步数"), "ck_reason": ("saved because", "保存原因"), "ck_loss": ("train loss", "训练损失"),
+    "ck_val": ("validation loss", "验证损失"), "ck_time": ("time", "时间"), "ck_best": ("best", "最佳"),
+    "keep_last": ("Keep last (periodic checkpoints)", "保留最近的定期检查点数"),
+    "eval_every": ("Validation every (steps)", "每隔多少步验证"),
+    "patience": ("Early stopping patience (evaluations, 0 = off)", "早停耐心（验证次数，0 = 关闭）"),
+    "reason_save_every": ("periodic", "定期"), "reason_save-now": ("Save now", "立即保存"),
+    "reason_stop": ("stop", "停止"), "reason_end": ("end", "结束"), "reason_best": ("best validation", "最佳验证"),
+    "val_curve": ("validation loss", "验证损失"), "train_raw": ("loss (raw)", "损失（原始）"),
+    "train_smooth": ("loss (smoothed)", "损失（平滑）"),
+    "val_na_note": ("Validation loss is n/a: {why}", "验证损失不可用：{why}"),
+    "next_data": ("**Next:** when every song is ok or fixed, go to **2 · Tokenize**.",
+                  "**下一步：** 当所有歌曲都正常或已修正后，进入 **2 · 编码**。"),
+    "next_tokenize": ("**Next:** go to **3 · Train** and press **Start training**.",
+                      "**下一步：** 进入 **3 · 训练** 并点击 **开始训练**。"),
+    "next_train": ("**Next:** when the run is done (or after **Save now**), go to **4 · Export & publish** to merge, listen and compare.",
+                   "**下一步：** 运行结束后（或点击 **立即保存** 后），进入 **4 · 导出与发布** 进行合并、试听和对比。"),
+    "next_export": ("**Next:** happy with the A/B? Push the adapter or the merged model to the Hub.",
+                    "**下一步：** 对 A/B 结果满意吗？把适配器或合并后的模型推送到 Hub。"),
     # ---- public Space sandboxes (studio.sandbox) ---------------------------------------------------
     "banner_sandbox": ("**Your own sandbox:** songs, datasets and runs you make here are visible only to you "
                        "(sign in to keep them across visits; anonymous sandboxes are deleted after a while). "
@@ -283,3 +328,50 @@ def tr(key: str, lang: str = "en", **fmt) -> str:
     """The text of `key` in `lang` (English for any other language), formatted with `fmt`."""
     text = TABLES["zh" if lang == "zh" else "en"][key]
     return text.format(**fmt) if fmt else text
+
+
+COOKIE = "studio_lang"
+# Runs in <head> before Gradio starts: a language picked in the page (saved in this browser) wins over
+# the browser's own, so gr.I18n shows the static texts in it.
+HEAD = """<script>(function(){try{var l=localStorage.getItem('studio-lang');if(l){
+Object.defineProperty(navigator,'language',{get:function(){return l}});
+Object.defineProperty(navigator,'languages',{get:function(){return [l]}});}}catch(e){}})();</script>"""
+# the language switch: remember it in this browser (storage for the page, a cookie for the server) and reload
+SWITCH_JS = ("(v) => { if (!v) return; localStorage.setItem('studio-lang', v); "
+             "document.cookie = 'studio_lang=' + v + ';path=/;max-age=31536000;SameSite=Lax'; location.reload(); }")
+CURRENT_JS = "() => localStorage.getItem('studio-lang') || ((navigator.language || 'en').startsWith('zh') ? 'zh' : 'en')"
+
+
+def request_lang(request, default: str = "en") -> str:
+    """The language of one browser: the page's switch (cookie), else its Accept-Language, else `default`."""
+    if request is None:
+        return default
+    try:
+        cookies = getattr(request, "cookies", None) or {}
+        lang = cookies.get(COOKIE)
+        if lang is None:
+            for part in (request.headers.get("cookie") or "").split(";"):
+                k, _, v = part.strip().partition("=")
+                if k == COOKIE:
+                    lang = v
+        if lang in LANGS:
+            return lang
+        accept = (request.headers.get("accept-language") or "").lower()
+        if accept:
+            return "zh" if accept.startswith("zh") else "en"
+    except Exception:  # noqa: BLE001 - a request without headers: the studio's language
+        pass
+    return default
+
+
+def status_word(status: str, lang: str) -> str:
+    key = f"st_{status}"
+    return tr(key, lang) if key in TABLES["en"] else status
+
+
+def qc_reason(code: str, message: str, name: str, lang: str) -> str:
+    """An audio-QC finding in `lang`: the core's full English message, or the translated short form."""
+    key = f"qc_{code}"
+    if lang == "en" or key not in TABLES["en"]:
+        return message
+    return tr(key, lang, name=name)

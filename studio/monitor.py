@@ -61,7 +61,7 @@ class RunView:
                         self.series.setdefault(k, Series()).add(step, r[k])
                 self.last = r
             elif kind == "event":
-                if r.get("event") == "eval" and "step" in r:  # held-out values: plotted as they are
+                if r.get("event") == "eval" and "step" in r:  # held-out values (validation curve): as they are
                     for k in STREAMS:
                         if k.startswith("val_") and k in r:
                             self.series.setdefault(k, Series()).add(int(r["step"]), r[k])
@@ -70,8 +70,10 @@ class RunView:
         if records:
             self.version += 1
 
-    def rows(self, max_points: int = MAX_POINTS) -> list[tuple[int, float, str]]:
-        """(step, value, series) rows for the plot, each series thinned to about max_points."""
+    def rows(self, max_points: int = MAX_POINTS, labels: Optional[dict[str, str]] = None) -> list[tuple[int, float, str]]:
+        """(step, value, series) rows for the plot, each series thinned to about max_points; `labels`
+        renames the legend entries (translations of "loss (raw)", "loss (smoothed)", "val_loss")."""
+        labels = labels or {}
         out = []
         for name, s in self.series.items():
             n = len(s.steps)
@@ -81,11 +83,13 @@ class RunView:
                 idx.append(n - 1)
             for i in idx:
                 if s.raw[i] is not None and name == "loss":
-                    out.append((s.steps[i], s.raw[i], f"{name} (raw)"))
-                if s.ema[i] is not None:
-                    held_out = name.startswith("val_")
-                    label = name if held_out else f"{name} (smoothed)"
-                    out.append((s.steps[i], s.raw[i] if held_out else s.ema[i], label))
+                    out.append((s.steps[i], s.raw[i], labels.get("loss (raw)", "loss (raw)")))
+                if name.startswith("val_"):  # held out: plotted as measured, not smoothed
+                    if s.raw[i] is not None:
+                        out.append((s.steps[i], s.raw[i], labels.get(name, name)))
+                elif s.ema[i] is not None:
+                    label = f"{name} (smoothed)"
+                    out.append((s.steps[i], s.ema[i], labels.get(label, label)))
         return out
 
 

@@ -265,6 +265,8 @@ def test_prompt_region_and_split(songs, tmp_path, ws):
     assert res.summary["train"] == 2 and res.summary["validation"] == 1
     # the split is a deterministic function of idx and seed, never empties train
     assert data.split_items(["a"], 0.5, 0) == set()
+    assert len(data.split_items(["a", "b"], 0.1, 0)) == 1 and len(data.split_items(list("abcde"), 0.1, 0)) == 1
+    assert data.split_items(["a", "b"], 0.0, 0) == set()
     ten = [f"s{i}" for i in range(10)]
     assert data.split_items(ten, 0.2, 0) == data.split_items(list(reversed(ten)), 0.2, 0)
     assert len(data.split_items(ten, 0.2, 0)) == 2 and len(data.split_items(ten, 0.99, 0)) == 9

@@ -151,15 +151,21 @@ def test_tokenize_preview_and_train_loop(studio):
                                           training_num_samples=0, api_name="/preview_config")
     assert "max_steps: 6" in yaml_text and "core.train" in cmd and "--config" in cmd
 
-    run_upd, msg = client.predict(training_max_steps=6, training_max_frames=100, training_save_every=3,
-                                  training_num_samples=0, run_name="api-test", api_name="/start_run")
+    run_upd, msg, *_ = client.predict(training_max_steps=6, training_max_frames=100, training_save_every=3,
+                                             training_num_samples=0, run_name="api-test", api_name="/start_run")
     run = run_upd["value"]
     assert Path(run).is_dir() and "api-test" in Path(run).name and "Started" in msg
+    # a second start while this run is active is refused, and leaves no new run folder behind
+    before = sorted(p.name for p in (ws / "runs").iterdir())
+    with pytest.raises(Exception, match="before starting another"):
+        client.predict(training_max_steps=6, training_max_frames=100, training_num_samples=0, run_name="twice",
+                       api_name="/start_run")
+    assert sorted(p.name for p in (ws / "runs").iterdir()) == before
     # the Hub token is never in anything the studio wrote
     deadline, points = time.time() + 240, 0
     status = ""
     while time.time() < deadline:
-        status, bar, plot, log, samples = client.predict(run, api_name="/poll")
+        status, bar, plot, log, samples, *_ = client.predict(run, api_name="/poll")
         if isinstance(plot, dict) and "data" in plot:  # {"__type__": "update"} when nothing new arrived
             points = max(points, len(plot["data"]))
         if "done" in status or "error" in status or "crashed" in status:

@@ -37,10 +37,15 @@ class PrepareResult:
 
 
 def split_items(idxs: list[str], val_fraction: float, seed: int) -> set[str]:
-    """Validation idx set: floor(n * val_fraction) songs (at most n - 1, so train is never empty),
-    picked by a seeded hash of idx, so adding a song does not reshuffle the others."""
+    """Validation idx set: floor(n * val_fraction) songs, but at least one whenever there are two or
+    more songs and val_fraction > 0 (a validation loss needs a held-out song; 0.1 x 5 songs would hold
+    none), and at most n - 1 so train is never empty; picked by a seeded hash of idx, so adding a
+    song does not reshuffle the others."""
     n = len(idxs)
-    n_val = min(int(math.floor(n * val_fraction)), max(0, n - 1))
+    n_val = int(math.floor(n * val_fraction))
+    if val_fraction > 0 and n >= 2:
+        n_val = max(1, n_val)
+    n_val = min(n_val, max(0, n - 1))
     order = sorted(idxs, key=lambda i: hashlib.sha256(f"{seed}:{i}".encode()).hexdigest())
     return set(order[:n_val])
 
@@ -184,6 +189,11 @@ def prepare(cfg: StudioConfig, items: Optional[Iterable[Any]] = None, progress: 
         summary["train"] = sum(1 for it in items_out if it["idx"] not in val)
         summary["validation"] = len(items_out) - summary["train"]
         summary["songs_split"] = sum(1 for e in report if len(e.get("items") or []) > 1)
+        if not val:
+            n_songs = len({it["idx"] for it in items_out})
+            summary["validation_note"] = (
+                "no validation song: with one song everything trains; add a second song to get a validation loss"
+                if n_songs == 1 else "no validation song: the validation fraction is 0")
         if not (dataset_dir / "dataset_dict.json").is_file():
             manifest = [{"path": it["audio"], "gt_lyric": it["lyrics"], "descriptions": it["description"],
                          "idx": it["idx"], "split": "validation" if it["idx"] in val else "train",

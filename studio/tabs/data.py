@@ -6,6 +6,7 @@ import gradio as gr
 import pandas as pd
 
 from studio import backend
+from studio.i18n import qc_reason, request_lang, status_word, tr
 
 COLS = ["col_idx", "col_file", "col_dur", "col_audio", "col_lyrics", "col_desc", "col_status", "col_reasons"]
 
@@ -21,19 +22,33 @@ def _files(value) -> list[str]:
     return [o for o in out if o]
 
 
+REASON_CHARS = 90  # longer reasons are cut in the table; the song's detail below shows them whole
+
+
+def reasons(s: dict, lang: str) -> list[str]:
+    """A song's findings in `lang`: audio-QC ones by their code (studio.i18n), the rest as core wrote them."""
+    chk = s.get("check") or {}
+    codes = {msg: code for code, msg in chk.get("audio_codes") or []}
+    name = s.get("source_name") or s["idx"]
+    return [qc_reason(codes[r], r, name, lang) if r in codes else r for r in chk.get("reasons", [])]
+
+
 def _tier_choices(ctx) -> list[tuple[str, str]]:
     """(label, value) pairs: the default (empty: the model's very-high) and the official tiers."""
     return [(ctx.msg("musicality_default"), "")] + [(x, x) for x in backend.musicality_choices()]
 
 
-def songs_table(ctx) -> pd.DataFrame:
+def songs_table(ctx, lang=None) -> pd.DataFrame:
+    lang = lang or ctx.lang
     rows = []
     for s in ctx.ws.songs():
         chk = s.get("check") or {}
-        rows.append([s["idx"], s.get("source_name", ""), chk.get("duration"), chk.get("audio_status", "?"),
-                     chk.get("lyric_status", "?"), s.get("descriptions", ""), chk.get("status", "unchecked"),
-                     " · ".join(chk.get("reasons", []))])
-    return pd.DataFrame(rows, columns=[ctx.msg(c) for c in COLS])
+        why = " · ".join(reasons(s, lang))
+        rows.append([s["idx"], s.get("source_name", ""), chk.get("duration"),
+                     status_word(chk.get("audio_status", "?"), lang), status_word(chk.get("lyric_status", "?"), lang),
+                     s.get("descriptions", ""), status_word(chk.get("status", "unchecked"), lang),
+                     why if len(why) <= REASON_CHARS else why[:REASON_CHARS - 1] + "…"])
+    return pd.DataFrame(rows, columns=[tr(c, lang) for c in COLS])
 
 
 def check_all(ctx) -> None:
@@ -42,17 +57,19 @@ def check_all(ctx) -> None:
         ctx.ws.update_song(s["idx"], check=backend.check_song(s, max_dur))
 
 
-def _detail(ctx, idx):
+def _detail(ctx, idx, lang=None):
+    lang = lang or ctx.lang
     s = ctx.ws.song(idx) if idx else None
     if s is None:
         return None, "", "", ""
-    chk = s.get("check") or backend.check_song(s, backend.max_song_seconds(ctx.ws))
-    reasons = chk.get("reasons") or []
-    findings = "\n".join(f"- {r}" for r in reasons) or "- ok"
+    if not s.get("check"):
+        s = {**s, "check": backend.check_song(s, backend.max_song_seconds(ctx.ws))}
+    chk = s["check"]
+    findings = "\n".join(f"- {r}" for r in reasons(s, lang)) or f"- {status_word('ok', lang)}"
     if chk.get("tag_suggestions"):
         findings += "\n\n" + ", ".join(chk["tag_suggestions"])
     return s["path"], s.get("original_lyric", ""), chk.get("fixed_lyric", s.get("gt_lyric", "")), \
-        f"**{chk.get('status', '?')}**\n\n{findings}"
+        f"**{status_word(chk.get('status', '?'), lang)}**\n\n{findings}"
 
 
 def build(ctx) -> dict:
@@ -75,8 +92,7 @@ def build(ctx) -> dict:
             msg = gr.Markdown(elem_id="data-msg")
         with gr.Column(scale=2):
             table = gr.Dataframe(value=songs_table(ctx), label=t("songs"), interactive=False,
-                                 wrap=True, elem_id="songs-table",
-                                 column_widths=["14%", "14%", "8%", "7%", "7%", "14%", "8%", "28%"])
+                                 wrap=True, elem_id="songs-table")  # widths from the content: reasons are cut short
             check_btn = gr.Button(t("check_btn"), elem_id="btn-check")
             pick = gr.Dropdown(choices=[s["idx"] for s in ctx.ws.songs()], label=t("song_pick"), elem_id="song-pick")
             player = gr.Audio(label=t("player"), type="filepath", interactive=False, elem_id="song-player")
@@ -100,29 +116,32 @@ def build(ctx) -> dict:
 
     tags.change(merge_tags, [tags, desc], desc, api_name=False, queue=False)
 
-    def _refresh(idx=None, text=""):
+    def _refresh(idx=None, text="", lang=None):
         ids = [s["idx"] for s in ctx.ws.songs()]
         idx = idx if idx in ids else (ids[-1] if ids else None)
-        return (songs_table(ctx), gr.update(choices=ids, value=idx), text) + tuple(_detail(ctx, idx))
+        return (songs_table(ctx, lang), gr.update(choices=ids, value=idx), text) + tuple(_detail(ctx, idx, lang))
 
     outs = [table, pick, msg, player, original, fixed, findings]
 
-    def add(audio_file, lyric, description, musicality):
+    def add(audio_file, lyric, description, musicality, request: gr.Request = None):
+        lang = request_lang(request, ctx.lang)
         paths = _files(audio_file)
         if not paths:
-            raise gr.Error(ctx.msg("need_audio"))
+            raise gr.Error(tr("need_audio", lang))
         idx = ctx.ws.add_song(paths[0], lyric or "", description or "")
         s = ctx.ws.update_song(idx, musicality=musicality or "")
         ctx.ws.update_song(idx, check=backend.check_song(s, backend.max_song_seconds(ctx.ws)))
         # the form is emptied so the next song starts clean (no accidental duplicates)
-        return _refresh(idx, ctx.msg("added", idx=idx)) + (None, "", "", [], "")
+        return _refresh(idx, tr("added", lang, idx=idx), lang) + (None, "", "", [], "")
 
-    def set_tier(idx, musicality):
+    def set_tier(idx, musicality, request: gr.Request = None):
+        lang = request_lang(request, ctx.lang)
         if not idx or ctx.ws.song(idx) is None:
-            raise gr.Error(ctx.msg("no_song"))
+            raise gr.Error(tr("no_song", lang))
         s = ctx.ws.update_song(idx, musicality=musicality or "")
         ctx.ws.update_song(idx, check=backend.check_song(s, backend.max_song_seconds(ctx.ws)))
-        return _refresh(idx, ctx.msg("musicality_saved", idx=idx, tier=musicality or ctx.msg("musicality_default")))
+        return _refresh(idx, tr("musicality_saved", lang, idx=idx,
+                                tier=musicality or tr("musicality_default", lang)), lang)
 
     def do_import(files):
         added, problems = ctx.ws.import_files(_files(files))
@@ -131,16 +150,17 @@ def build(ctx) -> dict:
         text = ctx.msg("imported", n=len(added)) + "".join(f"\n- {p}" for p in problems)
         return _refresh(added[-1] if added else None, text)
 
-    def do_check(idx):
+    def do_check(idx, request: gr.Request = None):
         check_all(ctx)
-        return _refresh(idx)
+        return _refresh(idx, "", request_lang(request, ctx.lang))
 
-    def set_lyric(idx, text, which):
+    def set_lyric(idx, text, which, lang=None):
+        lang = lang or ctx.lang
         if not idx or ctx.ws.song(idx) is None:
-            raise gr.Error(ctx.msg("no_song"))
+            raise gr.Error(tr("no_song", lang))
         s = ctx.ws.update_song(idx, gt_lyric=text or "")
         ctx.ws.update_song(idx, check=backend.check_song(s, backend.max_song_seconds(ctx.ws)))
-        return _refresh(idx, ctx.msg("saved", idx=idx))
+        return _refresh(idx, tr("saved", lang, idx=idx), lang)
 
     def remove(idx):
         if not idx:
@@ -154,12 +174,25 @@ def build(ctx) -> dict:
                 api_name=False, queue=False)
     import_btn.click(do_import, [bulk], outs, api_name="import_files")
     check_btn.click(do_check, [pick], outs, api_name="check_songs")
-    pick.change(lambda i: _detail(ctx, i), [pick], [player, original, fixed, findings], api_name="song_detail")
-    accept_btn.click(lambda i, f: set_lyric(i, f, "fix"), [pick, fixed], outs, api_name="accept_fix")
-    save_btn.click(lambda i, f: set_lyric(i, f, "edit"), [pick, fixed], outs, api_name="save_lyric")
+    def detail(i, request: gr.Request = None):
+        return _detail(ctx, i, request_lang(request, ctx.lang))
+
+    def accept_fix(i, f, request: gr.Request = None):
+        return set_lyric(i, f, "fix", request_lang(request, ctx.lang))
+
+    def save_lyric(i, f, request: gr.Request = None):
+        return set_lyric(i, f, "edit", request_lang(request, ctx.lang))
+
+    pick.change(detail, [pick], [player, original, fixed, findings], api_name="song_detail")
+    accept_btn.click(accept_fix, [pick, fixed], outs, api_name="accept_fix")
+    save_btn.click(save_lyric, [pick, fixed], outs, api_name="save_lyric")
     remove_btn.click(remove, [pick], outs, api_name="remove_song")
+    gr.Markdown(t("next_data"), elem_classes=["next-hint"], elem_id="next-data")
     return {"table": table, "pick": pick, "outs": outs, "refresh": _refresh}
 
 
 def wire_load(ctx, demo, ui) -> None:
-    demo.load(lambda: ui["refresh"](), None, ui["outs"], api_name=False)
+    def load(request: gr.Request = None):
+        return ui["refresh"](None, "", request_lang(request, ctx.lang))
+
+    demo.load(load, None, ui["outs"], api_name=False)

@@ -135,6 +135,8 @@ def build(ctx, train_ui) -> dict:
     else:
         push_btn.click(_push, push_in + [token], push_msg, api_name="push")
 
+    gr.Markdown(t("next_export"), elem_classes=["next-hint"], elem_id="next-export")
+
     # the export tab lists checkpoints of the run picked in the train tab first
     def follow(run, c):
         ch = _ckpt_choices(ctx)
@@ -142,7 +144,7 @@ def build(ctx, train_ui) -> dict:
         if c in vals:
             return gr.update(choices=ch)
         mine = [v for v in vals if run and str(v).startswith(str(run))]
-        return gr.update(choices=ch, value=(mine or vals or [None])[-1] if mine else (vals[0] if vals else None))
+        return gr.update(choices=ch, value=mine[0] if mine else (vals[0] if vals else None))  # newest first
 
     train_ui["run_pick"].change(follow, [train_ui["run_pick"], ckpt], ckpt, api_name=False)
     from studio.tabs import preference

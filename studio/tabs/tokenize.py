@@ -9,6 +9,11 @@ from core.config import DEMO, choices, default
 from studio import backend, sandbox
 
 
+# headers of the empty tables (no "1 2 3" placeholder columns before the first tokenize)
+REPORT_COLS = ["idx", "status", "split", "seconds", "from cache", "reasons"]
+BUDGET_COLS = ["song", "tokens per stream", "model context", "share of context", "rule"]
+
+
 def build(ctx) -> dict:
     t = ctx.t
     st = ctx.ws.get_state()
@@ -31,10 +36,12 @@ def build(ctx) -> dict:
                 tok_btn = gr.Button(t("tokenize_btn"), variant="primary", elem_id="btn-tokenize")
             summary = gr.Markdown(elem_id="tok-summary")
         with gr.Column(scale=2):
-            report = gr.Dataframe(label=t("report"), interactive=False, wrap=True, elem_id="tok-report")
+            report = gr.Dataframe(value=pd.DataFrame(columns=REPORT_COLS), label=t("report"), interactive=False,
+                                  wrap=True, elem_id="tok-report")
             gr.Markdown(t("budget_help"))
-            budget = gr.Dataframe(label=t("budget"), interactive=False, elem_id="tok-budget")
-            hist = gr.BarPlot(x="duration (s)", y="songs", label=t("dur_hist"), height=260, elem_id="tok-hist",
+            budget = gr.Dataframe(value=pd.DataFrame(columns=BUDGET_COLS), label=t("budget"), interactive=False,
+                                  elem_id="tok-budget")
+            hist = gr.BarPlot(x="duration (s)", y="songs", label=t("dur_hist"), height=300, elem_id="tok-hist",
                               y_title="songs", x_title="duration (s)")
 
     opts = [codec, sep, bgm, runtime, val]
@@ -62,12 +69,12 @@ def build(ctx) -> dict:
     def show(result=None):
         result = result if result is not None else backend.last_prepare(ctx.ws)
         if not result:
-            return "", pd.DataFrame(), pd.DataFrame(), pd.DataFrame()
-        return (result["summary_md"], pd.DataFrame(result["report_rows"]),
-                pd.DataFrame(result["budget_rows"], columns=["song", "tokens per stream", "model context",
-                                                             "share of context", "rule"]),
+            return "", pd.DataFrame(columns=REPORT_COLS), pd.DataFrame(columns=BUDGET_COLS), pd.DataFrame()
+        return (result["summary_md"], pd.DataFrame(result["report_rows"], columns=REPORT_COLS),
+                pd.DataFrame(result["budget_rows"], columns=BUDGET_COLS),
                 pd.DataFrame(result["hist_rows"], columns=["duration (s)", "songs"]))
 
+    gr.Markdown(t("next_tokenize"), elem_classes=["next-hint"], elem_id="next-tokenize")
     changed = codec.change(lambda *a: _save(*a), opts, None, api_name=False)
     plan_btn.click(plan, opts, summary, api_name="plan_cache")
     tok_ev = tok_btn.click(tokenize, opts, [summary, report, budget, hist], api_name="tokenize")

@@ -10,6 +10,7 @@ import pandas as pd
 
 from core.presets import GPU_PRESETS, preset_name
 from studio import backend, monitor, sandbox
+from studio.i18n import request_lang, status_word, tr
 from studio.widgets import api_name, config_value, config_widget
 
 # presets by goal and GPU memory, keyed by config path (None: not set, shown as 0); a widget whose key a
@@ -19,13 +20,13 @@ _QUICK = {"training.type": "lora", "lora.r": 4, "lora.alpha": 8, "training.learn
           "training.gradient_accumulation_steps": 1, "training.max_frames": 150, "training.mixed_precision": "no",
           "training.gradient_checkpointing": False, "training.save_every": 10, "training.sample_every": 0,
           "training.log_every": 1, "training.warmup_steps": 0, "training.num_samples": 1,
-          "training.sample_seconds": 3}
+          "training.sample_seconds": 3, "training.eval_every": 5}
 _GPU = {"training.type": "lora", "lora.r": 16, "lora.alpha": 32, "training.learning_rate": 1e-4,
         "training.max_steps": None, "training.epochs": 10, "training.batch_size": 1,
         "training.gradient_accumulation_steps": 4, "training.max_frames": None, "training.mixed_precision": "auto",
         "training.gradient_checkpointing": True, "training.save_every": 200, "training.sample_every": 200,
         "training.log_every": 5, "training.warmup_steps": 50, "training.num_samples": 2,
-        "training.sample_seconds": 20}
+        "training.sample_seconds": 20, "training.eval_every": 100}
 PRESETS: dict[str, dict] = {
     "Quick look (CPU / demo, a minute)": _QUICK,
     "Voice / style LoRA · 24 GB": _GPU,
@@ -59,12 +60,22 @@ def _empty_plot() -> pd.DataFrame:
                          "series": pd.Series(dtype="object")})
 
 
-def _run_choices(ctx):
-    try:
-        runs = backend.list_runs(ctx.ws)
-    except gr.Error:
-        return []
-    return [(f"{r['run_id']} · {r.get('status')}", r["run_dir"]) for r in runs]
+ACTIVE = ("starting", "running", "stopping")
+CK_COLS = ["ck_step", "ck_reason", "ck_loss", "ck_val", "ck_time", "ck_best"]
+
+
+def _run_choices(ctx, lang=None, runs=None):
+    if runs is None:
+        try:
+            runs = backend.list_runs(ctx.ws)
+        except gr.Error:
+            return []
+    lang = lang or ctx.lang
+    return [(f"{r['run_id']} · {status_word(r.get('status', '?'), lang)}", r["run_dir"]) for r in runs]
+
+
+def _ck_table(rows, lang):
+    return pd.DataFrame(rows, columns=[tr(c, lang) for c in CK_COLS])
 
 
 def build(ctx) -> dict:
@@ -121,6 +132,10 @@ def build(ctx) -> dict:
                 with gr.Row():
                     cw("training.num_samples", t("num_samples"))
                     cw("training.sample_seconds", t("sample_seconds"))
+                with gr.Row():
+                    cw("training.keep_last", t("keep_last"), elem_id="keep-last")
+                    cw("training.eval_every", t("eval_every"), elem_id="eval-every")
+                    cw("training.early_stopping_patience", t("patience"), elem_id="patience")
             with gr.Accordion(t("machines"), open=False, elem_id="machines-acc"):
                 cw("training.distributed", t("distributed"), info=t("distributed_help"), dropdown=True,
                    elem_id="distributed")
@@ -160,13 +175,22 @@ def build(ctx) -> dict:
                 sample_pick = gr.Dropdown(label=t("samples"), choices=[], elem_id="sample-pick", scale=2)
                 sample_audio = gr.Audio(type="filepath", interactive=False, elem_id="sample-audio", scale=3,
                                         label=t("samples"))
-            log = gr.Code(label=t("log_tail"), language="shell", lines=10, max_lines=14, interactive=False,
-                          elem_id="log-tail")
+            ck_table = gr.Dataframe(value=_ck_table([], ctx.lang), label=t("ckpt_table"), interactive=False,
+                                    wrap=True, elem_id="ckpt-table")
+            # a Textbox, not Code: it scrolls to the newest line as the log grows
+            log = gr.Textbox(label=t("log_tail"), lines=10, max_lines=14, interactive=False, autoscroll=True,
+                             elem_id="log-tail")
             command = gr.Code(label=t("command"), language="shell", lines=2, interactive=False, elem_id="run-command",
                               buttons=["copy"])
             with gr.Accordion(t("config_yaml"), open=False):
                 config = gr.Code(language="yaml", lines=16, interactive=False, elem_id="run-config",
                                  buttons=["copy", "download"])
+            with gr.Accordion(t("manage_run"), open=False, elem_id="manage-run"):
+                with gr.Row():
+                    new_name = gr.Textbox(label=t("new_name"), scale=3, elem_id="run-new-name")
+                    rename_btn = gr.Button(t("rename_btn"), size="sm", scale=1, elem_id="btn-rename-run")
+                    delete_btn = gr.Button(t("delete_btn"), size="sm", variant="stop", scale=1, elem_id="btn-delete-run")
+            gr.Markdown(t("next_train"), elem_classes=["next-hint"], elem_id="next-train")
     view_state = gr.State({"run": None, "version": -1})
     timer = gr.Timer(1.5)
 
@@ -177,11 +201,16 @@ def build(ctx) -> dict:
         """Widget values keyed by config path, as the config takes them."""
         return {k: config_value(k, v) if "." in k else v for k, v in zip(keys, vals)}
 
-    def named(fn):
-        """Give a *vals handler readable API parameters: /start_run(training_max_steps=..., lora_r=...)."""
+    def named(fn, with_request: bool = False):
+        """Give a *vals handler readable API parameters: /start_run(training_max_steps=..., lora_r=...);
+        `with_request`: Gradio passes the browser's request last (for its language)."""
         import inspect
-        fn.__signature__ = inspect.Signature([inspect.Parameter(api_name(k), inspect.Parameter.POSITIONAL_OR_KEYWORD)
-                                              for k in keys])
+        params = [inspect.Parameter(api_name(k), inspect.Parameter.POSITIONAL_OR_KEYWORD) for k in keys]
+        if with_request:
+            params.append(inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=gr.Request))
+        fn.__signature__ = inspect.Signature(params)
+        if with_request:  # Gradio finds the request parameter by its type hint, not the signature
+            fn.__annotations__ = {"request": gr.Request}
         return fn
 
     # ---- presets, preview, estimate ----------------------------------------------------------
@@ -233,16 +262,20 @@ def build(ctx) -> dict:
     save_cfg_btn.click(save_cfg, inputs, cfg_file, api_name="save_config")
 
     # ---- run control ---------------------------------------------------------------------------
-    @named
     def start(*vals):
+        *vals, request = vals
+        lang = request_lang(request, ctx.lang)
         if ctx.locked:
-            raise gr.Error(ctx.msg("demo_disabled"))
+            raise gr.Error(tr("demo_disabled", lang))
         v = values(*vals)
-        sandbox.check_visitor_choice(ctx.ws, v["base_kind"], v["base_path"], lang=ctx.lang)
+        sandbox.check_visitor_choice(ctx.ws, v["base_kind"], v["base_path"], lang=lang)
+        run_dir = backend.start_new_run(ctx.ws, v, lang)  # refused while a run is active / bad base / no data
         ctx.ws.set_state(base_kind=v["base_kind"], base_path=v["base_path"] or "",
                          base_model="demo" if v["base_kind"] == "demo" else (v["base_path"] or ""))
-        run_dir = backend.start_new_run(ctx.ws, v)
-        return gr.update(choices=_run_choices(ctx), value=str(run_dir)), ctx.msg("started", run=Path(run_dir).name)
+        return (gr.update(choices=_run_choices(ctx, lang), value=str(run_dir)), tr("started", lang, run=Path(run_dir).name),
+                gr.update(interactive=False))
+
+    start = named(start, with_request=True)
 
     def _need(run):
         if not run:
@@ -267,7 +300,9 @@ def build(ctx) -> dict:
         backend.resume_run(_need(run))
         return gr.update(choices=_run_choices(ctx), value=run), ctx.msg("started", run=Path(run).name)
 
-    start_ev = start_btn.click(start, inputs, [run_pick, action_msg], api_name="start_run")
+    # the button greys out with the answer (and on every tick while a run is active); the server refuses a
+    # second start anyway (backend.start_new_run -> runs.start_run(exclusive=True))
+    start_ev = start_btn.click(start, inputs, [run_pick, action_msg, start_btn], api_name="start_run")
     stop_btn.click(stop, run_pick, action_msg, api_name="stop_run")
     save_btn.click(save_now, run_pick, action_msg, api_name="save_now")
     sample_btn.click(sample_now, run_pick, action_msg, api_name="sample_now")
@@ -280,42 +315,77 @@ def build(ctx) -> dict:
 
     refresh_btn.click(refresh_runs, run_pick, run_pick, api_name="list_runs")
 
+    def rename(run, name, request: gr.Request):
+        lang = request_lang(request, ctx.lang)
+        new = backend.rename_run(ctx.ws, _need(run), name)
+        return gr.update(choices=_run_choices(ctx, lang), value=new), tr("renamed", lang, run=Path(new).name), ""
+
+    def delete(run, request: gr.Request):
+        lang = request_lang(request, ctx.lang)
+        backend.delete_run(ctx.ws, _need(run))
+        ch = _run_choices(ctx, lang)
+        return gr.update(choices=ch, value=ch[0][1] if ch else None), tr("deleted", lang, run=Path(run).name)
+
+    rename_btn.click(rename, [run_pick, new_name], [run_pick, action_msg, new_name], api_name="rename_run")
+    delete_btn.click(delete, run_pick, [run_pick, action_msg], api_name="delete_run")
+
     # ---- live view -------------------------------------------------------------------------------
-    def poll(run, st):
-        """One timer tick: incremental read of the run's files; plot only re-sent when it changed."""
+    def poll(run, st, request: gr.Request = None):
+        """One timer tick: incremental read of the run's files; plot only re-sent when it changed.
+        Start is off while any run of the workspace is active; the run list follows status changes."""
         st = dict(st or {})
+        lang = request_lang(request, ctx.lang)
+        try:
+            all_runs = backend.list_runs(ctx.ws)
+        except gr.Error:
+            all_runs = []
+        busy = any(r.get("status") in ACTIVE for r in all_runs)
+        sig = [(r["run_dir"], r.get("status")) for r in all_runs]
+        buttons = (gr.update(interactive=not busy and not ctx.locked), gr.update(interactive=not busy and not ctx.locked))
+        pick = gr.skip()
+        if st.get("runs") != sig or st.get("lang") != lang:  # a status changed: relabel the run list
+            pick = gr.update(choices=_run_choices(ctx, lang, all_runs))
+        st.update(runs=sig)
         if run:
             try:
                 run = backend.check_run_dir(ctx.ws, run)
             except gr.Error:
                 run = None  # not a run of this workspace (or sandbox): show nothing of it
         if not run:
-            return (ctx.msg("no_run"), "", gr.skip(), gr.skip(), gr.skip(), st)
+            return (tr("no_run", lang), "", gr.skip(), gr.skip(), gr.skip(), gr.skip(), st) + buttons + (pick,)
         info = backend.run_status(run)
         v = monitor.refresh(run)
         last = v.last
+        state = info.get("status", "?")
         step, total = last.get("step", info.get("step", 0)) or 0, last.get("total", info.get("total")) or 0
         loss = last.get("loss")
-        status_md = (f"**{info.get('status', '?')}** · `{Path(run).name}`"
+        status_md = (f"**{status_word(state, lang)}** · `{Path(run).name}`"
                      + (f" · {info['error']}" if info.get("error") else ""))
         frac = (step / total) if total else 0.0
-        line = ctx.msg("progress_fmt", step=step, total=total or "?", epoch=last.get("epoch", "—"),
-                 loss=f"{loss:.4f}" if isinstance(loss, (int, float)) else "—", eta=monitor.fmt_eta(last.get("eta_s")))
+        eta = last.get("eta_s") if state in ACTIVE else None  # a finished or stopped run has no ETA
+        line = tr("progress_fmt", lang, step=step, total=total or "?", epoch=last.get("epoch", "—"),
+                  loss=f"{loss:.4f}" if isinstance(loss, (int, float)) else "—", eta=monitor.fmt_eta(eta))
         bar = (f"<div class='run-progress'><div class='bar' style='width:{100 * min(1.0, frac):.1f}%'></div></div>"
                f"<div class='run-progress-text'>{line}</div>")
-        changed = st.get("run") != run or st.get("version") != v.version
-        plot_out = gr.skip()
-        samples_out = gr.skip()
+        changed = st.get("run") != run or st.get("version") != v.version or st.get("lang") != lang
+        plot_out = samples_out = ck_out = gr.skip()
         if changed:
-            rows = v.rows()
-            plot_out = pd.DataFrame(rows, columns=["step", "loss", "series"])
+            labels = {k: tr(key, lang) for k, key in (("loss (raw)", "train_raw"), ("loss (smoothed)", "train_smooth"),
+                                                       ("val_loss", "val_curve"))}
+            rows = v.rows(labels=labels)
+            # no rows yet: the typed empty frame, or the plot keeps an untyped (unusable) encoding
+            plot_out = pd.DataFrame(rows, columns=["step", "loss", "series"]) if rows else _empty_plot()
             sm = backend.samples(run)
             samples_out = gr.update(choices=[(Path(s).name, s) for s in sm], value=sm[-1] if sm else None)
-        st.update(run=run, version=v.version)
-        return status_md, bar, plot_out, backend.tail_log(run), samples_out, st
+            ck_out = _ck_table(backend.checkpoint_rows(run, lang), lang)
+        st.update(run=run, version=v.version, lang=lang)
+        return (status_md, bar, plot_out, backend.tail_log(run), samples_out, ck_out, st) + buttons + (pick,)
 
-    poll_outs = [status, progress, plot, log, sample_pick, view_state]
+    poll_outs = [status, progress, plot, log, sample_pick, ck_table, view_state, start_btn, resume_btn, run_pick]
     timer.tick(poll, [run_pick, view_state], poll_outs, api_name="poll", show_progress="hidden", queue=False)
+    # the log tail follows its end (in the page only: no server call)
+    timer.tick(None, None, None, js="() => { const t = document.querySelector('#log-tail textarea'); "
+                                    "if (t) t.scrollTop = t.scrollHeight; }", api_name=False)
 
     def select_run(run):
         if not run:
@@ -342,6 +412,7 @@ def wire_load(ctx, demo, ui) -> None:
         pick = (active or runs or [None])[0]
         ch = [(f"{r['run_id']} · {r.get('status')}", r["run_dir"]) for r in runs]
         return gr.update(choices=ch, value=pick["run_dir"] if pick else None), {"run": None, "version": -1}
+
 
     demo.load(attach, None, [ui["run_pick"], ui["view_state"]], api_name=False).then(
         ui["select_run"], ui["run_pick"], [ui["run_config"], ui["run_command"]], api_name=False).then(
