@@ -4,6 +4,7 @@ start / stop / save-now / sample-now / resume, and a live view of the run read f
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import gradio as gr
 import pandas as pd
@@ -54,10 +55,21 @@ def preset_values(name: str, base_kind: str) -> dict:
     return pr
 
 
-def _empty_plot() -> pd.DataFrame:
-    # typed columns: an untyped empty frame makes the plot treat `series` as a number (gradient legend)
-    return pd.DataFrame({"step": pd.Series(dtype="int64"), "loss": pd.Series(dtype="float64"),
-                         "series": pd.Series(dtype="object")})
+# fixed colours per series: light raw loss under its dark smoothed line, held-out curves in warm colours
+_PALETTE = ["#9ecae9", "#1f77b4", "#ff7f0e", "#d62728", "#2ca02c", "#9467bd", "#8c564b", "#e377c2"]
+
+
+def _plot_value(rows: list) -> Any:
+    """The loss plot's update for these rows. No rows: None (the empty placeholder), never an empty
+    frame: Gradio's plot builds its Vega spec (the colour domain, the axis types) from the first
+    value it draws and afterwards only swaps data, so a spec built from an empty frame draws no line
+    for the whole run. The colour map names exactly the series present, so a new series (the
+    validation curve, a translated legend) changes it and makes the plot rebuild its spec."""
+    if not rows:
+        return None
+    df = pd.DataFrame(rows, columns=["step", "loss", "series"])
+    names = list(dict.fromkeys(df["series"]))
+    return gr.update(value=df, color_map={n: _PALETTE[i % len(_PALETTE)] for i, n in enumerate(names)})
 
 
 ACTIVE = ("starting", "running", "stopping")
@@ -169,7 +181,7 @@ def build(ctx) -> dict:
             action_msg = gr.Markdown(elem_id="train-msg")
             status = gr.Markdown(t("no_run"), elem_id="run-status")
             progress = gr.HTML(elem_id="run-progress")
-            plot = gr.LinePlot(value=_empty_plot(), x="step", y="loss",
+            plot = gr.LinePlot(value=None, x="step", y="loss",
                                color="series", label=t("loss_plot"), height=440, elem_id="loss-plot")
             with gr.Row():
                 sample_pick = gr.Dropdown(label=t("samples"), choices=[], elem_id="sample-pick", scale=2)
@@ -373,8 +385,7 @@ def build(ctx) -> dict:
             labels = {k: tr(key, lang) for k, key in (("loss (raw)", "train_raw"), ("loss (smoothed)", "train_smooth"),
                                                        ("val_loss", "val_curve"))}
             rows = v.rows(labels=labels)
-            # no rows yet: the typed empty frame, or the plot keeps an untyped (unusable) encoding
-            plot_out = pd.DataFrame(rows, columns=["step", "loss", "series"]) if rows else _empty_plot()
+            plot_out = _plot_value(rows)
             sm = backend.samples(run)
             samples_out = gr.update(choices=[(Path(s).name, s) for s in sm], value=sm[-1] if sm else None)
             ck_out = _ck_table(backend.checkpoint_rows(run, lang), lang)
