@@ -10,6 +10,7 @@ from tests.paths import REQUIRED, SHARED
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+import core  # noqa: E402,F401  (sets OMP_WAIT_POLICY before any test module loads torch)
 
 
 def pytest_sessionstart(session):
@@ -21,3 +22,14 @@ def pytest_sessionstart(session):
     # CI (.ci/run sets SONGGEN_CI=1) runs every test: the browser tests need Debian's chromium
     if os.environ.get("SONGGEN_CI") == "1" and not shutil.which("chromium") and not os.path.isfile("/usr/bin/chromium"):
         raise pytest.UsageError("CI needs /usr/bin/chromium for the browser tests (apt-get install chromium)")
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Torch at one thread for a module: on the 2 shared cores, oversubscribed OpenMP threads make the
+    many small ops of the tiny models several times slower than one thread."""
+    import torch
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -20,6 +20,23 @@ GOOD_LYRICS = ("[intro-short] ; [verse] the night is young.we sing along ; "
                "[chorus] hold on.hold on to me ; [outro-short]")
 
 
+# A 60-s song: intro, verse, chorus, inst, verse, chorus, outro.
+LRC_60 = """[ti:City Lights]
+[ar:Test]
+[00:00.00][intro]
+[00:04.00][verse] the city lights are calling
+[00:08.50] i walk alone tonight
+[00:14.00][chorus] hold on hold on
+[00:18.20] we shine until the morning
+[00:24.00][inst]
+[00:30.00][Verse 2] the river runs forever
+[00:35.00] the night is young
+[00:40.00][chorus] hold on hold on
+[00:45.00] we shine until the morning
+[00:52.00][outro]
+"""
+
+
 def synth_song(seconds: float = 12.0, sr: int = 48000, seed: int = 0, channels: int = 2) -> np.ndarray:
     """A 'song': a centred melody (the vocal) over panned chords and noise hits; [N, channels] float32."""
     rng = np.random.default_rng(seed)

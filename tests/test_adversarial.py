@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import socket
 from pathlib import Path
 
 import pytest
@@ -26,14 +25,9 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from tests.datagen import GOOD_LYRICS, write_song  # noqa: E402
+from tests.studio_server import serve  # noqa: E402
 
 SECRET = "hf_EXFILTRATION_MARKER_5c1e"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _tree_contains(root: Path, needle: bytes) -> list[Path]:
@@ -58,14 +52,6 @@ def secret_files(tmp_path, monkeypatch):
     stolen = outside / "stolen.wav"
     stolen.write_bytes(b"RIFF" + SECRET.encode() * 10)
     return stolen
-
-
-def _launch(demo):
-    from studio.app import launch
-
-    port = _free_port()
-    launch(demo, host="127.0.0.1", port=port, prevent_thread_lock=True, quiet=True)
-    return f"http://127.0.0.1:{port}/"
 
 
 def _attack_jsonl(folder: Path, stolen: Path) -> Path:
@@ -94,7 +80,7 @@ def test_exfiltration_through_the_api_is_refused_and_leaks_nothing(tmp_path, sec
                       persistent_data=False, public=public)
     demo = build_app(workspace=ws, space=space)
     try:
-        client = Client(_launch(demo), verbose=False)
+        client = Client(serve(demo), verbose=False)
         meta = _attack_jsonl(tmp_path / "upload", secret_files)
         out = client.predict([handle_file(str(meta))], api_name="/import_files")
         msg = out[2]
@@ -161,7 +147,7 @@ def test_two_public_visitors_see_only_their_own_songs_and_runs(tmp_path, monkeyp
     demo = build_app(workspace=ws, space=SpaceInfo(on_space=True, space_id="x/y", demo_mode=True,
                                                    persistent_data=False, public=True))
     try:
-        url = _launch(demo)
+        url = serve(demo)
         alice, bob = Client(url, verbose=False), Client(url, verbose=False)
         assert alice.session_hash != bob.session_hash
         wav = write_song(tmp_path / "alice_song.wav", seconds=2.0, seed=3)

@@ -8,38 +8,19 @@ page to Chinese and see a QC reason and a run status in Chinese.
 Screenshots of each tab, English and Chinese, go to tests/artifacts/ (git-ignored)."""
 from __future__ import annotations
 
-import importlib.util
-import os
 import re
-import socket
 import time
-from pathlib import Path
 
 import pytest
 
 from tests.paths import SAMPLE_WAV
+from tests.studio_server import ART, browser_page, running_studio, sync_playwright, wait_text
 
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
-ART = Path(__file__).resolve().parent / "artifacts"
+sync_playwright()  # skips this module without Chromium/playwright
 SAMPLE = SAMPLE_WAV
 
-if not Path(CHROMIUM).is_file():
-    pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)", allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api")
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _synth(path: Path, seconds: float = 12.0) -> Path:
+def _synth(path, seconds: float = 12.0):
     from tests.test_studio_api import synth_song
     return synth_song(path, seconds=seconds)
 
@@ -47,26 +28,14 @@ def _synth(path: Path, seconds: float = 12.0) -> Path:
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory):
     ws = tmp_path_factory.mktemp("browser-ws")
-    os.environ["STUDIO_HOME"] = str(ws)
-    os.environ.pop("SPACE_ID", None)
-    os.environ["STUDIO_DEMO_MODE"] = "0"
-    from studio.app import build_app, launch
-    demo = build_app(workspace=ws)
-    port = _free_port()
-    launch(demo, host="127.0.0.1", port=port, prevent_thread_lock=True, quiet=True)
-    yield f"http://127.0.0.1:{port}/", ws
-    demo.close()
+    with running_studio(ws) as (url, _):
+        yield url, ws
 
 
 @pytest.fixture(scope="module")
 def page(app_url):
-    ART.mkdir(exist_ok=True)
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        pg = browser.new_page(viewport={"width": 1400, "height": 1600})
-        pg.set_default_timeout(60_000)
+    with browser_page() as pg:
         yield pg
-        browser.close()
 
 
 def _tab(pg, n: int):
@@ -84,17 +53,6 @@ def _upload(pg, sel: str, path) -> None:
 
 def _text(pg, sel: str) -> str:
     return pg.locator(sel).inner_text()
-
-
-def _wait_text(pg, sel: str, pattern: str, timeout_s: float = 60):
-    deadline = time.time() + timeout_s
-    txt = ""
-    while time.time() < deadline:
-        txt = pg.locator(sel).inner_text()
-        if re.search(pattern, txt):
-            return txt
-        pg.wait_for_timeout(300)
-    raise AssertionError(f"{sel}: {pattern!r} not seen within {timeout_s}s; last text: {txt[:500]!r}")
 
 
 def _plot_points(pg) -> int:
@@ -116,7 +74,7 @@ def _add_song(pg, path, lyric, desc, idx):
     pg.locator("#song-lyrics textarea").fill(lyric)
     pg.locator("#song-desc textarea, #song-desc input").first.fill(desc)
     pg.locator("#btn-add-song").click()
-    _wait_text(pg, "#data-msg", f"Added song {idx}")
+    wait_text(pg, "#data-msg", f"Added song {idx}")
 
 
 def test_whole_flow(app_url, page, tmp_path):
@@ -138,19 +96,19 @@ def test_whole_flow(app_url, page, tmp_path):
     wav, sr = sf.read(str(_synth(tmp_path / "stereo.wav", seconds=9.0)))
     sf.write(str(mono), wav[:, 0], sr)
     _add_song(pg, mono, "[verse] one voice alone. in the dark ; [chorus] sing it back", "female, folk", "mono_song")
-    _wait_text(pg, "#songs-table", "mono")
+    wait_text(pg, "#songs-table", "mono")
     _upload(pg, "#song-audio", SAMPLE)
     pg.locator("#song-lyrics textarea").fill("[Verse 1]\nthe night is young\nwe sing along\n\n[Chorus]\nla la la")
     pg.locator("#song-desc textarea, #song-desc input").first.fill("female, pop")
     pg.locator("#btn-add-song").click()
-    _wait_text(pg, "#data-msg", "Added song sample_prompt_audio")
-    _wait_text(pg, "#song-findings", "fixed")
+    wait_text(pg, "#data-msg", "Added song sample_prompt_audio")
+    wait_text(pg, "#song-findings", "fixed")
     fixed = pg.locator("#lyric-fixed textarea").input_value()
     assert fixed.startswith("[verse] the night is young") and " ; [chorus] la la la" in fixed
     assert "[Verse 1]" in pg.locator("#lyric-original textarea").input_value()
     pg.locator("#btn-accept-fix").click()
-    _wait_text(pg, "#data-msg", "Saved lyrics of sample_prompt_audio")
-    _wait_text(pg, "#song-findings", r"\*?\*?(ok|warning)")
+    wait_text(pg, "#data-msg", "Saved lyrics of sample_prompt_audio")
+    wait_text(pg, "#song-findings", r"\*?\*?(ok|warning)")
     table = _text(pg, "#songs-table")
     assert "synth_song" in table and "sample_prompt_audio" in table and "mono_song" in table
     pg.screenshot(path=str(ART / "1-data-en.png"), full_page=True)
@@ -158,7 +116,7 @@ def test_whole_flow(app_url, page, tmp_path):
     # ---- 2. tokenize: the default validation fraction (0.1) still holds one of three songs out ---
     _tab(pg, 2)
     pg.locator("#btn-tokenize").click()
-    summary = _wait_text(pg, "#tok-summary", "Prepared dataset", 180)
+    summary = wait_text(pg, "#tok-summary", "Prepared dataset", 180)
     assert "DEMO" in summary and re.search(r"validation 1\b", summary), summary
     pg.wait_for_timeout(800)
     pg.screenshot(path=str(ART / "2-tokenize-en.png"), full_page=True)
@@ -171,8 +129,8 @@ def test_whole_flow(app_url, page, tmp_path):
     pg.locator("#max-frames input").press("Tab")
     pg.wait_for_timeout(500)
     pg.locator("#btn-start").click()
-    _wait_text(pg, "#train-msg", "Started", 30)
-    _wait_text(pg, "#run-status", "running|starting", 30)
+    wait_text(pg, "#train-msg", "Started", 30)
+    wait_text(pg, "#run-status", "running|starting", 30)
     assert pg.locator("#btn-start").is_disabled(), "Start stays enabled while a run is active"
     client = Client(url, verbose=False)
     with pytest.raises(Exception, match="before starting another"):
@@ -186,7 +144,7 @@ def test_whole_flow(app_url, page, tmp_path):
         pg.screenshot(path=str(ART / "3-train-no-points.png"), full_page=True)
     assert first_points >= 2, f"no points in the plot during the first run; progress: {_text(pg, '#run-progress')}"
     pg.locator("#btn-save-now").click()
-    _wait_text(pg, "#train-msg", "requested", 10)
+    wait_text(pg, "#train-msg", "requested", 10)
     while time.time() < deadline and _plot_points(pg) <= first_points:
         pg.wait_for_timeout(1000)
     assert _plot_points(pg) > first_points, "the loss plot did not gain points"
@@ -196,8 +154,8 @@ def test_whole_flow(app_url, page, tmp_path):
     pg.reload()
     pg.wait_for_selector("#banner-demo-model")
     _tab(pg, 3)
-    _wait_text(pg, "#run-status", "running|done", 30)
-    _wait_text(pg, "#run-status", "done", 240)
+    wait_text(pg, "#run-status", "running|done", 30)
+    wait_text(pg, "#run-status", "done", 240)
     pg.wait_for_timeout(2500)
     assert pg.locator("#btn-start").is_enabled(), "Start stays disabled after the run ended"
     assert "ETA —" in _text(pg, "#run-progress")
@@ -219,12 +177,12 @@ def test_whole_flow(app_url, page, tmp_path):
     pg.locator("#gen-seconds input").fill("2")
     pg.locator("#gen-seconds input").press("Tab")
     pg.locator("#btn-merge").click()
-    _wait_text(pg, "#merge-msg", "Merged model", 120)
+    wait_text(pg, "#merge-msg", "Merged model", 120)
     assert "lora-merge" in _text(pg, "#merge-msg")
     pg.locator("#btn-generate").click()
     pg.wait_for_selector("#gen-audio [data-testid='download-link']", timeout=360_000)
     pg.locator("#btn-ab").click()
-    _wait_text(pg, "#ab-msg", r"Held-out validation loss.*A \d+\.\d+.*B \d+\.\d+", 240)
+    wait_text(pg, "#ab-msg", r"Held-out validation loss.*A \d+\.\d+.*B \d+\.\d+", 240)
     pg.wait_for_selector("#ab-a [data-testid='download-link']", timeout=10_000)
     pg.wait_for_selector("#ab-b [data-testid='download-link']", timeout=10_000)
     played = 0
@@ -242,14 +200,14 @@ def test_whole_flow(app_url, page, tmp_path):
     pg.wait_for_load_state("load")
     pg.wait_for_selector("#banner-demo-model")
     _tab(pg, 1)
-    zh_table = _wait_text(pg, "#songs-table", "单声道", 30)  # the mono song's QC reason
+    zh_table = wait_text(pg, "#songs-table", "单声道", 30)  # the mono song's QC reason
     assert "警告" in zh_table or "正常" in zh_table
     pg.screenshot(path=str(ART / "1-data-zh.png"), full_page=True)
     _tab(pg, 2)
     pg.wait_for_timeout(800)
     pg.screenshot(path=str(ART / "2-tokenize-zh.png"), full_page=True)
     _tab(pg, 3)
-    _wait_text(pg, "#run-status", "已完成", 30)
+    wait_text(pg, "#run-status", "已完成", 30)
     pg.wait_for_timeout(1500)
     pg.screenshot(path=str(ART / "3-train-zh.png"), full_page=True)
     _tab(pg, 4)

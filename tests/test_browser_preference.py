@@ -5,67 +5,29 @@ tests/test_train.py picked as a checkpoint folder (what a user does in Train), d
 Screenshots go to tests/artifacts/pref-*.png (git-ignored)."""
 from __future__ import annotations
 
-import os
 import re
 import time
-from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+from tests.studio_server import ART, browser_page, fill, running_studio, sync_playwright, wait_text
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
-ART = Path(__file__).resolve().parent / "artifacts"
-
-if not Path(CHROMIUM).is_file():
-    pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)", allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api")
+sync_playwright()  # skips this module without Chromium/playwright
 
 
-def _free_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _demo_base(ws):
+    """The reduced demo model of tests/test_train.py, picked as a checkpoint folder (what a user does in Train)."""
+    from studio.state import Workspace
+    from tests.test_train import make_small_demo
+    ckpt = make_small_demo(ws)
+    Workspace(ws).set_state(base_kind="folder", base_path=str(ckpt), base_model=str(ckpt), codec="demo")
 
 
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory):
-    from studio.app import build_app, launch
-    from studio.state import Workspace
-    from tests.test_train import make_small_demo
-
     ws = tmp_path_factory.mktemp("pref-browser-ws")
-    os.environ["STUDIO_HOME"] = str(ws)
-    os.environ.pop("SPACE_ID", None)
-    os.environ["STUDIO_DEMO_MODE"] = "0"
-    ckpt = make_small_demo(ws)
-    Workspace(ws).set_state(base_kind="folder", base_path=str(ckpt), base_model=str(ckpt), codec="demo")
-    demo = build_app(workspace=ws)
-    port = _free_port()
-    launch(demo, host="127.0.0.1", port=port, prevent_thread_lock=True, quiet=True)
-    yield f"http://127.0.0.1:{port}/", ws
-    demo.close()
-
-
-def _wait_text(pg, sel: str, pattern: str, timeout_s: float = 60) -> str:
-    deadline = time.time() + timeout_s
-    txt = ""
-    while time.time() < deadline:
-        txt = pg.locator(sel).inner_text()
-        if re.search(pattern, txt):
-            return txt
-        pg.wait_for_timeout(300)
-    raise AssertionError(f"{sel}: {pattern!r} not seen within {timeout_s}s; last text: {txt[:500]!r}")
-
-
-def _fill(pg, sel: str, value: str) -> None:
-    box = pg.locator(f"{sel} input, {sel} textarea").first
-    box.fill(value)
-    box.press("Tab")
+    with running_studio(ws, setup=_demo_base) as (url, _):
+        yield url, ws
 
 
 def _legend(pg) -> str:
@@ -82,18 +44,14 @@ def _drawn_lines(pg) -> int:
 
 def test_mark_preference_and_run_dpo(app_url):
     url, ws = app_url
-    ART.mkdir(exist_ok=True)
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        pg = browser.new_page(viewport={"width": 1400, "height": 2200})
-        pg.set_default_timeout(60_000)
+    with browser_page(height=2200) as pg:
         pg.goto(url)
         pg.wait_for_selector("#banner-demo-model")
         pg.get_by_role("tab", name=re.compile(r"^4 ·")).click()
         pg.wait_for_timeout(400)
-        _fill(pg, "#gen-seconds", "1")
+        fill(pg, "#gen-seconds", "1")
         pg.locator("#pref-box button").first.click()  # open the accordion
-        _wait_text(pg, "#pref-count", r"0 pair")
+        wait_text(pg, "#pref-count", r"0 pair")
 
         pg.locator("#btn-pref-generate").click()
         pg.wait_for_selector("#pref-cand-1 [data-testid='download-link']", timeout=180_000)
@@ -103,13 +61,13 @@ def test_mark_preference_and_run_dpo(app_url):
         pg.locator("#pref-rejected label").filter(has_text="Candidate 2").click()
         pg.screenshot(path=str(ART / "pref-1-candidates.png"), full_page=True)
         pg.locator("#btn-pref-mark").click()
-        _wait_text(pg, "#pref-msg", r"1 pair\(s\) added, 0 skipped")
-        _wait_text(pg, "#pref-count", r"1 pair")
+        wait_text(pg, "#pref-msg", r"1 pair\(s\) added, 0 skipped")
+        wait_text(pg, "#pref-count", r"1 pair")
         assert re.search(r"\b0\b.*\b1\b", pg.locator("#pref-pairs").inner_text(), re.S)  # seeds 0 over 1
 
-        _fill(pg, "#pref-steps", "4")
+        fill(pg, "#pref-steps", "4")
         pg.locator("#btn-pref-start").click()
-        msg = _wait_text(pg, "#pref-msg", r"DPO run .* started", 30)
+        msg = wait_text(pg, "#pref-msg", r"DPO run .* started", 30)
         run = re.search(r"DPO run (\S+) started", msg.replace("`", "")).group(1)
         pg.screenshot(path=str(ART / "pref-2-marked.png"), full_page=True)
 
@@ -118,11 +76,10 @@ def test_mark_preference_and_run_dpo(app_url):
         deadline = time.time() + 240
         while time.time() < deadline and "reward_margin" not in _legend(pg):
             pg.wait_for_timeout(1000)
-        _wait_text(pg, "#run-status", "done", max(5, deadline - time.time()))
+        wait_text(pg, "#run-status", "done", max(5, deadline - time.time()))
         pg.wait_for_timeout(2500)
         pg.screenshot(path=str(ART / "pref-3-dpo-plot.png"), full_page=True)
         legend, drawn = _legend(pg), _drawn_lines(pg)
-        browser.close()
     from core import runs
     recs, _ = runs.read_metrics(ws / "runs" / run)
     m = [r for r in recs if r.get("type") == "metrics"]

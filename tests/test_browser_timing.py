@@ -4,16 +4,15 @@ saved (status, song.json, metadata.jsonl for prepare); play from a section. Scre
 from __future__ import annotations
 
 import json
-import os
 import re
 
 import numpy as np
 import pytest
 import soundfile as sf
 
-from tests.test_browser import ARGS, ART, CHROMIUM, _free_port, _wait_text
+from tests.studio_server import ART, browser_page, running_studio, sync_playwright, wait_text
 
-sync_api = pytest.importorskip("playwright.sync_api")
+sync_playwright()  # skips this module without Chromium/playwright
 
 LRC = ("[ti:Timing test]\n[00:00.00][intro]\n[00:03.00][verse] lights on the water\n[00:06.00] we drift along\n"
        "[00:09.00][chorus] hold on hold on\n")
@@ -21,16 +20,8 @@ LRC = ("[ti:Timing test]\n[00:00.00][intro]\n[00:03.00][verse] lights on the wat
 
 @pytest.fixture(scope="module")
 def studio_url(tmp_path_factory):
-    ws = tmp_path_factory.mktemp("browser-timing-ws")
-    os.environ["STUDIO_HOME"] = str(ws)
-    os.environ.pop("SPACE_ID", None)
-    os.environ["STUDIO_DEMO_MODE"] = "0"
-    from studio.app import build_app, launch
-    demo = build_app(workspace=ws)
-    port = _free_port()
-    launch(demo, host="127.0.0.1", port=port, prevent_thread_lock=True, quiet=True)
-    yield f"http://127.0.0.1:{port}/", demo.studio_ctx.ws
-    demo.close()
+    with running_studio(tmp_path_factory.mktemp("browser-timing-ws")) as (url, demo):
+        yield url, demo.studio_ctx.ws
 
 
 def _song_files(d):
@@ -45,12 +36,8 @@ def _song_files(d):
 
 def test_lrc_then_adjust_one_section_start(studio_url, tmp_path):
     url, ws = studio_url
-    ART.mkdir(exist_ok=True)
     files = _song_files(tmp_path)
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        pg = browser.new_page(viewport={"width": 1400, "height": 1500})
-        pg.set_default_timeout(60_000)
+    with browser_page(height=1500) as pg:
         pg.goto(url)
         pg.wait_for_selector("#tab-data")
 
@@ -61,14 +48,14 @@ def test_lrc_then_adjust_one_section_start(studio_url, tmp_path):
         fc.value.set_files([str(f) for f in files])
         pg.wait_for_timeout(1500)
         pg.locator("#btn-import").click()
-        _wait_text(pg, "#data-msg", "Imported 1")
+        wait_text(pg, "#data-msg", "Imported 1")
 
         # Timing tab: the LRC's sections with their starts
         pg.get_by_role("tab", name=re.compile(r"^1b ·")).click()
         pg.wait_for_timeout(500)
         pg.locator("#timing-song input").click()
         pg.get_by_role("option", name="night_drive").click()
-        _wait_text(pg, "#timing-status", r"Timing source: lrc")
+        wait_text(pg, "#timing-status", r"Timing source: lrc")
         assert pg.locator("#timing-start-3").is_visible() and not pg.locator("#timing-start-4").is_visible()
         assert "[verse]" in pg.locator("#timing-start-2").inner_text()
         assert pg.locator("#timing-start-2 input").input_value() == "3"
@@ -84,8 +71,8 @@ def test_lrc_then_adjust_one_section_start(studio_url, tmp_path):
         focused = pg.evaluate("() => document.activeElement.closest('[id^=timing-start-]')?.id")
         assert focused == "timing-start-3"          # Tab goes to the next section's start
         pg.locator("#btn-timing-save").click()
-        _wait_text(pg, "#timing-status", r"saved \(source: edited\)")
-        _wait_text(pg, "#timing-status", r"Timing source: edited")
+        wait_text(pg, "#timing-status", r"saved \(source: edited\)")
+        wait_text(pg, "#timing-status", r"Timing source: edited")
         assert pg.locator("#timing-start-2 input").input_value() == "3.4"
         saved = ws.song("night_drive")["timing"]
         assert saved["source"] == "edited"
@@ -108,6 +95,5 @@ def test_lrc_then_adjust_one_section_start(studio_url, tmp_path):
         pg.get_by_role("tab", name=re.compile(r"^1b ·")).click()
         pg.locator("#timing-song input").click()
         pg.get_by_role("option", name="night_drive").click()
-        _wait_text(pg, "#timing-status", r"Timing source: edited")
+        wait_text(pg, "#timing-status", r"Timing source: edited")
         assert pg.locator("#timing-start-2 input").input_value() == "3.4"
-        browser.close()

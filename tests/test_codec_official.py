@@ -15,14 +15,7 @@ from tests.paths import SHARED  # noqa: E402
 FIX = SHARED / "fixtures" / "songgen-codec-tiny"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # the CI machine has 2 cores shared with other test processes; oversubscribed OpenMP threads make the
-    # small tensor ops of the tiny models several times slower than one thread
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -11,13 +11,7 @@ FIX = SHARED / "fixtures" / "songgen-codec-tiny"
 CKPT = FIX / "third_party" / "demucs" / "ckpt" / "htdemucs.pth"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # 2 shared cores: one thread avoids OpenMP oversubscription slowing the many small ops
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

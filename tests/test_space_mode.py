@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 from pathlib import Path
 
 import pytest
@@ -68,13 +67,10 @@ def test_public_space_disables_train_and_push(public_space):
 def test_public_space_refuses_training_through_the_api(public_space):
     """A disabled button is not enough: the handler refuses too (the API is reachable directly)."""
     from gradio_client import Client
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    from studio.app import launch
-    launch(public_space, host="127.0.0.1", port=port, prevent_thread_lock=True, quiet=True)
+    from tests.studio_server import serve
+    url = serve(public_space)
     try:
-        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        client = Client(url, verbose=False)
         with pytest.raises(Exception) as e:
             client.predict(training_max_steps=2, api_name="/start_run")
         assert "public demo Space" in str(e.value)

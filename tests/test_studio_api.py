@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import socket
 import time
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import numpy as np
 import pytest
 
 from tests.paths import SAMPLE_WAV
+from tests.studio_server import running_studio
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -21,12 +21,6 @@ gradio_client = pytest.importorskip("gradio_client")
 sf = pytest.importorskip("soundfile")
 
 SAMPLE = SAMPLE_WAV
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def synth_song(path: Path, seconds: float = 12.0, sr: int = 48000, seed: int = 0) -> Path:
@@ -47,16 +41,8 @@ def synth_song(path: Path, seconds: float = 12.0, sr: int = 48000, seed: int = 0
 @pytest.fixture(scope="module")
 def studio(tmp_path_factory):
     ws = tmp_path_factory.mktemp("studio-ws")
-    os.environ["STUDIO_HOME"] = str(ws)
-    os.environ.pop("SPACE_ID", None)
-    os.environ["STUDIO_DEMO_MODE"] = "0"
-    from studio.app import build_app, launch
-    demo = build_app(workspace=ws)
-    port = free_port()
-    launch(demo, host="127.0.0.1", port=port, prevent_thread_lock=True, quiet=True)
-    client = gradio_client.Client(f"http://127.0.0.1:{port}/", verbose=False)
-    yield demo, client, ws
-    demo.close()
+    with running_studio(ws) as (url, demo):
+        yield demo, gradio_client.Client(url, verbose=False), ws
 
 
 def test_endpoints_exist(studio):

@@ -13,24 +13,10 @@ from core.lrc import parse_lrc, timing_from_lrc
 from core.timing import (SongTiming, TimedSection, TimingError, crop_sections, normalize, plan_windows,
                          section_frames, untimed_too_long)
 from core.vocal_activity import envelope, propose, propose_from_stem, regions
+from tests.datagen import LRC_60
 
 TAGS = lyr.STRUCTURE_TAGS
 
-# A 60-s song: intro, verse, chorus, inst, verse, chorus, outro.
-LRC_60 = """[ti:City Lights]
-[ar:Test]
-[00:00.00][intro]
-[00:04.00][verse] the city lights are calling
-[00:08.50] i walk alone tonight
-[00:14.00][chorus] hold on hold on
-[00:18.20] we shine until the morning
-[00:24.00][inst]
-[00:30.00][Verse 2] the river runs forever
-[00:35.00] the night is young
-[00:40.00][chorus] hold on hold on
-[00:45.00] we shine until the morning
-[00:52.00][outro]
-"""
 
 
 def _timing(lrc_text=LRC_60, duration=60.0, gt=None):

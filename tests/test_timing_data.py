@@ -15,21 +15,8 @@ from core.config import ConfigError, load_config
 from core.dataset import SongSet
 from core.lyrics import SEP
 from core.model.demo import ensure_demo_model
-from tests.datagen import write_song
+from tests.datagen import LRC_60, write_song
 
-LRC_60 = """[ti:City Lights]
-[00:00.00][intro]
-[00:04.00][verse] the city lights are calling
-[00:08.50] i walk alone tonight
-[00:14.00][chorus] hold on hold on
-[00:18.20] we shine until the morning
-[00:24.00][inst]
-[00:30.00][Verse 2] the river runs forever
-[00:35.00] the night is young
-[00:40.00][chorus] hold on hold on
-[00:45.00] we shine until the morning
-[00:52.00][outro]
-"""
 
 
 @pytest.fixture(scope="module")
