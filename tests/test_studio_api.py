@@ -152,8 +152,10 @@ def test_tokenize_preview_and_train_loop(studio):
     status = ""
     while time.time() < deadline:
         status, bar, plot, log, samples, *_ = client.predict(run, api_name="/poll")
-        if isinstance(plot, dict) and "data" in plot:  # {"__type__": "update"} when nothing new arrived
-            points = max(points, len(plot["data"]))
+        # an update carries the frame (and its colour map); a bare {"__type__": "update"}: nothing new
+        frame = plot.get("value", plot) if isinstance(plot, dict) else None
+        if isinstance(frame, dict) and "data" in frame:
+            points = max(points, len(frame["data"]))
         if "done" in status or "error" in status or "crashed" in status:
             break
         time.sleep(2)
