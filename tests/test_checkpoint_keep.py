@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 
 import pytest
 
 from core import runs
 from core.checkpoints import KEPT_REASONS, list_checkpoints, prunable
+from core.process import process_start_time
 
 
 def _ckpt(run, step, reason, val=None):
@@ -45,7 +45,7 @@ def test_second_exclusive_start_is_refused(tmp_path):
         d.mkdir(parents=True)
         (d / runs.CONFIG_NAME).write_text("paths:\n  output_dir: " + str(d) + "\n")
     # a live process stands in for the first trainer
-    runs.update_run_json(busy, status="running", pid=os.getpid(), pid_start=runs.process_start_time(os.getpid()))
+    runs.update_run_json(busy, status="running", pid=os.getpid(), pid_start=process_start_time(os.getpid()))
     assert runs.active_run(ws)["run_dir"] == str(busy)
     with pytest.raises(RuntimeError, match="stop it before starting another"):
         runs.start_run(other, exclusive=True)
