@@ -22,6 +22,7 @@ DEMO = "demo"
 
 class ConfigError(ValueError):
     """A config file that cannot be used; the message names the key and what is accepted."""
+    details: list = []  # pydantic's errors (loc, type, input, ctx) when the values failed validation
 
 
 class _Section(BaseModel):
@@ -223,7 +224,9 @@ def parse_config(data: dict[str, Any] | None, source: str = "config") -> StudioC
     try:
         return StudioConfig.model_validate(data or {})
     except ValidationError as err:
-        raise ConfigError(_format_errors(err, source)) from None
+        exc = ConfigError(_format_errors(err, source))
+        exc.details = err.errors()  # per key, for a UI that words them itself
+        raise exc from None
 
 
 def _resolve_paths(data: Any, model: type[BaseModel], base: Path) -> None:

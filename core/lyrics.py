@@ -68,6 +68,19 @@ def is_instrumental(lyrics: Optional[str]) -> bool:
 # --------------------------------------------------------------------------------------------
 # result
 # --------------------------------------------------------------------------------------------
+class Note(str):
+    """One finding: its English sentence (what every caller reads) plus a stable `code` and the
+    `values` in it, so a UI can word it in another language."""
+    code: str = ""
+    values: dict = {}
+
+
+def _note(code: str, template: str, /, **values) -> Note:
+    note = Note(template.format(**values) if values else template)
+    note.code, note.values = code, values
+    return note
+
+
 @dataclass
 class LyricsResult:
     original: str
@@ -158,8 +171,8 @@ def _add_length_warning(text: str, warnings: list[str]) -> None:
     cjk = len(_CJK.findall(text))
     est = cjk + (len(text) - cjk) / 4
     if est > LYRIC_TOKEN_BUDGET * 0.95:
-        warnings.append(f"the lyrics are long (about {int(est)} tokens); the model reads at most "
-                        f"{LYRIC_TOKEN_BUDGET}, the rest is cut off")
+        warnings.append(_note("too_long", "the lyrics are long (about {est} tokens); the model reads at most "
+                              "{budget}, the rest is cut off", est=int(est), budget=LYRIC_TOKEN_BUDGET))
 
 
 # --------------------------------------------------------------------------------------------
@@ -266,10 +279,11 @@ def _fix_parts(parts: list[_Part], tags: tuple[str, ...], original: str) -> Lyri
                 continue
             sents = _sentences(p.body)
             if not sents:
-                changes.append(f"section {n}: an empty part between ';' was removed")
+                changes.append(_note("empty_part", "section {n}: an empty part between ';' was removed", n=n))
                 continue
             tag, body = "[verse]", _render_body(sents, style.sentence)
-            changes.append(f"section {n}: text after ';' without a section tag became a [verse] section")
+            changes.append(_note("untagged_part", "section {n}: text after ';' without a section tag became a [verse] "
+                                 "section", n=n))
             out.append((sep if out else "") + f"{tag} {body}")
             sections.append((tag, body))
             prev_vocal = True
@@ -278,28 +292,33 @@ def _fix_parts(parts: list[_Part], tags: tuple[str, ...], original: str) -> Lyri
             continue
         tag = p.tag if p.tag in tags else map_section_label(p.tag, tags)
         if tag != p.tag:
-            changes.append(f"section {n}: {p.tag} was mapped to the official tag {tag}")
+            changes.append(_note("mapped_tag", "section {n}: {label} was mapped to the official tag {tag}", n=n,
+                                 label=p.tag, tag=tag))
         body_problems = [x for x in p.problems if "joined by" not in x and "is not an official tag" not in x]
         if tag in VOCAL_TAGS:
             spacing_only = all("one space goes" in x for x in body_problems)
             body = p.body.strip() if spacing_only else _render_body(_sentences(p.body), style.sentence)
             if body_problems:
-                changes.append(f"section {n} ({tag}): " + "; ".join(x.split(": ", 1)[-1] for x in body_problems)
-                               + ("" if spacing_only else " - rewritten as official sentences"))
+                changes.append(_note("section_fixed", "section {n} ({tag}): {what}", n=n, tag=tag,
+                                     what="; ".join(x.split(": ", 1)[-1] for x in body_problems)
+                                     + ("" if spacing_only else " - rewritten as official sentences")))
             piece = f"{tag} {body}" if body_problems or tag != p.tag else p.tag + p.body
         else:
             body = ""
             if p.body.strip():
-                changes.append(f"section {n}: text under the instrumental section {tag} was removed "
-                               f"(instrumental sections carry no text): {p.body.strip()[:80]}")
+                changes.append(_note("inst_text", "section {n}: text under the instrumental section {tag} was removed "
+                                     "(instrumental sections carry no text): {text}", n=n, tag=tag,
+                                     text=p.body.strip()[:80]))
             piece = tag if (p.body.strip() or tag != p.tag) else p.tag + p.body
         if sep != p.sep:
-            changes.append(f"section {n}: joined with {style.join!r} like the rest of the song")
+            changes.append(_note("join_style", "section {n}: joined with {join} like the rest of the song", n=n,
+                                 join=repr(style.join)))
         out.append((sep if out else "") + piece)
         sections.append((tag, body))
         prev_vocal = tag in VOCAL_TAGS
     if not sections and not errors:
-        errors.append("no lyrics were found; write the sung text under tags such as [verse] and [chorus]")
+        errors.append(_note("no_lyrics", "no lyrics were found; write the sung text under tags such as [verse] and "
+                            "[chorus]"))
     return _result(original, "".join(out), changes, [], errors, sections)
 
 
@@ -342,7 +361,7 @@ def fix_lyrics(text: str, tags: Iterable[str] = STRUCTURE_TAGS) -> LyricsResult:
     style = detect_style(t)
     nf = _half_width(t)
     if nf != t:
-        changes.append("full-width punctuation and symbols were converted to plain half-width forms")
+        changes.append(_note("half_width", "full-width punctuation and symbols were converted to plain half-width forms"))
     # Official-looking text on several lines: ";" still separates sections.
     lines = re.sub(r"\s*;\s*(?=\[)", "\n\n", nf).split("\n")
 
@@ -360,8 +379,9 @@ def fix_lyrics(text: str, tags: Iterable[str] = STRUCTURE_TAGS) -> LyricsResult:
                 untagged.append(block)
                 block = []
             if mapped is None:
-                errors.append(f"line {number}: unknown section tag [{label}]; use one of: {', '.join(tags)} "
-                              "(or a common name such as Verse, Chorus, Bridge, Intro, Outro, 主歌, 副歌, 前奏)")
+                errors.append(_note("unknown_tag", "line {line}: unknown section tag [{label}]; use one of: {tags} "
+                                    "(or a common name such as Verse, Chorus, Bridge, Intro, Outro, 主歌, 副歌, 前奏)",
+                                    line=number, label=label, tags=", ".join(tags)))
                 current = ["", []]  # its text belongs to no section; the song is rejected anyway
                 continue
             if f"[{label}]" != mapped:
@@ -383,17 +403,18 @@ def fix_lyrics(text: str, tags: Iterable[str] = STRUCTURE_TAGS) -> LyricsResult:
     if block:
         untagged.append(block)
     if relabels:
-        changes.append("section names were mapped to official tags: "
-                       + ", ".join(f"{k} -> {v}" for k, v in relabels.items()))
+        changes.append(_note("relabels", "section names were mapped to official tags: {pairs}",
+                             pairs=", ".join(f"{k} -> {v}" for k, v in relabels.items())))
     # Text before the first header (or lyrics with no headers at all): one [verse] per block, never merged.
     if untagged:
         sections = [["[verse]", b] for b in untagged] + sections
         if len(sections) > len(untagged):
-            changes.append(f"text before the first section tag was put in {len(untagged)} [verse] section(s)")
+            changes.append(_note("text_before_tag", "text before the first section tag was put in {n} [verse] section(s)",
+                                 n=len(untagged)))
         else:
-            changes.append(f"no section tags were found; each block of lines became a [verse] section "
-                           f"({len(untagged)} in all) - mark choruses with [chorus] for better results")
-            warnings.append("no section tags were given; every block was taken as a verse")
+            changes.append(_note("no_tags_fixed", "no section tags were found; each block of lines became a [verse] "
+                                 "section ({n} in all) - mark choruses with [chorus] for better results", n=len(untagged)))
+            warnings.append(_note("no_tags", "no section tags were given; every block was taken as a verse"))
 
     out: list[tuple[str, str]] = []
     for tag, sents in sections:
@@ -402,28 +423,32 @@ def fix_lyrics(text: str, tags: Iterable[str] = STRUCTURE_TAGS) -> LyricsResult:
                 earlier = [b for t_, b in out if t_ == tag and b]
                 if earlier:  # "[Chorus]" alone usually means "repeat the chorus"
                     out.append((tag, earlier[-1]))
-                    changes.append(f"an empty {tag} section was taken as a repeat and given the previous {tag} lyrics")
+                    changes.append(_note("empty_repeat", "an empty {tag} section was taken as a repeat and given the "
+                                         "previous {tag} lyrics", tag=tag))
                 else:
-                    changes.append(f"an empty {tag} section (no lyrics under it) was removed")
+                    changes.append(_note("empty_removed", "an empty {tag} section (no lyrics under it) was removed", tag=tag))
                 continue
             out.append((tag, _render_body(sents, style.sentence)))
         else:
             if sents:
-                changes.append(f"text under the instrumental section {tag} was removed "
-                               f"(instrumental sections carry no text): {' / '.join(sents)[:80]}")
+                changes.append(_note("inst_text_lines", "text under the instrumental section {tag} was removed "
+                                     "(instrumental sections carry no text): {text}", tag=tag,
+                                     text=" / ".join(sents)[:80]))
             out.append((tag, ""))
     if not out and not errors:
-        errors.append("no lyrics were found; write the sung text under tags such as [verse] and [chorus]")
+        errors.append(_note("no_lyrics", "no lyrics were found; write the sung text under tags such as [verse] and "
+                            "[chorus]"))
     fixed = style.join.join(f"{tag} {body}" if body else tag for tag, body in out)
     if fixed != t and ("\n" in t or not changes):
-        changes.append(f"line breaks were replaced: sections joined by {style.join!r}, sentences by {style.sentence!r}")
+        changes.append(_note("line_breaks", "line breaks were replaced: sections joined by {join}, sentences by {sent}",
+                             join=repr(style.join), sent=repr(style.sentence)))
     return _result(original, fixed, changes, warnings, errors, out)
 
 
 def _result(original: str, text: str, changes: list[str], warnings: list[str], errors: list[str],
             sections: list[tuple[str, str]]) -> LyricsResult:
     if sections and not any(t in VOCAL_TAGS for t, _ in sections) and not errors:
-        warnings.append(INSTRUMENTAL_NOTE)
+        warnings.append(_note("instrumental", INSTRUMENTAL_NOTE))
     _add_length_warning(text, warnings)
     changed = text != original.strip()
     status = "error" if errors else ("fixed" if changed else ("warning" if warnings else "ok"))
@@ -435,15 +460,15 @@ def check_lyrics(text: Optional[str], tags: Iterable[str] = STRUCTURE_TAGS, fix:
     fixed when `fix` is set (else reported as errors)."""
     tags = tuple(tags)
     if text is None or not str(text).strip():
-        return LyricsResult(text or "", "", "error", errors=[
-            "no lyrics were given; write the sung text under tags such as [verse] and [chorus] "
-            "(for an instrumental song: [intro-short] ; [inst-long] ; [outro-short])"])
+        return LyricsResult(text or "", "", "error", errors=[_note(
+            "none_given", "no lyrics were given; write the sung text under tags such as [verse] and [chorus] "
+            "(for an instrumental song: [intro-short] ; [inst-long] ; [outro-short])")])
     core = str(text).strip()
     parts = _analyse(core, tags)
     if parts is not None and not any(p.problems or p.error for p in parts):
-        warnings = [f"section {n}: the ';' inside the text is kept as part of the section before it (as upstream "
-                    "reads it); use '.' between sentences and ' ; ' only before a section tag"
-                    for n, p in enumerate(parts, 1) if p.tag is None]
+        warnings = [_note("inner_semicolon", "section {n}: the ';' inside the text is kept as part of the section "
+                          "before it (as upstream reads it); use '.' between sentences and ' ; ' only before a "
+                          "section tag", n=n) for n, p in enumerate(parts, 1) if p.tag is None]
         return _result(text, core, [], warnings, [], _sections_of(parts, tags))
     if not fix:
         problems = ([x for p in parts for x in ([p.error] if p.error else []) + p.problems] if parts is not None

@@ -12,7 +12,7 @@ from typing import Optional
 
 import gradio as gr
 
-from studio import backend
+from studio import backend, feedback
 from core import runs
 from studio.i18n import CURRENT_JS, HEAD, SWITCH_JS, studio_i18n, tr
 from studio.space import SpaceInfo, default_workspace, detect
@@ -117,6 +117,7 @@ def build_app(workspace: Optional[str | os.PathLike] = None, lang: str = "en",
         timing_tab_ui.select(timing_ui["refresh_choices"], None, timing_ui["song"], api_name=False, queue=False)
         tok_tab.wire_load(ctx, demo, tok_ui)
         train_tab.wire_load(ctx, demo, train_ui)
+    feedback.soften(demo, lang)  # a refusal in the page: one toast, no red badge on every output
     demo.i18n_instance = ctx.i18n  # served with the page config (launch passes it again)
     demo.studio_ctx = ctx  # for tests and bench
     demo.studio_ui = {"data": data_ui, "timing": timing_ui, "tokenize": tok_ui, "train": train_ui}

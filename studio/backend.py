@@ -16,7 +16,9 @@ import gradio as gr
 from core import description, lyrics, runs, tokens
 from core.config import DEMO, ConfigError, StudioConfig, default, load_config
 from core.fsutil import slugify
-from studio.i18n import tr
+from studio.feedback import UserError, config_problems
+from studio.i18n import status_word, tr
+from studio.widgets import name_fields
 
 
 def build_config(overrides: dict[str, Any]) -> StudioConfig:
@@ -24,7 +26,7 @@ def build_config(overrides: dict[str, Any]) -> StudioConfig:
     try:
         return load_config(None, overrides)
     except ConfigError as err:
-        raise gr.Error(str(err)) from None
+        raise UserError("plain", text=lambda lang, e=err: config_problems(e, lang)) from None
 
 
 def _data_overrides(ws) -> dict[str, Any]:
@@ -93,6 +95,7 @@ def check_song(song: dict[str, Any], max_dur: float = 150.0) -> dict[str, Any]:
         desc_errors.append(str(err))
         desc = description.check_description(song.get("descriptions") or "")
     findings = [f for f in qc.findings if f.code != "too_long"]
+    split_values: dict[str, Any] = {}
     timing_errors = list(tres.errors) if tres else []
     if qc.info and qc.info.duration_s > max_dur:
         if tres and tres.timing is not None:
@@ -101,6 +104,7 @@ def check_song(song: dict[str, Any], max_dur: float = 150.0) -> dict[str, Any]:
             if items:
                 findings.append(audio.AudioFinding("warning", "split", f"longer than the model's {max_dur:g} s: split "
                                                    f"at section boundaries into {len(items)} training items"))
+                split_values = {"max": f"{max_dur:g}", "n": len(items)}
         elif not timing_errors:
             timing_errors.append(song_timing.untimed_too_long(song.get("source_name") or song["idx"],
                                                               qc.info.duration_s, max_dur))
@@ -119,8 +123,11 @@ def check_song(song: dict[str, Any], max_dur: float = 150.0) -> dict[str, Any]:
         status = "ok"
     dur = round(qc.info.duration_s, 1) if qc.info else None
     # (code, English message) of each audio finding, so the page can show it in the browser's language
-    codes = [[f.code, f.message] for f in qc.findings]
-    return {"status": status, "reasons": reasons, "audio_codes": codes, "fixed_lyric": res.text, "lyric_status": res.status,
+    codes = [[f.code, f.message, split_values if f.code == "split" else {}] for f in findings]
+    # (code, English message, values) of each lyric finding (core.lyrics.Note)
+    lyric_codes = [[n.code, str(n), n.values] for n in (*res.errors, *res.changes, *res.warnings)
+                   if getattr(n, "code", "")]
+    return {"status": status, "reasons": reasons, "audio_codes": codes, "lyric_codes": lyric_codes, "fixed_lyric": res.text, "lyric_status": res.status,
             "audio_status": audio_status, "duration": dur, "desc_unknown": list(desc.unknown),
             "desc_text": desc.text or ""}
 
@@ -132,7 +139,7 @@ def _prepare_cfg(ws):
     return build_config(ov)
 
 
-def plan_prepare(ws) -> str:
+def plan_prepare(ws, lang: str = "en") -> str:
     """core.data.plan: what a prepare would reuse from the cache and what it would encode (no encoding)."""
     from core import data
     d = _user_error(data.plan, _prepare_cfg(ws))
@@ -141,23 +148,24 @@ def plan_prepare(ws) -> str:
         v = d.get(key) or []
         return f"**{len(v)}**" + (f" ({', '.join(map(str, v[:8]))}{' …' if len(v) > 8 else ''})" if v else "")
 
-    return "\n".join([f"- reused from the cache: {names('cached')}", f"- to encode: {names('to_encode')}",
-                      f"- rejected: {names('rejected')}", f"- separation: {d.get('separation', '?')}"])
+    return "\n".join([f"- {tr('plan_cached', lang, n=names('cached'))}", f"- {tr('plan_encode', lang, n=names('to_encode'))}",
+                      f"- {tr('plan_rejected', lang, n=names('rejected'))}",
+                      f"- {tr('plan_sep', lang, sep=d.get('separation', '?'))}"])
 
 
-def prepare(ws, progress: Callable[[float, str], None] | None = None) -> dict[str, Any]:
+def prepare(ws, progress: Callable[[float, str], None] | None = None, lang: str = "en") -> dict[str, Any]:
     left = ws.tokenize_seconds_left()
     if left is not None and left <= 0:
-        raise gr.Error(tr("tokenize_quota", "en", secs=f"{ws.quota.tokenize_seconds:.0f}"))
+        raise UserError("tokenize_quota", secs=f"{ws.quota.tokenize_seconds:.0f}")
     t0 = time.monotonic()
     try:
-        return _prepare(ws, progress)
+        return _prepare(ws, progress, lang)
     finally:
         if left is not None:
             ws.add_tokenize_seconds(time.monotonic() - t0)
 
 
-def _prepare(ws, progress: Callable[[float, str], None] | None = None) -> dict[str, Any]:
+def _prepare(ws, progress: Callable[[float, str], None] | None = None, lang: str = "en") -> dict[str, Any]:
     from core import data
     cfg = _prepare_cfg(ws)
 
@@ -179,7 +187,7 @@ def _prepare(ws, progress: Callable[[float, str], None] | None = None) -> dict[s
         raise gr.Error(str(err)) from None
     ds = getattr(result, "dataset_dir", None)
     ws.set_state(dataset_dir=str(ds) if ds else None, report_path=str(getattr(result, "report_path", "") or ""))
-    return last_prepare(ws)
+    return last_prepare(ws, lang)
 
 
 def _short(text: str, limit: int = 90) -> str:
@@ -196,8 +204,8 @@ def _song_seconds(entry: dict[str, Any], frame_rate: int) -> Optional[float]:
     return None
 
 
-def last_prepare(ws) -> Optional[dict[str, Any]]:
-    """The last prepared dataset's report, summary and token budget, read from its files."""
+def last_prepare(ws, lang: str = "en") -> Optional[dict[str, Any]]:
+    """The last prepared dataset's report, summary and token budget, read from its files, worded in `lang`."""
     import json
     st = ws.get_state()
     rp = st.get("report_path") or (str(Path(st["dataset_dir"]) / "report.json") if st.get("dataset_dir") else None)
@@ -212,9 +220,11 @@ def last_prepare(ws) -> Optional[dict[str, Any]]:
     entries = report.get("songs", report.get("items", [])) if isinstance(report, dict) else report
     rows = []
     for e in entries:
-        rows.append({"idx": e.get("idx"), "status": e.get("status"), "split": e.get("split", ""),
+        split = e.get("split", "")
+        rows.append({"idx": e.get("idx"), "status": e.get("status"),
+                     "split": tr(f"split_{split}", lang) if f"split_{split}" in _tables() else split,
                      "seconds": _song_seconds(e, rate),
-                     "from cache": {True: "yes", False: "encoded"}.get(e.get("cached"), ""),
+                     "from cache": {True: tr("rep_yes", lang), False: tr("rep_encoded", lang)}.get(e.get("cached"), ""),
                      "reasons": _short(" · ".join(e.get("reasons", []) or []))})
     ctx_frames = int(max_dur * rate)
     budget, durs = [], []
@@ -224,7 +234,7 @@ def last_prepare(ws) -> Optional[dict[str, Any]]:
         n_tok = int(r["seconds"] * rate)
         durs.append(r["seconds"])
         budget.append((str(r["idx"]), n_tok, ctx_frames, f"{100 * n_tok / ctx_frames:.0f} %",
-                       "fits" if n_tok <= ctx_frames else f"cropped to {ctx_frames} (random window per step)"))
+                       tr("bud_fits", lang) if n_tok <= ctx_frames else tr("bud_cropped", lang, n=ctx_frames)))
     hist: dict[int, int] = {}
     for d in durs:
         b = int(d // 30) * 30
@@ -234,16 +244,19 @@ def last_prepare(ws) -> Optional[dict[str, Any]]:
     counts: dict[str, int] = {}
     for r in rows:
         counts[r["status"]] = counts.get(r["status"], 0) + 1
-    md = [f"Prepared dataset: `{ds}`" if ds else "**No dataset was written** (every song was rejected).", "",
-          " · ".join(f"**{k}** {v}" for k, v in counts.items())]
+    md = [tr("prepared_at", lang, path=ds) if ds else tr("sum_none", lang), "",
+          " · ".join(f"**{status_word(k, lang)}** {v}" for k, v in counts.items())]
     if isinstance(summ, dict):
-        md.append(f"\nencoded **{summ.get('encoded', 0)}**, reused from cache **{summ.get('cached', 0)}** · "
-                  f"train {summ.get('train', 0)} / validation {summ.get('validation', 0)} · "
-                  f"codec `{summ.get('codec')}`{' (DEMO)' if summ.get('codec_is_demo') else ''} · "
-                  f"separation: {summ.get('separation')} · {summ.get('elapsed_s', 0)} s")
-        if summ.get("validation_note"):
-            md.append(f"\n⚠ {summ['validation_note']}")
-    md.append(f"\nModel context: {int(ctx_frames)} tokens ({ctx_frames / rate:.0f} s at {rate} Hz) per stream")
+        md.append("\n" + tr("sum_line", lang, enc=summ.get("encoded", 0), cached=summ.get("cached", 0),
+                            train=summ.get("train", 0), val=summ.get("validation", 0), codec=summ.get("codec"),
+                            demo=" (DEMO)" if summ.get("codec_is_demo") else "", sep=summ.get("separation"),
+                            secs=summ.get("elapsed_s", 0)))
+        if summ.get("validation_note"):  # core's two cases: one song, or a validation share of 0
+            one = sum(1 for r in rows if r["status"] != "rejected") == 1
+            md.append("\n⚠ " + tr("val_note_one" if one else "val_note_zero", lang))
+    md.append("\n" + tr("sum_context", lang, tokens=int(ctx_frames), secs=f"{ctx_frames / rate:.0f}", rate=rate))
+    for r in rows:  # words for the table (the counts above used the status codes)
+        r["status"] = status_word(r["status"] or "?", lang)
     return {"summary_md": "\n".join(md), "report_rows": rows, "budget_rows": budget, "hist_rows": hist_rows,
             "dataset_dir": ds}
 
@@ -265,7 +278,7 @@ def model_description(ws):
 
 def inspect_model(ws, kind: str, path: str) -> str:
     if kind != "demo" and not (path or "").strip():
-        raise gr.Error("give a checkpoint folder or a Hub repo id")
+        raise UserError("need_base")
     info = model_description(ws)
     return "```\n" + info.summary() + "\n```"
 
@@ -280,7 +293,7 @@ def train_config(ws, v: dict[str, Any]) -> StudioConfig:
     st = ws.get_state()
     base = DEMO if v.get("base_kind") == DEMO else (v.get("base_path") or "").strip()
     if not base:
-        raise gr.Error("give a checkpoint folder or a Hub repo id for the base model")
+        raise UserError("need_base")
     ov: dict[str, Any] = {"workspace": str(ws.root), "paths.base_model_path": base, **_data_overrides(ws)}
     ov.update({k: val for k, val in v.items() if "." in k})
     if st.get("dataset_dir"):
@@ -304,41 +317,42 @@ def save_config(ws, cfg, name: Optional[str] = None) -> str:
     return str(cfg.save(folder / "config.yaml"))
 
 
-def estimate(cfg) -> str:
-    """core.estimate.estimate_memory / estimate_time, worded for the UI."""
+def estimate(cfg, lang: str = "en") -> str:
+    """core.estimate.estimate_memory / estimate_time, worded for the UI in `lang`."""
     from core import data, estimate as est
     try:
         e = est.estimate_memory(cfg)
         rate = data.model_limits(cfg).frame_rate
     except Exception as err:  # e.g. a folder that is not a checkpoint yet
-        return f"Memory estimate unavailable: {err}"
+        return tr("est_mem_na", lang, err=name_fields(str(err), lang))
     share = 100.0 * e["trainable"] / max(1, e["parameters"])
-    text = (f"**GPU memory estimate (one process): {e['total_gb']:.2f} GB** = weights {e['weights_gb']} + "
-            f"grads/optimizer {e['grads_optimizer_gb']} + activations {e['activations_gb']} + "
-            f"logits {e['logits_gb']} GB · trainable {e['trainable']:,} of {e['parameters']:,} ({share:.2f} %) · "
-            f"{e['frames']} frames ({e['frames'] / rate:.0f} s) per song\n\n<small>`{e.get('formula', '')}`</small>")
+    text = (tr("est_mem", lang, total=f"{e['total_gb']:.2f}", w=e["weights_gb"], g=e["grads_optimizer_gb"],
+               a=e["activations_gb"], l=e["logits_gb"], tr=f"{e['trainable']:,}", n=f"{e['parameters']:,}",
+               share=f"{share:.2f}", frames=e["frames"], secs=f"{e['frames'] / rate:.0f}")
+            + f"\n\n<small>`{e.get('formula', '')}`</small>")
     tc = cfg.training
     if (tc.num_processes or 1) > 1:
-        text += (f"\n\n**Per GPU with {tc.distributed} on {tc.num_processes} GPUs: "
-                 f"{est.sharded_memory(e, tc.distributed, tc.num_processes):.2f} GB**")
+        text += "\n\n" + tr("est_per_gpu", lang, dist=tc.distributed, n=tc.num_processes,
+                             gb=f"{est.sharded_memory(e, tc.distributed, tc.num_processes):.2f}")
     try:
         t = est.estimate_time(cfg)
     except Exception as err:  # noqa: BLE001 - the memory figure still stands
-        return text + f"\n\nTime estimate unavailable: {err}"
-    per_step = f"{t['step_s']:.1f} s per step on this machine's {t['device']} ({t['dtype']})"
+        return text + "\n\n" + tr("est_time_na", lang, err=name_fields(str(err), lang))
+    per_step = tr("est_per_step", lang, s=f"{t['step_s']:.1f}", device=t["device"], dtype=t["dtype"])
     if t["total_s"] is None:
-        when = f"**Time estimate: {per_step}**; prepare the data to get the number of steps."
+        when = tr("est_time_nodata", lang, per_step=per_step)
     else:
-        when = f"**Time estimate: about {_duration(t['total_s'])}** for {t['steps']} steps ({per_step})."
-    return text + f"\n\n{when} <small>upper bound at full-length crops; `{t['formula']}`</small>"
+        when = tr("est_time", lang, total=_duration(t["total_s"], lang), steps=t["steps"], per_step=per_step)
+    return text + f"\n\n{when} <small>{tr('est_bound', lang)}; `{t['formula']}`</small>"
 
 
-def _duration(seconds: float) -> str:
+def _duration(seconds: float, lang: str = "en") -> str:
+    zh = lang == "zh"
     if seconds < 90:
-        return f"{seconds:.0f} s"
+        return f"{seconds:.0f} {'秒' if zh else 's'}"
     if seconds < 5400:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
+        return f"{seconds / 60:.0f} {'分钟' if zh else 'min'}"
+    return f"{seconds / 3600:.1f} {'小时' if zh else 'h'}"
 
 
 def list_runs(ws) -> list[dict[str, Any]]:
@@ -385,19 +399,14 @@ def check_base(cfg: StudioConfig, lang: str = "en") -> None:
     try:
         model.describe_checkpoint(Path(base).expanduser(), cfg.paths.runtime_path)
     except (ValueError, OSError) as err:
-        raise gr.Error(tr("bad_base", lang, err=err)) from None
+        raise UserError("bad_base", err=lambda lg, e=err: name_fields(str(e), lg)) from None
 
 
 def refuse_if_busy(ws, lang: str = "en") -> None:
     other = runs.active_run(ws.root)
     if other is not None:
-        raise gr.Error(tr("run_busy", lang, run=other.get("run_id") or Path(other["run_dir"]).name,
-                          status=_status_word(other.get("status", ""), lang)))
-
-
-def _status_word(status: str, lang: str) -> str:
-    from studio.i18n import status_word
-    return status_word(status, lang)
+        raise UserError("run_busy", run=other.get("run_id") or Path(other["run_dir"]).name,
+                        status=lambda lg, st=other.get("status", ""): status_word(st, lg))
 
 
 def start_new_run(ws, v: dict[str, Any], lang: str = "en") -> Path:
@@ -406,7 +415,7 @@ def start_new_run(ws, v: dict[str, Any], lang: str = "en") -> Path:
     refuse_if_busy(ws, lang)
     st = ws.get_state()
     if not st.get("dataset_dir") or not Path(st["dataset_dir"]).is_dir():
-        raise gr.Error(tr("need_data", lang))
+        raise UserError("need_data")
     cfg = train_config(ws, v)
     check_base(cfg, lang)
     run_dir = runs.create_run(cfg, name=(v.get("run_name") or "").strip() or None)
@@ -457,7 +466,7 @@ def check_run_dir(ws, run_dir: str) -> str:
     """Only folders under <workspace>/runs are runs the UI may act on."""
     p = Path(run_dir).resolve()
     if p.parent != (ws.root / "runs").resolve() or not (p / "config.yaml").is_file():
-        raise gr.Error(f"{run_dir} is not a run of this workspace")
+        raise UserError("not_a_run", run=run_dir)
     return str(p)
 
 
@@ -468,7 +477,7 @@ def check_checkpoint(ws, ckpt: str) -> str:
     runs_dir = (ws.root / "runs").resolve()
     if (p.is_symlink() or real.parent.name != "checkpoints" or real.parent.parent.parent != runs_dir
             or not real.name.startswith("step-") or not real.is_dir()):
-        raise gr.Error(f"{Path(ckpt).name} is not a checkpoint of this workspace")
+        raise UserError("not_a_ckpt", name=Path(ckpt).name)
     return str(real)
 
 

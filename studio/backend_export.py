@@ -10,6 +10,8 @@ import gradio as gr
 
 from core import runs
 from core.config import StudioConfig
+from studio.feedback import UserError
+from studio.i18n import tr
 
 def all_checkpoints(ws, lang: str = "en") -> list[tuple[str, str]]:
     """Every checkpoint of every run, newest first, labelled with its step first (so a narrow
@@ -44,7 +46,7 @@ def verify_checkpoint(ckpt: str) -> None:
         return
     problems = verify(folder)
     if problems:
-        raise gr.Error(f"checkpoint {folder.parent.parent.name}/{folder.name} is refused: " + "; ".join(problems[:4]))
+        raise UserError("ckpt_refused", name=f"{folder.parent.parent.name}/{folder.name}", problems="; ".join(problems[:4]))
     _VERIFIED[str(folder)] = stamp
 
 
@@ -53,7 +55,7 @@ def _run_cfg_for(ckpt: str) -> StudioConfig:
     verify_checkpoint(ckpt)
     cfg = runs.run_config_for_checkpoint(ckpt)
     if cfg is None:
-        raise gr.Error(f"{ckpt} is not a checkpoint of a run in this workspace (no <run>/config.yaml beside it)")
+        raise UserError("ckpt_no_run", name=ckpt)
     return cfg
 
 
@@ -99,8 +101,25 @@ def _files(man) -> list[tuple[Any, str]]:
     return [(it, str(out / it.files[0])) for it in man.items]
 
 
-def _vl(it) -> str:
-    return "n/a" if it.val_loss is None else f"{it.val_loss:.4f}"
+def _vl(it, lang: str = "en") -> str:
+    return tr("na", lang) if it.val_loss is None else f"{it.val_loss:.4f}"
+
+
+def val_na_reason(cfg, validation: Optional[dict], lang: str = "en") -> str:
+    """Why a comparison has no validation loss, from core.compare's record ({dataset, songs, note}):
+    no tokenized dataset, one without validation songs, or one this model cannot use."""
+    v = validation or {}
+    if v.get("dataset"):
+        if not v.get("songs"):
+            return tr("val_na_no_val", lang)
+        return tr("val_na_other", lang, why=v.get("note") or "")
+    from core.dataset import find_dataset_dir
+    try:  # a dataset folder exists but did not load: it was made for another model or codec
+        find_dataset_dir(cfg)
+    except (ValueError, OSError):
+        return tr("val_na_no_dataset", lang)
+    note = str(v.get("note") or "")
+    return tr("val_na_mismatch", lang, why=note.removeprefix("no prepared dataset (").removesuffix(")"))
 
 
 def generate(ws, ckpt, strength, lyrics, desc, seconds, seed, prompt, progress=None) -> str:
@@ -111,25 +130,25 @@ def generate(ws, ckpt, strength, lyrics, desc, seconds, seed, prompt, progress=N
     return _files(man)[0][1]
 
 
-def ab(ws, ckpt, strength, lyrics, desc, seconds, seed, prompt, progress=None) -> dict[str, Any]:
+def ab(ws, ckpt, strength, lyrics, desc, seconds, seed, prompt, progress=None, lang: str = "en") -> dict[str, Any]:
     cfg, settings = _gen_setup(ckpt, lyrics, desc, seconds, seed, prompt)
     from core import compare
     man = _user_error(compare.ab_compare, cfg, ckpt, strength=float(strength),
                       settings=settings, progress=_gen_progress(progress))
     (a_it, a), (b_it, b) = _files(man)
-    note = (f"Same lyrics, description, prompt and seed ({settings.seed}). Held-out validation loss "
-            f"(lower is better): **A {_vl(a_it)}** · **B {_vl(b_it)}**")
-    if man.validation and not man.validation.get("dataset"):
-        note += f" — {man.validation.get('note')}"
-    return {"a": a, "b": b, "note": note + f"\n\nFiles and manifest: `{man.out_dir}`"}
+    note = tr("ab_note", lang, seed=settings.seed, a=_vl(a_it, lang), b=_vl(b_it, lang))
+    if a_it.val_loss is None or b_it.val_loss is None:
+        note += "\n\n" + tr("val_na_note", lang, why=val_na_reason(cfg, man.validation, lang))
+    return {"a": a, "b": b, "note": note + "\n\n" + tr("ab_files", lang, dir=man.out_dir)}
 
 
-def sweep(ws, ckpt, scales, lyrics, desc, seconds, seed, prompt, progress=None) -> list[tuple[float, str, str]]:
+def sweep(ws, ckpt, scales, lyrics, desc, seconds, seed, prompt, progress=None,
+          lang: str = "en") -> list[tuple[float, str, str]]:
     cfg, settings = _gen_setup(ckpt, lyrics, desc, seconds, seed, prompt)
     from core import compare
     man = _user_error(compare.strength_sweep, cfg, ckpt, list(scales), settings=settings,
                       progress=_gen_progress(progress))
-    return [(float(it.model.get("strength", s)), path, _vl(it)) for s, (it, path) in zip(scales, _files(man))]
+    return [(float(it.model.get("strength", s)), path, _vl(it, lang)) for s, (it, path) in zip(scales, _files(man))]
 
 
 def _latest_generation(ws, kinds=("ab", "sweep", "single")) -> Optional[Path]:
@@ -145,7 +164,7 @@ def push(ws, ckpt, strength, repo_id, private, adapter, merged, dataset, token: 
     """core.hub.push of the picked checkpoint (adapter), its merged export, the newest A/B or sweep
     (embedded in the card) and optionally the dataset. `token` is passed through, never stored."""
     if not (repo_id or "").strip():
-        raise gr.Error("give a repository id such as your-name/my-songgen-lora")
+        raise UserError("need_repo")
     from core import export, hub
     cfg = _run_cfg_for(ckpt)
     kind = export.checkpoint_kind(ckpt)
@@ -154,7 +173,7 @@ def push(ws, ckpt, strength, repo_id, private, adapter, merged, dataset, token: 
     if merged or kind == "full":
         merged_dir = export.default_export_dir(cfg, ckpt, float(strength) if kind == "lora" else None)
         if not (Path(merged_dir) / "model.pt").is_file():
-            raise gr.Error(f"merge first: no export at {merged_dir} (press Merge with strength {strength:g})")
+            raise UserError("merge_first", path=merged_dir, strength=f"{float(strength):g}")
     samples = _latest_generation(ws)
     res = _user_error(hub.push, cfg, repo_id=repo_id.strip(), adapter_dir=adapter_dir,
                       merged_dir=merged_dir, samples_dir=samples, push_dataset=bool(dataset), private=bool(private),

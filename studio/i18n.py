@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import gradio as gr
 
+from studio.i18n_messages import MESSAGES
+
 LANGS = ("en", "zh")
 
 T: dict[str, tuple[str, str]] = {
@@ -314,6 +316,7 @@ T: dict[str, tuple[str, str]] = {
     "pref_count": ("{n} pair(s) stored", "已保存 {n} 个偏好对"),
 }
 
+T.update(MESSAGES)
 
 TABLES = {lang: {k: pair[i] for k, pair in T.items()} for i, lang in enumerate(LANGS)}
 
@@ -369,9 +372,9 @@ def status_word(status: str, lang: str) -> str:
     return tr(key, lang) if key in TABLES["en"] else status
 
 
-def qc_reason(code: str, message: str, name: str, lang: str) -> str:
+def qc_reason(code: str, message: str, name: str, lang: str, **values) -> str:
     """An audio-QC finding in `lang`: the core's full English message, or the translated short form."""
     key = f"qc_{code}"
     if lang == "en" or key not in TABLES["en"]:
         return message
-    return tr(key, lang, name=name)
+    return tr(key, lang, name=name, **values)

@@ -6,7 +6,8 @@ import gradio as gr
 import pandas as pd
 
 from studio import backend
-from studio.i18n import qc_reason, request_lang, status_word, tr
+from studio.feedback import UserError
+from studio.i18n import TABLES, qc_reason, request_lang, status_word, tr
 
 COLS = ["col_idx", "col_file", "col_dur", "col_audio", "col_lyrics", "col_desc", "col_status", "col_reasons"]
 
@@ -28,9 +29,19 @@ REASON_CHARS = 90  # longer reasons are cut in the table; the song's detail belo
 def reasons(s: dict, lang: str) -> list[str]:
     """A song's findings in `lang`: audio-QC ones by their code (studio.i18n), the rest as core wrote them."""
     chk = s.get("check") or {}
-    codes = {msg: code for code, msg in chk.get("audio_codes") or []}
+    # [code, English message(, values)]: audio QC by core.audio, lyric findings by core.lyrics
+    codes = {c[1]: (c[0], c[2] if len(c) > 2 else {}) for c in chk.get("audio_codes") or []}
+    lyr = {c[1]: (c[0], c[2]) for c in chk.get("lyric_codes") or []}
     name = s.get("source_name") or s["idx"]
-    return [qc_reason(codes[r], r, name, lang) if r in codes else r for r in chk.get("reasons", [])]
+    out = []
+    for r in chk.get("reasons", []):
+        if r in codes:
+            out.append(qc_reason(codes[r][0], r, name, lang, **codes[r][1]))
+        elif r in lyr and f"ly_{lyr[r][0]}" in TABLES["en"]:
+            out.append(tr(f"ly_{lyr[r][0]}", lang, **lyr[r][1]))
+        else:
+            out.append(r)
+    return out
 
 
 def _tier_choices(ctx) -> list[tuple[str, str]]:
@@ -127,7 +138,7 @@ def build(ctx) -> dict:
         lang = request_lang(request, ctx.lang)
         paths = _files(audio_file)
         if not paths:
-            raise gr.Error(tr("need_audio", lang))
+            raise UserError("need_audio")
         idx = ctx.ws.add_song(paths[0], lyric or "", description or "")
         s = ctx.ws.update_song(idx, musicality=musicality or "")
         ctx.ws.update_song(idx, check=backend.check_song(s, backend.max_song_seconds(ctx.ws)))
@@ -137,18 +148,20 @@ def build(ctx) -> dict:
     def set_tier(idx, musicality, request: gr.Request = None):
         lang = request_lang(request, ctx.lang)
         if not idx or ctx.ws.song(idx) is None:
-            raise gr.Error(tr("no_song", lang))
+            raise UserError("no_song")
         s = ctx.ws.update_song(idx, musicality=musicality or "")
         ctx.ws.update_song(idx, check=backend.check_song(s, backend.max_song_seconds(ctx.ws)))
         return _refresh(idx, tr("musicality_saved", lang, idx=idx,
                                 tier=musicality or tr("musicality_default", lang)), lang)
 
-    def do_import(files):
+    def do_import(files, request: gr.Request = None):
+        lang = request_lang(request, ctx.lang)
         added, problems = ctx.ws.import_files(_files(files))
+        max_dur = backend.max_song_seconds(ctx.ws)
         for idx in added:
-            ctx.ws.update_song(idx, check=backend.check_song(ctx.ws.song(idx), backend.max_song_seconds(ctx.ws)))
-        text = ctx.msg("imported", n=len(added)) + "".join(f"\n- {p}" for p in problems)
-        return _refresh(added[-1] if added else None, text)
+            ctx.ws.update_song(idx, check=backend.check_song(ctx.ws.song(idx), max_dur))
+        text = tr("imported", lang, n=len(added)) + "".join(f"\n- {p}" for p in problems)
+        return _refresh(added[-1] if added else None, text, lang)
 
     def do_check(idx, request: gr.Request = None):
         check_all(ctx)
@@ -157,16 +170,17 @@ def build(ctx) -> dict:
     def set_lyric(idx, text, which, lang=None):
         lang = lang or ctx.lang
         if not idx or ctx.ws.song(idx) is None:
-            raise gr.Error(tr("no_song", lang))
+            raise UserError("no_song")
         s = ctx.ws.update_song(idx, gt_lyric=text or "")
         ctx.ws.update_song(idx, check=backend.check_song(s, backend.max_song_seconds(ctx.ws)))
         return _refresh(idx, tr("saved", lang, idx=idx), lang)
 
-    def remove(idx):
+    def remove(idx, request: gr.Request = None):
+        lang = request_lang(request, ctx.lang)
         if not idx:
-            raise gr.Error(ctx.msg("no_song"))
+            raise UserError("no_song")
         ctx.ws.remove_song(idx)
-        return _refresh(None, ctx.msg("removed", idx=idx))
+        return _refresh(None, tr("removed", lang, idx=idx), lang)
 
     add_btn.click(add, [audio, lyrics, desc, tier], outs + [audio, lyrics, desc, tags, tier], api_name="add_song")
     picked_tier.input(set_tier, [pick, picked_tier], outs, api_name="set_musicality")

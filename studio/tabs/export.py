@@ -10,15 +10,17 @@ from typing import Optional
 import gradio as gr
 
 from studio import backend
+from studio.feedback import UserError
+from studio.i18n import request_lang, tr
 
 EXAMPLE_LYRICS = ("[intro-short] ; [verse] the city lights are calling me home. i walk the empty streets alone ; "
                   "[chorus] sing it loud and sing it clear. the night is young and you are here ; [outro-short]")
 MAX_SWEEP = 4
 
 
-def _ckpt_choices(ctx):
+def _ckpt_choices(ctx, lang=None):
     try:
-        return [(label, path) for label, path in backend.all_checkpoints(ctx.ws)]
+        return [(label, path) for label, path in backend.all_checkpoints(ctx.ws, lang or ctx.lang)]
     except gr.Error:
         return []
 
@@ -75,12 +77,12 @@ def build(ctx, train_ui) -> dict:
 
     def _need(c):
         if not c:
-            raise gr.Error(ctx.msg("no_ckpt"))
+            raise UserError("no_ckpt")
         return backend.check_checkpoint(ctx.ws, c)
 
-    def merge(c, s):
+    def merge(c, s, request: gr.Request = None):
         path = backend.merge(ctx.ws, _need(c), s)
-        return ctx.msg("merged_at", path=path)
+        return tr("merged_at", request_lang(request, ctx.lang), path=path)
 
     def prompt_path(p) -> Optional[str]:
         if not p:
@@ -90,28 +92,32 @@ def build(ctx, train_ui) -> dict:
     def generate(c, s, ly, de, sec, sd, pr, progress=gr.Progress()):
         return backend.generate(ctx.ws, _need(c), s, ly, de, float(sec), int(sd), prompt_path(pr), progress=progress)
 
-    def ab(c, s, ly, de, sec, sd, pr, progress=gr.Progress()):
-        res = backend.ab(ctx.ws, _need(c), s, ly, de, float(sec), int(sd), prompt_path(pr), progress=progress)
+    def ab(c, s, ly, de, sec, sd, pr, request: gr.Request, progress=gr.Progress()):
+        res = backend.ab(ctx.ws, _need(c), s, ly, de, float(sec), int(sd), prompt_path(pr), progress=progress,
+                         lang=request_lang(request, ctx.lang))
         return res["a"], res["b"], res.get("note", "")
 
-    def sweep(c, sc, ly, de, sec, sd, pr, progress=gr.Progress()):
+    def sweep(c, sc, ly, de, sec, sd, pr, request: gr.Request, progress=gr.Progress()):
+        lang = request_lang(request, ctx.lang)
         try:
             vals = [float(x) for x in str(sc).replace(";", ",").split(",") if x.strip()][:MAX_SWEEP]
         except ValueError:
-            raise gr.Error("strengths: numbers separated by commas, e.g. 0, 0.5, 1.0") from None
-        files = backend.sweep(ctx.ws, _need(c), vals, ly, de, float(sec), int(sd), prompt_path(pr), progress=progress)
+            raise UserError("bad_strengths") from None
+        files = backend.sweep(ctx.ws, _need(c), vals, ly, de, float(sec), int(sd), prompt_path(pr), progress=progress,
+                              lang=lang)
         out = []
         for i in range(MAX_SWEEP):
             if i < len(files):
                 s_, path, vl = files[i]
-                out.append(gr.update(value=path, visible=True, label=f"{ctx.msg('strength')} {s_:g} · {ctx.msg('val_loss')} {vl}"))
+                out.append(gr.update(value=path, visible=True, label=tr("sweep_label", lang, strength=tr("strength", lang),
+                                                                        s=f"{s_:g}", val=tr("val_loss", lang), v=vl)))
             else:
                 out.append(gr.update(value=None, visible=False))
         return out
 
     gen_in = [ckpt, strength, lyrics, desc, seconds, seed, prompt]
-    def refresh(c):
-        ch = _ckpt_choices(ctx)  # newest run first, newest checkpoint first
+    def refresh(c, request: gr.Request = None):
+        ch = _ckpt_choices(ctx, request_lang(request, ctx.lang))  # newest run first, newest checkpoint first
         vals = [v for _, v in ch]
         return gr.update(choices=ch, value=c if c in vals else (vals[0] if vals else None))
 
@@ -123,7 +129,7 @@ def build(ctx, train_ui) -> dict:
 
     def _push(c, st, rp, pv, pa, pm, pd_, tok):
         if ctx.locked:
-            raise gr.Error(ctx.msg("demo_disabled"))
+            raise UserError("demo_disabled")
         url = backend.push(ctx.ws, _need(c), float(st), rp, bool(pv), bool(pa), bool(pm), bool(pd_), token=tok or None)
         return ctx.msg("pushed", url=url)
 
@@ -138,8 +144,8 @@ def build(ctx, train_ui) -> dict:
     gr.Markdown(t("next_export"), elem_classes=["next-hint"], elem_id="next-export")
 
     # the export tab lists checkpoints of the run picked in the train tab first
-    def follow(run, c):
-        ch = _ckpt_choices(ctx)
+    def follow(run, c, request: gr.Request = None):
+        ch = _ckpt_choices(ctx, request_lang(request, ctx.lang))
         vals = [v for _, v in ch]
         if c in vals:
             return gr.update(choices=ch)

@@ -9,6 +9,7 @@ from pathlib import Path
 import gradio as gr
 
 from studio import preference as pref
+from studio.feedback import UserError
 from studio.widgets import config_widget
 
 MAX_K = 4
@@ -67,9 +68,9 @@ def build(ctx, export_ui: dict, train_ui: dict) -> dict:
 
     def mark(rec, c, rj):
         if not rec or not rec.get("dir"):
-            raise gr.Error(ctx.msg("pref_no_set"))
+            raise UserError("pref_no_set")
         if c is None:
-            raise gr.Error(ctx.msg("pref_no_choice"))
+            raise UserError("pref_no_choice")
         rj = list(rj or []) or [it["index"] for it in rec["items"] if it["index"] != int(c)]
         return (pref.mark(ctx.ws, rec["dir"], int(c), rj), *table_out())
 
@@ -78,7 +79,7 @@ def build(ctx, export_ui: dict, train_ui: dict) -> dict:
 
     def do_import(f):
         if not f:
-            raise gr.Error(ctx.msg("pref_no_file"))
+            raise UserError("pref_no_file")
         return (pref.import_pairs(ctx.ws, f if isinstance(f, str) else getattr(f, "name", None)), *table_out())
 
     import_btn.click(do_import, import_file, [msg, count, table], api_name="pref_import")
@@ -88,7 +89,7 @@ def build(ctx, export_ui: dict, train_ui: dict) -> dict:
 
     def start(*vals):
         if ctx.locked:
-            raise gr.Error(ctx.msg("demo_disabled"))
+            raise UserError("demo_disabled")
         from studio.widgets import config_value
         dpo = {key: config_value(key, v) for key, v in zip(dpo_keys, vals[n_in:])}
         run_dir = pref.start_dpo_run(ctx.ws, train_ui["values"](*vals[:n_in]), dpo, ctx.msg("pref_no_pairs"))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import gradio as gr
 
 from studio import timing_edit as te
+from studio.feedback import UserError
 
 MAX_SECTIONS = 32
 PER_ROW = 4
@@ -92,7 +93,7 @@ def build(ctx) -> dict:
     def use_lrc(idx, f):
         path = _files(f)
         if not path:
-            raise gr.Error(msg_("timing_need_lrc"))
+            raise UserError("timing_need_lrc")
         try:
             v = te.use_lrc(ctx.ws, idx, path)
         except (te.TimingEditError, ValueError) as err:
@@ -108,7 +109,7 @@ def build(ctx) -> dict:
 
     def redraw(idx, *starts):
         if not idx:
-            raise gr.Error(msg_("timing_pick"))
+            raise UserError("timing_pick")
         return te.picture(ctx.ws, idx, starts)
 
     def play(idx, k, *starts):
@@ -116,7 +117,7 @@ def build(ctx) -> dict:
             return None
         s = starts[int(k)]
         if s is None:
-            raise gr.Error(msg_("timing_no_start"))
+            raise UserError("timing_no_start")
         return te.clip_from(ctx.ws, idx, float(s))
 
     def do_propose(idx):
@@ -132,7 +133,7 @@ def build(ctx) -> dict:
 
     def accept(idx, p):
         if not p:
-            raise gr.Error(msg_("timing_no_proposal"))
+            raise UserError("timing_no_proposal")
         try:
             te.save_starts(ctx.ws, idx, p["starts"], "proposed")
         except te.TimingEditError as err:

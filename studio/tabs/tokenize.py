@@ -7,11 +7,32 @@ import pandas as pd
 
 from core.config import DEMO, choices, default
 from studio import backend, sandbox
+from studio.feedback import UserError
+from studio.i18n import request_lang, tr
 
-
-# headers of the empty tables (no "1 2 3" placeholder columns before the first tokenize)
+# the report rows' keys (backend.last_prepare) and the i18n keys of their headers; tables start with
+# these headers, never Gradio's "1 2 3" placeholder columns
 REPORT_COLS = ["idx", "status", "split", "seconds", "from cache", "reasons"]
-BUDGET_COLS = ["song", "tokens per stream", "model context", "share of context", "rule"]
+REPORT_HEAD = ["col_idx", "col_status", "rep_split", "rep_seconds", "rep_cache", "col_reasons"]
+BUDGET_HEAD = ["bud_song", "bud_tokens", "bud_context", "bud_share", "bud_rule"]
+HIST_COLS = ["range", "songs"]  # plotted columns; the axis titles are translated
+
+
+def report_frame(rows, lang: str) -> pd.DataFrame:
+    df = pd.DataFrame(rows, columns=REPORT_COLS)
+    df.columns = [tr(k, lang) for k in REPORT_HEAD]
+    return df
+
+
+def budget_frame(rows, lang: str) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=[tr(k, lang) for k in BUDGET_HEAD])
+
+
+def hist_plot(rows, lang: str):
+    """The duration histogram: one bar per 30-s range, ranges in order (nominal x, sorted as given)."""
+    df = pd.DataFrame(rows, columns=HIST_COLS)
+    return gr.update(value=df, x_title=tr("hist_x", lang), y_title=tr("hist_y", lang),
+                     sort=list(df["range"]) or None)
 
 
 def build(ctx) -> dict:
@@ -36,13 +57,14 @@ def build(ctx) -> dict:
                 tok_btn = gr.Button(t("tokenize_btn"), variant="primary", elem_id="btn-tokenize")
             summary = gr.Markdown(elem_id="tok-summary")
         with gr.Column(scale=2):
-            report = gr.Dataframe(value=pd.DataFrame(columns=REPORT_COLS), label=t("report"), interactive=False,
+            report = gr.Dataframe(value=report_frame([], ctx.lang), label=t("report"), interactive=False,
                                   wrap=True, elem_id="tok-report")
             gr.Markdown(t("budget_help"))
-            budget = gr.Dataframe(value=pd.DataFrame(columns=BUDGET_COLS), label=t("budget"), interactive=False,
-                                  elem_id="tok-budget")
-            hist = gr.BarPlot(x="duration (s)", y="songs", label=t("dur_hist"), height=300, elem_id="tok-hist",
-                              y_title="songs", x_title="duration (s)")
+            budget = gr.Dataframe(value=budget_frame([], ctx.lang), label=t("budget"), interactive=False,
+                                  wrap=True, elem_id="tok-budget")
+            hist = gr.BarPlot(value=pd.DataFrame(columns=HIST_COLS), x="range", y="songs", label=t("dur_hist"),
+                              height=300, elem_id="tok-hist", y_title=ctx.msg("hist_y"), x_title=ctx.msg("hist_x"),
+                              x_label_angle=0)
 
     opts = [codec, sep, bgm, runtime, val]
 
@@ -50,29 +72,30 @@ def build(ctx) -> dict:
         sandbox.check_visitor_choice(ctx.ws, runtime_path=r, lang=ctx.lang)
         ctx.ws.set_state(codec=c, separation=s, bgm_mode=b, runtime_path=r or "", val_fraction=v)
 
-    def plan(c, s, b, r, v):
+    def plan(c, s, b, r, v, request: gr.Request = None):
         _save(c, s, b, r, v)
         if not ctx.ws.songs():
-            raise gr.Error(ctx.msg("no_songs"))
-        return backend.plan_prepare(ctx.ws)
+            raise UserError("no_songs")
+        return backend.plan_prepare(ctx.ws, request_lang(request, ctx.lang))
 
-    def tokenize(c, s, b, r, v, progress=gr.Progress()):
+    def tokenize(c, s, b, r, v, request: gr.Request = None, progress=gr.Progress()):
+        lang = request_lang(request, ctx.lang)
         _save(c, s, b, r, v)
         if not ctx.ws.songs():
-            raise gr.Error(ctx.msg("no_songs"))
-        progress(0, desc=ctx.msg("tokenize_btn"))
-        result = backend.prepare(ctx.ws, progress=lambda frac, msg="": progress(frac, desc=msg or None))
+            raise UserError("no_songs")
+        progress(0, desc=tr("tokenize_btn", lang))
+        result = backend.prepare(ctx.ws, progress=lambda frac, msg="": progress(frac, desc=msg or None), lang=lang)
         if result is None:
-            raise gr.Error(ctx.msg("nothing_prepared"))
-        return show(result)
+            raise UserError("nothing_prepared")
+        return show(result, lang)
 
-    def show(result=None):
-        result = result if result is not None else backend.last_prepare(ctx.ws)
+    def show(result=None, lang=None):
+        lang = lang or ctx.lang
+        result = result if result is not None else backend.last_prepare(ctx.ws, lang)
         if not result:
-            return "", pd.DataFrame(columns=REPORT_COLS), pd.DataFrame(columns=BUDGET_COLS), pd.DataFrame()
-        return (result["summary_md"], pd.DataFrame(result["report_rows"], columns=REPORT_COLS),
-                pd.DataFrame(result["budget_rows"], columns=BUDGET_COLS),
-                pd.DataFrame(result["hist_rows"], columns=["duration (s)", "songs"]))
+            return "", report_frame([], lang), budget_frame([], lang), hist_plot([], lang)
+        return (result["summary_md"], report_frame(result["report_rows"], lang),
+                budget_frame(result["budget_rows"], lang), hist_plot(result["hist_rows"], lang))
 
     gr.Markdown(t("next_tokenize"), elem_classes=["next-hint"], elem_id="next-tokenize")
     changed = codec.change(lambda *a: _save(*a), opts, None, api_name=False)
@@ -82,4 +105,7 @@ def build(ctx) -> dict:
 
 
 def wire_load(ctx, demo, ui) -> None:
-    demo.load(lambda: ui["show"](), None, ui["outs"], api_name=False)
+    def load(request: gr.Request = None):
+        return ui["show"](None, request_lang(request, ctx.lang))
+
+    demo.load(load, None, ui["outs"], api_name=False)

@@ -10,7 +10,8 @@ import gradio as gr
 import pandas as pd
 
 from core.presets import GPU_PRESETS, preset_name
-from studio import backend, monitor, sandbox
+from studio import backend, feedback, monitor, sandbox
+from studio.feedback import UserError
 from studio.i18n import request_lang, status_word, tr
 from studio.widgets import api_name, config_value, config_widget
 
@@ -41,6 +42,22 @@ PRESETS: dict[str, dict] = {
 # by card memory (core.presets: sized with core.estimate for the official base / large models)
 PRESETS.update({preset_name(gb): {**_GPU, **p["settings"]} for gb, p in GPU_PRESETS.items()})
 DEFAULT_PRESET = "Quick look (CPU / demo, a minute)"
+# a preset's value is its English name (stable for the API); its label is worded per browser
+_PRESET_KEYS = {DEFAULT_PRESET: "preset_quick", "Voice / style LoRA · 24 GB": "preset_voice24",
+                "Style LoRA, bigger rank · 48 GB": "preset_style48", "Full finetune · 80 GB × N": "preset_full80"}
+
+
+def preset_label(name: str, lang: str) -> str:
+    if name in _PRESET_KEYS:
+        return tr(_PRESET_KEYS[name], lang)
+    for gb, p in GPU_PRESETS.items():
+        if name == preset_name(gb):
+            return tr("preset_gpu", lang, gb=gb, model=p["model"], label=tr(f"preset_gpu_{gb}", lang))
+    return name
+
+
+def preset_choices(lang: str) -> list[tuple[str, str]]:
+    return [(preset_label(n, lang), n) for n in PRESETS]
 # Crop lengths a preset means for the demo model only: 6-s crops of a real checkpoint's songs would cut
 # sections apart (and, without section timing, are refused by the trainer), so on any other base
 # model the preset leaves training.max_frames unset (the model's own max_dur).
@@ -106,7 +123,8 @@ def build(ctx) -> dict:
                                             elem_id="base-path")
                 inspect_btn = gr.Button(t("inspect_btn"), size="sm", elem_id="btn-inspect")
                 model_info = gr.Markdown(elem_id="model-info")
-            w["preset"] = gr.Dropdown(list(PRESETS), value=DEFAULT_PRESET, label=t("preset"), elem_id="preset")
+            w["preset"] = gr.Dropdown(preset_choices(ctx.lang), value=DEFAULT_PRESET, label=t("preset"),
+                                      info=t("preset_help"), elem_id="preset")
 
             def cw(key, label, **kw):
                 w[key] = config_widget(key, label, p.get(key), **kw)
@@ -135,7 +153,8 @@ def build(ctx) -> dict:
                     cw("training.mixed_precision", t("precision"), dropdown=True)
                     cw("training.optimizer", t("optimizer"), dropdown=True)
                     cw("training.base_dtype", t("base_dtype"), dropdown=True)
-                    cw("training.gradient_checkpointing", t("grad_ckpt"))
+                with gr.Row():  # a checkbox beside three dropdowns had its label cut off
+                    cw("training.gradient_checkpointing", t("grad_ckpt"), elem_id="grad-ckpt")
                 with gr.Row():
                     cw("training.save_every", t("save_every"))
                     cw("training.sample_every", t("sample_every"))
@@ -243,18 +262,19 @@ def build(ctx) -> dict:
     w["base_kind"].change(base_changed, [w["preset"], w["base_kind"]], [w[k] for k in demo_only], api_name=False)
     w["training.type"].change(lambda m: gr.update(visible=m == "lora"), w["training.type"], lora_box, api_name=False, queue=False)
 
-    @named
     def preview(*vals):
+        *vals, request = vals
+        lang = request_lang(request, ctx.lang)
         v = values(*vals)
         try:
             cfg = backend.train_config(ctx.ws, v)
             yaml_text, cmd = backend.preview(ctx.ws, cfg)
-            est = backend.estimate(cfg)
-        except gr.Error as err:
-            return gr.skip(), gr.skip(), f"⚠ {err.message}"
-        except Exception as err:  # invalid values: show, don't crash
-            return gr.skip(), gr.skip(), f"⚠ {err}"
+            est = backend.estimate(cfg, lang)
+        except Exception as err:  # invalid values: one message in the estimate's place, nothing crashes
+            return gr.skip(), gr.skip(), f"⚠ {feedback.message(err, lang)}"
         return yaml_text, cmd, est
+
+    preview = named(preview, with_request=True)
 
     gr.on([c.change for c in inputs], preview, inputs, [next_cfg, next_cmd, estimate], api_name="preview_config",
           trigger_mode="always_last")
@@ -278,7 +298,7 @@ def build(ctx) -> dict:
         *vals, request = vals
         lang = request_lang(request, ctx.lang)
         if ctx.locked:
-            raise gr.Error(tr("demo_disabled", lang))
+            raise UserError("demo_disabled")
         v = values(*vals)
         sandbox.check_visitor_choice(ctx.ws, v["base_kind"], v["base_path"], lang=lang)
         run_dir = backend.start_new_run(ctx.ws, v, lang)  # refused while a run is active / bad base / no data
@@ -291,26 +311,25 @@ def build(ctx) -> dict:
 
     def _need(run):
         if not run:
-            raise gr.Error(ctx.msg("no_run").split(".")[0])
+            raise UserError("no_run_picked")
         return backend.check_run_dir(ctx.ws, run)
 
-    def stop(run):
-        backend.stop_run(_need(run))
-        return ctx.msg("flag_sent", what=ctx.msg("stop"))
+    def _flag(send, what):
+        def handler(run, request: gr.Request = None):
+            lang = request_lang(request, ctx.lang)
+            send(_need(run))
+            return tr("flag_sent", lang, what=tr(what, lang))
+        return handler
 
-    def save_now(run):
-        backend.request_save(_need(run))
-        return ctx.msg("flag_sent", what=ctx.msg("save_now"))
+    stop, save_now, sample_now = (_flag(backend.stop_run, "stop"), _flag(backend.request_save, "save_now"),
+                                  _flag(backend.request_sample, "sample_now"))
 
-    def sample_now(run):
-        backend.request_sample(_need(run))
-        return ctx.msg("flag_sent", what=ctx.msg("sample_now"))
-
-    def resume(run):
+    def resume(run, request: gr.Request = None):
+        lang = request_lang(request, ctx.lang)
         if ctx.locked:
-            raise gr.Error(ctx.msg("demo_disabled"))
+            raise UserError("demo_disabled")
         backend.resume_run(_need(run))
-        return gr.update(choices=_run_choices(ctx), value=run), ctx.msg("started", run=Path(run).name)
+        return gr.update(choices=_run_choices(ctx, lang), value=run), tr("started", lang, run=Path(run).name)
 
     # the button greys out with the answer (and on every tick while a run is active); the server refuses a
     # second start anyway (backend.start_new_run -> runs.start_run(exclusive=True))
@@ -320,8 +339,8 @@ def build(ctx) -> dict:
     sample_btn.click(sample_now, run_pick, action_msg, api_name="sample_now")
     resume_btn.click(resume, run_pick, [run_pick, action_msg], api_name="resume_run")
 
-    def refresh_runs(run):
-        ch = _run_choices(ctx)
+    def refresh_runs(run, request: gr.Request = None):
+        ch = _run_choices(ctx, request_lang(request, ctx.lang))
         vals = [c[1] for c in ch]
         return gr.update(choices=ch, value=run if run in vals else (vals[0] if vals else None))
 
@@ -407,25 +426,45 @@ def build(ctx) -> dict:
         poll, [run_pick, view_state], poll_outs, api_name=False, show_progress="hidden")
     sample_pick.change(lambda s: s, sample_pick, sample_audio, api_name=False)
 
+    # the sample list follows the run's samples folder: the final sample is written after the last metrics
+    # line, so a list refreshed only with the metrics missed it until a reload
+    samples_seen = gr.State(None)
+
+    def samples_tick(run, seen):
+        try:
+            run = backend.check_run_dir(ctx.ws, run) if run else None
+        except gr.Error:
+            run = None
+        sm = backend.samples(run) if run else []
+        if [run, sm] == seen:
+            return gr.skip(), seen
+        return gr.update(choices=[(Path(x).name, x) for x in sm], value=sm[-1] if sm else None), [run, sm]
+
+    timer.tick(samples_tick, [run_pick, samples_seen], [sample_pick, samples_seen], api_name=False,
+               show_progress="hidden", queue=False)
+
     return {"select_run": select_run, "run_config": config, "run_command": command, "run_pick": run_pick, "view_state": view_state, "poll": poll, "poll_outs": poll_outs,
             "changed": start_ev, "preview": preview, "inputs": inputs, "values": values, "config": next_cfg, "command": next_cmd,
-            "estimate": estimate, "sample_audio": sample_audio, "start_btn": start_btn, "resume_btn": resume_btn}
+            "estimate": estimate, "sample_audio": sample_audio, "start_btn": start_btn, "resume_btn": resume_btn,
+            "preset": w["preset"], "sample_pick": sample_pick}
 
 
 def wire_load(ctx, demo, ui) -> None:
-    def attach():
-        """Re-attach on page load: the running run if any, else the newest (state from files)."""
+    def attach(request: gr.Request = None):
+        """Re-attach on page load: the running run if any, else the newest (state from files); the run
+        list and the presets worded in this browser's language."""
+        lang = request_lang(request, ctx.lang)
         try:
             runs = backend.list_runs(ctx.ws)
         except gr.Error:
             runs = []
-        active = [r for r in runs if r.get("status") in ("starting", "running", "stopping")]
+        active = [r for r in runs if r.get("status") in ACTIVE]
         pick = (active or runs or [None])[0]
-        ch = [(f"{r['run_id']} · {r.get('status')}", r["run_dir"]) for r in runs]
-        return gr.update(choices=ch, value=pick["run_dir"] if pick else None), {"run": None, "version": -1}
+        return (gr.update(choices=_run_choices(ctx, lang, runs), value=pick["run_dir"] if pick else None),
+                {"run": None, "version": -1}, gr.update(choices=preset_choices(lang)))
 
 
-    demo.load(attach, None, [ui["run_pick"], ui["view_state"]], api_name=False).then(
+    demo.load(attach, None, [ui["run_pick"], ui["view_state"], ui["preset"]], api_name=False).then(
         ui["select_run"], ui["run_pick"], [ui["run_config"], ui["run_command"]], api_name=False).then(
         ui["poll"], [ui["run_pick"], ui["view_state"]], ui["poll_outs"], api_name=False, show_progress="hidden").then(
         ui["preview"], ui["inputs"], [ui["config"], ui["command"], ui["estimate"]], api_name=False)
