@@ -106,7 +106,7 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "ly_untagged_part": ("section {n}: text after ';' without a section tag became a [verse] section",
                          "第 {n} 段：';' 之后没有段落标签的文字被设为 [verse] 段"),
     "ly_mapped_tag": ("section {n}: {label} was mapped to the official tag {tag}", "第 {n} 段：{label} 已映射为官方标签 {tag}"),
-    "ly_section_fixed": ("section {n} ({tag}): {what}", "第 {n} 段（{tag}）：标点与空格已按官方格式修正"),
+    "ly_section_fixed": ("section {n} ({tag}): {what}", "第 {n} 段（{tag}）：标点与空格已按官方格式修正（{what}）"),
     "ly_inst_text": ("section {n}: text under the instrumental section {tag} was removed (instrumental sections carry "
                      "no text): {text}", "第 {n} 段：纯音乐段落 {tag} 下的文字已删除（纯音乐段落不含歌词）：{text}"),
     "ly_join_style": ("section {n}: joined with {join} like the rest of the song", "第 {n} 段：改用与全曲一致的 {join} 连接"),
