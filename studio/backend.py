@@ -17,7 +17,7 @@ from core import description, lyrics, runs, tokens
 from core.config import DEMO, ConfigError, StudioConfig, default, load_config
 from core.fsutil import slugify
 from studio.feedback import UserError, config_problems
-from studio.i18n import status_word, tr
+from studio.i18n import finding, status_word, tr
 from studio.widgets import name_fields
 
 
@@ -217,6 +217,12 @@ def last_prepare(ws, lang: str = "en") -> Optional[dict[str, Any]]:
         return None
     ds = st.get("dataset_dir")
     max_dur, rate = model_timing(ws)
+    songs = {x["idx"]: x for x in ws.songs()}
+
+    def _word(reason, idx, lg):  # a reason the Data tab's check coded, in the reader's language
+        song = songs.get(idx) or {}
+        return finding(reason, song.get("check") or {}, song.get("source_name") or idx, lg)
+
     entries = report.get("songs", report.get("items", [])) if isinstance(report, dict) else report
     rows = []
     for e in entries:
@@ -225,7 +231,7 @@ def last_prepare(ws, lang: str = "en") -> Optional[dict[str, Any]]:
                      "split": tr(f"split_{split}", lang) if f"split_{split}" in _tables() else split,
                      "seconds": _song_seconds(e, rate),
                      "from cache": {True: tr("rep_yes", lang), False: tr("rep_encoded", lang)}.get(e.get("cached"), ""),
-                     "reasons": _short(" · ".join(e.get("reasons", []) or []))})
+                     "reasons": _short(" · ".join(_word(r, e.get("idx"), lang) for r in e.get("reasons", []) or []))})
     ctx_frames = int(max_dur * rate)
     budget, durs = [], []
     for r in rows:

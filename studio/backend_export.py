@@ -17,14 +17,14 @@ def all_checkpoints(ws, lang: str = "en") -> list[tuple[str, str]]:
     """Every checkpoint of every run, newest first, labelled with its step first (so a narrow
     dropdown still shows it), why it was saved and its validation loss."""
     from core.checkpoints import list_checkpoints
-    from studio.i18n import TABLES, tr
+    from studio.i18n import TABLES
     out = []
     for r in runs.list_runs(ws.root):
         for c in reversed(list_checkpoints(r["run_dir"])):
             key = f"reason_{c['reason']}"
             bits = [tr(key, lang) if key in TABLES["en"] else c["reason"]]
             if c["val_loss"] is not None:
-                bits.append(f"val {c['val_loss']:.3f}")
+                bits.append(f"{tr('val_short', lang)} {c['val_loss']:.3f}")
             if c["best"]:
                 bits.append("★")
             out.append((f"{c['name']} · {' · '.join(bits)} · {r['run_id']}", c["path"]))

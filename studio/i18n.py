@@ -378,3 +378,18 @@ def qc_reason(code: str, message: str, name: str, lang: str, **values) -> str:
     if lang == "en" or key not in TABLES["en"]:
         return message
     return tr(key, lang, name=name, **values)
+
+
+def finding(message: str, check: dict, name: str, lang: str) -> str:
+    """One finding of a song (a reason in the Data table or the prepare report) in `lang`, found by its
+    English text among the coded findings of the song's check: audio QC (core.audio codes) and lyric
+    findings (core.lyrics.Note codes). Uncoded text stays as the engine wrote it."""
+    if lang == "en":
+        return message
+    for c in check.get("audio_codes") or []:
+        if c[1] == message:
+            return qc_reason(c[0], message, name, lang, **(c[2] if len(c) > 2 else {}))
+    for code, text, values in check.get("lyric_codes") or []:
+        if text == message and f"ly_{code}" in TABLES["en"]:
+            return tr(f"ly_{code}", lang, **values)
+    return message

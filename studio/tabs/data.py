@@ -7,7 +7,7 @@ import pandas as pd
 
 from studio import backend
 from studio.feedback import UserError
-from studio.i18n import TABLES, qc_reason, request_lang, status_word, tr
+from studio.i18n import finding, request_lang, status_word, tr
 
 COLS = ["col_idx", "col_file", "col_dur", "col_audio", "col_lyrics", "col_desc", "col_status", "col_reasons"]
 
@@ -27,21 +27,9 @@ REASON_CHARS = 90  # longer reasons are cut in the table; the song's detail belo
 
 
 def reasons(s: dict, lang: str) -> list[str]:
-    """A song's findings in `lang`: audio-QC ones by their code (studio.i18n), the rest as core wrote them."""
+    """A song's findings in `lang`: audio QC and lyric findings by their codes (studio.i18n.finding)."""
     chk = s.get("check") or {}
-    # [code, English message(, values)]: audio QC by core.audio, lyric findings by core.lyrics
-    codes = {c[1]: (c[0], c[2] if len(c) > 2 else {}) for c in chk.get("audio_codes") or []}
-    lyr = {c[1]: (c[0], c[2]) for c in chk.get("lyric_codes") or []}
-    name = s.get("source_name") or s["idx"]
-    out = []
-    for r in chk.get("reasons", []):
-        if r in codes:
-            out.append(qc_reason(codes[r][0], r, name, lang, **codes[r][1]))
-        elif r in lyr and f"ly_{lyr[r][0]}" in TABLES["en"]:
-            out.append(tr(f"ly_{lyr[r][0]}", lang, **lyr[r][1]))
-        else:
-            out.append(r)
-    return out
+    return [finding(r, chk, s.get("source_name") or s["idx"], lang) for r in chk.get("reasons", [])]
 
 
 def _tier_choices(ctx) -> list[tuple[str, str]]:

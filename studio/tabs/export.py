@@ -31,7 +31,7 @@ def build(ctx, train_ui) -> dict:
         with gr.Column(scale=1, min_width=320):
             with gr.Row():
                 ckpt = gr.Dropdown(choices=_ckpt_choices(ctx), label=t("ckpt"), scale=4, elem_id="ckpt-pick")
-                refresh_btn = gr.Button(t("refresh"), size="sm", scale=1, elem_id="btn-refresh-ckpt")
+                refresh_btn = gr.Button(t("refresh"), size="sm", scale=0, min_width=80, elem_id="btn-refresh-ckpt")
             strength = gr.Slider(0.0, 2.0, value=1.0, step=0.05, label=t("strength"), elem_id="strength")
             merge_btn = gr.Button(t("merge_btn"), variant="primary", elem_id="btn-merge")
             merge_msg = gr.Markdown(elem_id="merge-msg")

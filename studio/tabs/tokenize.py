@@ -29,10 +29,12 @@ def budget_frame(rows, lang: str) -> pd.DataFrame:
 
 
 def hist_plot(rows, lang: str):
-    """The duration histogram: one bar per 30-s range, ranges in order (nominal x, sorted as given)."""
+    """The duration histogram: one bar per 30-s range, ranges in order (nominal x, sorted as given). The
+    y axis starts at 0: fitted to the data, the smallest bar had zero height (one bar: none at all)."""
     df = pd.DataFrame(rows, columns=HIST_COLS)
+    top = int(df["songs"].max()) if len(df) else 1
     return gr.update(value=df, x_title=tr("hist_x", lang), y_title=tr("hist_y", lang),
-                     sort=list(df["range"]) or None)
+                     sort=list(df["range"]) or None, y_lim=[0, top + (1 if top < 5 else top // 5)])
 
 
 def build(ctx) -> dict:
@@ -64,7 +66,7 @@ def build(ctx) -> dict:
                                   wrap=True, elem_id="tok-budget")
             hist = gr.BarPlot(value=pd.DataFrame(columns=HIST_COLS), x="range", y="songs", label=t("dur_hist"),
                               height=300, elem_id="tok-hist", y_title=ctx.msg("hist_y"), x_title=ctx.msg("hist_x"),
-                              x_label_angle=0)
+                              x_label_angle=0, y_lim=[0, 1], y_axis_format="d")
 
     opts = [codec, sep, bgm, runtime, val]
 
