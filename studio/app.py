@@ -99,7 +99,7 @@ def build_app(workspace: Optional[str | os.PathLike] = None, lang: str = "en",
             with gr.Tab(ctx.t("tab_train"), id="train", elem_id="tab-train"):
                 train_ui = train_tab.build(ctx)
             with gr.Tab(ctx.t("tab_export"), id="export", elem_id="tab-export"):
-                export_tab.build(ctx, train_ui)
+                export_ui = export_tab.build(ctx, train_ui)
 
         lang_pick.input(None, lang_pick, None, js=SWITCH_JS)
         demo.load(None, None, lang_pick, js=CURRENT_JS)
@@ -117,6 +117,7 @@ def build_app(workspace: Optional[str | os.PathLike] = None, lang: str = "en",
         timing_tab_ui.select(timing_ui["refresh_choices"], None, timing_ui["song"], api_name=False, queue=False)
         tok_tab.wire_load(ctx, demo, tok_ui)
         train_tab.wire_load(ctx, demo, train_ui)
+        export_tab.wire_load(ctx, demo, export_ui)
     feedback.soften(demo, lang)  # a refusal in the page: one toast, no red badge on every output
     demo.i18n_instance = ctx.i18n  # served with the page config (launch passes it again)
     demo.studio_ctx = ctx  # for tests and bench

@@ -32,9 +32,9 @@ def reasons(s: dict, lang: str) -> list[str]:
     return [finding(r, chk, s.get("source_name") or s["idx"], lang) for r in chk.get("reasons", [])]
 
 
-def _tier_choices(ctx) -> list[tuple[str, str]]:
+def _tier_choices(lang: str) -> list[tuple[str, str]]:
     """(label, value) pairs: the default (empty: the model's very-high) and the official tiers."""
-    return [(ctx.msg("musicality_default"), "")] + [(x, x) for x in backend.musicality_choices()]
+    return [(tr("musicality_default", lang), "")] + [(x, x) for x in backend.musicality_choices()]
 
 
 def songs_table(ctx, lang=None) -> pd.DataFrame:
@@ -82,7 +82,7 @@ def build(ctx) -> dict:
                 desc = gr.Textbox(label=t("descriptions"), info=t("desc_help"), elem_id="song-desc")
                 tags = gr.Dropdown(choices=backend.tag_choices(), multiselect=True, label=t("suggest_tags"),
                                    elem_id="song-tags", allow_custom_value=False)
-                tier = gr.Dropdown(choices=_tier_choices(ctx), value="", label=t("musicality"),
+                tier = gr.Dropdown(choices=_tier_choices(ctx.lang), value="", label=t("musicality"),
                                    info=t("musicality_help"), elem_id="song-musicality")
                 add_btn = gr.Button(t("add_song"), variant="primary", elem_id="btn-add-song")
             with gr.Tab(t("bulk_import"), elem_id="data-bulk"):
@@ -99,7 +99,7 @@ def build(ctx) -> dict:
                 original = gr.Textbox(label=t("original"), lines=6, interactive=False, elem_id="lyric-original")
                 fixed = gr.Textbox(label=t("fixed"), lines=6, interactive=True, elem_id="lyric-fixed")
             findings = gr.Markdown(elem_id="song-findings")
-            picked_tier = gr.Dropdown(choices=_tier_choices(ctx), value="", label=t("musicality"),
+            picked_tier = gr.Dropdown(choices=_tier_choices(ctx.lang), value="", label=t("musicality"),
                                       elem_id="picked-musicality")
             with gr.Row():
                 accept_btn = gr.Button(t("accept_fix"), variant="primary", elem_id="btn-accept-fix")
@@ -190,7 +190,7 @@ def build(ctx) -> dict:
     save_btn.click(save_lyric, [pick, fixed], outs, api_name="save_lyric")
     remove_btn.click(remove, [pick], outs, api_name="remove_song")
     gr.Markdown(t("next_data"), elem_classes=["next-hint"], elem_id="next-data")
-    return {"table": table, "pick": pick, "outs": outs, "refresh": _refresh}
+    return {"table": table, "pick": pick, "outs": outs, "refresh": _refresh, "tiers": [tier, picked_tier]}
 
 
 def wire_load(ctx, demo, ui) -> None:
@@ -198,3 +198,8 @@ def wire_load(ctx, demo, ui) -> None:
         return ui["refresh"](None, "", request_lang(request, ctx.lang))
 
     demo.load(load, None, ui["outs"], api_name=False)
+
+    def tiers(request: gr.Request = None):  # the "default" entry in this browser's language
+        return tuple(gr.update(choices=_tier_choices(request_lang(request, ctx.lang))) for _ in ui["tiers"])
+
+    demo.load(tiers, None, ui["tiers"], api_name=False, queue=False)

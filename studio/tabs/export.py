@@ -29,9 +29,9 @@ def build(ctx, train_ui) -> dict:
     t = ctx.t
     with gr.Row():
         with gr.Column(scale=1, min_width=320):
-            with gr.Row():
-                ckpt = gr.Dropdown(choices=_ckpt_choices(ctx), label=t("ckpt"), scale=4, elem_id="ckpt-pick")
-                refresh_btn = gr.Button(t("refresh"), size="sm", scale=0, min_width=80, elem_id="btn-refresh-ckpt")
+            # the whole column's width: a label starts with the step, and the run name after it still shows
+            ckpt = gr.Dropdown(choices=_ckpt_choices(ctx), label=t("ckpt"), elem_id="ckpt-pick")
+            refresh_btn = gr.Button(t("refresh"), size="sm", elem_id="btn-refresh-ckpt")
             strength = gr.Slider(0.0, 2.0, value=1.0, step=0.05, label=t("strength"), elem_id="strength")
             merge_btn = gr.Button(t("merge_btn"), variant="primary", elem_id="btn-merge")
             merge_msg = gr.Markdown(elem_id="merge-msg")
@@ -156,4 +156,8 @@ def build(ctx, train_ui) -> dict:
     from studio.tabs import preference
     preference.build(ctx, {"ckpt": ckpt, "strength": strength, "lyrics": lyrics, "desc": desc, "seconds": seconds,
                            "seed": seed}, train_ui)
-    return {"ckpt": ckpt}
+    return {"ckpt": ckpt, "refresh": refresh}
+
+
+def wire_load(ctx, demo, ui) -> None:
+    demo.load(ui["refresh"], ui["ckpt"], ui["ckpt"], api_name=False)  # labels in this browser's language

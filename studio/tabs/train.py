@@ -58,6 +58,10 @@ def preset_label(name: str, lang: str) -> str:
 
 def preset_choices(lang: str) -> list[tuple[str, str]]:
     return [(preset_label(n, lang), n) for n in PRESETS]
+
+
+def base_choices(lang: str) -> list[tuple[str, str]]:
+    return [(tr("base_demo", lang), "demo"), (tr("base_folder", lang), "folder"), (tr("base_hub", lang), "hub")]
 # Crop lengths a preset means for the demo model only: 6-s crops of a real checkpoint's songs would cut
 # sections apart (and, without section timing, are refused by the trainer), so on any other base
 # model the preset leaves training.max_frames unset (the model's own max_dur).
@@ -115,8 +119,7 @@ def build(ctx) -> dict:
         with gr.Column(scale=1, min_width=340):
             with gr.Group():
                 gr.Markdown(f"### {t('base_model')}")
-                w["base_kind"] = gr.Radio([(ctx.msg("base_demo"), "demo"), (ctx.msg("base_folder"), "folder"),
-                                           (ctx.msg("base_hub"), "hub")],
+                w["base_kind"] = gr.Radio(base_choices(ctx.lang),
                                           value=ctx.ws.get_state().get("base_kind", "demo"), label=t("base_kind"),
                                           elem_id="base-kind")
                 w["base_path"] = gr.Textbox(label=t("base_path"), value=ctx.ws.get_state().get("base_path", ""),
@@ -446,7 +449,7 @@ def build(ctx) -> dict:
     return {"select_run": select_run, "run_config": config, "run_command": command, "run_pick": run_pick, "view_state": view_state, "poll": poll, "poll_outs": poll_outs,
             "changed": start_ev, "preview": preview, "inputs": inputs, "values": values, "config": next_cfg, "command": next_cmd,
             "estimate": estimate, "sample_audio": sample_audio, "start_btn": start_btn, "resume_btn": resume_btn,
-            "preset": w["preset"], "sample_pick": sample_pick}
+            "preset": w["preset"], "base_kind": w["base_kind"], "sample_pick": sample_pick}
 
 
 def wire_load(ctx, demo, ui) -> None:
@@ -461,10 +464,11 @@ def wire_load(ctx, demo, ui) -> None:
         active = [r for r in runs if r.get("status") in ACTIVE]
         pick = (active or runs or [None])[0]
         return (gr.update(choices=_run_choices(ctx, lang, runs), value=pick["run_dir"] if pick else None),
-                {"run": None, "version": -1}, gr.update(choices=preset_choices(lang)))
+                {"run": None, "version": -1}, gr.update(choices=preset_choices(lang)),
+                gr.update(choices=base_choices(lang)))
 
 
-    demo.load(attach, None, [ui["run_pick"], ui["view_state"], ui["preset"]], api_name=False).then(
+    demo.load(attach, None, [ui["run_pick"], ui["view_state"], ui["preset"], ui["base_kind"]], api_name=False).then(
         ui["select_run"], ui["run_pick"], [ui["run_config"], ui["run_command"]], api_name=False).then(
         ui["poll"], [ui["run_pick"], ui["view_state"]], ui["poll_outs"], api_name=False, show_progress="hidden").then(
         ui["preview"], ui["inputs"], [ui["config"], ui["command"], ui["estimate"]], api_name=False)
