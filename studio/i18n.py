@@ -393,3 +393,20 @@ def finding(message: str, check: dict, name: str, lang: str) -> str:
         if text == message and f"ly_{code}" in TABLES["en"]:
             return tr(f"ly_{code}", lang, **values)
     return message
+
+
+class Said(str):
+    """A message in English (what logs and API callers read) that keeps its i18n key and values, so the
+    page can show it in the reader's language (`in_lang`)."""
+    key: str = ""
+    values: dict = {}
+
+
+def said(key: str, **values) -> Said:
+    text = Said(tr(key, "en", **values))
+    text.key, text.values = key, values
+    return text
+
+
+def in_lang(text: str, lang: str) -> str:
+    return tr(text.key, lang, **text.values) if isinstance(text, Said) and text.key else text

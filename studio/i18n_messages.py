@@ -145,4 +145,16 @@ MESSAGES: dict[str, tuple[str, str]] = {
                            "reads it); use '.' between sentences and ' ; ' only before a section tag",
                            "第 {n} 段：文字中的 ';' 按上游的读法归入前一段；句子之间请用 '.'，' ; ' 只放在段落标签之前"),
     "plain": ("{text}", "{text}"),
+    # ---- data tab: bulk import (studio.state.Workspace.import_files) -------------------------------------
+    "imp_not_uploaded": ("{name}: not an uploaded file, skipped", "{name}：不是上传的文件，已跳过"),
+    "imp_bad_json": ("{file} line {line}: not valid JSON (one object per line), skipped",
+                     "{file} 第 {line} 行：不是有效的 JSON（每行一个对象），已跳过"),
+    "imp_no_path": ("{file} line {line}: no 'path' (the audio file name), skipped",
+                    "{file} 第 {line} 行：缺少 'path'（音频文件名），已跳过"),
+    "imp_not_audio": ("{file} line {line}: {name} is not an audio file ({exts}); skipped",
+                      "{file} 第 {line} 行：{name} 不是音频文件（{exts}），已跳过"),
+    "imp_text_unreadable": ("{name}: not added because its text file could not be read (see above)",
+                            "{name}：未添加，因为它的文本文件无法读取（见上文）"),
+    "imp_no_lyrics": ("{name}: no {stem}.txt lyrics uploaded; added with empty lyrics (edit them below)",
+                      "{name}：没有上传 {stem}.txt 歌词；已按空歌词添加（可在下方编辑）"),
 }

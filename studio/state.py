@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Iterable, Optional
 
 from core.fsutil import atomic_write_text, slugify
+from studio.i18n import said
 
 AUDIO_EXT = {".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".m4a"}
 
@@ -241,7 +242,7 @@ class Workspace:
                 continue
             f = Path(p)
             if f.is_symlink() or not f.is_file():
-                problems.append(f"{f.name}: not an uploaded file, skipped")
+                problems.append(said("imp_not_uploaded", name=f.name))
                 continue
             files.append(f)
         by_name = {f.name: f for f in files}
@@ -268,11 +269,11 @@ class Workspace:
                     if not isinstance(row, dict):
                         raise ValueError("not an object")
                 except ValueError:
-                    problems.append(f"{where}: not valid JSON (one object per line), skipped")
+                    problems.append(said("imp_bad_json", file=f.name, line=n))
                     continue
                 p = row.get("path")
                 if not isinstance(p, str) or not p.strip():
-                    problems.append(f"{where}: no 'path' (the audio file name), skipped")
+                    problems.append(said("imp_no_path", file=f.name, line=n))
                     continue
                 audio, why = by_name.get(Path(p).name), ""
                 if audio is None:
@@ -281,7 +282,8 @@ class Workspace:
                     problems.append(f"{where}: audio {p!r} {why}; skipped")
                     continue
                 if audio.suffix.lower() not in AUDIO_EXT:
-                    problems.append(f"{where}: {audio.name} is not an audio file ({', '.join(sorted(AUDIO_EXT))}); skipped")
+                    problems.append(said("imp_not_audio", file=f.name, line=n, name=audio.name,
+                                         exts=", ".join(sorted(AUDIO_EXT))))
                     continue
                 lyric, err_l = lyric_field(row.get("gt_lyric"), where)
                 desc, err_d = description_field(row.get("descriptions", row.get("description")), where)
@@ -316,7 +318,7 @@ class Workspace:
             lyric = read_text(lyric_f) if lyric_f else ""
             desc = read_text(desc_f) if desc_f else ""
             if lyric is None or desc is None:
-                problems.append(f"{f.name}: not added because its text file could not be read (see above)")
+                problems.append(said("imp_text_unreadable", name=f.name))
                 continue
             lyric, err_l = lyric_field(lyric.strip(), lyric_f.name if lyric_f else f.name)
             if err_l:
@@ -324,7 +326,7 @@ class Workspace:
                 continue
             lrc_f = by_name.get(f.stem + ".lrc")
             if not lyric_f and not lrc_f:
-                problems.append(f"{f.name}: no {f.stem}.txt lyrics uploaded; added with empty lyrics (edit them below)")
+                problems.append(said("imp_no_lyrics", name=f.name, stem=f.stem))
             try:
                 added.append(self.add_song(f, lyric or "", desc.strip()))
             except QuotaExceeded as err:

@@ -136,3 +136,17 @@ def test_empty_tables_have_real_headers(app):
     for elem in ("songs-table", "tok-report", "tok-budget", "ckpt-table"):
         headers = by_id[elem]["props"]["value"]["headers"]
         assert headers and not any(str(h).isdigit() for h in headers), (elem, headers)
+
+
+def test_bulk_import_problems_render_in_chinese(tmp_path):
+    from studio.i18n import in_lang
+    from studio.state import Workspace
+    ws = Workspace(tmp_path / "ws")
+    meta = tmp_path / "metadata.jsonl"
+    meta.write_text('{broken\n{"idx": "x"}\n', encoding="utf-8")
+    added, problems = ws.import_files([str(meta)])
+    assert not added
+    assert [str(p) for p in problems] == ["metadata.jsonl line 1: not valid JSON (one object per line), skipped",
+                                          "metadata.jsonl line 2: no 'path' (the audio file name), skipped"]
+    zh = [in_lang(p, "zh") for p in problems]
+    assert zh[0].startswith("metadata.jsonl 第 1 行：不是有效的 JSON") and "缺少 'path'" in zh[1]

@@ -7,7 +7,7 @@ import pandas as pd
 
 from studio import backend
 from studio.feedback import UserError
-from studio.i18n import finding, request_lang, status_word, tr
+from studio.i18n import finding, in_lang, request_lang, status_word, tr
 
 COLS = ["col_idx", "col_file", "col_dur", "col_audio", "col_lyrics", "col_desc", "col_status", "col_reasons"]
 
@@ -148,7 +148,7 @@ def build(ctx) -> dict:
         max_dur = backend.max_song_seconds(ctx.ws)
         for idx in added:
             ctx.ws.update_song(idx, check=backend.check_song(ctx.ws.song(idx), max_dur))
-        text = tr("imported", lang, n=len(added)) + "".join(f"\n- {p}" for p in problems)
+        text = tr("imported", lang, n=len(added)) + "".join(f"\n- {in_lang(p, lang)}" for p in problems)
         return _refresh(added[-1] if added else None, text, lang)
 
     def do_check(idx, request: gr.Request = None):
