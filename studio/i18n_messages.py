@@ -145,6 +145,13 @@ MESSAGES: dict[str, tuple[str, str]] = {
                            "reads it); use '.' between sentences and ' ; ' only before a section tag",
                            "第 {n} 段：文字中的 ';' 按上游的读法归入前一段；句子之间请用 '.'，' ; ' 只放在段落标签之前"),
     "plain": ("{text}", "{text}"),
+    # ---- timing tab (studio.timing_edit) -----------------------------------------------------------------
+    "te_no_sections": ("this song has no sections to time", "这首歌没有可设置时间的段落"),
+    "te_missing": ("give a start time for every section (missing: {missing})", "请为每个段落填写开始时间（缺少：{missing}）"),
+    "te_past_end": ("{s} s is past the end of the song", "{s} 秒已超过歌曲结尾"),
+    "te_no_lyric_sections": ("the lyrics have no sections yet: fix them in the Data tab first",
+                             "歌词还没有段落：请先在「数据」中修正"),
+    "te_cols": ("| section | start (s) | confidence |", "| 段落 | 开始（秒） | 置信度 |"),
     # ---- data tab: bulk import (studio.state.Workspace.import_files) -------------------------------------
     "imp_not_uploaded": ("{name}: not an uploaded file, skipped", "{name}：不是上传的文件，已跳过"),
     "imp_bad_json": ("{file} line {line}: not valid JSON (one object per line), skipped",

@@ -19,6 +19,7 @@ from core.data import read_text_file
 from core.lrc import parse_lrc, timing_from_lrc
 from core.timing import SongTiming, TimedSection, TimingError, normalize
 from studio import timing_plot
+from studio.i18n import said
 
 CLIP_S = 30.0          # playback from a section: this much audio
 
@@ -41,7 +42,7 @@ class TimingView:
 def _song(ws, idx: str) -> dict[str, Any]:
     s = ws.song(idx) if idx else None
     if s is None:
-        raise TimingEditError("pick a song first")
+        raise TimingEditError(said("timing_pick"))
     return s
 
 
@@ -123,11 +124,11 @@ def save_starts(ws, idx: str, starts: Sequence[Optional[float]], source: str = "
     """Save one start per section (seconds); refused with the reason when they cannot be used."""
     v = view(ws, idx)
     if not v.sections:
-        raise TimingEditError("; ".join(v.errors) or "this song has no sections to time")
+        raise TimingEditError("; ".join(v.errors) or said("te_no_sections"))
     starts = list(starts)[:len(v.sections)]
     missing = [f"{k + 1} {tag}" for k, ((tag, _), s) in enumerate(zip(v.sections, starts)) if s is None or s == ""]
     if missing or len(starts) < len(v.sections):
-        raise TimingEditError("give a start time for every section (missing: " + ", ".join(missing) + ")")
+        raise TimingEditError(said("te_missing", missing=", ".join(missing)))
     timing = SongTiming([TimedSection(tag, "", float(s)) for (tag, _), s in zip(v.sections, starts)],
                         v.duration_s, source)
     try:
@@ -185,7 +186,7 @@ def clip_from(ws, idx: str, start_s: float) -> str:
     wav, sr = audio_mod.read_audio(song["path"])
     a = max(0, int(float(start_s) * sr))
     if a >= wav.shape[-1]:
-        raise TimingEditError(f"{start_s:g} s is past the end of the song")
+        raise TimingEditError(said("te_past_end", s=f"{start_s:g}"))
     out = Path(song["path"]).parent / "clip.wav"
     sf.write(str(out), wav[:, a:a + int(CLIP_S * sr)].T.numpy(), sr)
     return str(out)
@@ -222,7 +223,7 @@ def propose(ws, idx: str) -> dict[str, Any]:
     song = _song(ws, idx)
     sections = _lyric_sections(song)
     if not sections:
-        raise TimingEditError("the lyrics have no sections yet: fix them in the Data tab first")
+        raise TimingEditError(said("te_no_lyric_sections"))
     env_d = envelope_for(ws, song, allow_separation=True)
     env = Envelope(torch.tensor(env_d["db"]), float(env_d["hop_s"]), float(env_d["duration_s"]))
     prop = va_propose(sections, regions(env), _duration(song))

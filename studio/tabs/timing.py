@@ -11,6 +11,7 @@ import gradio as gr
 
 from studio import timing_edit as te
 from studio.feedback import UserError
+from studio.i18n import in_lang
 
 MAX_SECTIONS = 32
 PER_ROW = 4
@@ -97,14 +98,14 @@ def build(ctx) -> dict:
         try:
             v = te.use_lrc(ctx.ws, idx, path)
         except (te.TimingEditError, ValueError) as err:
-            raise gr.Error(str(err))
+            raise UserError("plain", text=lambda lg, e=err: in_lang(e.args[0], lg)) from None
         return _show(idx, msg_("timing_lrc_used", idx=idx) + "".join(f"\n- {n}" for n in v.notes[:2]))
 
     def save(idx, *starts):
         try:
             te.save_starts(ctx.ws, idx, starts, "edited")
         except te.TimingEditError as err:
-            raise gr.Error(str(err))
+            raise UserError("plain", text=lambda lg, e=err: in_lang(e.args[0], lg)) from None
         return _show(idx, msg_("timing_saved", idx=idx))
 
     def redraw(idx, *starts):
@@ -124,11 +125,11 @@ def build(ctx) -> dict:
         try:
             p = te.propose(ctx.ws, idx)
         except te.TimingEditError as err:
-            raise gr.Error(str(err))
+            raise UserError("plain", text=lambda lg, e=err: in_lang(e.args[0], lg)) from None
         rows = "\n".join(f"| {k + 1} {tag} | {s:.2f} | {c:.2f} |"
                          for k, (tag, s, c) in enumerate(zip(p["tags"], p["starts"], p["section_confidence"])))
-        md = (msg_("timing_proposal_head", conf=f"{p['confidence']:.2f}", stem=p["stem"]) + "\n\n| section | start (s) | "
-              "confidence |\n|---|---|---|\n" + rows + "".join(f"\n\n- {n}" for n in p["notes"]))
+        md = (msg_("timing_proposal_head", conf=f"{p['confidence']:.2f}", stem=p["stem"]) + "\n\n"
+              + msg_("te_cols") + "\n|---|---|---|\n" + rows + "".join(f"\n\n- {n}" for n in p["notes"]))
         return [te.picture(ctx.ws, idx, proposal=p["starts"]), p, md, gr.update(visible=True)]
 
     def accept(idx, p):
@@ -137,7 +138,7 @@ def build(ctx) -> dict:
         try:
             te.save_starts(ctx.ws, idx, p["starts"], "proposed")
         except te.TimingEditError as err:
-            raise gr.Error(str(err))
+            raise UserError("plain", text=lambda lg, e=err: in_lang(e.args[0], lg)) from None
         return _show(idx, msg_("timing_accepted", idx=idx)) + [None, "", gr.update(visible=False)]
 
     song.change(on_song, [song], outs + [proposal, proposal_md, accept_btn], api_name="timing_song")
