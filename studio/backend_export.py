@@ -69,7 +69,7 @@ def _user_error(fn, *a, **kw):
         raise gr.Error(str(err)) from None
 
 
-def merge(ws, ckpt: str, strength: float) -> str:
+def merge(ws, ckpt: str, strength: float, lang: str = "en") -> str:
     """core.export.export_checkpoint: LoRA merged at `strength` (or a full checkpoint copied) into
     <workspace>/exports/<run>_<step>[_strength-s]/ in the official layout."""
     from core import export
@@ -77,7 +77,7 @@ def merge(ws, ckpt: str, strength: float) -> str:
     res = _user_error(export.export_checkpoint, ckpt, cfg=cfg, strength=float(strength),
                       overwrite=True)
     notes = "".join(f"\n- {n}" for n in res.notes)
-    return f"`{res.out_dir}` ({res.kind}, {res.dtype}, {res.num_keys} keys){notes}"
+    return tr("merge_result", lang, dir=res.out_dir, kind=res.kind, dtype=res.dtype, n=res.num_keys) + notes
 
 
 def _gen_setup(ckpt, lyrics, desc, seconds, seed, prompt):
@@ -160,7 +160,8 @@ def _latest_generation(ws, kinds=("ab", "sweep", "single")) -> Optional[Path]:
     return max(found, key=lambda p: p.stat().st_mtime) if found else None
 
 
-def push(ws, ckpt, strength, repo_id, private, adapter, merged, dataset, token: Optional[str] = None) -> str:
+def push(ws, ckpt, strength, repo_id, private, adapter, merged, dataset, token: Optional[str] = None,
+         lang: str = "en") -> str:
     """core.hub.push of the picked checkpoint (adapter), its merged export, the newest A/B or sweep
     (embedded in the card) and optionally the dataset. `token` is passed through, never stored."""
     if not (repo_id or "").strip():
@@ -178,5 +179,6 @@ def push(ws, ckpt, strength, repo_id, private, adapter, merged, dataset, token: 
     res = _user_error(hub.push, cfg, repo_id=repo_id.strip(), adapter_dir=adapter_dir,
                       merged_dir=merged_dir, samples_dir=samples, push_dataset=bool(dataset), private=bool(private),
                       token=token or None)
-    extra = f" · dataset: {res.dataset_url}" if getattr(res, "dataset_url", None) else ""
-    return f"{res.url} ({'private' if res.private else 'public'}, {len(res.files)} files){extra}"
+    extra = " · " + tr("push_dataset_at", lang, url=res.dataset_url) if getattr(res, "dataset_url", None) else ""
+    return tr("push_result", lang, url=res.url, vis=tr("vis_private" if res.private else "vis_public", lang),
+              n=len(res.files)) + extra

@@ -95,6 +95,10 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "val_na_mismatch": ("the tokenized dataset does not fit this model ({why}); tokenize again with this run's "
                         "base model and codec", "已编码数据集与此模型不匹配（{why}）；请用此运行的基础模型和编解码器重新编码"),
     "val_na_other": ("{why}", "{why}"),
+    "merge_result": ("`{dir}` ({kind}, {dtype}, {n} keys)", "`{dir}`（{kind}，{dtype}，{n} 个键）"),
+    "push_result": ("{url} ({vis}, {n} files)", "{url}（{vis}，{n} 个文件）"),
+    "push_dataset_at": ("dataset: {url}", "数据集：{url}"),
+    "vis_private": ("private", "私有"), "vis_public": ("public", "公开"),
     "sweep_label": ("{strength} {s} · {val} {v}", "{strength} {s} · {val} {v}"),
     # ---- data tab: findings the studio itself adds ------------------------------------------------------
     "qc_split": ("{name} is longer than the model's {max} s: split at section boundaries into {n} training items",

@@ -81,8 +81,8 @@ def build(ctx, train_ui) -> dict:
         return backend.check_checkpoint(ctx.ws, c)
 
     def merge(c, s, request: gr.Request = None):
-        path = backend.merge(ctx.ws, _need(c), s)
-        return tr("merged_at", request_lang(request, ctx.lang), path=path)
+        lang = request_lang(request, ctx.lang)
+        return tr("merged_at", lang, path=backend.merge(ctx.ws, _need(c), s, lang))
 
     def prompt_path(p) -> Optional[str]:
         if not p:
@@ -127,16 +127,19 @@ def build(ctx, train_ui) -> dict:
     ab_btn.click(ab, gen_in, [a_audio, b_audio, ab_msg], api_name="ab")
     sweep_btn.click(sweep, [ckpt, scales, lyrics, desc, seconds, seed, prompt], sweep_audio, api_name="sweep")
 
-    def _push(c, st, rp, pv, pa, pm, pd_, tok):
+    def _push(c, st, rp, pv, pa, pm, pd_, tok, request: gr.Request = None):
+        lang = request_lang(request, ctx.lang)
         if ctx.locked:
             raise UserError("demo_disabled")
-        url = backend.push(ctx.ws, _need(c), float(st), rp, bool(pv), bool(pa), bool(pm), bool(pd_), token=tok or None)
-        return ctx.msg("pushed", url=url)
+        url = backend.push(ctx.ws, _need(c), float(st), rp, bool(pv), bool(pa), bool(pm), bool(pd_), token=tok or None,
+                           lang=lang)
+        return tr("pushed", lang, url=url)
 
     push_in = [ckpt, strength, repo, private, p_adapter, p_merged, p_dataset]
     if use_oauth:
-        def push_oauth(c, st, rp, pv, pa, pm, pd_, oauth_token: gr.OAuthToken | None = None):
-            return _push(c, st, rp, pv, pa, pm, pd_, oauth_token.token if oauth_token else None)
+        def push_oauth(c, st, rp, pv, pa, pm, pd_, oauth_token: gr.OAuthToken | None = None,
+                       request: gr.Request = None):
+            return _push(c, st, rp, pv, pa, pm, pd_, oauth_token.token if oauth_token else None, request)
         push_btn.click(push_oauth, push_in, push_msg, api_name="push")
     else:
         push_btn.click(_push, push_in + [token], push_msg, api_name="push")
