@@ -150,3 +150,20 @@ def test_bulk_import_problems_render_in_chinese(tmp_path):
                                           "metadata.jsonl line 2: no 'path' (the audio file name), skipped"]
     zh = [in_lang(p, "zh") for p in problems]
     assert zh[0].startswith("metadata.jsonl 第 1 行：不是有效的 JSON") and "缺少 'path'" in zh[1]
+
+
+def test_the_sample_list_follows_the_samples_folder(app):
+    """The final sample is written after the last metrics line: the list must pick it up by itself."""
+    from core.config import load_config
+    from core.runs import create_run
+    ws = app.studio_ctx.ws
+    run = create_run(load_config(None, {"workspace": str(ws.root)}), name="samples")
+    tick = app.studio_ui["train"]["samples_tick"]
+    (run / "samples").mkdir()
+    (run / "samples" / "step-0_0.wav").write_bytes(b"RIFF")
+    upd, seen = tick(str(run), None)
+    assert upd["value"].endswith("step-0_0.wav")
+    assert tick(str(run), seen)[0] == {"__type__": "update"}  # nothing new: nothing sent
+    (run / "samples" / "step-6_0.wav").write_bytes(b"RIFF")
+    upd, seen = tick(str(run), seen)
+    assert upd["value"].endswith("step-6_0.wav") and len(upd["choices"]) == 2

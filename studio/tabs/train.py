@@ -449,7 +449,7 @@ def build(ctx) -> dict:
     return {"select_run": select_run, "run_config": config, "run_command": command, "run_pick": run_pick, "view_state": view_state, "poll": poll, "poll_outs": poll_outs,
             "changed": start_ev, "preview": preview, "inputs": inputs, "values": values, "config": next_cfg, "command": next_cmd,
             "estimate": estimate, "sample_audio": sample_audio, "start_btn": start_btn, "resume_btn": resume_btn,
-            "preset": w["preset"], "base_kind": w["base_kind"], "sample_pick": sample_pick}
+            "preset": w["preset"], "base_kind": w["base_kind"], "sample_pick": sample_pick, "samples_tick": samples_tick}
 
 
 def wire_load(ctx, demo, ui) -> None:
