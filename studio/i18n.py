@@ -335,8 +335,9 @@ def tr(key: str, lang: str = "en", **fmt) -> str:
 
 COOKIE = "studio_lang"
 # Runs in <head> before Gradio starts: a language picked in the page (saved in this browser) wins over
-# the browser's own, so gr.I18n shows the static texts in it.
-HEAD = """<script>(function(){try{var l=localStorage.getItem('studio-lang');if(l){
+# the browser's own, so gr.I18n shows the static texts in it. Gradio knows Chinese as zh-CN / zh-TW (a
+# bare "zh" falls back to English), and finds our "zh" table from either.
+HEAD = """<script>(function(){try{var l=localStorage.getItem('studio-lang');if(l){if(l==='zh'){l='zh-CN'}
 Object.defineProperty(navigator,'language',{get:function(){return l}});
 Object.defineProperty(navigator,'languages',{get:function(){return [l]}});}}catch(e){}})();</script>"""
 # the language switch: remember it in this browser (storage for the page, a cookie for the server) and reload
