@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Optional
 
 import gradio as gr
+from starlette.middleware import Middleware
 
 from studio import backend, feedback
 from core import runs
@@ -125,9 +126,44 @@ def build_app(workspace: Optional[str | os.PathLike] = None, lang: str = "en",
     return demo
 
 
+class EarlyHead:
+    """ASGI middleware: puts `script` first in the page's <head>. Gradio mounts its `head` only after it
+    has picked the page's language from the browser, too late for the language chosen in the page
+    (studio.i18n.HEAD), so that script is served at the top of the HTML instead."""
+
+    def __init__(self, app, script: str):
+        self.app, self.script = app, script.encode()
+
+    async def __call__(self, scope, receive, send):
+        page_path = scope.get("root_path", "").rstrip("/") + "/"  # only the page itself, never a stream
+        if scope["type"] != "http" or scope.get("method") != "GET" or scope.get("path") not in (page_path, "/"):
+            return await self.app(scope, receive, send)
+        start: dict = {}
+        body: list[bytes] = []
+
+        async def rewrite(message):
+            if message["type"] == "http.response.start":
+                start.update(message)  # sent with the body, once its length is known
+                return
+            if message["type"] != "http.response.body":
+                return await send(message)
+            body.append(message.get("body", b""))
+            if message.get("more_body"):
+                return
+            page, headers = b"".join(body), list(start.get("headers", []))
+            if dict(headers).get(b"content-type", b"").startswith(b"text/html") and b"<head>" in page:
+                page = page.replace(b"<head>", b"<head>" + self.script, 1)
+                headers = [(k, str(len(page)).encode() if k == b"content-length" else v) for k, v in headers]
+            await send({**start, "headers": headers})
+            await send({"type": "http.response.body", "body": page})
+
+        await self.app(scope, receive, rewrite)
+
+
 def launch_kwargs() -> dict:
     css = ASSETS / "style.css"
-    return {"head": HEAD, "css_paths": [css] if css.is_file() else None, "theme": gr.themes.Soft(), "footer_links": ["api", "settings"]}
+    return {"app_kwargs": {"middleware": [Middleware(EarlyHead, script=HEAD)]},
+            "css_paths": [css] if css.is_file() else None, "theme": gr.themes.Soft(), "footer_links": ["api", "settings"]}
 
 
 def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int = 7860, **kw):

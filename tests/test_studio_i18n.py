@@ -167,3 +167,20 @@ def test_the_sample_list_follows_the_samples_folder(app):
     (run / "samples" / "step-6_0.wav").write_bytes(b"RIFF")
     upd, seen = tick(str(run), seen)
     assert upd["value"].endswith("step-6_0.wav") and len(upd["choices"]) == 2
+
+
+def test_the_language_script_runs_before_gradio_picks_the_page_language(app):
+    """Gradio mounts `head` after choosing the page's locale; the studio serves its script first in <head>."""
+    import socket
+    import urllib.request
+    from studio.app import launch
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    launch(app, host="127.0.0.1", port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        html = urllib.request.urlopen(f"http://127.0.0.1:{port}/").read().decode()
+    finally:
+        app.close()
+    head = html.index("<head>")
+    assert head < html.index("localStorage.getItem('studio-lang')") < html.index("<script type=\"module\"")
