@@ -334,7 +334,7 @@ def tr(key: str, lang: str = "en", **fmt) -> str:
 
 
 COOKIE = "studio_lang"
-# Runs in <head> before Gradio starts: a language picked in the page (saved in this browser) wins over
+# Served first in <head> (studio.app.EarlyHead), before Gradio starts: a language picked in the page (saved in this browser) wins over
 # the browser's own, so gr.I18n shows the static texts in it. Gradio knows Chinese as zh-CN / zh-TW (a
 # bare "zh" falls back to English), and finds our "zh" table from either.
 HEAD = """<script>(function(){try{var l=localStorage.getItem('studio-lang');if(l){if(l==='zh'){l='zh-CN'}
