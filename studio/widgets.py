@@ -4,9 +4,8 @@ vocabulary), so the UI offers exactly what the engine accepts and a preset is ju
 Optional numbers (e.g. training.max_steps: None = by epochs) show 0 for "not set"."""
 from __future__ import annotations
 
-from typing import Any
-
 import re
+from typing import Any
 
 import gradio as gr
 
