@@ -96,6 +96,7 @@ def check_song(song: dict[str, Any], max_dur: float = 150.0) -> dict[str, Any]:
         desc = description.check_description(song.get("descriptions") or "")
     findings = [f for f in qc.findings if f.code != "too_long"]
     split_values: dict[str, Any] = {}
+    untimed: list[list] = []  # coded like the audio findings, for the page's language
     timing_errors = list(tres.errors) if tres else []
     if qc.info and qc.info.duration_s > max_dur:
         if tres and tres.timing is not None:
@@ -108,6 +109,7 @@ def check_song(song: dict[str, Any], max_dur: float = 150.0) -> dict[str, Any]:
         elif not timing_errors:
             timing_errors.append(song_timing.untimed_too_long(song.get("source_name") or song["idx"],
                                                               qc.info.duration_s, max_dur))
+            untimed = [["untimed_too_long", timing_errors[-1], {"dur": f"{qc.info.duration_s:.0f}", "max": f"{max_dur:g}"}]]
     ok = not any(f.level == "error" for f in findings)
     reasons = [f.message for f in findings] + timing_errors + list(res.errors) + desc_errors + list(res.changes) \
         + (list(tres.changes) if tres else []) + list(res.warnings) + list(desc.warnings) + list(desc.changes)
@@ -123,7 +125,7 @@ def check_song(song: dict[str, Any], max_dur: float = 150.0) -> dict[str, Any]:
         status = "ok"
     dur = round(qc.info.duration_s, 1) if qc.info else None
     # (code, English message) of each audio finding, so the page can show it in the browser's language
-    codes = [[f.code, f.message, split_values if f.code == "split" else {}] for f in findings]
+    codes = [[f.code, f.message, split_values if f.code == "split" else {}] for f in findings] + untimed
     # (code, English message, values) of each lyric finding (core.lyrics.Note)
     lyric_codes = [[n.code, str(n), n.values] for n in (*res.errors, *res.changes, *res.warnings)
                    if getattr(n, "code", "")]

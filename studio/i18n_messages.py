@@ -101,6 +101,11 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "vis_private": ("private", "私有"), "vis_public": ("public", "公开"),
     "sweep_label": ("{strength} {s} · {val} {v}", "{strength} {s} · {val} {v}"),
     # ---- data tab: findings the studio itself adds ------------------------------------------------------
+    "qc_untimed_too_long": ("{name} lasts {dur} s, longer than the model's limit of {max} s, and has no section timing, so "
+                            "it cannot be cut into pieces that keep their own lyrics. Give it section timing (an LRC "
+                            "file, or the starts in the 1b · Timing tab), or trim it to {max} s and shorten the lyrics",
+                            "{name} 长 {dur} 秒，超过模型 {max} 秒的上限，且没有分段时间，无法切成各自带有对应歌词的片段。"
+                            "请为它提供分段时间（LRC 文件，或在「1b · 分段时间」中设置各段起点），或把它裁剪到 {max} 秒并相应缩短歌词"),
     "qc_split": ("{name} is longer than the model's {max} s: split at section boundaries into {n} training items",
                  "{name} 超过模型的 {max} 秒上限：按段落边界切成 {n} 个训练片段"),
     # ---- data tab: lyric findings (core.lyrics.Note codes) ------------------------------------------------

@@ -184,3 +184,15 @@ def test_the_language_script_runs_before_gradio_picks_the_page_language(app):
         app.close()
     head = html.index("<head>")
     assert head < html.index("localStorage.getItem('studio-lang')") < html.index("<script type=\"module\"")
+
+
+def test_a_too_long_song_is_refused_in_chinese_with_what_to_do(tmp_path):
+    from studio import backend
+    from studio.i18n import finding
+    wav = tmp_path / "long.wav"
+    sf.write(str(wav), (0.2 * np.random.default_rng(0).standard_normal((44100 * 12, 2))).astype(np.float32), 44100)
+    chk = backend.check_song({"idx": "long", "path": str(wav), "gt_lyric": "[verse] a b. c d ; [chorus] e f",
+                              "source_name": "long.wav"}, max_dur=10)
+    assert chk["status"] == "rejected"
+    zh = [finding(r, chk, "long.wav", "zh") for r in chk["reasons"]]
+    assert any("超过模型 10 秒的上限" in r and "分段时间" in r for r in zh), zh
