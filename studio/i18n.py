@@ -225,6 +225,13 @@ T: dict[str, tuple[str, str]] = {
     "reason_stop": ("stop", "停止"), "reason_end": ("end", "结束"), "reason_best": ("best validation", "最佳验证"),
     "val_curve": ("validation loss", "验证损失"), "train_raw": ("loss (raw)", "损失（原始）"),
     "train_smooth": ("loss (smoothed)", "损失（平滑）"),
+    # plot legend: the metric names as the logs and TensorBoard show them (English), translated for Chinese
+    "s_loss_mixed": ("loss_mixed", "混合流损失"), "s_loss_vocal": ("loss_vocal", "人声流损失"),
+    "s_loss_bgm": ("loss_bgm", "伴奏流损失"), "s_reward_margin": ("reward_margin", "奖励差"),
+    "s_reward_accuracy": ("reward_accuracy", "奖励准确率"), "s_val_reward_margin": ("val_reward_margin", "验证奖励差"),
+    "s_val_reward_accuracy": ("val_reward_accuracy", "验证奖励准确率"),
+    "smoothed_fmt": ("{name} (smoothed)", "{name}（平滑）"),
+    "plot_step": ("step", "步数"), "plot_value": ("loss", "损失"),
     "val_na_note": ("Validation loss is n/a: {why}", "验证损失不可用：{why}"),
     "next_data": ("**Next:** when every song is ok or fixed, go to **2 · Tokenize**.",
                   "**下一步：** 当所有歌曲都正常或已修正后，进入 **2 · 编码**。"),

@@ -80,7 +80,20 @@ def preset_values(name: str, base_kind: str) -> dict:
 _PALETTE = ["#9ecae9", "#1f77b4", "#ff7f0e", "#d62728", "#2ca02c", "#9467bd", "#8c564b", "#e377c2"]
 
 
-def _plot_value(rows: list) -> Any:
+def _series_labels(lang: str) -> dict[str, str]:
+    """Legend names of the monitor's series in `lang` (monitor.RunView.rows' `labels`)."""
+    out = {"loss (raw)": tr("train_raw", lang), "loss (smoothed)": tr("train_smooth", lang),
+           "val_loss": tr("val_curve", lang)}
+    for name in monitor.STREAMS:
+        if name in ("loss", "val_loss"):
+            continue
+        shown = tr(f"s_{name}", lang)
+        out[name if name.startswith("val_") else f"{name} (smoothed)"] = (
+            shown if name.startswith("val_") else tr("smoothed_fmt", lang, name=shown))
+    return out
+
+
+def _plot_value(rows: list, lang: str = "en") -> Any:
     """The loss plot's update for these rows. No rows: None (the empty placeholder), never an empty
     frame: Gradio's plot builds its Vega spec (the colour domain, the axis types) from the first
     value it draws and afterwards only swaps data, so a spec built from an empty frame draws no line
@@ -90,7 +103,8 @@ def _plot_value(rows: list) -> Any:
         return None
     df = pd.DataFrame(rows, columns=["step", "loss", "series"])
     names = list(dict.fromkeys(df["series"]))
-    return gr.update(value=df, color_map={n: _PALETTE[i % len(_PALETTE)] for i, n in enumerate(names)})
+    return gr.update(value=df, color_map={n: _PALETTE[i % len(_PALETTE)] for i, n in enumerate(names)},
+                     x_title=tr("plot_step", lang), y_title=tr("plot_value", lang))
 
 
 ACTIVE = ("starting", "running", "stopping")
@@ -404,10 +418,7 @@ def build(ctx) -> dict:
         changed = st.get("run") != run or st.get("version") != v.version or st.get("lang") != lang
         plot_out = samples_out = ck_out = gr.skip()
         if changed:
-            labels = {k: tr(key, lang) for k, key in (("loss (raw)", "train_raw"), ("loss (smoothed)", "train_smooth"),
-                                                       ("val_loss", "val_curve"))}
-            rows = v.rows(labels=labels)
-            plot_out = _plot_value(rows)
+            plot_out = _plot_value(v.rows(labels=_series_labels(lang)), lang)
             sm = backend.samples(run)
             samples_out = gr.update(choices=[(Path(s).name, s) for s in sm], value=sm[-1] if sm else None)
             ck_out = _ck_table(backend.checkpoint_rows(run, lang), lang)
