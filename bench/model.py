@@ -14,7 +14,7 @@ dir and imported from there. Each (implementation, configuration, round) runs in
             generate() with the CPU/CUDA defaults; and generate_batch() for several songs in one pass.
 
     python bench/model.py [--device cpu|cuda] [--steps 3] [--rounds 2] [--frames 750] [--gen-frames 100]
-                          [--threads N] [--configs fp32:0,fp32:1,bf16:0]
+                          [--threads N] [--configs fp32:0,fp32:1,bf16:0 | none (generation only)]
 """
 from __future__ import annotations
 
@@ -226,7 +226,7 @@ def main() -> None:
         print(f"model {BENCH_CONFIG.name} (D256 F704 H4 L4+2), B={args.batch}, T={args.frames}; "
               f"baseline = {args.baseline_root or 'git ' + args.baseline_rev}; medians of {args.rounds} "
               f"alternating rounds x {args.steps} steps")
-        jobs = args.configs.split(",") + ["gen"]
+        jobs = [c for c in args.configs.split(",") if c and c != "none"] + ["gen"]
         results = {job: {"baseline": [], "ours": []} for job in jobs}
         for job in jobs:
             for _ in range(args.rounds):

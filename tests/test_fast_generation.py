@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from core.model import LeLM
+from core.model import fast_step
 from core.model.generation import apply_repetition_penalty, resolve_cache, resolve_compile
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
@@ -23,7 +24,7 @@ def cases():
     return torch.load(FIXTURE / "cases.pt", weights_only=True)
 
 
-def test_static_cache_and_compiled_step_equal_eager(tiny, cases):
+def test_static_cache_and_compiled_step_equal_eager(tiny, cases, monkeypatch):
     g = cases["generations"][0]
     i = g["case"]
     kw = dict(max_frames=g["max_gen_len"], greedy=True, cfg_coef=g["cfg_coef"], record_window=g["record_window"])
@@ -32,12 +33,43 @@ def test_static_cache_and_compiled_step_equal_eager(tiny, cases):
     static = tiny.generate(*args, cache="static", **kw)
     # The one-frame step captured as one graph (fullgraph=True) by dynamo; "eager" backend on a CPU.
     compiled = tiny.generate(*args, cache="static", compile="eager", **kw)
+    # fast_step.FrameStep (the CPU default), with fused weight copies and with module calls.
+    fused = tiny.generate(*args, cache="preallocated", **kw)
+    monkeypatch.setattr(fast_step, "FUSE_MAX_BYTES", 0)
+    modules = tiny.generate(*args, cache="preallocated", **kw)
     assert torch.equal(dynamic, g["tokens"])
-    assert torch.equal(static, dynamic) and torch.equal(compiled, dynamic)
-    # Seeded sampling: the same tokens through both caches.
+    for other in (static, compiled, fused, modules):
+        assert torch.equal(other, dynamic)
+    # Seeded sampling: the same tokens through every cache.
     a = tiny.generate(*args, max_frames=10, seed=5, cache="dynamic")
     b = tiny.generate(*args, max_frames=10, seed=5, cache="static")
-    assert torch.equal(a, b)
+    monkeypatch.undo()
+    c = tiny.generate(*args, max_frames=10, seed=5)
+    assert torch.equal(a, b) and torch.equal(a, c)
+
+
+def test_frame_step_hidden_states_equal_the_stacks(tiny, cases, monkeypatch):
+    """FrameStep's hidden states equal transformers' (the eager step) frame after frame, to fp32 rounding."""
+    from transformers import DynamicCache
+
+    torch.manual_seed(0)
+    cond = tiny.make_conditions(cases["lyrics"], cases["descriptions"], cases["prompt"], 3)
+    prefix = tiny.condition_prefix(cond)
+    seq = torch.randint(0, 16384, (3, 3, 8))
+    n = prefix[0].shape[1]
+    for fuse in (512 * 2 ** 20, 0):
+        monkeypatch.setattr(fast_step, "FUSE_MAX_BYTES", fuse)
+        with torch.no_grad():
+            ref = (DynamicCache(), DynamicCache())
+            ours = (DynamicCache(), DynamicCache())
+            tiny.hidden_steps(seq[..., :1], prefix, ref, torch.arange(n + 1))
+            tiny.hidden_steps(seq[..., :1], prefix, ours, torch.arange(n + 1))
+            step = fast_step.FrameStep(tiny, ours, n + 8)
+            for t in range(1, 8):
+                want = tiny.hidden_steps(seq[..., t:t + 1], None, ref, torch.arange(n + t, n + t + 1))
+                got = step(seq[..., t:t + 1])
+                for w, o in zip(want, got):
+                    torch.testing.assert_close(o, w[:, -1], rtol=1e-5, atol=1e-5)
 
 
 def test_batch_equals_one_song_runs(tiny, cases):
@@ -54,7 +86,7 @@ def test_batch_equals_one_song_runs(tiny, cases):
 
 def test_choices_and_penalty():
     cpu = torch.device("cpu")
-    assert resolve_cache("auto", cpu) == "dynamic" and resolve_cache("auto", torch.device("cuda")) == "static"
+    assert resolve_cache("auto", cpu) == "preallocated" and resolve_cache("auto", torch.device("cuda")) == "static"
     with pytest.raises(ValueError, match="cache must be"):
         resolve_cache("paged", cpu)
     assert resolve_compile(None, cpu, "static") is None  # CPU: eager step

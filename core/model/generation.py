@@ -8,10 +8,14 @@ sampled with temperature / top-k (or top-p), vocal and bgm taken greedily (top-p
 applies to all streams); delay-pattern slots forced EMPTY; a stream that emitted EOS stays EMPTY.
 
 Speed (same tokens): conditions are encoded once; a head runs only for streams that can still emit a
-token at this step (not a delay slot, not ended in every row); the cache is transformers' StaticCache
-("static", no per-step concatenation; on CUDA the one-frame step is compiled and CUDA-graphed) or
-DynamicCache ("dynamic"); on a CPU the heads read a transposed copy of their weights (a GEMV over
-contiguous rows, ~2x faster than `linear` for 2B rows).
+token at this step (not a delay slot, not ended in every row); in float32 the guidance is applied to
+the head's input (the heads are linear: head(u + c(h - u)) = head(u) + c(head(h) - head(u)) up to
+rounding), so a head reads its 16385 x D weight for one row per song, not two; the cache is
+"preallocated" (the CPU default: fast_step.FrameStep, KV in buffers, no transformers call per frame),
+transformers' StaticCache ("static"; on CUDA the one-frame step is compiled and CUDA-graphed) or
+DynamicCache ("dynamic"); on a CPU the heads read a transposed copy of their weights, one row at a
+time (a GEMV over contiguous rows, ~3x faster than `linear`, and a row's numbers do not depend on
+the batch).
 """
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ import torch
 from transformers import DynamicCache, StaticCache
 
 from .conditioners import Conditions
+from .fast_step import FrameStep
 from .pattern import EMPTY, EOS
 
 log = logging.getLogger(__name__)
@@ -72,11 +77,10 @@ def choose_tokens(scores: torch.Tensor, *, greedy: bool, temperature: float, top
     """scores [K, V] -> tokens [K]."""
     if greedy:
         return scores.argmax(-1)
-    probs = torch.softmax(scores / temperature, dim=-1)
     if top_p > 0.0:
-        return sample_top_p(probs, top_p, generator)
+        return sample_top_p(torch.softmax(scores / temperature, dim=-1), top_p, generator)
     out = scores.argmax(-1)  # vocal / bgm: top-1
-    first = probs[:1]
+    first = torch.softmax(scores[:1] / temperature, dim=-1)  # only the mixed stream is sampled
     if top_k > 0:
         out[0] = sample_top_k(first, top_k, generator)[0]
     else:
@@ -106,7 +110,9 @@ class _Heads:
 
     def __call__(self, q: int, h: torch.Tensor) -> torch.Tensor:
         wt = self.t_weights[q]
-        return (h @ wt if wt is not None else self.modules[q](h)).float()
+        if wt is None:
+            return self.modules[q](h).float()
+        return torch.cat([row @ wt for row in h.split(1)]).float()
 
 
 class _Stacks:
@@ -114,6 +120,9 @@ class _Stacks:
 
     def __init__(self, model: "LeLM", rows: int, max_len: int, cache: str, backend: Optional[str]):
         self.model = model
+        self.max_len = max_len
+        self.frame_step: Optional[FrameStep] = None
+        self.preallocated = cache == "preallocated"
         if cache == "static":
             self.caches = tuple(StaticCache(config=s.config, max_cache_len=max_len)
                                 for s in (model.transformer, model.transformer2))
@@ -132,21 +141,26 @@ class _Stacks:
     def prefill(self, sequence: torch.Tensor, prefix: tuple[torch.Tensor, torch.Tensor]):
         n = prefix[0].shape[1] + sequence.shape[-1]
         h1, h2 = self.model.hidden_steps(sequence, prefix, self.caches, self.positions[:n])
+        if self.preallocated:  # the prefill's KV moves into FrameStep's buffers
+            self.frame_step = FrameStep(self.model, self.caches, self.max_len)
+            self.caches = None
         return h1[:, -1], h2[:, -1]
 
     def step(self, tokens: torch.Tensor, position: int):
+        if self.frame_step is not None:
+            return self.frame_step(tokens)
         out = self._step(tokens, self.positions[position:position + 1])
         # CUDA-graph outputs are overwritten by the next replay: keep our own copy.
         return tuple(t.clone() for t in out) if self._step is not self._eager_step else out
 
 
 def resolve_cache(cache: str, device: torch.device) -> str:
-    if cache not in ("auto", "static", "dynamic"):
-        raise ValueError(f"cache must be auto, static or dynamic, got {cache!r}")
-    # auto: static on CUDA (the compiled step needs it); on a CPU the growing cache measured faster
-    # at bench lengths (attention over the filled part only, no mask).
+    if cache not in ("auto", "preallocated", "static", "dynamic"):
+        raise ValueError(f"cache must be auto, preallocated, static or dynamic, got {cache!r}")
+    # auto: static on CUDA (the compiled step needs it); on a CPU the preallocated buffers (attention
+    # over the filled part only, no mask, no concatenation, no transformers call per frame).
     if cache == "auto":
-        return "static" if device.type == "cuda" else "dynamic"
+        return "static" if device.type == "cuda" else "preallocated"
     return cache
 
 
@@ -227,6 +241,9 @@ def generate_batch(model: "LeLM", lyrics: Sequence[Optional[str]], descriptions:
     ended = torch.zeros(B, K, dtype=torch.bool, device=dev)
     history: list[torch.Tensor] = []
     n_prefix = prefix[0].shape[1]
+    # Guiding the heads' input is exact up to rounding for linear heads; in bf16/fp16 the logits are
+    # combined in float32 instead, as upstream does.
+    guide_hidden = model.dtype == torch.float32
     try:
         for offset in range(1, S):
             step_input = seq[:, :, offset - 1:offset].repeat(2, 1, 1)
@@ -238,8 +255,12 @@ def generate_batch(model: "LeLM", lyrics: Sequence[Optional[str]], descriptions:
             needed = range(K) if on_step is not None else live
             scores = torch.zeros(B, K, model.code_size + 1, device=dev)
             for q in needed:
-                logits = heads(q, h1 if q == 0 else h2)  # [2B, V]
-                scores[:, q] = logits[B:] + (logits[:B] - logits[B:]) * cfg_coef
+                h = h1 if q == 0 else h2  # [2B, D]
+                if guide_hidden:
+                    scores[:, q] = heads(q, h[B:] + (h[:B] - h[B:]) * cfg_coef)
+                else:
+                    logits = heads(q, h)  # [2B, V]
+                    scores[:, q] = logits[B:] + (logits[:B] - logits[B:]) * cfg_coef
             scores = apply_repetition_penalty(scores, history, record_window)
             if banned is not None:
                 scores[:, 0] = scores[:, 0].masked_fill(banned, float("-inf"))

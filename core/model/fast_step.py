@@ -1,0 +1,160 @@
+"""The one-frame generation step without transformers' per-call machinery (the CPU default).
+
+Profiled at one thread on the bench model (D256, 4+2 layers, 2 guided rows), a frame through
+`LlamaModel.forward` cost more in Python and copies than in matmuls: a causal-mask and rotary
+computation per call, deprecation / output-capture wrappers and module hooks around every layer,
+and a DynamicCache that concatenates the whole cache (12 tensors of ~0.7 MB per frame). Here the
+KV lives in preallocated buffers (written in place, read as a view of the filled part), cos/sin come
+from a table built once by the stack's own rotary module, and each layer runs the same operations
+as `LlamaDecoderLayer` in the same order (RMSNorm in float32, rotate-half RoPE, SDPA, gated MLP), so
+the numbers are the library's. Projections and norms that are not the plain classes (peft LoRA
+layers, hub kernels) are called as modules, so adapters and peft's per-row `adapter_names` hooks
+still apply. The prompt/condition prefill still runs through transformers.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import DynamicCache
+from transformers.models.llama.modeling_llama import LlamaRMSNorm
+
+if TYPE_CHECKING:
+    from .lelm import LeLM
+
+FUSE_MAX_BYTES = 512 * 2 ** 20
+
+
+def _linear(mod: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    if type(mod) is nn.Linear:
+        w, b = mod.weight, mod.bias
+        return lambda x: F.linear(x, w, b)
+    return mod  # a LoRA layer (or anything else): its own forward
+
+
+def _rms_norm(mod: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    if type(mod) is not LlamaRMSNorm or type(mod).forward is not LlamaRMSNorm.forward:
+        return mod
+    w, eps = mod.weight, mod.variance_epsilon
+
+    def norm(h: torch.Tensor) -> torch.Tensor:  # LlamaRMSNorm.forward, op for op
+        x = h if h.dtype == torch.float32 else h.to(torch.float32)
+        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
+        return w * (x if h.dtype == torch.float32 else x.to(h.dtype))
+    return norm
+
+
+def _plain(*mods: nn.Module) -> bool:
+    return all(type(m) is nn.Linear and m.bias is None for m in mods)
+
+
+class _Layer:
+    def __init__(self, layer: nn.Module, fuse: bool):
+        a, mlp = layer.self_attn, layer.mlp
+        self.norm1, self.norm2 = _rms_norm(layer.input_layernorm), _rms_norm(layer.post_attention_layernorm)
+        self.q, self.k, self.v, self.o = (_linear(m) for m in (a.q_proj, a.k_proj, a.v_proj, a.o_proj))
+        self.gate, self.up, self.down, self.act = _linear(mlp.gate_proj), _linear(mlp.up_proj), \
+            _linear(mlp.down_proj), mlp.act_fn
+        self.scaling = a.scaling
+        # Fused, transposed copies [in, out] (one GEMV over contiguous rows per group instead of
+        # three / two `linear` calls) where the projections are plain linears; None: module calls.
+        self.qkv_t = self.o_t = self.gate_up_t = self.down_t = None
+        if fuse and _plain(a.q_proj, a.k_proj, a.v_proj, a.o_proj):
+            self.qkv_t = torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]).t().contiguous()
+            self.o_t = a.o_proj.weight.t().contiguous()
+        if fuse and _plain(mlp.gate_proj, mlp.up_proj, mlp.down_proj):
+            self.gate_up_t = torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]).t().contiguous()
+            self.down_t = mlp.down_proj.weight.t().contiguous()
+
+
+class StackStep:
+    """One Llama stack (`LlamaModel`) over `rows` rows, one position at a time, KV in buffers."""
+
+    def __init__(self, stack: nn.Module, cache: DynamicCache, max_len: int, fuse: bool):
+        cfg = stack.config
+        if cfg.num_key_value_heads != cfg.num_attention_heads:
+            raise ValueError("the one-frame step supports plain multi-head attention only (LeLM's layout)")
+        self.layers = [_Layer(layer, fuse) for layer in stack.layers]
+        self.norm = _rms_norm(stack.norm)
+        self.heads = cfg.num_attention_heads
+        self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        keys = cache.layers[0].keys
+        rows, n, dev, dtype = keys.shape[0], keys.shape[2], keys.device, keys.dtype
+        # The stack's own rotary module over every position at once: the same per-position values.
+        positions = torch.arange(max_len, device=dev)[None]
+        cos, sin = stack.rotary_emb(torch.empty(0, device=dev, dtype=dtype), positions)
+        self.cos = cos[0]  # [max_len, head_dim]
+        # rotate_half(x) * sin = cat(-x2, x1) * sin = roll(x, half) * cat(-sin1, sin2): the same products
+        # (a sign flip is exact) in two ops instead of five.
+        self.half = self.head_dim // 2
+        self.sin = torch.cat([-sin[0, :, :self.half], sin[0, :, self.half:]], dim=-1)
+        shape = (rows, self.heads, max_len, self.head_dim)
+        self.k_buf = [torch.empty(shape, device=dev, dtype=dtype) for _ in self.layers]
+        self.v_buf = [torch.empty(shape, device=dev, dtype=dtype) for _ in self.layers]
+        for i, layer_cache in enumerate(cache.layers):
+            self.k_buf[i][:, :, :n] = layer_cache.keys
+            self.v_buf[i][:, :, :n] = layer_cache.values
+        self.length = n
+
+    def __call__(self, h: torch.Tensor) -> torch.Tensor:
+        """h [rows, 1, D] at the next position -> the normed hidden state [rows, 1, D]."""
+        p = self.length
+        n = p + 1
+        rows = h.shape[0]
+        cos, sin = self.cos[p], self.sin[p]
+        split = (rows, 1, self.heads, self.head_dim)
+        for i, L in enumerate(self.layers):
+            residual = h
+            x = L.norm1(h)
+            if L.qkv_t is not None:
+                qkv = (x @ L.qkv_t).view(rows, 3, self.heads, self.head_dim)
+                qk = qkv[:, :2]
+                qk = (qk * cos) + (qk.roll(self.half, -1) * sin)  # q and k together
+                q, k, v = qk[:, 0, :, None], qk[:, 1, :, None], qkv[:, 2, :, None]
+            else:
+                q = L.q(x).view(split).transpose(1, 2)
+                k = L.k(x).view(split).transpose(1, 2)
+                v = L.v(x).view(split).transpose(1, 2)
+                q = (q * cos) + (q.roll(self.half, -1) * sin)
+                k = (k * cos) + (k.roll(self.half, -1) * sin)
+            self.k_buf[i][:, :, p:n] = k
+            self.v_buf[i][:, :, p:n] = v
+            # One query over every filled position: no mask needed.
+            att = F.scaled_dot_product_attention(q, self.k_buf[i][:, :, :n], self.v_buf[i][:, :, :n],
+                                                 scale=L.scaling)
+            att = att.transpose(1, 2).contiguous().reshape(rows, 1, -1)
+            h = residual + (att @ L.o_t if L.o_t is not None else L.o(att))
+            residual = h
+            x = L.norm2(h)
+            if L.gate_up_t is not None:
+                gate, up = (x @ L.gate_up_t).chunk(2, dim=-1)
+                h = residual + (L.act(gate) * up) @ L.down_t
+            else:
+                h = residual + L.down(L.act(L.gate(x)) * L.up(x))
+        self.length = n
+        return self.norm(h)
+
+
+class FrameStep:
+    """LeLM's one-frame step (both stacks and the fusion MLP), after a prefill into two DynamicCaches."""
+
+    def __init__(self, model: "LeLM", caches: tuple[DynamicCache, DynamicCache], max_len: int):
+        self.model = model
+        # The fused copies cost one more copy of the layer weights: only for models where the per-call
+        # overhead they save matters (a large model's frame is its matmuls, and GBs of copies would hurt).
+        stacks = (model.transformer.model, model.transformer2.model)
+        layer_bytes = sum(p.numel() * p.element_size() for s in stacks for p in s.layers.parameters())
+        fuse = layer_bytes <= FUSE_MAX_BYTES
+        self.main = StackStep(stacks[0], caches[0], max_len, fuse)
+        self.sub = StackStep(stacks[1], caches[1], max_len, fuse)
+
+    def __call__(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """tokens [rows, K, 1] -> the two stacks' last hidden states [rows, D] (as LeLM.hidden_steps)."""
+        m = self.model
+        x1 = m.emb[0](tokens[:, 0])
+        x2 = sum(m.layer2_emb[k](tokens[:, k]) for k in range(1, m.depth))
+        h1 = self.main(x1)
+        h2 = self.sub(m.mlp(torch.cat([x2, h1], dim=-1)))
+        return h1[:, -1], h2[:, -1]
