@@ -20,7 +20,8 @@ the batch).
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Callable, Optional, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Callable, Iterator, Optional, Sequence
 
 import torch
 from transformers import DynamicCache, StaticCache
@@ -154,6 +155,45 @@ class _Stacks:
         return tuple(t.clone() for t in out) if self._step is not self._eager_step else out
 
 
+BASE_ADAPTER = "__base__"  # peft's name for "no adapter" in a mixed-adapter batch
+
+
+@contextmanager
+def adapter_rows(model: "LeLM", names: Sequence[str]) -> Iterator[None]:
+    """Each song's rows run with its own peft LoRA adapter (BASE_ADAPTER: the base weights).
+
+    peft's LoRA layers take `adapter_names` (one per input row) and apply each adapter to its rows
+    only. The names go in through forward pre-hooks on those layers, as peft's own
+    `PeftModel.generate(adapter_names=...)` does; here the list is chosen by the input's row count:
+    the stacks see 2B rows (cond, uncond), the heads B (guided) or 2B.
+    """
+    from peft.tuners.lora import LoraLayer
+
+    layers = [m for m in model.modules() if isinstance(m, LoraLayer)]
+    if not layers:
+        raise ValueError("adapters were given but the model has no LoRA layers (load it with core.model.lora)")
+    known = set().union(*(layer.lora_A.keys() for layer in layers))
+    unknown = sorted(set(names) - known - {BASE_ADAPTER})
+    if unknown:
+        raise ValueError(f"adapter(s) {', '.join(unknown)} are not loaded on the model; loaded: {', '.join(sorted(known))}")
+    names = list(names)
+    by_rows = {len(names): names, 2 * len(names): names + names}
+
+    def inject(module, args, kwargs):
+        rows = args[0].shape[0] if args else kwargs["x"].shape[0]
+        if rows not in by_rows:
+            raise RuntimeError(f"a LoRA layer got {rows} rows in a batch of {len(names)} songs")
+        kwargs["adapter_names"] = by_rows[rows]
+        return args, kwargs
+
+    handles = [layer.register_forward_pre_hook(inject, with_kwargs=True) for layer in layers]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
 def resolve_cache(cache: str, device: torch.device) -> str:
     if cache not in ("auto", "preallocated", "static", "dynamic"):
         raise ValueError(f"cache must be auto, preallocated, static or dynamic, got {cache!r}")
@@ -192,11 +232,23 @@ def generate_batch(model: "LeLM", lyrics: Sequence[Optional[str]], descriptions:
                    cfg_coef: float = 1.5, temperature: float = 1.0, top_k: int = 50, top_p: float = 0.0,
                    greedy: bool = False, record_window: int = 50, seeds: Optional[Sequence[Optional[int]]] = None,
                    cache: str = "auto", compile: Optional[bool | str] = None,
+                   adapters: Optional[Sequence[str]] = None,
                    on_step: Optional[Callable[[int, torch.Tensor], None]] = None,
                    progress: Optional[Callable[[int, int], None]] = None) -> list[torch.LongTensor]:
     """B songs in one pass (one forward per frame for all of them) -> B codes [1, 3, T_b], each cut at its
     earliest EOS. Row b draws from its own generator (seeds[b]), so it matches a one-song run with that seed.
+    adapters: per song, the peft LoRA adapter it runs with (BASE_ADAPTER for the base), so an A/B of
+    base vs LoRA or a strength sweep (one adapter name per strength) shares one pass; see adapter_rows.
     on_step(step, scores [B, K, V]) sees every stream's guided scores (all heads run then)."""
+    if adapters is not None:
+        if len(adapters) != len(lyrics):
+            raise ValueError(f"need one adapter name per song ({len(lyrics)}), got {len(adapters)}")
+        # The compiled CUDA step is not used here: the per-row names enter through module hooks.
+        with adapter_rows(model, adapters):
+            return generate_batch(model, lyrics, descriptions, prompts, max_frames=max_frames, cfg_coef=cfg_coef,
+                                  temperature=temperature, top_k=top_k, top_p=top_p, greedy=greedy,
+                                  record_window=record_window, seeds=seeds, cache=cache, compile=False,
+                                  on_step=on_step, progress=progress)
     B = len(lyrics)
     if max_frames < 1:
         raise ValueError("max_frames must be >= 1")
