@@ -18,7 +18,7 @@ from typing import Any, Callable, Optional, Sequence
 from core.evaluate import validation_loss
 from core.fsutil import slugify
 from core.generate import (GenerationError, ModelLoader, ModelSpec, Settings, SongResult, checkpoint_label,
-                           frames_for, generate_song, load_prompt, settings_from_config)
+                           frames_for, generate_song, generate_together, load_prompt, settings_from_config)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -106,7 +106,10 @@ def run_models(cfg, specs: Sequence[ModelSpec], names: Sequence[str], *, kind: s
                with_val_loss: bool = True, dataset_dir: Optional[str | Path] = None,
                loader: Optional[ModelLoader] = None,
                progress: Optional[Callable[[str, int, int], None]] = None) -> Manifest:
-    """Generate the same song with each model spec; files `<names[i]>.<ext>`; manifest + summary."""
+    """Generate the same song with each model spec; files `<names[i]>.<ext>`; manifest + summary.
+
+    The base and one LoRA (A/B, or a strength sweep) are generated in one batch (ModelLoader.together,
+    the same tokens as one pass each); a full checkpoint gets a pass of its own."""
     from core.codec import get_codec
 
     settings = settings or settings_from_config(cfg)
@@ -126,12 +129,20 @@ def run_models(cfg, specs: Sequence[ModelSpec], names: Sequence[str], *, kind: s
                    validation={"dataset": ds_dir, "songs": len(split) if split is not None else 0, "note": why})
     val_cache: dict[tuple, dict] = {}
     try:
-        for spec, name in zip(specs, names):
+        done: list[Optional[tuple]] = [None] * len(specs)
+        with loader.together(list(specs)) as batch:
+            if batch is not None:
+                label = " + ".join(names)
+                cb = (lambda d, t: progress(label, d, t)) if progress else None
+                codes, seconds = generate_together(batch[0], batch[1], settings, prompt, cfg.generation.max_seconds, cb)
+                done = [(c, seconds) for c in codes]
+        man.settings["one_pass"] = batch is not None
+        for spec, name, generated in zip(specs, names, done):
             info = spec.describe()
             with loader.use(spec) as model:
                 cb = (lambda d, t, _n=name: progress(_n, d, t)) if progress else None
                 res = generate_song(model, codec, settings, out, name, prompt=prompt, model_info=info,
-                                    max_seconds=cfg.generation.max_seconds, progress=cb,
+                                    max_seconds=cfg.generation.max_seconds, progress=cb, generated=generated,
                                     extra={"kind": kind, "base_model": str(loader.base_dir)})
                 if split is not None:
                     key = (spec.checkpoint, spec.strength if spec.checkpoint else None)

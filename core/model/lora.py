@@ -96,12 +96,13 @@ def load_lora(base_dir: str | Path, adapter_dir: str | Path, runtime_root: Optio
     return peft_model, lelm
 
 
-def set_lora_strength(model: nn.Module, strength: float) -> int:
-    """Scale every LoRA delta to `strength` × its trained size (0: base, 1: as trained). -> layers touched."""
+def set_lora_strength(model: nn.Module, strength: float, adapter: Optional[str] = None) -> int:
+    """Scale every LoRA delta (of `adapter`, or of all) to `strength` × its trained size (0: base, 1: as
+    trained). -> layers touched."""
     layers = lora_layers(model)
     for layer in layers:
-        for name in list(layer.scaling):
-            layer.set_scale(name, float(strength))
+        for name in [adapter] if adapter is not None else list(layer.scaling):
+            layer.set_scale(name, float(strength))  # peft skips a layer without that adapter
     return len(layers)
 
 
