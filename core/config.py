@@ -70,6 +70,8 @@ class TrainingConfig(_Section):
     max_grad_norm: float = Field(1.0, ge=0)
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
     gradient_checkpointing: bool = False
+    # torch.compile the two Llama stacks (core.model.compiled); if compiling fails the run logs why and goes on eagerly
+    compile: bool = False
     max_frames: Optional[int] = Field(None, ge=1)  # crop rule: random window of this many frames
     seed: int = 1234
     log_every: int = Field(1, ge=1)

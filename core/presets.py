@@ -4,14 +4,15 @@ Each preset names the official model size it is sized for (base: 2.83 B paramete
 large / v2-large: 5.12 B, 270 s) and stays within 90 % of the card by core.estimate's figure
 (tests/test_presets.py checks it). Smaller cards keep the frozen base in bfloat16 (LoRA only);
 full fine-tuning uses Adafactor (factored second moment, ~no optimizer state); 8-bit AdamW
-(bitsandbytes, CUDA) is the alternative where bitsandbytes is installed.
+(bitsandbytes, CUDA) is the alternative where bitsandbytes is installed. Every preset turns on
+training.compile (the stacks through torch.compile; a failure falls back to eager with a log line).
 """
 from __future__ import annotations
 
 from typing import Any
 
 _LORA = {"training.type": "lora", "training.mixed_precision": "auto", "training.gradient_checkpointing": True,
-         "training.optimizer": "adamw", "training.learning_rate": 1e-4, "training.batch_size": 1,
+         "training.compile": True, "training.optimizer": "adamw", "training.learning_rate": 1e-4, "training.batch_size": 1,
          "training.max_frames": None}
 _FULL = {**_LORA, "training.type": "full", "training.optimizer": "adafactor", "training.learning_rate": 1e-5,
          "training.base_dtype": "float32"}

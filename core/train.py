@@ -80,6 +80,9 @@ def build_model(cfg: StudioConfig, dtype: Optional[torch.dtype] = None):
         model = apply_lora(cfg, lelm)
     if cfg.training.gradient_checkpointing:
         lelm.gradient_checkpointing_enable()
+    if cfg.training.compile:
+        from core.model.compiled import compile_stacks
+        compile_stacks(lelm)
     return model, lelm, ckpt_dir
 
 
