@@ -13,7 +13,10 @@ Per size and length, batch 1, bf16 autocast, gradient checkpointing, the trainer
     second; each frame is 3 tokens), MFU = model FLOPs (3 x forward, no recompute) / time / the
     measured bf16 matmul peak of this card; peak memory (torch.cuda.max_memory_allocated) beside
     core.estimate's figure for the same setting. A setting that does not fit prints OOM.
-  - generation frames/s for one song (guided, top-k): eager step vs the compiled CUDA-graph step.
+  - mode "lora-compiled" / "full-compiled" (not in the default --modes): the same step with training.compile
+    (core.model.compiled); its first (warm-up) step pays the compile.
+  - generation frames/s for one song (guided, top-k): eager step vs the compiled CUDA-graph step, and
+    4 songs in one generate_batch pass (compiled step), in total frames/s.
 Needs a CUDA device; on anything else it says so and exits with status 2.
 """
 from __future__ import annotations
@@ -115,6 +118,8 @@ def train_row(model, mode: str, frames: int, steps: int, peak: float) -> dict:
     from core.optim import build_optimizer
 
     lelm = model
+    compiled = mode.endswith("-compiled")
+    mode = mode.removesuffix("-compiled")
     if mode == "lora":
         from core.config import StudioConfig
         from core.model.lora import apply_lora
@@ -127,10 +132,14 @@ def train_row(model, mode: str, frames: int, steps: int, peak: float) -> dict:
             p.requires_grad_(n not in unused)
     lelm.gradient_checkpointing_enable()
     lelm.train()
+    if compiled:
+        from core.model.compiled import compile_stacks
+        compile_stacks(lelm, print)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = build_optimizer("adamw", [{"params": params}], lr=1e-5, device="cuda")
     targets = build_targets(torch.randint(0, 16384, (1, 3, frames), device="cuda"), torch.tensor([frames - 1]))
-    out = {"mode": mode, "frames": frames, "trainable": sum(p.numel() for p in params)}
+    out = {"mode": mode + ("-compiled" if compiled else ""), "frames": frames,
+           "trainable": sum(p.numel() for p in params)}
     torch.cuda.reset_peak_memory_stats()
     try:
         times = []
@@ -152,6 +161,9 @@ def train_row(model, mode: str, frames: int, steps: int, peak: float) -> dict:
         out.update(oom=True, peak_gb=torch.cuda.max_memory_allocated() / 1e9)
     finally:
         del opt
+        if compiled:
+            from core.model.compiled import uncompile_stacks
+            uncompile_stacks(lelm)
         if mode == "lora":
             model.unload()  # back to the plain LeLM for the next row
         torch.cuda.empty_cache()
@@ -178,6 +190,14 @@ def generation_row(model, frames: int) -> dict:
                        compile=compile)
         torch.cuda.synchronize()
         out[name] = frames / (time.perf_counter() - t)
+    n = 4
+    batch_kw = dict(seeds=list(range(n)), cache="static", compile=True)
+    model.generate_batch(["[verse] la"] * n, ["pop"] * n, None, max_frames=8, **batch_kw)  # warm-up: 2n-row graph
+    torch.cuda.synchronize()
+    t = time.perf_counter()
+    model.generate_batch(["[verse] la la la"] * n, ["female, pop"] * n, None, max_frames=frames, **batch_kw)
+    torch.cuda.synchronize()
+    out["batch4_compiled"] = n * frames / (time.perf_counter() - t)
     return out
 
 
@@ -212,7 +232,7 @@ def main() -> int:
             frames = sec * oc.frame_rate
             for mode in args.modes.split(","):
                 r = train_row(model, mode, frames, args.steps, peak)
-                r.update(size=size, seconds=sec, estimate_gb=estimate_gb(oc, n, mode, frames))
+                r.update(size=size, seconds=sec, estimate_gb=estimate_gb(oc, n, mode.removesuffix("-compiled"), frames))
                 rows.append(r)
                 if r.get("oom"):
                     print(f"{sec:>5}s {mode:<5} {'OOM':>7} {'':>9} {'':>6} {r['peak_gb']:8.1f} {r['estimate_gb']:11.1f}")
@@ -222,7 +242,8 @@ def main() -> int:
         g = generation_row(model, args.gen_frames)
         rows.append({"size": size, "generation_frames": args.gen_frames, **g})
         print(f"generation ({args.gen_frames} frames, guided): eager {g['eager']:.1f} frames/s, "
-              f"compiled CUDA graph {g['compiled']:.1f} frames/s ({g['compiled'] / g['eager']:.1f}x)")
+              f"compiled CUDA graph {g['compiled']:.1f} frames/s ({g['compiled'] / g['eager']:.1f}x); "
+              f"4 songs in one pass (compiled) {g['batch4_compiled']:.1f} frames/s in total")
         del model
         torch.cuda.empty_cache()
     if args.out:

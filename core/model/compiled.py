@@ -50,6 +50,12 @@ def compile_stacks(lelm: nn.Module, say: Optional[Callable[[str], None]] = None,
                     say(f"training.compile: torch.compile failed ({_reason(err)}); training continues without it")
             return _eager(*args, **kwargs)
 
-        stack.forward = forward
+        stack.forward = forward  # an instance attribute: uncompile_stacks deletes it
     say(f"training.compile: the Llama stacks run through torch.compile ({backend}); the first steps "
         "include compile time")
+
+
+def uncompile_stacks(lelm: nn.Module) -> None:
+    """Undo compile_stacks (the class's own forward again)."""
+    for stack in (lelm.transformer.model, lelm.transformer2.model):
+        stack.__dict__.pop("forward", None)
