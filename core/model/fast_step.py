@@ -5,11 +5,14 @@ Profiled at one thread on the bench model (D256, 4+2 layers, 2 guided rows), a f
 computation per call, deprecation / output-capture wrappers and module hooks around every layer,
 and a DynamicCache that concatenates the whole cache (12 tensors of ~0.7 MB per frame). Here the
 KV lives in preallocated buffers (written in place, read as a view of the filled part), cos/sin come
-from a table built once by the stack's own rotary module, and each layer runs the same operations
-as `LlamaDecoderLayer` in the same order (RMSNorm in float32, rotate-half RoPE, SDPA, gated MLP), so
-the numbers are the library's. Projections and norms that are not the plain classes (peft LoRA
-layers, hub kernels) are called as modules, so adapters and peft's per-row `adapter_names` hooks
-still apply. The prompt/condition prefill still runs through transformers.
+from a table built once by the stack's own rotary module, and each layer runs the operations of
+`LlamaDecoderLayer` in its order (RMSNorm in float32, rotate-half RoPE, SDPA, gated MLP). For models
+whose layer weights are under FUSE_MAX_BYTES, plain q/k/v and gate/up projections run as one matmul
+over a fused, transposed weight copy each (fewer calls; equal to float32 rounding, not bit for bit:
+tests/test_fast_generation.py checks the hidden states against transformers' to 1e-5 and the
+fixture's greedy tokens). Projections and norms that are not the plain classes (peft LoRA layers,
+hub kernels) are called as modules, so adapters and peft's per-row `adapter_names` hooks still
+apply. The prompt/condition prefill still runs through transformers.
 """
 from __future__ import annotations
 
