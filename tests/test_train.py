@@ -42,7 +42,7 @@ def make_small_demo(ws: Path) -> Path:
     root = demo_root(ws)
     ckpt = root / "ckpt" / DEMO_NAME
     if not (ckpt / "model.pt").is_file():
-        create_demo_model(root)
+        create_demo_model(root, pretrain=False)  # only its tokenizer and conf are used here
     small = ws / "models" / "demo-small"
     sckpt = small / "ckpt" / "songgen_demo_small"
     shutil.copytree(root / "third_party", small / "third_party", dirs_exist_ok=True)

@@ -36,7 +36,7 @@ class CheckpointInfo(ModelTiming):
         return {**d, **self.timing_dict(), "delays": self.delays, "structure_tags": list(self.structure_tags)}
 
     def summary(self) -> str:
-        label = "DEMO model (random weights, for trying the studio)" if self.is_demo else "SongGeneration checkpoint"
+        label = "DEMO model (small, briefly pre-trained on synthetic songs; for trying the studio)" if self.is_demo else "SongGeneration checkpoint"
         lines = [
             f"{label}: {self.path}",
             f"  version        {self.version}",
