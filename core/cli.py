@@ -165,6 +165,8 @@ def choose_checkpoint(cfg: StudioConfig) -> tuple[Path, str]:
         best = next((c for c in found if c["best"]), None)
         if best is not None:
             val = best.get("val_loss")
+            if val is None:  # saved before its evaluation was known: run.json keeps the best one's loss
+                val = (runs.read_run_json(run_dir).get("best") or {}).get("val_loss")
             return Path(best["path"]), (f"the best checkpoint of run {run_dir.name} (lowest validation loss"
                                         f"{f' {val:.4f}' if val is not None else ''}, step {best['step']})")
         if found:

@@ -95,3 +95,18 @@ def test_merge_picks_the_runs_best_else_newest_checkpoint(tmp_path):
     runs.update_run_json(new, best={"path": str(new / "checkpoints" / "step-5"), "step": 5, "val_loss": 2.5})
     ck, why = choose_checkpoint(load_config(new / "config.yaml"))
     assert ck == new / "checkpoints" / "step-5" and "best" in why and "2.5000" in why and "step 5" in why
+
+
+def test_merge_command_without_checkpoint_says_which_it_took(tmp_path):
+    """`merge --config <the run's config.yaml>` as in the README: the run's best checkpoint is taken and named
+    (this fake one then fails to export, with the export's own message; the choice is what is checked)."""
+    cfg = parse_config({"workspace": str(tmp_path / "ws")})
+    run = runs.create_run(cfg, name="mine")
+    _checkpoint(run, 4)
+    _checkpoint(run, 8)
+    runs.update_run_json(run, best={"path": str(run / "checkpoints" / "step-4"), "step": 4, "val_loss": 3.25})
+    env = {**_env(), "PYTHONPATH": str(REPO)}  # this checkout's core, wherever the package is installed from
+    res = subprocess.run([sys.executable, "-m", "core", "merge", "--config", str(run / "config.yaml")], cwd=tmp_path,
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert f"using the best checkpoint of run {run.name} (lowest validation loss 3.2500, step 4)" in res.stderr
+    assert str(run / "checkpoints" / "step-4") in res.stderr and res.returncode == 1

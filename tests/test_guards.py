@@ -3,6 +3,7 @@ as the user sees it and what to do: a base model folder that is not a checkpoint
 the `train` command), and the official codec chosen without its files (core.data.plan / prepare)."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -46,7 +47,8 @@ def test_start_run_refuses_a_base_folder_that_is_not_a_checkpoint(tmp_path, kind
 def test_train_command_refuses_a_bad_base_folder_before_making_a_run(tmp_path):
     cfg = tmp_path / "my.yaml"
     cfg.write_text("workspace: ws\npaths:\n  base_model_path: ./nowhere\n", encoding="utf-8")
-    res = subprocess.run([sys.executable, "-m", "core", "train", "--config", str(cfg)], cwd=tmp_path,
+    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}  # this checkout's core
+    res = subprocess.run([sys.executable, "-m", "core", "train", "--config", str(cfg)], cwd=tmp_path, env=env,
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 2, res.stderr[-2000:]
     assert "Base model folder (paths.base_model_path)" in res.stderr and "does not exist" in res.stderr
