@@ -201,8 +201,9 @@ def _machine_key(device: str, dtype: torch.dtype) -> str:
 
 
 @functools.cache
-def matmul_peak(device: str, dtype: torch.dtype, cache_file: Optional[Path] = None) -> float:
-    """The measured peak, once per process and (with `cache_file`) once per machine."""
+def matmul_peak(device: str, dtype: torch.dtype, cache_file: Optional[Path] = None, store: bool = True) -> float:
+    """The measured peak, once per process and (with `cache_file`) once per machine. `store=False` (a
+    training run is busy on this machine) still reads the file but keeps a new measurement to this process."""
     import json
 
     key = _machine_key(device, dtype)
@@ -215,7 +216,7 @@ def matmul_peak(device: str, dtype: torch.dtype, cache_file: Optional[Path] = No
         if known.get(key, 0) > 0:
             return known[key]
     peak = measure_matmul_peak(device, dtype)
-    if cache_file is not None:
+    if cache_file is not None and store:
         try:
             atomic_write_json(cache_file, {**known, key: peak})
         except OSError:
@@ -261,7 +262,10 @@ def estimate_time(cfg: StudioConfig, utilization: float = 0.35,
         return {**out, "source": "measured", "measured": measured, "peak_tflops": None, "utilization": None,
                 "step_s": step_s, "total_s": None if steps is None else steps * step_s,
                 "formula": f"steps x median step time of run {measured['run']} ({measured['steps']} steps logged)"}
-    peak = matmul_peak(device, dtype, cfg.workspace_dir() / PEAK_CACHE)
+    from core import runs
+
+    quiet = runs.active_run(cfg.workspace_dir()) is None  # a measurement beside a training run is not kept
+    peak = matmul_peak(device, dtype, cfg.workspace_dir() / PEAK_CACHE, quiet)
     step_s = step_flops / (peak * utilization)
     return {**out, "source": "formula", "measured": None, "peak_tflops": round(peak / 1e12, 3),
             "utilization": utilization, "step_s": step_s, "total_s": None if steps is None else steps * step_s,

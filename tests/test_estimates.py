@@ -117,3 +117,24 @@ def test_studio_estimate_says_measured(tmp_path):
     _fake_run(cfg, "measured", [3.0, 2.0, 2.0, 2.0])
     text = backend.estimate(cfg)
     assert "Time estimate: about 20 s" in text and "median step time of run" in text
+
+
+def test_a_peak_measured_beside_a_training_run_is_not_kept(tmp_path):
+    """The cached peak is a quiet measurement: while a run of the workspace trains, a missing peak is
+    measured for this process only, and the file is written once the machine is quiet."""
+    import os
+
+    from core import process, runs
+    from core.estimate import PEAK_CACHE, matmul_peak
+
+    cfg = parse_config({"workspace": str(tmp_path), "training": {"max_steps": 10, "max_frames": 100}})
+    busy = runs.create_run(cfg, name="busy")  # this test's own live process stands in for its trainer
+    runs.update_run_json(busy, status="running", pid=os.getpid(), pid_start=process.process_start_time(os.getpid()))
+    matmul_peak.cache_clear()
+    try:
+        assert estimate_time(cfg)["source"] == "formula" and not (tmp_path / PEAK_CACHE).exists()
+        runs.update_run_json(busy, status="done")
+        estimate_time(cfg)
+        assert (tmp_path / PEAK_CACHE).is_file()
+    finally:
+        matmul_peak.cache_clear()
