@@ -116,6 +116,13 @@ def _train(args) -> int:
         cfg = _config(args)
     except ConfigError as err:
         return _fail(err, 2)
+    from core.model import CheckpointError
+    from core.model.info import check_base_model
+
+    try:
+        check_base_model(cfg)  # before a run folder is made for a run sure to fail
+    except CheckpointError as err:
+        return _fail(err, 2)
     if cfg.paths.output_dir is None:  # a fresh run folder, like the studio's
         run_dir = runs.create_run(cfg)
         cfg = runs.load_run_config(run_dir)
@@ -145,19 +152,33 @@ def _train(args) -> int:
 
 
 # ---- merge ----------------------------------------------------------------------------------
-def default_checkpoint(cfg: StudioConfig) -> Path:
-    """The checkpoint `merge`/`push` use when none is given: the newest complete one of the config's
-    run (paths.output_dir), else of the newest run in the workspace that has one."""
+def choose_checkpoint(cfg: StudioConfig) -> tuple[Path, str]:
+    """The checkpoint `merge` uses when none is given, and why: the run's best one (lowest validation
+    loss, core.checkpoints) when it has one, else its newest. The run is the config's
+    (paths.output_dir), else the newest run in the workspace that has a checkpoint."""
     from core import runs
+    from core.checkpoints import list_checkpoints
 
     candidates = [cfg.output_dir()] if cfg.paths.output_dir else [Path(r["run_dir"]) for r in runs.list_runs(cfg.workspace_dir())]
     for run_dir in candidates:
-        ckpt = runs.latest_checkpoint(run_dir)
-        if ckpt is not None:
-            return ckpt
+        found = list_checkpoints(run_dir)
+        best = next((c for c in found if c["best"]), None)
+        if best is not None:
+            val = best.get("val_loss")
+            if val is None:  # saved before its evaluation was known: run.json keeps the best one's loss
+                val = (runs.read_run_json(run_dir).get("best") or {}).get("val_loss")
+            return Path(best["path"]), (f"the best checkpoint of run {run_dir.name} (lowest validation loss"
+                                        f"{f' {val:.4f}' if val is not None else ''}, step {best['step']})")
+        if found:
+            return Path(found[-1]["path"]), (f"the newest checkpoint of run {run_dir.name} (step {found[-1]['step']}; "
+                                             "no validation loss was recorded, so there is no best one)")
     where = cfg.output_dir() if cfg.paths.output_dir else runs.runs_root(cfg.workspace_dir())
     raise FileNotFoundError(f"no finished checkpoint under {where}; train first or pass --checkpoint "
                             "<run>/checkpoints/step-N")
+
+
+def default_checkpoint(cfg: StudioConfig) -> Path:
+    return choose_checkpoint(cfg)[0]
 
 
 def _merge(args) -> int:
@@ -169,9 +190,10 @@ def _merge(args) -> int:
     from core.model import CheckpointError
 
     try:
-        ckpt = args.checkpoint or default_checkpoint(cfg)
-        if not args.checkpoint:
-            print(f"[merge] checkpoint {ckpt}", file=sys.stderr)
+        ckpt = args.checkpoint
+        if not ckpt:
+            ckpt, why = choose_checkpoint(cfg)
+            print(f"[merge] no --checkpoint given: using {why}: {ckpt}", file=sys.stderr)
         res = export_checkpoint(ckpt, args.out, cfg=cfg, base=args.base, strength=args.strength,
                                 dtype=args.dtype, overwrite=args.overwrite)
     except (ExportError, CheckpointError, ValueError, FileNotFoundError) as err:
@@ -285,8 +307,8 @@ def build_parser(prog: str = "python -m core") -> argparse.ArgumentParser:
 
     p = cmd("merge", _merge, "merge a LoRA checkpoint into its base model (or copy a full one) as an official "
                              "SongGeneration checkpoint: config.yaml + model.pt")
-    p.add_argument("--checkpoint", default=None, help="<run>/checkpoints/step-N (default: the newest checkpoint of "
-                                                      "the config's run)")
+    p.add_argument("--checkpoint", default=None, help="<run>/checkpoints/step-N (default: the config's run's best "
+                                                      "checkpoint by validation loss, else its newest)")
     p.add_argument("--base", default=None, help="base checkpoint folder (default: the one the run trained on)")
     p.add_argument("--strength", type=float, default=1.0, help="LoRA strength: 0 = base, 1 = as trained (default 1)")
     p.add_argument("--dtype", default=None, choices=["float32", "float16", "bfloat16"],

@@ -6,9 +6,12 @@ state per adapter parameter; activations in bf16 (fp32 when mixed precision is o
 min(max_frames, the model's) frames, plus the logits and their CE (chunked when that is smaller:
 core.model.loss).
 
-Time: steps x 3 x forward FLOPs / (measured matmul peak x utilization). The peak is measured once
-per device, dtype and machine and kept in `<workspace>/cache/matmul_peak.json`, so the Train tab
-does not re-benchmark on every change.
+Time: once a run of the same step-shaping settings (model, mode, batch, crop, precision, LoRA layout,
+...; `step_signature`) has trained on this machine, steps x the median step time it logged
+(metrics.jsonl `step_s`; `measured_step_time`). Before that, steps x 3 x forward FLOPs / (measured
+matmul peak x utilization): the peak is measured once per device, dtype and machine (best of several
+short trials, so a busy moment does not halve it) and kept in `<workspace>/cache/matmul_peak.json`;
+no call measures it again.
 """
 from __future__ import annotations
 
@@ -164,19 +167,30 @@ def sharded_memory(est: dict[str, Any], distributed: str, processes: int) -> flo
     return round(weights + states + est["activations_gb"] + est["logits_gb"], 2)
 
 
-def measure_matmul_peak(device: str, dtype: torch.dtype, n: int = 1024, reps: int = 4) -> float:
-    """FLOP/s of a square matmul on this device and dtype (a quick, honest yardstick for estimates)."""
+def measure_matmul_peak(device: str, dtype: torch.dtype, n: int = 1024, reps: int = 4, trials: int = 5) -> float:
+    """FLOP/s of a square matmul on this device and dtype (a quick, honest yardstick for estimates):
+    the best of `trials` short timings, so other work on the machine at that moment skews it less."""
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
     a @ b
-    if device == "cuda":
-        torch.cuda.synchronize()
-    t = time.perf_counter()
-    for _ in range(reps):
-        a @ b
-    if device == "cuda":
-        torch.cuda.synchronize()
-    return 2 * n ** 3 * reps / max(time.perf_counter() - t, 1e-9)
+    best = 0.0
+    for _ in range(trials):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        for _ in range(reps):
+            a @ b
+        if device == "cuda":
+            torch.cuda.synchronize()
+        best = max(best, 2 * n ** 3 * reps / max(time.perf_counter() - t, 1e-9))
+    return best
+
+
+def machine_label(device: str) -> str:
+    """The accelerator (or CPU) a step time was measured on; a measurement counts only on the same one."""
+    if device == "cuda" and torch.cuda.is_available():
+        return f"cuda | {torch.cuda.get_device_name()}"
+    return f"{device} | {platform.machine()} {os.cpu_count()} cpus"
 
 
 def _machine_key(device: str, dtype: torch.dtype) -> str:
@@ -187,8 +201,9 @@ def _machine_key(device: str, dtype: torch.dtype) -> str:
 
 
 @functools.cache
-def matmul_peak(device: str, dtype: torch.dtype, cache_file: Optional[Path] = None) -> float:
-    """The measured peak, once per process and (with `cache_file`) once per machine."""
+def matmul_peak(device: str, dtype: torch.dtype, cache_file: Optional[Path] = None, store: bool = True) -> float:
+    """The measured peak, once per process and (with `cache_file`) once per machine. `store=False` (a
+    training run is busy on this machine) still reads the file but keeps a new measurement to this process."""
     import json
 
     key = _machine_key(device, dtype)
@@ -201,7 +216,7 @@ def matmul_peak(device: str, dtype: torch.dtype, cache_file: Optional[Path] = No
         if known.get(key, 0) > 0:
             return known[key]
     peak = measure_matmul_peak(device, dtype)
-    if cache_file is not None:
+    if cache_file is not None and store:
         try:
             atomic_write_json(cache_file, {**known, key: peak})
         except OSError:
@@ -209,8 +224,11 @@ def matmul_peak(device: str, dtype: torch.dtype, cache_file: Optional[Path] = No
     return peak
 
 
-def estimate_time(cfg: StudioConfig, utilization: float = 0.35) -> dict[str, Any]:
-    """Wall time of a run on this machine's device: steps x matmul FLOPs per step / (measured peak x
+def estimate_time(cfg: StudioConfig, utilization: float = 0.35,
+                  run_dir: Optional[str | os.PathLike] = None) -> dict[str, Any]:
+    """Wall time of a run on this machine's device. Measured (`source` "measured") when `run_dir`, or a
+    run of the workspace with the same step-shaping settings, has logged steps here (`measured_for`);
+    otherwise (`source` "formula") steps x matmul FLOPs per step / (measured peak x
     utilization). FLOPs per step = 3 x forward (both stacks, fusion MLP, causal attention, the three
     heads on the sequence part) at batch_size x min(max_frames, the model's) frames, so songs shorter
     than the crop make it an upper bound. Steps = training.max_steps, else epochs x batches of the
@@ -236,9 +254,85 @@ def estimate_time(cfg: StudioConfig, utilization: float = 0.35) -> dict[str, Any
             steps = tc.epochs * per_epoch
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = torch.bfloat16 if device == "cuda" and tc.mixed_precision != "no" else torch.float32
-    peak = matmul_peak(device, dtype, cfg.workspace_dir() / PEAK_CACHE)
+    out = {"device": device, "dtype": str(dtype).replace("torch.", ""), "steps": steps, "train_songs": songs,
+           "step_tflop": round(step_flops / 1e12, 3)}
+    measured = measured_for(cfg, run_dir)
+    if measured is not None:  # this machine has trained these settings: its own step time, no benchmark
+        step_s = measured["step_s"]
+        return {**out, "source": "measured", "measured": measured, "peak_tflops": None, "utilization": None,
+                "step_s": step_s, "total_s": None if steps is None else steps * step_s,
+                "formula": f"steps x median step time of run {measured['run']} ({measured['steps']} steps logged)"}
+    from core import runs
+
+    quiet = runs.active_run(cfg.workspace_dir()) is None  # a measurement beside a training run is not kept
+    peak = matmul_peak(device, dtype, cfg.workspace_dir() / PEAK_CACHE, quiet)
     step_s = step_flops / (peak * utilization)
-    return {"device": device, "dtype": str(dtype).replace("torch.", ""), "steps": steps, "train_songs": songs,
-            "step_tflop": round(step_flops / 1e12, 3), "peak_tflops": round(peak / 1e12, 3),
+    return {**out, "source": "formula", "measured": None, "peak_tflops": round(peak / 1e12, 3),
             "utilization": utilization, "step_s": step_s, "total_s": None if steps is None else steps * step_s,
             "formula": "steps x 3 x forward FLOPs / (measured matmul peak x utilization)"}
+
+
+# ---- measured step time ---------------------------------------------------------------------------
+# The settings a step's duration depends on; learning rate, steps, logging and the like do not count.
+STEP_KEYS = ("paths.base_model_path", "training.type", "training.objective", "training.batch_size",
+             "training.gradient_accumulation_steps", "training.max_frames", "training.mixed_precision",
+             "training.gradient_checkpointing", "training.base_dtype", "training.optimizer",
+             "training.freeze_transformer", "training.distributed", "training.num_processes", "lora.r",
+             "lora.target_modules", "lora.stacks", "lora.train_fusion", "lora.train_heads")
+
+
+def step_signature(cfg: StudioConfig) -> dict[str, Any]:
+    d = cfg.to_dict()
+    return {k: d[k.split(".")[0]][k.split(".")[1]] for k in STEP_KEYS}
+
+
+def measured_step_time(run_dir: str | os.PathLike) -> Optional[dict[str, Any]]:
+    """The median seconds per optimizer step a run logged (metrics.jsonl), its step 1 left out (first-call
+    warm-up) when later steps exist -> {"step_s", "steps", "run", "machine"}, or None before a logged step.
+    Runs from before `step_s` was logged: the elapsed time between consecutive records of one session."""
+    import statistics
+
+    from core import runs
+
+    recs, _ = runs.read_metrics(run_dir)
+    metrics = [r for r in recs if r.get("type") == "metrics" and isinstance(r.get("step"), int)]
+    machine = next((r.get("machine") for r in reversed(recs) if r.get("event") == "phase"), None)
+    per_step: list[float] = []
+    prev = None
+    for r in metrics:
+        if isinstance(r.get("step_s"), (int, float)):
+            per_step.append(float(r["step_s"]))
+        elif prev is not None and r["step"] > prev["step"] and r.get("elapsed_s", 0) > prev.get("elapsed_s", 0):
+            per_step.append((r["elapsed_s"] - prev["elapsed_s"]) / (r["step"] - prev["step"]))
+        prev = r
+    if metrics and metrics[0]["step"] == 1 and len(per_step) > 1 and isinstance(metrics[0].get("step_s"), (int, float)):
+        per_step = per_step[1:]
+    if not per_step:
+        return None
+    return {"step_s": statistics.median(per_step), "steps": len(per_step), "run": Path(run_dir).name,
+            "machine": machine}
+
+
+def measured_for(cfg: StudioConfig, run_dir: Optional[str | os.PathLike] = None) -> Optional[dict[str, Any]]:
+    """The measured step time for `cfg` on this machine: from `run_dir` when given (a run's own
+    estimate), else from the newest run of the workspace with the same `step_signature` that logged
+    steps on this machine; None when there is none."""
+    from core import runs
+
+    here = machine_label("cuda" if torch.cuda.is_available() else "cpu")
+    if run_dir is not None:
+        candidates = [Path(run_dir)]
+    else:
+        want = step_signature(cfg)
+        candidates = []
+        for r in runs.list_runs(cfg.workspace_dir()):
+            try:
+                if step_signature(runs.load_run_config(r["run_dir"])) == want:
+                    candidates.append(Path(r["run_dir"]))
+            except Exception:  # a run folder with a broken config only loses its measurement
+                continue
+    for rd in candidates:
+        m = measured_step_time(rd)
+        if m is not None and m["machine"] in (None, here):
+            return m
+    return None

@@ -186,14 +186,17 @@ def start_run(run_dir: str | os.PathLike, resume: bool = False, num_processes: O
     """Start training of `run_dir` as its own process group; returns the updated run.json record.
 
     Output goes to `<run>/train.log` (appended, so a resumed run keeps its history). `resume=True`
-    continues from the latest checkpoint. Refuses to start a run whose process is still alive, and
+    continues from the latest checkpoint. Refuses (core.model.CheckpointError, naming the field) a base
+    model folder that is not a checkpoint, and a run whose process is still alive, and
     with `exclusive=True` (the studio: one machine, one training) also while any other run of the
     same workspace is active.
     """
     run_dir = Path(run_dir).resolve()
     if not (run_dir / CONFIG_NAME).is_file():
         raise FileNotFoundError(f"{run_dir / CONFIG_NAME} not found: create the run first (create_run)")
-    load_run_config(run_dir)  # fail here, in the caller, on a broken config
+    cfg = load_run_config(run_dir)  # fail here, in the caller, on a broken config
+    from core.model.info import check_base_model
+    check_base_model(cfg)  # a run sure to fail on its base model is never launched (CheckpointError)
     status = run_status(run_dir)
     if status.get("status") in ACTIVE:
         raise RuntimeError(f"run {run_dir.name} is already {status['status']} (pid {status.get('pid')}); "

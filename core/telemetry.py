@@ -3,7 +3,7 @@
 - `<run>/metrics.jsonl` (`MetricsJsonl`, a small accelerate `GeneralTracker`), read by the studio's
   live view and by core.runs: one JSON object per line, either a training-curve record
   `{"type": "metrics", "step", "total", "epoch", "loss", "loss_mixed", "loss_vocal", "loss_bgm", "lr",
-  "grad_norm", "tokens_per_s", "memory_mb", "elapsed_s", "eta_s"}` (the `train/*` scalars logged at a
+  "grad_norm", "tokens_per_s", "step_s", "memory_mb", "elapsed_s", "eta_s"}` (the `train/*` scalars logged at a
   step) or an event `{"type": "event", "event": name, "time": ISO time, ...fields}` (phase, eval,
   checkpoint, sample, error, stopped, done). Non-finite numbers are written as null.
 - TensorBoard in `<run>/logs` through accelerate's own tensorboard tracker: every scalar logged,

@@ -4,7 +4,8 @@
     python -m core.train --config <run>/config.yaml            (one process, same code)
     python -m core train --config cfg.yaml                     (core.cli: prints the accelerate command, runs here)
 
-Where things are: the loss of a batch and the validation loss in core.evaluate; songs, crops and
+Where things are: the model to train and its optimizer in core.trainable; the loss of a batch and
+the validation loss in core.evaluate; songs, crops and
 batches in core.dataset; LoRA layers in core.model.lora; checkpoint layout and resume in
 core.checkpoints; metrics.jsonl / TensorBoard in core.telemetry; listening samples in core.samples;
 memory/time estimates in core.estimate. `training.objective: dpo` trains on preference pairs instead
@@ -33,102 +34,20 @@ from pathlib import Path
 from typing import Any, Optional
 
 import torch
-import torch.nn as nn
 
 from core import checkpoint_io as cio
 from core import process, runs
 from core.checkpoints import Checkpoints, TrainerState
 from core.config import ConfigError, StudioConfig, load_config
 from core.dataset import BatchPlan, SongSet, batch_loader, find_dataset_dir, load_dataset_dict
-from core.estimate import resolve_mixed_precision
+from core.estimate import machine_label, resolve_mixed_precision
 from core.lock import RunLock, RunLocked
 from core.evaluate import BatchLoss, pooled, stream_sums, to_device
-from core.model.lora import apply_lora, target_regex
+from core.model.lora import target_regex
 from core.samples import SampleWriter
 from core.schedule import derive_seed, lr_factor
 from core.telemetry import Telemetry, memory_mb
-
-# ---- model and optimizer --------------------------------------------------------------------
-def build_model(cfg: StudioConfig, dtype: Optional[torch.dtype] = None):
-    """-> (module to train: LeLM or PeftModel, the LeLM inside, checkpoint dir).
-
-    Weights in training.base_dtype unless `dtype` is given; bfloat16 only for LoRA (a frozen base)."""
-    from core.model import LeLM, resolve_base_model
-    from core.model.freeze import freeze_main_stack
-
-    if dtype is None:
-        if cfg.training.base_dtype == "bfloat16" and cfg.training.type == "full":
-            raise ConfigError("training.base_dtype: bfloat16 keeps frozen base weights for LoRA; full fine-tuning "
-                              "needs float32 weights (choose float32, or training.type: lora)")
-        dtype = torch.bfloat16 if cfg.training.base_dtype == "bfloat16" else torch.float32
-
-    ckpt_dir = Path(resolve_base_model(cfg))
-    lelm = LeLM.from_pretrained(ckpt_dir, runtime_root=cfg.paths.runtime_path, dtype=dtype)
-    if not cfg.training.condition_dropout:
-        lelm.condition_dropout.cfg_p = 0.0
-        lelm.condition_dropout.attribute_p = {}
-    if cfg.training.type == "full":
-        if cfg.training.freeze_transformer:
-            freeze_main_stack(lelm)  # the "modular extension" stage: the main stack stays bit-identical
-        else:
-            for name in lelm.unused_parameter_names():
-                lelm.get_parameter(name).requires_grad_(False)
-        model = lelm
-    else:
-        for p in lelm.parameters():
-            p.requires_grad_(False)
-        model = apply_lora(cfg, lelm)
-    if cfg.training.gradient_checkpointing:
-        lelm.gradient_checkpointing_enable()
-    if cfg.training.compile:
-        from core.model.compiled import compile_stacks
-        compile_stacks(lelm)
-    return model, lelm, ckpt_dir
-
-
-def make_optimizer(cfg: StudioConfig, model: nn.Module, device: Optional[torch.device] = None) -> torch.optim.Optimizer:
-    """training.optimizer (core.optim); weight decay on matrices only (not on norms, biases, 1-D tensors)."""
-    from core.optim import OptimizerError, build_optimizer
-
-    decay, no_decay = [], []
-    for _, p in model.named_parameters():
-        if p.requires_grad:
-            (decay if p.dim() >= 2 else no_decay).append(p)
-    groups = [{"params": decay, "weight_decay": cfg.training.weight_decay},
-              {"params": no_decay, "weight_decay": 0.0}]
-    groups = [g for g in groups if g["params"]]
-    if not groups:
-        raise ConfigError("nothing to train: every parameter is frozen (check training.type / lora.* settings)")
-    try:
-        return build_optimizer(cfg.training.optimizer, groups, lr=cfg.training.learning_rate,
-                               betas=(cfg.training.adam_beta1, cfg.training.adam_beta2),
-                               device=device if device is not None else groups[0]["params"][0].device)
-    except OptimizerError as err:
-        raise ConfigError(str(err)) from None
-
-
-def count_parameters(model: nn.Module) -> tuple[int, int]:
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in model.parameters())
-    return trainable, total
-
-
-def _shard_on_cpu(acc) -> None:
-    """accelerate (1.15) turns an FSDP launch config into FSDP only on accelerator backends; on the
-    CPU (gloo) it silently falls back to DDP. torch's fully_shard runs on gloo, so the launch's FSDP
-    settings are applied here: the same config then trains sharded on the CPU (tests, GPU-less debug)."""
-    from accelerate import PartialState
-    from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
-
-    if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() != "true":
-        return
-    plugin = FullyShardedDataParallelPlugin()  # reads the FSDP_* variables accelerate launch set
-    if plugin.fsdp_version != 2:
-        raise ConfigError("sharded training on the CPU needs FSDP2 (fsdp_version: 2 in the accelerate config)")
-    acc.state.fsdp_plugin = plugin
-    acc.state.distributed_type = DistributedType.FSDP
-    PartialState._shared_state["distributed_type"] = DistributedType.FSDP
-
+from core.trainable import build_model, count_parameters, make_optimizer, shard_on_cpu  # noqa: F401  (imported from here too)
 
 # ---- the trainer ----------------------------------------------------------------------------
 class Trainer:
@@ -154,7 +73,7 @@ class Trainer:
         )
         acc = self.accelerator
         if world > 1 and not has_accel:
-            _shard_on_cpu(acc)
+            shard_on_cpu(acc)
         self.is_main = acc.is_main_process
         self.rank, self.world = acc.process_index, acc.num_processes
         self.mixed_precision = mp
@@ -340,7 +259,8 @@ class Trainer:
         self.tel.event("phase", phase="train", step=start_step, total=self.total_steps, resumed=bool(start_step),
                        mode=tc.type, trainable=self.trainable, parameters=self.total_params,
                        processes=self.world, mixed_precision=self.mixed_precision,
-                       max_frames=self.max_frames, dataset=str(self.dataset_dir))
+                       max_frames=self.max_frames, dataset=str(self.dataset_dir),
+                       machine=machine_label(str(acc.device.type)))
         if start_step == 0:
             self.make_samples(0, "start")
         ga = tc.gradient_accumulation_steps
@@ -430,6 +350,7 @@ class Trainer:
         eta = elapsed / max(1, steps_session) * (self.total_steps - step)
         rec = {"total": self.total_steps, "epoch": epoch, **mean, "lr": lr,
                "tokens_per_s": sum(w["tokens"] for w in window) / max(dt, 1e-9),
+               "step_s": round(dt / n, 4),  # mean step time of the window: the time estimate's measurement
                "memory_mb": memory_mb(self.accelerator.device), "elapsed_s": round(elapsed + self.state.elapsed_s, 3),
                "eta_s": round(eta, 1)}
         self.tel.scalars(step, "train", rec)

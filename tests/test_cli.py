@@ -3,6 +3,7 @@
 finds the run's checkpoint itself, `generate` defaults to a short song."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from core import runs
-from core.cli import DEFAULT_GENERATE_SECONDS, build_parser, default_checkpoint
+from core.cli import DEFAULT_GENERATE_SECONDS, build_parser, choose_checkpoint, default_checkpoint
 from core.config import load_config, parse_config
 from tests.datagen import GOOD_LYRICS, write_song
 
@@ -71,11 +72,11 @@ def test_every_command_shares_config_and_set():
 def _checkpoint(run: Path, step: int) -> Path:
     ck = run / "checkpoints" / f"step-{step}"
     ck.mkdir(parents=True)
-    (ck / "trainer_state.json").write_text("{}")
+    (ck / "trainer_state.json").write_text(json.dumps({"step": step, "reason": "save_every"}))
     return ck
 
 
-def test_merge_picks_the_runs_newest_checkpoint(tmp_path):
+def test_merge_picks_the_runs_best_else_newest_checkpoint(tmp_path):
     cfg = parse_config({"workspace": str(tmp_path)})
     with pytest.raises(FileNotFoundError, match="no finished checkpoint"):
         default_checkpoint(cfg)
@@ -88,3 +89,24 @@ def test_merge_picks_the_runs_newest_checkpoint(tmp_path):
     assert default_checkpoint(cfg) == new / "checkpoints" / "step-20"
     own = load_config(old / "config.yaml")  # a run's config: its own output_dir decides
     assert default_checkpoint(own) == old / "checkpoints" / "step-10"
+    ck, why = choose_checkpoint(cfg)
+    assert ck == new / "checkpoints" / "step-20" and "newest" in why and "step 20" in why
+    # a run with a best checkpoint (lowest validation loss, run.json) merges that one, and says so
+    runs.update_run_json(new, best={"path": str(new / "checkpoints" / "step-5"), "step": 5, "val_loss": 2.5})
+    ck, why = choose_checkpoint(load_config(new / "config.yaml"))
+    assert ck == new / "checkpoints" / "step-5" and "best" in why and "2.5000" in why and "step 5" in why
+
+
+def test_merge_command_without_checkpoint_says_which_it_took(tmp_path):
+    """`merge --config <the run's config.yaml>` as in the README: the run's best checkpoint is taken and named
+    (this fake one then fails to export, with the export's own message; the choice is what is checked)."""
+    cfg = parse_config({"workspace": str(tmp_path / "ws")})
+    run = runs.create_run(cfg, name="mine")
+    _checkpoint(run, 4)
+    _checkpoint(run, 8)
+    runs.update_run_json(run, best={"path": str(run / "checkpoints" / "step-4"), "step": 4, "val_loss": 3.25})
+    env = {**_env(), "PYTHONPATH": str(REPO)}  # this checkout's core, wherever the package is installed from
+    res = subprocess.run([sys.executable, "-m", "core", "merge", "--config", str(run / "config.yaml")], cwd=tmp_path,
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert f"using the best checkpoint of run {run.name} (lowest validation loss 3.2500, step 4)" in res.stderr
+    assert str(run / "checkpoints" / "step-4") in res.stderr and res.returncode == 1

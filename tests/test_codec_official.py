@@ -411,17 +411,24 @@ def test_from_config(tmp_path, fx, cases, signal):
     from core.codec.official import WeightFileError
     from core.config import StudioConfig
     cfg = StudioConfig()
-    with pytest.raises(WeightFileError, match="paths.audio_tokenizer_path"):
+    # nothing set: ONE message naming every missing file, the folder to set and the way out
+    with pytest.raises(WeightFileError) as err:
         OfficialCodec.from_config(cfg)
-    cfg.paths.audio_tokenizer_path = str(FIX / "model_1rvq")           # a folder holding the file
-    with pytest.raises(WeightFileError, match="paths.separate_audio_tokenizer_path"):
+    msg = str(err.value)
+    for name in ("model_2_fixed.safetensors", "model_2.safetensors", "stable_audio_1920_vae.json",
+                 "autoencoder_music_1320k.ckpt", "htdemucs.pth"):
+        assert name in msg
+    assert "5 of its files are missing" in msg and "no SongGeneration runtime folder (paths.runtime_path)" in msg
+    assert "choose the demo codec" in msg
+    cfg.paths.runtime_path = str(tmp_path)              # an empty folder: where each file was looked for
+    with pytest.raises(WeightFileError, match=r"looked at .*ckpt/model_1rvq/model_2_fixed\.safetensors"):
         OfficialCodec.from_config(cfg)
+    # explicit tokenizer paths (a file or the folder holding it) win over the runtime layout
+    cfg.paths.audio_tokenizer_path = str(FIX / "model_1rvq")
     cfg.paths.separate_audio_tokenizer_path = str(FIX / fx["files"]["septoken"])
-    with pytest.raises(WeightFileError, match="paths.runtime_path"):
+    with pytest.raises(WeightFileError, match="3 of its files are missing: stable_audio_1920_vae.json"):
         OfficialCodec.from_config(cfg)
-    cfg.paths.runtime_path = str(tmp_path)
-    with pytest.raises(WeightFileError, match="paths.runtime_path: .*stable_audio_1920_vae.json not found"):
-        OfficialCodec.from_config(cfg)
+    cfg.paths.audio_tokenizer_path = cfg.paths.separate_audio_tokenizer_path = None
     cfg.paths.runtime_path = str(FIX)
     codec = OfficialCodec.from_config(cfg)              # hparams from the root's fixture.json
     assert codec.hp["layers"] == fx["layers"] and codec.hp["estimator"]["n_head"] == fx["estimator"]["n_head"]

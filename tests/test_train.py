@@ -42,7 +42,7 @@ def make_small_demo(ws: Path) -> Path:
     root = demo_root(ws)
     ckpt = root / "ckpt" / DEMO_NAME
     if not (ckpt / "model.pt").is_file():
-        create_demo_model(root)
+        create_demo_model(root, pretrain=False)  # only its tokenizer and conf are used here
     small = ws / "models" / "demo-small"
     sckpt = small / "ckpt" / "songgen_demo_small"
     shutil.copytree(root / "third_party", small / "third_party", dirs_exist_ok=True)
@@ -180,7 +180,7 @@ def test_lora_run_learns_and_reports(trained):
     recs, _ = runs.read_metrics(run)
     m = [r for r in recs if r.get("type") == "metrics"][-1]
     for key in ("step", "total", "epoch", "loss", "loss_mixed", "loss_vocal", "loss_bgm", "lr", "grad_norm",
-                "tokens_per_s", "memory_mb", "elapsed_s", "eta_s"):
+                "tokens_per_s", "step_s", "memory_mb", "elapsed_s", "eta_s"):
         assert key in m, key
     assert m["total"] == STEPS and m["eta_s"] == 0
     st = runs.run_status(trained["resume"])  # a launched run's record

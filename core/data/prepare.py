@@ -137,6 +137,17 @@ def _walk(ctx: Context, songs: list, dry_run: bool, progress: Progress = None) -
     return report, items
 
 
+def _codec_files(cfg: StudioConfig) -> None:
+    """The official codec's files, checked before any song: a missing one is one DataError for the whole
+    run (naming the files and the fix), not the same failure repeated as every song's rejection."""
+    from core.codec.official import OfficialCodec, WeightFileError
+
+    try:
+        OfficialCodec.resolve_files(cfg)
+    except WeightFileError as err:
+        raise DataError(str(err)[0].upper() + str(err)[1:]) from None
+
+
 def plan(cfg: StudioConfig, items: Optional[Iterable[Any]] = None, codec: Any = None) -> dict:
     """What `prepare` would do, without decoding or encoding anything: {"cached": [idx], "to_encode": [idx],
     "rejected": [idx], "report": [entries so far], "separation": label}. Checks lyrics, descriptions and
@@ -146,6 +157,7 @@ def plan(cfg: StudioConfig, items: Optional[Iterable[Any]] = None, codec: Any = 
             from core.codec.demo import DemoCodec as codec  # class attributes are all a plan needs
         else:
             from core.codec.official import OfficialCodec as codec  # no weights are loaded
+            _codec_files(cfg)
     ctx = _context(cfg, codec)
     report, _ = _walk(ctx, collect_inputs(cfg, items), dry_run=True)
     return {"cached": [e["idx"] for e in report if e["status"] != "rejected" and e.get("cached")],
@@ -160,6 +172,8 @@ def prepare(cfg: StudioConfig, items: Optional[Iterable[Any]] = None, progress: 
     t0 = time.time()
     if codec is None:
         from core.codec import get_codec
+        if cfg.data.codec == "official":
+            _codec_files(cfg)
         codec = get_codec(cfg)
     ctx = _context(cfg, codec)
     songs = collect_inputs(cfg, items)

@@ -4,14 +4,18 @@ Created on first use inside the workspace as an official runtime layout
 (`models/demo/{ckpt/songgen_demo, third_party/demo-tokenizer, conf/vocab.yaml}`), deterministic
 from a seed, so every feature of the studio works with nothing downloaded. Its tokenizer is a
 small byte-level BPE we train on a bundled corpus and store in Qwen2's file format (vocab.json +
-merges.txt + the same special tokens), so the same loading code serves both. Random weights: it
-makes noise-like tokens, and is labelled a demo wherever it appears.
+merges.txt + the same special tokens), so the same loading code serves both. Its weights start from
+the official-style random init and are then briefly pre-trained on synthetic songs through the demo
+codec (core.model.demo_pretrain; cached once per machine), so that, like a real checkpoint, it knows
+its codec's tokens and a LoRA run has a base to adapt. It is not a song model, and is labelled a demo
+wherever it appears.
 """
 from __future__ import annotations
 
 import json
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -82,8 +86,13 @@ def init_weights(model, seed: int) -> None:
             emb.weight[emb.padding_idx].zero_()
 
 
-def create_demo_model(root: Path, seed: int = DEMO_SEED) -> Path:
-    """Write the demo runtime + checkpoint into `root` (atomically) and return the checkpoint folder."""
+def _say(msg: str) -> None:
+    print(f"[demo model] {msg}", file=sys.stderr, flush=True)
+
+
+def create_demo_model(root: Path, seed: int = DEMO_SEED, pretrain: bool = True) -> Path:
+    """Write the demo runtime + checkpoint into `root` (atomically) and return the checkpoint folder.
+    `pretrain=False` keeps the random init (only for tests that need the layout, not the weights)."""
     from .checkpoint import SIDECAR
     from .lelm import LeLM
     from .official_config import read_official_config
@@ -104,9 +113,20 @@ def create_demo_model(root: Path, seed: int = DEMO_SEED) -> Path:
         init_weights(model, seed)
         model.reset_rotary()
         model.is_demo = True
+        pretrained = None
+        if pretrain:
+            from .demo_pretrain import RECIPE, pretrained_weights
+
+            _say(f"first use: pre-training the demo model on synthetic songs ({RECIPE['steps']} steps, once per "
+                 "machine; cached)")
+            info = pretrained_weights(model, text, tmp / TOKENIZER_DIR, seed, log=_say)
+            pretrained = {"recipe": RECIPE["version"], "cache_key": info["key"], "steps": RECIPE["steps"],
+                          "loss_first": round(info["first"], 4), "loss_last": round(info["last"], 4)}
+            how = "from the cache" if info["cached"] else f"in {info['seconds']:.0f} s"
+            _say(f"pre-trained ({how}): loss {info['first']:.2f} -> {info['last']:.2f}")
         model.save_pretrained(ckpt, dtype=torch.float32)
         side = json.loads((ckpt / SIDECAR).read_text())
-        side.update({"runtime_root": str(root.resolve()), "seed": seed})
+        side.update({"runtime_root": str(root.resolve()), "seed": seed, "pretrained": pretrained})
         (ckpt / SIDECAR).write_text(json.dumps(side, indent=2), encoding="utf-8")
         try:
             os.replace(tmp, root)

@@ -36,7 +36,7 @@ class CheckpointInfo(ModelTiming):
         return {**d, **self.timing_dict(), "delays": self.delays, "structure_tags": list(self.structure_tags)}
 
     def summary(self) -> str:
-        label = "DEMO model (random weights, for trying the studio)" if self.is_demo else "SongGeneration checkpoint"
+        label = "DEMO model (small, briefly pre-trained on synthetic songs; for trying the studio)" if self.is_demo else "SongGeneration checkpoint"
         lines = [
             f"{label}: {self.path}",
             f"  version        {self.version}",
@@ -92,6 +92,42 @@ def download_base_model(repo_id: str, workspace: str | os.PathLike, subfolder: O
     return folder
 
 
+BASE_FIELD = "Base model folder (paths.base_model_path)"  # the field as the Train tab and the config name it
+BASE_FIX = ("choose the folder of an official SongGeneration checkpoint as released (it holds config.yaml and "
+            "model.pt, e.g. ckpt/songgeneration_base), a Hugging Face repo id (owner/name), or 'demo' for the "
+            "built-in demo model")
+
+
+def _is_local(value: str) -> bool:
+    """A folder path rather than a Hub repo id ("owner/name")."""
+    return Path(value).expanduser().exists() or value.startswith(("/", ".", "~")) or not looks_like_repo_id(value)
+
+
+def check_base_model(cfg) -> None:
+    """Refuse a base model that cannot train before anything is launched: CheckpointError naming the
+    field and what to do. The demo (built on first use) and Hub repo ids (downloaded by the trainer)
+    pass; a local folder must be a readable checkpoint (config.yaml + model.pt; read, not built)."""
+    value = (cfg.paths.base_model_path or "").strip()
+    if value == "demo":
+        return
+    if not value:
+        raise CheckpointError(f"{BASE_FIELD} is empty: {BASE_FIX}")
+    if not _is_local(value):
+        return
+    path = Path(value).expanduser()
+    if not path.is_dir():
+        raise CheckpointError(f"{BASE_FIELD}: {value} {'is a file, not a folder' if path.exists() else 'does not exist'}; "
+                              f"{BASE_FIX}")
+    absent = [n for n in ("config.yaml", "model.pt") if not (path / n).is_file()]
+    if absent:
+        raise CheckpointError(f"{BASE_FIELD}: {value} has no {' and no '.join(absent)}, so it is not a SongGeneration "
+                              f"checkpoint; {BASE_FIX}")
+    try:
+        describe_checkpoint(path, cfg.paths.runtime_path)
+    except (ValueError, OSError) as err:  # CheckpointError and unreadable files, worded by checkpoint.py
+        raise CheckpointError(f"{BASE_FIELD}: {value} cannot be used: {err}. Otherwise {BASE_FIX}") from None
+
+
 def resolve_base_model(cfg) -> Path:
     """The base checkpoint folder for a StudioConfig: the built-in demo, a local folder or a Hub repo id."""
     value = cfg.paths.base_model_path
@@ -103,5 +139,5 @@ def resolve_base_model(cfg) -> Path:
         return path
     if looks_like_repo_id(value):
         return download_base_model(value, cfg.workspace_dir())
-    raise CheckpointError(f"paths.base_model_path: {value} is neither a folder (config.yaml + model.pt), "
-                          "a Hub repo id (owner/name), nor 'demo' (the built-in demo model)")
+    raise CheckpointError(f"{BASE_FIELD}: {value} is neither a folder (config.yaml + model.pt), a Hub repo id "
+                          f"(owner/name), nor 'demo'; {BASE_FIX}")

@@ -44,6 +44,9 @@ RUNTIME_FILES = {
     "vae_ckpt": "ckpt/vae/autoencoder_music_1320k.ckpt",
     "demucs": "third_party/demucs/ckpt/htdemucs.pth",
 }
+# what each file is, in the words of a missing-file message
+_FILE_WHAT = {"mixed": "mixed-stream tokenizer", "septoken": "vocal/accompaniment tokenizer and decoder",
+              "vae_config": "VAE config", "vae_ckpt": "VAE weights", "demucs": "Demucs separation model"}
 MIXED_FILE = "model_2_fixed.safetensors"
 SEPTOKEN_FILE = "model_2.safetensors"
 
@@ -198,38 +201,49 @@ class OfficialCodec:
             hparams = hparams_beside(root)
         return cls.from_files(hparams=hparams, **found, **kw)
 
+    @staticmethod
+    def resolve_files(cfg) -> dict[str, Path]:
+        """The five files the official codec needs for a StudioConfig -> {name: path}, or one
+        WeightFileError naming every missing file, where it was looked for, and what to do.
+
+        The tokenizers come from paths.audio_tokenizer_path / paths.separate_audio_tokenizer_path when
+        set (a file or the folder holding it), else from the runtime folder's layout as released
+        (ckpt/model_1rvq/, ckpt/model_septoken/); the VAE and Demucs always from the runtime folder."""
+        p = cfg.paths
+        root = Path(p.runtime_path).expanduser() if p.runtime_path else None
+        explicit = {"mixed": p.audio_tokenizer_path, "septoken": p.separate_audio_tokenizer_path}
+        found, missing = {}, []
+        for name, rel in RUNTIME_FILES.items():
+            filename = Path(rel).name
+            if explicit.get(name):
+                c = Path(explicit[name]).expanduser()
+                cands = [c / filename if c.is_dir() else c]
+            elif root is not None:  # the `ckpt/` level may be omitted (as in the test fixture)
+                cands = [root / rel] + ([root / rel[len("ckpt/"):]] if rel.startswith("ckpt/") else [])
+            else:
+                cands = []
+            hit = next((c for c in cands if c.is_file()), None)
+            if hit is None:
+                missing.append(f"{filename} ({_FILE_WHAT[name]}; " +
+                               (f"looked at {cands[0]})" if cands else "no runtime folder is set)"))
+            found[name] = hit
+        if missing:
+            where = (f"the SongGeneration runtime folder (paths.runtime_path) is {root}" if root is not None
+                     else "no SongGeneration runtime folder (paths.runtime_path) is set")
+            raise WeightFileError(
+                f"the official codec cannot run: {len(missing)} of its files are missing: {'; '.join(missing)}. "
+                f"Now {where}. Set it to the SongGeneration folder as released (it holds ckpt/model_1rvq, "
+                "ckpt/model_septoken, ckpt/vae and third_party/demucs), or choose the demo codec "
+                "(data.codec: demo) to try the studio without them")
+        return found
+
     @classmethod
     def from_config(cls, cfg, **kw) -> "OfficialCodec":
         """From a `core.config.StudioConfig`: paths.audio_tokenizer_path (1rvq safetensors or its folder),
         paths.separate_audio_tokenizer_path (septoken), paths.runtime_path (ckpt/vae and third_party/demucs);
         data.device ("auto" = cuda when available) and data.seed (Demucs shift) unless given as keywords."""
-        p = cfg.paths
-
-        def resolve(value, key, filename):
-            if not value:
-                raise WeightFileError(f"set paths.{key} to the official {filename} (or the folder holding it)")
-            path = Path(value)
-            if path.is_dir():
-                path = path / filename
-            if not path.is_file():
-                raise WeightFileError(f"paths.{key}: {path} not found (expected the official {filename})")
-            return path
-
-        mixed = resolve(p.audio_tokenizer_path, "audio_tokenizer_path", MIXED_FILE)
-        sep = resolve(p.separate_audio_tokenizer_path, "separate_audio_tokenizer_path", SEPTOKEN_FILE)
-        if not p.runtime_path:
-            raise WeightFileError("set paths.runtime_path to the SongGeneration runtime root "
-                                  "(it holds ckpt/vae/ and third_party/demucs/ckpt/htdemucs.pth)")
-        root = Path(p.runtime_path)
-        files = {}
-        for name in ("vae_config", "vae_ckpt", "demucs"):
-            rel = RUNTIME_FILES[name]
-            cands = [root / rel] + ([root / rel[len("ckpt/"):]] if rel.startswith("ckpt/") else [])
-            hit = next((c for c in cands if c.is_file()), None)
-            if hit is None:
-                raise WeightFileError(f"paths.runtime_path: {cands[0]} not found "
-                                      f"(paths.runtime_path = {root})")
-            files[name] = hit
+        files = cls.resolve_files(cfg)
+        root = Path(cfg.paths.runtime_path)
         hparams = kw.pop("hparams", None)
         if hparams is None:
             hparams = hparams_beside(root)
@@ -239,7 +253,7 @@ class OfficialCodec:
             kw["device"] = ("cuda" if torch.cuda.is_available() else "cpu") if dev == "auto" else dev
         if "seed" not in kw and data is not None:
             kw["seed"] = int(getattr(data, "seed", 0))
-        return cls.from_files(mixed=mixed, septoken=sep, hparams=hparams, **files, **kw)
+        return cls.from_files(hparams=hparams, **files, **kw)
 
     # cached modules -----------------------------------------------------------------------------------
     def _key(self, *parts) -> tuple:
