@@ -351,6 +351,9 @@ def estimate(cfg, lang: str = "en") -> str:
         when = tr("est_time_nodata", lang, per_step=per_step)
     else:
         when = tr("est_time", lang, total=_duration(t["total_s"], lang), steps=t["steps"], per_step=per_step)
+    if t.get("source") == "measured":  # this machine's own step time: no formula, no bound
+        m = t["measured"]
+        return text + f"\n\n{when} <small>{tr('est_measured', lang, run=m['run'], n=m['steps'])}</small>"
     return text + f"\n\n{when} <small>{tr('est_bound', lang)}; `{t['formula']}`</small>"
 
 

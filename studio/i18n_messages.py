@@ -67,6 +67,8 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "est_time": ("**Time estimate: about {total}** for {steps} steps ({per_step}).",
                  "**时间估算：约 {total}**，共 {steps} 步（{per_step}）。"),
     "est_bound": ("upper bound at full-length crops", "按完整长度裁剪估算的上限"),
+    "est_measured": ("measured: the median step time of run {run} on this machine ({n} steps)",
+                     "实测：本机运行 {run} 的每步中位时间（{n} 步）"),
     # ---- presets (train tab) --------------------------------------------------------------------------
     "preset_help": ("Fills the options below for a goal and a card size; change any of them afterwards.",
                     "按目标和显卡显存填好下面的选项；之后仍可逐项修改。"),
