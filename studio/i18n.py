@@ -136,6 +136,7 @@ T: dict[str, tuple[str, str]] = {
     "warmup": ("Warmup steps", "预热步数"), "max_frames": ("Crop to frames (0 = model max; 25 frames = 1 s)", "裁剪帧数（0 = 模型上限；25 帧 = 1 秒）"),
     "precision": ("Mixed precision", "混合精度"), "optimizer": ("Optimizer", "优化器"),
     "base_dtype": ("Base weights (LoRA)", "基础权重精度（LoRA）"), "grad_ckpt": ("Gradient checkpointing", "梯度检查点"),
+    "compile": ("Compile the step (torch.compile; GPU)", "编译训练步（torch.compile；GPU）"),
     "save_every": ("Save every N steps", "每 N 步保存"), "sample_every": ("Sample every N steps (0 = start and end)", "每 N 步生成样例（0 = 仅开始和结束）"),
     "log_every": ("Log every N steps", "每 N 步记录"), "seed": ("Seed", "随机种子"),
     "num_samples": ("Sample songs per sample point", "每次生成的样例数"),
@@ -321,6 +322,8 @@ T: dict[str, tuple[str, str]] = {
     "pref_no_pairs": ("No preference pairs yet: generate candidates and mark the preferred one first.",
                       "还没有偏好对：请先生成候选并标记更喜欢的一个。"),
     "pref_count": ("{n} pair(s) stored", "已保存 {n} 个偏好对"),
+    "pref_added": ("{n} pair(s) added, {k} skipped", "新增 {n} 个偏好对，跳过 {k} 个"),
+    "pref_progress": ("candidate {i}/{k}: frame {d}/{t}", "候选 {i}/{k}：第 {d}/{t} 帧"),
 }
 
 T.update(MESSAGES)

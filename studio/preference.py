@@ -14,6 +14,7 @@ import gradio as gr
 from core import runs
 from core.config import DEMO, StudioConfig
 from studio import backend
+from studio.i18n import tr
 
 
 def _cfg(ws, ckpt: Optional[str] = None) -> StudioConfig:
@@ -31,12 +32,12 @@ def _store(ws):
     return PairStore(pairs_dir(_cfg(ws)))
 
 
-def generate(ws, ckpt, strength, lyrics, desc, seconds, seed, k, progress=None) -> dict[str, Any]:
+def generate(ws, ckpt, strength, lyrics, desc, seconds, seed, k, progress=None, lang: str = "en") -> dict[str, Any]:
     from core.preference import candidates
     cfg = _cfg(ws, ckpt)
     cb = None
     if progress is not None:
-        cb = lambda i, d, t: progress(d / max(1, t), desc=f"candidate {i + 1}/{int(k)}: frame {d}/{t}")  # noqa: E731
+        cb = lambda i, d, t: progress(d / max(1, t), desc=tr("pref_progress", lang, i=i + 1, k=int(k), d=d, t=t))  # noqa: E731
     rec = backend._user_error(candidates.generate_candidates, cfg, lyrics, desc or None, int(k), seed=int(seed or 0),
                               checkpoint=ckpt or None, strength=float(strength),
                               max_seconds=float(seconds) if seconds else None, progress=cb)
@@ -44,9 +45,15 @@ def generate(ws, ckpt, strength, lyrics, desc, seconds, seed, k, progress=None) 
     return rec
 
 
-def mark(ws, set_dir: str, chosen: int, rejected: list[int]) -> str:
+def report_text(rep, lang: str = "en") -> str:
+    """An AddReport (core.preference.pairs) in `lang`: the counts, then each skipped line as core said it."""
+    return "\n".join([tr("pref_added", lang, n=len(rep.added), k=len(rep.skipped))] + [f"  - {s}" for s in rep.skipped])
+
+
+def mark(ws, set_dir: str, chosen: int, rejected: list[int], lang: str = "en") -> str:
     from core.preference import candidates
-    return backend._user_error(candidates.mark, _cfg(ws), set_dir, int(chosen), [int(r) for r in rejected]).summary()
+    rep = backend._user_error(candidates.mark, _cfg(ws), set_dir, int(chosen), [int(r) for r in rejected])
+    return report_text(rep, lang)
 
 
 def pair_rows(ws) -> list[list[Any]]:
@@ -65,8 +72,8 @@ def export_pairs(ws) -> str:
     return str(out)
 
 
-def import_pairs(ws, path: str) -> str:
-    return backend._user_error(_store(ws).import_jsonl, path).summary()
+def import_pairs(ws, path: str, lang: str = "en") -> str:
+    return report_text(backend._user_error(_store(ws).import_jsonl, path), lang)
 
 
 def start_dpo_run(ws, train_values: dict[str, Any], dpo_values: dict[str, Any], no_pairs: str) -> Path:

@@ -7,9 +7,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import gradio as gr
+import pandas as pd
 
 from studio import preference as pref
 from studio.feedback import UserError
+from studio.i18n import request_lang, tr
 from studio.widgets import config_widget
 
 MAX_K = 4
@@ -48,16 +50,22 @@ def build(ctx, export_ui: dict, train_ui: dict) -> dict:
             start_btn = gr.Button(t("pref_start"), variant="primary", interactive=not ctx.locked,
                                   elem_id="btn-pref-start")
 
-    def table_out():
+    def table_out(lang=None):
+        lang = lang or ctx.lang
         rows = pref.pair_rows(ctx.ws)
-        return ctx.msg("pref_count", n=len(rows)), rows
+        cols = tr("pref_cols", lang).split(",")
+        return tr("pref_count", lang, n=len(rows)), pd.DataFrame(rows, columns=cols)  # headers even when empty
 
-    box.expand(table_out, None, [count, table], api_name="pref_pairs")
+    def pairs(request: gr.Request = None):
+        return table_out(request_lang(request, ctx.lang))
 
-    def generate(c, s, ly, de, sec, sd, kk, progress=gr.Progress()):
-        rec = pref.generate(ctx.ws, c, s, ly, de, sec, sd, kk, progress=progress)
+    box.expand(pairs, None, [count, table], api_name="pref_pairs")
+
+    def generate(c, s, ly, de, sec, sd, kk, request: gr.Request = None, progress=gr.Progress()):
+        lang = request_lang(request, ctx.lang)
+        rec = pref.generate(ctx.ws, c, s, ly, de, sec, sd, kk, progress=progress, lang=lang)
         items = rec["items"]
-        choices = [(ctx.msg("pref_candidate", i=it["index"] + 1, seed=it["seed"]), it["index"]) for it in items]
+        choices = [(tr("pref_candidate", lang, i=it["index"] + 1, seed=it["seed"]), it["index"]) for it in items]
         outs = [gr.update(value=items[i]["audio"], visible=True, label=choices[i][0]) if i < len(items)
                 else gr.update(value=None, visible=False) for i in range(MAX_K)]
         return [rec, gr.update(choices=choices, value=None), gr.update(choices=choices, value=[])] + outs
@@ -66,35 +74,38 @@ def build(ctx, export_ui: dict, train_ui: dict) -> dict:
     gen_btn.click(generate, [ex["ckpt"], ex["strength"], ex["lyrics"], ex["desc"], ex["seconds"], ex["seed"], k],
                   [set_state, chosen, rejected] + players, api_name="pref_candidates")
 
-    def mark(rec, c, rj):
+    def mark(rec, c, rj, request: gr.Request = None):
+        lang = request_lang(request, ctx.lang)
         if not rec or not rec.get("dir"):
             raise UserError("pref_no_set")
         if c is None:
             raise UserError("pref_no_choice")
         rj = list(rj or []) or [it["index"] for it in rec["items"] if it["index"] != int(c)]
-        return (pref.mark(ctx.ws, rec["dir"], int(c), rj), *table_out())
+        return (pref.mark(ctx.ws, rec["dir"], int(c), rj, lang), *table_out(lang))
 
     mark_btn.click(mark, [set_state, chosen, rejected], [msg, count, table], api_name="pref_mark")
     export_btn.click(lambda: pref.export_pairs(ctx.ws), None, export_file, api_name="pref_export")
 
-    def do_import(f):
+    def do_import(f, request: gr.Request = None):
+        lang = request_lang(request, ctx.lang)
         if not f:
             raise UserError("pref_no_file")
-        return (pref.import_pairs(ctx.ws, f if isinstance(f, str) else getattr(f, "name", None)), *table_out())
+        return (pref.import_pairs(ctx.ws, f if isinstance(f, str) else getattr(f, "name", None), lang), *table_out(lang))
 
     import_btn.click(do_import, import_file, [msg, count, table], api_name="pref_import")
 
     # the DPO run takes the Train tab's settings: its widgets and its own value mapping
     n_in = len(train_ui["inputs"])
 
-    def start(*vals):
+    def start(*vals, request: gr.Request = None):
+        lang = request_lang(request, ctx.lang)
         if ctx.locked:
             raise UserError("demo_disabled")
         from studio.widgets import config_value
         dpo = {key: config_value(key, v) for key, v in zip(dpo_keys, vals[n_in:])}
-        run_dir = pref.start_dpo_run(ctx.ws, train_ui["values"](*vals[:n_in]), dpo, ctx.msg("pref_no_pairs"))
+        run_dir = pref.start_dpo_run(ctx.ws, train_ui["values"](*vals[:n_in]), dpo, tr("pref_no_pairs", lang))
         from studio.tabs.train import _run_choices
-        return gr.update(choices=_run_choices(ctx), value=str(run_dir)), ctx.msg("pref_started", run=Path(run_dir).name)
+        return gr.update(choices=_run_choices(ctx, lang), value=str(run_dir)), tr("pref_started", lang, run=Path(run_dir).name)
 
     start_btn.click(start, train_ui["inputs"] + dpo_w, [train_ui["run_pick"], msg], api_name="pref_start_dpo")
     return {"table": table, "count": count}

@@ -172,6 +172,7 @@ def build(ctx) -> dict:
                     cw("training.base_dtype", t("base_dtype"), dropdown=True)
                 with gr.Row():  # a checkbox beside three dropdowns had its label cut off
                     cw("training.gradient_checkpointing", t("grad_ckpt"), elem_id="grad-ckpt")
+                    cw("training.compile", t("compile"), elem_id="compile-step")
                 with gr.Row():
                     cw("training.save_every", t("save_every"))
                     cw("training.sample_every", t("sample_every"))
