@@ -1,0 +1,81 @@
+"""OpenMP wait policy on a shared CPU: demo-model guided generation with idle threads sleeping
+(PASSIVE, what `import core` sets) beside the same run with them spinning (ACTIVE, OpenMP's default
+behaviour), each in a fresh process (the policy is read when torch loads), alternating.
+
+    python bench/threads.py [--frames 50] [--threads 2] [--repeats 3] [--busy 2]
+
+`--busy N` starts N pure-Python busy loops for the duration, standing in for the other work a
+studio machine has (the server, a trainer, a browser); 0 measures a quiet machine."""
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+CHILD = r"""
+import json, sys, time, torch
+torch.set_num_threads(int(sys.argv[1]))
+import core  # the policy under test is already in the environment (setdefault keeps it)
+from core.model import LeLM
+from core.model.demo import ensure_demo_model
+m = LeLM.from_pretrained(ensure_demo_model(sys.argv[3])).eval()
+lyr = "[verse] the city lights are calling me home. i walk the empty streets alone ; [chorus] sing it loud"
+m.generate(lyr, "female, pop", None, max_frames=5, cfg_coef=1.5, seed=0)  # warm-up
+t = time.perf_counter()
+m.generate(lyr, "female, pop", None, max_frames=int(sys.argv[2]), cfg_coef=1.5, seed=0)
+print(json.dumps({"seconds": time.perf_counter() - t}))
+"""
+
+
+def _spin(stop) -> None:
+    while not stop.is_set():
+        sum(range(10_000))
+
+
+def run(policy: str, frames: int, threads: int, ws: str) -> float:
+    env = {**os.environ, "OMP_WAIT_POLICY": policy, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-c", CHILD, str(threads), str(frames), ws], env=env,
+                         capture_output=True, text=True, check=True, cwd=ROOT)
+    return json.loads(out.stdout.strip().splitlines()[-1])["seconds"]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--frames", type=int, default=50)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--busy", type=int, default=2, help="busy-loop processes alongside (0: quiet machine)")
+    args = ap.parse_args()
+    stop = mp.Event()
+    busy = [mp.Process(target=_spin, args=(stop,), daemon=True) for _ in range(args.busy)]
+    for p in busy:
+        p.start()
+    times: dict[str, list[float]] = {"PASSIVE": [], "ACTIVE": []}
+    try:
+        with tempfile.TemporaryDirectory() as ws:
+            run("PASSIVE", 2, 1, ws)  # creates the demo model once, outside the timings
+            for _ in range(args.repeats):
+                for policy in times:
+                    times[policy].append(run(policy, args.frames, args.threads, ws))
+    finally:
+        stop.set()
+        for p in busy:
+            p.join(timeout=5)
+    load = os.getloadavg()[0]
+    print(f"demo model, {args.frames} frames guided, {args.threads} torch threads, {args.busy} busy processes, "
+          f"{os.cpu_count()} CPUs, load {load:.1f}; median of {args.repeats}, alternating")
+    a, p = statistics.median(times["ACTIVE"]), statistics.median(times["PASSIVE"])
+    print(f"  spinning (ACTIVE, baseline)  {a:8.2f} s")
+    print(f"  sleeping (PASSIVE, ours)     {p:8.2f} s   {a / p:5.1f}x")
+
+
+if __name__ == "__main__":
+    main()
