@@ -233,6 +233,7 @@ class Workspace:
         seed format holds paths of the machine that wrote it); anything else is refused with a reason,
         except, on a local studio, files inside the folders named with --import-root.
         """
+        from core.data.inputs import metadata_rows
         from core.song_fields import decode_text, description_field, lyric_field
 
         problems: list[str] = []
@@ -260,15 +261,9 @@ class Workspace:
             if f.suffix.lower() != ".jsonl":
                 continue
             text = read_text(f)
-            for n, line in enumerate((text or "").splitlines(), 1):
-                if not line.strip():
-                    continue
+            for n, _, row, _ in metadata_rows(text or ""):
                 where = f"{f.name} line {n}"
-                try:
-                    row = json.loads(line)
-                    if not isinstance(row, dict):
-                        raise ValueError("not an object")
-                except ValueError:
+                if row is None:
                     problems.append(said("imp_bad_json", file=f.name, line=n))
                     continue
                 p = row.get("path")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, Iterator, Optional
 
 from core import audio as audio_mod
 from core import song_fields as fields
@@ -106,6 +106,20 @@ def _resolve_audio(p: str, bases: list[Path]) -> tuple[Optional[Path], list[Path
     return None, tried
 
 
+def metadata_rows(text: str) -> Iterator[tuple[int, str, Optional[dict], str]]:
+    """The non-blank lines of a metadata.jsonl: (line number, line, its object, "") or (line number, line,
+    None, why it is not one JSON object). The one reader of the format for prepare and the studio's import."""
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            d = json.loads(line)
+        except ValueError as err:
+            yield n, line, None, str(err)
+            continue
+        yield (n, line, d, "") if isinstance(d, dict) else (n, line, None, "not a JSON object")
+
+
 def load_metadata(path: str | Path, raw_data_dir: Optional[str | Path] = None) -> list[SongInput]:
     """Seed-format metadata.jsonl -> songs. Broken lines, missing fields and missing files become
     songs with `problems` (rejected with that reason); duplicates are caught later by idx."""
@@ -118,17 +132,11 @@ def load_metadata(path: str | Path, raw_data_dir: Optional[str | Path] = None) -
         text = read_text_file(path)
     except DataError as err:
         raise DataError(f"paths.metadata_path: {err}") from None
-    for n, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
+    for n, line, d, err in metadata_rows(text):
         src = f"{path.name}:{n}"
-        try:
-            d = json.loads(line)
-            if not isinstance(d, dict):
-                raise ValueError("not a JSON object")
-        except ValueError as err:
+        if d is None:
             out.append(SongInput(f"line-{n}", None, source=src, problems=[
-                f"line {n} of {path.name} is not valid JSON ({str(err)[:80]}); each line must be one object like "
+                f"line {n} of {path.name} is not valid JSON ({err[:80]}); each line must be one object like "
                 '{"path": ..., "gt_lyric": ..., "descriptions": ..., "idx": ...}']))
             continue
         problems: list[str] = []
