@@ -104,7 +104,7 @@ def _plot_value(rows: list, lang: str = "en") -> Any:
     df = pd.DataFrame(rows, columns=["step", "loss", "series"])
     names = list(dict.fromkeys(df["series"]))
     return gr.update(value=df, color_map={n: _PALETTE[i % len(_PALETTE)] for i, n in enumerate(names)},
-                     x_title=tr("plot_step", lang), y_title=tr("plot_value", lang))
+                     x_title=tr("plot_step", lang), y_title=tr("plot_value", lang), color_title=tr("plot_series", lang))
 
 
 ACTIVE = ("starting", "running", "stopping")
