@@ -93,49 +93,47 @@ class StackStep:
         # (a sign flip is exact) in two ops instead of five.
         self.half = self.head_dim // 2
         self.sin = torch.cat([-sin[0, :, :self.half], sin[0, :, self.half:]], dim=-1)
-        shape = (rows, self.heads, max_len, self.head_dim)
-        self.k_buf = [torch.empty(shape, device=dev, dtype=dtype) for _ in self.layers]
-        self.v_buf = [torch.empty(shape, device=dev, dtype=dtype) for _ in self.layers]
-        for i, layer_cache in enumerate(cache.layers):
-            self.k_buf[i][:, :, :n] = layer_cache.keys
-            self.v_buf[i][:, :, :n] = layer_cache.values
+        # K and V of a layer in one buffer [rows, 2, heads, max_len, head_dim]: with q/k/v from one fused
+        # matmul, the new position's roped k and its v are written by one copy.
+        self.kv = [torch.empty(rows, 2, self.heads, max_len, self.head_dim, device=dev, dtype=dtype)
+                   for _ in self.layers]
+        for kv, layer_cache in zip(self.kv, cache.layers):
+            kv[:, 0, :, :n] = layer_cache.keys
+            kv[:, 1, :, :n] = layer_cache.values
         self.length = n
 
     def __call__(self, h: torch.Tensor) -> torch.Tensor:
-        """h [rows, 1, D] at the next position -> the normed hidden state [rows, 1, D]."""
+        """h [rows, D] at the next position -> the normed hidden state [rows, D]."""
         p = self.length
         n = p + 1
         rows = h.shape[0]
-        cos, sin = self.cos[p], self.sin[p]
-        split = (rows, 1, self.heads, self.head_dim)
-        for i, L in enumerate(self.layers):
-            residual = h
+        heads, hd = self.heads, self.head_dim
+        cos, sin = self.cos[p], self.sin[p]  # once per frame for every layer
+        for L, kv in zip(self.layers, self.kv):
             x = L.norm1(h)
             if L.qkv_t is not None:
-                qkv = (x @ L.qkv_t).view(rows, 3, self.heads, self.head_dim)
+                qkv = torch.mm(x, L.qkv_t).view(rows, 3, heads, hd)
                 qk = qkv[:, :2]
-                qk = (qk * cos) + (qk.roll(self.half, -1) * sin)  # q and k together
-                q, k, v = qk[:, 0, :, None], qk[:, 1, :, None], qkv[:, 2, :, None]
+                # RoPE on q and k together, written back into qkv so that k and v are contiguous neighbours.
+                qk.copy_((qk * cos) + (qk.roll(self.half, -1) * sin))
+                kv.select(3, p).copy_(qkv[:, 1:])
+                q = qkv[:, 0].unsqueeze(2)
             else:
-                q = L.q(x).view(split).transpose(1, 2)
-                k = L.k(x).view(split).transpose(1, 2)
-                v = L.v(x).view(split).transpose(1, 2)
+                q = L.q(x).view(rows, heads, 1, hd)  # one position: [rows, D] -> [rows, heads, 1, hd] is a view
+                k = L.k(x).view(rows, heads, hd)
                 q = (q * cos) + (q.roll(self.half, -1) * sin)
-                k = (k * cos) + (k.roll(self.half, -1) * sin)
-            self.k_buf[i][:, :, p:n] = k
-            self.v_buf[i][:, :, p:n] = v
+                kv[:, 0, :, p] = (k * cos) + (k.roll(self.half, -1) * sin)
+                kv[:, 1, :, p] = L.v(x).view(rows, heads, hd)
             # One query over every filled position: no mask needed.
-            att = F.scaled_dot_product_attention(q, self.k_buf[i][:, :, :n], self.v_buf[i][:, :, :n],
-                                                 scale=L.scaling)
-            att = att.transpose(1, 2).contiguous().reshape(rows, 1, -1)
-            h = residual + (att @ L.o_t if L.o_t is not None else L.o(att))
-            residual = h
+            att = F.scaled_dot_product_attention(q, kv[:, 0, :, :n], kv[:, 1, :, :n], scale=L.scaling)
+            att = att.view(rows, -1)  # [rows, heads, 1, hd] contiguous: the heads side by side
+            h = torch.addmm(h, att, L.o_t) if L.o_t is not None else h + L.o(att)
             x = L.norm2(h)
             if L.gate_up_t is not None:
-                gate, up = (x @ L.gate_up_t).chunk(2, dim=-1)
-                h = residual + (L.act(gate) * up) @ L.down_t
+                gate, up = torch.mm(x, L.gate_up_t).chunk(2, dim=-1)
+                h = torch.addmm(h, L.act(gate).mul_(up), L.down_t)
             else:
-                h = residual + L.down(L.act(L.gate(x)) * L.up(x))
+                h = h + L.down(L.act(L.gate(x)) * L.up(x))
         self.length = n
         return self.norm(h)
 
@@ -156,8 +154,9 @@ class FrameStep:
     def __call__(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """tokens [rows, K, 1] -> the two stacks' last hidden states [rows, D] (as LeLM.hidden_steps)."""
         m = self.model
+        tokens = tokens[:, :, -1]  # one position: rows stay 2-D [rows, D] through both stacks
         x1 = m.emb[0](tokens[:, 0])
         x2 = sum(m.layer2_emb[k](tokens[:, k]) for k in range(1, m.depth))
         h1 = self.main(x1)
         h2 = self.sub(m.mlp(torch.cat([x2, h1], dim=-1)))
-        return h1[:, -1], h2[:, -1]
+        return h1, h2
