@@ -81,7 +81,8 @@ def choose_tokens(scores: torch.Tensor, *, greedy: bool, temperature: float, top
     if top_p > 0.0:
         return sample_top_p(torch.softmax(scores / temperature, dim=-1), top_p, generator)
     out = scores.argmax(-1)  # vocal / bgm: top-1
-    first = torch.softmax(scores[:1] / temperature, dim=-1)  # only the mixed stream is sampled
+    # Only the mixed stream is sampled (x / 1.0 is x: no copy for the default temperature).
+    first = torch.softmax(scores[:1] if temperature == 1.0 else scores[:1] / temperature, dim=-1)
     if top_k > 0:
         out[0] = sample_top_k(first, top_k, generator)[0]
     else:
@@ -89,15 +90,19 @@ def choose_tokens(scores: torch.Tensor, *, greedy: bool, temperature: float, top
     return out
 
 
-def apply_repetition_penalty(scores: torch.Tensor, history: list[torch.Tensor], window: int) -> torch.Tensor:
-    """scores [..., K, V], history of tokens [..., K]: score / 1.1 for ids (< EOS) seen in the last `window` steps."""
-    if window <= 0 or not history:
+def apply_repetition_penalty(scores: torch.Tensor, history: list[torch.Tensor] | torch.Tensor,
+                             window: int) -> torch.Tensor:
+    """scores [..., K, V]; history: a list of tokens [..., K] per step, or those steps as one tensor
+    [..., K, steps] -> score / 1.1 for the ids (< EOS) seen in the last `window` steps."""
+    steps = history.shape[-1] if torch.is_tensor(history) else len(history)
+    if window <= 0 or steps == 0:
         return scores
-    recent = torch.stack(history[-window:], dim=-1)  # [..., K, w]
-    seen = torch.zeros(scores.shape, dtype=torch.bool, device=scores.device)
-    seen.scatter_(-1, recent.clamp(max=EOS), True)
-    seen[..., EOS] = False  # EOS / EMPTY never penalized (clamped EMPTY lands on EOS, a real EOS too)
-    return torch.where(seen, scores / REPETITION_PENALTY, scores)
+    recent = history[..., -window:] if torch.is_tensor(history) else torch.stack(history[-window:], dim=-1)
+    # Only the w seen ids per stream are touched (not a [..., K, V] mask): each is divided once from
+    # its original score, so an id seen several times gets the same value written several times.
+    ids = recent.clamp(max=EOS)  # EMPTY lands on EOS, which (like a real EOS) is never penalized
+    seen = scores.gather(-1, ids)
+    return scores.scatter(-1, ids, torch.where(ids < EOS, seen / REPETITION_PENALTY, seen))
 
 
 class _Heads:
@@ -113,6 +118,8 @@ class _Heads:
         wt = self.t_weights[q]
         if wt is None:
             return self.modules[q](h).float()
+        if h.shape[0] == 1:
+            return torch.mm(h, wt).float()
         return torch.cat([row @ wt for row in h.split(1)]).float()
 
 
@@ -291,7 +298,6 @@ def generate_batch(model: "LeLM", lyrics: Sequence[Optional[str]], descriptions:
     stacks = _Stacks(model, 2 * B, prefix[0].shape[1] + S, cache, backend)
     heads = _Heads(model)
     ended = torch.zeros(B, K, dtype=torch.bool, device=dev)
-    history: list[torch.Tensor] = []
     n_prefix = prefix[0].shape[1]
     # Guiding the heads' input is exact up to rounding for linear heads; in bf16/fp16 the logits are
     # combined in float32 instead, as upstream does.
@@ -303,17 +309,23 @@ def generate_batch(model: "LeLM", lyrics: Sequence[Optional[str]], descriptions:
                 h1, h2 = stacks.prefill(step_input, prefix)
             else:
                 h1, h2 = stacks.step(step_input, n_prefix + offset - 1)
-            live = [q for q in range(K) if pattern.valid_slot(offset, q, T) and not bool(ended[:, q].all())]
+            all_ended = ended.all(0).tolist()  # one read for every stream
+            live = [q for q in range(K) if pattern.valid_slot(offset, q, T) and not all_ended[q]]
             needed = range(K) if on_step is not None else live
             scores = torch.zeros(B, K, model.code_size + 1, device=dev)
+            guided: dict[int, torch.Tensor] = {}  # per stack: vocal and bgm share the sub stack's input
             for q in needed:
-                h = h1 if q == 0 else h2  # [2B, D]
+                stack = min(q, 1)
+                h = (h1, h2)[stack]  # [2B, D]
                 if guide_hidden:
-                    scores[:, q] = heads(q, h[B:] + (h[:B] - h[B:]) * cfg_coef)
+                    if stack not in guided:
+                        guided[stack] = h[B:] + (h[:B] - h[B:]) * cfg_coef
+                    scores[:, q] = heads(q, guided[stack])
                 else:
                     logits = heads(q, h)  # [2B, V]
                     scores[:, q] = logits[B:] + (logits[:B] - logits[B:]) * cfg_coef
-            scores = apply_repetition_penalty(scores, history, record_window)
+            # The tokens of steps 1..offset-1 are the history (seq's column 0 is the start slot).
+            scores = apply_repetition_penalty(scores, seq[:, :, 1:offset], record_window)
             if banned is not None:
                 scores[:, 0] = scores[:, 0].masked_fill(banned, float("-inf"))
             if on_step is not None:
@@ -321,13 +333,12 @@ def generate_batch(model: "LeLM", lyrics: Sequence[Optional[str]], descriptions:
             # Every row draws at every step, as a one-song run does: its generator stays in step.
             tokens = torch.stack([choose_tokens(scores[b], greedy=greedy, temperature=temperature, top_k=top_k,
                                                 top_p=top_p, generator=generators[b]) for b in range(B)])
-            dead = torch.ones(K, dtype=torch.bool, device=dev)
-            dead[live] = False
-            tokens[:, dead] = EMPTY
-            tokens[ended] = EMPTY
+            dead = [q for q in range(K) if q not in live]
+            if dead:
+                tokens[:, dead] = EMPTY
+            tokens.masked_fill_(ended, EMPTY)
             ended |= tokens == EOS
             seq[:, :, offset] = tokens
-            history.append(tokens)
             if progress is not None:
                 progress(offset, S - 1)
             if bool(ended.all()):
