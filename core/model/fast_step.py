@@ -41,11 +41,18 @@ def _rms_norm(mod: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
     if type(mod) is not LlamaRMSNorm or type(mod).forward is not LlamaRMSNorm.forward:
         return mod
     w, eps = mod.weight, mod.variance_epsilon
+    # float32: the same arithmetic with fewer dispatches (bit for bit: `mean` is `sum` then `div_` by the
+    # count; the count and eps as 0-dim float32 tensors skip the per-call wrapping and casting of Python
+    # scalars; w * x == x * w). Half the time of the literal form at a few hundred elements.
+    count = torch.tensor(float(w.shape[-1]), device=w.device)
+    eps_t = torch.tensor(eps, dtype=torch.float32, device=w.device)
 
-    def norm(h: torch.Tensor) -> torch.Tensor:  # LlamaRMSNorm.forward, op for op
-        x = h if h.dtype == torch.float32 else h.to(torch.float32)
+    def norm(h: torch.Tensor) -> torch.Tensor:  # LlamaRMSNorm.forward
+        if h.dtype == torch.float32 and w.dtype == torch.float32:
+            return (h * h.pow(2).sum(-1, keepdim=True).div_(count).add_(eps_t).rsqrt_()).mul_(w)
+        x = h.to(torch.float32)
         x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
-        return w * (x if h.dtype == torch.float32 else x.to(h.dtype))
+        return w * x.to(h.dtype)
     return norm
 
 
