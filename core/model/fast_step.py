@@ -56,6 +56,13 @@ def _rms_norm(mod: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
     return norm
 
 
+def _fused_t(*weights: torch.Tensor) -> torch.Tensor:
+    """cat(weights).t().contiguous() in one copy: [in, sum(out)], each weight transposed into its columns."""
+    out = weights[0].new_empty(weights[0].shape[1], sum(w.shape[0] for w in weights))
+    torch.cat([w.t() for w in weights], dim=1, out=out)
+    return out
+
+
 def _plain(*mods: nn.Module) -> bool:
     return all(type(m) is nn.Linear and m.bias is None for m in mods)
 
@@ -72,10 +79,10 @@ class _Layer:
         # three / two `linear` calls) where the projections are plain linears; None: module calls.
         self.qkv_t = self.o_t = self.gate_up_t = self.down_t = None
         if fuse and _plain(a.q_proj, a.k_proj, a.v_proj, a.o_proj):
-            self.qkv_t = torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]).t().contiguous()
+            self.qkv_t = _fused_t(a.q_proj.weight, a.k_proj.weight, a.v_proj.weight)
             self.o_t = a.o_proj.weight.t().contiguous()
         if fuse and _plain(mlp.gate_proj, mlp.up_proj, mlp.down_proj):
-            self.gate_up_t = torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]).t().contiguous()
+            self.gate_up_t = _fused_t(mlp.gate_proj.weight, mlp.up_proj.weight)
             self.down_t = mlp.down_proj.weight.t().contiguous()
 
 
@@ -104,6 +111,8 @@ class StackStep:
         # matmul, the new position's roped k and its v are written by one copy.
         self.kv = [torch.empty(rows, 2, self.heads, max_len, self.head_dim, device=dev, dtype=dtype)
                    for _ in self.layers]
+        self.k = [kv[:, 0] for kv in self.kv]  # views made once: per frame only their filled part is taken
+        self.v = [kv[:, 1] for kv in self.kv]
         for kv, layer_cache in zip(self.kv, cache.layers):
             kv[:, 0, :, :n] = layer_cache.keys
             kv[:, 1, :, :n] = layer_cache.values
@@ -116,7 +125,7 @@ class StackStep:
         rows = h.shape[0]
         heads, hd = self.heads, self.head_dim
         cos, sin = self.cos[p], self.sin[p]  # once per frame for every layer
-        for L, kv in zip(self.layers, self.kv):
+        for L, kv, k_all, v_all in zip(self.layers, self.kv, self.k, self.v):
             x = L.norm1(h)
             if L.qkv_t is not None:
                 qkv = torch.mm(x, L.qkv_t).view(rows, 3, heads, hd)
@@ -129,10 +138,10 @@ class StackStep:
                 q = L.q(x).view(rows, heads, 1, hd)  # one position: [rows, D] -> [rows, heads, 1, hd] is a view
                 k = L.k(x).view(rows, heads, hd)
                 q = (q * cos) + (q.roll(self.half, -1) * sin)
-                kv[:, 0, :, p] = (k * cos) + (k.roll(self.half, -1) * sin)
-                kv[:, 1, :, p] = L.v(x).view(rows, heads, hd)
+                k_all.select(2, p).copy_((k * cos) + (k.roll(self.half, -1) * sin))
+                v_all.select(2, p).copy_(L.v(x).view(rows, heads, hd))
             # One query over every filled position: no mask needed.
-            att = F.scaled_dot_product_attention(q, kv[:, 0, :, :n], kv[:, 1, :, :n], scale=L.scaling)
+            att = F.scaled_dot_product_attention(q, k_all.narrow(2, 0, n), v_all.narrow(2, 0, n), scale=L.scaling)
             att = att.view(rows, -1)  # [rows, heads, 1, hd] contiguous: the heads side by side
             h = torch.addmm(h, att, L.o_t) if L.o_t is not None else h + L.o(att)
             x = L.norm2(h)
