@@ -106,6 +106,20 @@ def test_choices_and_penalty():
             ids = recent[b, q][recent[b, q] < 16384].unique()
             want[b, q, ids] = want[b, q, ids] / 1.1
     assert torch.equal(got, want)
+    # The history as one tensor [..., K, steps] (generation passes the sequence's columns).
+    assert torch.equal(apply_repetition_penalty(scores.clone(), torch.stack(history, dim=-1), 20), want)
+
+
+def test_frame_step_rms_norm_is_llamas_bit_for_bit():
+    from transformers.models.llama.modeling_llama import LlamaRMSNorm
+
+    torch.manual_seed(0)
+    for dim in (256, 1536):
+        mod = LlamaRMSNorm(dim, eps=1e-6)
+        with torch.no_grad():
+            mod.weight.normal_()
+        x = torch.randn(7, dim) * 3
+        assert torch.equal(fast_step._rms_norm(mod)(x), mod(x))
 
 
 def test_lora_ab_and_strengths_in_one_pass(cases):
