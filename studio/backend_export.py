@@ -15,7 +15,7 @@ from studio.i18n import tr
 
 def all_checkpoints(ws, lang: str = "en") -> list[tuple[str, str]]:
     """Every checkpoint of every run, newest first, labelled with its step first (so a narrow
-    dropdown still shows it), why it was saved and its validation loss."""
+    dropdown still shows it), why it was saved, its train and validation loss and when."""
     from core.checkpoints import list_checkpoints
     from studio.i18n import TABLES
     out = []
@@ -23,11 +23,14 @@ def all_checkpoints(ws, lang: str = "en") -> list[tuple[str, str]]:
         for c in reversed(list_checkpoints(r["run_dir"])):
             key = f"reason_{c['reason']}"
             bits = [tr(key, lang) if key in TABLES["en"] else c["reason"]]
+            if c["loss"] is not None:
+                bits.append(f"{tr('loss_short', lang)} {c['loss']:.3f}")
             if c["val_loss"] is not None:
                 bits.append(f"{tr('val_short', lang)} {c['val_loss']:.3f}")
             if c["best"]:
                 bits.append("★")
-            out.append((f"{c['name']} · {' · '.join(bits)} · {r['run_id']}", c["path"]))
+            when = (c["time"] or "")[5:16].replace("T", " ")  # MM-DD HH:MM
+            out.append((f"{c['name']} · {' · '.join(bits)} · {r['run_id']}" + (f" · {when}" if when else ""), c["path"]))
     return out
 
 

@@ -88,7 +88,7 @@ MESSAGES: dict[str, tuple[str, str]] = {
                 "**A {a}** · **B {b}**", "歌词、描述、提示音频和种子（{seed}）都相同。留出验证集损失（越低越好）："
                 "**A {a}** · **B {b}**"),
     "ab_files": ("Files and manifest: `{dir}`", "文件与清单：`{dir}`"),
-    "na": ("n/a", "不可用"), "val_short": ("val", "验证"),
+    "na": ("n/a", "不可用"), "val_short": ("val", "验证"), "loss_short": ("loss", "损失"),
     "val_na_no_dataset": ("no tokenized dataset was found for this run; tokenize your songs in tab 2",
                           "没有找到此运行的已编码数据集；请在第 2 步中编码歌曲"),
     "val_na_no_val": ("the tokenized dataset has no validation songs; add a second song or raise the validation "
