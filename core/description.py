@@ -24,6 +24,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Iterable, Optional
 
+from core.lyrics import note
+
 DESCRIPTION_CATEGORIES = ("gender", "genre", "emotion", "instrument")
 ASSETS_DIR = Path(__file__).resolve().parents[1] / "assets" / "description"
 ZH_TAGS_FILE = "zh_tags.json"
@@ -209,15 +211,15 @@ def check_description(text: Optional[str], musicality=None, instrumental: Option
     tiers = list(dict.fromkeys(x[len("[Musicality-"):-1] for x in found if x != PURE_MUSIC))
     res.pure_music = PURE_MUSIC in found
     if len(tiers) > 1 and tier_override is None:
-        res.warnings.append(f"the description has several musicality tiers ({', '.join(tiers)}); the first, "
-                            f"{tiers[0]}, is used")
+        res.warnings.append(note("desc_tiers", "the description has several musicality tiers ({tiers}); the first, "
+                                 "{first}, is used", tiers=", ".join(tiers), first=tiers[0]))
     res.tier = tier_override or (tiers[0] if tiers else None)
     if tier_override and tiers and tiers != [tier_override]:
-        res.warnings.append(f"the song's musicality setting '{tier_override}' replaces the tier "
-                            f"{', '.join(tiers)} written in its description")
+        res.warnings.append(note("desc_tier_override", "the song's musicality setting '{tier}' replaces the tier "
+                                 "{written} written in its description", tier=tier_override, written=", ".join(tiers)))
     if res.pure_music and instrumental is False:
-        res.warnings.append("[Pure-Music] marks accompaniment-only music, but the lyrics have sung sections; "
-                            "the tag is kept - remove it if the song has singing")
+        res.warnings.append(note("desc_pure_music", "[Pure-Music] marks accompaniment-only music, but the lyrics have "
+                                 "sung sections; the tag is kept - remove it if the song has singing"))
 
     zh = chinese_tags()
     known = _all_tags()
@@ -238,20 +240,25 @@ def check_description(text: Optional[str], musicality=None, instrumental: Option
         elif not tag.startswith("the bpm is "):
             res.unknown.append(tag)
             hint = suggest_tags(key, limit=3)
-            res.warnings.append(f"description tag '{tag}' is not in the official vocabularies; it is kept"
-                                + (f" (did you mean: {', '.join(hint)}?)" if hint else ""))
+            if hint:
+                res.warnings.append(note("desc_unknown_hint", "description tag '{tag}' is not in the official "
+                                         "vocabularies; it is kept (did you mean: {hint}?)", tag=tag, hint=", ".join(hint)))
+            else:
+                res.warnings.append(note("desc_unknown", "description tag '{tag}' is not in the official "
+                                         "vocabularies; it is kept", tag=tag))
     written_tier = tiers[0] if tiers else None
     plain = _join(written_tier, res.pure_music, res.tags)      # what the user's own text normalises to
     res.text = _join(res.tier, res.pure_music, res.tags)        # + the song's musicality setting
     if mapped:
-        res.changes.append("style tags were mapped to the official vocabulary: " + ", ".join(mapped))
+        res.changes.append(note("desc_mapped", "style tags were mapped to the official vocabulary: {mapped}",
+                                mapped=", ".join(mapped)))
     if plain != original.strip():
         head = _join(written_tier, res.pure_music, [])
         moved = bool(found) and not t.strip().startswith(head or "")
         if moved:
-            res.changes.append("the musicality / [Pure-Music] tags were put first, in SongGeneration's order")
+            res.changes.append(note("desc_moved", "the musicality / [Pure-Music] tags were put first, in SongGeneration's order"))
         if not mapped and not moved:
-            res.changes.append("description normalised to lower-case comma-separated tags")
+            res.changes.append(note("desc_normalised", "description normalised to lower-case comma-separated tags"))
     return res
 
 

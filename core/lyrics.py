@@ -75,10 +75,14 @@ class Note(str):
     values: dict = {}
 
 
-def _note(code: str, template: str, /, **values) -> Note:
-    note = Note(template.format(**values) if values else template)
-    note.code, note.values = code, values
-    return note
+def note(code: str, template: str, /, **values) -> Note:
+    """A coded finding: `template` formatted with `values` (also used for style-tag findings)."""
+    n = Note(template.format(**values) if values else template)
+    n.code, n.values = code, values
+    return n
+
+
+_note = note
 
 
 @dataclass

@@ -126,9 +126,9 @@ def check_song(song: dict[str, Any], max_dur: float = 150.0) -> dict[str, Any]:
     dur = round(qc.info.duration_s, 1) if qc.info else None
     # (code, English message) of each audio finding, so the page can show it in the browser's language
     codes = [[f.code, f.message, split_values if f.code == "split" else {}] for f in findings] + untimed
-    # (code, English message, values) of each lyric finding (core.lyrics.Note)
-    lyric_codes = [[n.code, str(n), n.values] for n in (*res.errors, *res.changes, *res.warnings)
-                   if getattr(n, "code", "")]
+    # (code, English message, values) of each lyric and style-tag finding (core.lyrics.Note)
+    lyric_codes = [[n.code, str(n), n.values] for n in (*res.errors, *res.changes, *res.warnings,
+                                                       *desc.warnings, *desc.changes) if getattr(n, "code", "")]
     return {"status": status, "reasons": reasons, "audio_codes": codes, "lyric_codes": lyric_codes, "fixed_lyric": res.text, "lyric_status": res.status,
             "audio_status": audio_status, "duration": dur, "desc_unknown": list(desc.unknown),
             "desc_text": desc.text or ""}
@@ -152,7 +152,22 @@ def plan_prepare(ws, lang: str = "en") -> str:
 
     return "\n".join([f"- {tr('plan_cached', lang, n=names('cached'))}", f"- {tr('plan_encode', lang, n=names('to_encode'))}",
                       f"- {tr('plan_rejected', lang, n=names('rejected'))}",
-                      f"- {tr('plan_sep', lang, sep=d.get('separation', '?'))}"])
+                      f"- {tr('plan_sep', lang, sep=separation_text(d, lang))}"])
+
+
+def separation_text(summary: dict[str, Any], lang: str = "en") -> str:
+    """How vocals were split from accompaniment (core's `separation_info`), in `lang`; core's English
+    label for anything it does not describe as fields."""
+    info = summary.get("separation_info") or {}
+    kind = info.get("kind")
+    if kind == "demo":
+        return tr("sep_demo_fallback" if info.get("fallback") else "sep_demo", lang)
+    if kind == "demucs":
+        bgm = tr("sep_bgm_stems" if info.get("bgm_mode") == "stems" else "sep_bgm_minus", lang)
+        return tr("sep_demucs", lang, ckpt=info.get("checkpoint") or "?", bgm=bgm)
+    if kind == "none":
+        return tr("sep_none", lang)
+    return str(summary.get("separation", "?"))
 
 
 def prepare(ws, progress: Callable[[float, str], None] | None = None, lang: str = "en") -> dict[str, Any]:
@@ -257,7 +272,7 @@ def last_prepare(ws, lang: str = "en") -> Optional[dict[str, Any]]:
     if isinstance(summ, dict):
         md.append("\n" + tr("sum_line", lang, enc=summ.get("encoded", 0), cached=summ.get("cached", 0),
                             train=summ.get("train", 0), val=summ.get("validation", 0), codec=summ.get("codec"),
-                            demo=" (DEMO)" if summ.get("codec_is_demo") else "", sep=summ.get("separation"),
+                            demo=" (DEMO)" if summ.get("codec_is_demo") else "", sep=separation_text(summ, lang),
                             secs=summ.get("elapsed_s", 0)))
         if summ.get("validation_note"):  # core's two cases: one song, or a validation share of 0
             one = sum(1 for r in rows if r["status"] != "rejected") == 1

@@ -93,10 +93,11 @@ def _gen_setup(ckpt, lyrics, desc, seconds, seed, prompt):
     return cfg, settings
 
 
-def _gen_progress(progress):
+def _gen_progress(progress, lang: str = "en"):
     if progress is None:
         return None
-    return lambda name, done, total: progress(done / max(1, total), desc=f"{name}: frame {done}/{total}")
+    return lambda name, done, total: progress(done / max(1, total), desc=tr("gen_progress", lang, name=name,
+                                                                              d=done, t=total))
 
 
 def _files(man) -> list[tuple[Any, str]]:
@@ -125,11 +126,11 @@ def val_na_reason(cfg, validation: Optional[dict], lang: str = "en") -> str:
     return tr("val_na_mismatch", lang, why=note.removeprefix("no prepared dataset (").removesuffix(")"))
 
 
-def generate(ws, ckpt, strength, lyrics, desc, seconds, seed, prompt, progress=None) -> str:
+def generate(ws, ckpt, strength, lyrics, desc, seconds, seed, prompt, progress=None, lang: str = "en") -> str:
     cfg, settings = _gen_setup(ckpt, lyrics, desc, seconds, seed, prompt)
     from core import compare
     man = _user_error(compare.generate_single, cfg, ckpt, strength=float(strength),
-                      settings=settings, with_val_loss=False, progress=_gen_progress(progress))
+                      settings=settings, with_val_loss=False, progress=_gen_progress(progress, lang))
     return _files(man)[0][1]
 
 
@@ -137,7 +138,7 @@ def ab(ws, ckpt, strength, lyrics, desc, seconds, seed, prompt, progress=None, l
     cfg, settings = _gen_setup(ckpt, lyrics, desc, seconds, seed, prompt)
     from core import compare
     man = _user_error(compare.ab_compare, cfg, ckpt, strength=float(strength),
-                      settings=settings, progress=_gen_progress(progress))
+                      settings=settings, progress=_gen_progress(progress, lang))
     (a_it, a), (b_it, b) = _files(man)
     note = tr("ab_note", lang, seed=settings.seed, a=_vl(a_it, lang), b=_vl(b_it, lang))
     if a_it.val_loss is None or b_it.val_loss is None:
@@ -150,7 +151,7 @@ def sweep(ws, ckpt, scales, lyrics, desc, seconds, seed, prompt, progress=None,
     cfg, settings = _gen_setup(ckpt, lyrics, desc, seconds, seed, prompt)
     from core import compare
     man = _user_error(compare.strength_sweep, cfg, ckpt, list(scales), settings=settings,
-                      progress=_gen_progress(progress))
+                      progress=_gen_progress(progress, lang))
     return [(float(it.model.get("strength", s)), path, _vl(it, lang)) for s, (it, path) in zip(scales, _files(man))]
 
 

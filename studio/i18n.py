@@ -324,6 +324,7 @@ T: dict[str, tuple[str, str]] = {
     "pref_count": ("{n} pair(s) stored", "已保存 {n} 个偏好对"),
     "pref_added": ("{n} pair(s) added, {k} skipped", "新增 {n} 个偏好对，跳过 {k} 个"),
     "pref_progress": ("candidate {i}/{k}: frame {d}/{t}", "候选 {i}/{k}：第 {d}/{t} 帧"),
+    "gen_progress": ("{name}: frame {d}/{t}", "{name}：第 {d}/{t} 帧"),
 }
 
 T.update(MESSAGES)

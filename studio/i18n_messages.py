@@ -35,6 +35,12 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "plan_encode": ("to encode: {n}", "需要编码：{n}"),
     "plan_rejected": ("rejected: {n}", "已拒绝：{n}"),
     "plan_sep": ("separation: {sep}", "分离方式：{sep}"),
+    "sep_demo": ("DEMO split (mid/side + vocal band; not Demucs)", "演示 (DEMO) 分离（中/侧声道 + 人声频段；不是 Demucs）"),
+    "sep_demo_fallback": ("DEMO split (mid/side + vocal band; not Demucs: no htdemucs checkpoint was found)",
+                          "演示 (DEMO) 分离（中/侧声道 + 人声频段；不是 Demucs：未找到 htdemucs 权重）"),
+    "sep_demucs": ("Demucs htdemucs ({ckpt}), accompaniment = {bgm}", "Demucs htdemucs（{ckpt}），伴奏 = {bgm}"),
+    "sep_bgm_stems": ("drums + bass + other", "鼓 + 贝斯 + 其他"), "sep_bgm_minus": ("mix - vocal", "混音 - 人声"),
+    "sep_none": ("none (per-song stems required)", "无（每首歌须提供人声与伴奏分轨）"),
     "sum_none": ("**No dataset was written** (every song was rejected).", "**没有写出数据集**（所有歌曲都被拒绝）。"),
     "sum_line": ("encoded **{enc}**, reused from cache **{cached}** · train {train} / validation {val} · codec "
                  "`{codec}`{demo} · separation: {sep} · {secs} s",
@@ -175,4 +181,20 @@ MESSAGES: dict[str, tuple[str, str]] = {
                             "{name}：未添加，因为它的文本文件无法读取（见上文）"),
     "imp_no_lyrics": ("{name}: no {stem}.txt lyrics uploaded; added with empty lyrics (edit them below)",
                       "{name}：没有上传 {stem}.txt 歌词；已按空歌词添加（可在下方编辑）"),
+    # style-tag findings (core.description, coded like the lyric findings)
+    "ly_desc_tiers": ("the description has several musicality tiers ({tiers}); the first, {first}, is used",
+                      "描述中有多个音乐性等级（{tiers}）；使用第一个：{first}"),
+    "ly_desc_tier_override": ("the song's musicality setting '{tier}' replaces the tier {written} written in its description",
+                              "歌曲的音乐性设置 '{tier}' 取代了描述中写的等级 {written}"),
+    "ly_desc_pure_music": ("[Pure-Music] marks accompaniment-only music, but the lyrics have sung sections; the tag is "
+                           "kept - remove it if the song has singing",
+                           "[Pure-Music] 表示纯伴奏音乐，但歌词中有演唱段落；标签已保留——若歌曲有演唱请删除它"),
+    "ly_desc_unknown": ("description tag '{tag}' is not in the official vocabularies; it is kept",
+                        "描述标签 '{tag}' 不在官方词表中；已保留"),
+    "ly_desc_unknown_hint": ("description tag '{tag}' is not in the official vocabularies; it is kept (did you mean: {hint}?)",
+                             "描述标签 '{tag}' 不在官方词表中；已保留（是否想用：{hint}？）"),
+    "ly_desc_mapped": ("style tags were mapped to the official vocabulary: {mapped}", "风格标签已映射到官方词表：{mapped}"),
+    "ly_desc_moved": ("the musicality / [Pure-Music] tags were put first, in SongGeneration's order",
+                      "音乐性 / [Pure-Music] 标签已按 SongGeneration 的顺序放在最前"),
+    "ly_desc_normalised": ("description normalised to lower-case comma-separated tags", "描述已规范为小写、逗号分隔的标签"),
 }

@@ -196,3 +196,17 @@ def test_a_too_long_song_is_refused_in_chinese_with_what_to_do(tmp_path):
     assert chk["status"] == "rejected"
     zh = [finding(r, chk, "long.wav", "zh") for r in chk["reasons"]]
     assert any("超过模型 10 秒的上限" in r and "分段时间" in r for r in zh), zh
+
+
+def test_style_tag_findings_render_in_chinese():
+    """core.description's findings are coded like the lyric ones: a mapped Chinese tag and an unknown tag."""
+    from studio import backend
+    from studio.i18n import finding
+    from tests.paths import SAMPLE_WAV
+    song = {"idx": "s", "path": str(SAMPLE_WAV), "gt_lyric": "[verse] hello there.we go ; [chorus] la la",
+            "descriptions": "女声, 流行, weirdtag"}
+    check = backend.check_song(song, 150)
+    zh = [finding(r, check, "s", "zh") for r in check["reasons"]]
+    assert "风格标签已映射到官方词表：女声 -> female, 流行 -> pop" in zh, zh
+    assert "描述标签 'weirdtag' 不在官方词表中；已保留" in zh, zh
+    assert "description tag 'weirdtag' is not in the official vocabularies; it is kept" in check["reasons"]

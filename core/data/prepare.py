@@ -163,7 +163,8 @@ def plan(cfg: StudioConfig, items: Optional[Iterable[Any]] = None, codec: Any = 
     return {"cached": [e["idx"] for e in report if e["status"] != "rejected" and e.get("cached")],
             "to_encode": [e["idx"] for e in report if e["status"] != "rejected" and not e.get("cached")],
             "rejected": [e["idx"] for e in report if e["status"] == "rejected"],
-            "report": report, "separation": ctx.separation.label, "dataset_dir": None}
+            "report": report, "separation": ctx.separation.label,
+            "separation_info": ctx.separation.info(cfg.data.bgm_mode), "dataset_dir": None}
 
 
 def prepare(cfg: StudioConfig, items: Optional[Iterable[Any]] = None, progress: Progress = None,
@@ -186,7 +187,8 @@ def prepare(cfg: StudioConfig, items: Optional[Iterable[Any]] = None, progress: 
         "total": total, **counts, "prepared": len(items_out), "encoded": ctx.counters["encoded"],
         "cached": ctx.counters["cached"], "audio_seconds": round(sum(it["duration_s"] for it in items_out), 3),
         "codec": getattr(codec, "id", "?"), "codec_is_demo": bool(getattr(codec, "is_demo", False)),
-        "separation": ctx.separation.label, "model": ctx.limits.to_dict(),
+        "separation": ctx.separation.label, "separation_info": ctx.separation.info(cfg.data.bgm_mode),
+        "model": ctx.limits.to_dict(),
     }
     prepared_dir = cfg.prepared_dir()
     dataset_dir = None

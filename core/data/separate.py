@@ -18,7 +18,13 @@ class SeparationPlan:
     label: str                # what the report shows
     checkpoint: Optional[Path] = None
     error: Optional[str] = None
+    fallback: bool = False    # the demo split because no Demucs checkpoint was found (data.separation: auto)
     _separator: Any = None
+
+    def info(self, bgm_mode: str) -> dict[str, Any]:
+        """The plan as fields (for a UI to word in its own language; `label` is the English wording)."""
+        return {"kind": self.kind, "fallback": self.fallback,
+                "checkpoint": str(self.checkpoint) if self.checkpoint else None, "bgm_mode": bgm_mode}
 
     def split(self, mix: torch.Tensor, sr: int, bgm_mode: str, device: str, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
         if self.kind == "demo":
@@ -69,7 +75,8 @@ def plan_separation(cfg: StudioConfig, codec: Any, limits: ModelLimits) -> Separ
                               + ("drums + bass + other" if bgm == "stems" else "mix - vocal"), checkpoint=ckpt)
     if mode == "auto" and getattr(codec, "is_demo", False):
         return SeparationPlan("demo", "demo-split-1",
-                              "DEMO split (mid/side + vocal band; not Demucs: no htdemucs checkpoint was found)")
+                              "DEMO split (mid/side + vocal band; not Demucs: no htdemucs checkpoint was found)",
+                              fallback=True)
     looked = ", ".join(str(r) for r in roots) if roots else "nowhere (paths.runtime_path is not set)"
     return SeparationPlan("unavailable", "unavailable", "none available", error=(
         f"no Demucs checkpoint (third_party/demucs/ckpt/htdemucs.pth) to split vocals from accompaniment; "

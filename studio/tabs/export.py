@@ -89,8 +89,9 @@ def build(ctx, train_ui) -> dict:
             return None
         return p if isinstance(p, str) else getattr(p, "name", None)
 
-    def generate(c, s, ly, de, sec, sd, pr, progress=gr.Progress()):
-        return backend.generate(ctx.ws, _need(c), s, ly, de, float(sec), int(sd), prompt_path(pr), progress=progress)
+    def generate(c, s, ly, de, sec, sd, pr, request: gr.Request, progress=gr.Progress()):
+        return backend.generate(ctx.ws, _need(c), s, ly, de, float(sec), int(sd), prompt_path(pr), progress=progress,
+                                lang=request_lang(request, ctx.lang))
 
     def ab(c, s, ly, de, sec, sd, pr, request: gr.Request, progress=gr.Progress()):
         res = backend.ab(ctx.ws, _need(c), s, ly, de, float(sec), int(sd), prompt_path(pr), progress=progress,
