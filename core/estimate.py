@@ -195,9 +195,8 @@ def machine_label(device: str) -> str:
 
 def _machine_key(device: str, dtype: torch.dtype) -> str:
     """What the peak depends on: the device model (or CPU and thread count), the dtype, torch."""
-    what = (torch.cuda.get_device_name() if device == "cuda"
-            else f"{platform.machine()} {os.cpu_count()} cpus {torch.get_num_threads()} threads")
-    return f"{device} | {what} | {str(dtype).replace('torch.', '')} | torch {torch.__version__}"
+    threads = "" if device == "cuda" else f" {torch.get_num_threads()} threads"
+    return f"{machine_label(device)}{threads} | {str(dtype).replace('torch.', '')} | torch {torch.__version__}"
 
 
 @functools.cache
@@ -256,15 +255,16 @@ def estimate_time(cfg: StudioConfig, utilization: float = 0.35,
     dtype = torch.bfloat16 if device == "cuda" and tc.mixed_precision != "no" else torch.float32
     out = {"device": device, "dtype": str(dtype).replace("torch.", ""), "steps": steps, "train_songs": songs,
            "step_tflop": round(step_flops / 1e12, 3)}
-    measured = measured_for(cfg, run_dir)
+    from core import runs
+
+    listed = runs.list_runs(cfg.workspace_dir())  # read once: for the measurement and for "quiet"
+    measured = measured_for(cfg, run_dir, listed)
     if measured is not None:  # this machine has trained these settings: its own step time, no benchmark
         step_s = measured["step_s"]
         return {**out, "source": "measured", "measured": measured, "peak_tflops": None, "utilization": None,
                 "step_s": step_s, "total_s": None if steps is None else steps * step_s,
                 "formula": f"steps x median step time of run {measured['run']} ({measured['steps']} steps logged)"}
-    from core import runs
-
-    quiet = runs.active_run(cfg.workspace_dir()) is None  # a measurement beside a training run is not kept
+    quiet = not any(r.get("status") in runs.ACTIVE for r in listed)  # one beside a training run is not kept
     peak = matmul_peak(device, dtype, cfg.workspace_dir() / PEAK_CACHE, quiet)
     step_s = step_flops / (peak * utilization)
     return {**out, "source": "formula", "measured": None, "peak_tflops": round(peak / 1e12, 3),
@@ -313,10 +313,11 @@ def measured_step_time(run_dir: str | os.PathLike) -> Optional[dict[str, Any]]:
             "machine": machine}
 
 
-def measured_for(cfg: StudioConfig, run_dir: Optional[str | os.PathLike] = None) -> Optional[dict[str, Any]]:
+def measured_for(cfg: StudioConfig, run_dir: Optional[str | os.PathLike] = None,
+                 listed: Optional[list[dict[str, Any]]] = None) -> Optional[dict[str, Any]]:
     """The measured step time for `cfg` on this machine: from `run_dir` when given (a run's own
-    estimate), else from the newest run of the workspace with the same `step_signature` that logged
-    steps on this machine; None when there is none."""
+    estimate), else from the newest run of the workspace (`listed`: runs.list_runs, if already read)
+    with the same `step_signature` that logged steps on this machine; None when there is none."""
     from core import runs
 
     here = machine_label("cuda" if torch.cuda.is_available() else "cpu")
@@ -325,7 +326,7 @@ def measured_for(cfg: StudioConfig, run_dir: Optional[str | os.PathLike] = None)
     else:
         want = step_signature(cfg)
         candidates = []
-        for r in runs.list_runs(cfg.workspace_dir()):
+        for r in listed if listed is not None else runs.list_runs(cfg.workspace_dir()):
             try:
                 if step_signature(runs.load_run_config(r["run_dir"])) == want:
                     candidates.append(Path(r["run_dir"]))

@@ -93,7 +93,8 @@ def choose_tokens(scores: torch.Tensor, *, greedy: bool, temperature: float, top
 def apply_repetition_penalty(scores: torch.Tensor, history: list[torch.Tensor] | torch.Tensor,
                              window: int) -> torch.Tensor:
     """scores [..., K, V]; history: a list of tokens [..., K] per step, or those steps as one tensor
-    [..., K, steps] -> score / 1.1 for the ids (< EOS) seen in the last `window` steps."""
+    [..., K, steps] -> score / 1.1 for the ids (< EOS) seen in the last `window` steps (`scores` is
+    changed in place and returned)."""
     steps = history.shape[-1] if torch.is_tensor(history) else len(history)
     if window <= 0 or steps == 0:
         return scores
@@ -102,7 +103,8 @@ def apply_repetition_penalty(scores: torch.Tensor, history: list[torch.Tensor] |
     # its original score, so an id seen several times gets the same value written several times.
     ids = recent.clamp(max=EOS)  # EMPTY lands on EOS, which (like a real EOS) is never penalized
     seen = scores.gather(-1, ids)
-    return scores.scatter(-1, ids, torch.where(ids < EOS, seen / REPETITION_PENALTY, seen))
+    # in place: generation builds `scores` afresh every frame, so no [B, K, V] copy per frame
+    return scores.scatter_(-1, ids, torch.where(ids < EOS, seen / REPETITION_PENALTY, seen))
 
 
 class _Heads:
