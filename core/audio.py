@@ -146,15 +146,16 @@ def _frame_db(mono: np.ndarray, sr: int, frame_s: float = 0.05) -> np.ndarray:
     return 20 * np.log10(rms + 1e-12)
 
 
-def check_header(info: AudioInfo, *, max_dur: float, min_dur: float) -> list[AudioFinding]:
-    """Checks that need only the header: length and sample rate."""
+def check_header(info: AudioInfo, *, max_dur: Optional[float], min_dur: float) -> list[AudioFinding]:
+    """Checks that need only the header: length and sample rate. `max_dur` None: no upper length
+    limit here (songs with section timing are split by core.song_timing, which owns that check)."""
     out: list[AudioFinding] = []
     name = Path(info.path).name
     if info.frames == 0:
         out.append(AudioFinding("error", "empty", f"{name}: the file holds no audio samples; re-export the song"))
         return out
     d = info.duration_s
-    if d > max_dur:
+    if max_dur is not None and d > max_dur:
         out.append(AudioFinding("error", "too_long",
                                 f"{name} is {format_duration(d)} long; the target model handles at most {format_duration(max_dur)} "
                                 f"({max_dur:g} s). Trim the song or pick a model with a longer limit."))
@@ -212,7 +213,7 @@ def check_signal(wav: torch.Tensor, sr: int, name: str) -> list[AudioFinding]:
     return out
 
 
-def qc_file(path: str | Path, *, max_dur: float, min_dur: float = 5.0,
+def qc_file(path: str | Path, *, max_dur: Optional[float], min_dur: float = 5.0,
             target_sr: int = CODEC_SAMPLE_RATE) -> tuple[QCResult, Optional[torch.Tensor]]:
     """Probe, check the header, read and check the samples. Returns the QC result and, when usable,
     the audio as float32 stereo [2, N] at `target_sr` (None when the song has an error)."""

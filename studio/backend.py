@@ -82,7 +82,7 @@ def check_song(song: dict[str, Any], max_dur: float = 150.0) -> dict[str, Any]:
 
     Uses core.lyrics and core.audio directly (the same checks core.data.prepare applies)."""
     from core import audio, song_timing
-    qc, _ = audio.qc_file(song["path"], max_dur=max_dur)
+    qc, _ = audio.qc_file(song["path"], max_dur=None)  # the length against max_dur: the timing below
     # section timing (LRC / saved starts) lets a long song be split; without it a long song is refused
     tres = song_timing.resolve(gt_lyric=song.get("gt_lyric") or None, duration_s=qc.info.duration_s,
                                lrc_path=song.get("lrc_path"), saved=song.get("timing")) if qc.info else None
@@ -94,7 +94,7 @@ def check_song(song: dict[str, Any], max_dur: float = 150.0) -> dict[str, Any]:
     except ValueError as err:  # a musicality value outside the official tiers
         desc_errors.append(str(err))
         desc = description.check_description(song.get("descriptions") or "")
-    findings = [f for f in qc.findings if f.code != "too_long"]
+    findings = list(qc.findings)
     split_values: dict[str, Any] = {}
     untimed: list[list] = []  # coded like the audio findings, for the page's language
     timing_errors = list(tres.errors) if tres else []

@@ -148,3 +148,33 @@ def test_inputs_read_lrc_and_timing(tmp_path):
     assert songs["d"].timing["source"] == "edited" and not songs["d"].problems
     folder = {s.idx: s for s in data.scan_folder(tmp_path / "wavs")}
     assert folder["a"].lrc.endswith("a.lrc") and folder["a"].lyrics is None and not folder["a"].problems
+
+
+def test_the_lyric_token_budget_holds_per_training_item(short_model, prepared, tmp_path):
+    """A long timed song trains as items, each conditioned on its own sections' lyrics: the model's
+    lyric budget applies to each item, not to the whole song's text."""
+    ws, ckpt = short_model
+    rows = [r for r in data.load_prepared(prepared.dataset_dir)["train"] if r["idx"] == "city"]
+    whole = {e["idx"]: e for e in prepared.report}["city"]["lyrics"]
+    cfg = load_config(None, {"workspace": str(ws), "paths.base_model_path": str(ckpt)})
+    count = data.model_limits(cfg).lyric_tokens
+    largest = max(count(r["lyrics"]) for r in rows)
+    assert count(whole) > largest  # the whole song needs more than any one item
+
+    songs = tmp_path / "songs"
+    write_song(songs / "city.wav", seconds=60.0, sr=16000, seed=3)
+    (songs / "city.lrc").write_text(LRC_60, encoding="utf-8")
+    outcome = {}
+    for budget in (largest, largest - 1):
+        model = tmp_path / f"budget{budget}"
+        shutil.copytree(ckpt, model)
+        conf = yaml.safe_load((model / "config.yaml").read_text(encoding="utf-8"))
+        conf["conditioners"]["description"]["QwTokenizer"]["max_len"] = budget  # the lyric budget
+        (model / "config.yaml").write_text(yaml.safe_dump(conf, sort_keys=False), encoding="utf-8")
+        res = data.prepare(load_config(None, {
+            "workspace": str(ws), "paths.base_model_path": str(model), "paths.raw_data_dir": str(songs),
+            "paths.prepared_data_dir": str(tmp_path / f"prepared{budget}"), "data.val_fraction": 0.0}))
+        outcome[budget] = res.report[0]
+    assert outcome[largest]["status"] != "rejected", outcome[largest]["reasons"]
+    assert outcome[largest - 1]["status"] == "rejected"
+    assert any("lyrics of item" in r and "over the model's budget" in r for r in outcome[largest - 1]["reasons"])

@@ -117,11 +117,7 @@ def check_text(song: SongInput, rep: SongReport, limits: ModelLimits) -> None:
         for level, msgs in (("error", res.errors), ("warning", res.warnings), ("fix", res.changes)):
             for m in msgs:
                 rep.add(level, m)
-        rep.fields["lyrics"] = res.text
-        n = limits.lyric_tokens(res.text) if not res.errors else None
-        over = fields.lyric_token_problem(res.text, limits.lyric_max_len, lambda _: n, "lyrics") if n else None
-        if over:  # the model would cut the rest: the song would train on words it never hears
-            rep.add("error", over)
+        rep.fields["lyrics"] = res.text  # its token budget is checked per training item (check_timing)
         if res.status == "fixed":
             rep.fields.update(lyrics_original=res.original, lyrics_fixed=res.text, lyrics_changes=res.changes)
     _check_description(song, rep, res.instrumental_only if res is not None and res.ok else None)
@@ -150,11 +146,11 @@ def check_audio(song: SongInput, rep: SongReport, cfg: StudioConfig, limits: Mod
     info = None
     try:
         info = audio_mod.probe(song.audio)
-        header = audio_mod.check_header(info, max_dur=limits.max_dur, min_dur=cfg.data.min_duration_s)
+        # no length limit here: that is the timing step's business (a timed long song is split, not refused)
+        header = audio_mod.check_header(info, max_dur=None, min_dur=cfg.data.min_duration_s)
     except audio_mod.AudioError as err:
         header = [audio_mod.AudioFinding("error", "unreadable", str(err))]
-    # Length against max_dur is the timing step's business: a timed long song is split, not refused.
-    rep.findings += [f.to_dict() for f in header if f.code != "too_long"]
+    rep.findings += [f.to_dict() for f in header]
     if info is not None:
         if 0 < info.duration_s < limits.prompt_len and not any(f.level == "error" for f in header):
             rep.add("warning", f"{Path(song.audio).name} is shorter than the model's {limits.prompt_len:g} s prompt; "
@@ -197,6 +193,11 @@ def check_timing(song: SongInput, rep: SongReport, limits: ModelLimits) -> None:
         rep.add("error", m)
     for m in warnings:
         rep.add("warning", m)
+    for i, it in enumerate(items if not rep.rejected else []):  # what each item is conditioned on
+        where = "lyrics" if len(items) == 1 else f"lyrics of item {i + 1} ({it.start_s:.0f}-{it.end_s:.0f} s)"
+        over = fields.lyric_token_problem(it.lyrics or "", limits.lyric_max_len, limits.lyric_tokens, where)
+        if over:  # the model would cut the rest: the item would train on words it never hears
+            rep.add("error", over)
     if not rep.rejected:
         rep.fields["items"] = [it.to_dict() for it in items]
 
