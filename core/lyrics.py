@@ -57,12 +57,9 @@ def valid_structure_tags(tags: Optional[Iterable[str]] = None) -> dict[str, list
     return {"vocal": [t for t in tags if t in VOCAL_TAGS], "instrumental": [t for t in tags if t not in VOCAL_TAGS]}
 
 
-_VOCAL_TAG_RE = re.compile(r"\[(?:verse|chorus|bridge)\]")
-
-
 def is_instrumental(lyrics: Optional[str]) -> bool:
     """True when official-form lyrics have section tags but no sung ([verse]/[chorus]/[bridge]) section."""
-    return bool(lyrics) and "[" in lyrics and not _VOCAL_TAG_RE.search(lyrics)
+    return bool(lyrics) and "[" in lyrics and not any(t in lyrics for t in VOCAL_TAGS)
 
 
 # --------------------------------------------------------------------------------------------
