@@ -232,7 +232,7 @@ T: dict[str, tuple[str, str]] = {
     "s_reward_accuracy": ("reward_accuracy", "奖励准确率"), "s_val_reward_margin": ("val_reward_margin", "验证奖励差"),
     "s_val_reward_accuracy": ("val_reward_accuracy", "验证奖励准确率"),
     "smoothed_fmt": ("{name} (smoothed)", "{name}（平滑）"),
-    "plot_step": ("step", "步数"), "plot_value": ("loss", "损失"), "plot_series": ("series", "曲线"),
+    "plot_step": ("step", "步数"), "plot_series": ("series", "曲线"),
     "val_na_note": ("Validation loss is n/a: {why}", "验证损失不可用：{why}"),
     "next_data": ("**Next:** when every song is ok or fixed, go to **2 · Tokenize**.",
                   "**下一步：** 当所有歌曲都正常或已修正后，进入 **2 · 编码**。"),

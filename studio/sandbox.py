@@ -30,9 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
-import gradio as gr
-
-from studio.i18n import tr
+from studio.feedback import UserError
 from studio.state import Quota, Workspace
 
 LAST_SEEN = ".last_seen"
@@ -79,15 +77,15 @@ def public_models() -> set[str]:
 
 
 def check_visitor_choice(ws, base_kind: Optional[str] = None, base_path: Optional[str] = None,
-                         runtime_path: Optional[str] = None, lang: str = "en") -> None:
+                         runtime_path: Optional[str] = None) -> None:
     """In a sandbox (public Space), refuse choices that would reach outside it: a Hub id (a download for
     everyone), a server folder as base model or runtime root. No effect on a local or private studio."""
     if getattr(ws, "quota", None) is None:
         return
     if base_kind is not None and base_kind != "demo" and (base_path or "").strip() not in public_models():
-        raise gr.Error(tr("public_model_only", lang))
+        raise UserError("public_model_only")  # worded in the visitor's language (studio.feedback)
     if (runtime_path or "").strip():
-        raise gr.Error(tr("public_no_runtime", lang))
+        raise UserError("public_no_runtime")
 
 
 class NoVisitor(RuntimeError):

@@ -71,7 +71,7 @@ def build(ctx) -> dict:
     opts = [codec, sep, bgm, runtime, val]
 
     def _save(c, s, b, r, v):
-        sandbox.check_visitor_choice(ctx.ws, runtime_path=r, lang=ctx.lang)
+        sandbox.check_visitor_choice(ctx.ws, runtime_path=r)
         ctx.ws.set_state(codec=c, separation=s, bgm_mode=b, runtime_path=r or "", val_fraction=v)
 
     def plan(c, s, b, r, v, request: gr.Request = None):

@@ -9,6 +9,7 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
+from core import runs
 from core.presets import GPU_PRESETS, preset_name
 from studio import backend, feedback, monitor, sandbox
 from studio.feedback import UserError
@@ -104,10 +105,10 @@ def _plot_value(rows: list, lang: str = "en") -> Any:
     df = pd.DataFrame(rows, columns=["step", "loss", "series"])
     names = list(dict.fromkeys(df["series"]))
     return gr.update(value=df, color_map={n: _PALETTE[i % len(_PALETTE)] for i, n in enumerate(names)},
-                     x_title=tr("plot_step", lang), y_title=tr("plot_value", lang), color_title=tr("plot_series", lang))
+                     x_title=tr("plot_step", lang), y_title=tr("loss_short", lang), color_title=tr("plot_series", lang))
 
 
-ACTIVE = ("starting", "running", "stopping")
+ACTIVE = runs.ACTIVE
 CK_COLS = ["ck_step", "ck_reason", "ck_loss", "ck_val", "ck_time", "ck_best"]
 
 
@@ -298,7 +299,7 @@ def build(ctx) -> dict:
           trigger_mode="always_last")
 
     def inspect(kind, path):
-        sandbox.check_visitor_choice(ctx.ws, kind, path, lang=ctx.lang)  # before anything is saved or read
+        sandbox.check_visitor_choice(ctx.ws, kind, path)  # before anything is saved or read
         ctx.ws.set_state(base_kind=kind, base_path=path or "", base_model="demo" if kind == "demo" else (path or ""))
         return backend.inspect_model(ctx.ws, kind, path)
 
@@ -318,7 +319,7 @@ def build(ctx) -> dict:
         if ctx.locked:
             raise UserError("demo_disabled")
         v = values(*vals)
-        sandbox.check_visitor_choice(ctx.ws, v["base_kind"], v["base_path"], lang=lang)
+        sandbox.check_visitor_choice(ctx.ws, v["base_kind"], v["base_path"])
         run_dir = backend.start_new_run(ctx.ws, v, lang)  # refused while a run is active / bad base / no data
         ctx.ws.set_state(base_kind=v["base_kind"], base_path=v["base_path"] or "",
                          base_model="demo" if v["base_kind"] == "demo" else (v["base_path"] or ""))
@@ -384,8 +385,9 @@ def build(ctx) -> dict:
         Start is off while any run of the workspace is active; the run list follows status changes."""
         st = dict(st or {})
         lang = request_lang(request, ctx.lang)
+        ws = ctx.ws  # once per tick (on a Space each access resolves the visitor's sandbox)
         try:
-            all_runs = backend.list_runs(ctx.ws)
+            all_runs = backend.list_runs(ws)
         except gr.Error:
             all_runs = []
         busy = any(r.get("status") in ACTIVE for r in all_runs)
@@ -397,12 +399,13 @@ def build(ctx) -> dict:
         st.update(runs=sig)
         if run:
             try:
-                run = backend.check_run_dir(ctx.ws, run)
+                run = backend.check_run_dir(ws, run)
             except gr.Error:
                 run = None  # not a run of this workspace (or sandbox): show nothing of it
         if not run:
             return (tr("no_run", lang), "", gr.skip(), gr.skip(), gr.skip(), gr.skip(), st) + buttons + (pick,)
-        info = backend.run_status(run)
+        # its status was just read with the list (a run made since then is read on its own)
+        info = next((r for r in all_runs if r["run_dir"] == str(run)), None) or backend.run_status(run)
         v = monitor.refresh(run)
         last = v.last
         state = info.get("status", "?")
