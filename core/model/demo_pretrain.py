@@ -19,13 +19,14 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
 import torch
+
+from core.fsutil import atomic_write_bytes, atomic_write_json
 
 # Bump "version" whenever what the recipe produces changes (the cache key includes it).
 RECIPE = {"version": 1, "songs": 8, "seconds": 12.0, "steps": 100, "batch": 4, "frames": 64,
@@ -193,7 +194,7 @@ def pretrained_weights(model, config_text: str, tokenizer_dir: Path, seed: int,
                        log: Optional[Callable[[str], None]] = None) -> dict:
     """Bring the freshly initialised demo `model` to its pre-trained weights: from the machine cache
     when there, else by `pretrain` (then cached). -> {"key", "cached": bool, ...pretrain figures}."""
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file, save
 
     key = cache_key(config_text, tokenizer_dir, seed)
     path = cache_dir() / f"demo-base-{key}.safetensors"
@@ -209,14 +210,9 @@ def pretrained_weights(model, config_text: str, tokenizer_dir: Path, seed: int,
                 log(f"demo pre-training cache {path} unreadable ({err}); training again")
     info = pretrain(model, seed=seed, log=log)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
-        for target, write in ((path, lambda p: save_file(state, str(p))),
-                              (meta_path, lambda p: Path(p).write_text(json.dumps(info), encoding="utf-8"))):
-            fd, tmp = tempfile.mkstemp(prefix=".demo-base-", dir=path.parent)
-            os.close(fd)
-            write(tmp)
-            os.replace(tmp, target)
+        atomic_write_bytes(path, save(state))  # the weights first: an entry counts once its json exists
+        atomic_write_json(meta_path, info, indent=None)
     except OSError as err:  # a read-only home: the workspace copy still holds the weights
         if log:
             log(f"could not cache the pre-trained demo base in {path.parent}: {err}")
