@@ -10,7 +10,7 @@ text tables have their real 151k rows); weights are random (core.model.demo.init
 
 Per size and length, batch 1, bf16 autocast, gradient checkpointing, the trainer's optimizer (fused AdamW):
   - LoRA step (the trainer's default lora section, core.model.lora.apply_lora) and full step: seconds, frames/s (= song frames per
-    second; each frame is 3 tokens), MFU = model FLOPs (3 x forward, no recompute) / time / the
+    second) and tokens/s (3 tokens a frame), MFU = model FLOPs (3 x forward, no recompute) / time / the
     measured bf16 matmul peak of this card; peak memory (torch.cuda.max_memory_allocated) beside
     core.estimate's figure for the same setting. A setting that does not fit prints OOM.
   - mode "lora-compiled" / "full-compiled" (not in the default --modes): the same step with training.compile
@@ -155,12 +155,13 @@ def train_row(model, mode: str, frames: int, steps: int, peak: float) -> dict:
             if i:  # the first step warms up kernels and allocates optimizer state
                 times.append(time.perf_counter() - t)
         step = sorted(times)[len(times) // 2]
-        out.update(step_s=step, frames_per_s=frames / step, mfu=model_flops(lelm.config, frames) / step / peak,
+        out.update(step_s=step, frames_per_s=frames / step, tokens_per_s=frames * lelm.depth / step, mfu=model_flops(lelm.config, frames) / step / peak,
                    peak_gb=torch.cuda.max_memory_allocated() / 1e9)
     except torch.cuda.OutOfMemoryError:
         out.update(oom=True, peak_gb=torch.cuda.max_memory_allocated() / 1e9)
     finally:
         del opt
+        lelm.zero_grad(set_to_none=True)  # an OOM mid-backward leaves gradients that would crowd the next row
         if compiled:
             from core.model.compiled import uncompile_stacks
             uncompile_stacks(lelm)
@@ -227,7 +228,8 @@ def main() -> int:
         model = build(size, "cuda", Path(args.runtime))
         oc, n = model.config, model.num_parameters()
         print(f"\n{size}: {n / 1e9:.3f} B parameters (built in {time.perf_counter() - t0:.0f} s)")
-        print(f"{'audio':>6} {'mode':<5} {'step s':>7} {'frames/s':>9} {'MFU':>6} {'peak GB':>8} {'estimate GB':>11}")
+        print(f"{'audio':>6} {'mode':<5} {'step s':>7} {'frames/s':>9} {'tokens/s':>9} {'MFU':>6} {'peak GB':>8} "
+              f"{'estimate GB':>11}")
         for sec in (int(s) for s in args.seconds.split(",")):
             frames = sec * oc.frame_rate
             for mode in args.modes.split(","):
@@ -235,9 +237,11 @@ def main() -> int:
                 r.update(size=size, seconds=sec, estimate_gb=estimate_gb(oc, n, mode.removesuffix("-compiled"), frames))
                 rows.append(r)
                 if r.get("oom"):
-                    print(f"{sec:>5}s {mode:<5} {'OOM':>7} {'':>9} {'':>6} {r['peak_gb']:8.1f} {r['estimate_gb']:11.1f}")
+                    print(f"{sec:>5}s {mode:<5} {'OOM':>7} {'':>9} {'':>9} {'':>6} {r['peak_gb']:8.1f} "
+                          f"{r['estimate_gb']:11.1f}")
                 else:
-                    print(f"{sec:>5}s {mode:<5} {r['step_s']:7.2f} {r['frames_per_s']:9.0f} {r['mfu']:6.1%} "
+                    print(f"{sec:>5}s {mode:<5} {r['step_s']:7.2f} {r['frames_per_s']:9.0f} {r['tokens_per_s']:9.0f} "
+                          f"{r['mfu']:6.1%} "
                           f"{r['peak_gb']:8.1f} {r['estimate_gb']:11.1f}")
         g = generation_row(model, args.gen_frames)
         rows.append({"size": size, "generation_frames": args.gen_frames, **g})
