@@ -24,7 +24,6 @@ import datetime as _dt
 import hashlib
 import json
 import os
-import re
 import shlex
 import shutil
 import signal
@@ -35,7 +34,7 @@ from typing import Any, Optional
 
 from core import process
 from core.config import ConfigError, StudioConfig, load_config
-from core.fsutil import atomic_write_json, slugify
+from core.fsutil import atomic_write_json, checkpoint_dirs, slugify
 
 RUN_JSON = "run.json"
 CONFIG_NAME = "config.yaml"
@@ -367,15 +366,7 @@ def active_run(workspace: str | os.PathLike) -> Optional[dict[str, Any]]:
 
 def checkpoints(run_dir: str | os.PathLike) -> list[Path]:
     """Complete checkpoints `checkpoints/step-N` (those with a trainer_state.json), oldest first."""
-    root = Path(run_dir) / "checkpoints"
-    if not root.is_dir():
-        return []
-    found = []
-    for p in root.iterdir():
-        m = re.fullmatch(r"step-(\d+)", p.name)
-        if m and p.is_dir() and (p / "trainer_state.json").is_file():
-            found.append((int(m.group(1)), p))
-    return [p for _, p in sorted(found)]
+    return [p for p in checkpoint_dirs(Path(run_dir) / "checkpoints") if (p / "trainer_state.json").is_file()]
 
 
 def latest_checkpoint(run_dir: str | os.PathLike) -> Optional[Path]:
