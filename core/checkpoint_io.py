@@ -29,7 +29,6 @@ import json
 import os
 import pickle
 import random
-import re
 import shutil
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
@@ -37,7 +36,7 @@ from typing import Any, Callable, Iterable, Optional
 import numpy as np
 import torch
 
-from core.fsutil import atomic_write_json
+from core.fsutil import atomic_write_json, checkpoint_dirs
 
 MANIFEST = "manifest.json"
 TRAINER_STATE = "trainer.json"
@@ -340,19 +339,6 @@ def dcp_metadata_problem(path: str | os.PathLike) -> Optional[str]:
     except Exception as err:  # noqa: BLE001 - any failure means we will not hand it to pickle.load
         return f"refused as a sharded-checkpoint index ({err})"
     return None
-
-
-_STEP = re.compile(r"^step-(\d+)$")
-
-
-def checkpoint_dirs(root: str | os.PathLike) -> list[Path]:
-    """`step-N` folders under `root` (the run's checkpoints/ folder), oldest first."""
-    root = Path(root)
-    if not root.is_dir():
-        return []
-    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := _STEP.match(p.name)) and p.is_dir()
-             and not p.is_symlink()]
-    return [p for _, p in sorted(found)]
 
 
 def choose_resume(root: str | os.PathLike, requested: Optional[str | os.PathLike] = None,

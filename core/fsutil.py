@@ -1,4 +1,4 @@
-"""Small filesystem helpers used across core and studio: atomic writes and safe names.
+"""Small filesystem helpers used across core and studio: atomic writes, safe names, checkpoint folders.
 
 An atomic write goes to a temporary file in the same folder and is renamed over the target, so a
 reader (the studio polling a run, a resume after a crash) never sees half a file.
@@ -50,3 +50,19 @@ def slugify(text: str, fallback: str = "item", max_len: int = 60, sep: str = "-"
     characters become `sep` (song ids use "_", which users already have in their workspaces)."""
     s = re.sub(r"[^A-Za-z0-9._-]+", sep, str(text).strip()).strip("-._")
     return s[:max_len] or fallback
+
+
+_STEP = re.compile(r"^step-(\d+)$")
+
+
+def checkpoint_dirs(root: str | os.PathLike) -> list[Path]:
+    """`step-N` folders under `root` (a run's checkpoints/ folder), oldest first; symlinks are skipped.
+
+    Here rather than in core.checkpoint_io so that core.runs (and the studio) can list checkpoints
+    without importing torch."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := _STEP.match(p.name)) and p.is_dir()
+             and not p.is_symlink()]
+    return [p for _, p in sorted(found)]

@@ -24,7 +24,6 @@ import datetime as _dt
 import hashlib
 import json
 import os
-import re
 import shlex
 import shutil
 import signal
@@ -35,7 +34,7 @@ from typing import Any, Optional
 
 from core import process
 from core.config import ConfigError, StudioConfig, load_config
-from core.fsutil import atomic_write_json, slugify
+from core.fsutil import atomic_write_json, checkpoint_dirs, slugify
 
 RUN_JSON = "run.json"
 CONFIG_NAME = "config.yaml"
@@ -137,25 +136,27 @@ def run_config_for_checkpoint(path: str | os.PathLike) -> Optional[StudioConfig]
 
 
 def command_for(run_dir: str | os.PathLike, resume: bool = False, num_processes: Optional[int] = None,
-                multi_gpu: bool = False) -> str:
+                multi_gpu: bool = False, cfg: Optional[StudioConfig] = None) -> str:
     """The shell command that trains this run (what the UI shows; `start_run` runs the same)."""
     return shlex.join(launch_argv(run_dir, resume=resume, num_processes=num_processes,
-                                  multi_gpu=multi_gpu, executable="accelerate"))
+                                  multi_gpu=multi_gpu, executable="accelerate", cfg=cfg))
 
 
 def launch_argv(run_dir: str | os.PathLike, resume: bool = False, num_processes: Optional[int] = None,
-                multi_gpu: bool = False, executable: Optional[str] = None) -> list[str]:
+                multi_gpu: bool = False, executable: Optional[str] = None,
+                cfg: Optional[StudioConfig] = None) -> list[str]:
     """argv for `accelerate launch [--config_file <training.distributed>] [layout] -m core.train
     --config <run>/config.yaml [--resume]` (core.launch builds it from the run's config).
 
     `executable=None` uses the accelerate CLI of this interpreter (`python -m accelerate.commands.launch`),
-    which needs no PATH lookup.
+    which needs no PATH lookup. `cfg`: the run's config when the caller has just read it (start_run
+    reads it once for its checks and the launch), else it is read from the run folder.
     """
     from core import launch
 
     run_dir = Path(run_dir).resolve()
     try:
-        layout = launch.layout_for(load_run_config(run_dir), num_processes=num_processes)
+        layout = launch.layout_for(cfg if cfg is not None else load_run_config(run_dir), num_processes=num_processes)
     except (ConfigError, FileNotFoundError):  # no (valid) config yet: the default layout
         layout = launch.Layout(num_processes=num_processes)
     return launch.launch_argv(run_dir / CONFIG_NAME, layout, resume=resume, multi_gpu=multi_gpu,
@@ -194,7 +195,7 @@ def start_run(run_dir: str | os.PathLike, resume: bool = False, num_processes: O
     run_dir = Path(run_dir).resolve()
     if not (run_dir / CONFIG_NAME).is_file():
         raise FileNotFoundError(f"{run_dir / CONFIG_NAME} not found: create the run first (create_run)")
-    cfg = load_run_config(run_dir)  # fail here, in the caller, on a broken config
+    cfg = load_run_config(run_dir)  # fail here, in the caller, on a broken config; the launch uses this read
     from core.model.info import check_base_model
     check_base_model(cfg)  # a run sure to fail on its base model is never launched (CheckpointError)
     status = run_status(run_dir)
@@ -219,21 +220,21 @@ def start_run(run_dir: str | os.PathLike, resume: bool = False, num_processes: O
         import fcntl
         with open(run_dir.parent / ".start.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            return _start_exclusive(run_dir, resume, num_processes, multi_gpu, env)
-    return _launch(run_dir, resume, num_processes, multi_gpu, env)
+            return _start_exclusive(run_dir, cfg, resume, num_processes, multi_gpu, env)
+    return _launch(run_dir, cfg, resume, num_processes, multi_gpu, env)
 
 
-def _start_exclusive(run_dir: Path, resume, num_processes, multi_gpu, env) -> dict[str, Any]:
+def _start_exclusive(run_dir: Path, cfg: StudioConfig, resume, num_processes, multi_gpu, env) -> dict[str, Any]:
     other = active_run(run_dir.parent.parent)
     if other is not None and Path(other["run_dir"]).resolve() != run_dir:
         raise RuntimeError(f"run {other.get('run_id', Path(other['run_dir']).name)} is {other['status']}; "
                            "wait for it to finish or stop it before starting another")
-    return _launch(run_dir, resume, num_processes, multi_gpu, env)
+    return _launch(run_dir, cfg, resume, num_processes, multi_gpu, env)
 
 
-def _launch(run_dir: Path, resume, num_processes, multi_gpu, env) -> dict[str, Any]:
+def _launch(run_dir: Path, cfg: StudioConfig, resume, num_processes, multi_gpu, env) -> dict[str, Any]:
     clear_flags(run_dir)
-    argv = launch_argv(run_dir, resume=resume, num_processes=num_processes, multi_gpu=multi_gpu)
+    argv = launch_argv(run_dir, resume=resume, num_processes=num_processes, multi_gpu=multi_gpu, cfg=cfg)
     child_env = dict(os.environ)
     child_env.update(env or {})
     child_env.setdefault("PYTHONUNBUFFERED", "1")
@@ -253,7 +254,7 @@ def _launch(run_dir: Path, resume, num_processes, multi_gpu, env) -> dict[str, A
     return update_run_json(
         run_dir, status="starting", pid=proc.pid, pgid=proc.pid, pid_start=process.process_start_time(proc.pid),
         launched_by="studio",
-        command=command_for(run_dir, resume=resume, num_processes=num_processes, multi_gpu=multi_gpu),
+        command=command_for(run_dir, resume=resume, num_processes=num_processes, multi_gpu=multi_gpu, cfg=cfg),
         started=now_iso(), ended=None, returncode=None, error=None, resume=bool(resume),
     )
 
@@ -367,15 +368,7 @@ def active_run(workspace: str | os.PathLike) -> Optional[dict[str, Any]]:
 
 def checkpoints(run_dir: str | os.PathLike) -> list[Path]:
     """Complete checkpoints `checkpoints/step-N` (those with a trainer_state.json), oldest first."""
-    root = Path(run_dir) / "checkpoints"
-    if not root.is_dir():
-        return []
-    found = []
-    for p in root.iterdir():
-        m = re.fullmatch(r"step-(\d+)", p.name)
-        if m and p.is_dir() and (p / "trainer_state.json").is_file():
-            found.append((int(m.group(1)), p))
-    return [p for _, p in sorted(found)]
+    return [p for p in checkpoint_dirs(Path(run_dir) / "checkpoints") if (p / "trainer_state.json").is_file()]
 
 
 def latest_checkpoint(run_dir: str | os.PathLike) -> Optional[Path]:

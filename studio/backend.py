@@ -410,22 +410,16 @@ def run_command(run_dir: str) -> str:
     return info.get("command") or runs.command_for(run_dir)
 
 
-def _looks_local(base: str) -> bool:
-    """A folder path rather than a Hub repo id ("user/name")."""
-    p = Path(base).expanduser()
-    return p.exists() or base.startswith(("/", ".", "~")) or base.count("/") != 1
-
-
 def check_base(cfg: StudioConfig, lang: str = "en") -> None:
-    """Refuse a base-model folder that is not a SongGeneration checkpoint before any run is created."""
-    base = cfg.paths.base_model_path
-    if not base or base == DEMO or not _looks_local(str(base)):
-        return  # demo: built on first use; Hub ids are resolved (downloaded) by the trainer
-    from core import model
+    """Refuse a base model that cannot train before any run is created: core's check (the demo and Hub
+    ids pass; a local folder must be a SongGeneration checkpoint; an empty value is refused), its
+    message under the field's name in the reader's language."""
+    from core.model.info import BASE_FIELD, CheckpointError, check_base_model
     try:
-        model.describe_checkpoint(Path(base).expanduser(), cfg.paths.runtime_path)
-    except (ValueError, OSError) as err:
-        raise UserError("bad_base", err=lambda lg, e=err: name_fields(str(e), lg)) from None
+        check_base_model(cfg)
+    except CheckpointError as err:  # core names the field in English: "bad_base" names it in `lang`
+        detail = str(err).removeprefix(BASE_FIELD).lstrip(": ")
+        raise UserError("bad_base", err=lambda lg, d=detail: name_fields(d, lg)) from None
 
 
 def refuse_if_busy(ws, lang: str = "en") -> None:

@@ -1,6 +1,7 @@
 """Runs and prepares that are sure to fail are refused up front with one message that names the field
 as the user sees it and what to do: a base model folder that is not a checkpoint (core.runs.start_run,
-the `train` command), and the official codec chosen without its files (core.data.plan / prepare)."""
+the `train` command, the studio's Train tab), and the official codec chosen without its files
+(core.data.plan / prepare)."""
 from __future__ import annotations
 
 import os
@@ -53,6 +54,27 @@ def test_train_command_refuses_a_bad_base_folder_before_making_a_run(tmp_path):
     assert res.returncode == 2, res.stderr[-2000:]
     assert "Base model folder (paths.base_model_path)" in res.stderr and "does not exist" in res.stderr
     assert not (tmp_path / "ws" / "runs").exists()  # no run folder left behind
+
+
+@pytest.mark.parametrize("value", ["missing", "empty-folder", "", "demo", "tencent/SongGeneration"])
+def test_studio_refuses_the_same_base_models_as_core_in_the_readers_language(tmp_path, value):
+    from studio.backend import check_base
+    from studio.feedback import UserError, message
+
+    if value == "empty-folder":
+        (tmp_path / value).mkdir()
+    base = str(tmp_path / value) if value in ("missing", "empty-folder") else value
+    cfg = parse_config({"workspace": str(tmp_path / "ws"), "paths": {"base_model_path": base}})
+    if value in ("demo", "tencent/SongGeneration"):  # built on first use / downloaded by the trainer
+        check_base(cfg)
+        return
+    with pytest.raises(UserError) as err:
+        check_base(cfg)
+    en, zh = message(err.value, "en"), message(err.value, "zh")
+    assert err.value.key == "bad_base" and en.startswith("Base model folder: ") and zh.startswith("基础模型文件夹：")
+    assert "(paths.base_model_path)" not in en  # the field is named once, by the studio
+    assert base in en and "'demo'" in en  # core's wording: which value, and what to choose instead
+    assert {"missing": "does not exist", "empty-folder": "has no config.yaml", "": "is empty"}[value] in en
 
 
 def _songs(ws: Path, n: int = 3) -> list[dict]:
