@@ -151,7 +151,7 @@ def test_tokenize_preview_and_train_loop(studio):
     deadline, points = time.time() + 240, 0
     status = ""
     while time.time() < deadline:
-        status, bar, plot, log, samples, *_ = client.predict(run, api_name="/poll")
+        status, bar, plot, log, *_ = client.predict(run, api_name="/poll")
         # an update carries the frame (and its colour map); a bare {"__type__": "update"}: nothing new
         frame = plot.get("value", plot) if isinstance(plot, dict) else None
         if isinstance(frame, dict) and "data" in frame:

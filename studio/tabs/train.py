@@ -403,7 +403,7 @@ def build(ctx) -> dict:
             except gr.Error:
                 run = None  # not a run of this workspace (or sandbox): show nothing of it
         if not run:
-            return (tr("no_run", lang), "", gr.skip(), gr.skip(), gr.skip(), gr.skip(), st) + buttons + (pick,)
+            return (tr("no_run", lang), "", gr.skip(), gr.skip(), gr.skip(), st) + buttons + (pick,)
         # its status was just read with the list (a run made since then is read on its own)
         info = next((r for r in all_runs if r["run_dir"] == str(run)), None) or backend.run_status(run)
         v = monitor.refresh(run)
@@ -420,16 +420,14 @@ def build(ctx) -> dict:
         bar = (f"<div class='run-progress'><div class='bar' style='width:{100 * min(1.0, frac):.1f}%'></div></div>"
                f"<div class='run-progress-text'>{line}</div>")
         changed = st.get("run") != run or st.get("version") != v.version or st.get("lang") != lang
-        plot_out = samples_out = ck_out = gr.skip()
-        if changed:
+        plot_out = ck_out = gr.skip()
+        if changed:  # the sample list has its own tick (samples_tick): a metrics line must not reset the pick
             plot_out = _plot_value(v.rows(labels=_series_labels(lang)), lang)
-            sm = backend.samples(run)
-            samples_out = gr.update(choices=[(Path(s).name, s) for s in sm], value=sm[-1] if sm else None)
             ck_out = _ck_table(backend.checkpoint_rows(run, lang), lang)
         st.update(run=run, version=v.version, lang=lang)
-        return (status_md, bar, plot_out, backend.tail_log(run), samples_out, ck_out, st) + buttons + (pick,)
+        return (status_md, bar, plot_out, backend.tail_log(run), ck_out, st) + buttons + (pick,)
 
-    poll_outs = [status, progress, plot, log, sample_pick, ck_table, view_state, start_btn, resume_btn, run_pick]
+    poll_outs = [status, progress, plot, log, ck_table, view_state, start_btn, resume_btn, run_pick]
     timer.tick(poll, [run_pick, view_state], poll_outs, api_name="poll", show_progress="hidden", queue=False)
     # the log tail follows its end (in the page only: no server call)
     timer.tick(None, None, None, js="() => { const t = document.querySelector('#log-tail textarea'); "
