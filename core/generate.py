@@ -324,20 +324,28 @@ def tokens_hash(tokens: torch.Tensor) -> str:
 # ---------------------------------------------------------------------------------------------
 # One song
 # ---------------------------------------------------------------------------------------------
+def _model_inputs(model, settings: Settings, prompt: Prompt,
+                  max_seconds: Optional[float]) -> tuple[str, str, Optional[torch.Tensor], int, dict[str, Any]]:
+    """What one song gives `model`: (lyrics, description) in the model's trained form, the prompt tokens on
+    its device, the frame budget and the sampling settings; the same for one model and for a batch."""
+    from core.model.text_rules import model_text
+
+    lyrics, desc = model_text(settings.lyrics, settings.description, model.version, settings.gen_type)
+    p = prompt.tokens[None].to(model.device) if prompt.tokens is not None else None
+    sampling = {"cfg_coef": settings.cfg_coef, "temperature": settings.temperature, "top_k": settings.top_k,
+                "top_p": settings.top_p, "record_window": settings.record_window}
+    return lyrics, desc, p, frames_for(model, settings, max_seconds), sampling
+
+
 def generate_together(model, adapters: list[str], settings: Settings, prompt: Prompt, max_seconds: Optional[float],
                       progress: Optional[Callable[[int, int], None]] = None) -> tuple[list[torch.Tensor], float]:
     """The same song once per adapter name (ModelLoader.together) in one batch -> (codes per song, seconds).
     Every row has the settings' seed, so each equals its own one-model run."""
-    from core.model.text_rules import model_text
-
-    lyrics, desc = model_text(settings.lyrics, settings.description, model.version, settings.gen_type)
+    lyrics, desc, p, frames, sampling = _model_inputs(model, settings, prompt, max_seconds)
     n = len(adapters)
-    p = prompt.tokens[None].to(model.device) if prompt.tokens is not None else None
     t0 = time.time()
-    codes = model.generate_batch([lyrics] * n, [desc] * n, [p] * n, max_frames=frames_for(model, settings, max_seconds),
-                                 cfg_coef=settings.cfg_coef, temperature=settings.temperature, top_k=settings.top_k,
-                                 top_p=settings.top_p, record_window=settings.record_window,
-                                 seeds=[settings.seed] * n, adapters=adapters, progress=progress)
+    codes = model.generate_batch([lyrics] * n, [desc] * n, [p] * n, max_frames=frames, seeds=[settings.seed] * n,
+                                 adapters=adapters, progress=progress, **sampling)
     return codes, time.time() - t0
 
 
@@ -366,18 +374,12 @@ def generate_song(model, codec, settings: Settings, out_dir: Path, name: str, *,
                   generated: Optional[tuple[torch.Tensor, float]] = None) -> SongResult:
     """Generate one song with `model` and write `<name>[_vocal|_bgm].<ext>`, `<name>.json`, `<name>.tokens.npy`.
     generated: (codes, seconds) already made by generate_together; only written here."""
-    from core.model.text_rules import model_text
-
     out_dir.mkdir(parents=True, exist_ok=True)
     prompt = prompt or load_prompt(settings, codec, model)
-    lyrics, desc = model_text(settings.lyrics, settings.description, model.version, settings.gen_type)
-    frames = frames_for(model, settings, max_seconds)
+    lyrics, desc, p, frames, sampling = _model_inputs(model, settings, prompt, max_seconds)
     t0 = time.time()
     if generated is None:
-        p = prompt.tokens[None].to(model.device) if prompt.tokens is not None else None
-        codes = model.generate(lyrics, desc, p, max_frames=frames, cfg_coef=settings.cfg_coef,
-                               temperature=settings.temperature, top_k=settings.top_k, top_p=settings.top_p,
-                               record_window=settings.record_window, seed=settings.seed, progress=progress)
+        codes = model.generate(lyrics, desc, p, max_frames=frames, seed=settings.seed, progress=progress, **sampling)
     else:
         codes, t0 = generated[0], t0 - generated[1]
     tokens = codes[0].cpu()
