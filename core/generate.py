@@ -151,12 +151,13 @@ class ModelLoader:
     @contextmanager
     def together(self, specs: list[ModelSpec]) -> Iterator[Optional[tuple[Any, list[str]]]]:
         """(LeLM, one peft adapter name per spec) when the specs are the base and/or one LoRA checkpoint at
-        any strengths: they can be generated in one batch (peft mixed-adapter rows; each extra strength is
-        the same adapter loaded once more under its own name and scale; strength 0 = the base rows).
+        any strengths: they can be generated in one batch (peft mixed-adapter rows; each extra strength is a
+        copy of the loaded adapter under its own name and scale, not read from disk again; strength 0 = the
+        base rows).
         None when they cannot: a full checkpoint is other weights, so it gets its own pass."""
         from core.export import checkpoint_kind
         from core.model.generation import BASE_ADAPTER
-        from core.model.lora import set_lora_strength
+        from core.model.lora import copy_adapter, set_lora_strength
 
         ckpts = {s.checkpoint for s in specs if s.checkpoint is not None}
         if len(specs) < 2 or len(ckpts) != 1 or checkpoint_kind(next(iter(ckpts))) != "lora":
@@ -166,21 +167,18 @@ class ModelLoader:
         _, peft_model, lelm = self._adapter(ckpt)
         main = peft_model.active_adapter
         strengths = sorted({float(s.strength) for s in specs if s.checkpoint is not None and s.strength != 0})
-        names: dict[float, str] = {}
-        extra: list[str] = []
+        names = {strength: main if k == 0 else f"strength{k}" for k, strength in enumerate(strengths)}
+        extra = list(names.values())[1:]
         try:
-            for k, strength in enumerate(strengths):
-                name = main if k == 0 else f"strength{k}"
-                if k:
-                    peft_model.load_adapter(ckpt, adapter_name=name, is_trainable=False)
-                    extra.append(name)
+            copy_adapter(peft_model, main, extra)
+            for strength, name in names.items():
                 set_lora_strength(peft_model, strength, adapter=name)
-                names[strength] = name
             yield lelm, [BASE_ADAPTER if s.checkpoint is None or s.strength == 0 else names[float(s.strength)]
                          for s in specs]
         finally:
             for name in extra:
-                peft_model.delete_adapter(name)
+                if name in peft_model.peft_config:  # a copy that failed midway added only some
+                    peft_model.delete_adapter(name)
             peft_model.set_adapter(main)
 
 
