@@ -82,8 +82,8 @@ def logits_memory(S_out: int, batch: int, D: int) -> float:
 
 def count_parameters_from_layout(oc) -> int:
     """All saved tensors of an official checkpoint of this config (Qwen2-size text tables)."""
-    D, F, L, C1 = oc.dim, oc.intermediate_size, oc.num_layers + oc.num_layers_sub, oc.code_size + 1
-    return (L * (4 * D * D + 3 * D * F + 2 * D) + 7 * (C1 + 1) * D + 6 * C1 * D + 2 * 151659 * D
+    D, L, C1 = oc.dim, oc.num_layers + oc.num_layers_sub, oc.code_size + 1
+    return (L * oc.layer_parameters + 7 * (C1 + 1) * D + 6 * C1 * D + 2 * 151659 * D
             + 200 * D + 3 * D * D + 8 * D)
 
 

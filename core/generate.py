@@ -151,12 +151,13 @@ class ModelLoader:
     @contextmanager
     def together(self, specs: list[ModelSpec]) -> Iterator[Optional[tuple[Any, list[str]]]]:
         """(LeLM, one peft adapter name per spec) when the specs are the base and/or one LoRA checkpoint at
-        any strengths: they can be generated in one batch (peft mixed-adapter rows; each extra strength is
-        the same adapter loaded once more under its own name and scale; strength 0 = the base rows).
+        any strengths: they can be generated in one batch (peft mixed-adapter rows; each extra strength is a
+        copy of the loaded adapter under its own name and scale, not read from disk again; strength 0 = the
+        base rows).
         None when they cannot: a full checkpoint is other weights, so it gets its own pass."""
         from core.export import checkpoint_kind
         from core.model.generation import BASE_ADAPTER
-        from core.model.lora import set_lora_strength
+        from core.model.lora import copy_adapter, set_lora_strength
 
         ckpts = {s.checkpoint for s in specs if s.checkpoint is not None}
         if len(specs) < 2 or len(ckpts) != 1 or checkpoint_kind(next(iter(ckpts))) != "lora":
@@ -166,21 +167,18 @@ class ModelLoader:
         _, peft_model, lelm = self._adapter(ckpt)
         main = peft_model.active_adapter
         strengths = sorted({float(s.strength) for s in specs if s.checkpoint is not None and s.strength != 0})
-        names: dict[float, str] = {}
-        extra: list[str] = []
+        names = {strength: main if k == 0 else f"strength{k}" for k, strength in enumerate(strengths)}
+        extra = list(names.values())[1:]
         try:
-            for k, strength in enumerate(strengths):
-                name = main if k == 0 else f"strength{k}"
-                if k:
-                    peft_model.load_adapter(ckpt, adapter_name=name, is_trainable=False)
-                    extra.append(name)
+            copy_adapter(peft_model, main, extra)
+            for strength, name in names.items():
                 set_lora_strength(peft_model, strength, adapter=name)
-                names[strength] = name
             yield lelm, [BASE_ADAPTER if s.checkpoint is None or s.strength == 0 else names[float(s.strength)]
                          for s in specs]
         finally:
             for name in extra:
-                peft_model.delete_adapter(name)
+                if name in peft_model.peft_config:  # a copy that failed midway added only some
+                    peft_model.delete_adapter(name)
             peft_model.set_adapter(main)
 
 
@@ -324,20 +322,28 @@ def tokens_hash(tokens: torch.Tensor) -> str:
 # ---------------------------------------------------------------------------------------------
 # One song
 # ---------------------------------------------------------------------------------------------
+def _model_inputs(model, settings: Settings, prompt: Prompt,
+                  max_seconds: Optional[float]) -> tuple[str, str, Optional[torch.Tensor], int, dict[str, Any]]:
+    """What one song gives `model`: (lyrics, description) in the model's trained form, the prompt tokens on
+    its device, the frame budget and the sampling settings; the same for one model and for a batch."""
+    from core.model.text_rules import model_text
+
+    lyrics, desc = model_text(settings.lyrics, settings.description, model.version, settings.gen_type)
+    p = prompt.tokens[None].to(model.device) if prompt.tokens is not None else None
+    sampling = {"cfg_coef": settings.cfg_coef, "temperature": settings.temperature, "top_k": settings.top_k,
+                "top_p": settings.top_p, "record_window": settings.record_window}
+    return lyrics, desc, p, frames_for(model, settings, max_seconds), sampling
+
+
 def generate_together(model, adapters: list[str], settings: Settings, prompt: Prompt, max_seconds: Optional[float],
                       progress: Optional[Callable[[int, int], None]] = None) -> tuple[list[torch.Tensor], float]:
     """The same song once per adapter name (ModelLoader.together) in one batch -> (codes per song, seconds).
     Every row has the settings' seed, so each equals its own one-model run."""
-    from core.model.text_rules import model_text
-
-    lyrics, desc = model_text(settings.lyrics, settings.description, model.version, settings.gen_type)
+    lyrics, desc, p, frames, sampling = _model_inputs(model, settings, prompt, max_seconds)
     n = len(adapters)
-    p = prompt.tokens[None].to(model.device) if prompt.tokens is not None else None
     t0 = time.time()
-    codes = model.generate_batch([lyrics] * n, [desc] * n, [p] * n, max_frames=frames_for(model, settings, max_seconds),
-                                 cfg_coef=settings.cfg_coef, temperature=settings.temperature, top_k=settings.top_k,
-                                 top_p=settings.top_p, record_window=settings.record_window,
-                                 seeds=[settings.seed] * n, adapters=adapters, progress=progress)
+    codes = model.generate_batch([lyrics] * n, [desc] * n, [p] * n, max_frames=frames, seeds=[settings.seed] * n,
+                                 adapters=adapters, progress=progress, **sampling)
     return codes, time.time() - t0
 
 
@@ -366,18 +372,12 @@ def generate_song(model, codec, settings: Settings, out_dir: Path, name: str, *,
                   generated: Optional[tuple[torch.Tensor, float]] = None) -> SongResult:
     """Generate one song with `model` and write `<name>[_vocal|_bgm].<ext>`, `<name>.json`, `<name>.tokens.npy`.
     generated: (codes, seconds) already made by generate_together; only written here."""
-    from core.model.text_rules import model_text
-
     out_dir.mkdir(parents=True, exist_ok=True)
     prompt = prompt or load_prompt(settings, codec, model)
-    lyrics, desc = model_text(settings.lyrics, settings.description, model.version, settings.gen_type)
-    frames = frames_for(model, settings, max_seconds)
+    lyrics, desc, p, frames, sampling = _model_inputs(model, settings, prompt, max_seconds)
     t0 = time.time()
     if generated is None:
-        p = prompt.tokens[None].to(model.device) if prompt.tokens is not None else None
-        codes = model.generate(lyrics, desc, p, max_frames=frames, cfg_coef=settings.cfg_coef,
-                               temperature=settings.temperature, top_k=settings.top_k, top_p=settings.top_p,
-                               record_window=settings.record_window, seed=settings.seed, progress=progress)
+        codes = model.generate(lyrics, desc, p, max_frames=frames, seed=settings.seed, progress=progress, **sampling)
     else:
         codes, t0 = generated[0], t0 - generated[1]
     tokens = codes[0].cpu()

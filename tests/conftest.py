@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-from tests.paths import REQUIRED, SHARED
+from tests.paths import REQUIRED, SHARED, TINY_CKPT, TINY_FIXTURE
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -33,3 +33,28 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+# ---- the tiny official fixture (../shared/fixtures/songgen-tiny-v2): its checkpoint and reference cases
+def _load_tiny():
+    from core.model import LeLM
+    return LeLM.from_pretrained(TINY_CKPT, runtime_root=TINY_FIXTURE)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """The tiny official checkpoint, loaded once per test module; tests that change it put it back."""
+    return _load_tiny()
+
+
+@pytest.fixture()
+def fresh_tiny():
+    """A test's own copy of the tiny checkpoint, for tests that train it or wrap it in adapters."""
+    return _load_tiny()
+
+
+@pytest.fixture(scope="module")
+def tiny_cases():
+    """The official code's inputs and outputs for the tiny checkpoint (cases.pt)."""
+    import torch
+    return torch.load(TINY_FIXTURE / "cases.pt", weights_only=True)

@@ -10,7 +10,8 @@ FIXTURES = SHARED / "fixtures"
 DATA = SHARED / "data"
 SAMPLE_WAV = DATA / "sample_prompt_audio.wav"
 TINY_FIXTURE = FIXTURES / "songgen-tiny-v2"
+TINY_CKPT = TINY_FIXTURE / "ckpt" / "songgen_tiny_v2"
 CODEC_FIXTURE = FIXTURES / "songgen-codec-tiny"
 
 # what the suite cannot run without; checked once at session start
-REQUIRED = (SAMPLE_WAV, TINY_FIXTURE / "ckpt" / "songgen_tiny_v2" / "model.pt", CODEC_FIXTURE / "cases.pt")
+REQUIRED = (SAMPLE_WAV, TINY_CKPT / "model.pt", CODEC_FIXTURE / "cases.pt")

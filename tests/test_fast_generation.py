@@ -1,34 +1,20 @@
 """Fast generation paths give the eager path's tokens: static cache, compiled step, batch of songs."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 import torch
 
-from core.model import LeLM
 from core.model import fast_step
 from core.model.generation import apply_repetition_penalty, resolve_cache, resolve_compile
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-FIXTURE = SHARED / "fixtures" / "songgen-tiny-v2"
 
 
-@pytest.fixture(scope="module")
-def tiny():
-    return LeLM.from_pretrained(FIXTURE / "ckpt" / "songgen_tiny_v2", runtime_root=FIXTURE)
-
-
-@pytest.fixture(scope="module")
-def cases():
-    return torch.load(FIXTURE / "cases.pt", weights_only=True)
-
-
-def test_static_cache_and_compiled_step_equal_eager(tiny, cases, monkeypatch):
-    g = cases["generations"][0]
+def test_static_cache_and_compiled_step_equal_eager(tiny, tiny_cases, monkeypatch):
+    g = tiny_cases["generations"][0]
     i = g["case"]
     kw = dict(max_frames=g["max_gen_len"], greedy=True, cfg_coef=g["cfg_coef"], record_window=g["record_window"])
-    args = (cases["lyrics"][i], cases["descriptions"][i], cases["prompt"][i])
+    args = (tiny_cases["lyrics"][i], tiny_cases["descriptions"][i], tiny_cases["prompt"][i])
     dynamic = tiny.generate(*args, cache="dynamic", **kw)
     static = tiny.generate(*args, cache="static", **kw)
     # The one-frame step captured as one graph (fullgraph=True) by dynamo; "eager" backend on a CPU.
@@ -48,12 +34,12 @@ def test_static_cache_and_compiled_step_equal_eager(tiny, cases, monkeypatch):
     assert torch.equal(a, b) and torch.equal(a, c)
 
 
-def test_frame_step_hidden_states_equal_the_stacks(tiny, cases, monkeypatch):
+def test_frame_step_hidden_states_equal_the_stacks(tiny, tiny_cases, monkeypatch):
     """FrameStep's hidden states equal transformers' (the eager step) frame after frame, to fp32 rounding."""
     from transformers import DynamicCache
 
     torch.manual_seed(0)
-    cond = tiny.make_conditions(cases["lyrics"], cases["descriptions"], cases["prompt"], 3)
+    cond = tiny.make_conditions(tiny_cases["lyrics"], tiny_cases["descriptions"], tiny_cases["prompt"], 3)
     prefix = tiny.condition_prefix(cond)
     seq = torch.randint(0, 16384, (3, 3, 8))
     n = prefix[0].shape[1]
@@ -72,8 +58,8 @@ def test_frame_step_hidden_states_equal_the_stacks(tiny, cases, monkeypatch):
                     torch.testing.assert_close(o, w[:, -1], rtol=1e-5, atol=1e-5)
 
 
-def test_batch_equals_one_song_runs(tiny, cases):
-    lyr, desc, prompt = cases["lyrics"], cases["descriptions"], cases["prompt"]
+def test_batch_equals_one_song_runs(tiny, tiny_cases):
+    lyr, desc, prompt = tiny_cases["lyrics"], tiny_cases["descriptions"], tiny_cases["prompt"]
     kw = dict(max_frames=9, top_k=50, temperature=1.0, cache="dynamic")
     singles = [tiny.generate(lyr[b], desc[b], prompt[b], seed=10 + b, **kw) for b in range(3)]
     batch = tiny.generate_batch(lyr, desc, [prompt[b] for b in range(3)], seeds=[10, 11, 12], **kw)
@@ -122,13 +108,13 @@ def test_frame_step_rms_norm_is_llamas_bit_for_bit():
         assert torch.equal(fast_step._rms_norm(mod)(x), mod(x))
 
 
-def test_lora_ab_and_strengths_in_one_pass(cases):
+def test_lora_ab_and_strengths_in_one_pass(tiny_cases, fresh_tiny):
     """Base and LoRA rows (and the LoRA at another strength) in one batch = the separate passes."""
     from peft import LoraConfig, get_peft_model
 
     from core.model.generation import BASE_ADAPTER
 
-    model = LeLM.from_pretrained(FIXTURE / "ckpt" / "songgen_tiny_v2", runtime_root=FIXTURE)
+    model = fresh_tiny
     torch.manual_seed(0)
     # Random (not zero) B matrices so the adapter changes the tokens; stacks, fusion MLP and heads adapted.
     target = r"^(?:(?:transformer|transformer2)\.model\.layers\.\d+\.(?:self_attn|mlp)\.(?:q_proj|v_proj|down_proj)" \
@@ -144,9 +130,9 @@ def test_lora_ab_and_strengths_in_one_pass(cases):
         layer.lora_B["weaker"].load_state_dict(layer.lora_B["default"].state_dict())
         layer.set_scale("weaker", 0.5)
     peft_model.set_adapter("default")
-    g = cases["generations"][0]
+    g = tiny_cases["generations"][0]
     i = g["case"]
-    args = (cases["lyrics"][i], cases["descriptions"][i], cases["prompt"][i])
+    args = (tiny_cases["lyrics"][i], tiny_cases["descriptions"][i], tiny_cases["prompt"][i])
     kw = dict(max_frames=g["max_gen_len"], greedy=True, cfg_coef=g["cfg_coef"], record_window=g["record_window"])
     with peft_model.disable_adapter():
         base = model.generate(*args, **kw)

@@ -1,28 +1,20 @@
 """The chunked linear + cross-entropy equals the plain loss and gradients (fp32, tiny fixture)."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
-from core.model import LeLM, masked_ce
+from core.model import masked_ce
 from core.model.loss import chunk_rows, linear_cross_entropy
 from core.model.pattern import EMPTY
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-FIXTURE = SHARED / "fixtures" / "songgen-tiny-v2"
-
-
-@pytest.fixture(scope="module")
-def cases():
-    return torch.load(FIXTURE / "cases.pt", weights_only=True)
 
 
 @pytest.fixture()
-def model():
-    m = LeLM.from_pretrained(FIXTURE / "ckpt" / "songgen_tiny_v2", runtime_root=FIXTURE)
+def model(fresh_tiny):
+    m = fresh_tiny
     m.train()
     m.condition_dropout.cfg_p = 0.0
     m.condition_dropout.attribute_p = {}
@@ -39,16 +31,16 @@ def plain_loss(model, cases, codes):
 
 
 @pytest.mark.parametrize("chunk_bytes", [4 * 16385 * 5, 4 * 16385 * 1000])  # 5 rows per chunk; one chunk
-def test_chunked_loss_and_gradients_equal_plain(model, cases, chunk_bytes):
-    codes = cases["codes"].clone()
+def test_chunked_loss_and_gradients_equal_plain(model, tiny_cases, chunk_bytes):
+    codes = tiny_cases["codes"].clone()
     codes[1, 2, 7:] = EMPTY  # a stream with fewer valid targets
-    ref = plain_loss(model, cases, codes)
+    ref = plain_loss(model, tiny_cases, codes)
     ref.mean().backward()
     g_ref = grads(model)
     model.zero_grad(set_to_none=True)
 
-    per_stream, counts = model.compute_loss(codes, cases["lyrics"], cases["descriptions"], cases["prompt"],
-                                           chunked=True, chunk_bytes=chunk_bytes)
+    per_stream, counts = model.compute_loss(codes, tiny_cases["lyrics"], tiny_cases["descriptions"],
+                                            tiny_cases["prompt"], chunked=True, chunk_bytes=chunk_bytes)
     per_stream.mean().backward()
     g = grads(model)
     assert (per_stream - ref).abs().max().item() <= 1e-5

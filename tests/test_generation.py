@@ -12,18 +12,6 @@ from core.model.generation import choose_tokens, null_description
 from core.model.pattern import EMPTY, EOS
 from core.model.text_rules import model_text
 
-from tests.paths import SHARED  # noqa: E402
-FIXTURE = SHARED / "fixtures" / "songgen-tiny-v2"
-
-
-@pytest.fixture(scope="module")
-def cases():
-    return torch.load(FIXTURE / "cases.pt", weights_only=True)
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    return LeLM.from_pretrained(FIXTURE / "ckpt" / "songgen_tiny_v2", runtime_root=FIXTURE)
 
 
 @pytest.fixture(scope="module")
@@ -37,12 +25,12 @@ def demo(demo_ckpt):
 
 
 @pytest.mark.parametrize("index", [0, 1])
-def test_greedy_generation_matches_fixture(tiny, cases, index):
-    g = cases["generations"][index]
+def test_greedy_generation_matches_fixture(tiny, tiny_cases, index):
+    g = tiny_cases["generations"][index]
     i = g["case"]
-    assert null_description(cases["descriptions"][i], "v2") == g["null_description"]
+    assert null_description(tiny_cases["descriptions"][i], "v2") == g["null_description"]
     scores = []
-    tokens = tiny.generate(cases["lyrics"][i], cases["descriptions"][i], cases["prompt"][i],
+    tokens = tiny.generate(tiny_cases["lyrics"][i], tiny_cases["descriptions"][i], tiny_cases["prompt"][i],
                            max_frames=g["max_gen_len"], greedy=True, cfg_coef=g["cfg_coef"],
                            record_window=g["record_window"], on_step=lambda s, sc: scores.append(sc.clone()))
     assert torch.equal(tokens, g["tokens"])

@@ -12,73 +12,62 @@ import yaml
 from core.model import CheckpointError, LeLM, build_targets, masked_ce
 from core.model.pattern import EMPTY, EOS
 
-from tests.paths import SHARED  # noqa: E402
-FIXTURE = SHARED / "fixtures" / "songgen-tiny-v2"
-CKPT = FIXTURE / "ckpt" / "songgen_tiny_v2"
+from tests.paths import TINY_CKPT as CKPT, TINY_FIXTURE as FIXTURE  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def cases():
-    return torch.load(FIXTURE / "cases.pt", weights_only=True)
+def test_loads_as_v2_float16(tiny):
+    assert tiny.version == "v2"
+    assert tiny.checkpoint_dtype == torch.float16
+    assert tiny.dtype == torch.float32
+    assert tiny.num_parameters() == 8_275_344
 
 
-@pytest.fixture(scope="module")
-def model():
-    return LeLM.from_pretrained(CKPT, runtime_root=FIXTURE)
-
-
-def test_loads_as_v2_float16(model):
-    assert model.version == "v2"
-    assert model.checkpoint_dtype == torch.float16
-    assert model.dtype == torch.float32
-    assert model.num_parameters() == 8_275_344
-
-
-def test_text_ids_and_structure_ids_exact(model, cases):
-    lyr = model.lyric_tokenizer(cases["lyrics"])
-    assert lyr.raw_ids == cases["lyric_ids"]
-    assert lyr.raw_structure == cases["lyric_structure_ids"]
-    assert torch.equal(lyr.ids, cases["lyric_ids_padded"])
-    assert torch.equal(lyr.mask, cases["lyric_mask_padded"])
-    assert torch.equal(lyr.structure, cases["lyric_structure_ids_padded"])
-    desc = model.description_tokenizer(cases["descriptions"])
-    assert desc.raw_ids == cases["desc_ids"]
-    assert torch.equal(desc.ids, cases["desc_ids_padded"])
-    assert torch.equal(desc.mask, cases["desc_mask_padded"])
+def test_text_ids_and_structure_ids_exact(tiny, tiny_cases):
+    lyr = tiny.lyric_tokenizer(tiny_cases["lyrics"])
+    assert lyr.raw_ids == tiny_cases["lyric_ids"]
+    assert lyr.raw_structure == tiny_cases["lyric_structure_ids"]
+    assert torch.equal(lyr.ids, tiny_cases["lyric_ids_padded"])
+    assert torch.equal(lyr.mask, tiny_cases["lyric_mask_padded"])
+    assert torch.equal(lyr.structure, tiny_cases["lyric_structure_ids_padded"])
+    desc = tiny.description_tokenizer(tiny_cases["descriptions"])
+    assert desc.raw_ids == tiny_cases["desc_ids"]
+    assert torch.equal(desc.ids, tiny_cases["desc_ids_padded"])
+    assert torch.equal(desc.mask, tiny_cases["desc_mask_padded"])
     # Ids the model relies on come from the tokenizer.
-    assert model.lyric_tokenizer.pad_id == 151643
-    assert model.lyric_tokenizer.structure_offset == 151645
+    assert tiny.lyric_tokenizer.pad_id == 151643
+    assert tiny.lyric_tokenizer.structure_offset == 151645
 
 
-def test_condition_tensors(model, cases):
-    cp = model.condition_provider.conditioners
-    assert torch.equal(cp["prompt_audio"].process_tokens(cases["prompt"]), cases["prompt_tokens_processed"])
+def test_condition_tensors(tiny, tiny_cases):
+    cp = tiny.condition_provider.conditioners
+    assert torch.equal(cp["prompt_audio"].process_tokens(tiny_cases["prompt"]), tiny_cases["prompt_tokens_processed"])
     with torch.no_grad():
-        s1, s2 = cp["prompt_audio"](cases["prompt"])
-        got = {"lyrics": cp["description"](cases["lyrics"]), "prompt_stream1": s1, "prompt_stream2": s2,
-               "description": cp["type_info"](cases["descriptions"])}
+        s1, s2 = cp["prompt_audio"](tiny_cases["prompt"])
+        got = {"lyrics": cp["description"](tiny_cases["lyrics"]), "prompt_stream1": s1, "prompt_stream2": s2,
+               "description": cp["type_info"](tiny_cases["descriptions"])}
     for name, value in got.items():
-        assert (value - cases["cond"][name]).abs().max().item() <= 1e-4, name
+        assert (value - tiny_cases["cond"][name]).abs().max().item() <= 1e-4, name
 
 
-def test_pattern_sequence_exact(model, cases):
-    seq = model.pattern.build(cases["codes"])
-    assert torch.equal(seq, cases["pattern_sequence"])
-    assert torch.equal(model.pattern.revert(seq, cases["codes"].shape[-1]), cases["codes"])
+def test_pattern_sequence_exact(tiny, tiny_cases):
+    seq = tiny.pattern.build(tiny_cases["codes"])
+    assert torch.equal(seq, tiny_cases["pattern_sequence"])
+    assert torch.equal(tiny.pattern.revert(seq, tiny_cases["codes"].shape[-1]), tiny_cases["codes"])
 
 
-def test_logits_and_ce(model, cases):
+def test_logits_and_ce(tiny, tiny_cases):
     with torch.no_grad():
-        logits, mask = model.compute_predictions(cases["codes"], cases["lyrics"], cases["descriptions"], cases["prompt"])
+        logits, mask = tiny.compute_predictions(tiny_cases["codes"], tiny_cases["lyrics"], tiny_cases["descriptions"],
+                                                tiny_cases["prompt"])
     assert logits.dtype == torch.float32 and logits.shape == (3, 3, 12, 16385)
-    assert torch.equal(mask, cases["mask"])
-    assert (logits - cases["logits"]).abs().max().item() <= 1e-4
-    ce = masked_ce(logits, cases["codes"], mask)
-    assert torch.allclose(ce, cases["ce_per_stream"], atol=1e-5, rtol=0)
-    assert abs(ce.mean().item() - cases["ce_mean"]) <= 1e-5
+    assert torch.equal(mask, tiny_cases["mask"])
+    assert (logits - tiny_cases["logits"]).abs().max().item() <= 1e-4
+    ce = masked_ce(logits, tiny_cases["codes"], mask)
+    assert torch.allclose(ce, tiny_cases["ce_per_stream"], atol=1e-5, rtol=0)
+    assert abs(ce.mean().item() - tiny_cases["ce_mean"]) <= 1e-5
     for b in range(3):
-        ce_b = masked_ce(logits[b:b + 1], cases["codes"][b:b + 1], mask[b:b + 1])
-        assert torch.allclose(ce_b, cases["ce_per_case_stream"][b], atol=1e-5, rtol=0)
+        ce_b = masked_ce(logits[b:b + 1], tiny_cases["codes"][b:b + 1], mask[b:b + 1])
+        assert torch.allclose(ce_b, tiny_cases["ce_per_case_stream"][b], atol=1e-5, rtol=0)
 
 
 def test_build_targets_writes_eos_and_empty():
@@ -91,30 +80,31 @@ def test_build_targets_writes_eos_and_empty():
     assert spare.shape == (1, 3, 6) and (spare[0, :, 4] == EOS).all() and (spare[0, :, 5] == EMPTY).all()
 
 
-def test_condition_dropout_only_in_train_mode_and_seeded(model, cases):
-    codes, lyr, desc, prompt = cases["codes"], cases["lyrics"], cases["descriptions"], cases["prompt"]
+def test_condition_dropout_only_in_train_mode_and_seeded(tiny, tiny_cases):
+    c = tiny_cases
+    codes, lyr, desc, prompt = c["codes"], c["lyrics"], c["descriptions"], c["prompt"]
     with torch.no_grad():
-        ref, _ = model.compute_predictions(codes, lyr, desc, prompt)
-        model.train()
+        ref, _ = tiny.compute_predictions(codes, lyr, desc, prompt)
+        tiny.train()
         try:
-            model.condition_dropout.cfg_p = 1.0  # every condition of every sample dropped
-            dropped, _ = model.compute_predictions(codes, lyr, desc, prompt)
-            model.condition_dropout.cfg_p = 0.15
+            tiny.condition_dropout.cfg_p = 1.0  # every condition of every sample dropped
+            dropped, _ = tiny.compute_predictions(codes, lyr, desc, prompt)
+            tiny.condition_dropout.cfg_p = 0.15
             runs = []
             for _ in range(2):
-                model.seed_condition_dropout(7)
-                runs.append([model.compute_predictions(codes, lyr, desc, prompt)[0] for _ in range(4)])
+                tiny.seed_condition_dropout(7)
+                runs.append([tiny.compute_predictions(codes, lyr, desc, prompt)[0] for _ in range(4)])
         finally:
-            model.condition_dropout.cfg_p = model.config.cfg_dropout
-            model.eval()
-        null, _ = model.compute_predictions(codes, [None] * 3, [None] * 3, None)
+            tiny.condition_dropout.cfg_p = tiny.config.cfg_dropout
+            tiny.eval()
+        null, _ = tiny.compute_predictions(codes, [None] * 3, [None] * 3, None)
     assert torch.equal(dropped, null)
     assert not torch.equal(dropped, ref)
     assert all(torch.equal(a, b) for a, b in zip(*runs))
 
 
-def test_roundtrip_identical(model, tmp_path):
-    out = model.save_pretrained(tmp_path / "copy")
+def test_roundtrip_identical(tiny, tmp_path):
+    out = tiny.save_pretrained(tmp_path / "copy")
     original = torch.load(CKPT / "model.pt", weights_only=True)
     saved = torch.load(out / "model.pt", weights_only=True)
     assert list(saved) == list(original) or set(saved) == set(original)
@@ -122,9 +112,9 @@ def test_roundtrip_identical(model, tmp_path):
         assert saved[k].dtype == v.dtype == torch.float16 and torch.equal(saved[k], v), k
     assert (out / "config.yaml").read_text() == (CKPT / "config.yaml").read_text()
     again = LeLM.from_pretrained(out)  # runtime root remembered in the sidecar
-    a, b = model.state_dict(), again.state_dict()
+    a, b = tiny.state_dict(), again.state_dict()
     assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
-    bf = model.save_pretrained(tmp_path / "bf16", dtype="bfloat16")
+    bf = tiny.save_pretrained(tmp_path / "bf16", dtype="bfloat16")
     assert all(v.dtype == torch.bfloat16 for v in torch.load(bf / "model.pt", weights_only=True).values())
 
 
@@ -177,13 +167,13 @@ def test_error_no_runtime_root(tmp_path, monkeypatch):
     assert "Looked in" in msg and str(lone.resolve()) in msg and str(tmp_path.resolve()) in msg
 
 
-def test_error_codes_out_of_range(model):
+def test_error_codes_out_of_range(tiny):
     codes = torch.zeros(1, 3, 4, dtype=torch.long)
     codes[0, 2, 3] = 16386
     with pytest.raises(ValueError, match=r"codes\[0, 2, 3\] = 16386"):
-        model.compute_predictions(codes, [None], [None])
+        tiny.compute_predictions(codes, [None], [None])
     with pytest.raises(ValueError, match=r"\[B, 3, T\]"):
-        model.compute_predictions(torch.zeros(1, 2, 4, dtype=torch.long), [None], [None])
+        tiny.compute_predictions(torch.zeros(1, 2, 4, dtype=torch.long), [None], [None])
 
 
 def test_v1_v2_disagreement_trusts_weights(tmp_path, caplog):

@@ -33,8 +33,7 @@ def freeze_main_stack(lelm: nn.Module) -> list[str]:
 
 def sub_stack_parameter_count(config) -> int:
     """How many parameters `freeze_main_stack` leaves trainable, from an OfficialConfig (no model built)."""
-    D, F, C = config.dim, config.intermediate_size, config.code_size
-    per_layer = 4 * D * D + 3 * D * F + 2 * D        # attention, gated MLP, two RMSNorms
+    D, C = config.dim, config.code_size
     fusion = 2 * D * D + D + D * D + D                # mlp.0 (2D -> D) and mlp.2 (D -> D), with biases
-    return (config.num_layers_sub * per_layer + D + fusion + (config.code_depth - 1) * (C + 2) * D
+    return (config.num_layers_sub * config.layer_parameters + D + fusion + (config.code_depth - 1) * (C + 2) * D
             + (config.code_depth - 1) * (C + 1) * D)

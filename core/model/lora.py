@@ -96,6 +96,21 @@ def load_lora(base_dir: str | Path, adapter_dir: str | Path, runtime_root: Optio
     return peft_model, lelm
 
 
+def copy_adapter(peft_model, source: str, names: list[str]) -> None:
+    """Add adapters `names`, each with `source`'s config and weights, from the loaded model (the adapter file
+    is not read again); each can then run at its own strength. What peft's load_adapter does for a file:
+    add_adapter, set_peft_model_state_dict, eval."""
+    import copy
+
+    from peft import get_peft_model_state_dict, set_peft_model_state_dict
+
+    weights = get_peft_model_state_dict(peft_model, adapter_name=source, save_embedding_layers=False)
+    for name in names:
+        peft_model.add_adapter(name, copy.deepcopy(peft_model.peft_config[source]))
+        set_peft_model_state_dict(peft_model, weights, adapter_name=name)
+    peft_model.eval()  # new layers (their dropout) start in training mode
+
+
 def set_lora_strength(model: nn.Module, strength: float, adapter: Optional[str] = None) -> int:
     """Scale every LoRA delta (of `adapter`, or of all) to `strength` × its trained size (0: base, 1: as
     trained). -> layers touched."""

@@ -177,6 +177,12 @@ class OfficialConfig:
     def max_frames(self) -> int:
         return int(round(self.max_dur * self.frame_rate))
 
+    @property
+    def layer_parameters(self) -> int:
+        """Parameters of one Llama decoder layer (either stack): attention, gated MLP, two RMSNorms."""
+        D, F = self.dim, self.intermediate_size
+        return 4 * D * D + 3 * D * F + 2 * D
+
 
 def _get(cfg: dict[str, Any], dotted: str, source: str) -> Any:
     node: Any = cfg

@@ -16,10 +16,11 @@ from typing import Optional, Sequence
 
 import torch
 
+from core.description import MUSICALITY_TAGS
+
 IM_START = "<|im_start|>"
 PAD_TOKEN = "<|endoftext|>"
-V2_DESCRIPTION_TAGS = ["[Musicality-very-high]", "[Musicality-high]", "[Musicality-medium]",
-                       "[Musicality-low]", "[Musicality-very-low]", "[Pure-Music]"]
+V2_DESCRIPTION_TAGS = list(MUSICALITY_TAGS)  # the v2 tokenizer's added tokens, in the official order
 NUM_STRUCTURE_EMBEDDINGS = 200  # size of the official structure table
 
 

@@ -18,20 +18,23 @@ from __future__ import annotations
 import re
 from typing import Optional
 
+from core.description import DEFAULT_MUSICALITY, MUSICALITY_TAGS, musicality_tag
 from core.description import PURE_MUSIC as PURE_MUSIC_TAG
 from core.lyrics import is_instrumental as is_instrumental_lyrics
 
-from .text import V2_DESCRIPTION_TAGS
-
-DEFAULT_TIER_TAG = "[Musicality-very-high]"
+DEFAULT_TIER_TAG = musicality_tag(DEFAULT_MUSICALITY)
 MUSICALITY_PREFIX = DEFAULT_TIER_TAG + ", "
 PURE_MUSIC = PURE_MUSIC_TAG + ", "
-_TAG_RE = re.compile("|".join(re.escape(t) for t in V2_DESCRIPTION_TAGS), re.IGNORECASE)
-_CANONICAL = {t.lower(): t for t in V2_DESCRIPTION_TAGS}
+_TAG_RE = re.compile("|".join(re.escape(t) for t in MUSICALITY_TAGS), re.IGNORECASE)
+_CANONICAL = {t.lower(): t for t in MUSICALITY_TAGS}
+# A tier written in the model's spelling. Looser than core.description's tag parser on purpose (that one,
+# for stored song text, also reads spaced and full-width forms but only the five tiers): here an unknown
+# "[musicality-x]" still counts as written, and `_first_tier` then falls back to the default.
+_TIER_RE = re.compile(r"\[musicality-[a-z-]+\]", re.IGNORECASE)
 
 
 def has_musicality_tag(description: Optional[str]) -> bool:
-    return bool(description) and bool(re.search(r"\[musicality-[a-z-]+\]", description, re.IGNORECASE))
+    return bool(description) and bool(_TIER_RE.search(description))
 
 
 def _without_tags(desc: Optional[str]) -> Optional[str]:
@@ -45,7 +48,7 @@ def _without_tags(desc: Optional[str]) -> Optional[str]:
 
 
 def _first_tier(desc: Optional[str]) -> str:
-    m = re.search(r"\[musicality-[a-z-]+\]", desc or "", re.IGNORECASE)
+    m = _TIER_RE.search(desc or "")
     return _CANONICAL.get(m.group(0).lower(), DEFAULT_TIER_TAG) if m else DEFAULT_TIER_TAG
 
 
