@@ -102,18 +102,9 @@ def matmul_peak_bf16(n: int = 8192, reps: int = 20) -> float:
     return 2 * n ** 3 * reps / (time.perf_counter() - t)
 
 
-def model_flops(oc, frames: int, batch: int = 1) -> float:
-    """3 x forward matmul FLOPs (both stacks, fusion MLP, causal attention, the heads on the S steps)."""
-    D, F = oc.dim, oc.intermediate_size
-    S = frames + max(oc.delays) + 1
-    N = oc.lyric_max_len + oc.prompt_max_len + oc.desc_max_len + S
-    L = oc.num_layers + oc.num_layers_sub
-    per_pos = L * (4 * D * D + 3 * D * F) + 3 * D * D + L * 2 * N * D
-    return 3 * 2 * batch * (N * per_pos + S * oc.code_depth * D * (oc.code_size + 1))
-
-
 def train_row(model, mode: str, frames: int, steps: int, peak: float) -> dict:
     import torch
+    from core.estimate import train_step_flops
     from core.model import build_targets
     from core.optim import build_optimizer
 
@@ -155,7 +146,7 @@ def train_row(model, mode: str, frames: int, steps: int, peak: float) -> dict:
             if i:  # the first step warms up kernels and allocates optimizer state
                 times.append(time.perf_counter() - t)
         step = sorted(times)[len(times) // 2]
-        out.update(step_s=step, frames_per_s=frames / step, tokens_per_s=frames * lelm.depth / step, mfu=model_flops(lelm.config, frames) / step / peak,
+        out.update(step_s=step, frames_per_s=frames / step, tokens_per_s=frames * lelm.depth / step, mfu=train_step_flops(lelm.config, frames, 1) / step / peak,
                    peak_gb=torch.cuda.max_memory_allocated() / 1e9)
     except torch.cuda.OutOfMemoryError:
         out.update(oom=True, peak_gb=torch.cuda.max_memory_allocated() / 1e9)

@@ -78,17 +78,6 @@ def matmul_peak(device: str, dtype, n: int = 1024, reps: int = 4) -> float:
     return 2 * n ** 3 * reps / (time.perf_counter() - t)
 
 
-def train_flops(model, batch: int, frames: int) -> float:
-    """Matmul FLOPs of forward+backward (3 x forward); causal attention half; heads on the S steps."""
-    c = model.config
-    D, F, V = c.dim, c.intermediate_size, c.code_size + 1
-    S = model.pattern.num_steps(frames)
-    N = c.lyric_max_len + c.prompt_max_len + c.desc_max_len + S
-    L = c.num_layers + c.num_layers_sub
-    per_pos = L * (4 * D * D + 3 * D * F) + 3 * D * D + L * 2 * N * D
-    return 3 * 2 * batch * (N * per_pos + S * c.code_depth * D * V)
-
-
 def child_train(impl: str, device: str, precision: str, ckpt: bool, steps: int, batch: int, frames: int) -> dict:
     import torch
 
@@ -135,8 +124,7 @@ def child_train(impl: str, device: str, precision: str, ckpt: bool, steps: int, 
     dt = statistics.median(times)
     mem = (torch.cuda.max_memory_allocated() if device.startswith("cuda")
            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
-    return {"step_s": dt, "loss0": first, "flops": train_flops(model, batch, targets.shape[-1]),
-            "peak_memory_mb": mem / 2 ** 20}
+    return {"step_s": dt, "loss0": first, "peak_memory_mb": mem / 2 ** 20}
 
 
 def child_generate(impl: str, device: str, frames: int, batch: int) -> dict:
@@ -232,6 +220,9 @@ def main() -> None:
         return
 
     import torch
+    sys.path.insert(0, str(ROOT))
+    from core.estimate import train_step_flops
+    from core.model.official_config import read_official_config
     args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -251,6 +242,8 @@ def main() -> None:
                     results[job][impl].append(run_child(roots[impl], impl, args, job))
         print(f"\n{'train step':<16} {'baseline s':>10} {'ours s':>8} {'speed-up':>8} {'frames/s ours':>13} "
               f"{'MFU ours':>8} {'RSS/GPU MB base':>15} {'ours':>7}")
+        # MFU: matmul FLOPs of a step (core.estimate, the Train tab's formula) / step time / measured peak
+        step_flops = train_step_flops(read_official_config(BENCH_CONFIG, runtime_root=RUNTIME), args.frames, args.batch)
         for job in jobs[:-1]:
             b, o = results[job]["baseline"], results[job]["ours"]
             bs, os_ = median_of(b, "step_s"), median_of(o, "step_s")
@@ -258,7 +251,7 @@ def main() -> None:
             peak = matmul_peak(args.device, torch.bfloat16 if precision == "bf16" else torch.float32)
             label = f"{precision}{' ckpt' if job.endswith(':1') else ''}"
             print(f"{label:<16} {bs:10.2f} {os_:8.2f} {bs / os_:7.2f}x {args.batch * args.frames / os_:13.1f} "
-                  f"{o[0]['flops'] / os_ / peak:8.1%} {median_of(b, 'peak_memory_mb'):15.0f} "
+                  f"{step_flops / os_ / peak:8.1%} {median_of(b, 'peak_memory_mb'):15.0f} "
                   f"{median_of(o, 'peak_memory_mb'):7.0f}")
             derived(args, "train", bs / os_)
             if abs(b[0]["loss0"] - o[0]["loss0"]) > 1e-3 * abs(b[0]["loss0"]):

@@ -52,8 +52,23 @@ def _base_config(cfg: StudioConfig):
 def _frames(cfg: StudioConfig, oc) -> tuple[int, int, int]:
     """(frames T, output positions S_out, positions S) of one training sequence."""
     T = min(cfg.training.max_frames or oc.max_frames, oc.max_frames)
-    S_out = T + max(oc.delays or [0]) + 1
-    return T, S_out, oc.lyric_max_len + oc.prompt_max_len + oc.desc_max_len + S_out
+    return (T, *sequence_positions(oc, T))
+
+
+def sequence_positions(oc, frames: int) -> tuple[int, int]:
+    """(output positions S_out, positions S) of a sequence of `frames` frames: the delay pattern's steps, and
+    those after the condition prefix."""
+    S_out = frames + max(oc.delays or [0]) + 1
+    return S_out, oc.lyric_max_len + oc.prompt_max_len + oc.desc_max_len + S_out
+
+
+def train_step_flops(oc, frames: int, batch: int) -> float:
+    """Matmul FLOPs of one training step at `frames` frames (3 x forward; gradient-checkpoint recompute not
+    counted): both stacks, the fusion MLP, causal attention, the three heads on the sequence part."""
+    D, F, L = oc.dim, oc.intermediate_size, oc.num_layers + oc.num_layers_sub
+    S_out, S = sequence_positions(oc, frames)
+    per_pos = L * (4 * D * D + 3 * D * F) + 3 * D * D + L * 2 * S * D
+    return 3 * 2 * batch * (S * per_pos + S_out * oc.code_depth * D * (oc.code_size + 1))
 
 
 def activation_memory(D: int, F: int, layers: int, S: int, S_out: int, batch: int, checkpointing: bool,
@@ -236,11 +251,8 @@ def estimate_time(cfg: StudioConfig, utilization: float = 0.35,
 
     _, oc = _base_config(cfg)
     tc = cfg.training
-    D, F, L = oc.dim, oc.intermediate_size, oc.num_layers + oc.num_layers_sub
-    T, S_out, S = _frames(cfg, oc)
-    per_pos = L * (4 * D * D + 3 * D * F) + 3 * D * D + L * 2 * S * D
-    forward = 2 * tc.batch_size * (S * per_pos + S_out * oc.code_depth * D * (oc.code_size + 1))
-    step_flops = 3 * forward * tc.gradient_accumulation_steps
+    T = _frames(cfg, oc)[0]
+    step_flops = train_step_flops(oc, T, tc.batch_size) * tc.gradient_accumulation_steps
     steps = tc.max_steps
     songs = None
     if steps is None:
