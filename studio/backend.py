@@ -17,7 +17,7 @@ from core import description, lyrics, runs, tokens
 from core.config import DEMO, ConfigError, StudioConfig, default, load_config
 from core.fsutil import slugify
 from studio.feedback import UserError, config_problems
-from studio.i18n import finding, status_word, tr
+from studio.i18n import finding, status_word, tr, value_word
 from studio.widgets import name_fields
 
 
@@ -245,7 +245,7 @@ def last_prepare(ws, lang: str = "en") -> Optional[dict[str, Any]]:
     for e in entries:
         split = e.get("split", "")
         rows.append({"idx": e.get("idx"), "status": e.get("status"),
-                     "split": tr(f"split_{split}", lang) if f"split_{split}" in _tables() else split,
+                     "split": value_word("split", split, lang),
                      "seconds": _song_seconds(e, rate),
                      "from cache": {True: tr("rep_yes", lang), False: tr("rep_encoded", lang)}.get(e.get("cached"), ""),
                      "reasons": _short(" · ".join(_word(r, e.get("idx"), lang) for r in e.get("reasons", []) or []))})
@@ -401,7 +401,7 @@ def start_new_run(ws, v: dict[str, Any], lang: str = "en") -> Path:
 
 # ---- runs (studio/backend_runs.py) ---------------------------------------------------------------
 from studio.backend_runs import (  # noqa: E402,F401 - one seam for the tabs
-    _tables, check_base, check_checkpoint, check_run_dir, checkpoint_rows, delete_run, list_runs, refuse_if_busy,
+    check_base, check_checkpoint, check_run_dir, checkpoint_rows, delete_run, list_runs, refuse_if_busy,
     rename_run, request_sample, request_save, resume_run, run_command, run_config_text, run_status, samples,
     stop_run, tail_log)
 

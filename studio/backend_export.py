@@ -11,18 +11,16 @@ import gradio as gr
 from core import runs
 from core.config import StudioConfig
 from studio.feedback import UserError
-from studio.i18n import tr
+from studio.i18n import tr, value_word
 
 def all_checkpoints(ws, lang: str = "en") -> list[tuple[str, str]]:
     """Every checkpoint of every run, newest first, labelled with its step first (so a narrow
     dropdown still shows it), why it was saved, its train and validation loss and when."""
     from core.checkpoints import list_checkpoints
-    from studio.i18n import TABLES
     out = []
     for r in runs.list_runs(ws.root):
         for c in reversed(list_checkpoints(r["run_dir"])):
-            key = f"reason_{c['reason']}"
-            bits = [tr(key, lang) if key in TABLES["en"] else c["reason"]]
+            bits = [value_word("reason", c["reason"], lang)]
             if c["loss"] is not None:
                 bits.append(f"{tr('loss_short', lang)} {c['loss']:.3f}")
             if c["val_loss"] is not None:

@@ -13,7 +13,7 @@ import gradio as gr
 from core import runs
 from core.config import StudioConfig
 from studio.feedback import UserError
-from studio.i18n import status_word, tr
+from studio.i18n import status_word, value_word
 from studio.widgets import name_fields
 
 
@@ -88,16 +88,9 @@ def checkpoint_rows(run_dir: str, lang: str = "en") -> list[list[Any]]:
 
     rows = []
     for c in reversed(list_checkpoints(run_dir)):
-        key = f"reason_{c['reason']}"
-        reason = tr(key, lang) if key in _tables() else c["reason"]
-        rows.append([c["step"], reason, num(c["loss"]), num(c["val_loss"]), (c["time"] or "")[:19].replace("T", " "),
+        rows.append([c["step"], value_word("reason", c["reason"], lang), num(c["loss"]), num(c["val_loss"]), (c["time"] or "")[:19].replace("T", " "),
                      "★" if c["best"] else ""])
     return rows
-
-
-def _tables():
-    from studio.i18n import TABLES
-    return TABLES["en"]
 
 
 def check_run_dir(ws, run_dir: str) -> str:

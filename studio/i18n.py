@@ -379,9 +379,15 @@ def request_lang(request, default: str = "en") -> str:
     return default
 
 
+def value_word(prefix: str, value: str, lang: str) -> str:
+    """A value core writes (a run status, a split, why a checkpoint was saved) in `lang`: the table's
+    `<prefix>_<value>` entry, or the value itself where the table has none."""
+    key = f"{prefix}_{value}"
+    return tr(key, lang) if key in TABLES["en"] else value
+
+
 def status_word(status: str, lang: str) -> str:
-    key = f"st_{status}"
-    return tr(key, lang) if key in TABLES["en"] else status
+    return value_word("st", status, lang)
 
 
 def qc_reason(code: str, message: str, name: str, lang: str, **values) -> str:
