@@ -50,12 +50,11 @@ def check_base(cfg: StudioConfig, lang: str = "en") -> None:
     """Refuse a base model that cannot train before any run is created: core's check (the demo and Hub
     ids pass; a local folder must be a SongGeneration checkpoint; an empty value is refused), its
     message under the field's name in the reader's language."""
-    from core.model.info import BASE_FIELD, CheckpointError, check_base_model
+    from core.model.info import BaseModelError, check_base_model
     try:
         check_base_model(cfg)
-    except CheckpointError as err:  # core names the field in English: "bad_base" names it in `lang`
-        detail = str(err).removeprefix(BASE_FIELD).lstrip(": ")
-        raise UserError("bad_base", err=lambda lg, d=detail: name_fields(d, lg)) from None
+    except BaseModelError as err:  # core names the field in English: "bad_base" names it in `lang`
+        raise UserError("bad_base", err=lambda lg, d=err.detail: name_fields(d, lg)) from None
 
 
 def refuse_if_busy(ws, lang: str = "en") -> None:

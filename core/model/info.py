@@ -98,6 +98,14 @@ BASE_FIX = ("choose the folder of an official SongGeneration checkpoint as relea
             "built-in demo model")
 
 
+class BaseModelError(CheckpointError):
+    """check_base_model's refusal: "<BASE_FIELD>: <detail>"; `detail` alone for a UI that names the field itself."""
+
+    def __init__(self, detail: str):
+        super().__init__(f"{BASE_FIELD}: {detail}")
+        self.detail = detail
+
+
 def _is_local(value: str) -> bool:
     """A folder path rather than a Hub repo id ("owner/name")."""
     return Path(value).expanduser().exists() or value.startswith(("/", ".", "~")) or not looks_like_repo_id(value)
@@ -111,21 +119,20 @@ def check_base_model(cfg) -> None:
     if value == "demo":
         return
     if not value:
-        raise CheckpointError(f"{BASE_FIELD} is empty: {BASE_FIX}")
+        raise BaseModelError(f"it is empty; {BASE_FIX}")
     if not _is_local(value):
         return
     path = Path(value).expanduser()
     if not path.is_dir():
-        raise CheckpointError(f"{BASE_FIELD}: {value} {'is a file, not a folder' if path.exists() else 'does not exist'}; "
-                              f"{BASE_FIX}")
+        raise BaseModelError(f"{value} {'is a file, not a folder' if path.exists() else 'does not exist'}; {BASE_FIX}")
     absent = [n for n in ("config.yaml", "model.pt") if not (path / n).is_file()]
     if absent:
-        raise CheckpointError(f"{BASE_FIELD}: {value} has no {' and no '.join(absent)}, so it is not a SongGeneration "
-                              f"checkpoint; {BASE_FIX}")
+        raise BaseModelError(f"{value} has no {' and no '.join(absent)}, so it is not a SongGeneration checkpoint; "
+                             f"{BASE_FIX}")
     try:
         describe_checkpoint(path, cfg.paths.runtime_path)
     except (ValueError, OSError) as err:  # CheckpointError and unreadable files, worded by checkpoint.py
-        raise CheckpointError(f"{BASE_FIELD}: {value} cannot be used: {err}. Otherwise {BASE_FIX}") from None
+        raise BaseModelError(f"{value} cannot be used: {err}. Otherwise {BASE_FIX}") from None
 
 
 def resolve_base_model(cfg) -> Path:
