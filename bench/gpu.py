@@ -12,7 +12,7 @@ Per size and length, batch 1, bf16 autocast, gradient checkpointing, the trainer
   - LoRA step (the trainer's default lora section, core.model.lora.apply_lora) and full step: seconds, frames/s (= song frames per
     second) and tokens/s (3 tokens a frame), MFU = model FLOPs (3 x forward, no recompute) / time / the
     measured bf16 matmul peak of this card; peak memory (torch.cuda.max_memory_allocated) beside
-    core.estimate's figure for the same setting. A setting that does not fit prints OOM.
+    core.training.estimate's figure for the same setting. A setting that does not fit prints OOM.
   - mode "lora-compiled" / "full-compiled" (not in the default --modes): the same step with training.compile
     (core.model.compiled); its first (warm-up) step pays the compile.
   - generation frames/s for one song (guided, top-k): eager step vs the compiled CUDA-graph step, and
@@ -104,9 +104,9 @@ def matmul_peak_bf16(n: int = 8192, reps: int = 20) -> float:
 
 def train_row(model, mode: str, frames: int, steps: int, peak: float) -> dict:
     import torch
-    from core.estimate import train_step_flops
+    from core.training.estimate import train_step_flops
     from core.model import build_targets
-    from core.optim import build_optimizer
+    from core.training.optimizers import build_optimizer
 
     lelm = model
     compiled = mode.endswith("-compiled")
@@ -164,7 +164,7 @@ def train_row(model, mode: str, frames: int, steps: int, peak: float) -> dict:
 
 def estimate_gb(oc, n_params: int, mode: str, frames: int) -> float:
     from core.config import LoraConfig
-    from core.estimate import estimate_memory_for
+    from core.training.estimate import estimate_memory_for
     return estimate_memory_for(oc, n_params, mode=mode, frames=frames, batch=1, checkpointing=True,
                                act_bytes=2, lora_r=LoraConfig().r, lora_targets=tuple(LoraConfig().target_modules),
                                optimizer="adamw")["total_gb"]

@@ -12,7 +12,7 @@ the issue's own side-by-side measurement of 47999f7 (REFERENCE; for generation t
 and CPU-time ratios is used). Each (implementation, configuration, round) runs in its own process
 (peak RSS is its own); rounds alternate baseline / ours and the figures are medians over rounds.
   baseline: compute_predictions + masked_ce (full fp32 logits), torch AdamW (foreach), generate().
-  ours:     compute_loss (chunked linear + CE), the trainer's optimizer (core.optim: fused AdamW),
+  ours:     compute_loss (chunked linear + CE), the trainer's optimizer (core.training.optimizers: fused AdamW),
             generate() with the CPU/CUDA defaults; and generate_batch() for several songs in one pass.
 
     python bench/model.py [--device cpu|cuda] [--steps 3] [--rounds 2] [--frames 750] [--gen-frames 100]
@@ -88,7 +88,7 @@ def child_train(impl: str, device: str, precision: str, ckpt: bool, steps: int, 
         model.gradient_checkpointing_enable()
     params = [p for p in model.parameters() if p.requires_grad]
     if impl == "ours":
-        from core.optim import build_optimizer
+        from core.training.optimizers import build_optimizer
         opt = build_optimizer("adamw", [{"params": params}], lr=1e-4, betas=(0.9, 0.999), device=device)
     else:
         opt = torch.optim.AdamW(params, lr=1e-4)
@@ -222,7 +222,7 @@ def main() -> None:
 
     import torch
     sys.path.insert(0, str(ROOT))
-    from core.estimate import train_step_flops
+    from core.training.estimate import train_step_flops
     from core.model.official_config import read_official_config
     args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if args.threads:
@@ -243,7 +243,7 @@ def main() -> None:
                     results[job][impl].append(run_child(roots[impl], impl, args, job))
         print(f"\n{'train step':<16} {'baseline s':>10} {'ours s':>8} {'speed-up':>8} {'frames/s ours':>13} "
               f"{'MFU ours':>8} {'RSS/GPU MB base':>15} {'ours':>7}")
-        # MFU: matmul FLOPs of a step (core.estimate, the Train tab's formula) / step time / measured peak
+        # MFU: matmul FLOPs of a step (core.training.estimate, the Train tab's formula) / step time / measured peak
         step_flops = train_step_flops(read_official_config(BENCH_CONFIG, runtime_root=RUNTIME), args.frames, args.batch)
         for job in jobs[:-1]:
             b, o = results[job]["baseline"], results[job]["ours"]

@@ -1,5 +1,5 @@
 """Per-GPU memory of the studio's training presets on the released model sizes, for each
-`training.distributed` choice (core.estimate.estimate_memory + sharded_memory; the README table).
+`training.distributed` choice (core.training.estimate.estimate_memory + sharded_memory; the README table).
 
     python bench/sharded_memory.py            # markdown table on stdout
 
@@ -18,8 +18,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core.config import load_config  # noqa: E402
-from core.estimate import estimate_memory, sharded_memory  # noqa: E402
-from core.model.demo import DEMO_NAME, create_demo_model, demo_root  # noqa: E402
+from core.training.estimate import estimate_memory, sharded_memory  # noqa: E402
+from core.model.demo import DEMO_NAME, demo_root  # noqa: E402
+from core.training.demo_pretrain import create_demo_model  # noqa: E402
 from studio.tabs.train import PRESETS  # noqa: E402
 
 SIZES = {"base (2.8 B)": (1536, 8960, 12, 28, 12), "large / v2-large (5.1 B)": (2048, 11008, 16, 36, 12)}

@@ -25,7 +25,7 @@ import json, sys, time, torch
 torch.set_num_threads(int(sys.argv[1]))
 import core  # the policy under test is already in the environment (setdefault keeps it)
 from core.model import LeLM
-from core.model.demo import ensure_demo_model
+from core.training.demo_pretrain import ensure_demo_model
 m = LeLM.from_pretrained(ensure_demo_model(sys.argv[3])).eval()
 lyr = "[verse] the city lights are calling me home. i walk the empty streets alone ; [chorus] sing it loud"
 m.generate(lyr, "female, pop", None, max_frames=5, cfg_coef=1.5, seed=0)  # warm-up

@@ -6,7 +6,7 @@ CPU config (stated in the output): `/work/shared/bench/config.yaml` (official st
 4+2 layers, delays [0, 50, 50], lyrics 120, prompt 2 s, description 20) with the Qwen2 tokenizer of
 `/work/shared/fixtures/songgen-tiny-v2` as runtime root, random (demo-style) weights; batch 2 x 750
 frames (993 positions per sample incl. the 192-position condition prefix); fp32; the trainer's own
-code path (`core.train.build_model` / `core.evaluate.BatchLoss` / `make_optimizer`), one process.
+code path (`core.train.build_model` / `core.training.evaluate.BatchLoss` / `make_optimizer`), one process.
 
 Each configuration runs in a fresh subprocess, so its peak RSS (`ru_maxrss`) is its own; the RSS
 after building the model is printed too, so "training overhead" = peak - after-build.
@@ -83,8 +83,8 @@ def child(args) -> None:
 
     from core.config import parse_config
     from core.model import EMPTY
-    from core.evaluate import BatchLoss
-    from core.train import build_model, count_parameters, make_optimizer
+    from core.training.evaluate import BatchLoss
+    from core.training.trainer import build_model, count_parameters, make_optimizer
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -139,11 +139,11 @@ def param_count(D: int, F: int, L: int, Ls: int, desc_rows: int) -> tuple[int, i
 
 
 def gpu_estimate() -> list[str]:
-    from core.estimate import activation_memory
+    from core.training.estimate import activation_memory
 
     GB = 1e9
     out = ["GPU memory estimate at full song length (B=1, bf16 autocast, fp32 master weights, AdamW),",
-           "formula of core.estimate.activation_memory / estimate_memory:",
+           "formula of core.training.estimate.activation_memory / estimate_memory:",
            "  S = 952 prefix + T + 251 (T = max_dur*25), S_out = T + 251 positions with 3 x 16385 logits",
            "  weights 4N; full: + grads 4Nt + AdamW 8Nt; LoRA: + 16 bytes per adapter parameter",
            "  activations/layer (no checkpointing, SDPA: no S^2 term) = 2 bytes * S * (8D + 4F)",

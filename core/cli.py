@@ -58,7 +58,7 @@ def _model_info(args) -> int:
         if not target:
             raise ValueError("give a checkpoint folder, 'demo', or --config with paths.base_model_path")
         if target == "demo":
-            from core.model.demo import ensure_demo_model
+            from core.training.demo_pretrain import ensure_demo_model
             ws = args.workspace or (str(cfg.workspace_dir()) if cfg else None) or os.environ.get("STUDIO_HOME") or "workspace"
             ckpt = ensure_demo_model(ws)
         else:
@@ -109,8 +109,8 @@ def _prepare(args) -> int:
 
 # ---- train ----------------------------------------------------------------------------------
 def _train(args) -> int:
-    from core import runs
-    from core.train import train
+    from core.runs import store as runs
+    from core.training.trainer import train
 
     try:
         cfg = _config(args)
@@ -131,7 +131,7 @@ def _train(args) -> int:
         run_dir = cfg.output_dir()
         # the run's config.yaml is what a resume and export read: write the effective one there
         config_path = Path(args.config) if args.config and not args.set else cfg.save(run_dir / runs.CONFIG_NAME)
-    from core import launch
+    from core.runs import launch
 
     try:
         cmds = launch.machine_commands(config_path, cfg, resume=args.resume or False)
@@ -140,7 +140,7 @@ def _train(args) -> int:
     where = [f"  machine {r}: {c}" if len(cmds) > 1 else f"  {c}" for r, c in enumerate(cmds)]
     print(f"[train] run folder {run_dir}\n[train] same run from a shell (training.distributed = "
           f"{cfg.training.distributed}; this process trains alone):\n" + "\n".join(where), flush=True)
-    from core.lock import RunLocked
+    from core.runs.lock import RunLocked
 
     try:
         outcome = train(cfg, resume=args.resume, config_path=Path(config_path))
@@ -154,10 +154,10 @@ def _train(args) -> int:
 # ---- merge ----------------------------------------------------------------------------------
 def choose_checkpoint(cfg: StudioConfig) -> tuple[Path, str]:
     """The checkpoint `merge` uses when none is given, and why: the run's best one (lowest validation
-    loss, core.checkpoints) when it has one, else its newest. The run is the config's
+    loss, core.training.checkpoints) when it has one, else its newest. The run is the config's
     (paths.output_dir), else the newest run in the workspace that has a checkpoint."""
-    from core import runs
-    from core.checkpoints import list_checkpoints
+    from core.runs import store as runs
+    from core.training.checkpoints import list_checkpoints
 
     candidates = [cfg.output_dir()] if cfg.paths.output_dir else [Path(r["run_dir"]) for r in runs.list_runs(cfg.workspace_dir())]
     for run_dir in candidates:
@@ -186,7 +186,7 @@ def _merge(args) -> int:
         cfg = _config(args)
     except ConfigError as err:
         return _fail(err, 2)
-    from core.export import ExportError, export_checkpoint
+    from core.export.merge import ExportError, export_checkpoint
     from core.model import CheckpointError
 
     try:
@@ -216,8 +216,8 @@ def _generate(args) -> int:
         cfg = _config(args, extra)
     except ConfigError as err:
         return _fail(err, 2)
-    from core import compare
-    from core import generate as gen
+    from core.export import compare
+    from core.export import generate as gen
     from core.model import CheckpointError
 
     for value, allowed, flag in ((args.gen_type, gen.GEN_TYPES, "--gen-type"), (args.audio_format, gen.AUDIO_FORMATS, "--format")):
@@ -257,7 +257,7 @@ def _generate(args) -> int:
 
 # ---- push -----------------------------------------------------------------------------------
 def _push(args) -> int:
-    from core import hub
+    from core.export import hub
 
     token = sys.stdin.readline().strip() if args.token_stdin else None
     clean = lambda text: hub.mask(text, token)  # noqa: E731  the token never reaches a terminal or log
@@ -333,7 +333,7 @@ def build_parser(prog: str = "python -m core") -> argparse.ArgumentParser:
     p.add_argument("--max-seconds", type=float, default=None,
                    help=f"song length (default generation.max_seconds, else {DEFAULT_GENERATE_SECONDS:g} s)")
     p.add_argument("--max-frames", type=int, default=None, help="length in frames (overrides --max-seconds)")
-    # checked in _generate against core.generate's lists: importing it here would make --help slow
+    # checked in _generate against core.export.generate's lists: importing it here would make --help slow
     p.add_argument("--gen-type", default=None, help="mixed (default), vocal, bgm or separate")
     p.add_argument("--format", default=None, dest="audio_format", help="wav (default) or flac")
     p.add_argument("--out", default=None, help="output folder (default <workspace>/generations/<time>_<kind>)")
@@ -359,7 +359,7 @@ def build_parser(prog: str = "python -m core") -> argparse.ArgumentParser:
     p.add_argument("--token-stdin", action="store_true", help="read a one-time token from stdin (never stored)")
     p.add_argument("--message", default=None, help="commit message")
     p.add_argument("--json", action="store_true")
-    from core.preference.cli import add_commands  # argparse only; torch loads when a command runs
+    from core.cli_pairs import add_commands  # argparse only; torch loads when a command runs
     add_commands(cmd)
     return ap
 

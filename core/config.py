@@ -63,7 +63,7 @@ class TrainingConfig(_Section):
     weight_decay: float = Field(0.1, ge=0)
     adam_beta1: float = Field(0.9, gt=0, lt=1)
     adam_beta2: float = Field(0.95, gt=0, lt=1)
-    # adamw (fused kernel where available) | adamw_8bit (bitsandbytes, CUDA) | adafactor (transformers): core.optim
+    # adamw (fused kernel where available) | adamw_8bit (bitsandbytes, CUDA) | adafactor (transformers): core.training.optimizers
     optimizer: Literal["adamw", "adamw_8bit", "adafactor"] = "adamw"
     # LoRA only: keep the frozen base weights in bfloat16 (half the memory; adapters stay float32)
     base_dtype: Literal["float32", "bfloat16"] = "float32"
@@ -89,7 +89,7 @@ class TrainingConfig(_Section):
     condition_dropout: bool = True  # the checkpoint's CFG/attribute dropout; false only to debug/compare
     num_samples: int = Field(2, ge=0)  # fixed lyric prompts generated at each sample point (0: none)
     sample_seconds: float = Field(10.0, gt=0)  # length of each sample
-    # how `accelerate launch` spreads the run (core.launch; assets/accelerate/<choice>.yaml)
+    # how `accelerate launch` spreads the run (core.runs.launch; assets/accelerate/<choice>.yaml)
     distributed: Literal["auto", "single", "ddp", "fsdp", "deepspeed_zero2", "deepspeed_zero3", "multi_node"] = "auto"
     num_processes: Optional[int] = Field(None, ge=1)  # processes of all machines together (GPUs in all)
     num_machines: int = Field(1, ge=1)

@@ -58,7 +58,7 @@ _STEP = re.compile(r"^step-(\d+)$")
 def checkpoint_dirs(root: str | os.PathLike) -> list[Path]:
     """`step-N` folders under `root` (a run's checkpoints/ folder), oldest first; symlinks are skipped.
 
-    Here rather than in core.checkpoint_io so that core.runs (and the studio) can list checkpoints
+    Here rather than in core.training.safe_state so that core.runs.store (and the studio) can list checkpoints
     without importing torch."""
     root = Path(root)
     if not root.is_dir():

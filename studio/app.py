@@ -14,7 +14,7 @@ import gradio as gr
 from starlette.middleware import Middleware
 
 from studio import backend, feedback
-from core import runs
+from core.runs import store as runs
 from studio.i18n import CURRENT_JS, HEAD, SWITCH_JS, studio_i18n, tr
 from studio.space import SpaceInfo, default_workspace, detect
 from studio.sandbox import Limits, Sandboxes

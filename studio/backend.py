@@ -13,7 +13,10 @@ from typing import Any, Callable, Optional
 
 import gradio as gr
 
-from core import description, lyrics, runs, tokens
+from core import tokens
+from core.text import description
+from core.text import lyrics
+from core.runs import store as runs
 from core.config import DEMO, ConfigError, StudioConfig, default, load_config
 from core.fsutil import slugify
 from studio.feedback import UserError, config_problems
@@ -80,8 +83,9 @@ def max_song_seconds(ws) -> float:
 def check_song(song: dict[str, Any], max_dur: float = 150.0) -> dict[str, Any]:
     """Lyric grammar + description tags + audio QC of one song, as a plain dict for the table.
 
-    Uses core.lyrics and core.audio directly (the same checks core.data.prepare applies)."""
-    from core import audio, song_timing
+    Uses core.text.lyrics and core.audio.io directly (the same checks core.data.prepare applies)."""
+    from core.audio import io as audio
+    from core.timing import resolve as song_timing
     qc, _ = audio.qc_file(song["path"], max_dur=None)  # the length against max_dur: the timing below
     # section timing (LRC / saved starts) lets a long song be split; without it a long song is refused
     tres = song_timing.resolve(gt_lyric=song.get("gt_lyric") or None, duration_s=qc.info.duration_s,
@@ -126,7 +130,7 @@ def check_song(song: dict[str, Any], max_dur: float = 150.0) -> dict[str, Any]:
     dur = round(qc.info.duration_s, 1) if qc.info else None
     # (code, English message) of each audio finding, so the page can show it in the browser's language
     codes = [[f.code, f.message, split_values if f.code == "split" else {}] for f in findings] + untimed
-    # (code, English message, values) of each lyric and style-tag finding (core.lyrics.Note)
+    # (code, English message, values) of each lyric and style-tag finding (core.text.lyrics.Note)
     lyric_codes = [[n.code, str(n), n.values] for n in (*res.errors, *res.changes, *res.warnings,
                                                        *desc.warnings, *desc.changes) if getattr(n, "code", "")]
     return {"status": status, "reasons": reasons, "audio_codes": codes, "lyric_codes": lyric_codes, "fixed_lyric": res.text, "lyric_status": res.status,
@@ -288,13 +292,14 @@ def last_prepare(ws, lang: str = "en") -> Optional[dict[str, Any]]:
 def model_description(ws):
     """core.model.describe_checkpoint of the base model saved in the workspace state (downloads a Hub repo)."""
     from core import model
+    from core.training.base_model import resolve_base_model
     st = ws.get_state()
     ov = {"workspace": str(ws.root), **({"paths.runtime_path": st["runtime_path"]} if st.get("runtime_path") else {})}
     if st.get("base_model"):
         ov["paths.base_model_path"] = st["base_model"]
     cfg = build_config(ov)
     try:
-        return model.describe_checkpoint(model.resolve_base_model(cfg), cfg.paths.runtime_path)
+        return model.describe_checkpoint(resolve_base_model(cfg), cfg.paths.runtime_path)
     except (ValueError, OSError) as err:  # CheckpointError: folder / repo problems, worded by core
         raise gr.Error(str(err)) from None
 
@@ -326,7 +331,7 @@ def train_config(ws, v: dict[str, Any]) -> StudioConfig:
 
 def preview(ws, cfg) -> tuple[str, str]:
     """The config the next run gets, and the command that trains it from a shell once saved."""
-    from core import launch
+    from core.runs import launch
 
     try:  # one command per machine (the machine rank differs)
         cmd = "\n".join(launch.machine_commands(ws.root / "configs" / "next" / runs.CONFIG_NAME, cfg))
@@ -341,8 +346,9 @@ def save_config(ws, cfg, name: Optional[str] = None) -> str:
 
 
 def estimate(cfg, lang: str = "en") -> str:
-    """core.estimate.estimate_memory / estimate_time, worded for the UI in `lang`."""
-    from core import data, estimate as est
+    """core.training.estimate.estimate_memory / estimate_time, worded for the UI in `lang`."""
+    from core import data
+    from core.training import estimate as est
     try:
         e = est.estimate_memory(cfg)
         rate = data.model_limits(cfg).frame_rate

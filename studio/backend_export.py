@@ -8,7 +8,7 @@ from typing import Any, Optional
 
 import gradio as gr
 
-from core import runs
+from core.runs import store as runs
 from core.config import StudioConfig
 from studio.feedback import UserError
 from studio.i18n import tr, value_word
@@ -16,7 +16,7 @@ from studio.i18n import tr, value_word
 def all_checkpoints(ws, lang: str = "en") -> list[tuple[str, str]]:
     """Every checkpoint of every run, newest first, labelled with its step first (so a narrow
     dropdown still shows it), why it was saved, its train and validation loss and when."""
-    from core.checkpoints import list_checkpoints
+    from core.training.checkpoints import list_checkpoints
     out = []
     for r in runs.list_runs(ws.root):
         for c in reversed(list_checkpoints(r["run_dir"])):
@@ -36,10 +36,10 @@ _VERIFIED: dict[str, tuple] = {}
 
 
 def verify_checkpoint(ckpt: str) -> None:
-    """core.checkpoint_io.verify_checkpoint before a checkpoint is merged, generated from or pushed: a
+    """core.training.safe_state.verify_checkpoint before a checkpoint is merged, generated from or pushed: a
     damaged, altered or foreign-file checkpoint is refused with its problems. A result is remembered
     until a file of the folder changes (hashing a full model on every generate would be slow)."""
-    from core.checkpoint_io import verify_checkpoint as verify
+    from core.training.safe_state import verify_checkpoint as verify
 
     folder = Path(ckpt)
     stamp = tuple(sorted((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file()))
@@ -71,9 +71,9 @@ def _user_error(fn, *a, **kw):
 
 
 def merge(ws, ckpt: str, strength: float, lang: str = "en") -> str:
-    """core.export.export_checkpoint: LoRA merged at `strength` (or a full checkpoint copied) into
+    """core.export.merge.export_checkpoint: LoRA merged at `strength` (or a full checkpoint copied) into
     <workspace>/exports/<run>_<step>[_strength-s]/ in the official layout."""
-    from core import export
+    from core.export import merge as export
     cfg = _run_cfg_for(ckpt)
     res = _user_error(export.export_checkpoint, ckpt, cfg=cfg, strength=float(strength),
                       overwrite=True)
@@ -82,7 +82,7 @@ def merge(ws, ckpt: str, strength: float, lang: str = "en") -> str:
 
 
 def _gen_setup(ckpt, lyrics, desc, seconds, seed, prompt):
-    from core import generate
+    from core.export import generate
     cfg = _run_cfg_for(ckpt)
     g = cfg.generation.model_copy(update={"max_seconds": float(seconds) if seconds else None})
     cfg = cfg.model_copy(update={"generation": g})
@@ -108,14 +108,14 @@ def _vl(it, lang: str = "en") -> str:
 
 
 def val_na_reason(cfg, validation: Optional[dict], lang: str = "en") -> str:
-    """Why a comparison has no validation loss, from core.compare's record ({dataset, songs, note}):
+    """Why a comparison has no validation loss, from core.export.compare's record ({dataset, songs, note}):
     no tokenized dataset, one without validation songs, or one this model cannot use."""
     v = validation or {}
     if v.get("dataset"):
         if not v.get("songs"):
             return tr("val_na_no_val", lang)
         return tr("val_na_other", lang, why=v.get("note") or "")
-    from core.dataset import find_dataset_dir
+    from core.training.dataset import find_dataset_dir
     try:  # a dataset folder exists but did not load: it was made for another model or codec
         find_dataset_dir(cfg)
     except (ValueError, OSError):
@@ -126,7 +126,7 @@ def val_na_reason(cfg, validation: Optional[dict], lang: str = "en") -> str:
 
 def generate(ws, ckpt, strength, lyrics, desc, seconds, seed, prompt, progress=None, lang: str = "en") -> str:
     cfg, settings = _gen_setup(ckpt, lyrics, desc, seconds, seed, prompt)
-    from core import compare
+    from core.export import compare
     man = _user_error(compare.generate_single, cfg, ckpt, strength=float(strength),
                       settings=settings, with_val_loss=False, progress=_gen_progress(progress, lang))
     return _files(man)[0][1]
@@ -134,7 +134,7 @@ def generate(ws, ckpt, strength, lyrics, desc, seconds, seed, prompt, progress=N
 
 def ab(ws, ckpt, strength, lyrics, desc, seconds, seed, prompt, progress=None, lang: str = "en") -> dict[str, Any]:
     cfg, settings = _gen_setup(ckpt, lyrics, desc, seconds, seed, prompt)
-    from core import compare
+    from core.export import compare
     man = _user_error(compare.ab_compare, cfg, ckpt, strength=float(strength),
                       settings=settings, progress=_gen_progress(progress, lang))
     (a_it, a), (b_it, b) = _files(man)
@@ -147,7 +147,7 @@ def ab(ws, ckpt, strength, lyrics, desc, seconds, seed, prompt, progress=None, l
 def sweep(ws, ckpt, scales, lyrics, desc, seconds, seed, prompt, progress=None,
           lang: str = "en") -> list[tuple[float, str, str]]:
     cfg, settings = _gen_setup(ckpt, lyrics, desc, seconds, seed, prompt)
-    from core import compare
+    from core.export import compare
     man = _user_error(compare.strength_sweep, cfg, ckpt, list(scales), settings=settings,
                       progress=_gen_progress(progress, lang))
     return [(float(it.model.get("strength", s)), path, _vl(it, lang)) for s, (it, path) in zip(scales, _files(man))]
@@ -164,11 +164,12 @@ def _latest_generation(ws, kinds=("ab", "sweep", "single")) -> Optional[Path]:
 
 def push(ws, ckpt, strength, repo_id, private, adapter, merged, dataset, token: Optional[str] = None,
          lang: str = "en") -> str:
-    """core.hub.push of the picked checkpoint (adapter), its merged export, the newest A/B or sweep
+    """core.export.hub.push of the picked checkpoint (adapter), its merged export, the newest A/B or sweep
     (embedded in the card) and optionally the dataset. `token` is passed through, never stored."""
     if not (repo_id or "").strip():
         raise UserError("need_repo")
-    from core import export, hub
+    from core.export import merge as export
+    from core.export import hub
     cfg = _run_cfg_for(ckpt)
     kind = export.checkpoint_kind(ckpt)
     adapter_dir = ckpt if adapter and kind == "lora" else None

@@ -10,7 +10,7 @@ from typing import Any
 
 import gradio as gr
 
-from core import runs
+from core.runs import store as runs
 from core.config import StudioConfig
 from studio.feedback import UserError
 from studio.i18n import status_word, value_word
@@ -79,8 +79,8 @@ def rename_run(ws, run_dir: str, name: str) -> str:
 
 
 def checkpoint_rows(run_dir: str, lang: str = "en") -> list[list[Any]]:
-    """step, why it was saved, train loss, validation loss, time, best — newest first (core.checkpoints)."""
-    from core.checkpoints import list_checkpoints
+    """step, why it was saved, train loss, validation loss, time, best — newest first (core.training.checkpoints)."""
+    from core.training.checkpoints import list_checkpoints
 
     def num(x):
         return "—" if x is None else f"{x:.4f}"

@@ -400,8 +400,8 @@ def qc_reason(code: str, message: str, name: str, lang: str, **values) -> str:
 
 def finding(message: str, check: dict, name: str, lang: str) -> str:
     """One finding of a song (a reason in the Data table or the prepare report) in `lang`, found by its
-    English text among the coded findings of the song's check: audio QC (core.audio codes) and lyric
-    findings (core.lyrics.Note codes). Uncoded text stays as the engine wrote it."""
+    English text among the coded findings of the song's check: audio QC (core.audio.io codes) and lyric
+    findings (core.text.lyrics.Note codes). Uncoded text stays as the engine wrote it."""
     if lang == "en":
         return message
     for c in check.get("audio_codes") or []:

@@ -116,7 +116,7 @@ MESSAGES: dict[str, tuple[str, str]] = {
                             "请为它提供分段时间（LRC 文件，或在「1b · 分段时间」中设置各段起点），或把它裁剪到 {max} 秒并相应缩短歌词"),
     "qc_split": ("{name} is longer than the model's {max} s: split at section boundaries into {n} training items",
                  "{name} 超过模型的 {max} 秒上限：按段落边界切成 {n} 个训练片段"),
-    # ---- data tab: lyric findings (core.lyrics.Note codes) ------------------------------------------------
+    # ---- data tab: lyric findings (core.text.lyrics.Note codes) ------------------------------------------------
     "ly_too_long": ("the lyrics are long (about {est} tokens); the model reads at most {budget}, the rest is cut off",
                     "歌词很长（约 {est} 个 token）；模型最多读取 {budget} 个，其余会被截断"),
     "ly_empty_part": ("section {n}: an empty part between ';' was removed", "第 {n} 段：删除了两个 ';' 之间的空白部分"),
@@ -181,7 +181,7 @@ MESSAGES: dict[str, tuple[str, str]] = {
                             "{name}：未添加，因为它的文本文件无法读取（见上文）"),
     "imp_no_lyrics": ("{name}: no {stem}.txt lyrics uploaded; added with empty lyrics (edit them below)",
                       "{name}：没有上传 {stem}.txt 歌词；已按空歌词添加（可在下方编辑）"),
-    # style-tag findings (core.description, coded like the lyric findings)
+    # style-tag findings (core.text.description, coded like the lyric findings)
     "ly_desc_tiers": ("the description has several musicality tiers ({tiers}); the first, {first}, is used",
                       "描述中有多个音乐性等级（{tiers}）；使用第一个：{first}"),
     "ly_desc_tier_override": ("the song's musicality setting '{tier}' replaces the tier {written} written in its description",

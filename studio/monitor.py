@@ -1,7 +1,7 @@
 """Live view of a run from its files: an incremental reader of metrics.jsonl shared by every
 viewer of the same run, with EMA smoothing and down-sampling for the plot.
 
-A poll tick costs the bytes appended since the last tick (core.runs.read_metrics seeks to the
+A poll tick costs the bytes appended since the last tick (core.runs.store.read_metrics seeks to the
 last offset), not a re-read of the whole file; a second browser or a reloaded page reuses the
 parsed series. Everything here can be rebuilt from the files at any time.
 """
@@ -109,7 +109,7 @@ def view(run_dir: str | Path) -> RunView:
 def refresh(run_dir: str | Path, read_metrics=None) -> RunView:
     """Read what was appended since the last tick (incremental) and fold it into the view."""
     if read_metrics is None:
-        from core.runs import read_metrics
+        from core.runs.store import read_metrics
     v = view(run_dir)
     with v.lock:
         while True:
@@ -126,7 +126,7 @@ def refresh(run_dir: str | Path, read_metrics=None) -> RunView:
 def full_reread(run_dir: str | Path, read_metrics=None) -> RunView:
     """Baseline for the bench: parse the whole file again, as a naive poller would."""
     if read_metrics is None:
-        from core.runs import read_metrics
+        from core.runs.store import read_metrics
     v = RunView(str(run_dir))
     off = 0
     while True:

@@ -11,7 +11,7 @@ from typing import Any, Optional
 
 import gradio as gr
 
-from core import runs
+from core.runs import store as runs
 from core.config import DEMO, StudioConfig
 from studio import backend
 from studio.i18n import tr
@@ -33,7 +33,7 @@ def _store(ws):
 
 
 def generate(ws, ckpt, strength, lyrics, desc, seconds, seed, k, progress=None, lang: str = "en") -> dict[str, Any]:
-    from core.preference import candidates
+    from core.export import candidates
     cfg = _cfg(ws, ckpt)
     cb = None
     if progress is not None:
@@ -51,7 +51,7 @@ def report_text(rep, lang: str = "en") -> str:
 
 
 def mark(ws, set_dir: str, chosen: int, rejected: list[int], lang: str = "en") -> str:
-    from core.preference import candidates
+    from core.export import candidates
     rep = backend._user_error(candidates.mark, _cfg(ws), set_dir, int(chosen), [int(r) for r in rejected])
     return report_text(rep, lang)
 

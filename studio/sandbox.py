@@ -178,7 +178,7 @@ class Sandboxes:
 
     def sweep(self, now: float | None = None) -> list[str]:
         """Delete sandboxes idle past their limit (none with a live run); returns the removed ids."""
-        from core import runs
+        from core.runs import store as runs
 
         now = time.time() if now is None else now
         removed = []

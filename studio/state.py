@@ -4,7 +4,7 @@
 - ``uploads/metadata.jsonl``: the seed-format list built from those folders, the input of prepare.
 - ``studio.json``: small pointers (last prepared dataset, last base model choice).
 
-Runs are found from ``runs/`` through ``core.runs``; a page reload rebuilds everything from here.
+Runs are found from ``runs/`` through ``core.runs.store``; a page reload rebuilds everything from here.
 """
 from __future__ import annotations
 
@@ -234,7 +234,7 @@ class Workspace:
         except, on a local studio, files inside the folders named with --import-root.
         """
         from core.data.inputs import metadata_rows
-        from core.song_fields import decode_text, description_field, lyric_field
+        from core.text.fields import decode_text, description_field, lyric_field
 
         problems: list[str] = []
         files: list[Path] = []

@@ -13,11 +13,11 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from core import audio as audio_mod
-from core import lyrics as lyr
-from core.data import read_text_file
-from core.lrc import parse_lrc, timing_from_lrc
-from core.timing import SongTiming, TimedSection, TimingError, normalize
+from core.audio import io as audio_mod
+from core.text import lyrics as lyr
+from core.text.fields import read_text_file
+from core.timing.lrc import parse_lrc, timing_from_lrc
+from core.timing.sections import SongTiming, TimedSection, TimingError, normalize
 from studio import timing_plot
 from studio.i18n import said
 
@@ -195,14 +195,14 @@ def clip_from(ws, idx: str, start_s: float) -> str:
 def envelope_for(ws, song: dict, allow_separation: bool) -> Optional[dict]:
     """The song's vocal envelope (cached beside the audio). Without a vocal stem it needs a separation:
     Demucs when the workspace's runtime has it (slow: only when `allow_separation`), else the DEMO split."""
-    from core.vocal_activity import envelope, vocal_stem
+    from core.timing.vocal_activity import envelope, vocal_stem
 
     env_d = cached_envelope(song)
     if env_d is not None:
         return env_d
     runtime = ws.get_state().get("runtime_path")
     if not song.get("vocal_path") and runtime and not allow_separation:
-        from core.separation import find_demucs_checkpoint
+        from core.audio.separation import find_demucs_checkpoint
         if find_demucs_checkpoint(runtime):
             return None
     wav, sr, label = vocal_stem(song["path"], song.get("vocal_path"), runtime)
@@ -218,7 +218,7 @@ def propose(ws, idx: str) -> dict[str, Any]:
     """Vocal-activity proposal for the song's lyric sections; shown to the user, never saved here."""
     import torch
 
-    from core.vocal_activity import Envelope, propose as va_propose, regions
+    from core.timing.vocal_activity import Envelope, propose as va_propose, regions
 
     song = _song(ws, idx)
     sections = _lyric_sections(song)

@@ -137,7 +137,7 @@ def test_local_studio_reads_only_the_folders_its_user_named(tmp_path, secret_fil
 def test_two_public_visitors_see_only_their_own_songs_and_runs(tmp_path, monkeypatch):
     from gradio_client import Client, handle_file
 
-    from core import runs
+    from core.runs import store as runs
     from core.config import parse_config
     from studio.app import build_app
     from studio.space import SpaceInfo
@@ -240,10 +240,10 @@ class Bomb:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A 4-step LoRA run of the small demo model with checkpoints step-2 and step-4 (in-process)."""
-    from core import runs
+    from core.runs import store as runs
     from core.config import parse_config
     from core.data import prepare
-    from core.train import train
+    from core.training.trainer import train
     from tests.test_train import base_config, make_small_demo
 
     ws = tmp_path_factory.mktemp("adv-train")
@@ -265,7 +265,7 @@ def _clone_run(src: Path, name: str) -> Path:
     """A copy of a run folder under the same workspace, its config pointing at the copy."""
     import shutil
 
-    from core import runs
+    from core.runs import store as runs
 
     dst = src.parent / name
     shutil.copytree(src, dst)
@@ -277,16 +277,16 @@ def _clone_run(src: Path, name: str) -> Path:
 
 
 def _events(run: Path, name: str) -> list[dict]:
-    from core import runs
+    from core.runs import store as runs
 
     recs, _ = runs.read_metrics(run)
     return [r for r in recs if r.get("type") == "event" and r.get("event") == name]
 
 
 def test_truncated_latest_checkpoint_resumes_from_the_previous_one(trained, capsys):
-    from core import checkpoint_io as cio
-    from core import runs
-    from core.train import train
+    from core.training import safe_state as cio
+    from core.runs import store as runs
+    from core.training.trainer import train
 
     run = _clone_run(trained["run"], "truncated")
     opt = run / "checkpoints/step-4/state/optimizer.bin"
@@ -306,7 +306,7 @@ def test_truncated_latest_checkpoint_resumes_from_the_previous_one(trained, caps
 def _plant_bombs(ckpt: Path, marker: Path, keep_text: bool, fix_manifest: bool) -> None:
     import torch
 
-    from core import checkpoint_io as cio
+    from core.training import safe_state as cio
 
     for p in list(ckpt.rglob("*")):
         if not p.is_file() or (keep_text and p.suffix in (".json", ".yaml", ".md")):
@@ -327,8 +327,8 @@ def _plant_bombs(ckpt: Path, marker: Path, keep_text: bool, fix_manifest: bool) 
 @pytest.mark.parametrize("keep_text,fix_manifest", [(False, False), (False, True), (True, True)],
                          ids=["every-file", "every-file+manifest", "weights-only+manifest"])
 def test_pickle_bomb_in_a_checkpoint_never_runs(trained, tmp_path, monkeypatch, keep_text, fix_manifest):
-    from core import runs
-    from core.train import train
+    from core.runs import store as runs
+    from core.training.trainer import train
     from studio import backend
     from studio.state import Workspace
 
@@ -361,7 +361,7 @@ def test_pickle_bomb_in_a_checkpoint_never_runs(trained, tmp_path, monkeypatch, 
             call()
         assert not marker.exists()
     # and the core loaders themselves, past any studio check
-    from core.export import export_checkpoint
+    from core.export.merge import export_checkpoint
     with pytest.raises(Exception):
         export_checkpoint(ck, cfg=cfg, strength=1.0, out_dir=tmp_path / "merged", overwrite=True)
     assert not marker.exists()
@@ -371,7 +371,7 @@ def test_second_trainer_on_a_locked_output_dir_exits_naming_the_holder(trained, 
     import subprocess
     import sys
 
-    from core import runs
+    from core.runs import store as runs
     from tests.test_lock import _start_holder
 
     run = _clone_run(trained["run"], "locked")
@@ -402,9 +402,9 @@ def test_full_disk_during_a_save_ends_the_run_failed(trained, monkeypatch):
 
     import torch
 
-    from core import checkpoint_io as cio
-    from core import runs
-    from core.train import train
+    from core.training import safe_state as cio
+    from core.runs import store as runs
+    from core.training.trainer import train
 
     run = _clone_run(trained["run"], "diskfull")
     real_save = torch.save
@@ -514,7 +514,8 @@ def test_stop_never_signals_the_users_shell_job(tmp_path):
     import sys
     import time
 
-    from core import process, runs
+    from core.runs import process
+    from core.runs import store as runs
     from core.config import parse_config
 
     run = runs.create_run(parse_config({"workspace": str(tmp_path), "paths": {"base_model_path": "demo"}}))

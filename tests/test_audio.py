@@ -1,4 +1,4 @@
-"""core.audio: soundfile reading, resampling to 48 kHz stereo, QC findings with plain reasons."""
+"""core.audio.io: soundfile reading, resampling to 48 kHz stereo, QC findings with plain reasons."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,7 +7,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from core import audio
+from core.audio import io as audio
 from tests.datagen import SAMPLE_WAV, write_song
 
 

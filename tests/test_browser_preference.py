@@ -80,7 +80,7 @@ def test_mark_preference_and_run_dpo(app_url):
         pg.wait_for_timeout(2500)
         pg.screenshot(path=str(ART / "pref-3-dpo-plot.png"), full_page=True)
         legend, drawn = _legend(pg), _drawn_lines(pg)
-    from core import runs
+    from core.runs import store as runs
     recs, _ = runs.read_metrics(ws / "runs" / run)
     m = [r for r in recs if r.get("type") == "metrics"]
     assert [r["step"] for r in m] == [1, 2, 3, 4] and all("reward_margin" in r for r in m)

@@ -1,4 +1,4 @@
-"""core.checkpoint_io: pickle-free trainer/scheduler/RNG state, the manifest, fallback, disk-full errors."""
+"""core.training.safe_state: pickle-free trainer/scheduler/RNG state, the manifest, fallback, disk-full errors."""
 from __future__ import annotations
 
 import errno
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from core import checkpoint_io as cio
+from core.training import safe_state as cio
 
 
 def _sched():
@@ -162,7 +162,7 @@ def test_sharded_checkpoint_index_is_checked_before_pickle(tmp_path):
     import torch
     import torch.distributed.checkpoint as dcp
 
-    from core.checkpoint_io import dcp_metadata_problem
+    from core.training.safe_state import dcp_metadata_problem
 
     real = tmp_path / "real"
     with warnings.catch_warnings():

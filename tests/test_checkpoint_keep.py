@@ -7,9 +7,9 @@ import os
 
 import pytest
 
-from core import runs
-from core.checkpoints import KEPT_REASONS, list_checkpoints, prunable
-from core.process import process_start_time
+from core.runs import store as runs
+from core.training.checkpoints import KEPT_REASONS, list_checkpoints, prunable
+from core.runs.process import process_start_time
 
 
 def _ckpt(run, step, reason, val=None):

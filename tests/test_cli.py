@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from core import runs
+from core.runs import store as runs
 from core.cli import DEFAULT_GENERATE_SECONDS, build_parser, choose_checkpoint, default_checkpoint
 from core.config import load_config, parse_config
 from tests.datagen import GOOD_LYRICS, write_song

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from core.audio import load_for_codec
+from core.audio.io import load_for_codec
 from core.codec import AudioCodec, get_codec
 from core.codec.demo import DemoCodec, demo_split
 from core.config import load_config

@@ -61,7 +61,7 @@ def test_compile_failure_falls_back_with_one_line():
 
 def test_config_key_and_presets():
     from core.config import field_spec
-    from core.presets import GPU_PRESETS
+    from core.training.presets import GPU_PRESETS
 
     assert field_spec("training.compile").default is False
     assert all(p["settings"]["training.compile"] is True for p in GPU_PRESETS.values())

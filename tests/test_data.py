@@ -285,7 +285,7 @@ def test_model_limits_from_official_config(ws):
 
 def test_auto_separation_picks_demucs_when_found(tmp_path, ws, monkeypatch):
     """Fast path check with a stand-in Separator: the plan, the call and the report (the real model: below)."""
-    separation = pytest.importorskip("core.separation")
+    separation = pytest.importorskip("core.audio.separation")
     calls = []
 
     class FakeSeparator:
@@ -319,7 +319,7 @@ def test_demucs_is_used_when_its_checkpoint_is_found(songs, tmp_path, ws, monkey
     """auto separation + a runtime holding third_party/demucs/ckpt/htdemucs.pth -> Demucs, recorded in the report.
     The fixture's htdemucs is the official structure at tiny width, so its two narrow kwargs are passed in."""
     pytest.importorskip("demucs")
-    separation = pytest.importorskip("core.separation")
+    separation = pytest.importorskip("core.audio.separation")
     runtime = SHARED / "fixtures" / "songgen-codec-tiny"
     orig = separation.Separator.from_checkpoint.__func__
 

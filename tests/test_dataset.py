@@ -1,10 +1,10 @@
-"""core.dataset: the resumable batch plan and the DataLoader over it (workers change nothing)."""
+"""core.training.dataset: the resumable batch plan and the DataLoader over it (workers change nothing)."""
 from __future__ import annotations
 
 import pytest
 import torch
 
-from core.dataset import BatchPlan, SongSet, batch_loader
+from core.training.dataset import BatchPlan, SongSet, batch_loader
 from core.tokens import EMPTY
 
 LENGTHS = [90, 40, 75, 30, 120, 55, 64]

@@ -1,5 +1,5 @@
 """The built-in demo model is a base a LoRA can adapt: pre-trained briefly on synthetic songs at first use
-(core.model.demo_pretrain), cached once per machine, and a Quick-look LoRA run on it visibly lowers the loss.
+(core.training.demo_pretrain), cached once per machine, and a Quick-look LoRA run on it visibly lowers the loss.
 
 Measured (2 shared CPU cores, the Quick-look preset as the Train tab sets it: LoRA r4, lr 1e-3, 30 steps of
 150-frame crops; three takes of the real 10-s song in ../shared/data, two train and one validation).
@@ -20,7 +20,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from core import runs
+from core.runs import store as runs
 from core.config import load_config
 from tests.datagen import GOOD_LYRICS, SAMPLE_WAV
 
@@ -40,9 +40,9 @@ def _real_song_takes(folder: Path) -> list[dict]:
 
 
 def test_demo_base_is_pretrained_once_and_reused(tmp_path, monkeypatch):
-    from core.model import demo_pretrain
+    from core.training import demo_pretrain
     from core.model.checkpoint import SIDECAR
-    from core.model.demo import ensure_demo_model
+    from core.training.demo_pretrain import ensure_demo_model
 
     first = ensure_demo_model(tmp_path / "ws1")
     side = json.loads((first / SIDECAR).read_text(encoding="utf-8"))
@@ -67,7 +67,7 @@ def test_quick_look_lora_on_the_demo_model_lowers_the_loss_by_at_least_0_5_nats(
     """The Train tab's default preset ("Quick look"), LoRA on the demo base, trained in this process
     (the code a launched run runs). Listening samples are off here: they do not change the loss."""
     from core.data import prepare
-    from core.train import train
+    from core.training.trainer import train
     from studio.tabs.train import DEFAULT_PRESET, preset_values
 
     settings = {k: v for k, v in preset_values(DEFAULT_PRESET, "demo").items() if v is not None}

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from core import runs
+from core.runs import store as runs
 from core.config import parse_config
 from tests.test_train import ENV, events, finish, launch, losses, make_small_demo, wait_step
 
@@ -66,7 +66,7 @@ def dpo_env(tmp_path_factory):
 
 
 def in_process(data: dict, name: str) -> Path:
-    from core.train import train
+    from core.training.trainer import train
 
     run_dir = runs.create_run(parse_config(data), name=name)
     assert train(runs.load_run_config(run_dir), config_path=run_dir / runs.CONFIG_NAME) == "done"
@@ -114,7 +114,7 @@ def test_dpo_raises_held_out_preference_accuracy(dpo_runs):
 
 
 def test_dpo_checkpoint_is_a_normal_lora_checkpoint(dpo_env, dpo_runs):
-    from core.export import export_checkpoint
+    from core.export.merge import export_checkpoint
     from core.model import LeLM
 
     ck = runs.latest_checkpoint(dpo_runs["lora"])

@@ -1,4 +1,4 @@
-"""The Train tab's memory and time estimates (core.estimate), and how the studio words them."""
+"""The Train tab's memory and time estimates (core.training.estimate), and how the studio words them."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,7 +6,7 @@ from pathlib import Path
 import torch
 
 from core.config import parse_config
-from core.estimate import estimate_memory, estimate_time
+from core.training.estimate import estimate_memory, estimate_time
 
 
 def test_time_estimate_scales_with_steps_and_frames(tmp_path):
@@ -31,7 +31,7 @@ def test_studio_shows_memory_and_time(tmp_path):
 def test_matmul_peak_is_measured_once_and_cached(tmp_path):
     import json
 
-    from core.estimate import PEAK_CACHE, matmul_peak
+    from core.training.estimate import PEAK_CACHE, matmul_peak
 
     cfg = parse_config({"workspace": str(tmp_path), "training": {"max_steps": 10, "max_frames": 100}})
     first = estimate_time(cfg)
@@ -54,7 +54,7 @@ def test_matmul_peak_is_measured_once_and_cached(tmp_path):
 
 def test_memory_estimate_counts_what_freeze_transformer_trains(tmp_path):
     """Under freeze_transformer the estimate's trainable count is exactly what the trainer trains."""
-    from core.train import build_model
+    from core.training.trainer import build_model
 
     cfg = parse_config({"workspace": str(tmp_path), "training": {"type": "full", "freeze_transformer": True}})
     model, _, _ = build_model(cfg)
@@ -68,8 +68,8 @@ def _fake_run(cfg, name: str, step_times: list[float], machine=None) -> Path:
     """A run folder whose metrics.jsonl holds what the trainer logs: a phase event, then per-step records."""
     import json
 
-    from core import runs
-    from core.estimate import machine_label
+    from core.runs import store as runs
+    from core.training.estimate import machine_label
 
     run = runs.create_run(cfg, name=name)
     lines = [{"type": "event", "event": "phase", "phase": "train", "step": 0,
@@ -83,7 +83,7 @@ def _fake_run(cfg, name: str, step_times: list[float], machine=None) -> Path:
 def test_time_estimate_uses_the_measured_step_time_and_never_benchmarks_then(tmp_path, monkeypatch):
     """Once a run with the same step-shaping settings has logged steps on this machine, the estimate is
     steps x its median step time (step 1, the warm-up, left out); the matmul peak is not measured."""
-    import core.estimate as est
+    import core.training.estimate as est
 
     data = {"workspace": str(tmp_path), "training": {"max_steps": 40, "max_frames": 100, "learning_rate": 1e-3}}
     cfg = parse_config(data)
@@ -124,8 +124,9 @@ def test_a_peak_measured_beside_a_training_run_is_not_kept(tmp_path):
     measured for this process only, and the file is written once the machine is quiet."""
     import os
 
-    from core import process, runs
-    from core.estimate import PEAK_CACHE, matmul_peak
+    from core.runs import process
+    from core.runs import store as runs
+    from core.training.estimate import PEAK_CACHE, matmul_peak
 
     cfg = parse_config({"workspace": str(tmp_path), "training": {"max_steps": 10, "max_frames": 100}})
     busy = runs.create_run(cfg, name="busy")  # this test's own live process stands in for its trainer

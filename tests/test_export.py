@@ -53,7 +53,7 @@ def logits_of(model, codes, lyrics, descs, prompt):
 
 
 def test_merge_is_exact_and_official(adapter, tmp_path):
-    from core.export import export_checkpoint
+    from core.export.merge import export_checkpoint
     from core.model import LeLM
     from core.model.lora import load_lora, set_lora_strength
 
@@ -80,7 +80,7 @@ def test_merge_is_exact_and_official(adapter, tmp_path):
 
 
 def test_strength_zero_is_base_and_default_dtype(adapter, tmp_path):
-    from core.export import export_checkpoint
+    from core.export.merge import export_checkpoint
 
     res = export_checkpoint(adapter, tmp_path / "zero", strength=0.0)
     base_sd = torch.load(CKPT / "model.pt", weights_only=True)
@@ -92,7 +92,7 @@ def test_strength_zero_is_base_and_default_dtype(adapter, tmp_path):
 
 
 def test_refuses_overwrite_and_copies_full(adapter, tmp_path):
-    from core.export import ExportError, checkpoint_kind, export_checkpoint
+    from core.export.merge import ExportError, checkpoint_kind, export_checkpoint
 
     out = tmp_path / "full"
     res = export_checkpoint(CKPT, out)

@@ -1,5 +1,5 @@
 """Sharded training (FSDP2, torch fully_shard) on the CPU with gloo, launched the way the studio launches
-it (`core.runs.start_run` -> `accelerate launch --config_file assets/accelerate/fsdp.yaml --num_processes 2`),
+it (`core.runs.store.start_run` -> `accelerate launch --config_file assets/accelerate/fsdp.yaml --num_processes 2`),
 plus the launch commands and the shipped accelerate configs.
 
 The demo-small model and the 3-song dataset of tests/test_train.py (its session fixture `env`).
@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from core import launch, runs
+from core.runs import launch
+from core.runs import store as runs
 from core.config import ConfigError, parse_config
 from tests.test_train import ENV, base_config, env, finish, in_process, losses, wait_step  # noqa: F401
 

@@ -51,7 +51,7 @@ def setup(tmp_path_factory):
 
 
 def test_ab_and_same_seed_same_tokens(setup):
-    from core.compare import ab_compare
+    from core.export.compare import ab_compare
 
     cfg, adapter, root = setup
     m1 = ab_compare(cfg, str(adapter), out_dir=root / "ab1")
@@ -76,13 +76,13 @@ def test_ab_and_same_seed_same_tokens(setup):
         assert x.tokens_sha == y.tokens_sha
         assert np.array_equal(np.load(out / x.tokens_file), np.load(Path(m2.out_dir) / y.tokens_file))
     # refuses to write into a folder that has files
-    from core.generate import GenerationError
+    from core.export.generate import GenerationError
     with pytest.raises(GenerationError, match="already has files"):
         ab_compare(cfg, str(adapter), out_dir=root / "ab1")
 
 
 def test_sweep_strength_zero_matches_base(setup):
-    from core.compare import generate_single, strength_sweep
+    from core.export.compare import generate_single, strength_sweep
 
     cfg, adapter, root = setup
     man = strength_sweep(cfg, str(adapter), [0, 0.5, 1.0], out_dir=root / "sweep")
@@ -102,8 +102,8 @@ def test_sweep_strength_zero_matches_base(setup):
 def test_sweep_and_ab_load_the_adapter_once(setup, monkeypatch):
     """One LoRA load per sweep / A-B (the scale changes per point; the base side disables the adapter),
     and the shared base is plain again afterwards."""
-    from core.compare import run_models, strength_sweep
-    from core.generate import ModelLoader, ModelSpec
+    from core.export.compare import run_models, strength_sweep
+    from core.export.generate import ModelLoader, ModelSpec
     from core.model import lora
 
     cfg, adapter, root = setup
@@ -123,8 +123,8 @@ def test_sweep_and_ab_load_the_adapter_once(setup, monkeypatch):
 
 
 def test_gen_types_prompt_and_flac(setup, tmp_path):
-    from core.compare import generate_single
-    from core.generate import settings_from_config
+    from core.export.compare import generate_single
+    from core.export.generate import settings_from_config
 
     cfg, adapter, root = setup
     wav = np.random.default_rng(0).normal(0, 0.1, (48000 * 3, 2)).astype(np.float32)
@@ -146,7 +146,7 @@ def test_gen_types_prompt_and_flac(setup, tmp_path):
 
 def test_decode_track_silences_the_other_track():
     from core.codec.demo import DemoCodec
-    from core.generate import decode_track
+    from core.export.generate import decode_track
 
     codec = DemoCodec()
     tokens = torch.randint(0, 16384, (3, 12), generator=torch.Generator().manual_seed(0))
@@ -176,10 +176,10 @@ def test_demo_model_ab_and_sweep(tmp_path):
     tokens twice (sweep strength 0 == A base, strength 1 == B, generated separately)."""
     from peft import LoraConfig, get_peft_model
 
-    from core.compare import ab_compare, strength_sweep
+    from core.export.compare import ab_compare, strength_sweep
     from core.config import load_config
     from core.model import LeLM
-    from core.model.demo import ensure_demo_model
+    from core.training.demo_pretrain import ensure_demo_model
 
     ws = tmp_path / "ws"
     ckpt = ensure_demo_model(ws)
@@ -194,7 +194,7 @@ def test_demo_model_ab_and_sweep(tmp_path):
     cfg = load_config(None, {"workspace": str(ws), "paths.base_model_path": "demo", "data.codec": "demo",
                              "generation.lyrics": LYRICS, "generation.description": "male, rock"})
     kw = dict(with_val_loss=False)
-    from core.generate import settings_from_config
+    from core.export.generate import settings_from_config
     s = settings_from_config(cfg, max_frames=3, seed=5)
     ab = ab_compare(cfg, str(adapter), settings=s, out_dir=tmp_path / "ab", **kw)
     sw = strength_sweep(cfg, str(adapter), [0, 1], settings=s, out_dir=tmp_path / "sweep", **kw)
@@ -208,7 +208,7 @@ def test_demo_model_ab_and_sweep(tmp_path):
 
 
 def test_decode_track_uses_the_codecs_track_option():
-    from core.generate import GenerationError, decode_track
+    from core.export.generate import GenerationError, decode_track
 
     class TrackCodec:  # shaped like OfficialCodec.decode (track=, seed=)
         id, is_demo = "fake-official", False
@@ -239,13 +239,13 @@ def test_decode_track_uses_the_codecs_track_option():
 def test_with_a_core_train_lora_checkpoint(tmp_path):
     """A real LoRA run of core.train (1 step on the tiny fixture): merge finds the run's base by itself, and the
     A/B validation loss of the checkpoint is the number the trainer logged for it."""
-    from core import runs
-    from core.compare import load_validation
+    from core.runs import store as runs
+    from core.export.compare import load_validation
     from core.config import load_config
-    from core.evaluate import validation_loss
-    from core.export import export_checkpoint
-    from core.generate import ModelLoader, ModelSpec
-    from core.train import train
+    from core.training.evaluate import validation_loss
+    from core.export.merge import export_checkpoint
+    from core.export.generate import ModelLoader, ModelSpec
+    from core.training.trainer import train
 
     ds = make_dataset(tmp_path / "ws" / "prepared" / "ds1")
     cfg = load_config(None, {"workspace": str(tmp_path / "ws"), "paths.base_model_path": str(CKPT),

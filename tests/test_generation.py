@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from core.model import LeLM, build_targets, masked_ce
-from core.model.demo import ensure_demo_model
+from core.training.demo_pretrain import ensure_demo_model
 from core.model.generation import choose_tokens, null_description
 from core.model.pattern import EMPTY, EOS
-from core.model.text_rules import model_text
+from core.text.rules import model_text
 
 
 

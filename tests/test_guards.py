@@ -1,5 +1,5 @@
 """Runs and prepares that are sure to fail are refused up front with one message that names the field
-as the user sees it and what to do: a base model folder that is not a checkpoint (core.runs.start_run,
+as the user sees it and what to do: a base model folder that is not a checkpoint (core.runs.store.start_run,
 the `train` command, the studio's Train tab), and the official codec chosen without its files
 (core.data.plan / prepare)."""
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from core import runs
+from core.runs import store as runs
 from core.config import parse_config
 from core.data import DataError, plan, prepare
 from core.model import CheckpointError

@@ -25,8 +25,8 @@ TOKEN = "hf_" + secrets.token_hex(17)
 def made(tmp_path_factory):
     """A run with a LoRA checkpoint, a merged export, an A/B folder and a prepared dataset, all in one workspace."""
     from core.config import load_config
-    from core.export import export_checkpoint
-    from core.compare import ab_compare
+    from core.export.merge import export_checkpoint
+    from core.export.compare import ab_compare
 
     ws = tmp_path_factory.mktemp("hubws") / "ws"
     run = ws / "runs" / "r1"
@@ -73,7 +73,7 @@ def scan_for_token(*roots: Path) -> list[str]:
 def test_push_end_to_end(made, hub, caplog, capsys, tmp_path):
     from huggingface_hub import DatasetCard, ModelCard
 
-    from core.hub import UPSTREAM_LICENSE, push
+    from core.export.hub import UPSTREAM_LICENSE, push
 
     cfg, ws, adapter, merged, ab, ds = made
     caplog.set_level(logging.DEBUG)
@@ -134,7 +134,7 @@ def test_push_end_to_end(made, hub, caplog, capsys, tmp_path):
 
 
 def test_token_sources_update_and_clash(made, hub, monkeypatch):
-    from core.hub import HubError, push
+    from core.export.hub import HubError, push
 
     cfg, ws, adapter, merged, ab, ds = made
     monkeypatch.setenv("HF_TOKEN", TOKEN)
@@ -154,7 +154,7 @@ def test_token_sources_update_and_clash(made, hub, monkeypatch):
 
 
 def test_errors_in_words(made, hub, monkeypatch):
-    from core.hub import HubError, push
+    from core.export.hub import HubError, push
 
     cfg, ws, adapter, merged, ab, ds = made
     bad = "hf_" + secrets.token_hex(17)

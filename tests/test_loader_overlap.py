@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from core.dataset import BatchPlan, SongSet, batch_loader
+from core.training.dataset import BatchPlan, SongSet, batch_loader
 
 LENGTHS = [90, 40, 75, 30, 120, 55, 64, 80]
 

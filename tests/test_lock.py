@@ -1,4 +1,4 @@
-"""core.lock: one trainer per output_dir, the second one told who holds it; the lock dies with its holder."""
+"""core.runs.lock: one trainer per output_dir, the second one told who holds it; the lock dies with its holder."""
 from __future__ import annotations
 
 import json
@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from core.lock import LOCK_NAME, RunLock, RunLocked, lock_holder
+from core.runs.lock import LOCK_NAME, RunLock, RunLocked, lock_holder
 
 REPO = Path(__file__).resolve().parents[1]
 
 HOLD = """
 import sys, time
-from core.lock import RunLock
+from core.runs.lock import RunLock
 lock = RunLock(sys.argv[1], command="holder-test").acquire()
 print("locked", flush=True)
 time.sleep(60)

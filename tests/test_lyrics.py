@@ -1,12 +1,12 @@
-"""core.lyrics: the official grammar is accepted as is; common user formats are fixed (before/after)."""
+"""core.text.lyrics: the official grammar is accepted as is; common user formats are fixed (before/after)."""
 from __future__ import annotations
 
 import json
 
 import pytest
 
-from core import description as desc_mod
-from core import lyrics as lyr
+from core.text import description as desc_mod
+from core.text import lyrics as lyr
 from tests.datagen import LYRICS_EXAMPLES, SHARED
 
 

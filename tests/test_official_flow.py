@@ -16,10 +16,10 @@ CODEC_FX = SHARED / "fixtures" / "songgen-codec-tiny"
 
 
 def test_official_codec_flow(tmp_path):
-    from core import runs
+    from core.runs import store as runs
     from core.data import load_prepared, prepare
-    from core.compare import generate_single
-    from core.train import train
+    from core.export.compare import generate_single
+    from core.training.trainer import train
     from tests.test_train import make_small_demo
 
     ws = tmp_path / "ws"

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from core.model import LeLM, build_targets
-from core.model.demo import ensure_demo_model
-from core.optim import OPTIMIZERS, OptimizerError, build_optimizer
+from core.training.demo_pretrain import ensure_demo_model
+from core.training.optimizers import OPTIMIZERS, OptimizerError, build_optimizer
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +48,7 @@ def test_8bit_adamw_and_unknown_names_explain():
 def test_lora_on_a_bfloat16_base_trains(demo_ckpt, tmp_path):
     """training.base_dtype: bfloat16 (the small-card presets): frozen bf16 base, float32 adapters, loss falls."""
     from core.config import ConfigError, StudioConfig
-    from core.train import build_model, make_optimizer
+    from core.training.trainer import build_model, make_optimizer
 
     data = StudioConfig().to_dict()
     data["paths"]["base_model_path"] = str(demo_ckpt)

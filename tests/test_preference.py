@@ -17,7 +17,7 @@ import torch
 from core.config import parse_config
 from core.model import LeLM
 from core.preference import PairError, PairStore, split_prompts, validate_row
-from core.preference.dpo import DPOStep, dpo_loss, pair_logps, reward_means, reward_sums
+from core.training.dpo_loss import DPOStep, dpo_loss, pair_logps, reward_means, reward_sums
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 FIXTURE = SHARED / "fixtures" / "songgen-tiny-v2"
@@ -206,7 +206,7 @@ def test_dpo_step_equals_hand_computation(lora_model):
 # ---- candidates and the CLI -------------------------------------------------------------------------
 def test_candidates_mark_rank_and_cli(tmp_path, capsys):
     from core.cli import main
-    from core.preference import candidates as cand
+    from core.export import candidates as cand
 
     cfg = parse_config({"workspace": str(tmp_path), "paths": {"base_model_path": str(CKPT),
                                                               "runtime_path": str(FIXTURE)},

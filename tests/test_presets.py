@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from core.config import StudioConfig
-from core.estimate import count_parameters_from_layout, estimate_memory_for
-from core.presets import GPU_PRESETS
+from core.training.estimate import count_parameters_from_layout, estimate_memory_for
+from core.training.presets import GPU_PRESETS
 
 ROOT = Path(__file__).resolve().parents[1]
 

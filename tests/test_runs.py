@@ -13,9 +13,10 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from core import process, runs  # noqa: E402
+from core.runs import process  # noqa: E402
+from core.runs import store as runs
 from core.config import parse_config  # noqa: E402
-from core.schedule import crop_window, derive_seed, lr_factor, plan_epoch, shard  # noqa: E402
+from core.training.schedule import crop_window, derive_seed, lr_factor, plan_epoch, shard  # noqa: E402
 
 
 def _cfg(ws: Path, **training):

@@ -21,7 +21,7 @@ def cases():
 
 @pytest.fixture(scope="module")
 def sep(cases):
-    from core.separation import Separator
+    from core.audio.separation import Separator
     # no kwargs: the widths are read from the checkpoint's shapes (the fixture changed channels/bottom_channels)
     return Separator.from_checkpoint(CKPT, seed=0)
 
@@ -38,7 +38,7 @@ def xn(cases):
 
 
 def test_find_checkpoint(tmp_path):
-    from core.separation import find_demucs_checkpoint
+    from core.audio.separation import find_demucs_checkpoint
     assert find_demucs_checkpoint(FIX) == CKPT
     assert find_demucs_checkpoint(tmp_path) is None
     assert find_demucs_checkpoint(None) is None
@@ -65,7 +65,7 @@ def test_apply_with_replayed_shift(sep, cases, xn):
 
 
 def test_shift_is_seeded(sep):
-    from core.separation import Separator
+    from core.audio.separation import Separator
     a = Separator(sep.model, seed=1).draw_shift()
     assert a == Separator(sep.model, seed=1).draw_shift()
     assert 0 <= a <= sep.samplerate // 2
@@ -89,7 +89,7 @@ def test_separate_api(sep, cases, monkeypatch):
 
 def test_codec_encode_without_stems_uses_demucs(cases, monkeypatch):
     from core.codec import OfficialCodec
-    from core.separation import Separator
+    from core.audio.separation import Separator
     fx = json.loads((FIX / "fixture.json").read_text())
     codec = OfficialCodec.from_runtime(FIX, hparams=fx)
     stems = []
@@ -106,7 +106,7 @@ def test_codec_encode_without_stems_uses_demucs(cases, monkeypatch):
 
 
 def test_errors(tmp_path):
-    from core.separation import SeparationError, Separator
+    from core.audio.separation import SeparationError, Separator
     with pytest.raises(SeparationError, match="not found: .*missing.pth"):
         Separator.from_checkpoint(tmp_path / "missing.pth")
     # explicit kwargs that contradict the checkpoint: the first mismatching tensor is named

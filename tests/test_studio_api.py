@@ -174,7 +174,7 @@ def test_tokenize_preview_and_train_loop(studio):
 def test_flags_on_a_run(studio, tmp_path):
     _, client, ws = studio
     # flags are files the trainer reads; the buttons write them
-    from core.runs import create_run, flag_path
+    from core.runs.store import create_run, flag_path
     from core.config import load_config
     run = create_run(load_config(None, {"workspace": str(ws)}), name="flags")
     client.predict(None, api_name="/list_runs")  # the run list is refreshed from the files
@@ -212,7 +212,7 @@ def test_chinese_build(tmp_path):
 
 def test_monitor_incremental_matches_full(tmp_path):
     from studio import monitor
-    from core.runs import read_metrics
+    from core.runs.store import read_metrics
     run = tmp_path / "run"
     run.mkdir()
     path = run / "metrics.jsonl"
@@ -240,7 +240,7 @@ def test_monitor_incremental_matches_full(tmp_path):
 
 def test_merge_ab_and_push_never_store_the_token(studio, monkeypatch, tmp_path):
     """After the training test: merge, A/B, then push through the UI's API to a loopback fake Hub. The token
-    typed in the password field reaches core.hub and is found in no file the studio wrote."""
+    typed in the password field reaches core.export.hub and is found in no file the studio wrote."""
     import secrets
     from tests.fake_hub import FakeHub
     _, client, ws = studio

@@ -54,7 +54,7 @@ def test_qc_reason_lyric_finding_and_status_render_in_chinese(app, tmp_path):
     en, zh = data.reasons(song, "en"), data.reasons(song, "zh")
     assert any("mono" in r for r in en)
     assert any("单声道" in r for r in zh), zh  # the audio QC finding
-    assert any("官方标签" in r or "换行已替换" in r for r in zh), zh  # a lyric finding (core.lyrics.Note code)
+    assert any("官方标签" in r or "换行已替换" in r for r in zh), zh  # a lyric finding (core.text.lyrics.Note code)
     table = data.songs_table(ctx, "zh")
     assert list(table.columns)[:2] == ["编号", "文件"]
     assert table.iloc[0, 6] == "已修正"  # status "fixed"
@@ -155,7 +155,7 @@ def test_bulk_import_problems_render_in_chinese(tmp_path):
 def test_the_sample_list_follows_the_samples_folder(app):
     """The final sample is written after the last metrics line: the list must pick it up by itself."""
     from core.config import load_config
-    from core.runs import create_run
+    from core.runs.store import create_run
     ws = app.studio_ctx.ws
     run = create_run(load_config(None, {"workspace": str(ws.root)}), name="samples")
     tick = app.studio_ui["train"]["samples_tick"]
@@ -199,7 +199,7 @@ def test_a_too_long_song_is_refused_in_chinese_with_what_to_do(tmp_path):
 
 
 def test_style_tag_findings_render_in_chinese():
-    """core.description's findings are coded like the lyric ones: a mapped Chinese tag and an unknown tag."""
+    """core.text.description's findings are coded like the lyric ones: a mapped Chinese tag and an unknown tag."""
     from studio import backend
     from studio.i18n import finding
     from tests.paths import SAMPLE_WAV

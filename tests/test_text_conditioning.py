@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from core import description as desc_mod
-from core import lyrics as lyr
-from core.model.text_rules import model_text, song_text
+from core.text import description as desc_mod
+from core.text import lyrics as lyr
+from core.text.rules import model_text, song_text
 from tests.datagen import SHARED
 
 FIXTURE = SHARED / "fixtures" / "songgen-tiny-v2"
@@ -196,10 +196,10 @@ def test_model_pt_with_optimizer_key_loads_with_a_note(tmp_path):
 # ---------------------------------------------------------------- freeze_transformer
 def test_freeze_keeps_the_main_stack_bit_identical(tmp_path):
     from core.config import load_config
-    from core.dataset import collate
+    from core.data.batch import collate
     from core.model import build_targets, masked_ce
     from core.model.freeze import sub_stack_parameter_count
-    from core.train import build_model, make_optimizer
+    from core.training.trainer import build_model, make_optimizer
 
     cfg = load_config(None, {"workspace": str(tmp_path), "paths.base_model_path": str(CKPT),
                              "paths.runtime_path": str(FIXTURE), "training.type": "full",
@@ -255,7 +255,7 @@ def test_prepare_keeps_official_text_and_carries_the_tiers(tmp_path):
     from core import data
     from core.codec.demo import DemoCodec
     from core.config import load_config
-    from core.dataset import collate
+    from core.data.batch import collate
     from tests.datagen import write_song
 
     wavs = [write_song(tmp_path / "in" / f"s{i}.wav", 6, seed=20 + i) for i in range(4)]

@@ -1,5 +1,5 @@
 """Section timing: LRC parsing, length words, long-song items, crops on boundaries, vocal-activity
-proposals and forced alignment (core/lrc.py, core/timing.py, core/vocal_activity.py, core/alignment.py)."""
+proposals and forced alignment (core/timing/lrc.py, core/timing/sections.py, core/timing/vocal_activity.py, core/timing/alignment.py)."""
 from __future__ import annotations
 
 import math
@@ -7,12 +7,12 @@ import math
 import pytest
 import torch
 
-from core import lyrics as lyr
-from core.alignment import align_lines, refine_timing, section_lines, tokenize_line
-from core.lrc import parse_lrc, timing_from_lrc
-from core.timing import (SongTiming, TimedSection, TimingError, crop_sections, normalize, plan_windows,
+from core.text import lyrics as lyr
+from core.timing.alignment import align_lines, refine_timing, section_lines, tokenize_line
+from core.timing.lrc import parse_lrc, timing_from_lrc
+from core.timing.sections import (SongTiming, TimedSection, TimingError, crop_sections, normalize, plan_windows,
                          section_frames, untimed_too_long)
-from core.vocal_activity import envelope, propose, propose_from_stem, regions
+from core.timing.vocal_activity import envelope, propose, propose_from_stem, regions
 from tests.datagen import LRC_60
 
 TAGS = lyr.STRUCTURE_TAGS
@@ -256,10 +256,10 @@ def test_alignment_refines_section_starts_to_first_line():
 
 
 # --------------------------------------------------------------------------------------------------
-# a song's timing and items (core/song_timing.py)
+# a song's timing and items (core/timing/resolve.py)
 # --------------------------------------------------------------------------------------------------
 def test_resolve_fills_lyrics_from_lrc_and_splits_items():
-    from core.song_timing import resolve, song_items
+    from core.timing.resolve import resolve, song_items
     r = resolve(gt_lyric=None, duration_s=60.0, lrc_text=LRC_60)
     assert r.errors == [] and r.source == "lrc"
     assert r.lyrics == r.timing.lyrics() and r.lyrics.startswith("[intro-short] ; [verse] the city")
@@ -272,7 +272,7 @@ def test_resolve_fills_lyrics_from_lrc_and_splits_items():
 
 
 def test_untimed_song_longer_than_max_dur_is_refused_with_the_ways_to_add_timing():
-    from core.song_timing import resolve, song_items
+    from core.timing.resolve import resolve, song_items
     r = resolve(gt_lyric="[verse] a.", duration_s=60.0)
     assert r.timing is None and r.source == "none"
     items, _, errors = song_items(r, 60.0, 20.0, 5.0, "long.wav")
@@ -282,7 +282,7 @@ def test_untimed_song_longer_than_max_dur_is_refused_with_the_ways_to_add_timing
 
 
 def test_saved_timing_must_still_match_the_lyrics():
-    from core.song_timing import resolve
+    from core.timing.resolve import resolve
     saved = {"source": "edited", "sections": [{"tag": "[intro-short]", "start_s": 0}, {"tag": "[verse]", "start_s": 12.5}]}
     r = resolve(gt_lyric="[intro-short] ; [verse] new words.", duration_s=30.0, saved=saved)
     assert r.errors == [] and r.source == "edited"

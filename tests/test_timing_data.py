@@ -12,9 +12,9 @@ import yaml
 
 from core import data
 from core.config import ConfigError, load_config
-from core.dataset import SongSet
-from core.lyrics import SEP
-from core.model.demo import ensure_demo_model
+from core.training.dataset import SongSet
+from core.text.lyrics import SEP
+from core.training.demo_pretrain import ensure_demo_model
 from tests.datagen import LRC_60, write_song
 
 

@@ -4,7 +4,7 @@ One session fixture prepares 3 synthetic songs (2 train, 1 validation) with the 
 reduced-context copy of the built-in demo model ("demo-small": the demo checkpoint's config, tokenizer
 and init, with lyrics 48 / description 24 tokens, a 1 s prompt and delays [0, 4, 4] instead of
 600 / 100 / 10 s / [0, 250, 250], so a CPU step takes a fraction of a second). Runs are started the
-way the studio starts them (`core.runs.start_run`: `accelerate launch -m core.train`, own process
+way the studio starts them (`core.runs.store.start_run`: `accelerate launch -m core.train`, own process
 group) and each trains once; the tests read their files.
 
 Tolerances: exact resume is compared to 1e-6 per step; the 2-process run (gloo, batch 1 per
@@ -25,7 +25,7 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from core import runs  # noqa: E402
+from core.runs import store as runs  # noqa: E402
 from core.config import parse_config  # noqa: E402
 
 STEPS = 12
@@ -42,7 +42,7 @@ def make_small_demo(ws: Path) -> Path:
     root = demo_root(ws)
     ckpt = root / "ckpt" / DEMO_NAME
     if not (ckpt / "model.pt").is_file():
-        create_demo_model(root, pretrain=False)  # only its tokenizer and conf are used here
+        create_demo_model(root)  # only its tokenizer and conf are used here
     small = ws / "models" / "demo-small"
     sckpt = small / "ckpt" / "songgen_demo_small"
     shutil.copytree(root / "third_party", small / "third_party", dirs_exist_ok=True)
@@ -57,7 +57,7 @@ def make_small_demo(ws: Path) -> Path:
     model = LeLM.build(read_official_config(sckpt / "config.yaml", runtime_root=small), "v2")
     init_weights(model, 7)
     model.reset_rotary()
-    model.is_demo = True  # a demo model: random crops of untimed songs stay allowed (core.dataset.SongSet)
+    model.is_demo = True  # a demo model: random crops of untimed songs stay allowed (core.training.dataset.SongSet)
     model.save_pretrained(sckpt, dtype=torch.float32)
     return sckpt
 
@@ -115,7 +115,7 @@ def env(tmp_path_factory):
 
 def in_process(data: dict, name: str) -> Path:
     """Train in the test process (no launch, no imports to pay again): same code as a launched rank."""
-    from core.train import train
+    from core.training.trainer import train
 
     run_dir = runs.create_run(parse_config(data), name=name)
     t0 = time.time()
@@ -203,8 +203,9 @@ def test_lora_run_learns_and_reports(trained):
 
 def _val_loss(lm, lelm, dataset_dir: Path, max_frames: int) -> float:
     """The trainer's validation loss, recomputed outside the trainer (eval mode, first window)."""
-    from core.dataset import SongSet, collate, load_dataset_dict
-    from core.evaluate import BatchLoss
+    from core.training.dataset import SongSet, load_dataset_dict
+    from core.data.batch import collate
+    from core.training.evaluate import BatchLoss
 
     val = SongSet(load_dataset_dict(dataset_dir)["validation"], max_frames, 7, random_crop=False, allow_random_crop=True)
     step = BatchLoss(lm, lelm).eval()

@@ -18,7 +18,7 @@ Inputs (one of, in this order):
 - `paths.raw_data_dir`: a folder of audio files; `NAME.txt` holds NAME's lyrics, `NAME.desc.txt`
   its description, `NAME.lrc` its timed lyrics, `NAME.vocal.<ext>` / `NAME.bgm.<ext>` optional stems.
 
-Section timing (core.song_timing): a song with timing is cut at section boundaries into items of at
+Section timing (core.timing.resolve): a song with timing is cut at section boundaries into items of at
 most the model's max_dur, each conditioned on exactly its own sections' lyrics (EOS only on the item
 that reaches the end); without timing, a song longer than max_dur is refused with the ways to add it.
 Every dataset row is one item: `idx` (its song), `start_s`, `end_s`, `lyrics`, `reaches_end`, `timing`

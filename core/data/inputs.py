@@ -10,11 +10,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional
 
-from core import audio as audio_mod
-from core import song_fields as fields
+from core.audio import io as audio_mod
+from core.text import fields
+from core.text.fields import TextFileError, read_text_file
 from core.config import StudioConfig
 from core.data.limits import DataError
-from core.description import parse_musicality
+from core.text.description import parse_musicality
 
 STEM_SUFFIXES = {"vocal": ("vocal", "vocals"), "bgm": ("bgm", "accompaniment", "instrumental")}
 DESC_SUFFIXES = ("desc", "description")
@@ -62,7 +63,7 @@ def _float_or_none(v: Any, name: str, problems: list[str]) -> Optional[float]:
 
 def _text_fields(d: dict, where: str, problems: list[str], lyric_keys=("gt_lyric",),
                  desc_keys=("descriptions", "description")) -> tuple[Optional[str], Optional[str]]:
-    """Lyrics and description of one entry, type-checked (core.song_fields): a wrong type is a reason, never str()."""
+    """Lyrics and description of one entry, type-checked (core.text.fields): a wrong type is a reason, never str()."""
     lyrics, err = fields.lyric_field(_first(d, *lyric_keys), where)
     if err:
         problems.append(err)
@@ -71,14 +72,6 @@ def _text_fields(d: dict, where: str, problems: list[str], lyric_keys=("gt_lyric
         problems.append(err)
     return lyrics, desc
 
-
-def read_text_file(path: Path) -> str:
-    """Lyric/description files: UTF-8 (with or without BOM) or UTF-16 with BOM; anything else is refused
-    rather than guessed, since a wrong guess silently puts garbage into training (core.song_fields)."""
-    text, err = fields.decode_text(path.read_bytes(), path.name)
-    if err:
-        raise DataError(err)
-    return text
 
 
 def _timing_dict(v: Any, problems: list[str]) -> Optional[dict]:
@@ -130,7 +123,7 @@ def load_metadata(path: str | Path, raw_data_dir: Optional[str | Path] = None) -
     out: list[SongInput] = []
     try:
         text = read_text_file(path)
-    except DataError as err:
+    except TextFileError as err:
         raise DataError(f"paths.metadata_path: {err}") from None
     for n, line, d, err in metadata_rows(text):
         src = f"{path.name}:{n}"
@@ -227,14 +220,14 @@ def scan_folder(folder: str | Path) -> list[SongInput]:
                 lyrics, err = fields.lyric_field(read_text_file(lyr_path), lyr_path.name)
                 if err:
                     problems.append(err)
-            except DataError as err:
+            except TextFileError as err:
                 problems.append(str(err))
         for suffix in DESC_SUFFIXES:
             dp = p.parent / f"{p.stem}.{suffix}.txt"
             if dp.is_file():
                 try:
                     desc = read_text_file(dp).strip()
-                except DataError as err:
+                except TextFileError as err:
                     problems.append(str(err))
                 break
         songs[p.parent / p.stem] = SongInput(p.stem, str(p), lyrics, desc, lrc=lrc, source=str(p), problems=problems)

@@ -49,12 +49,18 @@ def _lyric_tokenizer(token_dir: str, max_len: int, tags: tuple[str, ...], versio
 
 def model_limits(cfg: StudioConfig) -> ModelLimits:
     """max_dur / prompt_len / frame rate / tags of the model being finetuned (paths.base_model_path)."""
-    from core.model import describe_checkpoint, resolve_base_model  # the model core's one source of truth
+    if cfg.paths.base_model_path == "demo":
+        # The demo carries its own runtime (in the workspace; paths.runtime_path may then point at a
+        # SongGeneration folder used only for Demucs). Its limits need no weights.
+        from core.model.demo import DEMO_VERSION, ensure_demo_runtime
+        from core.model.official_config import read_official_config
 
-    # The demo model carries its own runtime (in the workspace); paths.runtime_path may then point at
-    # a SongGeneration folder used only for Demucs.
-    runtime = None if cfg.paths.base_model_path == "demo" else cfg.paths.runtime_path
-    d = describe_checkpoint(resolve_base_model(cfg), runtime)
+        ckpt = ensure_demo_runtime(cfg.workspace_dir())
+        config = read_official_config(ckpt / "config.yaml", runtime_root=ckpt.parents[1])
+        return ModelLimits(config, DEMO_VERSION, Path(config.runtime_root), True)
+    from core.model.info import describe_checkpoint, locate_base_model  # the model core's one source of truth
+
+    d = describe_checkpoint(locate_base_model(cfg), cfg.paths.runtime_path)
     return ModelLimits(d.config, str(d.version), Path(d.runtime_root) if d.runtime_root else None, bool(d.is_demo))
 
 

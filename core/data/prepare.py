@@ -61,7 +61,7 @@ def _features():
         "num_frames": Value("int32"),
         "duration_s": Value("float32"),
         "prompt_start_s": Value("float32"),
-        # where the item sits in its song and what it is conditioned on (core.song_timing)
+        # where the item sits in its song and what it is conditioned on (core.timing.resolve)
         "start_s": Value("float32"),
         "end_s": Value("float32"),
         "reaches_end": Value("bool"),

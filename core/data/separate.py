@@ -32,7 +32,7 @@ class SeparationPlan:
             return demo_split(mix, sr)
         if self.kind == "demucs":
             if self._separator is None:
-                from core.separation import Separator
+                from core.audio.separation import Separator
                 yaml_path = self.checkpoint.with_suffix(".yaml")
                 self._separator = Separator.from_checkpoint(str(self.checkpoint),
                                                             str(yaml_path) if yaml_path.is_file() else None,
@@ -59,7 +59,7 @@ def plan_separation(cfg: StudioConfig, codec: Any, limits: ModelLimits) -> Separ
                                     "song's 'vocal' and 'bgm' files or set data.separation to auto")
     if mode == "demo":
         return SeparationPlan("demo", "demo-split-1", "DEMO split (mid/side + vocal band; not Demucs)")
-    from core.separation import find_demucs_checkpoint
+    from core.audio.separation import find_demucs_checkpoint
 
     ckpt = None
     roots = _runtime_roots(cfg, limits)

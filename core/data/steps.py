@@ -15,15 +15,15 @@ from typing import Any, Optional
 
 import torch
 
-from core import audio as audio_mod
-from core import lyrics as lyr
-from core import song_fields as fields
-from core import song_timing
+from core.audio import io as audio_mod
+from core.text import lyrics as lyr
+from core.text import fields
+from core.timing import resolve as song_timing
 from core.config import StudioConfig
 from core.data.inputs import SongInput
 from core.data.limits import ModelLimits
 from core.data.separate import SeparationPlan
-from core.description import DEFAULT_MUSICALITY, check_description
+from core.text.description import DEFAULT_MUSICALITY, check_description
 from core.fsutil import atomic_torch_save
 from core.tokens import CODE_SIZE, EMPTY
 
@@ -131,7 +131,7 @@ def _check_description(song: SongInput, rep: SongReport, instrumental: Optional[
     rep.fields["description"] = desc.text
     rep.fields["musicality"] = desc.tier or DEFAULT_MUSICALITY
     if instrumental:
-        rep.fields["pure_music"] = True  # conditioned as upstream's bgm mode (core.model.text_rules.song_text)
+        rep.fields["pure_music"] = True  # conditioned as upstream's bgm mode (core.text.rules.song_text)
     if desc.unknown:
         rep.fields["unknown_tags"] = desc.unknown
     if desc.musicality:

@@ -21,8 +21,8 @@ import torch
 
 from core.fsutil import atomic_torch_save
 
-from .official_config import CheckpointError, read_official_config, version_from_folder
-from .text import base_vocab_size
+from core.model.official_config import CheckpointError, read_official_config, version_from_folder
+from core.model.text import base_vocab_size
 
 log = logging.getLogger(__name__)
 

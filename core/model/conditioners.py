@@ -13,8 +13,8 @@ from typing import Optional, Sequence
 import torch
 from torch import nn
 
-from .pattern import EMPTY, EOS
-from .text import NUM_STRUCTURE_EMBEDDINGS, TextTokenizer
+from core.model.pattern import EMPTY, EOS
+from core.model.text import NUM_STRUCTURE_EMBEDDINGS, TextTokenizer
 
 
 class LyricsConditioner(nn.Module):

@@ -6,7 +6,7 @@ from a seed, so every feature of the studio works with nothing downloaded. Its t
 small byte-level BPE we train on a bundled corpus and store in Qwen2's file format (vocab.json +
 merges.txt + the same special tokens), so the same loading code serves both. Its weights start from
 the official-style random init and are then briefly pre-trained on synthetic songs through the demo
-codec (core.model.demo_pretrain; cached once per machine), so that, like a real checkpoint, it knows
+codec (core.training.demo_pretrain, which owns `ensure_demo_model`; cached once per machine), so that, like a real checkpoint, it knows
 its codec's tokens and a LoRA run has a base to adapt. It is not a song model, and is labelled a demo
 wherever it appears.
 """
@@ -15,9 +15,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 import tempfile
 from pathlib import Path
+from typing import Any, Callable, Optional
 
 import torch
 import yaml
@@ -25,6 +25,7 @@ import yaml
 ASSETS = Path(__file__).resolve().parents[2] / "assets" / "demo"
 DEMO_NAME = "songgen_demo"
 DEMO_SEED = 20250613
+DEMO_VERSION = "v2"
 TOKENIZER_DIR = "third_party/demo-tokenizer"
 TOKENIZER_VOCAB = 1200
 STRUCTURE_TAGS = ["[verse]", "[chorus]", "[bridge]", "[intro-short]", "[intro-medium]", "[intro-long]",
@@ -86,66 +87,90 @@ def init_weights(model, seed: int) -> None:
             emb.weight[emb.padding_idx].zero_()
 
 
-def _say(msg: str) -> None:
-    print(f"[demo model] {msg}", file=sys.stderr, flush=True)
-
-
-def create_demo_model(root: Path, seed: int = DEMO_SEED, pretrain: bool = True) -> Path:
-    """Write the demo runtime + checkpoint into `root` (atomically) and return the checkpoint folder.
-    `pretrain=False` keeps the random init (only for tests that need the layout, not the weights)."""
-    from .checkpoint import SIDECAR
-    from .lelm import LeLM
-    from .official_config import read_official_config
-
-    root = Path(root)
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".demo-", dir=root.parent))
-    try:
-        build_tokenizer(tmp / TOKENIZER_DIR)
-        (tmp / "conf").mkdir(parents=True)
-        (tmp / "conf" / "vocab.yaml").write_text(yaml.safe_dump(STRUCTURE_TAGS), encoding="utf-8")
-        ckpt = tmp / "ckpt" / DEMO_NAME
-        ckpt.mkdir(parents=True)
-        text = (ASSETS / "config.yaml").read_text(encoding="utf-8")
-        (ckpt / "config.yaml").write_text(text, encoding="utf-8")
-        config = read_official_config(ckpt / "config.yaml", runtime_root=tmp)
-        model = LeLM.build(config, "v2")
-        init_weights(model, seed)
-        model.reset_rotary()
-        model.is_demo = True
-        pretrained = None
-        if pretrain:
-            from .demo_pretrain import RECIPE, pretrained_weights
-
-            _say(f"first use: pre-training the demo model on synthetic songs ({RECIPE['steps']} steps, once per "
-                 "machine; cached)")
-            info = pretrained_weights(model, text, tmp / TOKENIZER_DIR, seed, log=_say)
-            pretrained = {"recipe": RECIPE["version"], "cache_key": info["key"], "steps": RECIPE["steps"],
-                          "loss_first": round(info["first"], 4), "loss_last": round(info["last"], 4)}
-            how = "from the cache" if info["cached"] else f"in {info['seconds']:.0f} s"
-            _say(f"pre-trained ({how}): loss {info['first']:.2f} -> {info['last']:.2f}")
-        model.save_pretrained(ckpt, dtype=torch.float32)
-        side = json.loads((ckpt / SIDECAR).read_text())
-        side.update({"runtime_root": str(root.resolve()), "seed": seed, "pretrained": pretrained})
-        (ckpt / SIDECAR).write_text(json.dumps(side, indent=2), encoding="utf-8")
-        try:
-            os.replace(tmp, root)
-        except OSError:
-            if not (root / "ckpt" / DEMO_NAME / "model.pt").is_file():
-                raise
-            shutil.rmtree(tmp, ignore_errors=True)  # another process built it first
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return root / "ckpt" / DEMO_NAME
-
-
-def ensure_demo_model(workspace: str | os.PathLike) -> Path:
-    """The demo checkpoint folder under `workspace`, created on first use."""
-    root = demo_root(workspace)
+def _write_runtime(root: Path) -> None:
+    build_tokenizer(root / TOKENIZER_DIR)
+    (root / "conf").mkdir(parents=True)
+    (root / "conf" / "vocab.yaml").write_text(yaml.safe_dump(STRUCTURE_TAGS), encoding="utf-8")
     ckpt = root / "ckpt" / DEMO_NAME
-    if (ckpt / "model.pt").is_file() and (ckpt / "config.yaml").is_file():
+    ckpt.mkdir(parents=True)
+    (ckpt / "config.yaml").write_text((ASSETS / "config.yaml").read_text(encoding="utf-8"), encoding="utf-8")
+
+
+def ensure_demo_runtime(workspace: str | os.PathLike) -> Path:
+    """The demo checkpoint folder with its runtime (tokenizer, vocab, config.yaml), created on first use;
+    its weights (model.pt) are written by `write_demo_weights`. Enough to read the model's limits."""
+    return _runtime_at(demo_root(workspace))
+
+
+def _runtime_at(root: Path) -> Path:
+    root = Path(root)
+    ckpt = root / "ckpt" / DEMO_NAME
+    if (ckpt / "config.yaml").is_file() and (root / TOKENIZER_DIR / "tokenizer_config.json").is_file():
         return ckpt
     if root.exists():
         shutil.rmtree(root)  # an incomplete earlier attempt
-    return create_demo_model(root)
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".demo-", dir=root.parent))
+    try:
+        _write_runtime(tmp)
+        try:
+            os.replace(tmp, root)
+        except OSError:
+            if not (ckpt / "config.yaml").is_file():
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)  # another process made it first
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return ckpt
+
+
+# (model, config_text, tokenizer_dir, seed) -> what the sidecar records under "pretrained"
+Pretrain = Callable[[Any, str, Path, int], dict]
+
+
+def write_demo_weights(ckpt: Path, seed: int = DEMO_SEED, pretrain: Optional[Pretrain] = None) -> Path:
+    """Build the demo model at the official-style random init, let `pretrain` (the training package's) bring
+    it to its weights, and write model.pt + sidecar; model.pt is moved in last, so it marks a whole model."""
+    from core.model.checkpoint import SIDECAR
+    from core.model.lelm import LeLM
+    from core.model.official_config import read_official_config
+
+    ckpt = Path(ckpt)
+    root = ckpt.parents[1]
+    text = (ckpt / "config.yaml").read_text(encoding="utf-8")
+    model = LeLM.build(read_official_config(ckpt / "config.yaml", runtime_root=root), DEMO_VERSION)
+    init_weights(model, seed)
+    model.reset_rotary()
+    model.is_demo = True
+    pretrained = pretrain(model, text, root / TOKENIZER_DIR, seed) if pretrain else None
+    tmp = Path(tempfile.mkdtemp(prefix=".weights-", dir=ckpt.parent))
+    try:
+        model.save_pretrained(tmp, dtype=torch.float32)
+        side = json.loads((tmp / SIDECAR).read_text())
+        side.update({"runtime_root": str(root.resolve()), "seed": seed, "pretrained": pretrained})
+        (tmp / SIDECAR).write_text(json.dumps(side, indent=2), encoding="utf-8")
+        os.replace(tmp / SIDECAR, ckpt / SIDECAR)
+        os.replace(tmp / "model.pt", ckpt / "model.pt")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return ckpt
+
+
+def demo_weights_state(ckpt: Path) -> Optional[dict]:
+    """None without weights; else the sidecar (its "pretrained" is None for a random-init demo)."""
+    from core.model.checkpoint import SIDECAR
+
+    ckpt = Path(ckpt)
+    if not (ckpt / "model.pt").is_file():
+        return None
+    try:
+        return json.loads((ckpt / SIDECAR).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def create_demo_model(root: Path, seed: int = DEMO_SEED, pretrain: Optional[Pretrain] = None) -> Path:
+    """The demo runtime + checkpoint at `root`; random init unless `pretrain` is given
+    (core.training.demo_pretrain.ensure_demo_model makes the studio's pre-trained one)."""
+    return write_demo_weights(_runtime_at(root), seed, pretrain)

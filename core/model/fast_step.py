@@ -29,7 +29,7 @@ from transformers import DynamicCache
 from transformers.models.llama.modeling_llama import LlamaRMSNorm
 
 if TYPE_CHECKING:
-    from .lelm import LeLM
+    from core.model.lelm import LeLM
 
 FUSE_MAX_BYTES = 512 * 2 ** 20
 

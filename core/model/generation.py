@@ -26,14 +26,14 @@ from typing import TYPE_CHECKING, Callable, Iterator, Optional, Sequence
 import torch
 from transformers import DynamicCache, StaticCache
 
-from .conditioners import Conditions
-from .fast_step import FrameStep
-from .pattern import EMPTY, EOS
+from core.model.conditioners import Conditions
+from core.model.fast_step import FrameStep
+from core.model.pattern import EMPTY, EOS
 
 log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
-    from .lelm import LeLM
+    from core.model.lelm import LeLM
 
 UNKNOWN = -1
 REPETITION_PENALTY = 1.1

@@ -11,8 +11,8 @@ from typing import Any, Optional
 
 import torch
 
-from .checkpoint import open_checkpoint
-from .official_config import CheckpointError, ModelTiming, OfficialConfig, read_official_config
+from core.model.checkpoint import open_checkpoint
+from core.model.official_config import CheckpointError, ModelTiming, OfficialConfig, read_official_config
 
 
 @dataclass
@@ -135,12 +135,13 @@ def check_base_model(cfg) -> None:
         raise BaseModelError(f"{value} cannot be used: {err}. Otherwise {BASE_FIX}") from None
 
 
-def resolve_base_model(cfg) -> Path:
-    """The base checkpoint folder for a StudioConfig: the built-in demo, a local folder or a Hub repo id."""
+def locate_base_model(cfg) -> Path:
+    """The base checkpoint folder for a StudioConfig: a local folder, a Hub repo id (downloaded), or for 'demo'
+    the demo's folder with its runtime (its weights are the training package's: core.training.base_model)."""
     value = cfg.paths.base_model_path
     if value == "demo":
-        from .demo import ensure_demo_model
-        return ensure_demo_model(cfg.workspace_dir())
+        from core.model.demo import ensure_demo_runtime
+        return ensure_demo_runtime(cfg.workspace_dir())
     path = Path(value).expanduser()
     if path.is_dir():
         return path

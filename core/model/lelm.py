@@ -16,12 +16,12 @@ from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM
 from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
 
-from .conditioners import (ConditionDropout, ConditionerProvider, Conditions, DescriptionConditioner,
+from core.model.conditioners import (ConditionDropout, ConditionerProvider, Conditions, DescriptionConditioner,
                            LyricsConditioner, PromptConditioner)
-from .loss import CHUNK_BYTES, linear_cross_entropy
-from .official_config import CheckpointError, OfficialConfig
-from .pattern import EMPTY, DelayPattern
-from .text import TextTokenizer, description_tokenizer, lyric_tokenizer
+from core.model.loss import CHUNK_BYTES, linear_cross_entropy
+from core.model.official_config import CheckpointError, OfficialConfig
+from core.model.pattern import EMPTY, DelayPattern
+from core.model.text import TextTokenizer, description_tokenizer, lyric_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -88,11 +88,11 @@ class LeLM(nn.Module):
     def from_pretrained(cls, ckpt_dir: str | Path, runtime_root: Optional[str | Path] = None,
                         version: Optional[str] = None, dtype: Optional[torch.dtype] = torch.float32,
                         device: Optional[str | torch.device] = None) -> "LeLM":
-        from .checkpoint import load_pretrained
+        from core.model.checkpoint import load_pretrained
         return load_pretrained(cls, ckpt_dir, runtime_root=runtime_root, version=version, dtype=dtype, device=device)
 
     def save_pretrained(self, out_dir: str | Path, dtype: Optional[torch.dtype] = None) -> Path:
-        from .checkpoint import save_pretrained
+        from core.model.checkpoint import save_pretrained
         return save_pretrained(self, out_dir, dtype=dtype)
 
     def reset_rotary(self) -> None:
@@ -280,7 +280,7 @@ class LeLM(nn.Module):
                  on_step: Optional[Callable[[int, torch.Tensor], None]] = None,
                  progress: Optional[Callable[[int, int], None]] = None) -> torch.LongTensor:
         """Guided, KV-cached generation as SongGeneration samples -> codes [1, 3, T] cut at the earliest EOS."""
-        from .generation import generate
+        from core.model.generation import generate
         return generate(self, lyrics, description, prompt, max_frames=max_frames, cfg_coef=cfg_coef,
                         temperature=temperature, top_k=top_k, top_p=top_p, greedy=greedy,
                         record_window=record_window, seed=seed, cache=cache, compile=compile,
@@ -289,5 +289,5 @@ class LeLM(nn.Module):
     def generate_batch(self, lyrics: Sequence[Optional[str]], descriptions: Sequence[Optional[str]],
                        prompts: Optional[Sequence[Optional[torch.Tensor]]] = None, **kw) -> list[torch.LongTensor]:
         """Several songs in one pass (seed sweeps, several lyrics): see generation.generate_batch."""
-        from .generation import generate_batch
+        from core.model.generation import generate_batch
         return generate_batch(self, lyrics, descriptions, prompts, **kw)

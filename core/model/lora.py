@@ -18,7 +18,7 @@ from typing import Optional
 import torch
 import torch.nn as nn
 
-from .official_config import CheckpointError
+from core.model.official_config import CheckpointError
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
@@ -78,7 +78,7 @@ def load_lora(base_dir: str | Path, adapter_dir: str | Path, runtime_root: Optio
     reading base_dir; `peft_model.unload()` gives it back unchanged."""
     from peft import PeftModel
 
-    from .lelm import LeLM
+    from core.model.lelm import LeLM
 
     adapter_dir = Path(adapter_dir).expanduser()
     if not is_adapter_dir(adapter_dir):

@@ -12,7 +12,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from .pattern import EMPTY, EOS
+from core.model.pattern import EMPTY, EOS
 
 
 def build_targets(codes: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:

@@ -16,7 +16,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from core.description import MUSICALITY_TAGS
+from core.text.description import MUSICALITY_TAGS
 
 IM_START = "<|im_start|>"
 PAD_TOKEN = "<|endoftext|>"

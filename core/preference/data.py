@@ -47,7 +47,7 @@ class PairSet:
 
 def collate_pairs(items: list[dict[str, Any]], prompt_frames: int, version: str) -> dict[str, Any]:
     """B pairs -> one SFT-style batch of 2B songs (chosen 0..B-1, rejected B..2B-1) + their pair ids."""
-    from core.dataset import collate
+    from core.data.batch import collate
 
     batch = collate([it["chosen"] for it in items] + [it["rejected"] for it in items], prompt_frames, version)
     batch["pair_ids"] = [it["pair_id"] for it in items]

@@ -1,6 +1,6 @@
 """Tab 4 -- Export & publish: pick a checkpoint, merge it into the base (official layout),
 generate test songs, A/B against the base with the same seed, sweep the LoRA strength, and push
-to the Hub. The Hub token goes straight from the field (or the Space login) to core.hub; the
+to the Hub. The Hub token goes straight from the field (or the Space login) to core.export.hub; the
 studio never writes it anywhere."""
 from __future__ import annotations
 

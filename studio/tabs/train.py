@@ -9,8 +9,8 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
-from core import runs
-from core.presets import GPU_PRESETS, preset_name
+from core.runs import store as runs
+from core.training.presets import GPU_PRESETS, preset_name
 from studio import backend, feedback, monitor, sandbox
 from studio.feedback import UserError
 from studio.i18n import request_lang, status_word, tr
@@ -40,7 +40,7 @@ PRESETS: dict[str, dict] = {
                                   "training.save_every": 500, "training.sample_every": 500, "training.log_every": 10,
                                   "training.warmup_steps": 100},
 }
-# by card memory (core.presets: sized with core.estimate for the official base / large models)
+# by card memory (core.training.presets: sized with core.training.estimate for the official base / large models)
 PRESETS.update({preset_name(gb): {**_GPU, **p["settings"]} for gb, p in GPU_PRESETS.items()})
 DEFAULT_PRESET = "Quick look (CPU / demo, a minute)"
 # a preset's value is its English name (stable for the API); its label is worded per browser

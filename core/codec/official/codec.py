@@ -15,12 +15,12 @@ from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 import torch
 
-from .flow import FlowDecoder, decode_codes
-from .loading import WeightFileError, read_state_dict
-from .encoder import PREFIX as ENC_PREFIX, MusicFMEncoder
-from .quantizer import FactorizedVQ
-from .tokenizer import Tokenizer
-from .vae import OobleckVAE
+from core.codec.official.flow import FlowDecoder, decode_codes
+from core.weights import WeightFileError, read_state_dict
+from core.codec.official.encoder import PREFIX as ENC_PREFIX, MusicFMEncoder
+from core.codec.official.quantizer import FactorizedVQ
+from core.codec.official.tokenizer import Tokenizer
+from core.codec.official.vae import OobleckVAE
 
 log = logging.getLogger(__name__)
 
@@ -328,7 +328,7 @@ class OfficialCodec:
         return _cached(self._key("vae", str(cfg), str(ckpt)), lambda: OobleckVAE(cfg, ckpt).to(self.device))
 
     def separator(self):
-        from core.separation import Separator
+        from core.audio.separation import Separator
         path = self._need("demucs")
         kwargs = dict(self.hp.get("demucs", {}).get("kwargs_changed") or {})
         yaml_path = path.with_suffix(".yaml")

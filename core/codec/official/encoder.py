@@ -11,8 +11,8 @@ from torch import nn
 from transformers import Wav2Vec2ConformerConfig
 from transformers.models.wav2vec2_conformer.modeling_wav2vec2_conformer import Wav2Vec2ConformerEncoder
 
-from .frontend import MelFrontEnd, to_mono_24k
-from .loading import WeightFileError, get, load_strict, take_prefix
+from core.codec.official.frontend import MelFrontEnd, to_mono_24k
+from core.weights import WeightFileError, get, load_strict, take_prefix
 
 PREFIX = "bestrq.model."
 

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from .loading import WeightFileError, get, load_strict, take_prefix
+from core.weights import WeightFileError, get, load_strict, take_prefix
 
 TIME_DIM = 512  # sinusoidal timestep features fed to the timestep MLP
 

@@ -8,9 +8,9 @@ from typing import Callable, Mapping, Optional, Sequence
 
 import torch
 
-from .estimator import FlowEstimator
-from .loading import WeightFileError, get
-from .quantizer import FactorizedVQ
+from core.codec.official.estimator import FlowEstimator
+from core.weights import WeightFileError, get
+from core.codec.official.quantizer import FactorizedVQ
 
 MASK_IN_CONTEXT, MASK_GENERATE = 1, 2
 RENDER_MARGIN = 32  # latent frames rendered past the output's end (VAE receptive-field edge)

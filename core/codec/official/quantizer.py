@@ -8,7 +8,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from .loading import WeightFileError, fold_weight_norm, get
+from core.weights import WeightFileError, fold_weight_norm, get
 
 
 class FactorizedVQ(nn.Module):

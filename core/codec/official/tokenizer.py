@@ -8,8 +8,8 @@ from typing import Callable, Mapping, Optional
 
 import torch
 
-from .encoder import MusicFMEncoder
-from .quantizer import FactorizedVQ
+from core.codec.official.encoder import MusicFMEncoder
+from core.codec.official.quantizer import FactorizedVQ
 
 SR = 48000
 WINDOW_S = 40

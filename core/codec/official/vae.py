@@ -12,7 +12,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from .loading import WeightFileError, read_state_dict
+from core.weights import WeightFileError, read_state_dict
 
 WHAT = "VAE checkpoint"
 

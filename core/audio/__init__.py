@@ -1,0 +1,1 @@
+"""Audio files: reading, resampling, quality checks (io); vocal / accompaniment separation (separation)."""

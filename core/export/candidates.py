@@ -1,0 +1,143 @@
+"""k candidate songs for one lyric + description, to listen to and judge.
+
+`generate_candidates` runs the current model (the base, or a LoRA / full checkpoint) through
+`core.export.generate.generate_song` k times with distinct seeds (seed, seed + 1, ...), so every candidate
+is a normal test song: `<workspace>/preference/candidates/<prompt_id>/cand-<i>_seed<S>.wav`, its
+settings JSON and its tokens (`.tokens.npy`), plus `candidates.json` describing the set. Marking
+(`mark`: one preferred vs the rejected ones, or `rank`: an order from best to worst, every
+better/worse combination) turns the stored tokens into preference pairs in the workspace's store.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+
+from core.fsutil import atomic_write_json
+from core.preference.pairs import AddReport, PairError, PairStore, now_iso, pairs_dir
+
+SET_FILE = "candidates.json"
+
+
+def candidates_root(cfg) -> Path:
+    return cfg.workspace_dir() / "preference" / "candidates"
+
+
+def model_id(loader, checkpoint: Optional[str], strength: float) -> str:
+    if checkpoint is None:
+        return f"base:{loader.base_dir}"
+    from core.export.merge import checkpoint_kind
+    kind = checkpoint_kind(checkpoint)
+    return f"{kind}:{Path(checkpoint).expanduser().resolve()}" + (f"@{strength:g}" if kind == "lora" else "")
+
+
+def generate_candidates(cfg, lyrics: str, description: Optional[str], k: int = 2, *, seed: int = 0,
+                        checkpoint: Optional[str] = None, strength: float = 1.0,
+                        max_seconds: Optional[float] = None, loader=None,
+                        progress: Optional[Callable[[int, int, int], None]] = None) -> dict[str, Any]:
+    """Generate k candidates (seeds seed..seed+k-1) -> the set record (also written as candidates.json)."""
+    from core.codec import get_codec
+    from core.export.generate import GenerationError, ModelLoader, ModelSpec, generate_song, settings_from_config
+
+    if k < 2:
+        raise GenerationError("generate at least 2 candidates to compare")
+    if not (lyrics or "").strip():
+        raise GenerationError("give lyrics for the candidates")
+    loader = loader or ModelLoader(cfg)
+    codec = get_codec(cfg)
+    mid = model_id(loader, checkpoint, strength)
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    digest = hashlib.sha256(f"{lyrics}\0{description}\0{mid}\0{seed}\0{time.time_ns()}".encode()).hexdigest()[:8]
+    prompt_id = f"{stamp}-{digest}"
+    out = candidates_root(cfg) / prompt_id
+    spec = ModelSpec("base" if checkpoint is None else Path(checkpoint).name, checkpoint, strength)
+    record: dict[str, Any] = {"prompt_id": prompt_id, "lyrics": lyrics, "description": description,
+                              "model_id": mid, "model": spec.describe(), "created": now_iso(),
+                              "max_seconds": max_seconds, "codec": getattr(codec, "id", None),
+                              "demo": bool(getattr(codec, "is_demo", False)), "items": []}
+    with loader.use(spec) as model:
+        record["demo"] = record["demo"] or bool(getattr(model, "is_demo", False))
+        for i in range(k):
+            s = int(seed) + i
+            settings = settings_from_config(cfg, lyrics=lyrics, description=description, seed=s, gen_type="mixed")
+            cb = (lambda d, t, _i=i: progress(_i, d, t)) if progress else None
+            res = generate_song(model, codec, settings, out, f"cand-{i}_seed{s}", model_info=spec.describe(),
+                                max_seconds=max_seconds if max_seconds is not None else cfg.generation.max_seconds,
+                                progress=cb, extra={"kind": "candidate", "prompt_id": prompt_id})
+            record["items"].append({"index": i, "seed": s, "audio": str(out / res.files[0]),
+                                    "tokens": str(out / res.tokens_file), "frames": res.frames,
+                                    "tokens_sha": res.tokens_sha})
+            atomic_write_json(out / SET_FILE, record)  # after each, so the first can be heard early
+    return record
+
+
+def load_set(set_dir: str | Path) -> dict[str, Any]:
+    path = Path(set_dir).expanduser() / SET_FILE
+    if not path.is_file():
+        raise PairError(f"{path.parent}: not a candidate set (no {SET_FILE}); generate candidates first")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def list_sets(cfg) -> list[dict[str, Any]]:
+    """Candidate sets of the workspace, newest first."""
+    root = candidates_root(cfg)
+    out = []
+    for p in sorted(root.glob(f"*/{SET_FILE}"), reverse=True) if root.is_dir() else []:
+        try:
+            rec = json.loads(p.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        rec["dir"] = str(p.parent)
+        out.append(rec)
+    return out
+
+
+def _tokens(item: dict[str, Any]) -> np.ndarray:
+    path = Path(item["tokens"])
+    if not path.is_file():
+        raise PairError(f"candidate {item['index']}: its tokens file {path} is missing")
+    return np.load(path, allow_pickle=False)
+
+
+def _pair(rec: dict[str, Any], better: dict[str, Any], worse: dict[str, Any]) -> dict[str, Any]:
+    return {"prompt_id": rec["prompt_id"], "lyrics": rec["lyrics"], "description": rec.get("description"),
+            "chosen": _tokens(better), "rejected": _tokens(worse), "chosen_seed": better["seed"],
+            "rejected_seed": worse["seed"], "model_id": rec.get("model_id", ""), "created": now_iso()}
+
+
+def _item(rec: dict[str, Any], index: int) -> dict[str, Any]:
+    for it in rec["items"]:
+        if it["index"] == int(index):
+            return it
+    raise PairError(f"candidate {index} is not in set {rec['prompt_id']} (it has "
+                    f"{', '.join(str(it['index']) for it in rec['items'])})")
+
+
+def mark(cfg, set_dir: str | Path, chosen: int, rejected: Sequence[int]) -> AddReport:
+    """Candidate `chosen` preferred to each of `rejected` -> pairs added to the store."""
+    rec = load_set(set_dir)
+    rejected = [int(r) for r in rejected if int(r) != int(chosen)]
+    if not rejected:
+        raise PairError("mark at least one rejected candidate other than the preferred one")
+    better = _item(rec, chosen)
+    rows = [_pair(rec, better, _item(rec, r)) for r in rejected]
+    return PairStore(pairs_dir(cfg)).add(rows, [f"candidate {chosen} over {r}" for r in rejected])
+
+
+def rank(cfg, set_dir: str | Path, order: Sequence[int]) -> AddReport:
+    """A ranking best -> worst -> one pair for every (better, worse) combination."""
+    order = [int(i) for i in order]
+    if len(order) < 2 or len(set(order)) != len(order):
+        raise PairError(f"a ranking lists 2 or more different candidates, best first; got {order}")
+    rec = load_set(set_dir)
+    items = [_item(rec, i) for i in order]
+    rows, labels = [], []
+    for a in range(len(items)):
+        for b in range(a + 1, len(items)):
+            rows.append(_pair(rec, items[a], items[b]))
+            labels.append(f"candidate {order[a]} over {order[b]}")
+    return PairStore(pairs_dir(cfg)).add(rows, labels)

@@ -1,0 +1,286 @@
+"""Timed lyrics (LRC) -> section timing and SongGeneration lyrics.
+
+Standard LRC: one line per lyric line, each preceded by one or more time tags `[mm:ss.xx]`
+(also `[mm:ss]`, `[mm:ss.xxx]` and `[mm:ss:xx]`); a line with several time tags is sung at each of
+those times. ID tags (`[ar:...]`, `[ti:...]`, `[offset:+250]` ...) are read, word time tags
+(`<mm:ss.xx>`) dropped. Our one addition: after the time tags a line may open with a structure tag,
+`[00:12.30][verse] the city lights are calling`; a tag on a line of its own (with or without a time)
+opens a section at that time (or at the next timed line). Section names go through the lyric
+grammar's `map_section_label`, so `[Verse 1]` or `[Guitar Solo]` work as in plain lyrics.
+
+`timing_from_lrc` turns the parsed file into a `SongTiming`. With tags in the LRC the sections come
+from it; without, the sections of the song's `gt_lyric` are found in the LRC by their lines. The
+lyric text of every section goes through `core.text.lyrics.check_lyrics`, so it reaches the model in the
+official grammar, and `SongTiming.lyrics()` is the gt_lyric to use when the song has none.
+"""
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass, field
+from typing import Iterable, Optional
+
+from core.text import lyrics as lyr
+from core.timing.sections import SongTiming, TimedSection, TimingError, fmt_time
+
+_TIME = r"\[(\d{1,3}):(\d{1,2})(?:([.:])(\d{1,3}))?\]"
+_TIME_RE = re.compile(_TIME)
+_LEAD_TIMES = re.compile(r"^\s*(?P<times>(?:" + _TIME + r"\s*)+)(?P<rest>.*)$")
+_ID_TAG = re.compile(r"^\s*\[(ar|ti|al|au|by|re|ve|length|offset|la|lang|id|tool|#)\s*:(.*)\]\s*$", re.I)
+_WORD_TIME = re.compile(r"<\d{1,3}:\d{1,2}(?:[.:]\d{1,3})?>")
+_BRACKET = re.compile(r"^\s*\[([^\]]{1,40})\]\s*(.*)$")
+# Credit lines that music sites put at the top of an LRC as if they were lyrics.
+_CREDIT = re.compile(r"^\s*(作词|作曲|编曲|制作人|监制|混音|词|曲|lyrics\s+by|lyricist|composer|composed\s+by|"
+                     r"written\s+by|arranged\s+by|producer|produced\s+by)\s*[:：]", re.I)
+
+
+@dataclass
+class LrcLine:
+    time_s: float
+    text: str                  # the sung words ("" for a time mark or a bare section tag)
+    tag: Optional[str] = None  # official structure tag opening a section here
+    label: Optional[str] = None  # the tag as written
+    line_no: int = 0
+
+
+@dataclass
+class Lrc:
+    lines: list[LrcLine]       # by time
+    meta: dict[str, str] = field(default_factory=dict)
+    offset_s: float = 0.0
+    notes: list[str] = field(default_factory=list)    # what was dropped or read specially
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def has_tags(self) -> bool:
+        return any(ln.tag for ln in self.lines)
+
+    @property
+    def sung(self) -> list[LrcLine]:
+        return [ln for ln in self.lines if ln.text]
+
+
+def _seconds(m: re.Match) -> float:
+    mins, secs, sep, frac = m.group(1), m.group(2), m.group(3), m.group(4)
+    t = int(mins) * 60 + int(secs)
+    if frac:
+        # "[mm:ss:xx]" (a colon) is hundredths in the tools that write it; after "." it is a decimal.
+        t += int(frac) / 100 if sep == ":" else int(frac) / (10 ** len(frac))
+    return float(t)
+
+
+def parse_lrc(text: str, tags: Iterable[str] = lyr.STRUCTURE_TAGS) -> Lrc:
+    """Read LRC text; never raises for content (problems go to `errors` with line numbers)."""
+    tags = tuple(tags)
+    out = Lrc([])
+    pending: Optional[tuple[str, str, int]] = None   # an untimed section tag waiting for the next timed line
+    raw: list[LrcLine] = []
+    for n, line in enumerate(text.replace("\r\n", "\n").replace("\r", "\n").lstrip("\ufeff").split("\n"), 1):
+        if not line.strip():
+            continue
+        m = _ID_TAG.match(line)
+        if m:
+            key, val = m.group(1).lower(), m.group(2).strip()
+            out.meta[key] = val
+            if key == "offset":
+                try:  # LRC convention: a positive offset makes the lyrics appear sooner
+                    out.offset_s = int(val) / 1000.0
+                except ValueError:
+                    out.errors.append(f"line {n}: [offset:{val}] is not a number of milliseconds")
+            continue
+        m = _LEAD_TIMES.match(line)
+        times = [_seconds(t) for t in _TIME_RE.finditer(m.group("times"))] if m else []
+        rest = (m.group("rest") if m else line).strip()
+        tag = label = None
+        b = _BRACKET.match(rest)
+        if b and not _TIME_RE.match(rest):
+            mapped = lyr.map_section_label(b.group(1), tags)
+            if mapped is None:
+                out.errors.append(f"line {n}: [{b.group(1)}] is not a section name; use one of "
+                                  f"{', '.join(tags)} (or Verse, Chorus, Bridge, Intro, Outro, Instrumental)")
+                continue
+            tag, label, rest = mapped, b.group(1).strip(), b.group(2).strip()
+        rest = _WORD_TIME.sub("", rest).strip()
+        if rest and _CREDIT.match(rest):
+            out.notes.append(f"line {n}: credit line left out of the lyrics: {rest[:60]}")
+            continue
+        if not times:
+            if tag and not rest:
+                pending = (tag, label, n)
+            elif rest:
+                out.errors.append(f"line {n} has no time tag [mm:ss.xx]: {rest[:60]}")
+            continue
+        if pending and not tag:
+            tag, label = pending[0], pending[1]
+        pending = None
+        for t in times:
+            raw.append(LrcLine(t, rest, tag, label, n))
+    if pending:
+        out.errors.append(f"line {pending[2]}: section tag [{pending[1]}] is not followed by any timed line")
+    for ln in raw:  # the offset applies to the whole file wherever its tag stands
+        ln.time_s = max(0.0, ln.time_s - out.offset_s)
+    raw.sort(key=lambda ln: (ln.time_s, ln.line_no))
+    out.lines = raw
+    if not any(ln.text for ln in raw) and not out.errors:
+        out.errors.append("the LRC has no timed lyric lines (expected lines like \"[00:12.30] first line\")")
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# LRC -> timed sections
+# ------------------------------------------------------------------------------------------------
+def _section_text(tag: str, lines: list[str], tags: tuple[str, ...]) -> tuple[str, list[str]]:
+    """A section's lines -> its official body via the lyric grammar's fixer (one rule everywhere)."""
+    if tag not in lyr.VOCAL_TAGS:
+        return "", ([f"text under the instrumental section {tag} was left out: {' / '.join(lines)[:60]}"]
+                    if lines else [])
+    res = lyr.check_lyrics(f"{tag}\n" + "\n".join(lines), tags)
+    body = res.sections[0][1] if res.ok and res.sections else ""
+    return body, []
+
+
+def _from_tags(lrc: Lrc, tags: tuple[str, ...]) -> tuple[list[TimedSection], list[str]]:
+    notes: list[str] = []
+    groups: list[tuple[str, float, list[LrcLine]]] = []
+    for ln in lrc.lines:
+        if ln.tag:
+            groups.append((ln.tag, ln.time_s, []))
+        elif not groups:
+            groups.append(("[verse]", ln.time_s, []))
+            notes.append(f"lines before the first section tag became a [verse] (from {fmt_time(ln.time_s)})")
+        if ln.text:
+            groups[-1][2].append(ln)
+    out = []
+    for tag, start, lines in groups:
+        body, n = _section_text(tag, [ln.text for ln in lines], tags)
+        notes += n
+        if tag in lyr.VOCAL_TAGS and not body:
+            raise TimingError(f"the {tag} section at {fmt_time(start)} has no lyric lines in the LRC; give its "
+                              "sung lines (or use an [inst] tag if nothing is sung there)")
+        out.append(TimedSection(tag, body, start, [(ln.time_s, ln.text) for ln in lines]))
+    return out, notes
+
+
+def _norm(s: str) -> str:
+    return re.sub(r"[\W_]+", " ", s.lower()).strip()
+
+
+def _sentences(tag: str, body: str) -> list[str]:
+    if tag not in lyr.VOCAL_TAGS:
+        return []
+    return [s for s in (x.strip() for x in body.split(".")) if s]
+
+
+def _from_gt(lrc: Lrc, gt_sections: list[tuple[str, str]], tags: tuple[str, ...]) -> tuple[list[TimedSection], list[str]]:
+    """Untagged LRC + a gt_lyric with sections: find each vocal section's lines in the LRC, in order.
+
+    When the LRC has as many sung lines as the gt_lyric has sentences, line k belongs to sentence k.
+    Otherwise each vocal section starts at the first line (after the previous section's) that best
+    matches its first sentence. An instrumental section starts at a time mark (an empty timed line)
+    after the previous section's last line; 0 for an intro before any singing."""
+    notes: list[str] = []
+    sung = lrc.sung
+    marks = [ln.time_s for ln in lrc.lines if not ln.text]
+    n_sent = sum(len(_sentences(t, b)) for t, b in gt_sections)
+    out: list[TimedSection] = []
+    pos = 0            # next unused sung line
+    last_line_t = -1.0
+    exact = n_sent == len(sung)
+    if not exact:
+        notes.append(f"the LRC has {len(sung)} sung lines and the lyrics {n_sent} sentences: sections were "
+                     "found by matching their first lines")
+    for k, (tag, body) in enumerate(gt_sections):
+        sents = _sentences(tag, body)
+        if tag not in lyr.VOCAL_TAGS:
+            if not any(t in lyr.VOCAL_TAGS for t, _ in gt_sections[:k]):
+                start = 0.0 if not out else out[-1].start_s + 1e-3
+            else:
+                cand = [t for t in marks if t > last_line_t]
+                nxt = sung[pos].time_s if pos < len(sung) else float("inf")
+                cand = [t for t in cand if t < nxt and (not out or t > out[-1].start_s)]
+                if not cand:
+                    raise TimingError(f"the LRC does not say when {tag} (section {k + 1}) starts; add a line "
+                                      f"\"[mm:ss.xx]{tag}\" at its start")
+                start = cand[0]
+            out.append(TimedSection(tag, "", start))
+            continue
+        if exact:
+            j, end = pos, pos + len(sents)
+        else:
+            target = _norm(sents[0]) if sents else ""
+            scores = [difflib.SequenceMatcher(None, target, _norm(ln.text)).ratio() for ln in sung[pos:]]
+            if not scores or max(scores) < 0.6:
+                raise TimingError(f"the first line of section {k + 1} {tag} (\"{sents[0][:40]}\") was not found "
+                                  "in the LRC; make the LRC's lines match the lyrics, or tag its sections")
+            j = pos + scores.index(max(scores))
+            nxt_first = next((_norm(s2[0]) for t2, b2 in gt_sections[k + 1:] if (s2 := _sentences(t2, b2))), None)
+            end = j + 1  # the section runs until the next section's first line (at most its sentence count)
+            while end < len(sung) and end - j < len(sents) and not (
+                    nxt_first and difflib.SequenceMatcher(None, nxt_first, _norm(sung[end].text)).ratio() >= 0.8):
+                end += 1
+        lines = sung[j:end]
+        pos = end
+        last_line_t = lines[-1].time_s
+        out.append(TimedSection(tag, body, lines[0].time_s, [(ln.time_s, ln.text) for ln in lines]))
+    return out, notes
+
+
+def _from_blocks(lrc: Lrc, tags: tuple[str, ...]) -> tuple[list[TimedSection], list[str]]:
+    """No tags anywhere: blocks of sung lines between time marks become [verse] sections; a time mark
+    after the last line starts an [outro-short] (its length word is set by normalize)."""
+    blocks: list[list[LrcLine]] = [[]]
+    mark_after_last = None
+    for ln in lrc.lines:
+        if ln.text:
+            blocks[-1].append(ln)
+            mark_after_last = None
+        else:
+            if blocks[-1]:
+                blocks.append([])
+            mark_after_last = ln.time_s
+    out = []
+    for b in (b for b in blocks if b):
+        body, _ = _section_text("[verse]", [ln.text for ln in b], tags)
+        out.append(TimedSection("[verse]", body, b[0].time_s, [(ln.time_s, ln.text) for ln in b]))
+    if mark_after_last is not None and out and "[outro-short]" in tags:
+        out.append(TimedSection("[outro-short]", "", mark_after_last))
+    notes = [f"the LRC has no section tags and no lyrics were given: {len([b for b in blocks if b])} block(s) of "
+             "lines became [verse] sections; tag choruses in the LRC (\"[01:02.00][chorus] ...\") for better results"]
+    return out, notes
+
+
+def timing_from_lrc(lrc: Lrc, duration_s: float, gt_lyric: Optional[str] = None,
+                    tags: Iterable[str] = lyr.STRUCTURE_TAGS) -> tuple[SongTiming, list[str]]:
+    """A parsed LRC (+ the song's gt_lyric when given) -> (timing with source "lrc", notes).
+
+    Raises TimingError with a message that names the line or section to fix. The timing is not yet
+    normalised (see core.timing.sections.normalize)."""
+    tags = tuple(tags)
+    if lrc.errors:
+        raise TimingError("the LRC file has problems: " + "; ".join(lrc.errors[:5])
+                          + (f" (+{len(lrc.errors) - 5} more)" if len(lrc.errors) > 5 else ""))
+    notes = list(lrc.notes)
+    gt_sections = None
+    if gt_lyric is not None and str(gt_lyric).strip():
+        res = lyr.check_lyrics(gt_lyric, tags)
+        if res.ok and res.sections:
+            gt_sections = list(res.sections)
+    if lrc.has_tags:
+        secs, n = _from_tags(lrc, tags)
+        notes += n
+        if gt_sections is not None:
+            base = [re.sub(r"-(short|medium|long)\]$", "]", t) for t, _ in gt_sections]
+            mine = [re.sub(r"-(short|medium|long)\]$", "]", s.tag) for s in secs]
+            if base == mine:  # same sections: keep the user's own wording, the LRC gives the times
+                for s, (_, body) in zip(secs, gt_sections):
+                    s.text = body if s.vocal else ""
+            else:
+                notes.append("the LRC's sections (" + " ".join(mine) + ") differ from the lyrics' sections ("
+                             + " ".join(base) + "); the LRC's sections and lines were used")
+    elif gt_sections is not None and any(t in lyr.VOCAL_TAGS for t, _ in gt_sections):
+        secs, n = _from_gt(lrc, gt_sections, tags)
+        notes += n
+    else:
+        secs, n = _from_blocks(lrc, tags)
+        notes += n
+    return SongTiming(secs, float(duration_s), "lrc"), notes

@@ -1,0 +1,96 @@
+"""What a run trains: the model (full, LoRA, or the modular-extension stage) in the chosen base dtype,
+its optimizer, and -- for a sharded launch on a machine without GPUs -- accelerate's FSDP settings
+applied by hand. Used by core.train (every rank), bench/train.py and the tests."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+import torch
+import torch.nn as nn
+
+from core.config import ConfigError, StudioConfig
+from core.model.lora import apply_lora
+
+
+def build_model(cfg: StudioConfig, dtype: Optional[torch.dtype] = None):
+    """-> (module to train: LeLM or PeftModel, the LeLM inside, checkpoint dir).
+
+    Weights in training.base_dtype unless `dtype` is given; bfloat16 only for LoRA (a frozen base)."""
+    from core.model import LeLM
+    from core.training.base_model import resolve_base_model
+    from core.model.freeze import freeze_main_stack
+
+    if dtype is None:
+        if cfg.training.base_dtype == "bfloat16" and cfg.training.type == "full":
+            raise ConfigError("training.base_dtype: bfloat16 keeps frozen base weights for LoRA; full fine-tuning "
+                              "needs float32 weights (choose float32, or training.type: lora)")
+        dtype = torch.bfloat16 if cfg.training.base_dtype == "bfloat16" else torch.float32
+
+    ckpt_dir = Path(resolve_base_model(cfg))
+    lelm = LeLM.from_pretrained(ckpt_dir, runtime_root=cfg.paths.runtime_path, dtype=dtype)
+    if not cfg.training.condition_dropout:
+        lelm.condition_dropout.cfg_p = 0.0
+        lelm.condition_dropout.attribute_p = {}
+    if cfg.training.type == "full":
+        if cfg.training.freeze_transformer:
+            freeze_main_stack(lelm)  # the "modular extension" stage: the main stack stays bit-identical
+        else:
+            for name in lelm.unused_parameter_names():
+                lelm.get_parameter(name).requires_grad_(False)
+        model = lelm
+    else:
+        for p in lelm.parameters():
+            p.requires_grad_(False)
+        model = apply_lora(cfg, lelm)
+    if cfg.training.gradient_checkpointing:
+        lelm.gradient_checkpointing_enable()
+    if cfg.training.compile:
+        from core.model.compiled import compile_stacks
+        compile_stacks(lelm)
+    return model, lelm, ckpt_dir
+
+
+def make_optimizer(cfg: StudioConfig, model: nn.Module, device: Optional[torch.device] = None) -> torch.optim.Optimizer:
+    """training.optimizer (core.training.optimizers); weight decay on matrices only (not on norms, biases, 1-D tensors)."""
+    from core.training.optimizers import OptimizerError, build_optimizer
+
+    decay, no_decay = [], []
+    for _, p in model.named_parameters():
+        if p.requires_grad:
+            (decay if p.dim() >= 2 else no_decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.training.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    groups = [g for g in groups if g["params"]]
+    if not groups:
+        raise ConfigError("nothing to train: every parameter is frozen (check training.type / lora.* settings)")
+    try:
+        return build_optimizer(cfg.training.optimizer, groups, lr=cfg.training.learning_rate,
+                               betas=(cfg.training.adam_beta1, cfg.training.adam_beta2),
+                               device=device if device is not None else groups[0]["params"][0].device)
+    except OptimizerError as err:
+        raise ConfigError(str(err)) from None
+
+
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return trainable, total
+
+
+def shard_on_cpu(acc) -> None:
+    """accelerate (1.15) turns an FSDP launch config into FSDP only on accelerator backends; on the
+    CPU (gloo) it silently falls back to DDP. torch's fully_shard runs on gloo, so the launch's FSDP
+    settings are applied here: the same config then trains sharded on the CPU (tests, GPU-less debug)."""
+    from accelerate import PartialState
+    from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+
+    if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() != "true":
+        return
+    plugin = FullyShardedDataParallelPlugin()  # reads the FSDP_* variables accelerate launch set
+    if plugin.fsdp_version != 2:
+        raise ConfigError("sharded training on the CPU needs FSDP2 (fsdp_version: 2 in the accelerate config)")
+    acc.state.fsdp_plugin = plugin
+    acc.state.distributed_type = DistributedType.FSDP
+    PartialState._shared_state["distributed_type"] = DistributedType.FSDP
