@@ -148,7 +148,7 @@ def _train(args) -> int:
         return _fail(err, 3)
     except (ConfigError, FileNotFoundError, RuntimeError, OSError) as err:
         return _fail(err)
-    return 0 if outcome in ("done", "stopped") else 1
+    return 0 if outcome in (runs.RunStatus.DONE, runs.RunStatus.STOPPED) else 1
 
 
 # ---- merge ----------------------------------------------------------------------------------
