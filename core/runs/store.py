@@ -29,11 +29,11 @@ import shutil
 import signal
 import subprocess
 import time
-from enum import Enum
 from pathlib import Path
 from typing import Any, Optional
 
 from core.runs import process
+from core.runs.status import ACTIVE, TERMINAL, RunStatus  # noqa: F401  (runs.RunStatus for callers)
 from core.config import ConfigError, StudioConfig, load_config
 from core.fsutil import atomic_write_json, checkpoint_dirs, slugify
 
@@ -44,31 +44,6 @@ METRICS_NAME = "metrics.jsonl"
 CONTROL_DIR = "control"
 FLAGS = ("stop", "save", "sample")
 
-
-class RunStatus(str, Enum):
-    """run.json's `status`. The members are strings equal to the words run.json holds, so files
-    written before (plain strings) compare equal and new files read the same."""
-
-    CREATED = "created"
-    STARTING = "starting"
-    RUNNING = "running"
-    STOPPING = "stopping"
-    DONE = "done"
-    STOPPED = "stopped"
-    ERROR = "error"
-    FAILED = "failed"  # a condition outside the run (e.g. disk full): fix it, then resume
-    CRASHED = "crashed"
-    MISSING = "missing"  # no run.json and no config: not a run
-
-    def __str__(self) -> str:
-        return self.value
-
-    def __hash__(self) -> int:  # as the plain string's, so either finds the other in a dict or set
-        return str.__hash__(self)
-
-
-TERMINAL = (RunStatus.DONE, RunStatus.STOPPED, RunStatus.ERROR, RunStatus.FAILED, RunStatus.CRASHED)
-ACTIVE = (RunStatus.STARTING, RunStatus.RUNNING, RunStatus.STOPPING)
 
 # ---- small file helpers ---------------------------------------------------------------------
 def now_iso() -> str:

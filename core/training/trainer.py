@@ -39,7 +39,7 @@ import torch
 from core.training import safe_state as cio
 from core.runs import process
 from core.runs import store as runs
-from core.runs.store import RunStatus
+from core.runs.status import RunStatus
 from core.training.checkpoints import Checkpoints, TrainerState
 from core.config import ConfigError, StudioConfig, load_config
 from core.training.control import Decision, StepControl
