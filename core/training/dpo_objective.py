@@ -21,10 +21,8 @@ from typing import Any, Optional
 
 import torch
 
-from core.config import ConfigError
 from core.preference.data import PairSet, collate_pairs, load_pair_splits
 from core.training.dpo_loss import STAT_KEYS, DPOStep, pair_logps, reward_means, reward_sums
-from core.training.evaluate import to_device
 from core.training.objective import Objective
 
 REFERENCE_FILE = "reference_logps.safetensors"
@@ -43,6 +41,7 @@ class DPOObjective(Objective):
         trainer.lelm.condition_dropout.attribute_p = {}
         self.train_set, self.val_set, self.info = load_pair_splits(cfg, trainer.max_frames)
         if len(self.train_set) == 0:
+            from core.config import ConfigError
             raise ConfigError(f"{self.info['pairs_dir']}: every pair is held out; add pairs of more prompts or "
                              "lower dpo.val_fraction")
         self.data_dir = Path(self.info["pairs_dir"])
@@ -123,6 +122,8 @@ class DPOObjective(Objective):
     @torch.no_grad()
     def _logps(self, pairs: PairSet, idx: list[int], reference: bool) -> torch.Tensor:
         tr = self.tr
+        from core.training.evaluate import to_device
+
         module = tr.accelerator.unwrap_model(tr.step_module)
         batch = to_device(collate_pairs([pairs.item(i) for i in idx], tr.lelm.config.prompt_frames,
                                         tr.lelm.version), tr.accelerator.device)
