@@ -5,6 +5,7 @@ from types import SimpleNamespace
 
 from core.runs import store as runs
 from core.training.control import StepControl
+from tests.test_train import base_config, env, events, in_process  # noqa: F401  (env: the demo model and songs)
 
 NO_FLAGS = {"stop": False, "save": False, "sample": False}
 
@@ -62,3 +63,21 @@ def test_flag_files_are_read_once_and_stop_stays(tmp_path):
     runs.clear_flags(tmp_path)
     other.signal_stop = True
     assert other.read_flags()["stop"]
+
+
+def test_early_stopping_ends_a_real_run_as_done(env):  # noqa: F811  (the session fixture of test_train)
+    """Patience 1 with an improvement nobody reaches: the second evaluation stops the run, which then ends
+    as a finished one (final evaluation, "end" checkpoint, "done"); the lowest validation loss is the best."""
+    from core.training.checkpoints import list_checkpoints
+
+    data = base_config(env["ws"], env["ckpt"], dataset_dir=str(env["dataset"]), max_steps=12, eval_every=1,
+                       save_every=100, early_stopping_patience=1, early_stopping_min_delta=100.0)
+    run = in_process(data, "early")
+    stop = events(run, "early_stop")
+    assert [e["step"] for e in stop] == [2] and stop[0]["evaluations"] == 1
+    assert [(c["step"], c["reason"]) for c in list_checkpoints(run)][-1] == (2, "end")
+    assert [e["step"] for e in events(run, "done")] == [2]
+    val = {e["step"]: e["val_loss"] for e in events(run, "eval")}
+    info = runs.read_run_json(run)
+    assert sorted(val) == [1, 2] and info["status"] == "done" and info["step"] == 2
+    assert info["best"]["val_loss"] == min(val.values()) and stop[0]["best_val_loss"] == min(val.values())

@@ -12,6 +12,7 @@ The loop (core.training.trainer) is the same for every objective; it asks the ob
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, Optional
 
@@ -25,7 +26,7 @@ from core.training.evaluate import BatchLoss, pooled, stream_sums
 STREAMS = ("mixed", "vocal", "bgm")
 
 
-class Objective:
+class Objective(ABC):
     """The interface; `trainer` is a core.training.trainer.Trainer whose model is built."""
 
     stat_keys: tuple[str, ...] = ()
@@ -40,23 +41,27 @@ class Objective:
         """Frames of each training item as it will be cropped (the batch plan buckets by them)."""
         return [self.train_set.cropped_length(i) for i in range(len(self.train_set))]
 
+    @abstractmethod
     def step_module(self) -> nn.Module:
-        raise NotImplementedError
+        """The module accelerate prepares; its forward takes a batch of `loader`."""
 
+    @abstractmethod
     def loader(self, plan, num_workers: int = 0):
-        raise NotImplementedError
+        """The training batches in the order of `plan` (core.training.dataset.BatchPlan)."""
 
     def prepare(self, start_step: int) -> None:
         """Called once before the first step of this session (0, or the step a resume continues from)."""
 
+    @abstractmethod
     def forward(self, step_module: nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-        raise NotImplementedError
+        """-> (loss to backpropagate, statistics [len(stat_keys)]) of one micro-batch."""
 
     def record(self, stats: list[float]) -> dict[str, float]:
         return dict(zip(self.stat_keys, stats))
 
+    @abstractmethod
     def evaluate(self, step: int) -> Optional[float]:
-        raise NotImplementedError
+        """The held-out loss at `step` (every process calls it), None when nothing is held out."""
 
 
 class SFTObjective(Objective):
