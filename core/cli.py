@@ -148,7 +148,7 @@ def _train(args) -> int:
         return _fail(err, 3)
     except (ConfigError, FileNotFoundError, RuntimeError, OSError) as err:
         return _fail(err)
-    return 0 if outcome in ("done", "stopped") else 1
+    return 0 if outcome in (runs.RunStatus.DONE, runs.RunStatus.STOPPED) else 1
 
 
 # ---- merge ----------------------------------------------------------------------------------
@@ -342,9 +342,15 @@ def build_parser(prog: str = "python -m core") -> argparse.ArgumentParser:
     p.add_argument("--dataset", default=None, help="prepared dataset for the validation loss (default: the latest)")
     p.add_argument("--json", action="store_true", help="print the manifest as JSON")
 
-    p = cmd("push", _push, "push a LoRA adapter and/or merged model (+ card with audio samples, + optionally the "
-                           "prepared dataset) to the Hugging Face Hub. Private by default. Token: --token-stdin, "
-                           "HF_TOKEN, or `hf auth login`")
+    _push_arguments(cmd("push", _push, "push a LoRA adapter and/or merged model (+ card with audio samples, + "
+                                       "optionally the prepared dataset) to the Hugging Face Hub. Private by "
+                                       "default. Token: --token-stdin, HF_TOKEN, or `hf auth login`"))
+    from core.cli_pairs import add_commands  # argparse only; torch loads when a command runs
+    add_commands(cmd)
+    return ap
+
+
+def _push_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--repo-id", default=None, help="owner/name (default hub.repo_id)")
     p.add_argument("--adapter", default=None, help="LoRA checkpoint folder (<run>/checkpoints/step-N)")
     p.add_argument("--merged", default=None, help="merged export folder (`merge`)")
@@ -359,9 +365,6 @@ def build_parser(prog: str = "python -m core") -> argparse.ArgumentParser:
     p.add_argument("--token-stdin", action="store_true", help="read a one-time token from stdin (never stored)")
     p.add_argument("--message", default=None, help="commit message")
     p.add_argument("--json", action="store_true")
-    from core.cli_pairs import add_commands  # argparse only; torch loads when a command runs
-    add_commands(cmd)
-    return ap
 
 
 COMMANDS = ("model-info", "prepare", "train", "merge", "generate", "push", "candidates", "pairs")

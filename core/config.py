@@ -15,6 +15,8 @@ from typing import Any, Literal, Optional
 
 import annotated_types
 import yaml
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 DEMO = "demo"
@@ -251,15 +253,18 @@ def _resolve_paths(data: Any, model: type[BaseModel], base: Path) -> None:
             data[name] = str((base / p).resolve())
 
 
-def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
-    node = data
-    *parents, leaf = dotted.split(".")
-    for part in parents:
-        child = node.get(part)
-        if not isinstance(child, dict):
-            child = node[part] = {}
-        node = child
-    node[leaf] = value
+def _dotted_tree(items: dict[str, Any], base: Optional[dict] = None) -> dict[str, Any]:
+    """{"a.b": 1} -> {"a": {"b": 1}} laid over `base` (OmegaConf's dotted keys): each value replaces what
+    was there, a non-mapping on the way becomes a mapping. Values pass through as given (no interpolation
+    is resolved); the config's models validate them."""
+    flags = {"allow_objects": True}
+    try:
+        tree = OmegaConf.create(base or {}, flags=flags)
+        for dotted, value in items.items():
+            OmegaConf.update(tree, dotted, value, merge=False)
+        return OmegaConf.to_container(tree, resolve=False)
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"overrides {', '.join(items)}: {err}") from None
 
 
 def load_config(path: str | os.PathLike | None = None, overrides: dict[str, Any] | None = None) -> StudioConfig:
@@ -282,26 +287,30 @@ def load_config(path: str | os.PathLike | None = None, overrides: dict[str, Any]
             raise ConfigError(f"{p}: the top level must be a mapping of sections (paths, training, ...)")
         _resolve_paths(data, StudioConfig, p.resolve().parent)
         source = str(p)
-    for dotted, value in (overrides or {}).items():
-        one: dict[str, Any] = {}
-        _set_dotted(one, dotted, value)
-        _resolve_paths(one, StudioConfig, Path.cwd())
-        node = one
-        for part in dotted.split("."):
-            node = node[part] if isinstance(node, dict) else node
-        _set_dotted(data, dotted, node)
+    if overrides:
+        given = _dotted_tree(overrides)
+        _resolve_paths(given, StudioConfig, Path.cwd())
+        data = _dotted_tree({dotted: _leaf(given, dotted) for dotted in overrides}, data)
     return parse_config(data, source)
 
 
+def _leaf(tree: dict[str, Any], dotted: str) -> Any:
+    for part in dotted.split("."):
+        tree = tree[part]
+    return tree
+
+
 def parse_override(text: str) -> tuple[str, Any]:
-    """`training.learning_rate=3e-4` -> ("training.learning_rate", "3e-4"); the field's type converts it."""
-    if "=" not in text:
+    """`training.learning_rate=3e-4` -> ("training.learning_rate", 0.0003): OmegaConf's dotlist grammar
+    (YAML values, numbers stay numbers); the field's type converts the rest."""
+    key = text.partition("=")[0].strip()
+    if "=" not in text or not key:
         raise ConfigError(f"override {text!r} must look like section.key=value")
-    key, raw = text.split("=", 1)
     try:
-        return key.strip(), yaml.safe_load(raw)
-    except yaml.YAMLError as err:
+        tree = OmegaConf.to_container(OmegaConf.from_dotlist([f"{key}={text.partition('=')[2]}"]), resolve=False)
+    except (yaml.YAMLError, OmegaConfBaseException) as err:
         raise ConfigError(f"override {text!r}: the value is not valid YAML: {err}") from None
+    return key, _leaf(tree, key)
 
 
 # ---- the UI's vocabulary: what a key accepts, read from the models above ----------------------------

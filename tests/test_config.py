@@ -111,3 +111,19 @@ def test_seed_guide_keys_are_accepted(tmp_path):
     cfg = load_config(p)
     assert cfg.training.num_workers == 2 and cfg.lora.r == 8
     assert cfg.paths.raw_data_dir == os.path.join(str(tmp_path), "my_dataset", "wavs")
+
+
+def test_set_overrides_keep_numbers_and_name_the_problem():
+    assert parse_override("training.learning_rate=3e-4") == ("training.learning_rate", 3e-4)
+    assert parse_override(" training.epochs = 3") == ("training.epochs", 3)
+    assert parse_override("generation.lora_scales=[0, 0.5, 1]") == ("generation.lora_scales", [0, 0.5, 1])
+    assert parse_override("paths.base_model_path=${oc.env:HOME}")[1] == "${oc.env:HOME}"  # nothing is resolved
+    for bad in ("training.epochs", "=3"):
+        with pytest.raises(ConfigError, match="must look like section.key=value"):
+            parse_override(bad)
+    with pytest.raises(ConfigError, match=r"training\.learning_rate=\[1,.*not valid YAML"):
+        parse_override("training.learning_rate=[1,")
+    with pytest.raises(ConfigError, match=r"training\.type.*expected one of: 'full' or 'lora'"):
+        load_config(None, dict([parse_override("training.type=qlora")]))
+    cfg = load_config(None, dict(parse_override(s) for s in ("training.epochs=2", "training.learning_rate=1e-3")))
+    assert cfg.training.epochs == 2 and cfg.training.learning_rate == 1e-3

@@ -222,3 +222,18 @@ def test_mark_crashed_runs(tmp_path):
     assert runs.mark_crashed_runs(tmp_path) == [run.name]
     assert runs.read_run_json(run)["status"] == "crashed" and runs.read_run_json(done)["status"] == "done"
     assert runs.mark_crashed_runs(tmp_path) == []
+
+
+def test_status_enum_reads_old_and_new_run_json_alike(tmp_path):
+    from core.runs.status import RunStatus
+
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / runs.RUN_JSON).write_text(json.dumps({"run_id": "old", "status": "stopped"}))  # written before the enum
+    status = runs.read_run_json(old)["status"]
+    assert status == RunStatus.STOPPED and status in runs.TERMINAL and status not in runs.ACTIVE
+    new = runs.create_run(_cfg(tmp_path))
+    runs.update_run_json(new, status=RunStatus.RUNNING)
+    assert json.loads((new / runs.RUN_JSON).read_text())["status"] == "running"  # the plain word on disk
+    assert {"running": "en cours"}[RunStatus.RUNNING] == "en cours" and f"{RunStatus.FAILED}" == "failed"
+    assert runs.run_status(tmp_path / "nothing")["status"] == RunStatus.MISSING == "missing"

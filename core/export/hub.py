@@ -348,36 +348,16 @@ def push(cfg=None, *, repo_id: Optional[str] = None, adapter_dir: Optional[str |
     if adapter_dir is None and merged_dir is None:
         raise HubError("nothing to push: give a LoRA checkpoint (--adapter) and/or a merged export (--merged)")
     # Everything local is checked before the network is touched.
-    uploads: list[tuple[Path, str]] = []
-    if adapter_dir is not None:
-        uploads += [(f, f"adapter/{f.name}") for f in _adapter_files(adapter_dir)]
-    merged_info = None
-    if merged_dir is not None:
-        uploads += [(f, f"merged/{f.name}") for f in _merged_files(merged_dir)]
-        if (merged_dir / "export.json").is_file():
-            merged_info = json.loads((merged_dir / "export.json").read_text(encoding="utf-8"))
+    uploads, merged_info = _model_uploads(adapter_dir, merged_dir)
     sample_rows, sample_files, sample_settings = _samples(samples)
     uploads += sample_files
     run_cfg = (run_config_for_checkpoint(adapter_dir) if adapter_dir is not None else None) or cfg
-    ds_dir = None
-    if push_dataset or dataset_dir:
-        if dataset_dir:
-            ds_dir = Path(dataset_dir).expanduser()
-        else:
-            from core.training.dataset import find_dataset_dir
-            try:
-                ds_dir = find_dataset_dir(run_cfg)
-            except Exception as err:  # noqa: BLE001
-                raise HubError(f"no prepared dataset to push: {err}") from None
+    ds_dir = _dataset_dir(dataset_dir, run_cfg) if push_dataset or dataset_dir else None
     ds_push = _dataset_for_push(ds_dir) if ds_dir is not None else None
     vb, va = _val_losses(samples)
     val_before = val_loss_before if val_loss_before is not None else vb
     val_after = val_loss_after if val_loss_after is not None else va
-    from core.model.info import looks_like_repo_id
-    base_path = run_cfg.paths.base_model_path
-    base_id = hc.base_model_id or (base_path if looks_like_repo_id(base_path) else None)
-    base_model = base_id or Path(base_path).name  # a folder name, never a local path, goes public
-    demo = base_path == "demo" or run_cfg.data.codec == "demo"
+    base_model, base_id, demo = _base_model_names(run_cfg, hc.base_model_id)
 
     if offline():
         raise HubError("offline: HF_HUB_OFFLINE is set, so nothing can be pushed. Unset it and try again.")
@@ -415,30 +395,72 @@ def push(cfg=None, *, repo_id: Optional[str] = None, adapter_dir: Optional[str |
         say(f"pushed {len(ops)} files to {result.url}")
         if ds_push:
             _ensure_repo(api, ds_repo, "dataset", private, update, tok, user, ep)
-            from huggingface_hub import DatasetCard
-
-            dd, side = ds_push
-            # Our card and the preparation report go first; push_to_hub then keeps the card's text and adds
-            # the configs/dataset_info metadata the Hub viewer and `load_dataset` read.
-            ds_card = DatasetCard(f"---\nlicense: other\ntags:\n- songgen-studio\n- songgeneration-tokens\n---\n\n"
-                                  f"# {ds_repo.split('/')[-1]}\n\nTokenized songs (SongGeneration token streams) used "
-                                  f"to finetune [{repo_id}]({ep}/{repo_id}). Load with "
-                                  f"`datasets.load_dataset(\"{ds_repo}\")`. The audio and lyrics belong to their "
-                                  "owners; keep this repo private unless you hold the rights.\n")
-            dops = [CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=str(ds_card).encode("utf-8"))]
-            dops += [CommitOperationAdd(path_in_repo=dest, path_or_fileobj=str(src)) for src, dest in side]
-            api.create_commit(ds_repo, operations=dops, repo_type="dataset",
-                              commit_message="SongGen Studio: dataset card and preparation report")
-            with _datasets_endpoint(ep):
-                dd.push_to_hub(ds_repo, private=private, token=tok,
-                               commit_message="SongGen Studio: prepared dataset (parquet)")
             result.dataset_repo_id = ds_repo
-            result.dataset_url = f"{ep}/datasets/{ds_repo}"
-            result.dataset_files = sorted(api.list_repo_files(ds_repo, repo_type="dataset"))
-            say(f"pushed the dataset ({', '.join(f'{k}: {len(v)} songs' for k, v in dd.items())}) to "
-                f"{result.dataset_url}")
+            result.dataset_url, result.dataset_files = _push_dataset(api, ds_repo, ds_push, repo_id, ep, private, tok,
+                                                                     say)
         return result
     except Exception as err:  # noqa: BLE001 - every failure leaves as a HubError in words, token masked
         raise _explain(err, tok, repo_id, ep) from None
+
+
+def _base_model_names(run_cfg, base_model_id: Optional[str]) -> tuple[str, Optional[str], bool]:
+    """(the card's base model name, its Hub id if it has one, whether it is the demo); `base_model_id`:
+    the pushing config's `hub.base_model_id`."""
+    from core.model.info import looks_like_repo_id
+
+    base_path = run_cfg.paths.base_model_path
+    base_id = base_model_id or (base_path if looks_like_repo_id(base_path) else None)
+    base_model = base_id or Path(base_path).name  # a folder name, never a local path, goes public
+    return base_model, base_id, base_path == "demo" or run_cfg.data.codec == "demo"
+
+
+def _model_uploads(adapter_dir: Optional[Path], merged_dir: Optional[Path]) -> tuple[list[tuple[Path, str]], Any]:
+    """(local file, path in the repo) of the adapter and the merged model, and the merged export's export.json."""
+    uploads: list[tuple[Path, str]] = []
+    if adapter_dir is not None:
+        uploads += [(f, f"adapter/{f.name}") for f in _adapter_files(adapter_dir)]
+    merged_info = None
+    if merged_dir is not None:
+        uploads += [(f, f"merged/{f.name}") for f in _merged_files(merged_dir)]
+        if (merged_dir / "export.json").is_file():
+            merged_info = json.loads((merged_dir / "export.json").read_text(encoding="utf-8"))
+    return uploads, merged_info
+
+
+def _dataset_dir(dataset_dir: Optional[str | Path], run_cfg) -> Path:
+    """The prepared dataset to push: the one named, else the run's."""
+    if dataset_dir:
+        return Path(dataset_dir).expanduser()
+    from core.training.dataset import find_dataset_dir
+    try:
+        return find_dataset_dir(run_cfg)
+    except Exception as err:  # noqa: BLE001
+        raise HubError(f"no prepared dataset to push: {err}") from None
+
+
+def _push_dataset(api, ds_repo: str, ds_push, repo_id: str, ep: str, private: bool, tok: str,
+                  say: Callable[[str], None]) -> tuple[str, list[str]]:
+    """The prepared dataset to its (existing) dataset repo: card and report, then the parquet splits.
+    -> (its URL, the files the repo then holds)."""
+    from huggingface_hub import CommitOperationAdd, DatasetCard
+
+    dd, side = ds_push
+    # Our card and the preparation report go first; push_to_hub then keeps the card's text and adds
+    # the configs/dataset_info metadata the Hub viewer and `load_dataset` read.
+    ds_card = DatasetCard(f"---\nlicense: other\ntags:\n- songgen-studio\n- songgeneration-tokens\n---\n\n"
+                          f"# {ds_repo.split('/')[-1]}\n\nTokenized songs (SongGeneration token streams) used "
+                          f"to finetune [{repo_id}]({ep}/{repo_id}). Load with "
+                          f"`datasets.load_dataset(\"{ds_repo}\")`. The audio and lyrics belong to their "
+                          "owners; keep this repo private unless you hold the rights.\n")
+    dops = [CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=str(ds_card).encode("utf-8"))]
+    dops += [CommitOperationAdd(path_in_repo=dest, path_or_fileobj=str(src)) for src, dest in side]
+    api.create_commit(ds_repo, operations=dops, repo_type="dataset",
+                      commit_message="SongGen Studio: dataset card and preparation report")
+    with _datasets_endpoint(ep):
+        dd.push_to_hub(ds_repo, private=private, token=tok,
+                       commit_message="SongGen Studio: prepared dataset (parquet)")
+    url = f"{ep}/datasets/{ds_repo}"
+    say(f"pushed the dataset ({', '.join(f'{k}: {len(v)} songs' for k, v in dd.items())}) to {url}")
+    return url, sorted(api.list_repo_files(ds_repo, repo_type="dataset"))
 
 

@@ -259,37 +259,16 @@ def generate_batch(model: "LeLM", lyrics: Sequence[Optional[str]], descriptions:
                                   record_window=record_window, seeds=seeds, cache=cache, compile=False,
                                   on_step=on_step, progress=progress)
     B = len(lyrics)
-    if max_frames < 1:
-        raise ValueError("max_frames must be >= 1")
-    if B < 1 or len(descriptions) != B:
-        raise ValueError(f"got {len(lyrics)} lyrics and {len(descriptions)} descriptions")
-    prompts = list(prompts) if prompts is not None else [None] * B
-    seeds = list(seeds) if seeds is not None else [None] * B
-    if len(prompts) != B or len(seeds) != B:
-        raise ValueError(f"need one prompt and one seed per song ({B}), got {len(prompts)} and {len(seeds)}")
+    prompts, seeds = _per_song(lyrics, descriptions, prompts, seeds, max_frames)
     K, dev = model.depth, model.device
     cache = resolve_cache(cache, dev)
     backend = resolve_compile(compile, dev, cache)
     was_training = model.training
     model.eval()
     prompts = [normalize_prompt(p, K) for p in prompts]
-    cond_prompt = torch.cat([p if p is not None else model.empty_prompt(1) for p in prompts])
-    cond = Conditions(list(lyrics) + [None] * B,
-                      list(descriptions) + [null_description(d, model.version) for d in descriptions],
-                      torch.cat([cond_prompt, model.empty_prompt(B)], dim=0))
-    banned = torch.zeros(B, model.code_size + 1, dtype=torch.bool)  # prompt's mixed tokens, mixed stream
-    for b, p in enumerate(prompts):
-        if p is not None:
-            mixed = p[0, 0]
-            banned[b, mixed[mixed < EOS]] = True
-    banned = banned.to(dev) if bool(banned.any()) else None
-    generators = []
-    for seed in seeds:
-        g = None
-        if seed is not None:
-            g = torch.Generator(device=dev)
-            g.manual_seed(int(seed))
-        generators.append(g)
+    cond = _guidance_conditions(model, lyrics, descriptions, prompts)
+    banned = _banned_prompt_tokens(prompts, model.code_size + 1, dev)
+    generators = [None if seed is None else torch.Generator(device=dev).manual_seed(int(seed)) for seed in seeds]
 
     pattern = model.pattern
     T = int(max_frames)
@@ -314,31 +293,15 @@ def generate_batch(model: "LeLM", lyrics: Sequence[Optional[str]], descriptions:
             all_ended = ended.all(0).tolist()  # one read for every stream
             live = [q for q in range(K) if pattern.valid_slot(offset, q, T) and not all_ended[q]]
             needed = range(K) if on_step is not None else live
-            scores = torch.zeros(B, K, model.code_size + 1, device=dev)
-            guided: dict[int, torch.Tensor] = {}  # per stack: vocal and bgm share the sub stack's input
-            for q in needed:
-                stack = min(q, 1)
-                h = (h1, h2)[stack]  # [2B, D]
-                if guide_hidden:
-                    if stack not in guided:
-                        guided[stack] = h[B:] + (h[:B] - h[B:]) * cfg_coef
-                    scores[:, q] = heads(q, guided[stack])
-                else:
-                    logits = heads(q, h)  # [2B, V]
-                    scores[:, q] = logits[B:] + (logits[:B] - logits[B:]) * cfg_coef
+            scores = _guided_scores(heads, (h1, h2), needed, K, model.code_size + 1, cfg_coef, guide_hidden)
             # The tokens of steps 1..offset-1 are the history (seq's column 0 is the start slot).
             scores = apply_repetition_penalty(scores, seq[:, :, 1:offset], record_window)
             if banned is not None:
                 scores[:, 0] = scores[:, 0].masked_fill(banned, float("-inf"))
             if on_step is not None:
                 on_step(offset, scores)
-            # Every row draws at every step, as a one-song run does: its generator stays in step.
-            tokens = torch.stack([choose_tokens(scores[b], greedy=greedy, temperature=temperature, top_k=top_k,
-                                                top_p=top_p, generator=generators[b]) for b in range(B)])
-            dead = [q for q in range(K) if q not in live]
-            if dead:
-                tokens[:, dead] = EMPTY
-            tokens.masked_fill_(ended, EMPTY)
+            tokens = _draw(scores, generators, live, ended, greedy=greedy, temperature=temperature, top_k=top_k,
+                           top_p=top_p)
             ended |= tokens == EOS
             seq[:, :, offset] = tokens
             if progress is not None:
@@ -350,12 +313,79 @@ def generate_batch(model: "LeLM", lyrics: Sequence[Optional[str]], descriptions:
 
     codes = pattern.revert(seq, T)
     codes[codes == UNKNOWN] = EMPTY
-    out = []
-    for b in range(B):
-        c = codes[b:b + 1]
-        eos = [int((c[0, q] == EOS).nonzero()[0]) for q in range(K) if bool((c[0, q] == EOS).any())]
-        out.append(c[..., :min(eos)] if eos else c)
-    return out
+    return [_cut_at_eos(codes[b:b + 1]) for b in range(B)]
+
+
+def _guidance_conditions(model: "LeLM", lyrics, descriptions, prompts: list) -> Conditions:
+    """The 2B rows of a classifier-free guided pass: each song's conditions, then the same songs unconditioned
+    (no lyrics, the null description, an empty prompt)."""
+    B = len(lyrics)
+    cond_prompt = torch.cat([p if p is not None else model.empty_prompt(1) for p in prompts])
+    return Conditions(list(lyrics) + [None] * B,
+                      list(descriptions) + [null_description(d, model.version) for d in descriptions],
+                      torch.cat([cond_prompt, model.empty_prompt(B)], dim=0))
+
+
+def _per_song(lyrics, descriptions, prompts, seeds, max_frames: int) -> tuple[list, list]:
+    """Checks that every song has its description (and prompt, seed when given) -> (prompts, seeds) lists."""
+    B = len(lyrics)
+    if max_frames < 1:
+        raise ValueError("max_frames must be >= 1")
+    if B < 1 or len(descriptions) != B:
+        raise ValueError(f"got {len(lyrics)} lyrics and {len(descriptions)} descriptions")
+    prompts = list(prompts) if prompts is not None else [None] * B
+    seeds = list(seeds) if seeds is not None else [None] * B
+    if len(prompts) != B or len(seeds) != B:
+        raise ValueError(f"need one prompt and one seed per song ({B}), got {len(prompts)} and {len(seeds)}")
+    return prompts, seeds
+
+
+def _draw(scores: torch.Tensor, generators: list, live: list[int], ended: torch.Tensor, **sampling) -> torch.Tensor:
+    """Tokens [B, K] of one step: each row drawn with its own generator; streams with no valid slot at this
+    step and streams that already ended get EMPTY."""
+    # Every row draws at every step, as a one-song run does: its generator stays in step.
+    tokens = torch.stack([choose_tokens(scores[b], generator=g, **sampling) for b, g in enumerate(generators)])
+    dead = [q for q in range(scores.shape[1]) if q not in live]
+    if dead:
+        tokens[:, dead] = EMPTY
+    return tokens.masked_fill_(ended, EMPTY)
+
+
+def _banned_prompt_tokens(prompts: list[Optional[torch.Tensor]], vocab: int, dev) -> Optional[torch.Tensor]:
+    """[B, vocab] True where a song's prompt holds that mixed token: the mixed stream may not repeat the
+    prompt's tokens. None when no song has a prompt."""
+    banned = torch.zeros(len(prompts), vocab, dtype=torch.bool)
+    for b, p in enumerate(prompts):
+        if p is not None:
+            mixed = p[0, 0]
+            banned[b, mixed[mixed < EOS]] = True
+    return banned.to(dev) if bool(banned.any()) else None
+
+
+def _guided_scores(heads: "_Heads", hidden: tuple[torch.Tensor, torch.Tensor], streams, K: int, vocab: int,
+                   cfg_coef: float, guide_hidden: bool) -> torch.Tensor:
+    """Classifier-free guided scores [B, K, vocab] of `streams` (others 0) from both stacks' last hidden
+    states [2B, D] (conditioned rows first, then the unconditioned ones)."""
+    B = hidden[0].shape[0] // 2
+    scores = torch.zeros(B, K, vocab, device=hidden[0].device)
+    guided: dict[int, torch.Tensor] = {}  # per stack: vocal and bgm share the sub stack's input
+    for q in streams:
+        stack = min(q, 1)
+        h = hidden[stack]  # [2B, D]
+        if guide_hidden:
+            if stack not in guided:
+                guided[stack] = h[B:] + (h[:B] - h[B:]) * cfg_coef
+            scores[:, q] = heads(q, guided[stack])
+        else:
+            logits = heads(q, h)  # [2B, V]
+            scores[:, q] = logits[B:] + (logits[:B] - logits[B:]) * cfg_coef
+    return scores
+
+
+def _cut_at_eos(c: torch.Tensor) -> torch.Tensor:
+    """codes [1, K, T] cut at the earliest EOS of any stream."""
+    eos = [int((c[0, q] == EOS).nonzero()[0]) for q in range(c.shape[1]) if bool((c[0, q] == EOS).any())]
+    return c[..., :min(eos)] if eos else c
 
 
 def generate(model: "LeLM", lyrics: Optional[str], description: Optional[str], prompt: Optional[torch.Tensor] = None,

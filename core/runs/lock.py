@@ -1,27 +1,28 @@
 """One training process per run folder: an exclusive lock on `output_dir` for the life of a trainer.
 
-The lock is `fcntl.flock` on `<output_dir>/train.lock`. The kernel drops it when the holder exits,
-however it exits (crash, SIGKILL, power loss of the process), so there is never a stale lock to
-clean up by hand. The file also records who holds it (pid, host, start time, command) so that a
+The lock is `filelock.FileLock` (an `flock` on `<output_dir>/train.lock`). The kernel drops it when the
+holder exits, however it exits (crash, SIGKILL, power loss of the process), so there is never a stale
+lock to clean up by hand. The file also records who holds it (pid, host, start time, command) so that a
 second trainer -- started from the studio or from a shell with `python -m core train` -- can exit
 with a message naming the holder instead of writing the same `step-N` folders and doubling every
-metrics line. The file itself is never deleted: removing it while another process waits on the old
-inode would let two holders exist at once.
+metrics line. The file itself is never deleted (`preserve_lock_file`): removing it while another
+process waits on the old inode would let two holders exist at once.
 
 flock works on local filesystems and on NFS (Linux emulates it with POSIX locks there); a folder on a
-filesystem that refuses locks gets a clear error rather than silently running unlocked.
+filesystem that refuses locks gets a clear error rather than silently running unlocked (`preserve_lock_file`
+also turns off filelock's fallback to a marker file, which a crashed holder would leave behind).
 """
 from __future__ import annotations
 
 import datetime as _dt
-import errno
-import fcntl
 import json
 import os
 import socket
 import sys
 from pathlib import Path
 from typing import Any, Optional
+
+from filelock import FileLock, Timeout
 
 LOCK_NAME = "train.lock"
 
@@ -47,14 +48,18 @@ def describe_holder(holder: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
-def _read_holder(fd: int) -> dict[str, Any]:
+def _read_holder(path: Path) -> dict[str, Any]:
     try:
-        os.lseek(fd, 0, os.SEEK_SET)
-        raw = os.read(fd, 64 * 1024)
+        raw = path.read_bytes()[:64 * 1024]
         data = json.loads(raw.decode("utf-8")) if raw.strip() else {}
         return data if isinstance(data, dict) else {}
     except (OSError, ValueError):
         return {}
+
+
+def _file_lock(path: Path, on_acquired=None) -> FileLock:
+    # never waits; one hold for the whole process (not per thread); the file stays (see above)
+    return FileLock(path, blocking=False, thread_local=False, preserve_lock_file=True, on_acquired=on_acquired)
 
 
 class RunLock:
@@ -67,27 +72,15 @@ class RunLock:
         self.output_dir = Path(output_dir)
         self.path = self.output_dir / LOCK_NAME
         self.command = command if command is not None else " ".join(sys.argv)
-        self._fd: Optional[int] = None
+        self._lock = _file_lock(self.path, on_acquired=self._write_record)
+        self._fd: Optional[int] = None  # the lock's descriptor while held (filelock's, borrowed)
 
     @property
     def held(self) -> bool:
-        return self._fd is not None
+        return self._lock.is_locked
 
-    def acquire(self) -> "RunLock":
-        if self._fd is not None:
-            return self
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        # O_CLOEXEC: processes this trainer starts (e.g. a sample decoder) must not inherit the lock
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as err:
-            holder = _read_holder(fd)
-            os.close(fd)
-            if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise RunLocked(self.output_dir, holder) from None
-            raise OSError(err.errno, f"cannot lock {self.path} ({err.strerror}): this filesystem does not "
-                                     "support file locks; put the run folder on a local disk") from None
+    def _write_record(self, fd: int) -> None:
+        self._fd = fd
         record = {"pid": os.getpid(), "host": socket.gethostname(),
                   "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                   "command": self.command}
@@ -96,21 +89,30 @@ class RunLock:
             os.pwrite(fd, (json.dumps(record) + "\n").encode("utf-8"), 0)
         except OSError:
             pass  # the lock holds even when the record cannot be written (e.g. disk full)
-        self._fd = fd
+
+    def acquire(self) -> "RunLock":
+        if self.held:
+            return self
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self._lock.acquire()
+        except Timeout:
+            raise RunLocked(self.output_dir, _read_holder(self.path)) from None
+        except OSError as err:
+            raise OSError(err.errno, f"cannot lock {self.path} ({err.strerror or err}): this filesystem does not "
+                                     "support file locks; put the run folder on a local disk") from None
         return self
 
     def release(self) -> None:
-        if self._fd is None:
+        if not self.held:
             return
         fd, self._fd = self._fd, None
         try:
-            os.ftruncate(fd, 0)  # no stale holder record once free
+            if fd is not None:
+                os.ftruncate(fd, 0)  # no stale holder record once free
         except OSError:
             pass
-        try:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-        finally:
-            os.close(fd)
+        self._lock.release()
 
     def __enter__(self) -> "RunLock":
         return self.acquire()
@@ -122,21 +124,16 @@ class RunLock:
 def lock_holder(output_dir: str | os.PathLike) -> Optional[dict[str, Any]]:
     """The record of the process holding `output_dir`'s lock, or None when nobody holds it.
 
-    For the studio: a run folder whose lock is held is training, whatever run.json says.
+    For the studio: a run folder whose lock is held is training, whatever run.json says. The probe takes
+    the lock for an instant when it is free (never creating the file).
     """
     path = Path(output_dir) / LOCK_NAME
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
+    if not path.is_file():
         return None
+    probe = _file_lock(path)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except OSError as err:
-            if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                return _read_holder(fd) or {"pid": None}
-            raise
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return None
-    finally:
-        os.close(fd)
+        probe.acquire()
+    except Timeout:
+        return _read_holder(path) or {"pid": None}
+    probe.release()
+    return None

@@ -15,8 +15,8 @@ A run is a folder (the config's `paths.output_dir`; the studio uses `<workspace>
 The studio never trains inside its own process: `start_run` starts
 `accelerate launch -m core.train --config <run>/config.yaml` as its own process group, and
 everything else here only reads or writes files, so a page reload or a second viewer is harmless.
-Status values: created, starting, running, stopping, done, stopped, error, failed (a condition outside
-the run, e.g. disk full: fix it, then resume), crashed.
+Status values: `RunStatus` (created, starting, running, stopping, done, stopped, error, failed: a condition
+outside the run, e.g. disk full: fix it, then resume, crashed).
 """
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from core.runs import process
+from core.runs.status import ACTIVE, TERMINAL, RunStatus  # noqa: F401  (runs.RunStatus for callers)
 from core.config import ConfigError, StudioConfig, load_config
 from core.fsutil import atomic_write_json, checkpoint_dirs, slugify
 
@@ -42,8 +43,7 @@ LOG_NAME = "train.log"
 METRICS_NAME = "metrics.jsonl"
 CONTROL_DIR = "control"
 FLAGS = ("stop", "save", "sample")
-TERMINAL = ("done", "stopped", "error", "failed", "crashed")
-ACTIVE = ("starting", "running", "stopping")
+
 
 # ---- small file helpers ---------------------------------------------------------------------
 def now_iso() -> str:
@@ -112,7 +112,7 @@ def create_run(cfg: StudioConfig, name: Optional[str] = None) -> Path:
         cfg.training.dataset_dir = str(Path(cfg.training.dataset_dir).expanduser().resolve())
     cfg.save(run_dir / CONFIG_NAME)
     atomic_write_json(run_dir / RUN_JSON, {
-        "run_id": run_dir.name, "name": name, "status": "created", "mode": cfg.training.type,
+        "run_id": run_dir.name, "name": name, "status": RunStatus.CREATED, "mode": cfg.training.type,
         "config_hash": config_hash(cfg), "created": now_iso(), "pid": None, "command": command_for(run_dir),
     })
     return run_dir
@@ -217,9 +217,8 @@ def start_run(run_dir: str | os.PathLike, resume: bool = False, num_processes: O
                            "stop it first")
     if exclusive:
         # two clicks at once: the check and the launch happen under one lock of the runs folder
-        import fcntl
-        with open(run_dir.parent / ".start.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        from filelock import FileLock
+        with FileLock(run_dir.parent / ".start.lock", thread_local=False, preserve_lock_file=True):
             return _start_exclusive(run_dir, cfg, resume, num_processes, multi_gpu, env)
     return _launch(run_dir, cfg, resume, num_processes, multi_gpu, env)
 
@@ -252,7 +251,7 @@ def _launch(run_dir: Path, cfg: StudioConfig, resume, num_processes, multi_gpu, 
         log.close()
     process.remember_child(run_dir, proc)
     return update_run_json(
-        run_dir, status="starting", pid=proc.pid, pgid=proc.pid, pid_start=process.process_start_time(proc.pid),
+        run_dir, status=RunStatus.STARTING, pid=proc.pid, pgid=proc.pid, pid_start=process.process_start_time(proc.pid),
         launched_by="studio",
         command=command_for(run_dir, resume=resume, num_processes=num_processes, multi_gpu=multi_gpu, cfg=cfg),
         started=now_iso(), ended=None, returncode=None, error=None, resume=bool(resume),
@@ -279,8 +278,8 @@ def stop_run(run_dir: str | os.PathLike, wait: float = 0.0, force: bool = False)
     run_dir = Path(run_dir)
     set_flag(run_dir, "stop")
     info = read_run_json(run_dir)
-    if info.get("status") in ("starting", "running"):
-        info = update_run_json(run_dir, status="stopping")
+    if info.get("status") in (RunStatus.STARTING, RunStatus.RUNNING):
+        info = update_run_json(run_dir, status=RunStatus.STOPPING)
     deadline = time.time() + max(0.0, wait)
     while time.time() < deadline and process.group_alive(run_dir, info):
         time.sleep(0.2)
@@ -293,7 +292,7 @@ def stop_run(run_dir: str | os.PathLike, wait: float = 0.0, force: bool = False)
             process.kill_group(info, signal.SIGKILL)
             time.sleep(0.2)
         if read_run_json(run_dir).get("status") not in TERMINAL:
-            update_run_json(run_dir, status="stopped", ended=now_iso(), error="killed by stop_run(force=True)")
+            update_run_json(run_dir, status=RunStatus.STOPPED, ended=now_iso(), error="killed by stop_run(force=True)")
     return run_status(run_dir)
 
 
@@ -310,7 +309,8 @@ def run_status(run_dir: str | os.PathLike) -> dict[str, Any]:
     run_dir = Path(run_dir)
     info = read_run_json(run_dir)
     if not info:
-        info = {"run_id": run_dir.name, "status": "created" if (run_dir / CONFIG_NAME).exists() else "missing"}
+        info = {"run_id": run_dir.name,
+                "status": RunStatus.CREATED if (run_dir / CONFIG_NAME).exists() else RunStatus.MISSING}
     rc = process.exit_code(run_dir)
     alive = False
     if info.get("status") in ACTIVE:
@@ -323,7 +323,7 @@ def run_status(run_dir: str | os.PathLike) -> dict[str, Any]:
                 err = f"process {info.get('pid')} is gone without a final status"
                 if rc is not None:
                     err += f" (exit code {rc})"
-                info = update_run_json(run_dir, status="crashed", ended=now_iso(), returncode=rc,
+                info = update_run_json(run_dir, status=RunStatus.CRASHED, ended=now_iso(), returncode=rc,
                                        error=err, log_tail=tail)
     elif rc is not None and info.get("returncode") is None and info.get("status") in TERMINAL:
         info = update_run_json(run_dir, returncode=rc)
@@ -338,7 +338,7 @@ def mark_crashed_runs(workspace: str | os.PathLike) -> list[str]:
     """On studio start: mark every active run whose process is gone as crashed; returns their ids."""
     marked = []
     for d in _run_dirs(workspace):
-        if read_run_json(d).get("status") in ACTIVE and run_status(d).get("status") == "crashed":
+        if read_run_json(d).get("status") in ACTIVE and run_status(d).get("status") == RunStatus.CRASHED:
             marked.append(d.name)
     return marked
 

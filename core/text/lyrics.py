@@ -417,6 +417,20 @@ def fix_lyrics(text: str, tags: Iterable[str] = STRUCTURE_TAGS) -> LyricsResult:
                                  "section ({n} in all) - mark choruses with [chorus] for better results", n=len(untagged)))
             warnings.append(_note("no_tags", "no section tags were given; every block was taken as a verse"))
 
+    out = _render_sections(sections, style.sentence, changes)
+    if not out and not errors:
+        errors.append(_note("no_lyrics", "no lyrics were found; write the sung text under tags such as [verse] and "
+                            "[chorus]"))
+    fixed = style.join.join(f"{tag} {body}" if body else tag for tag, body in out)
+    if fixed != t and ("\n" in t or not changes):
+        changes.append(_note("line_breaks", "line breaks were replaced: sections joined by {join}, sentences by {sent}",
+                             join=repr(style.join), sent=repr(style.sentence)))
+    return _result(original, fixed, changes, warnings, errors, out)
+
+
+def _render_sections(sections: list[list], sentence_sep: str, changes: list[str]) -> list[tuple[str, str]]:
+    """(tag, body) of each section in the official grammar: an empty vocal section repeats the previous one
+    of its tag or is removed, instrumental sections lose their text; each change is noted in `changes`."""
     out: list[tuple[str, str]] = []
     for tag, sents in sections:
         if tag in VOCAL_TAGS:
@@ -429,21 +443,14 @@ def fix_lyrics(text: str, tags: Iterable[str] = STRUCTURE_TAGS) -> LyricsResult:
                 else:
                     changes.append(_note("empty_removed", "an empty {tag} section (no lyrics under it) was removed", tag=tag))
                 continue
-            out.append((tag, _render_body(sents, style.sentence)))
+            out.append((tag, _render_body(sents, sentence_sep)))
         else:
             if sents:
                 changes.append(_note("inst_text_lines", "text under the instrumental section {tag} was removed "
                                      "(instrumental sections carry no text): {text}", tag=tag,
                                      text=" / ".join(sents)[:80]))
             out.append((tag, ""))
-    if not out and not errors:
-        errors.append(_note("no_lyrics", "no lyrics were found; write the sung text under tags such as [verse] and "
-                            "[chorus]"))
-    fixed = style.join.join(f"{tag} {body}" if body else tag for tag, body in out)
-    if fixed != t and ("\n" in t or not changes):
-        changes.append(_note("line_breaks", "line breaks were replaced: sections joined by {join}, sentences by {sent}",
-                             join=repr(style.join), sent=repr(style.sentence)))
-    return _result(original, fixed, changes, warnings, errors, out)
+    return out
 
 
 def _result(original: str, text: str, changes: list[str], warnings: list[str], errors: list[str],

@@ -101,16 +101,6 @@ class SongTiming:
         return cls([TimedSection.from_dict(s) for s in d.get("sections") or []], float(d.get("duration_s") or 0.0),
                    src, d.get("confidence"))
 
-    def with_starts(self, starts: Sequence[float], source: str = "edited") -> "SongTiming":
-        """The same sections at new start times (the studio editor); line times move with their section."""
-        if len(starts) != len(self.sections):
-            raise TimingError(f"{len(starts)} start times for {len(self.sections)} sections")
-        out = []
-        for s, new in zip(self.sections, starts):
-            shift = float(new) - s.start_s
-            out.append(TimedSection(s.tag, s.text, float(new), [(t + shift, x) for t, x in s.lines]))
-        return SongTiming(out, self.duration_s, source)
-
 
 def fmt_time(t: float) -> str:
     """Seconds -> "m:ss.s" for messages."""

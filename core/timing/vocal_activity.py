@@ -125,6 +125,32 @@ def _split_by_text(a: float, b: float, texts: Sequence[str]) -> list[float]:
     return starts
 
 
+def _sung_runs(sections: Sequence[tuple[str, str]], vocal_tags: frozenset) -> list[list[int]]:
+    """[first, last] section indices of each run of consecutive sung sections."""
+    runs: list[list[int]] = []
+    for i, (tag, _) in enumerate(sections):
+        if tag in vocal_tags:
+            if runs and runs[-1][1] == i - 1:
+                runs[-1][1] = i
+            else:
+                runs.append([i, i])
+    return runs
+
+
+def _run_spans(regs, between: list[tuple[float, float]], n_runs: int, duration_s: float) -> list[tuple[float, float]]:
+    """(start, end) of each run's active singing: from the voice's first region through the gaps taken as
+    instrumental parts (`between`) to its last; runs beyond the gaps found share the rest of the song."""
+    spans: list[tuple[float, float]] = []
+    edges = [regs[0][0]] + [x for g in between for x in g] + [regs[-1][1]]
+    for r in range(n_runs):
+        if 2 * r + 1 < len(edges):
+            spans.append((edges[2 * r], edges[2 * r + 1]))
+        else:  # not enough gaps: share the rest of the song by text length
+            a = spans[-1][1] if spans else 0.0
+            spans.append((a, duration_s))
+    return spans
+
+
 def propose(sections: Sequence[tuple[str, str]], activity: Activity, duration_s: float,
             vocal_tags: Iterable[str] = VOCAL_TAGS) -> Proposal:
     """Section starts from vocal activity, matched in order to the lyric's (tag, text) sections.
@@ -144,14 +170,7 @@ def propose(sections: Sequence[tuple[str, str]], activity: Activity, duration_s:
     if clarity < 0.5:
         notes.append(f"the vocal stem is not clearly louder where singing happens ({activity.contrast_db:.0f} dB "
                      "between singing and gaps); check the proposal by ear")
-    # runs of vocal sections: (first, last) section indices
-    runs: list[list[int]] = []
-    for i, (tag, _) in enumerate(sections):
-        if tag in vocal_tags:
-            if runs and runs[-1][1] == i - 1:
-                runs[-1][1] = i
-            else:
-                runs.append([i, i])
+    runs = _sung_runs(sections, vocal_tags)
     if not regs or not runs:
         notes.append("no singing was found in the vocal stem" if not regs else "the lyrics have no sung sections")
         t = _split_by_text(0.0, duration_s, [txt or tag for tag, txt in sections])
@@ -167,15 +186,7 @@ def propose(sections: Sequence[tuple[str, str]], activity: Activity, duration_s:
     elif c_between < 0.5:
         notes.append("the pauses taken as instrumental parts are hardly longer than pauses inside the singing; "
                      "the boundaries between sung passages are a guess")
-    # active span of each run
-    spans: list[tuple[float, float]] = []
-    edges = [regs[0][0]] + [x for g in between for x in g] + [regs[-1][1]]
-    for r in range(len(runs)):
-        if 2 * r + 1 < len(edges):
-            spans.append((edges[2 * r], edges[2 * r + 1]))
-        else:  # not enough gaps: share the rest of the song by text length
-            a = spans[-1][1] if spans else 0.0
-            spans.append((a, duration_s))
+    spans = _run_spans(regs, between, len(runs), duration_s)
     for r, ((first, last), (a, b)) in enumerate(zip(runs, spans)):
         k = last - first + 1
         inner = [g for g in gaps if g[0] >= a - 1e-9 and g[1] <= b + 1e-9 and g not in between]

@@ -15,7 +15,6 @@ log-probs of every pair are computed with the starting weights before the first 
 from __future__ import annotations
 
 import json
-from contextlib import nullcontext
 from functools import partial
 from pathlib import Path
 from typing import Any, Optional
@@ -24,17 +23,18 @@ import torch
 
 from core.preference.data import PairSet, collate_pairs, load_pair_splits
 from core.training.dpo_loss import STAT_KEYS, DPOStep, pair_logps, reward_means, reward_sums
+from core.training.objective import Objective
 
 REFERENCE_FILE = "reference_logps.safetensors"
 
 
-class DPOObjective:
-    """What the trainer asks of a DPO run. `trainer` is a core.train.Trainer after build_model."""
+class DPOObjective(Objective):
+    """The DPO loss on preference pairs (core.training.objective describes the interface)."""
 
     stat_keys = STAT_KEYS
 
     def __init__(self, trainer):
-        self.tr = trainer
+        super().__init__(trainer)
         cfg = trainer.cfg
         self.dc = cfg.dpo
         trainer.lelm.condition_dropout.cfg_p = 0.0  # policy and reference judge under the same conditions
@@ -44,7 +44,9 @@ class DPOObjective:
             from core.config import ConfigError
             raise ConfigError(f"{self.info['pairs_dir']}: every pair is held out; add pairs of more prompts or "
                              "lower dpo.val_fraction")
+        self.data_dir = Path(self.info["pairs_dir"])
         self.reference: Optional[dict[str, torch.Tensor]] = None  # full finetuning: pair id -> [chosen, rejected]
+        trainer.log(self.describe())
 
     @property
     def uses_adapters(self) -> bool:
@@ -56,9 +58,6 @@ class DPOObjective:
         return (f"DPO on {i['train_pairs']} pairs ({i['val_pairs']} held out from {i['val_prompts']} prompts) in "
                 f"{i['pairs_dir']}; beta {self.dc.beta}, sft_weight {self.dc.sft_weight}, label smoothing "
                 f"{self.dc.label_smoothing}; reference = {ref}")
-
-    def lengths(self) -> list[int]:
-        return [self.train_set.cropped_length(i) for i in range(len(self.train_set))]
 
     def step_module(self) -> DPOStep:
         return DPOStep(self.tr.model, self.tr.lelm, self.dc.beta, self.dc.sft_weight, self.dc.label_smoothing)
@@ -82,11 +81,8 @@ class DPOObjective:
                                             torch.stack([self.reference[i][1] for i in ids])]).to(dev)
         return step_module(**batch)
 
-    def record(self, stats: list[float]) -> dict[str, float]:
-        return dict(zip(STAT_KEYS, stats))
-
     # ---- reference of a full finetune ---------------------------------------------------------------
-    def prepare_reference(self, start_step: int) -> None:
+    def prepare(self, start_step: int) -> None:
         """Full finetuning: load the run's reference log-probs, or compute them now (step 0 only)."""
         if self.uses_adapters:
             return

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 from typing import Any, Optional
 
@@ -105,6 +106,36 @@ class Telemetry:
             for tracker in self.accelerator.trackers:
                 tracker.finish()
             self.enabled, self.jsonl = False, None
+
+
+class StepWindow:
+    """The optimizer steps since the last training-curve record, and this session's pace (for the ETA).
+    A row is a step's named losses and grad_norm, plus its tokens, time (dt), epoch and lr."""
+
+    OWN = ("tokens", "dt", "epoch", "lr")  # summed, or taken from the last step, rather than averaged
+
+    def __init__(self):
+        self.rows: list[dict[str, float]] = []
+        self.t_session = time.time()
+        self.steps = 0  # steps of this session (since the start or the resume)
+
+    def add(self, row: dict[str, float]) -> None:
+        self.rows.append(row)
+        self.steps += 1
+
+    def record(self, step: int, total: int, elapsed_before: float, device: torch.device) -> dict[str, Any]:
+        """The `train/*` record of the window (which then starts over): mean losses, pace, memory, ETA."""
+        rows, self.rows = self.rows, []
+        n, last = len(rows), rows[-1]
+        mean = {k: sum(r[k] for r in rows) / n for k in rows[0] if k not in self.OWN}
+        dt = sum(r["dt"] for r in rows)
+        elapsed = time.time() - self.t_session
+        eta = elapsed / max(1, self.steps) * (total - step)
+        return {"total": total, "epoch": last["epoch"], **mean, "lr": last["lr"],
+                "tokens_per_s": sum(r["tokens"] for r in rows) / max(dt, 1e-9),
+                "step_s": round(dt / n, 4),  # mean step time of the window: the time estimate's measurement
+                "memory_mb": memory_mb(device), "elapsed_s": round(elapsed + elapsed_before, 3),
+                "eta_s": round(eta, 1)}
 
 
 def memory_mb(device: torch.device) -> float:

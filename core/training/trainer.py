@@ -4,12 +4,13 @@
     python -m core.train --config <run>/config.yaml            (one process, same code)
     python -m core train --config cfg.yaml                     (core.cli: prints the accelerate command, runs here)
 
-Where things are: the model to train and its optimizer in core.training.setup; the loss of a batch and
-the validation loss in core.training.evaluate; songs, crops and
-batches in core.training.dataset; LoRA layers in core.model.lora; checkpoint layout and resume in
-core.training.checkpoints; metrics.jsonl / TensorBoard in core.training.telemetry; listening samples in core.training.samples;
-memory/time estimates in core.training.estimate. `training.objective: dpo` trains on preference pairs instead
-of songs: its data, loss and held-out metrics come from core.training.dpo_objective (`self.objective`).
+Where things are: the model to train and its optimizer in core.training.setup; what is optimised (data, the
+loss of a batch, the held-out measure) in core.training.objective (SFT on songs) and
+core.training.dpo_objective (`training.objective: dpo`, preference pairs); what happens after each step
+(evaluate, save, sample, stop, early stop) is decided by core.training.control; songs, crops and batches
+in core.training.dataset; LoRA layers in core.model.lora; checkpoint layout and resume in
+core.training.checkpoints; metrics.jsonl / TensorBoard in core.training.telemetry; listening samples in
+core.training.samples; memory/time estimates in core.training.estimate.
 
 Determinism: each micro-step reseeds torch's RNG (LoRA dropout) and the model's condition-dropout
 generator from (seed, step, micro-step, rank); data order and crops are functions of (seed, epoch)
@@ -38,16 +39,19 @@ import torch
 from core.training import safe_state as cio
 from core.runs import process
 from core.runs import store as runs
+from core.runs.status import RunStatus
 from core.training.checkpoints import Checkpoints, TrainerState
 from core.config import ConfigError, StudioConfig, load_config
-from core.training.dataset import BatchPlan, SongSet, batch_loader, find_dataset_dir, load_dataset_dict
+from core.training.control import Decision, StepControl
+from core.training.dataset import BatchPlan
 from core.training.estimate import machine_label, resolve_mixed_precision
 from core.runs.lock import RunLock, RunLocked
-from core.training.evaluate import BatchLoss, pooled, stream_sums, to_device
+from core.training.evaluate import to_device
 from core.model.lora import target_regex
+from core.training.objective import make_objective
 from core.training.samples import SampleWriter
 from core.training.schedule import derive_seed, lr_factor
-from core.training.telemetry import Telemetry, memory_mb
+from core.training.telemetry import StepWindow, Telemetry
 from core.training.setup import build_model, count_parameters, make_optimizer, shard_on_cpu  # noqa: F401  (imported from here too)
 
 # ---- the trainer ----------------------------------------------------------------------------
@@ -80,12 +84,23 @@ class Trainer:
         self.mixed_precision = mp
         self.sharded = acc.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
         self.tel = Telemetry(acc, self.run_dir)
-        self._signal_stop = False
+        self.control = StepControl(self.tc, self.run_dir, is_main=self.is_main, share=self._sum_over_processes)
         self.samples = None
         self.last_loss: Optional[float] = None
-        self.last_val: Optional[tuple[int, float]] = None  # (step, validation loss) of the latest evaluation
-        self.best_val: Optional[float] = None
-        self.bad_evals = 0  # evaluations since the last improvement (early stopping)
+
+    @property
+    def total_steps(self) -> int:
+        return self.control.total_steps
+
+    @total_steps.setter
+    def total_steps(self, value: int) -> None:
+        self.control.total_steps = value
+
+    def _sum_over_processes(self, values: list[float]) -> list[float]:
+        t = torch.tensor(values, device=self.accelerator.device)
+        if self.world > 1:
+            t = self.accelerator.reduce(t, reduction="sum")
+        return t.tolist()
 
     def log(self, msg: str) -> None:
         if self.is_main:
@@ -109,27 +124,10 @@ class Trainer:
 
         mcfg = self.lelm.config
         self.max_frames = min(tc.max_frames or mcfg.max_frames, mcfg.max_frames)
-        self.objective = None  # SFT on songs; DPO (core.training.dpo_objective) swaps data, step and evaluation
-        if tc.objective == "dpo":
-            from core.training.dpo_objective import DPOObjective
-            self.objective = DPOObjective(self)
-            self.train_set, self.val_set = self.objective.train_set, self.objective.val_set
-            self.dataset_dir, lengths = self.objective.info["pairs_dir"], self.objective.lengths()
-            self.log(self.objective.describe())
-        else:
-            self.dataset_dir = find_dataset_dir(cfg)
-            ds = load_dataset_dict(self.dataset_dir)
-            # random crops that keep a whole song's lyrics are refused for real checkpoints (core.training.dataset)
-            crop_kw = dict(allow_random_crop=bool(getattr(self.lelm, "is_demo", False)), frame_rate=mcfg.frame_rate)
-            self.train_set = SongSet(ds["train"], self.max_frames, tc.seed, random_crop=True, **crop_kw)
-            val = ds["validation"] if "validation" in ds else None
-            self.val_set = SongSet(val, self.max_frames, tc.seed, random_crop=False, **crop_kw) if val is not None else None
-            for note in self.train_set.notes:
-                self.log(note)
-            if len(self.train_set) == 0:
-                raise ConfigError(f"{self.dataset_dir}: the train split is empty")
-            lengths = [self.train_set.cropped_length(i) for i in range(len(self.train_set))]
-        self.plan = BatchPlan(lengths, tc.batch_size, tc.seed, tc.bucket_size, self.rank, self.world)
+        self.objective = make_objective(self)  # SFT on songs or DPO on pairs: data, step, evaluation
+        self.train_set, self.val_set = self.objective.train_set, self.objective.val_set
+        self.dataset_dir = self.objective.data_dir
+        self.plan = BatchPlan(self.objective.lengths(), tc.batch_size, tc.seed, tc.bucket_size, self.rank, self.world)
         ga = tc.gradient_accumulation_steps
         self.total_steps = tc.max_steps or max(1, math.ceil(tc.epochs * self.plan.batches_per_epoch / ga))
 
@@ -142,9 +140,10 @@ class Trainer:
             plugin.activation_checkpointing = False
             self.lelm.gradient_checkpointing_enable()
             self.log("activation checkpointing: every Llama decoder layer recomputed in backward")
-        self.step_module = self.objective.step_module() if self.objective else BatchLoss(self.model, self.lelm)
+        self.step_module = self.objective.step_module()
         self.step_module.train()
         self.step_module, self.optimizer = acc.prepare(self.step_module, self.optimizer)
+        self.params = [p for p in self.step_module.parameters() if p.requires_grad]
         warm, total, m = tc.warmup_steps, self.total_steps, tc.lr_min_ratio
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(getattr(self.optimizer, "optimizer", self.optimizer),
                                                            lambda u: lr_factor(u, total, warm, m))
@@ -158,72 +157,9 @@ class Trainer:
                  f"{self.plan.batches_per_epoch} batches/epoch, {self.total_steps} steps, "
                  f"{tc.num_workers} data workers")
 
-    # -- control flags: main reads the files, every process learns the decision
-    def poll_flags(self) -> dict[str, bool]:
-        local = [0.0, 0.0, 0.0]
-        if self._signal_stop:
-            local[0] = 1.0
-        if self.is_main:
-            for i, flag in enumerate(runs.FLAGS):
-                path = runs.flag_path(self.run_dir, flag)
-                if path.exists():
-                    local[i] = 1.0
-                    if flag != "stop":
-                        path.unlink(missing_ok=True)
-        t = torch.tensor(local, device=self.accelerator.device)
-        if self.world > 1:
-            t = self.accelerator.reduce(t, reduction="sum")
-        return {flag: bool(t[i] > 0) for i, flag in enumerate(runs.FLAGS)}
-
     def save_checkpoint(self, step: int, reason: str, best: bool = False) -> Path:
-        val = self.last_val[1] if self.last_val and self.last_val[0] == step else None
         return self.checkpoints.save(step, reason, self.step_module, self.total_steps, loss=self.last_loss,
-                                     val_loss=val, best=best)
-
-    def evaluate_and_keep_best(self, step: int, reason: Optional[str] = None) -> bool:
-        """Validation loss at `step`; a new lowest one is saved as the "best" checkpoint (with `reason`,
-        else "best"). -> True when early stopping says to stop (no improvement of at least min_delta in
-        `early_stopping_patience` evaluations)."""
-        val = self.evaluate(step)
-        if val is None:
-            if reason:
-                self.save_checkpoint(step, reason)
-            return False
-        self.last_val = (step, val)
-        is_best = self.best_val is None or val < self.best_val
-        if self.best_val is None or val < self.best_val - self.tc.early_stopping_min_delta:
-            self.bad_evals = 0
-        else:
-            self.bad_evals += 1
-        if is_best:
-            self.best_val = val
-        if is_best or reason:
-            self.save_checkpoint(step, reason or "best", best=is_best)
-        patience = self.tc.early_stopping_patience
-        return patience > 0 and self.bad_evals >= patience
-
-    # -- evaluation and samples
-    def evaluate(self, step: int) -> Optional[float]:
-        if self.objective:
-            return self.objective.evaluate(step)
-        if self.val_set is None or len(self.val_set) == 0:
-            return None
-        acc = self.accelerator
-        # sharded weights: a forward is a collective, so every rank runs every batch (same result)
-        rank, world = (0, 1) if self.sharded else (self.rank, self.world)
-        sums, counts = stream_sums(acc.unwrap_model(self.step_module), self.val_set, self.lelm.config.prompt_frames,
-                                   self.lelm.version, batch_size=self.tc.batch_size, device=acc.device,
-                                   rank=rank, world=world, autocast=acc.autocast)
-        if world > 1:
-            sums = acc.reduce(sums.to(acc.device), reduction="sum")
-            counts = acc.reduce(counts.to(acc.device), reduction="sum")
-        loss, per = pooled(sums, counts)
-        if self.is_main:
-            self.tel.event("eval", step=step, val_loss=loss, val_loss_mixed=per[0], val_loss_vocal=per[1],
-                           val_loss_bgm=per[2], songs=len(self.val_set))
-            self.tel.scalars(step, "val", {"loss": loss, "loss_mixed": per[0], "loss_vocal": per[1], "loss_bgm": per[2]})
-            self.log(f"step {step}: validation loss {loss:.4f}")
-        return loss
+                                     val_loss=self.control.val_at(step), best=best)
 
     def make_samples(self, step: int, reason: str) -> None:
         if self.tc.num_samples <= 0:
@@ -242,7 +178,32 @@ class Trainer:
 
     # -- the loop
     def fit(self, resume: Optional[str]) -> str:
-        acc, tc = self.accelerator, self.tc
+        """Train to the last step, or until Stop / early stopping. -> "done" | "stopped"."""
+        step = self._begin(resume)
+        ga = self.tc.gradient_accumulation_steps
+        self.plan.start, self.plan.stop = step * ga, self.total_steps * ga
+        batches = iter(self.objective.loader(self.plan, self.tc.num_workers))
+        self.window = StepWindow()
+        ending = None
+        while step < self.total_steps and ending is None:
+            row = self._optimizer_step(step, batches)
+            step += 1
+            self.state.step, self.last_loss = step, row["loss"]
+            self.window.add(row)
+            if self.control.log_now(step):
+                self._log_metrics(step)
+            ending = self._carry_out(self.control.decide(step, self.control.read_flags(), self._evaluate_now(step)))
+        del batches  # ends the loader's worker processes
+        if ending == RunStatus.STOPPED:
+            return RunStatus.STOPPED
+        self._log_metrics(step)
+        self.save_checkpoint(step, "end", best=self.control.judge(step, self.objective.evaluate(step)))
+        self.make_samples(step, "end")
+        return RunStatus.DONE
+
+    def _begin(self, resume: Optional[str]) -> int:
+        """Resume (or refuse to train over an existing run), prepare the objective, announce the phase.
+        -> the step this session starts from."""
         start_step = 0
         if resume:
             ckpt = self.checkpoints.find(resume)
@@ -251,116 +212,87 @@ class Trainer:
             else:
                 start_step = self.checkpoints.resume(ckpt, runs.config_hash(self.cfg))
                 self.log(f"resumed from {ckpt} at step {start_step}")
-                self.best_val = self.checkpoints.best()
+                self.control.best_val = self.checkpoints.best()
         elif runs.checkpoints(self.run_dir):
             raise RuntimeError(f"{self.run_dir} already has checkpoints; pass --resume to continue this run, "
                                "or use a new paths.output_dir")
-        if self.objective:
-            self.objective.prepare_reference(start_step)
+        self.objective.prepare(start_step)
         self.tel.event("phase", phase="train", step=start_step, total=self.total_steps, resumed=bool(start_step),
-                       mode=tc.type, trainable=self.trainable, parameters=self.total_params,
+                       mode=self.tc.type, trainable=self.trainable, parameters=self.total_params,
                        processes=self.world, mixed_precision=self.mixed_precision,
                        max_frames=self.max_frames, dataset=str(self.dataset_dir),
-                       machine=machine_label(str(acc.device.type)))
+                       machine=machine_label(str(self.accelerator.device.type)))
         if start_step == 0:
             self.make_samples(0, "start")
-        ga = tc.gradient_accumulation_steps
-        params = [p for p in self.step_module.parameters() if p.requires_grad]
-        self.plan.start, self.plan.stop = start_step * ga, self.total_steps * ga
-        batches = iter(self.objective.loader(self.plan, tc.num_workers) if self.objective else
-                       batch_loader(self.train_set, self.plan, self.lelm.config.prompt_frames, self.lelm.version,
-                                    tc.num_workers))
-        t_session = time.time()
-        steps_session = 0
-        window: list[dict[str, float]] = []
-        outcome = "done"
-        step = start_step
-        while step < self.total_steps:
-            t0 = time.time()
-            lr = self.scheduler.get_last_lr()[0]
-            loss_acc = torch.zeros(len(self.objective.stat_keys) if self.objective else 3, device=acc.device)
-            tokens = 0
-            epoch = self.plan.epoch_of(step * ga + ga - 1)
-            for micro in range(ga):
-                batch = next(batches)
-                tokens += int(batch["lengths"].sum()) * 3
-                torch.manual_seed(derive_seed(tc.seed, "step", step, micro, self.rank))
-                self.lelm.seed_condition_dropout(derive_seed(tc.seed, "cond", step, micro, self.rank))
-                batch = to_device(batch, acc.device)
-                sync = micro == ga - 1
-                with nullcontext() if sync or self.world == 1 else acc.no_sync(self.step_module):
-                    if self.objective:
-                        loss, stats = self.objective.forward(self.step_module, batch)
-                    else:
-                        stats, _ = self.step_module(**batch)  # per-stream losses
-                        loss = stats.mean()
-                    acc.backward(loss / ga)
-                loss_acc += stats.detach().float() / ga
-            grad_norm = acc.clip_grad_norm_(params, tc.max_grad_norm if tc.max_grad_norm > 0 else float("inf"))
-            self.optimizer.step()
-            self.scheduler.step()
-            self.optimizer.zero_grad(set_to_none=True)
-            step += 1
-            steps_session += 1
-            self.state.step = step
-            if self.world > 1:
-                loss_acc = acc.reduce(loss_acc, reduction="mean")
-                tokens = int(acc.reduce(torch.tensor([float(tokens)], device=acc.device), reduction="sum").item())
-            per = loss_acc.tolist()
-            named = self.objective.record(per) if self.objective else {
-                "loss": sum(per) / 3, "loss_mixed": per[0], "loss_vocal": per[1], "loss_bgm": per[2]}
-            self.last_loss = named["loss"]
-            window.append({**named, "grad_norm": float(grad_norm), "tokens": tokens, "dt": time.time() - t0})
-            if step % tc.log_every == 0 or step == self.total_steps:
-                self._log_metrics(step, epoch, lr, window, t_session, steps_session)
-                window = []
-            flags = self.poll_flags()
-            if step % tc.eval_every == 0 and step < self.total_steps and self.evaluate_and_keep_best(step):
-                self.log(f"step {step}: early stopping, the validation loss has not improved in "
-                         f"{self.bad_evals} evaluations (best {self.best_val:.4f})")
-                self.tel.event("early_stop", step=step, best_val_loss=self.best_val, evaluations=self.bad_evals)
-                self.total_steps = step  # the run ends here as done: final evaluation, checkpoint, samples
-                break
-            if flags["stop"]:
-                self.save_checkpoint(step, "stop")
-                outcome = "stopped"
-                break
-            if flags["save"]:  # kept to the end of the run, whatever else this step saved
-                self.save_checkpoint(step, "save-now", best=self.last_val == (step, self.best_val))
-            elif self.checkpoints.last_step == step:
-                pass  # this step was just saved as the best one
-            elif step % tc.save_every == 0 and step < self.total_steps:
-                self.save_checkpoint(step, "save_every")
-            if (tc.sample_every and step % tc.sample_every == 0 and step < self.total_steps) or flags["sample"]:
-                self.make_samples(step, "sample-now" if flags["sample"] else "sample_every")
-        del batches  # ends the loader's worker processes
-        if outcome == "done":
-            if window:
-                self._log_metrics(step, epoch, lr, window, t_session, steps_session)
-            self.evaluate_and_keep_best(step, "end")
-            self.make_samples(step, "end")
-        return outcome
+        return start_step
 
-    def _log_metrics(self, step, epoch, lr, window, t_session, steps_session) -> None:
-        if not self.is_main or not window:
+    def _optimizer_step(self, step: int, batches) -> dict[str, float]:
+        """Step `step` + 1: gradient accumulation over the micro-batches, clipping, optimizer and scheduler.
+        -> its row for the metrics window (statistics averaged over micro-batches and processes)."""
+        acc, tc, ga = self.accelerator, self.tc, self.tc.gradient_accumulation_steps
+        t0 = time.time()
+        lr = self.scheduler.get_last_lr()[0]
+        stats = torch.zeros(len(self.objective.stat_keys), device=acc.device)
+        tokens = 0
+        for micro in range(ga):
+            batch = next(batches)
+            tokens += int(batch["lengths"].sum()) * 3
+            torch.manual_seed(derive_seed(tc.seed, "step", step, micro, self.rank))
+            self.lelm.seed_condition_dropout(derive_seed(tc.seed, "cond", step, micro, self.rank))
+            batch = to_device(batch, acc.device)
+            sync = micro == ga - 1
+            with nullcontext() if sync or self.world == 1 else acc.no_sync(self.step_module):
+                loss, micro_stats = self.objective.forward(self.step_module, batch)
+                acc.backward(loss / ga)
+            stats += micro_stats.detach().float() / ga
+        grad_norm = acc.clip_grad_norm_(self.params, tc.max_grad_norm if tc.max_grad_norm > 0 else float("inf"))
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.world > 1:
+            stats = acc.reduce(stats, reduction="mean")
+            tokens = int(acc.reduce(torch.tensor([float(tokens)], device=acc.device), reduction="sum").item())
+        return {**self.objective.record(stats.tolist()), "grad_norm": float(grad_norm), "tokens": tokens,
+                "dt": time.time() - t0, "epoch": self.plan.epoch_of(step * ga + ga - 1), "lr": lr}
+
+    def _evaluate_now(self, step: int) -> Optional[float]:
+        return self.objective.evaluate(step) if self.control.evaluate_now(step) else None
+
+    def _carry_out(self, d: Decision) -> Optional[str]:
+        """Do what the control decided after a step. -> "stopped" / "early_stop" when the loop ends here."""
+        step, ctl = d.step, self.control
+        if d.save_best:
+            self.save_checkpoint(step, "best", best=True)
+        if d.early_stop:
+            self.log(f"step {step}: early stopping, the validation loss has not improved in "
+                     f"{ctl.bad_evals} evaluations (best {ctl.best_val:.4f})")
+            self.tel.event("early_stop", step=step, best_val_loss=ctl.best_val, evaluations=ctl.bad_evals)
+            self.total_steps = step  # the run ends here as done: final evaluation, checkpoint, samples
+            return "early_stop"
+        if d.stop:
+            self.save_checkpoint(step, "stop")
+            return RunStatus.STOPPED
+        if d.save:
+            self.save_checkpoint(step, d.save, best=d.save_is_best)
+        if d.sample:
+            self.make_samples(step, d.sample)
+        return None
+
+    def _log_metrics(self, step: int) -> None:
+        if not self.window.rows:
             return
-        n = len(window)
-        mean = {k: sum(w[k] for w in window) / n for k in window[0] if k not in ("tokens", "dt")}
-        dt = sum(w["dt"] for w in window)
-        elapsed = time.time() - t_session
-        eta = elapsed / max(1, steps_session) * (self.total_steps - step)
-        rec = {"total": self.total_steps, "epoch": epoch, **mean, "lr": lr,
-               "tokens_per_s": sum(w["tokens"] for w in window) / max(dt, 1e-9),
-               "step_s": round(dt / n, 4),  # mean step time of the window: the time estimate's measurement
-               "memory_mb": memory_mb(self.accelerator.device), "elapsed_s": round(elapsed + self.state.elapsed_s, 3),
-               "eta_s": round(eta, 1)}
+        means = [k for k in self.window.rows[0] if k not in StepWindow.OWN + ("loss", "grad_norm")]
+        rec = self.window.record(step, self.total_steps, self.state.elapsed_s, self.accelerator.device)
+        if not self.is_main:
+            return
         self.tel.scalars(step, "train", rec)
-        parts = " ".join(f"{k.replace('loss_', '')} {v:.3f}" for k, v in mean.items() if k not in ("loss", "grad_norm"))
-        print(f"[train] step {step}/{self.total_steps} loss {mean['loss']:.4f} ({parts}) "
-              f"lr {lr:.3g} grad {mean['grad_norm']:.3g} {rec['tokens_per_s']:.0f} tok/s eta {eta:.0f}s", flush=True)
+        parts = " ".join(f"{k.replace('loss_', '')} {rec[k]:.3f}" for k in means)
+        print(f"[train] step {step}/{self.total_steps} loss {rec['loss']:.4f} ({parts}) "
+              f"lr {rec['lr']:.3g} grad {rec['grad_norm']:.3g} {rec['tokens_per_s']:.0f} tok/s "
+              f"eta {rec['eta_s']:.0f}s", flush=True)
 
     def _on_sigterm(self, signum, frame) -> None:
-        self._signal_stop = True
+        self.control.signal_stop = True
 
 
 # ---- run.json bookkeeping and the entry points ----------------------------------------------
@@ -369,12 +301,12 @@ def _record_start(trainer: Trainer, cfg: StudioConfig, resume: Optional[str]) ->
     also records its own process, start time and command."""
     run_dir = trainer.run_dir
     info = runs.read_run_json(run_dir)
-    fields: dict[str, Any] = {"status": "running", "trainer_pid": os.getpid(), "ended": None, "error": None,
+    fields: dict[str, Any] = {"status": RunStatus.RUNNING, "trainer_pid": os.getpid(), "ended": None, "error": None,
                               "config_hash": runs.config_hash(cfg), "run_id": info.get("run_id", run_dir.name),
                               "mode": cfg.training.type, "processes": trainer.world}
-    by_studio = info.get("status") in ("starting", "stopping") and process.pid_alive(info.get("pid"))
-    if info.get("status") == "stopping":
-        fields["status"] = "stopping"
+    by_studio = info.get("status") in (RunStatus.STARTING, RunStatus.STOPPING) and process.pid_alive(info.get("pid"))
+    if info.get("status") == RunStatus.STOPPING:
+        fields["status"] = RunStatus.STOPPING
     if not by_studio:
         # the shell's process group is the user's job, not ours: record no pgid a stop could signal
         fields.update(pid=os.getpid(), pgid=None, launched_by="shell", pid_start=process.process_start_time(os.getpid()),
@@ -413,9 +345,9 @@ def _train(trainer: Trainer, cfg: StudioConfig, resume: Optional[str]) -> str:
         outcome = trainer.fit(resume)
     except BaseException as err:
         if trainer.is_main:
-            msg, status = f"{type(err).__name__}: {err}", "error"
+            msg, status = f"{type(err).__name__}: {err}", RunStatus.ERROR
             if cio.is_disk_full(err):  # something the user must fix outside the run: say it plainly
-                status = "failed"
+                status = RunStatus.FAILED
                 msg = (err.strerror if isinstance(err, cio.DiskFullError) else
                        f"disk full ({msg}): free some space (old runs, exports), then resume")
             try:
@@ -430,7 +362,7 @@ def _train(trainer: Trainer, cfg: StudioConfig, resume: Optional[str]) -> str:
             signal.signal(signal.SIGTERM, previous)
     if trainer.is_main:
         step = trainer.state.step
-        trainer.tel.event("stopped" if outcome == "stopped" else "done", step=step, total=trainer.total_steps)
+        trainer.tel.event(str(outcome), step=step, total=trainer.total_steps)
         runs.update_run_json(run_dir, status=outcome, ended=runs.now_iso(), step=step, error=None)
         runs.flag_path(run_dir, "stop").unlink(missing_ok=True)
     trainer.accelerator.end_training()  # finishes the trackers, ends the process group
@@ -459,7 +391,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     except RunLocked as err:
         print(f"error: {err}", file=sys.stderr)
         return 3
-    return 0 if outcome in ("done", "stopped") else 1
+    return 0 if outcome in (RunStatus.DONE, RunStatus.STOPPED) else 1
 
 
 if __name__ == "__main__":

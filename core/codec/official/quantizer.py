@@ -31,10 +31,6 @@ class FactorizedVQ(nn.Module):
         self.register_buffer("w_out", w_out.clone())
         self.register_buffer("b_out", get(sd, f"{prefix}out_proj.bias", path, what).clone())
 
-    @property
-    def input_dim(self) -> int:
-        return self.w_in.shape[1]
-
     def project_in(self, h: torch.Tensor) -> torch.Tensor:
         """[B, T, D] -> z_e [B, d, T]."""
         return F.conv1d(h.transpose(1, 2), self.w_in, self.b_in)
