@@ -10,6 +10,9 @@ from tests.paths import REQUIRED, SHARED, TINY_CKPT, TINY_FIXTURE
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# "auto" precision on a CPU follows the CPU (bf16 where its bf16 matmul is faster): the suite pins fp32 so its
+# figures are the same on every CPU; tests/test_precision.py and one training test set the verdict themselves.
+os.environ.setdefault("SONGGEN_CPU_PRECISION", "fp32")
 import core  # noqa: E402,F401  (sets OMP_WAIT_POLICY before any test module loads torch)
 
 

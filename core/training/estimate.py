@@ -32,15 +32,6 @@ from core.tokens import CODE_SIZE
 PEAK_CACHE = Path("cache") / "matmul_peak.json"  # under the workspace
 
 
-def resolve_mixed_precision(setting: str) -> str:
-    """`training.mixed_precision` with "auto" decided for this machine (bf16 where supported)."""
-    if setting != "auto":
-        return setting
-    if torch.cuda.is_available():
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return "no"
-
-
 def _base_config(cfg: StudioConfig):
     from core.training.base_model import resolve_base_model
     from core.model.official_config import read_official_config
@@ -158,7 +149,7 @@ def estimate_memory(cfg: StudioConfig) -> dict[str, Any]:
     except Exception:  # an old-format file cannot be memory-mapped: count from the layout
         N = count_parameters_from_layout(oc)
     tc, lc = cfg.training, cfg.lora
-    act_bytes = 4 if resolve_mixed_precision(tc.mixed_precision) == "no" and tc.mixed_precision != "auto" else 2
+    act_bytes = 4 if tc.mixed_precision == "no" else 2  # "auto" is bf16 on the GPUs this estimates
     T, _, _ = _frames(cfg, oc)
     return estimate_memory_for(oc, N, mode=tc.type, frames=T, batch=tc.batch_size,
                                checkpointing=tc.gradient_checkpointing, act_bytes=act_bytes, optimizer=tc.optimizer,
@@ -214,21 +205,30 @@ def _machine_key(device: str, dtype: torch.dtype) -> str:
     return f"{machine_label(device)}{threads} | {str(dtype).replace('torch.', '')} | torch {torch.__version__}"
 
 
+def _read_peaks(cache_file: Optional[Path]) -> dict[str, float]:
+    import json
+
+    if cache_file is None or not cache_file.is_file():
+        return {}
+    try:
+        return {k: float(v) for k, v in json.loads(cache_file.read_text(encoding="utf-8")).items()}
+    except (OSError, ValueError, TypeError, AttributeError):
+        return {}  # unreadable cache: measure again and rewrite it
+
+
+def cached_peak(device: str, dtype: torch.dtype, cache_file: Optional[Path]) -> Optional[float]:
+    """The peak this machine measured before (cache file only; nothing is measured)."""
+    return _read_peaks(cache_file).get(_machine_key(device, dtype)) or None
+
+
 @functools.cache
 def matmul_peak(device: str, dtype: torch.dtype, cache_file: Optional[Path] = None, store: bool = True) -> float:
     """The measured peak, once per process and (with `cache_file`) once per machine. `store=False` (a
     training run is busy on this machine) still reads the file but keeps a new measurement to this process."""
-    import json
-
     key = _machine_key(device, dtype)
-    known: dict[str, float] = {}
-    if cache_file is not None and cache_file.is_file():
-        try:
-            known = {k: float(v) for k, v in json.loads(cache_file.read_text(encoding="utf-8")).items()}
-        except (OSError, ValueError, TypeError, AttributeError):
-            known = {}  # unreadable cache: measure again and rewrite it
-        if known.get(key, 0) > 0:
-            return known[key]
+    known = _read_peaks(cache_file)
+    if known.get(key, 0) > 0:
+        return known[key]
     peak = measure_matmul_peak(device, dtype)
     if cache_file is not None and store:
         try:

@@ -44,7 +44,8 @@ from core.training.checkpoints import Checkpoints, TrainerState
 from core.config import ConfigError, StudioConfig, load_config
 from core.training.control import Decision, StepControl
 from core.training.dataset import BatchPlan
-from core.training.estimate import machine_label, resolve_mixed_precision
+from core.training.estimate import PEAK_CACHE, machine_label
+from core.training.precision import choose as choose_precision
 from core.runs.lock import RunLock, RunLocked
 from core.training.evaluate import to_device
 from core.model.lora import target_regex
@@ -64,11 +65,13 @@ class Trainer:
         self.tc = cfg.training
         self.run_dir = cfg.output_dir().expanduser().resolve()
         self.config_path = config_path
-        mp = resolve_mixed_precision(self.tc.mixed_precision)
         # A multi-process launch on a machine without an accelerator must ask for CPU (gloo) itself:
         # accelerate only picks MULTI_CPU when told, otherwise every process would train alone.
         has_accel = torch.cuda.is_available() or bool(getattr(getattr(torch, "xpu", None), "is_available", lambda: False)())
         world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.precision = choose_precision(self.tc.mixed_precision, device="cuda" if has_accel else "cpu",
+                                          cache_file=cfg.workspace_dir() / PEAK_CACHE, processes=world)
+        mp = self.precision.mixed_precision
         self.accelerator = Accelerator(
             cpu=(world > 1 and not has_accel),
             mixed_precision=mp,
@@ -117,7 +120,7 @@ class Trainer:
         self.trainable, self.total_params = count_parameters(self.model)
         share = 100.0 * self.trainable / max(1, self.total_params)
         self.log(f"mode {tc.type}: {self.trainable:,} trainable of {self.total_params:,} parameters ({share:.3f}%)"
-                 f" | mixed precision {self.mixed_precision} | processes {self.world} | device {acc.device}"
+                 f" | precision {self.precision.reason} | processes {self.world} | device {acc.device}"
                  f" | {str(acc.distributed_type).split('.')[-1].lower()}")
         if tc.type == "lora":
             self.log(f"LoRA r={cfg.lora.r} alpha={cfg.lora.alpha} dropout={cfg.lora.dropout} targets {target_regex(cfg)}")
