@@ -86,7 +86,7 @@ def check_song(song: dict[str, Any], max_dur: float = 150.0) -> dict[str, Any]:
     Uses core.text.lyrics and core.audio.io directly (the same checks core.data.prepare applies)."""
     from core.audio import io as audio
     from core.timing import resolve as song_timing
-    qc, _ = audio.qc_file(song["path"], max_dur=None)  # the length against max_dur: the timing below
+    qc, _ = audio.qc_file(song["path"], max_dur=None, decode=False)  # the length against max_dur: the timing below
     # section timing (LRC / saved starts) lets a long song be split; without it a long song is refused
     tres = song_timing.resolve(gt_lyric=song.get("gt_lyric") or None, duration_s=qc.info.duration_s,
                                lrc_path=song.get("lrc_path"), saved=song.get("timing")) if qc.info else None

@@ -44,6 +44,8 @@ class Limits:
     tokenize_seconds: float = 900.0
     idle_anonymous_s: float = 2 * 3600.0
     idle_user_s: float = 7 * 24 * 3600.0
+    new_sandboxes: int = 10  # per client address and window: each anonymous page load makes one
+    new_sandbox_window_s: float = 3600.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Limits":
@@ -63,7 +65,8 @@ class Limits:
                    songs=int(num("STUDIO_QUOTA_SONGS", d.songs)),
                    tokenize_seconds=num("STUDIO_QUOTA_TOKENIZE_S", d.tokenize_seconds),
                    idle_anonymous_s=num("STUDIO_SANDBOX_IDLE_S", d.idle_anonymous_s),
-                   idle_user_s=num("STUDIO_SANDBOX_USER_IDLE_S", d.idle_user_s))
+                   idle_user_s=num("STUDIO_SANDBOX_USER_IDLE_S", d.idle_user_s),
+                   new_sandboxes=int(num("STUDIO_NEW_SANDBOXES_PER_HOUR", d.new_sandboxes)))
 
     def quota(self) -> Quota:
         return Quota(upload_bytes=self.upload_bytes, songs=self.songs, tokenize_seconds=self.tokenize_seconds)
@@ -112,24 +115,47 @@ def signed_in_user(request: Any) -> Optional[str]:
     return str(user["preferred_username"]) if user.get("preferred_username") else None
 
 
+def client_address(request: Any) -> str:
+    """The visitor's address: the hop the Space's proxy added last to X-Forwarded-For (earlier entries are
+    whatever the client sent), else the socket's peer."""
+    headers = getattr(request, "headers", None) or {}
+    forwarded = [h.strip() for h in str(headers.get("x-forwarded-for", "")).split(",") if h.strip()]
+    if forwarded:
+        return forwarded[-1]
+    client = getattr(request, "client", None)
+    return str(getattr(client, "host", None) or "unknown")
+
+
 class Sandboxes:
     def __init__(self, root: str | os.PathLike, limits: Limits | None = None):
-        self.root = Path(root).expanduser().resolve() / "sandboxes"
+        workspace = Path(root).expanduser().resolve()
+        self.root = workspace / "sandboxes"
         self.root.mkdir(parents=True, exist_ok=True)
+        # the key lives beside the workspace, never inside it (the workspace is an allowed path of the
+        # server, studio.serving); STUDIO_KEY_DIR moves it elsewhere
+        self.key_dir = Path(os.environ.get("STUDIO_KEY_DIR") or f"{workspace}.keys").expanduser().resolve()
         self.limits = limits or Limits()
         self._secret = self._load_secret()
         self._lock = threading.Lock()
+        self._created: dict[str, list[float]] = {}  # client address -> times it made a new sandbox
+        self.shared_demo = workspace / "models" / "demo"
         self.blank = Workspace(self.root / ".blank")
         self.sweep()  # what idled out while the server was down
         self._last_sweep = time.time()
 
     def _load_secret(self) -> bytes:
-        path = self.root / ".secret"
+        path = self.key_dir / "sandbox.key"
+        old = self.root / ".secret"  # where earlier versions kept it: moved out, so sandboxes keep their ids
+        if old.is_file() and not path.exists():
+            self.key_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.replace(old, path)
+        old.unlink(missing_ok=True)
         try:
             return bytes.fromhex(path.read_text().strip())
         except (OSError, ValueError):
             pass
         key = secrets.token_bytes(32)
+        self.key_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:
             fh.write(key.hex())
@@ -150,12 +176,36 @@ class Sandboxes:
         sid = self.sandbox_id(kind, name)
         folder = self.root / sid
         fresh = not folder.is_dir()
+        if fresh:
+            self._count_new(client_address(request))
         ws = Workspace(folder, quota=self.limits.quota())
         if fresh:
             (folder / OWNER).write_text(json.dumps({"kind": kind, "created": time.time()}), encoding="utf-8")
+            self._link_demo(folder)
         (folder / LAST_SEEN).touch()
         self.maybe_sweep()
         return ws
+
+    def _count_new(self, address: str) -> None:
+        """At most `limits.new_sandboxes` new sandboxes per client address per `limits.new_sandbox_window_s`
+        (every page load of an anonymous visitor is one: a script reloading costs disk otherwise)."""
+        now = time.time()
+        with self._lock:
+            recent = [t for t in self._created.get(address, []) if now - t < self.limits.new_sandbox_window_s]
+            if len(recent) >= self.limits.new_sandboxes:
+                self._created[address] = recent
+                raise UserError("sandbox_rate", n=self.limits.new_sandboxes,
+                                minutes=f"{self.limits.new_sandbox_window_s / 60:.0f}")
+            self._created[address] = recent + [now]
+
+    def _link_demo(self, folder: Path) -> None:
+        """The demo model is shared by every sandbox (built once in the workspace, read only): the
+        sandbox's models/demo is a link to it, so a visitor costs no copy of it."""
+        from core.model.demo import ensure_demo_runtime
+
+        ensure_demo_runtime(self.shared_demo.parent.parent)
+        (folder / "models").mkdir(exist_ok=True)
+        (folder / "models" / "demo").symlink_to(self.shared_demo, target_is_directory=True)
 
     def current(self) -> Workspace:
         """The sandbox of the visitor whose event is being served; the blank workspace while building."""

@@ -1,0 +1,197 @@
+"""The public studio as an anonymous attacker would try it over HTTP (issue 25).
+
+- the file route: every file of the workspace (sandboxes, keys, run configs, bookkeeping), named by its
+  path, is refused; what a visitor was sent (a cached copy) is served;
+- a 2-hour compressed, near-silent upload is refused from its header/stream: the server's memory
+  grows by far less than the decode would take;
+- uploads over the quota are refused by Gradio itself (max_file_size);
+- what a new anonymous visitor costs on disk (no copy of the demo model), and how many sandboxes one
+  address can make.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from tests.datagen import GOOD_LYRICS, write_song  # noqa: E402
+from tests.studio_server import serve  # noqa: E402
+
+
+def _public_app(ws: Path):
+    from studio.app import build_app
+    from studio.space import SpaceInfo
+
+    return build_app(workspace=ws, space=SpaceInfo(on_space=True, space_id="x/y", demo_mode=True,
+                                                   persistent_data=False, public=True))
+
+
+def _tree_size(root: Path) -> int:
+    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+def test_no_workspace_file_is_served_by_path(tmp_path):
+    import httpx
+    from gradio_client import Client, handle_file
+
+    ws = tmp_path / "ws"
+    demo = _public_app(ws)
+    try:
+        url = serve(demo)
+        alice = Client(url, verbose=False)
+        wav = write_song(tmp_path / "alice_song.wav", seconds=2.0, seed=3)
+        alice.predict(handle_file(str(wav)), GOOD_LYRICS, "female, pop", api_name="/add_song")
+        boxes = demo.studio_ctx.sandboxes
+        files = [p for root in (ws, boxes.key_dir) for p in root.rglob("*") if p.is_file()]
+        names = {p.name for p in files}
+        # what an attacker wants most is there to be asked for
+        assert {"sandbox.key", "song.json", ".owner.json", "config.yaml"} <= names, names
+        assert not (ws / "sandboxes" / ".secret").exists()
+        with httpx.Client(base_url=url, timeout=30) as http:
+            served = {}
+            for p in files:
+                for name in (str(p), str(p.relative_to(tmp_path)), f"{ws}/sandboxes/../{p.relative_to(ws.parent)}"):
+                    r = http.get(f"/gradio_api/file={name}")
+                    if r.status_code == 200:
+                        served[name] = r.content[:80]
+            assert served == {}, served
+            # a visitor's own media still plays: what an event returned is a cached copy
+            detail = alice.predict("alice_song", api_name="/song_detail")
+            cached = [d for d in (detail if isinstance(detail, (list, tuple)) else [detail])
+                      if isinstance(d, str) and d.endswith(".wav")]
+            assert cached and not Path(cached[0]).is_relative_to(ws), detail
+            r = http.get(f"/gradio_api/file={cached[0]}")
+            assert r.status_code == 200 and r.content == wav.read_bytes()
+    finally:
+        demo.close()
+
+
+def _peak_rss_during(fn) -> tuple[int, object]:
+    """(peak resident memory growth of this process while fn runs, what fn returned or raised)."""
+    import psutil
+
+    proc = psutil.Process()
+    base = proc.memory_info().rss
+    peak = [base]
+    done = threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], proc.memory_info().rss)
+            time.sleep(0.01)
+
+    t = threading.Thread(target=sample, daemon=True)
+    t.start()
+    try:
+        out = fn()
+    except Exception as err:  # the refusal is the expected outcome
+        out = err
+    finally:
+        done.set()
+        t.join()
+    return peak[0] - base, out
+
+
+def _two_hour_flac(path: Path) -> Path:
+    """2 h of near-silence (one 1-LSB click a second) at 16 kHz: ~4 MB of FLAC, 460 MB as float32."""
+    sr = 16000
+    block = np.zeros(sr * 60, dtype=np.int16)
+    block[::sr] = 1
+    with sf.SoundFile(str(path), "w", samplerate=sr, channels=1, format="FLAC", subtype="PCM_16") as f:
+        for _ in range(120):
+            f.write(block)
+    return path
+
+
+def test_a_two_hour_compressed_upload_costs_little_memory(tmp_path):
+    from gradio_client import Client, handle_file
+
+    flac = _two_hour_flac(tmp_path / "long.flac")
+    assert flac.stat().st_size < 8 * 2**20 and sf.info(str(flac)).duration == pytest.approx(7200)
+    ws = tmp_path / "ws"
+    demo = _public_app(ws)
+    try:
+        client = Client(serve(demo), verbose=False)
+        grew, out = _peak_rss_during(
+            lambda: client.predict(handle_file(str(flac)), GOOD_LYRICS, "pop", api_name="/add_song"))
+        assert grew < 500 * 2**20, f"server memory grew by {grew / 2**20:.0f} MiB"
+        assert "longer than the 20m00s any song may last here" in str(out), out
+    finally:
+        demo.close()
+
+
+def test_a_header_that_understates_the_length_is_still_capped(tmp_path, monkeypatch):
+    """Memory for one check is bounded by MAX_AUDIO_S whatever the header claims."""
+    from core.audio import io as audio
+
+    wav = write_song(tmp_path / "s.wav", seconds=6.0, seed=1)
+    monkeypatch.setattr(audio, "MAX_AUDIO_S", 4.0)
+    real = audio.probe
+
+    def lying_probe(p):  # a header claiming 3 s
+        info = real(p)
+        info.frames = info.sample_rate * 3
+        return info
+
+    monkeypatch.setattr(audio, "probe", lying_probe)
+    res, out = audio.qc_file(wav, max_dur=None, min_dur=1.0)
+    assert out is None and [f.code for f in res.errors] == ["too_long"]
+    assert "holds more audio than its header says" in res.errors[0].message
+    with pytest.raises(audio.AudioError, match="holds more audio than its header says"):
+        audio.read_audio(wav, max_seconds=4.0)
+
+
+def test_uploads_over_the_quota_are_refused_by_the_server(tmp_path, monkeypatch):
+    import httpx
+
+    monkeypatch.setenv("STUDIO_QUOTA_UPLOAD_MB", "1")
+    ws = tmp_path / "ws"
+    demo = _public_app(ws)
+    try:
+        url = serve(demo)
+        assert demo.max_file_size == 2**20
+        with httpx.Client(base_url=url, timeout=60) as http:
+            r = http.post("/gradio_api/upload", files={"files": ("big.wav", b"\0" * (2 * 2**20))})
+            assert r.status_code == 413, r.text[:200]
+            ok = http.post("/gradio_api/upload", files={"files": ("small.wav", b"\0" * 1000)})
+            assert ok.status_code == 200
+        assert demo.delete_cache is not None  # Gradio's temporary copies are deleted when old
+    finally:
+        demo.close()
+
+
+def test_a_new_anonymous_visitor_costs_no_copy_of_the_demo_model(tmp_path):
+    from studio.sandbox import Limits, Sandboxes
+
+    class Req:
+        def __init__(self, h, addr="203.0.113.7"):
+            self.session_hash, self.username = h, None
+            self.headers = {"x-forwarded-for": f"10.0.0.1, {addr}"}  # the client's own entry, then the proxy's
+
+    boxes = Sandboxes(tmp_path / "ws", Limits(new_sandboxes=3))
+    before = _tree_size(tmp_path)
+    first = boxes.for_request(Req("a1"))
+    shared = _tree_size(tmp_path) - before  # the first visitor builds the shared demo runtime once
+    assert (first.root / "models" / "demo").is_symlink()
+    ckpt = first.root / "models" / "demo" / "ckpt" / "songgen_demo" / "config.yaml"
+    assert ckpt.is_file()
+    mid = _tree_size(tmp_path)
+    boxes.for_request(Req("a2"))
+    boxes.for_request(Req("a3"))
+    per_visitor = (_tree_size(tmp_path) - mid) / 2
+    assert per_visitor < 4096, per_visitor  # a marker and the owner record, no model copy
+    assert shared > 10 * per_visitor
+    # a fourth new sandbox from the same address within the hour is refused; another address is not
+    with pytest.raises(Exception, match="Too many new sessions"):
+        boxes.for_request(Req("a4"))
+    boxes.for_request(Req("b1", addr="198.51.100.9"))
+    # an existing visitor keeps working
+    assert boxes.for_request(Req("a1")).root == first.root
