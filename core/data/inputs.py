@@ -133,6 +133,9 @@ def metadata_rows(text: str) -> Iterator[tuple[int, str, Optional[dict], str]]:
         except ValueError as err:
             yield n, line, None, str(err)
             continue
+        except RecursionError:
+            yield n, line, None, "nested too deeply"
+            continue
         yield (n, line, d, "") if isinstance(d, dict) else (n, line, None, "not a JSON object")
 
 
