@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -265,12 +266,23 @@ def _dataset_for_push(dataset_dir: Path):
     return dd, side
 
 
+def _no_folders(value: Any) -> Any:
+    """Reasons name files; published, they keep the file name and lose the local folders above it."""
+    if isinstance(value, list):
+        return [_no_folders(v) for v in value]
+    return _FOLDERS.sub("", value) if isinstance(value, str) else value
+
+
+_FOLDERS = re.compile(r"(?:~|\.{1,2})?(?:/[^/\s'\"(),;]+)+/")
+
+
 def public_report(path: Path) -> bytes:
     """The preparation report as it may be published with the dataset: the summary counts and, per song,
     only PUBLIC_REPORT_KEYS (the dataset itself carries the lyrics and descriptions it was trained on)."""
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
-        songs = [{k: e[k] for k in PUBLIC_REPORT_KEYS if k in e} for e in doc.get("songs", []) if isinstance(e, dict)]
+        songs = [{k: _no_folders(e[k]) for k in PUBLIC_REPORT_KEYS if k in e}
+                 for e in doc.get("songs", []) if isinstance(e, dict)]
         summary = {k: v for k, v in (doc.get("summary") or {}).items() if isinstance(v, (int, float, str, bool))}
     except (OSError, ValueError, AttributeError, RecursionError) as err:
         raise HubError(f"{path}: the preparation report cannot be read ({type(err).__name__}); prepare the "
