@@ -19,6 +19,7 @@ from core.text import lyrics
 from core.runs import store as runs
 from core.config import DEMO, ConfigError, StudioConfig, default, load_config
 from core.fsutil import slugify
+from studio import sandbox
 from studio.feedback import UserError, config_problems
 from studio.i18n import finding, status_word, tr, value_word
 from studio.widgets import name_fields
@@ -179,11 +180,19 @@ def prepare(ws, progress: Callable[[float, str], None] | None = None, lang: str 
     if left is not None and left <= 0:
         raise UserError("tokenize_quota", secs=f"{ws.quota.tokenize_seconds:.0f}")
     t0 = time.monotonic()
-    try:
-        return _prepare(ws, progress, lang)
-    finally:
-        if left is not None:
-            ws.add_tokenize_seconds(time.monotonic() - t0)
+
+    def watched(*args):  # the quota holds during the job: stopped at its next step once the time is spent
+        if left is not None and time.monotonic() - t0 > left:
+            raise UserError("tokenize_quota", secs=f"{ws.quota.tokenize_seconds:.0f}")
+        if progress is not None:
+            progress(*args)
+
+    with sandbox.one_job(ws):
+        try:
+            return _prepare(ws, watched, lang)
+        finally:
+            if left is not None:
+                ws.add_tokenize_seconds(time.monotonic() - t0)
 
 
 def _prepare(ws, progress: Callable[[float, str], None] | None = None, lang: str = "en") -> dict[str, Any]:
@@ -396,12 +405,23 @@ def start_new_run(ws, v: dict[str, Any], lang: str = "en") -> Path:
         raise UserError("need_data")
     cfg = train_config(ws, v)
     check_base(cfg, lang)
-    run_dir = runs.create_run(cfg, name=(v.get("run_name") or "").strip() or None)
+    return launch_run(ws, cfg, (v.get("run_name") or "").strip() or None)
+
+
+def launch_run(ws, cfg: StudioConfig, name: Optional[str]) -> Path:
+    """Create and start a run (SFT or DPO): one job per visitor and one machine in a sandbox; a start
+    that loses a race leaves no empty run behind."""
     try:
-        runs.start_run(run_dir, exclusive=True)
-    except RuntimeError as err:  # another start won the race: leave no empty run behind
-        runs.delete_run(run_dir)
-        raise gr.Error(str(err)) from None
+        sandbox.check_processes(ws, cfg)
+    except ConfigError as err:
+        raise gr.Error(config_problems(err)) from None
+    with sandbox.one_job(ws):
+        run_dir = runs.create_run(cfg, name=name)
+        try:
+            runs.start_run(run_dir, exclusive=True)
+        except RuntimeError as err:
+            runs.delete_run(run_dir)
+            raise gr.Error(str(err)) from None
     return run_dir
 
 

@@ -18,6 +18,8 @@ so the page every visitor first receives shows nobody's data.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import hmac
 import json
@@ -28,13 +30,14 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Iterator, Mapping, Optional
 
 from studio.feedback import UserError
 from studio.state import Quota, Workspace
 
 LAST_SEEN = ".last_seen"
 OWNER = ".owner.json"
+JOB_LOCK = ".job.lock"
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,37 @@ def check_visitor_choice(ws, base_kind: Optional[str] = None, base_path: Optiona
         raise UserError("public_model_only")  # worded in the visitor's language (studio.feedback)
     if (runtime_path or "").strip():
         raise UserError("public_no_runtime")
+
+
+@contextlib.contextmanager
+def one_job(ws) -> Iterator[None]:
+    """One job at a time per visitor (tokenize, SFT, DPO, generation): a second one -- another tab, a
+    script calling the API in parallel -- is refused while the first runs or a training of the sandbox
+    is active. No effect on a local or private studio."""
+    if getattr(ws, "quota", None) is None:
+        yield
+        return
+    from core.runs import store as runs
+
+    with open(ws.root / JOB_LOCK, "a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError("job_busy") from None
+        try:
+            if runs.active_run(ws.root) is not None:
+                raise UserError("job_busy")
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def check_processes(ws, cfg) -> None:
+    """In a sandbox, training.num_processes may not exceed what this one machine runs (core decides)."""
+    if getattr(ws, "quota", None) is not None:
+        from core.runs.launch import check_one_machine
+
+        check_one_machine(cfg)
 
 
 class NoVisitor(RuntimeError):

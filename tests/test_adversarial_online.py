@@ -195,3 +195,139 @@ def test_a_new_anonymous_visitor_costs_no_copy_of_the_demo_model(tmp_path):
     boxes.for_request(Req("b1", addr="198.51.100.9"))
     # an existing visitor keeps working
     assert boxes.for_request(Req("a1")).root == first.root
+
+
+# ---- one visitor, bounded: one job at a time, the tokenize quota held while it runs -------------------
+def _sandbox(tmp_path, **quota):
+    from studio.state import Quota, Workspace
+
+    q = {"upload_bytes": 2**20, "songs": 5, "tokenize_seconds": 5.0, **quota}
+    return Workspace(tmp_path / "ws" / "sandboxes" / "visitor", quota=Quota(**q))
+
+
+class _Clock:
+    """studio.backend's `time` with a hand-moved monotonic clock (no test waits on wall time)."""
+
+    def __init__(self):
+        self.now = 1000.0
+
+    def monotonic(self):
+        return self.now
+
+
+def test_a_tokenize_job_is_stopped_at_the_quota_while_it_runs(tmp_path, monkeypatch):
+    from studio import backend
+
+    ws = _sandbox(tmp_path)
+    clock = _Clock()
+    monkeypatch.setattr(backend, "time", clock)
+    steps = []
+
+    def long_prepare(ws_, progress, lang):  # what core.data.prepare does: report each song done
+        for i in range(100):
+            clock.now += 1.0  # each song takes a second of the quota's 5
+            progress(i + 1, 100, f"song {i}")
+            steps.append(i)
+        return {}
+
+    monkeypatch.setattr(backend, "_prepare", long_prepare)
+    with pytest.raises(Exception, match="Tokenize time limit reached"):
+        backend.prepare(ws)
+    assert len(steps) == 5  # stopped at the quota, not at the end of the job
+    assert ws.tokenize_seconds_left() == 0
+    with pytest.raises(Exception, match="Tokenize time limit reached"):
+        backend.prepare(ws)
+
+
+def test_one_visitor_runs_one_job_at_a_time(tmp_path, monkeypatch):
+    from studio import backend, preference
+
+    ws = _sandbox(tmp_path, tokenize_seconds=900.0)
+    inside, release = threading.Event(), threading.Event()
+
+    def slow_prepare(ws_, progress, lang):
+        inside.set()
+        release.wait(60)
+        return {"ok": True}
+
+    monkeypatch.setattr(backend, "_prepare", slow_prepare)
+    first: dict = {}
+    t = threading.Thread(target=lambda: first.update(out=backend.prepare(ws)))
+    t.start()
+    try:
+        assert inside.wait(60)
+        with pytest.raises(Exception, match="Another job of this session"):
+            backend.prepare(ws)  # a second tab, or a script calling the API in parallel
+        with pytest.raises(Exception, match="Another job of this session"):
+            preference.generate(ws, None, 1.0, GOOD_LYRICS, "pop", 1, 0, 2)  # candidates for pairs
+    finally:
+        release.set()
+        t.join(60)
+    assert first["out"] == {"ok": True}
+    # another visitor is not held up by this one
+    other = _sandbox(tmp_path / "b", tokenize_seconds=900.0)
+    release.set()
+    assert backend.prepare(other) == {"ok": True}
+
+
+def _active_run(ws) -> Path:
+    from core.config import parse_config
+    from core.runs import process
+    from core.runs import store as runs
+
+    run = runs.create_run(parse_config({"workspace": str(ws.root), "paths": {"base_model_path": "demo"}}), name="sft")
+    runs.update_run_json(run, status="running", pid=os.getpid(), pgid=None, launched_by="studio",
+                         pid_start=process.process_start_time(os.getpid()))
+    return run
+
+
+def test_a_dpo_run_is_refused_while_the_visitor_trains(tmp_path):
+    from core.preference.pairs import PairStore, pairs_dir
+    from core.runs import store as runs
+    from studio import preference
+    from studio.sandbox import one_job
+
+    ws = _sandbox(tmp_path)
+    _active_run(ws)
+    store = PairStore(pairs_dir(preference._cfg(ws)))
+    store.add([{"prompt_id": "p", "lyrics": GOOD_LYRICS, "description": "pop", "chosen": [[1, 2]] * 3,
+                "rejected": [[3, 4]] * 3}])
+    for _ in range(3):
+        with pytest.raises(Exception, match="wait for it to finish"):
+            preference.start_dpo_run(ws, {"base_kind": "demo"}, {}, "no pairs")
+    assert len(runs.list_runs(ws.root)) == 1  # only the SFT run: no DPO run was created or started
+    with pytest.raises(Exception, match="Another job of this session"):
+        with one_job(ws):  # nor any other job of this visitor while it trains
+            pass
+
+
+def test_a_visitor_cannot_launch_more_processes_than_the_machine_has(tmp_path, monkeypatch):
+    import torch
+
+    from core.runs import store as runs
+    from studio import backend
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    ws = _sandbox(tmp_path)
+    (ws.root / "prepared" / "ds").mkdir(parents=True)
+    ws.set_state(dataset_dir=str(ws.root / "prepared" / "ds"))
+    with pytest.raises(Exception, match="runs at most 1"):
+        backend.start_new_run(ws, {"base_kind": "demo", "training.num_processes": 3})
+    assert runs.list_runs(ws.root) == []
+
+
+def test_every_kind_of_file_counts_against_the_byte_quota(tmp_path):
+    from studio import preference, timing_edit
+
+    ws = _sandbox(tmp_path, upload_bytes=200_000)
+    wav = write_song(tmp_path / "s.wav", seconds=1.0, seed=1)  # ~190 KB
+    idx = ws.add_song(wav, GOOD_LYRICS, "pop")
+    big_lrc = tmp_path / "big.lrc"
+    big_lrc.write_text("[00:01.00][verse] la la la\n" * 2000, encoding="utf-8")  # ~52 KB
+    with pytest.raises(Exception, match="upload limit reached"):
+        timing_edit.use_lrc(ws, idx, str(big_lrc))
+    assert ws.song(idx).get("lrc_path") is None
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("{}\n" * 10_000, encoding="utf-8")  # 30 KB
+    with pytest.raises(Exception, match="upload limit reached"):
+        preference.import_pairs(ws, str(pairs))
