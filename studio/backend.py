@@ -280,7 +280,7 @@ def last_prepare(ws, lang: str = "en") -> Optional[dict[str, Any]]:
     counts: dict[str, int] = {}
     for r in rows:
         counts[r["status"]] = counts.get(r["status"], 0) + 1
-    md = [tr("prepared_at", lang, path=ds) if ds else tr("sum_none", lang), "",
+    md = [tr("prepared_at", lang, path=sandbox.hide_paths(ws, ds)) if ds else tr("sum_none", lang), "",
           " · ".join(f"**{status_word(k, lang)}** {v}" for k, v in counts.items())]
     if isinstance(summ, dict):
         md.append("\n" + tr("sum_line", lang, enc=summ.get("encoded", 0), cached=summ.get("cached", 0),
@@ -317,7 +317,7 @@ def inspect_model(ws, kind: str, path: str) -> str:
     if kind != "demo" and not (path or "").strip():
         raise UserError("need_base")
     info = model_description(ws)
-    return "```\n" + info.summary() + "\n```"
+    return "```\n" + sandbox.hide_paths(ws, info.summary()) + "\n```"
 
 
 # ---- training ------------------------------------------------------------------------------------

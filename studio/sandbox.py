@@ -125,6 +125,14 @@ def check_processes(ws, cfg) -> None:
         check_one_machine(cfg)
 
 
+def hide_paths(ws, text: str) -> str:
+    """Text shown to a visitor without the server's folders: the sandbox reads as `~`, the workspace
+    (the shared demo model) as `(studio)`. Unchanged on a local or private studio."""
+    if getattr(ws, "quota", None) is None or not isinstance(text, str):
+        return text
+    return text.replace(str(ws.root), "~").replace(str(ws.root.parent.parent), "(studio)")
+
+
 class NoVisitor(RuntimeError):
     """An event arrived without a Gradio request (no session): nothing may be read or written."""
 

@@ -70,6 +70,9 @@ def test_no_workspace_file_is_served_by_path(tmp_path):
             assert cached and not Path(cached[0]).is_relative_to(ws), detail
             r = http.get(f"/gradio_api/file={cached[0]}")
             assert r.status_code == 200 and r.content == wav.read_bytes()
+        # nor is the workspace's place on the server told to a visitor
+        model = alice.predict("demo", "", api_name="/inspect_model")
+        assert "max duration" in str(model) and str(ws) not in str(model), model
     finally:
         demo.close()
 
