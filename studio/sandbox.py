@@ -158,11 +158,11 @@ def signed_in_user(request: Any) -> Optional[str]:
 
 
 def client_address(request: Any) -> str:
-    """The visitor's address: the hop the Space's proxy added last to X-Forwarded-For (earlier entries are
-    whatever the client sent), else the socket's peer."""
+    """The visitor's address: on a Space, the hop its proxy added last to X-Forwarded-For (earlier entries
+    are whatever the client sent); elsewhere the socket's peer (a header there is the client's own word)."""
     headers = getattr(request, "headers", None) or {}
     forwarded = [h.strip() for h in str(headers.get("x-forwarded-for", "")).split(",") if h.strip()]
-    if forwarded:
+    if forwarded and os.environ.get("SPACE_ID"):
         return forwarded[-1]
     client = getattr(request, "client", None)
     return str(getattr(client, "host", None) or "unknown")

@@ -171,8 +171,10 @@ def test_uploads_over_the_quota_are_refused_by_the_server(tmp_path, monkeypatch)
         demo.close()
 
 
-def test_a_new_anonymous_visitor_costs_no_copy_of_the_demo_model(tmp_path):
+def test_a_new_anonymous_visitor_costs_no_copy_of_the_demo_model(tmp_path, monkeypatch):
     from studio.sandbox import Limits, Sandboxes
+
+    monkeypatch.setenv("SPACE_ID", "x/y")  # behind the Space's proxy: its X-Forwarded-For hop is the address
 
     class Req:
         def __init__(self, h, addr="203.0.113.7"):
