@@ -336,3 +336,24 @@ def test_every_kind_of_file_counts_against_the_byte_quota(tmp_path):
     pairs.write_text("{}\n" * 10_000, encoding="utf-8")  # 30 KB
     with pytest.raises(Exception, match="upload limit reached"):
         preference.import_pairs(ws, str(pairs))
+
+
+def test_what_new_anonymous_visitors_cost_on_a_live_public_studio(tmp_path):
+    """Each new session is a sandbox: after the first visitor built the shared demo runtime, another
+    visitor who looks at the demo model costs a few bookkeeping bytes, not a copy of the model."""
+    from gradio_client import Client
+
+    ws = tmp_path / "ws"
+    demo = _public_app(ws)
+    try:
+        url = serve(demo)
+        Client(url, verbose=False).predict("demo", "", api_name="/inspect_model")
+        before = _tree_size(ws)
+        for _ in range(3):
+            assert "max duration" in str(Client(url, verbose=False).predict("demo", "", api_name="/inspect_model"))
+        per_visitor = (_tree_size(ws) - before) / 3
+        boxes = [p for p in (ws / "sandboxes").iterdir() if not p.name.startswith(".")]
+        assert per_visitor < 64 * 1024, f"{per_visitor:.0f} bytes per new visitor"
+        assert len(boxes) == 4 and all((b / "models" / "demo").is_symlink() for b in boxes)
+    finally:
+        demo.close()
