@@ -13,7 +13,7 @@ from typing import Optional
 import gradio as gr
 from starlette.middleware import Middleware
 
-from studio import backend, feedback
+from studio import backend, feedback, serving
 from core.runs import store as runs
 from studio.i18n import CURRENT_JS, HEAD, SWITCH_JS, studio_i18n, tr
 from studio.space import SpaceInfo, default_workspace, detect
@@ -167,7 +167,13 @@ def launch_kwargs() -> dict:
 
 
 def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int = 7860, **kw):
-    ws_root = demo.studio_ctx.base_ws.root
+    ctx = demo.studio_ctx
+    boxes = ctx.sandboxes  # the workspace is never served by path; uploads capped in a public studio
+    guard = serving.launch_limits([ctx.base_ws.root, *([boxes.key_dir] if boxes else [])],
+                                  boxes.limits.upload_bytes if boxes else None)
+    opts = launch_kwargs()
+    opts["app_kwargs"]["middleware"].append(guard.pop("middleware"))
+    if boxes is not None:
+        demo.delete_cache = (serving.UPLOAD_CACHE_S, serving.UPLOAD_CACHE_S)
     return demo.queue(default_concurrency_limit=4).launch(
-        server_name=host, server_port=port, allowed_paths=[str(ws_root)], show_error=True,
-        i18n=demo.studio_ctx.i18n, **launch_kwargs(), **kw)
+        server_name=host, server_port=port, show_error=True, i18n=ctx.i18n, **guard, **opts, **kw)

@@ -19,6 +19,7 @@ from core.text import lyrics
 from core.runs import store as runs
 from core.config import DEMO, ConfigError, StudioConfig, default, load_config
 from core.fsutil import slugify
+from studio import sandbox
 from studio.feedback import UserError, config_problems
 from studio.i18n import finding, status_word, tr, value_word
 from studio.widgets import name_fields
@@ -86,7 +87,7 @@ def check_song(song: dict[str, Any], max_dur: float = 150.0) -> dict[str, Any]:
     Uses core.text.lyrics and core.audio.io directly (the same checks core.data.prepare applies)."""
     from core.audio import io as audio
     from core.timing import resolve as song_timing
-    qc, _ = audio.qc_file(song["path"], max_dur=None)  # the length against max_dur: the timing below
+    qc, _ = audio.qc_file(song["path"], max_dur=None, decode=False)  # the length against max_dur: the timing below
     # section timing (LRC / saved starts) lets a long song be split; without it a long song is refused
     tres = song_timing.resolve(gt_lyric=song.get("gt_lyric") or None, duration_s=qc.info.duration_s,
                                lrc_path=song.get("lrc_path"), saved=song.get("timing")) if qc.info else None
@@ -179,11 +180,19 @@ def prepare(ws, progress: Callable[[float, str], None] | None = None, lang: str 
     if left is not None and left <= 0:
         raise UserError("tokenize_quota", secs=f"{ws.quota.tokenize_seconds:.0f}")
     t0 = time.monotonic()
-    try:
-        return _prepare(ws, progress, lang)
-    finally:
-        if left is not None:
-            ws.add_tokenize_seconds(time.monotonic() - t0)
+
+    def watched(*args):  # the quota holds during the job: stopped at its next step once the time is spent
+        if left is not None and time.monotonic() - t0 > left:
+            raise UserError("tokenize_quota", secs=f"{ws.quota.tokenize_seconds:.0f}")
+        if progress is not None:
+            progress(*args)
+
+    with sandbox.one_job(ws):
+        try:
+            return _prepare(ws, watched, lang)
+        finally:
+            if left is not None:
+                ws.add_tokenize_seconds(time.monotonic() - t0)
 
 
 def _prepare(ws, progress: Callable[[float, str], None] | None = None, lang: str = "en") -> dict[str, Any]:
@@ -271,7 +280,7 @@ def last_prepare(ws, lang: str = "en") -> Optional[dict[str, Any]]:
     counts: dict[str, int] = {}
     for r in rows:
         counts[r["status"]] = counts.get(r["status"], 0) + 1
-    md = [tr("prepared_at", lang, path=ds) if ds else tr("sum_none", lang), "",
+    md = [tr("prepared_at", lang, path=sandbox.hide_paths(ws, ds)) if ds else tr("sum_none", lang), "",
           " · ".join(f"**{status_word(k, lang)}** {v}" for k, v in counts.items())]
     if isinstance(summ, dict):
         md.append("\n" + tr("sum_line", lang, enc=summ.get("encoded", 0), cached=summ.get("cached", 0),
@@ -308,7 +317,7 @@ def inspect_model(ws, kind: str, path: str) -> str:
     if kind != "demo" and not (path or "").strip():
         raise UserError("need_base")
     info = model_description(ws)
-    return "```\n" + info.summary() + "\n```"
+    return "```\n" + sandbox.hide_paths(ws, info.summary()) + "\n```"
 
 
 # ---- training ------------------------------------------------------------------------------------
@@ -396,12 +405,23 @@ def start_new_run(ws, v: dict[str, Any], lang: str = "en") -> Path:
         raise UserError("need_data")
     cfg = train_config(ws, v)
     check_base(cfg, lang)
-    run_dir = runs.create_run(cfg, name=(v.get("run_name") or "").strip() or None)
+    return launch_run(ws, cfg, (v.get("run_name") or "").strip() or None)
+
+
+def launch_run(ws, cfg: StudioConfig, name: Optional[str]) -> Path:
+    """Create and start a run (SFT or DPO): one job per visitor and one machine in a sandbox; a start
+    that loses a race leaves no empty run behind."""
     try:
-        runs.start_run(run_dir, exclusive=True)
-    except RuntimeError as err:  # another start won the race: leave no empty run behind
-        runs.delete_run(run_dir)
-        raise gr.Error(str(err)) from None
+        sandbox.check_processes(ws, cfg)
+    except ConfigError as err:
+        raise gr.Error(config_problems(err)) from None
+    with sandbox.one_job(ws):
+        run_dir = runs.create_run(cfg, name=name)
+        try:
+            runs.start_run(run_dir, exclusive=True)
+        except RuntimeError as err:
+            runs.delete_run(run_dir)
+            raise gr.Error(str(err)) from None
     return run_dir
 
 

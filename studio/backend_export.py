@@ -12,6 +12,7 @@ from core.runs import store as runs
 from core.config import StudioConfig
 from studio.feedback import UserError
 from studio.i18n import tr, value_word
+from studio.sandbox import one_job
 
 def all_checkpoints(ws, lang: str = "en") -> list[tuple[str, str]]:
     """Every checkpoint of every run, newest first, labelled with its step first (so a narrow
@@ -127,16 +128,18 @@ def val_na_reason(cfg, validation: Optional[dict], lang: str = "en") -> str:
 def generate(ws, ckpt, strength, lyrics, desc, seconds, seed, prompt, progress=None, lang: str = "en") -> str:
     cfg, settings = _gen_setup(ckpt, lyrics, desc, seconds, seed, prompt)
     from core.export import compare
-    man = _user_error(compare.generate_single, cfg, ckpt, strength=float(strength),
-                      settings=settings, with_val_loss=False, progress=_gen_progress(progress, lang))
+    with one_job(ws):
+        man = _user_error(compare.generate_single, cfg, ckpt, strength=float(strength),
+                          settings=settings, with_val_loss=False, progress=_gen_progress(progress, lang))
     return _files(man)[0][1]
 
 
 def ab(ws, ckpt, strength, lyrics, desc, seconds, seed, prompt, progress=None, lang: str = "en") -> dict[str, Any]:
     cfg, settings = _gen_setup(ckpt, lyrics, desc, seconds, seed, prompt)
     from core.export import compare
-    man = _user_error(compare.ab_compare, cfg, ckpt, strength=float(strength),
-                      settings=settings, progress=_gen_progress(progress, lang))
+    with one_job(ws):
+        man = _user_error(compare.ab_compare, cfg, ckpt, strength=float(strength),
+                          settings=settings, progress=_gen_progress(progress, lang))
     (a_it, a), (b_it, b) = _files(man)
     note = tr("ab_note", lang, seed=settings.seed, a=_vl(a_it, lang), b=_vl(b_it, lang))
     if a_it.val_loss is None or b_it.val_loss is None:
@@ -148,8 +151,9 @@ def sweep(ws, ckpt, scales, lyrics, desc, seconds, seed, prompt, progress=None,
           lang: str = "en") -> list[tuple[float, str, str]]:
     cfg, settings = _gen_setup(ckpt, lyrics, desc, seconds, seed, prompt)
     from core.export import compare
-    man = _user_error(compare.strength_sweep, cfg, ckpt, list(scales), settings=settings,
-                      progress=_gen_progress(progress, lang))
+    with one_job(ws):
+        man = _user_error(compare.strength_sweep, cfg, ckpt, list(scales), settings=settings,
+                          progress=_gen_progress(progress, lang))
     return [(float(it.model.get("strength", s)), path, _vl(it, lang)) for s, (it, path) in zip(scales, _files(man))]
 
 

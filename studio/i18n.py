@@ -255,6 +255,10 @@ T: dict[str, tuple[str, str]] = {
                           "在此公共 Space 上，运行时目录由 Space 所有者设置，访客不能更改。"),
     "tokenize_quota": ("Tokenize time limit reached for this sandbox ({secs} s used); duplicate the Space to work "
                        "without limits.", "此沙盒的编码时间已用完（已用 {secs} 秒）；复制此 Space 即可不受限制地使用。"),
+    "sandbox_rate": ("Too many new sessions from your address ({n} in {minutes} minutes); reload this page later, "
+                     "or duplicate the Space.", "来自您地址的新会话过多（{minutes} 分钟内 {n} 个）；请稍后刷新页面，或复制此 Space。"),
+    "job_busy": ("Another job of this session (tokenize, training or generation) is still running; wait for it "
+                 "to finish.", "此会话的另一项任务（编码、训练或生成）仍在运行；请等待其完成。"),
     # ---- timing (section timing editor) --------------------------------------------------------
     "tab_timing": ("1b · Timing", "1b · 分段时间"),
     "timing_intro": ("When is each section sung? With section timing, songs longer than the model's limit are cut "

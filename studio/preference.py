@@ -13,7 +13,7 @@ import gradio as gr
 
 from core.runs import store as runs
 from core.config import DEMO, StudioConfig
-from studio import backend
+from studio import backend, sandbox
 from studio.i18n import tr
 
 
@@ -38,9 +38,10 @@ def generate(ws, ckpt, strength, lyrics, desc, seconds, seed, k, progress=None, 
     cb = None
     if progress is not None:
         cb = lambda i, d, t: progress(d / max(1, t), desc=tr("pref_progress", lang, i=i + 1, k=int(k), d=d, t=t))  # noqa: E731
-    rec = backend._user_error(candidates.generate_candidates, cfg, lyrics, desc or None, int(k), seed=int(seed or 0),
-                              checkpoint=ckpt or None, strength=float(strength),
-                              max_seconds=float(seconds) if seconds else None, progress=cb)
+    with sandbox.one_job(ws):
+        rec = backend._user_error(candidates.generate_candidates, cfg, lyrics, desc or None, int(k),
+                                  seed=int(seed or 0), checkpoint=ckpt or None, strength=float(strength),
+                                  max_seconds=float(seconds) if seconds else None, progress=cb)
     rec["dir"] = str(candidates.candidates_root(cfg) / rec["prompt_id"])
     return rec
 
@@ -73,6 +74,7 @@ def export_pairs(ws) -> str:
 
 
 def import_pairs(ws, path: str, lang: str = "en") -> str:
+    backend._user_error(ws.check_bytes, Path(path).stat().st_size)  # a pairs file counts against the quota
     return report_text(backend._user_error(_store(ws).import_jsonl, path), lang)
 
 
@@ -81,7 +83,6 @@ def start_dpo_run(ws, train_values: dict[str, Any], dpo_values: dict[str, Any], 
     values (config paths), started exactly like an SFT run."""
     if not _store(ws).exists():
         raise gr.Error(no_pairs)
+    backend.refuse_if_busy(ws)  # one training at a time, SFT or DPO, like the Train tab
     cfg = backend.train_config(ws, {**train_values, "training.objective": "dpo", **dpo_values})
-    run_dir = runs.create_run(cfg, name=(train_values.get("run_name") or "").strip() or f"dpo-{cfg.training.type}")
-    runs.start_run(run_dir)
-    return run_dir
+    return backend.launch_run(ws, cfg, (train_values.get("run_name") or "").strip() or f"dpo-{cfg.training.type}")

@@ -18,6 +18,8 @@ so the page every visitor first receives shows nobody's data.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import hmac
 import json
@@ -28,13 +30,14 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Iterator, Mapping, Optional
 
 from studio.feedback import UserError
 from studio.state import Quota, Workspace
 
 LAST_SEEN = ".last_seen"
 OWNER = ".owner.json"
+JOB_LOCK = ".job.lock"
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,8 @@ class Limits:
     tokenize_seconds: float = 900.0
     idle_anonymous_s: float = 2 * 3600.0
     idle_user_s: float = 7 * 24 * 3600.0
+    new_sandboxes: int = 10  # per client address and window: each anonymous page load makes one
+    new_sandbox_window_s: float = 3600.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Limits":
@@ -63,7 +68,8 @@ class Limits:
                    songs=int(num("STUDIO_QUOTA_SONGS", d.songs)),
                    tokenize_seconds=num("STUDIO_QUOTA_TOKENIZE_S", d.tokenize_seconds),
                    idle_anonymous_s=num("STUDIO_SANDBOX_IDLE_S", d.idle_anonymous_s),
-                   idle_user_s=num("STUDIO_SANDBOX_USER_IDLE_S", d.idle_user_s))
+                   idle_user_s=num("STUDIO_SANDBOX_USER_IDLE_S", d.idle_user_s),
+                   new_sandboxes=int(num("STUDIO_NEW_SANDBOXES_PER_HOUR", d.new_sandboxes)))
 
     def quota(self) -> Quota:
         return Quota(upload_bytes=self.upload_bytes, songs=self.songs, tokenize_seconds=self.tokenize_seconds)
@@ -86,6 +92,45 @@ def check_visitor_choice(ws, base_kind: Optional[str] = None, base_path: Optiona
         raise UserError("public_model_only")  # worded in the visitor's language (studio.feedback)
     if (runtime_path or "").strip():
         raise UserError("public_no_runtime")
+
+
+@contextlib.contextmanager
+def one_job(ws) -> Iterator[None]:
+    """One job at a time per visitor (tokenize, SFT, DPO, generation): a second one -- another tab, a
+    script calling the API in parallel -- is refused while the first runs or a training of the sandbox
+    is active. No effect on a local or private studio."""
+    if getattr(ws, "quota", None) is None:
+        yield
+        return
+    from core.runs import store as runs
+
+    with open(ws.root / JOB_LOCK, "a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError("job_busy") from None
+        try:
+            if runs.active_run(ws.root) is not None:
+                raise UserError("job_busy")
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def check_processes(ws, cfg) -> None:
+    """In a sandbox, training.num_processes may not exceed what this one machine runs (core decides)."""
+    if getattr(ws, "quota", None) is not None:
+        from core.runs.launch import check_one_machine
+
+        check_one_machine(cfg)
+
+
+def hide_paths(ws, text: str) -> str:
+    """Text shown to a visitor without the server's folders: the sandbox reads as `~`, the workspace
+    (the shared demo model) as `(studio)`. Unchanged on a local or private studio."""
+    if getattr(ws, "quota", None) is None or not isinstance(text, str):
+        return text
+    return text.replace(str(ws.root), "~").replace(str(ws.root.parent.parent), "(studio)")
 
 
 class NoVisitor(RuntimeError):
@@ -112,24 +157,47 @@ def signed_in_user(request: Any) -> Optional[str]:
     return str(user["preferred_username"]) if user.get("preferred_username") else None
 
 
+def client_address(request: Any) -> str:
+    """The visitor's address: on a Space, the hop its proxy added last to X-Forwarded-For (earlier entries
+    are whatever the client sent); elsewhere the socket's peer (a header there is the client's own word)."""
+    headers = getattr(request, "headers", None) or {}
+    forwarded = [h.strip() for h in str(headers.get("x-forwarded-for", "")).split(",") if h.strip()]
+    if forwarded and os.environ.get("SPACE_ID"):
+        return forwarded[-1]
+    client = getattr(request, "client", None)
+    return str(getattr(client, "host", None) or "unknown")
+
+
 class Sandboxes:
     def __init__(self, root: str | os.PathLike, limits: Limits | None = None):
-        self.root = Path(root).expanduser().resolve() / "sandboxes"
+        workspace = Path(root).expanduser().resolve()
+        self.root = workspace / "sandboxes"
         self.root.mkdir(parents=True, exist_ok=True)
+        # the key lives beside the workspace, never inside it (the workspace is an allowed path of the
+        # server, studio.serving); STUDIO_KEY_DIR moves it elsewhere
+        self.key_dir = Path(os.environ.get("STUDIO_KEY_DIR") or f"{workspace}.keys").expanduser().resolve()
         self.limits = limits or Limits()
         self._secret = self._load_secret()
         self._lock = threading.Lock()
+        self._created: dict[str, list[float]] = {}  # client address -> times it made a new sandbox
+        self.shared_demo = workspace / "models" / "demo"
         self.blank = Workspace(self.root / ".blank")
         self.sweep()  # what idled out while the server was down
         self._last_sweep = time.time()
 
     def _load_secret(self) -> bytes:
-        path = self.root / ".secret"
+        path = self.key_dir / "sandbox.key"
+        old = self.root / ".secret"  # where earlier versions kept it: moved out, so sandboxes keep their ids
+        if old.is_file() and not path.exists():
+            self.key_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.replace(old, path)
+        old.unlink(missing_ok=True)
         try:
             return bytes.fromhex(path.read_text().strip())
         except (OSError, ValueError):
             pass
         key = secrets.token_bytes(32)
+        self.key_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:
             fh.write(key.hex())
@@ -150,12 +218,36 @@ class Sandboxes:
         sid = self.sandbox_id(kind, name)
         folder = self.root / sid
         fresh = not folder.is_dir()
+        if fresh:
+            self._count_new(client_address(request))
         ws = Workspace(folder, quota=self.limits.quota())
         if fresh:
             (folder / OWNER).write_text(json.dumps({"kind": kind, "created": time.time()}), encoding="utf-8")
+            self._link_demo(folder)
         (folder / LAST_SEEN).touch()
         self.maybe_sweep()
         return ws
+
+    def _count_new(self, address: str) -> None:
+        """At most `limits.new_sandboxes` new sandboxes per client address per `limits.new_sandbox_window_s`
+        (every page load of an anonymous visitor is one: a script reloading costs disk otherwise)."""
+        now = time.time()
+        with self._lock:
+            recent = [t for t in self._created.get(address, []) if now - t < self.limits.new_sandbox_window_s]
+            if len(recent) >= self.limits.new_sandboxes:
+                self._created[address] = recent
+                raise UserError("sandbox_rate", n=self.limits.new_sandboxes,
+                                minutes=f"{self.limits.new_sandbox_window_s / 60:.0f}")
+            self._created[address] = recent + [now]
+
+    def _link_demo(self, folder: Path) -> None:
+        """The demo model is shared by every sandbox (built once in the workspace, read only): the
+        sandbox's models/demo is a link to it, so a visitor costs no copy of it."""
+        from core.model.demo import ensure_demo_runtime
+
+        ensure_demo_runtime(self.shared_demo.parent.parent)
+        (folder / "models").mkdir(exist_ok=True)
+        (folder / "models" / "demo").symlink_to(self.shared_demo, target_is_directory=True)
 
     def current(self) -> Workspace:
         """The sandbox of the visitor whose event is being served; the blank workspace while building."""

@@ -79,9 +79,20 @@ class Workspace:
 
     # ---- quota (public Space sandboxes) ---------------------------------------------------------
     def upload_bytes(self) -> int:
-        if not self.songs_dir.is_dir():
-            return 0
-        return sum(p.stat().st_size for p in self.songs_dir.rglob("*") if p.is_file() and not p.is_symlink())
+        """Bytes this workspace holds, every kind of file (songs, LRC, pairs, datasets, runs); a link (the
+        shared demo model) costs nothing."""
+        return sum(p.stat().st_size for p in self.root.rglob("*") if p.is_file() and not p.is_symlink())
+
+    def check_bytes(self, new_bytes: int) -> None:
+        """Raise QuotaExceeded when `new_bytes` more would pass the sandbox's byte quota."""
+        q = self.quota
+        if q is None:
+            return
+        used = self.upload_bytes()
+        if used + new_bytes > q.upload_bytes:
+            raise QuotaExceeded(f"upload limit reached: {used / 2**20:.1f} MiB used + {new_bytes / 2**20:.1f} MiB "
+                                f"new > {q.upload_bytes / 2**20:.0f} MiB; remove songs first, or duplicate the "
+                                "Space to work without limits")
 
     def check_room(self, new_bytes: int) -> None:
         """Raise QuotaExceeded when one more song of `new_bytes` would pass the sandbox's quota."""
@@ -92,11 +103,7 @@ class Workspace:
         if n + 1 > q.songs:
             raise QuotaExceeded(f"song limit reached: this sandbox holds {n} songs (limit {q.songs}); "
                                 "remove songs first, or duplicate the Space to work without limits")
-        used = self.upload_bytes()
-        if used + new_bytes > q.upload_bytes:
-            raise QuotaExceeded(f"upload limit reached: {used / 2**20:.1f} MiB used + {new_bytes / 2**20:.1f} MiB "
-                                f"new > {q.upload_bytes / 2**20:.0f} MiB; remove songs first, or duplicate the "
-                                "Space to work without limits")
+        self.check_bytes(new_bytes)
 
     def tokenize_seconds_left(self) -> Optional[float]:
         if self.quota is None:
@@ -180,6 +187,7 @@ class Workspace:
         if folder is None or not folder.is_dir():
             raise KeyError(f"no song {idx!r}")
         dst = folder / "lyrics.lrc"
+        self.check_bytes(Path(lrc_file).stat().st_size)
         shutil.copyfile(lrc_file, dst)
         return self.update_song(idx, lrc_path=str(dst), lrc_name=Path(lrc_file).name)
 

@@ -96,6 +96,7 @@ def use_lrc(ws, idx: str, lrc_file: str) -> TimingView:
     its lines fill the lyrics when the song has none."""
     song = _song(ws, idx)
     src = Path(lrc_file)
+    ws.check_bytes(src.stat().st_size)  # before it is read: an LRC counts against a sandbox's quota
     text = read_text_file(src)
     lrc = parse_lrc(text)
     if lrc.errors:

@@ -26,6 +26,12 @@ CLIP_FRACTION_WARN = 0.001         # 0.1 % of samples at full scale is audible d
 SILENCE_DBFS = -60.0
 EDGE_SILENCE_WARN_S = 5.0          # leading/trailing silence longer than this wastes training frames
 QUIET_PEAK_DBFS = -30.0
+# The longest file any check or decode reads (a timed song longer than the model's max_dur is split, so
+# this is not max_dur): it bounds the memory of one decode (~460 MB float32 stereo at 48 kHz) whatever
+# the header says -- a small compressed upload can claim, or hold, hours of audio.
+MAX_AUDIO_S = 20 * 60
+SCAN_BLOCK_S = 10.0  # the signal checks stream the file in blocks of this length
+FRAME_S = 0.05       # level frames of the edge-silence check
 
 
 class AudioError(ValueError):
@@ -100,14 +106,25 @@ def _short(err: BaseException) -> str:
     return text[:160]
 
 
-def read_audio(path: str | Path) -> tuple[torch.Tensor, int]:
-    """float32 [channels, N] in -1..1 and the file's sample rate (soundfile, never torchaudio.load)."""
+def _too_long(name: str, what: str) -> str:
+    return (f"{name} {what}, longer than the {format_duration(MAX_AUDIO_S)} any song may last here; trim it "
+            "(or split it into songs) and add it again")
+
+
+def read_audio(path: str | Path, max_seconds: Optional[float] = None) -> tuple[torch.Tensor, int]:
+    """float32 [channels, N] in -1..1 and the file's sample rate (soundfile, never torchaudio.load).
+    At most `max_seconds` are decoded, whatever the header claims: a longer stream is an AudioError."""
     p = Path(path)
-    probe(p)  # clear messages for missing / empty / unreadable files
+    info = probe(p)  # clear messages for missing / empty / unreadable files
+    cap = int((MAX_AUDIO_S if max_seconds is None else max_seconds) * info.sample_rate)
+    if info.frames > cap:
+        raise AudioError(_too_long(p.name, f"is {format_duration(info.duration_s)} long"))
     try:
-        data, sr = sf.read(str(p), dtype="float32", always_2d=True)
+        data, sr = sf.read(str(p), frames=cap + 1, dtype="float32", always_2d=True)
     except Exception as err:
         raise AudioError(f"{p.name}: cannot be decoded ({_short(err)}); export it as WAV or FLAC and try again") from None
+    if len(data) > cap:  # the header understated the length
+        raise AudioError(_too_long(p.name, "holds more audio than its header says"))
     return torch.from_numpy(np.ascontiguousarray(data.T)), int(sr)
 
 
@@ -136,14 +153,35 @@ def load_for_codec(path: str | Path, target_sr: int = CODEC_SAMPLE_RATE) -> torc
     return to_codec_layout(wav, sr, target_sr)
 
 
-def _frame_db(mono: np.ndarray, sr: int, frame_s: float = 0.05) -> np.ndarray:
-    hop = max(1, int(sr * frame_s))
-    n = len(mono) // hop
-    if n == 0:
-        return np.array([20 * math.log10(float(np.sqrt(np.mean(mono ** 2))) + 1e-12)])
-    frames = mono[: n * hop].reshape(n, hop)
-    rms = np.sqrt(np.mean(frames.astype(np.float64) ** 2, axis=1))
-    return 20 * np.log10(rms + 1e-12)
+@dataclass
+class SignalStats:
+    """What the signal checks need, accumulated block by block so a file is never held whole."""
+    sr: int
+    peak: float = 0.0
+    clipped: int = 0
+    values: int = 0
+    frame_db: list = field(default_factory=list)  # one array per block, FRAME_S frames
+    tail: Optional[np.ndarray] = None              # the last block's samples past its last whole frame
+
+    def add(self, block: np.ndarray) -> None:
+        """`block`: [C, N] float samples; N a multiple of the frame hop except in the last block."""
+        if block.size == 0:
+            return
+        mag = np.abs(block)
+        self.peak = max(self.peak, float(np.max(mag)))
+        self.clipped += int(np.count_nonzero(mag >= CLIP_LEVEL))
+        self.values += block.size
+        mono = block.mean(axis=0, dtype=np.float64)
+        hop = max(1, int(self.sr * FRAME_S))
+        n = len(mono) // hop
+        self.frame_db.append(20 * np.log10(np.sqrt(np.mean(mono[: n * hop].reshape(n, hop) ** 2, axis=1)) + 1e-12))
+        self.tail = mono[n * hop:]
+
+    def db(self) -> np.ndarray:
+        frames = np.concatenate(self.frame_db) if self.frame_db else np.zeros(0)
+        if len(frames) == 0 and self.tail is not None and len(self.tail):  # shorter than one frame
+            return np.array([20 * math.log10(float(np.sqrt(np.mean(self.tail ** 2))) + 1e-12)])
+        return frames
 
 
 def check_header(info: AudioInfo, *, max_dur: Optional[float], min_dur: float) -> list[AudioFinding]:
@@ -155,7 +193,9 @@ def check_header(info: AudioInfo, *, max_dur: Optional[float], min_dur: float) -
         out.append(AudioFinding("error", "empty", f"{name}: the file holds no audio samples; re-export the song"))
         return out
     d = info.duration_s
-    if max_dur is not None and d > max_dur:
+    if d > MAX_AUDIO_S and (max_dur is None or max_dur >= MAX_AUDIO_S):
+        out.append(AudioFinding("error", "too_long", _too_long(name, f"is {format_duration(d)} long")))
+    elif max_dur is not None and d > max_dur:
         out.append(AudioFinding("error", "too_long",
                                 f"{name} is {format_duration(d)} long; the target model handles at most {format_duration(max_dur)} "
                                 f"({max_dur:g} s). Trim the song or pick a model with a longer limit."))
@@ -180,30 +220,53 @@ def check_header(info: AudioInfo, *, max_dur: Optional[float], min_dur: float) -
 
 def check_signal(wav: torch.Tensor, sr: int, name: str) -> list[AudioFinding]:
     """Checks on the samples: silence, clipping, edge silence, very low level."""
+    stats = SignalStats(int(sr))
+    stats.add(wav.numpy() if isinstance(wav, torch.Tensor) else np.asarray(wav))
+    return signal_findings(stats, name)
+
+
+def scan_signal(path: str | Path, max_seconds: Optional[float] = None) -> tuple[list[AudioFinding], float]:
+    """The signal checks streamed over the file, SCAN_BLOCK_S at a time (memory: one block), reading at
+    most `max_seconds` -> (findings, seconds read). Raises AudioError when it cannot be decoded."""
+    p = Path(path)
+    info = probe(p)
+    hop = max(1, int(info.sample_rate * FRAME_S))
+    block = hop * max(1, int(SCAN_BLOCK_S / FRAME_S))
+    cap = int((MAX_AUDIO_S if max_seconds is None else max_seconds) * info.sample_rate)
+    stats, frames = SignalStats(info.sample_rate), 0
+    try:
+        for chunk in sf.blocks(str(p), blocksize=block, frames=cap + 1, dtype="float32", always_2d=True):
+            frames += len(chunk)
+            stats.add(chunk.T)
+    except Exception as err:
+        raise AudioError(f"{p.name}: cannot be decoded ({_short(err)}); export it as WAV or FLAC and try again") from None
+    if frames > cap:
+        return [AudioFinding("error", "too_long", _too_long(p.name, "holds more audio than its header says"))], frames / info.sample_rate
+    return signal_findings(stats, p.name), frames / info.sample_rate
+
+
+def signal_findings(stats: SignalStats, name: str) -> list[AudioFinding]:
     out: list[AudioFinding] = []
-    x = wav.numpy() if isinstance(wav, torch.Tensor) else np.asarray(wav)
-    if x.size == 0:
+    if stats.values == 0:
         return [AudioFinding("error", "empty", f"{name}: the file holds no audio samples; re-export the song")]
-    peak = float(np.max(np.abs(x)))
+    peak = stats.peak
     if not np.isfinite(peak):
         return [AudioFinding("error", "invalid_samples", f"{name}: contains NaN or infinite samples; re-export the song")]
     peak_db = 20 * math.log10(peak + 1e-12)
     if peak_db < SILENCE_DBFS:
         return [AudioFinding("error", "silent", f"{name} is silent (peak {peak_db:.0f} dBFS); check the export")]
-    clipped = float(np.mean(np.abs(x) >= CLIP_LEVEL))
+    clipped = stats.clipped / stats.values
     if clipped > CLIP_FRACTION_WARN:
         out.append(AudioFinding("warning", "clipping",
                                 f"{name}: {clipped * 100:.2f}% of samples are at full scale (clipping); the model "
                                 "may learn the distortion. Use an unclipped master if you have one."))
     if peak_db < QUIET_PEAK_DBFS:
         out.append(AudioFinding("warning", "quiet", f"{name} is very quiet (peak {peak_db:.0f} dBFS); it is used as is."))
-    mono = x.mean(axis=0)
-    db = _frame_db(mono, sr)
+    db = stats.db()
     loud = np.nonzero(db > SILENCE_DBFS)[0]
     if len(loud):
-        frame_s = 0.05
-        lead = loud[0] * frame_s
-        trail = (len(db) - 1 - loud[-1]) * frame_s
+        lead = loud[0] * FRAME_S
+        trail = (len(db) - 1 - loud[-1]) * FRAME_S
         if lead > EDGE_SILENCE_WARN_S:
             out.append(AudioFinding("warning", "leading_silence",
                                     f"{name} starts with {lead:.1f} s of silence; trimming it gives the model more music per step."))
@@ -214,9 +277,10 @@ def check_signal(wav: torch.Tensor, sr: int, name: str) -> list[AudioFinding]:
 
 
 def qc_file(path: str | Path, *, max_dur: Optional[float], min_dur: float = 5.0,
-            target_sr: int = CODEC_SAMPLE_RATE) -> tuple[QCResult, Optional[torch.Tensor]]:
-    """Probe, check the header, read and check the samples. Returns the QC result and, when usable,
-    the audio as float32 stereo [2, N] at `target_sr` (None when the song has an error)."""
+            target_sr: int = CODEC_SAMPLE_RATE, decode: bool = True) -> tuple[QCResult, Optional[torch.Tensor]]:
+    """Probe, check the header, stream the samples through the signal checks; then, when usable and
+    `decode`, read the audio as float32 stereo [2, N] at `target_sr` (None when the song has an error
+    or `decode` is False). Nothing is decoded whole before the header and the stream have passed."""
     p = Path(path)
     try:
         info = probe(p)
@@ -227,11 +291,12 @@ def qc_file(path: str | Path, *, max_dur: Optional[float], min_dur: float = 5.0,
     if not res.ok:  # no need to decode a file we already reject (e.g. 10 minutes long)
         return res, None
     try:
+        findings, _ = scan_signal(p)
+        res.findings.extend(findings)
+        if not res.ok or not decode:
+            return res, None
         wav, sr = read_audio(p)
     except AudioError as err:
         res.findings.append(AudioFinding("error", "unreadable", str(err)))
-        return res, None
-    res.findings.extend(check_signal(wav, sr, p.name))
-    if not res.ok:
         return res, None
     return res, to_codec_layout(wav, sr, target_sr)

@@ -6,6 +6,7 @@ song, which rejects it with that reason; only a source that cannot be read at al
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional
@@ -86,17 +87,39 @@ def _timing_dict(v: Any, problems: list[str]) -> Optional[dict]:
     return v
 
 
-def _resolve_audio(p: str, bases: list[Path]) -> tuple[Optional[Path], list[Path]]:
+def outside_roots(path: Path, roots: list[Path]) -> Optional[str]:
+    """Why `path` may not be read (None when it may): local data is read only inside the data folders the
+    user named -- a link or a path leading out of them is refused, never followed (a downloaded dataset
+    must not make prepare read ~/.cache/huggingface/token or /proc/self/environ)."""
+    real = Path(os.path.realpath(path))
+    if any(real == r or r in real.parents for r in roots):
+        return None
+    where = " or ".join(str(r) for r in roots)
+    if path.is_symlink():
+        return f"{path.name} is a link to a file outside {where}; links leaving the data folder are not followed: copy the file in"
+    return f"'{path}' is outside {where}; files are read only inside the data folder: copy it there"
+
+
+def _resolve_audio(p: str, bases: list[Path], roots: Optional[list[Path]] = None
+                   ) -> tuple[Optional[Path], list[Path], Optional[str]]:
+    """A file named in metadata.jsonl -> (the file, where it was looked for, why it is refused or None)."""
     path = Path(p).expanduser()
-    if path.is_absolute():
-        return (path if path.is_file() else None), [path]
-    tried = []
-    for b in bases:
-        cand = (b / path)
-        tried.append(cand)
-        if cand.is_file():
-            return cand, tried
-    return None, tried
+    tried = [path] if path.is_absolute() else [b / path for b in bases]
+    found = next((c for c in tried if c.is_file()), None)
+    refused = outside_roots(found, roots) if found is not None and roots is not None else None
+    return (None if refused else found), tried, refused
+
+
+def _find(label: str, value: str, bases: list[Path], roots: list[Path], problems: list[str]) -> Optional[str]:
+    """A file named in metadata.jsonl (audio, stem, LRC), looked up and checked the same way for each;
+    None when it is refused (nothing may open it later), the name as given when it is missing."""
+    found, tried, refused = _resolve_audio(value, bases, roots)
+    if refused:
+        problems.append(f"{label} '{value}': {refused}")
+        return None
+    if found is None:
+        problems.append(f"{label} '{value}' not found (looked in: {', '.join(str(t) for t in tried)})")
+    return str(found or value)
 
 
 def metadata_rows(text: str) -> Iterator[tuple[int, str, Optional[dict], str]]:
@@ -110,6 +133,9 @@ def metadata_rows(text: str) -> Iterator[tuple[int, str, Optional[dict], str]]:
         except ValueError as err:
             yield n, line, None, str(err)
             continue
+        except RecursionError:
+            yield n, line, None, "nested too deeply"
+            continue
         yield (n, line, d, "") if isinstance(d, dict) else (n, line, None, "not a JSON object")
 
 
@@ -119,7 +145,8 @@ def load_metadata(path: str | Path, raw_data_dir: Optional[str | Path] = None) -
     path = Path(path)
     if not path.is_file():
         raise DataError(f"paths.metadata_path: {path} does not exist; point it at your metadata.jsonl")
-    bases = [path.parent.resolve()] + ([Path(raw_data_dir).expanduser().resolve()] if raw_data_dir else []) + [Path.cwd()]
+    roots = [path.parent.resolve()] + ([Path(raw_data_dir).expanduser().resolve()] if raw_data_dir else [])
+    bases = roots + [Path.cwd()]  # a path relative to the working folder is found, and refused outside the roots
     out: list[SongInput] = []
     try:
         text = read_text_file(path)
@@ -147,26 +174,20 @@ def load_metadata(path: str | Path, raw_data_dir: Optional[str | Path] = None) -
         elif not raw_path:
             problems.append(f"line {n} has no 'path' (the audio file)")
         else:
-            found, tried = _resolve_audio(str(raw_path), bases)
-            if found is None:
-                problems.append(f"audio file '{raw_path}' not found (looked in: {', '.join(str(t) for t in tried)})")
-            audio = str(found or raw_path)
+            audio = _find("audio file", raw_path, bases, roots, problems)
         lrc = None
-        if d.get("lrc"):  # timed lyrics, found like `path`
-            found, tried = _resolve_audio(str(d["lrc"]), bases)
-            if found is None:
-                problems.append(f"LRC file '{d['lrc']}' not found (looked in: {', '.join(str(t) for t in tried)})")
-            lrc = str(found or d["lrc"])
+        if d.get("lrc"):  # timed lyrics, found and checked like `path`
+            if isinstance(d["lrc"], str):
+                lrc = _find("LRC file", d["lrc"], bases, roots, problems)
+            else:
+                problems.append(f"line {n}: 'lrc' must be a file path (text)")
         if ("gt_lyric" not in d or d.get("gt_lyric") is None) and not lrc:
             problems.append(f"line {n} has no 'gt_lyric' (the lyrics) and no 'lrc' (timed lyrics)")
         stems: dict[str, Optional[str]] = {}
         for key, names in (("vocal", ("vocal", "vocal_path")), ("bgm", ("bgm", "bgm_path", "accompaniment"))):
             v = _first(d, *names)
-            if v:
-                found, tried = _resolve_audio(str(v), bases)
-                if found is None:
-                    problems.append(f"{key} stem '{v}' not found (looked in: {', '.join(str(t) for t in tried)})")
-                stems[key] = str(found or v)
+            if v and (found := _find(f"{key} stem", str(v), bases, roots, problems)) is not None:
+                stems[key] = found
         lyrics, desc = _text_fields(d, f"line {n}", problems)
         out.append(SongInput(
             str(idx), audio, lyrics, desc,
@@ -197,13 +218,21 @@ def scan_folder(folder: str | Path) -> list[SongInput]:
     root = Path(folder).expanduser()
     if not root.is_dir():
         raise DataError(f"paths.raw_data_dir: {root} is not a folder; point it at the folder holding your songs")
+    roots = [root.resolve()]
     files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in audio_mod.AUDIO_EXTENSIONS)
     songs: dict[Path, SongInput] = {}
-    stems: list[tuple[Path, str, str]] = []
+    stems: list[tuple[Path, str, str, list[str]]] = []
     for p in files:
         base, kind = _split_name(p)
+        # every file of the song (audio, lyrics, LRC, description, stems) is checked before it is opened
+        refused = [why for f in (p, p.with_suffix(".txt"), p.with_suffix(".lrc"),
+                                 *(p.parent / f"{p.stem}.{x}.txt" for x in DESC_SUFFIXES))
+                   if (f == p or f.is_file()) and (why := outside_roots(f, roots))]
         if kind:
-            stems.append((p.parent / base, kind, str(p)))
+            stems.append((p.parent / base, kind, str(p), refused))
+            continue
+        if refused:
+            songs[p.parent / p.stem] = SongInput(p.stem, None, source=str(p), problems=refused)
             continue
         problems: list[str] = []
         lyrics = desc = None
@@ -231,9 +260,10 @@ def scan_folder(folder: str | Path) -> list[SongInput]:
                     problems.append(str(err))
                 break
         songs[p.parent / p.stem] = SongInput(p.stem, str(p), lyrics, desc, lrc=lrc, source=str(p), problems=problems)
-    for key, kind, sp in stems:
-        if key in songs:
-            setattr(songs[key], kind, sp)
+    for key, kind, sp, refused in stems:
+        if key in songs:  # a refused stem rejects its song and is never opened
+            songs[key].problems.extend(refused)
+            setattr(songs[key], kind, None if refused else sp)
     return list(songs.values())
 
 

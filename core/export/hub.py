@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,8 +37,9 @@ UPSTREAM_REPO = "https://github.com/tencent-ailab/SongGeneration"
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 MERGED_FILES = ("config.yaml", "model.pt")
 AUDIO_EXT = (".wav", ".flac", ".mp3", ".ogg")
-# Files of a prepared dataset folder uploaded next to the parquet shards (the per-song preparation report).
-DATASET_SIDE_FILES = ("report.json", "manifest.json", "manifest.jsonl")
+# Per song, what the published preparation report keeps: never its local source line, file paths, or the
+# text read from its files (a rejected song's "lyrics" may be whatever file a link pointed at).
+PUBLIC_REPORT_KEYS = ("idx", "status", "reasons", "duration_s", "split")
 
 
 class HubError(RuntimeError):
@@ -260,8 +262,32 @@ def _dataset_for_push(dataset_dir: Path):
     from datasets import load_from_disk
 
     dd = load_from_disk(str(dataset_dir))
-    side = [(dataset_dir / n, n) for n in DATASET_SIDE_FILES if (dataset_dir / n).is_file()]
+    side = [(public_report(dataset_dir / "report.json"), "report.json")] if (dataset_dir / "report.json").is_file() else []
     return dd, side
+
+
+def _no_folders(value: Any) -> Any:
+    """Reasons name files; published, they keep the file name and lose the local folders above it."""
+    if isinstance(value, list):
+        return [_no_folders(v) for v in value]
+    return _FOLDERS.sub("", value) if isinstance(value, str) else value
+
+
+_FOLDERS = re.compile(r"(?:~|\.{1,2})?(?:/[^/\s'\"(),;]+)+/")
+
+
+def public_report(path: Path) -> bytes:
+    """The preparation report as it may be published with the dataset: the summary counts and, per song,
+    only PUBLIC_REPORT_KEYS (the dataset itself carries the lyrics and descriptions it was trained on)."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        songs = [{k: _no_folders(e[k]) for k in PUBLIC_REPORT_KEYS if k in e}
+                 for e in doc.get("songs", []) if isinstance(e, dict)]
+        summary = {k: v for k, v in (doc.get("summary") or {}).items() if isinstance(v, (int, float, str, bool))}
+    except (OSError, ValueError, AttributeError, RecursionError) as err:
+        raise HubError(f"{path}: the preparation report cannot be read ({type(err).__name__}); prepare the "
+                       "dataset again") from None
+    return json.dumps({"summary": summary, "songs": songs}, indent=2, ensure_ascii=False).encode("utf-8")
 
 
 @contextmanager
@@ -453,7 +479,7 @@ def _push_dataset(api, ds_repo: str, ds_push, repo_id: str, ep: str, private: bo
                           f"`datasets.load_dataset(\"{ds_repo}\")`. The audio and lyrics belong to their "
                           "owners; keep this repo private unless you hold the rights.\n")
     dops = [CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=str(ds_card).encode("utf-8"))]
-    dops += [CommitOperationAdd(path_in_repo=dest, path_or_fileobj=str(src)) for src, dest in side]
+    dops += [CommitOperationAdd(path_in_repo=dest, path_or_fileobj=data) for data, dest in side]
     api.create_commit(ds_repo, operations=dops, repo_type="dataset",
                       commit_message="SongGen Studio: dataset card and preparation report")
     with _datasets_endpoint(ep):

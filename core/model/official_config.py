@@ -7,7 +7,9 @@ the runtime root). `eval` is resolved as arithmetic only, never as Python.
 from __future__ import annotations
 
 import ast
+import math
 import operator
+import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,25 +32,43 @@ class CheckpointError(ValueError):
     """A checkpoint folder that cannot be used as it is; the message says what to do."""
 
 
+# `${eval:...}` bounds: official configs multiply a few small numbers; anything past these is an attack
+# (an expression whose value takes minutes and gigabytes to compute), refused before it is computed.
+EVAL_MAX_CHARS = 200
+EVAL_MAX_MAGNITUDE = 2 ** 63
+LOAD_YAML_MAX_BYTES = 4 * 2**20
+
+
 def safe_arithmetic(expr: str) -> int | float:
-    """Evaluate `expr` as arithmetic on numbers only (what the official `${eval:...}` is used for)."""
+    """Evaluate `expr` as arithmetic on numbers only (what the official `${eval:...}` is used for), each
+    value within +-EVAL_MAX_MAGNITUDE: a power is checked from logarithms before it is computed."""
+    text = str(expr).strip()
+    if len(text) > EVAL_MAX_CHARS:
+        raise ValueError(f"${{eval:...}} of {len(text)} characters; at most {EVAL_MAX_CHARS} are allowed")
+
+    def bounded(v: int | float) -> int | float:
+        if not (abs(v) <= EVAL_MAX_MAGNITUDE):  # also catches NaN
+            raise ValueError(f"${{eval:{text}}}: a value passes {EVAL_MAX_MAGNITUDE:.0e}")
+        return v
+
     def ev(node: ast.AST) -> int | float:
         if isinstance(node, ast.Expression):
             return ev(node.body)
         if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)) and not isinstance(node.value, bool):
-            return node.value
+            return bounded(node.value)
         if isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
             left, right = ev(node.left), ev(node.right)
-            if isinstance(node.op, ast.Pow) and abs(right) > 64:
-                raise ValueError(f"exponent too large in ${{eval:{expr}}}")
-            return _BINOPS[type(node.op)](left, right)
+            if isinstance(node.op, ast.Pow) and (abs(right) > 64 or (
+                    abs(left) > 1 and right > 0 and right * math.log2(abs(left)) > 63)):
+                raise ValueError(f"exponent too large in ${{eval:{text}}}")
+            return bounded(_BINOPS[type(node.op)](left, right))
         if isinstance(node, ast.UnaryOp) and type(node.op) in _UNOPS:
             return _UNOPS[type(node.op)](ev(node.operand))
-        raise ValueError(f"only arithmetic is allowed in ${{eval:...}}, got {expr!r}")
+        raise ValueError(f"only arithmetic is allowed in ${{eval:...}}, got {text[:80]!r}")
     try:
-        tree = ast.parse(str(expr).strip(), mode="eval")
-    except SyntaxError as err:
-        raise ValueError(f"cannot parse ${{eval:{expr}}}: {err}") from None
+        tree = ast.parse(text, mode="eval")
+    except (SyntaxError, RecursionError, MemoryError) as err:
+        raise ValueError(f"cannot parse ${{eval:{text[:80]}}}: {type(err).__name__}") from None
     return ev(tree)
 
 
@@ -56,11 +76,23 @@ _resolver_root = threading.local()
 
 
 def _load_yaml_resolver(rel: str) -> Any:
-    root = getattr(_resolver_root, "path", None) or Path.cwd()
-    path = Path(root) / rel
+    """`${load_yaml:conf/vocab.yaml}`: a file inside the runtime root only (a model folder from elsewhere
+    must not read /etc/passwd or a token into its config, or into an error message)."""
+    root = getattr(_resolver_root, "path", None)
+    if root is None:
+        raise CheckpointError(f"${{load_yaml:{rel}}}: no runtime root is set; it is only read with its config")
+    root = Path(os.path.realpath(root))
+    path = Path(os.path.realpath(root / str(rel)))
+    if path != root and root not in path.parents:
+        raise CheckpointError(f"${{load_yaml:{rel}}}: only files inside the runtime root {root} can be loaded")
     if not path.is_file():
         raise CheckpointError(f"${{load_yaml:{rel}}}: {path} does not exist (runtime root {root})")
-    return yaml.safe_load(path.read_text(encoding="utf-8"))
+    if path.stat().st_size > LOAD_YAML_MAX_BYTES:
+        raise CheckpointError(f"${{load_yaml:{rel}}}: {path.name} is over {LOAD_YAML_MAX_BYTES // 2**20} MiB")
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as err:  # its text is not quoted back
+        raise CheckpointError(f"${{load_yaml:{rel}}}: {path.name} is not valid YAML ({type(err).__name__})") from None
 
 
 # omegaconf 2.4 renamed the registration call; 2.3 only has the old name.

@@ -90,11 +90,14 @@ def check_tokens(value: Any, name: str) -> np.ndarray:
 
 
 def _opt_int(value: Any, name: str) -> Optional[int]:
+    """An int64 field (seeds): a bigger number would abort the whole dataset write, so it is this row's error."""
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) and not (
             isinstance(value, float) and value.is_integer()):
-        raise PairError(f"{name}: must be an integer or null, got {value!r}")
+        raise PairError(f"{name}: must be an integer or null, got {str(value)[:40]!r}")
+    if not -2**63 <= int(value) < 2**63:
+        raise PairError(f"{name}: {str(int(value))[:40]} does not fit a 64-bit integer")
     return int(value)
 
 
@@ -283,6 +286,8 @@ class PairStore:
                     labels.append(f"{path.name} line {n}")
                 except json.JSONDecodeError as err:
                     rep.skipped.append(f"{path.name} line {n}: not valid JSON ({err.msg} at column {err.colno})")
+                except RecursionError:
+                    rep.skipped.append(f"{path.name} line {n}: not valid JSON (nested too deeply)")
         added = self.add(rows, labels)
         added.skipped = rep.skipped + added.skipped
         return added

@@ -77,6 +77,20 @@ class Layout:
             raise ConfigError(f"machine rank {self.machine_rank}: must be 0..{m - 1} (0 is the main machine)")
 
 
+def check_one_machine(cfg: StudioConfig) -> None:
+    """ConfigError when a run asks for more than this one machine: another machine, or more processes than
+    its GPUs (one process without a GPU). A shared server (a public Space) launches nothing larger."""
+    import torch
+
+    tc = cfg.training
+    most = max(1, torch.cuda.device_count())
+    if tc.num_machines > 1:
+        raise ConfigError(f"training.num_machines: {tc.num_machines}; this server trains on its own machine only")
+    if (tc.num_processes or 1) > most:
+        raise ConfigError(f"training.num_processes: {tc.num_processes} processes, but this machine runs at most "
+                          f"{most} ({torch.cuda.device_count()} GPU(s)); leave it empty")
+
+
 def layout_for(cfg: StudioConfig, machine_rank: int = 0, num_processes: Optional[int] = None) -> Layout:
     """The layout a config asks for (`num_processes` overrides training.num_processes)."""
     tc = cfg.training

@@ -231,11 +231,27 @@ def _start_exclusive(run_dir: Path, cfg: StudioConfig, resume, num_processes, mu
     return _launch(run_dir, cfg, resume, num_processes, multi_gpu, env)
 
 
+# a trainer never inherits the server's secrets (HF_TOKEN, OAuth): training downloads and pushes nothing
+_TRAINER_ENV = set("PATH HOME USER LOGNAME LANG LANGUAGE TZ TMPDIR TEMP TMP PYTHONPATH PYTHONHASHSEED VIRTUAL_ENV "
+                   "CONDA_PREFIX LD_LIBRARY_PATH HF_HOME HF_HUB_CACHE HF_HUB_OFFLINE HF_DATASETS_CACHE HF_ENDPOINT "
+                   "HF_DATASETS_OFFLINE TRANSFORMERS_CACHE TRANSFORMERS_OFFLINE MASTER_ADDR MASTER_PORT".split())
+_TRAINER_ENV_PREFIXES = ("LC_", "XDG_", "CUDA_", "NVIDIA_", "NCCL_", "OMP_", "MKL_", "OPENBLAS_", "TORCH", "PYTORCH_",
+                         "ACCELERATE_", "TRITON_", "STUDIO_", "SONGGEN_")
+_SECRET_WORDS = ("TOKEN", "SECRET", "PASSWORD", "CREDENTIAL", "OAUTH")
+
+
+def trainer_env(extra: Optional[dict[str, str]] = None, base: Optional[dict[str, str]] = None) -> dict[str, str]:
+    """A trainer's environment: the server's, less what training does not need and any name that looks
+    like a secret, plus `extra` (the caller's own settings)."""
+    keep = {k: v for k, v in (os.environ if base is None else base).items()
+            if (k in _TRAINER_ENV or k.startswith(_TRAINER_ENV_PREFIXES)) and not any(w in k for w in _SECRET_WORDS)}
+    return {**keep, **(extra or {})}
+
+
 def _launch(run_dir: Path, cfg: StudioConfig, resume, num_processes, multi_gpu, env) -> dict[str, Any]:
     clear_flags(run_dir)
     argv = launch_argv(run_dir, resume=resume, num_processes=num_processes, multi_gpu=multi_gpu, cfg=cfg)
-    child_env = dict(os.environ)
-    child_env.update(env or {})
+    child_env = trainer_env(env)
     child_env.setdefault("PYTHONUNBUFFERED", "1")
     # The trainer must run the same `core` as the process that starts it (a checkout next to an
     # older installed copy would otherwise train with other code); installed or not, this holds.

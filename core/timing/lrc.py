@@ -96,7 +96,8 @@ def parse_lrc(text: str, tags: Iterable[str] = lyr.STRUCTURE_TAGS) -> Lrc:
         if b and not _TIME_RE.match(rest):
             mapped = lyr.map_section_label(b.group(1), tags)
             if mapped is None:
-                out.errors.append(f"line {n}: [{b.group(1)}] is not a section name; use one of "
+                # the header is named (at most 40 characters); the rest of a failing line never is
+                out.errors.append(f"line {n}: [{b.group(1)[:40]}] is not a section name; use one of "
                                   f"{', '.join(tags)} (or Verse, Chorus, Bridge, Intro, Outro, Instrumental)")
                 continue
             tag, label, rest = mapped, b.group(1).strip(), b.group(2).strip()
@@ -108,7 +109,8 @@ def parse_lrc(text: str, tags: Iterable[str] = lyr.STRUCTURE_TAGS) -> Lrc:
             if tag and not rest:
                 pending = (tag, label, n)
             elif rest:
-                out.errors.append(f"line {n} has no time tag [mm:ss.xx]: {rest[:60]}")
+                # not quoted: an LRC that fails to parse may be any file (a token, an environment)
+                out.errors.append(f"line {n} has no time tag [mm:ss.xx]")
             continue
         if pending and not tag:
             tag, label = pending[0], pending[1]

@@ -127,6 +127,8 @@ def read_json(path: Path) -> Any:
         raise CheckpointError(f"{path} is missing") from None
     except (UnicodeDecodeError, ValueError) as err:
         raise CheckpointError(f"{path} is not valid JSON ({err}); the checkpoint is damaged") from None
+    except RecursionError:  # nesting deeper than the parser's stack: damaged or hostile, either way unusable
+        raise CheckpointError(f"{path} is nested too deeply to be a checkpoint file; the checkpoint is damaged") from None
 
 
 def save_scheduler(path: Path, scheduler: Any) -> None:
@@ -296,7 +298,7 @@ def verify_checkpoint(folder: str | os.PathLike, hashes: bool = True) -> list[st
             continue
         try:
             size, digest = int(rec["size"]), str(rec["sha256"])
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError, OverflowError):  # a size of 1e400 reads as infinity
             problems.append(f"{MANIFEST} entry for {rel} is damaged")
             continue
         if p.stat().st_size != size:

@@ -7,11 +7,15 @@ so samples never change the training that follows.
 """
 from __future__ import annotations
 
+import io
 import time
 from pathlib import Path
 from typing import Any, Callable, ContextManager, Optional
 
 import torch
+
+from core.fsutil import atomic_write_bytes
+from core.training.safe_state import guarded_write
 
 # Fixed sample prompts (lyrics in SongGeneration's grammar, description tags). Sample 0 uses the
 # first training song's own lyrics and description instead, to hear what the run learns.
@@ -64,7 +68,11 @@ class SampleWriter:
                                           record_window=gen.record_window, seed=gen.seed + k)
                 wav, sr = self.codec.decode(codes[0].cpu())
                 path = self.out_dir / f"step-{step}_{k}.wav"
-                sf.write(str(path), wav.detach().float().cpu().numpy().T, sr)
+                # encoded in memory, then written as one file: libsndfile reports a full disk as a bare
+                # "System error"; a Python write names it (ENOSPC) and guarded_write says which file
+                buf = io.BytesIO()
+                sf.write(buf, wav.detach().float().cpu().numpy().T, sr, format="WAV")
+                guarded_write(path, lambda: atomic_write_bytes(path, buf.getvalue()))
                 files.append(str(path))
                 event("sample", step=step, index=k, path=str(path), lyrics=lyrics, description=desc,
                       frames=int(codes.shape[-1]), seconds=round(time.time() - t0, 2), reason=reason,
