@@ -122,6 +122,10 @@ def test_v2_tags_are_kept_and_reach_the_model_text():
     assert song_text(inst, "electronic", "v2") == model_text("[verse] x", "electronic", "v2", mode="bgm") == \
         (".", "[Musicality-very-high], [Pure-Music], electronic")
     assert song_text(inst, "electronic", "v1") == (inst, "electronic")  # v1 has no bgm conditioning
+    # bgm lower-cases as upstream, also a description already holding its tier and [Pure-Music]
+    assert song_text(inst, "Electronic, Synth", "v2") == (".", "[Musicality-very-high], [Pure-Music], electronic, synth")
+    assert song_text(inst, "[Musicality-medium], [Pure-Music], Electronic", "v2") == \
+        (".", "[Musicality-medium], [Pure-Music], electronic")
     assert model_text("x", "[Musicality-low], pop", "v1") == ("x", "pop")  # not in v1's vocabulary
 
 
