@@ -18,6 +18,7 @@ import torch
 from core.text import description as desc_mod
 from core.text import lyrics as lyr
 from core.text.rules import model_text, song_text
+from core.text.section_names import map_section_label
 from tests.datagen import SHARED
 
 FIXTURE = SHARED / "fixtures" / "songgen-tiny-v2"
@@ -92,6 +93,27 @@ def test_section_names_map_and_sections_stay_apart(sheet, expected):
     assert r.status == "fixed", r.errors
     assert r.text == expected
     assert any("mapped to official tags" in c for c in r.changes)
+
+
+@pytest.mark.parametrize("label,tag", [
+    ("过门", "[inst-short]"), ("過門", "[inst-short]"), ("长过门", "[inst-long]"),      # a fill, not a bridge
+    ("ラスサビ", "[chorus]"), ("ラストサビ", "[chorus]"), ("大サビ", "[chorus]"), ("最后副歌", "[chorus]"),
+    ("Coro final", "[chorus]"), ("Estribillo final", "[chorus]"), ("Último coro", "[chorus]"),
+    ("마지막 후렴", "[chorus]"), ("Dメロ", "[bridge]"), ("Ｄメロ2", "[bridge]"), ("Cメロ", "[bridge]"),
+    ("ソロ", "[inst-short]"), ("ギターソロ", "[inst-short]"), ("ピアノソロ", "[inst-short]"),
+    ("吉他独奏", "[inst-short]"), ("기타 솔로", "[inst-short]"), ("Guitar Solo", "[inst-short]"),
+])
+def test_section_name_families(label, tag):
+    assert map_section_label(label) == tag
+    assert map_section_label(label, loose=False) == tag     # a header on its own line too
+
+
+def test_a_fill_is_instrumental_and_never_takes_a_bridges_lyrics():
+    r = lyr.check_lyrics("[主歌]\n晚风吹过\n[桥段]\n如果时间能倒流\n[过门]\n[副歌]\n我把思念写成歌\n[ギターソロ]\n[ラスサビ]\n君の名前")
+    assert r.status == "fixed", r.errors
+    assert r.text == "[verse] 晚风吹过 ; [bridge] 如果时间能倒流 ; [inst-short] ; [chorus] 我把思念写成歌 ; " \
+                     "[inst-short] ; [chorus] 君の名前"
+    assert not lyr.check_lyrics("[verse]\nwe are going solo\nthe final end").errors   # lyric lines stay lyrics
 
 
 def test_verse_and_chorus_in_chinese_are_both_kept():
