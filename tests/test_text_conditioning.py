@@ -229,7 +229,8 @@ def test_freeze_keeps_the_main_stack_bit_identical(tmp_path):
 
     cfg = load_config(None, {"workspace": str(tmp_path), "paths.base_model_path": str(CKPT),
                              "paths.runtime_path": str(FIXTURE), "training.type": "full",
-                             "training.freeze_transformer": True, "training.learning_rate": 1e-2})
+                             "training.freeze_transformer": True, "training.learning_rate": 1e-2,
+                             "training.condition_dropout": False})   # the prompt always reaches the model
     model, _, _ = build_model(cfg)  # the trainer's own model build
     L_sub = model.config.num_layers_sub
     stated = {f"transformer2.model.layers.{i}.{m}" for i in range(L_sub) for m in (
@@ -238,6 +239,9 @@ def test_freeze_keeps_the_main_stack_bit_identical(tmp_path):
         "input_layernorm.weight", "post_attention_layernorm.weight")}
     stated |= {"transformer2.model.norm.weight", "mlp.0.weight", "mlp.0.bias", "mlp.2.weight", "mlp.2.bias",
                "layer2_emb.1.weight", "layer2_emb.2.weight", "linears.0.weight", "linears.1.weight"}
+    prompt_side = {f"condition_provider.conditioners.prompt_audio.{n}" for n in
+                   ("layer2_EOT_emb", "emb.1.weight", "emb.2.weight")}    # the prompt's stream-2 tables
+    stated |= prompt_side
     assert {n for n, p in model.named_parameters() if p.requires_grad} == stated
     assert sum(p.numel() for p in model.parameters() if p.requires_grad) == sub_stack_parameter_count(model.config)
 
@@ -256,24 +260,38 @@ def test_freeze_keeps_the_main_stack_bit_identical(tmp_path):
     def outputs():
         model.eval()
         with torch.no_grad():
-            cond = model.make_conditions(lyrics, descs, None, 2)
+            cond = model.make_conditions(lyrics, descs, prompt, 2)
             prefix = model.condition_prefix(cond)
             seq = model.pattern.build(targets)
             x1 = torch.cat([prefix[0], model.emb[0](seq[:, 0])], dim=1)
             hidden = model.transformer.model(inputs_embeds=x1).last_hidden_state
             return hidden.clone(), model.forward_steps(seq, prefix)
 
+    prompt = torch.randint(0, 16384, (2, 3, model.config.prompt_frames))
     h_before, logits_before = outputs()
+    side_before = {n: model.get_parameter(n).detach().clone() for n in prompt_side}
     opt = make_optimizer(cfg, model)  # AdamW with weight decay, as training uses it
     model.train()
     model.seed_condition_dropout(0)
-    logits, mask = model.compute_predictions(targets, lyrics, descs)
+    logits, mask = model.compute_predictions(targets, lyrics, descs, prompt)
     masked_ce(logits, targets, mask).mean().backward()
     opt.step()
     h_after, logits_after = outputs()
     assert torch.equal(h_before, h_after)                                # main stack: the same bits
     assert torch.equal(logits_before[:, 0], logits_after[:, 0])          # stream-0 head too
     assert not torch.equal(logits_before[:, 1:], logits_after[:, 1:])    # the sub stack did learn
+    assert all(not torch.equal(side_before[n], model.get_parameter(n)) for n in prompt_side)   # its prompt too
+
+
+def test_freeze_transformer_with_lora_is_refused_with_its_equivalent(tmp_path):
+    from core.config import ConfigError, load_config
+    from core.training.setup import build_model
+
+    cfg = load_config(None, {"workspace": str(tmp_path), "paths.base_model_path": str(CKPT),
+                             "paths.runtime_path": str(FIXTURE), "training.type": "lora",
+                             "training.freeze_transformer": True})
+    with pytest.raises(ConfigError, match="with LoRA its equivalent is lora.stacks: transformer2"):
+        build_model(cfg)
 
 
 # ---------------------------------------------------------------- the data path
