@@ -191,16 +191,52 @@ def _merged_files(merged_dir: Path) -> list[Path]:
     return files
 
 
-def _samples(samples_dir: Optional[Path]) -> tuple[list[dict[str, Any]], list[tuple[Path, str]], Optional[dict]]:
-    """Audio of a generation folder (A/B, sweep): card rows, (file, path in repo), shared settings."""
+def _pushed_checkpoints(adapter_dir: Optional[Path], merged_dir: Optional[Path]) -> set[Path]:
+    """The checkpoint folder(s) being pushed: the adapter, and the checkpoint the merged export came from."""
+    out = {adapter_dir.resolve()} if adapter_dir is not None else set()
+    info = merged_dir / "export.json" if merged_dir is not None else None
+    if info is not None and info.is_file():
+        source = json.loads(info.read_text(encoding="utf-8")).get("source")
+        if source:
+            out.add(Path(source).expanduser().resolve())
+    return out
+
+
+def _base_like(model: dict[str, Any]) -> bool:
+    return model.get("kind") == "base" or (model.get("kind") == "lora" and model.get("strength") == 0)
+
+
+def _card_items(samples_dir: Optional[Path], pushed: set[Path]) -> tuple[list[dict[str, Any]], Optional[dict], list[str]]:
+    """The generation folder's items made from a pushed checkpoint, with the base-model items they are compared
+    with (none when no item is the pushed checkpoint's); the folder's settings; the labels left out."""
     if samples_dir is None:
-        return [], [], None
+        return [], None, []
     man_path = samples_dir / "manifest.json"
     if not man_path.is_file():
         raise HubError(f"{samples_dir} has no manifest.json; give a folder made by `python -m core generate`")
     man = json.loads(man_path.read_text(encoding="utf-8"))
+    items = man.get("items", [])
+    ours = [it for it in items if not _base_like(it.get("model", {})) and it.get("model", {}).get("checkpoint")
+            and Path(it["model"]["checkpoint"]).expanduser().resolve() in pushed]
+    keep = [it for it in items if it in ours or (ours and _base_like(it.get("model", {})))]
+    dropped = [str(it.get("model", {}).get("label", "?")) for it in items if it not in keep]
+    return keep, man.get("settings"), dropped
+
+
+def _card(samples_dir: Optional[Path], adapter_dir: Optional[Path], merged_dir: Optional[Path], say: Callable[[str], None]):
+    """Only what the pushed checkpoint made (and the base it is compared with) goes on its card:
+    -> (items, card rows, (file, path in repo), the folder's settings)."""
+    items, settings, left_out = _card_items(samples_dir, _pushed_checkpoints(adapter_dir, merged_dir))
+    if left_out:
+        say(f"not on the card (made from another checkpoint than the one pushed): {', '.join(left_out)}")
+    rows, files = _samples(samples_dir, items)
+    return items, rows, files, settings
+
+
+def _samples(samples_dir: Optional[Path], items: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[tuple[Path, str]]]:
+    """Audio of the card's items: card rows, (file, path in repo)."""
     rows, files = [], []
-    for it in man.get("items", []):
+    for it in items:
         for f in it.get("files", []):
             src = samples_dir / f
             if not src.is_file() or src.suffix.lower() not in AUDIO_EXT:
@@ -208,23 +244,19 @@ def _samples(samples_dir: Optional[Path]) -> tuple[list[dict[str, Any]], list[tu
             rows.append({"label": f"{Path(f).stem} ({it.get('model', {}).get('label', '')})",
                          "path": f"samples/{f}", "val_loss": it.get("val_loss")})
             files.append((src, f"samples/{f}"))
-    return rows, files, man.get("settings")
+    return rows, files
 
 
-def _val_losses(samples_man: Optional[Path]) -> tuple[Optional[float], Optional[float]]:
-    """(base, finetuned) validation loss from an A/B or sweep manifest."""
-    if samples_man is None or not (samples_man / "manifest.json").is_file():
-        return None, None
-    man = json.loads((samples_man / "manifest.json").read_text(encoding="utf-8"))
+def _val_losses(items: list[dict[str, Any]]) -> tuple[Optional[float], Optional[float]]:
+    """(base, finetuned) validation loss from the card's items of an A/B or sweep."""
     before = after = None
-    for it in man.get("items", []):
+    for it in items:
         m = it.get("model", {})
-        base_like = m.get("kind") == "base" or (m.get("kind") == "lora" and m.get("strength") == 0)
         if it.get("val_loss") is None:
             continue
-        if base_like and before is None:
+        if _base_like(m) and before is None:
             before = it["val_loss"]
-        elif not base_like and (m.get("kind") == "full" or m.get("strength", 1) == 1):
+        elif not _base_like(m) and (m.get("kind") == "full" or m.get("strength", 1) == 1):
             after = it["val_loss"]
     return before, after
 
@@ -375,12 +407,12 @@ def push(cfg=None, *, repo_id: Optional[str] = None, adapter_dir: Optional[str |
         raise HubError("nothing to push: give a LoRA checkpoint (--adapter) and/or a merged export (--merged)")
     # Everything local is checked before the network is touched.
     uploads, merged_info = _model_uploads(adapter_dir, merged_dir)
-    sample_rows, sample_files, sample_settings = _samples(samples)
+    card_items, sample_rows, sample_files, sample_settings = _card(samples, adapter_dir, merged_dir, say)
     uploads += sample_files
     run_cfg = (run_config_for_checkpoint(adapter_dir) if adapter_dir is not None else None) or cfg
     ds_dir = _dataset_dir(dataset_dir, run_cfg) if push_dataset or dataset_dir else None
     ds_push = _dataset_for_push(ds_dir) if ds_dir is not None else None
-    vb, va = _val_losses(samples)
+    vb, va = _val_losses(card_items)
     val_before = val_loss_before if val_loss_before is not None else vb
     val_after = val_loss_after if val_loss_after is not None else va
     base_model, base_id, demo = _base_model_names(run_cfg, hc.base_model_id)
