@@ -208,3 +208,11 @@ def test_songs_exactly_max_dur_long_prepare_and_train_whole(short_model, tmp_pat
         for epoch in range(3):
             assert ss.crop(i, epoch)[:3] == (0, 500, True)                            # whole, EOS kept
             assert ss.item(i, epoch)["lyrics"] == rows[i]["lyrics"]
+    # a dataset prepared before the fit (501 frames) is told to prepare again, not to raise max_frames
+    old = split.with_format(None).to_dict()
+    old["codes"] = [[c + [c[-1]] for c in codes] for codes in old["codes"]]
+    old["num_frames"] = [n + 1 for n in old["num_frames"]]
+    old["sections"] = ["[]"] * len(old["num_frames"])
+    from datasets import Dataset
+    with pytest.raises(ConfigError, match="one codec frame longer .* prepare the dataset again"):
+        SongSet(Dataset.from_dict(old), 500, seed=0, random_crop=True, allow_random_crop=False)
