@@ -1,7 +1,8 @@
 """Pairs as training data: the train / held-out split, the crop rule and the pair batch.
 
 Split: a prompt's pairs are held out or trained on by a hash of the prompt's text (lyrics and description,
-`core.preference.pairs.split_prompts`), so adding pairs never moves a held-out prompt into training.
+`core.preference.pairs.split_prompts`), so adding pairs never moves a held-out prompt into training. When
+the hash would hold out every prompt (one or two judged prompts), there is no held-out set: all train.
 Both songs of a pair are scored with the prompt tokens they were generated with (none for pairs
 stored without them).
 
@@ -73,11 +74,10 @@ def load_pair_splits(cfg, max_frames: int) -> tuple[PairSet, Optional[PairSet], 
     ds = store.load()
     keys = [prompt_key(lyr, desc) for lyr, desc in zip(ds["lyrics"], ds["description"])]
     held = split_prompts(keys, cfg.dpo.val_fraction, cfg.training.seed)
+    if held == set(keys):  # too few prompts for a held-out set (one judged prompt, say): train on them all
+        held = set()
     train_idx = [i for i, k in enumerate(keys) if k not in held]
     val_idx = [i for i, k in enumerate(keys) if k in held]
-    if not train_idx:
-        raise ConfigError(f"dpo.val_fraction = {cfg.dpo.val_fraction} holds out every one of the {len(held)} "
-                          "prompt(s) of the pairs, leaving none to train on; lower it or judge more prompts")
     train = PairSet(ds.select(train_idx), max_frames)
     val = PairSet(ds.select(val_idx), max_frames) if val_idx else None
     info = {"pairs_dir": str(store.root), "train_pairs": len(train), "val_pairs": len(val_idx),
