@@ -74,7 +74,8 @@ class TrainingConfig(_Section):
     gradient_checkpointing: bool = False
     # torch.compile the two Llama stacks (core.model.compiled); if compiling fails the run logs why and goes on eagerly
     compile: bool = False
-    max_frames: Optional[int] = Field(None, ge=1)  # crop rule: random window of this many frames
+    # crop rule: random window of this many frames; unset or 0: the model's max_dur
+    max_frames: Optional[int] = Field(None, ge=0)
     seed: int = 1234
     log_every: int = Field(1, ge=1)
     eval_every: int = Field(50, ge=1)

@@ -3,7 +3,6 @@ is modified, the cache skips unchanged songs and re-tokenizes only edited ones."
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -313,8 +312,6 @@ def test_auto_separation_picks_demucs_when_found(tmp_path, ws, monkeypatch):
     assert calls == [("load", "htdemucs.pth", "cpu", 3), ("separate", (2, 6 * 48000), 48000, "mix_minus_vocal")]
 
 
-@pytest.mark.skipif(os.environ.get("SONGGEN_SLOW_TESTS") != "1",
-                    reason="real Demucs on CPU takes 20-40 s; set SONGGEN_SLOW_TESTS=1")
 def test_demucs_is_used_when_its_checkpoint_is_found(songs, tmp_path, ws, monkeypatch):
     """auto separation + a runtime holding third_party/demucs/ckpt/htdemucs.pth -> Demucs, recorded in the report.
     The fixture's htdemucs is the official structure at tiny width, so its two narrow kwargs are passed in."""

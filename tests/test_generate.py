@@ -3,7 +3,6 @@ and the same seed giving the same tokens twice."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -169,8 +168,6 @@ def test_cli_generate_ab(setup, capsys):
     assert "A_base_seed3.wav" in capsys.readouterr().out
 
 
-@pytest.mark.skipif(os.environ.get("SONGGEN_SLOW_TESTS") != "1",
-                    reason="the demo model needs frames+251 decoding steps per song (4 songs); set SONGGEN_SLOW_TESTS=1")
 def test_demo_model_ab_and_sweep(tmp_path):
     """On the built-in demo model: A/B files, sweep files, manifests, and the same seed giving the same
     tokens twice (sweep strength 0 == A base, strength 1 == B, generated separately)."""

@@ -123,6 +123,8 @@ def test_text_rules():
     assert model_text("x", None, "v2") == ("x", "[Musicality-very-high], .")
     assert model_text("x", "[Musicality-high], Rock", "v2") == ("x", "[Musicality-high], rock")
     assert model_text("x", "piano", "v2", mode="bgm") == (".", "[Musicality-very-high], [Pure-Music], piano")
+    # bgm lower-cases the description too (upstream generate.py ~248, levo_inference.py ~103)
+    assert model_text("x", "Piano, Soft", "v2", mode="bgm") == (".", "[Musicality-very-high], [Pure-Music], piano, soft")
     assert model_text("x", None, "v2", mode="bgm") == (".", ".")
 
 

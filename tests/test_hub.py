@@ -153,6 +153,29 @@ def test_token_sources_update_and_clash(made, hub, monkeypatch):
     assert hub.repos[("model", "alice-lab/team-model")]["private"] is False
 
 
+def test_the_card_only_carries_what_the_pushed_checkpoint_made(made, hub):
+    """An A/B made from step-40 is not put on the card of step-20 (the studio attaches the newest generation
+    folder): no samples, no losses; pushing step-40's merged export keeps them (export.json names step-40)."""
+    from huggingface_hub import ModelCard
+
+    from core.export.hub import push
+
+    cfg, ws, adapter, merged, ab, ds = made
+    other = make_adapter(adapter.parent / "step-20", seed=5)
+    messages = []
+    push(cfg, repo_id="alice/step-20", adapter_dir=other, samples_dir=ab, token=TOKEN, log=messages.append)
+    files = hub.files("alice/step-20")
+    assert not [f for f in files if f.startswith("samples/")]
+    meta = ModelCard(files["README.md"].decode()).data.to_dict()["songgen_studio"]
+    assert meta["val_loss_before"] is None and meta["val_loss_after"] is None
+    assert any("not on the card" in m and "step-40" in m for m in messages), messages
+    push(cfg, repo_id="alice/step-40-merged", merged_dir=merged, samples_dir=ab, token=TOKEN)
+    files = hub.files("alice/step-40-merged")
+    assert {"samples/A_base_seed0.wav", "samples/B_step-40_seed0.wav"} <= set(files)
+    meta = ModelCard(files["README.md"].decode()).data.to_dict()["songgen_studio"]
+    assert meta["val_loss_after"] is not None
+
+
 def test_errors_in_words(made, hub, monkeypatch):
     from core.export.hub import HubError, push
 

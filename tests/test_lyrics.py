@@ -101,3 +101,41 @@ def test_vocabularies_and_suggestions():
     assert desc_mod.suggest_tags("pian")[0] == "piano"
     assert "pop" in desc_mod.suggest_tags("po", category="genre")
     assert desc_mod.format_description(["Female", " Pop "]) == "female, pop"
+
+
+# A full-length song in the official form (sections joined by " ; ", sentences by "."), written for this test.
+FULL_LENGTH = (
+    "[intro-medium] ; [verse] 清晨的风吹过旧窗台.阳光洒在褪色的书页上.我翻开那年写下的心愿.字迹模糊却依然温暖."
+    "街角的咖啡店换了招牌.老板的笑容还是一样.我们曾在这里谈论未来.说要一起去看海的远方 ; "
+    "[chorus] 让我再唱一遍这首歌.唱给所有走散的人听.时间带走了年少的轻狂.却带不走心里的光.如果明天风雨再来.我会记得你说的坚强."
+    "让我再唱一遍这首歌.直到黑夜变成黎明 ; [inst-medium] ; "
+    "[verse] 火车穿过无边的麦田.车窗映着我疲惫的脸.城市的灯火一盏盏亮起.每一盏都藏着一段思念.我学会了一个人吃饭."
+    "学会了在人群里沉默.可每当听见熟悉的旋律.眼泪还是悄悄滑落 ; "
+    "[chorus] 让我再唱一遍这首歌.唱给所有走散的人听.时间带走了年少的轻狂.却带不走心里的光.如果明天风雨再来.我会记得你说的坚强."
+    "让我再唱一遍这首歌.直到黑夜变成黎明 ; "
+    "[bridge] 也许路还很长.也许梦会受伤.但我依然相信.有人在远方守望.把所有的遗憾.都写进这段时光 ; "
+    "[chorus] 让我再唱一遍这首歌.唱给所有走散的人听.时间带走了年少的轻狂.却带不走心里的光.如果明天风雨再来.我会记得你说的坚强."
+    "让我再唱一遍这首歌.直到黑夜变成黎明 ; [outro-medium]")
+
+
+def test_the_demo_counts_lyrics_as_songgeneration_does(tmp_path):
+    """The demo model's lyric budget is counted with SongGeneration's own Qwen2 tokenizer (bundled), so it
+    accepts exactly what an official checkpoint accepts: the official examples and a full-length song."""
+    from core.config import load_config
+    from core.data import model_limits
+    from core.model.text import lyric_tokenizer
+    from core.text.fields import lyric_token_problem
+
+    limits = model_limits(load_config(None, {"workspace": str(tmp_path)}))
+    assert limits.is_demo and limits.lyric_max_len == 600
+    official = lyric_tokenizer(SHARED / "fixtures" / "songgen-tiny-v2" / "third_party" / "Qwen2-7B", 600,
+                               limits.structure_tags, "v2")
+    texts = [ex["gt_lyric"] for ex in _examples()] + [FULL_LENGTH]
+    for text in texts:
+        n = limits.lyric_tokens(text)
+        assert n == len(official.token_ids(text)) <= 600                 # the official count, within budget
+        assert lyric_token_problem(text, limits.lyric_max_len, limits.lyric_tokens, "song") is None
+    assert limits.lyric_tokens(FULL_LENGTH) > 300
+    too_long = " ; ".join([FULL_LENGTH] * 3)                               # over 600 for the official model too
+    assert len(official.token_ids(too_long)) > 600
+    assert "over the model's budget of 600" in lyric_token_problem(too_long, 600, limits.lyric_tokens, "song")

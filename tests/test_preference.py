@@ -88,13 +88,55 @@ def test_validate_row_messages():
     assert clean["chosen"].shape == (3, 7) and len(clean["pair_id"]) == 16
 
 
-def test_held_out_prompts_are_stable():
-    ids = [f"p{i}" for i in range(10)]
-    held = split_prompts(ids, 0.2, 7)
-    assert len(held) == 2 and held <= set(ids)
-    assert split_prompts(ids + ["p10", "p11"], 0.2, 7) & held  # adding prompts keeps earlier choices mostly
-    assert split_prompts(["a"], 0.5, 7) == set() and split_prompts(["a", "b"], 0.0, 7) == set()
-    assert len(split_prompts(["a", "b"], 0.9, 7)) == 1  # never all
+def test_held_out_prompts_never_move_when_prompts_are_added():
+    """Each prompt's side is a function of its own key: adding prompts one by one never moves an earlier
+    one (on main the top-ceil(n x fraction) rule moved them); about val_fraction of them are held out."""
+    keys = [f"[verse] line {i}\0pop" for i in range(200)]
+    final = split_prompts(keys, 0.2, 7)
+    for n in range(1, len(keys) + 1):
+        assert split_prompts(keys[:n], 0.2, 7) == final & set(keys[:n]), n
+    assert 0.12 * len(keys) <= len(final) <= 0.28 * len(keys)
+    assert split_prompts(keys, 0.0, 7) == set() and split_prompts(keys, 0.2, 8) != final   # the seed decides
+
+
+def test_the_split_keys_on_the_prompts_text(tmp_path):
+    """Two listening sessions of the same lyrics + description are one prompt: never on both sides."""
+    from core.preference.data import load_pair_splits
+
+    texts = [(f"[verse] song {i // 2}.la", "female, pop") for i in range(40)]   # each text twice, two prompt ids
+    rows = [row(i, prompt_id=f"session-{i}", lyrics=t[0], description=t[1]) for i, t in enumerate(texts)]
+    cfg = parse_config({"workspace": str(tmp_path), "dpo": {"val_fraction": 0.3}})
+    PairStore(tmp_path / "preference" / "pairs").add(rows)
+    train, val, info = load_pair_splits(cfg, 100)
+    lyr = lambda ps: {r["lyrics"] for r in ps.split}  # noqa: E731
+    assert val is not None and len(train) + len(val) == 40 and not lyr(train) & lyr(val)
+    assert info["val_prompts"] == len(lyr(val))
+    # a fraction that would hold out every prompt leaves no held-out set rather than nothing to train on
+    train, val, info = load_pair_splits(parse_config({"workspace": str(tmp_path), "dpo": {"val_fraction": 0.999999}}), 100)
+    assert len(train) == 40 and val is None and info["val_prompts"] == 0
+
+
+def test_pairs_keep_their_prompt_and_older_sets_still_load(tmp_path):
+    import datasets
+
+    prompt = song(50, 6)
+    prompt[:, 4:] = 16385                                           # a prompt shorter than the model's
+    store = PairStore(tmp_path / "pairs")
+    store.add([row(0, prompt=prompt.tolist())])
+    assert store.rows()[0]["prompt"] == prompt.tolist()
+    with pytest.raises(PairError, match=r"prompt\[0, 0\] = 16386"):
+        validate_row(row(1, prompt=[[16386] * 3] * 3))
+    # a set stored before pairs had a prompt: loads with none, keeps its ids, takes new rows
+    old = PairStore(tmp_path / "old")
+    old_rows = [validate_row(row(i)) for i in range(2)]
+    from core.preference.pairs import features
+    schema = datasets.Features({k: v for k, v in features().items() if k != "prompt"})   # the schema before
+    datasets.Dataset.from_dict({c: [r[c].tolist() if hasattr(r[c], "tolist") else r[c] for r in old_rows]
+                                for c in schema}, features=schema).save_to_disk(str(old.root))
+    assert [r["prompt"] for r in old.rows()] == [None, None]
+    assert [r["pair_id"] for r in old.rows()] == [r["pair_id"] for r in old_rows]
+    assert len(old.add([row(2, prompt=prompt.tolist())]).added) == 1
+    assert [r["prompt"] is None for r in old.rows()] == [True, True, False]
 
 
 # ---- DPO ------------------------------------------------------------------------------------------
@@ -141,7 +183,8 @@ def pair_batch(lelm, frames=(6, 4)):
 
 
 def hand_logp(model_lelm, batch, b: int, song_codes: torch.Tensor) -> float:
-    """log p of every (stream, frame < length) token, one by one from the model's logits."""
+    """log p of every (stream, frame < length) token and of the EOS after the song (it ends in the
+    window), one by one from the model's logits."""
     from core.model import build_targets
 
     targets = build_targets(batch["codes"], batch["lengths"])
@@ -152,6 +195,7 @@ def hand_logp(model_lelm, batch, b: int, song_codes: torch.Tensor) -> float:
     for q in range(3):
         for t in range(song_codes.shape[1]):
             total += float(logp[q, t, int(song_codes[q, t])])
+        total += float(logp[q, song_codes.shape[1], 16384])
     return total
 
 
@@ -259,3 +303,35 @@ def test_monitor_plots_dpo_curves(tmp_path):
     assert {"reward_margin (smoothed)", "reward_accuracy (smoothed)", "val_reward_margin",
             "val_reward_accuracy"} <= labels
     assert (2, 0.7, "val_reward_margin") in rows
+
+
+def test_pairs_carry_the_candidates_prompt_into_dpo_scoring(tmp_path, lora_model):
+    """Candidates made with prompt tokens -> their pairs store that prompt -> the DPO batch scores both
+    songs with it (a different log-prob than with no prompt), and counts the EOS of a song that ends."""
+    from core.export import candidates as cand
+    from core.preference.data import collate_pairs, load_pair_splits
+
+    peft_model, lelm = lora_model
+    P = lelm.config.prompt_frames
+    given = song(60, P + 3)                                    # longer than the model's prompt: cut to P
+    np.save(tmp_path / "p.npy", given)
+    cfg = parse_config({"workspace": str(tmp_path), "paths": {"base_model_path": str(CKPT), "runtime_path": str(FIXTURE)},
+                        "data": {"codec": "demo"}, "dpo": {"val_fraction": 0.0},
+                        "generation": {"max_seconds": 0.6, "prompt_tokens": str(tmp_path / "p.npy")}})
+    rec = cand.generate_candidates(cfg, LYRICS, "female, pop", 2, seed=3)
+    cand.mark(cfg, cand.candidates_root(cfg) / rec["prompt_id"], chosen=0, rejected=[1])
+    stored = PairStore(tmp_path / "preference" / "pairs").rows()[0]
+    assert stored["prompt"] == given[:, :P].tolist()
+    train, _, _ = load_pair_splits(cfg, 100)
+    batch = collate_pairs([train.item(0)], P, lelm.version)
+    batch.pop("pair_ids")
+    assert batch["prompt"].tolist() == [given[:, :P].tolist()] * 2          # both sides, as generated
+    step = DPOStep(peft_model, lelm, beta=0.1)
+    with_prompt = pair_logps(step, batch, reference=False)
+    without = pair_logps(step, {**batch, "prompt": torch.full_like(batch["prompt"], 16385)}, reference=False)
+    assert (with_prompt - without).abs().min() > 1e-4
+    # EOS counts for a song that ends in the window, not for a cropped one
+    from core.training.dpo_loss import inputs_and_valid
+    lengths = batch["lengths"]
+    _, valid = inputs_and_valid(batch["codes"], lengths, torch.tensor([True, False]))
+    assert valid[0, :, lengths[0]].all() and not valid[1, :, lengths[1]].any()

@@ -18,6 +18,7 @@ import torch
 from core.text import description as desc_mod
 from core.text import lyrics as lyr
 from core.text.rules import model_text, song_text
+from core.text.section_names import map_section_label
 from tests.datagen import SHARED
 
 FIXTURE = SHARED / "fixtures" / "songgen-tiny-v2"
@@ -94,6 +95,27 @@ def test_section_names_map_and_sections_stay_apart(sheet, expected):
     assert any("mapped to official tags" in c for c in r.changes)
 
 
+@pytest.mark.parametrize("label,tag", [
+    ("过门", "[inst-short]"), ("過門", "[inst-short]"), ("长过门", "[inst-long]"),      # a fill, not a bridge
+    ("ラスサビ", "[chorus]"), ("ラストサビ", "[chorus]"), ("大サビ", "[chorus]"), ("最后副歌", "[chorus]"),
+    ("Coro final", "[chorus]"), ("Estribillo final", "[chorus]"), ("Último coro", "[chorus]"),
+    ("마지막 후렴", "[chorus]"), ("Dメロ", "[bridge]"), ("Ｄメロ2", "[bridge]"), ("Cメロ", "[bridge]"),
+    ("ソロ", "[inst-short]"), ("ギターソロ", "[inst-short]"), ("ピアノソロ", "[inst-short]"),
+    ("吉他独奏", "[inst-short]"), ("기타 솔로", "[inst-short]"), ("Guitar Solo", "[inst-short]"),
+])
+def test_section_name_families(label, tag):
+    assert map_section_label(label) == tag
+    assert map_section_label(label, loose=False) == tag     # a header on its own line too
+
+
+def test_a_fill_is_instrumental_and_never_takes_a_bridges_lyrics():
+    r = lyr.check_lyrics("[主歌]\n晚风吹过\n[桥段]\n如果时间能倒流\n[过门]\n[副歌]\n我把思念写成歌\n[ギターソロ]\n[ラスサビ]\n君の名前")
+    assert r.status == "fixed", r.errors
+    assert r.text == "[verse] 晚风吹过 ; [bridge] 如果时间能倒流 ; [inst-short] ; [chorus] 我把思念写成歌 ; " \
+                     "[inst-short] ; [chorus] 君の名前"
+    assert not lyr.check_lyrics("[verse]\nwe are going solo\nthe final end").errors   # lyric lines stay lyrics
+
+
 def test_verse_and_chorus_in_chinese_are_both_kept():
     r = lyr.check_lyrics("[主歌]\n第一句\n第二句\n\n[副歌]\n副歌一句\n副歌两句")
     assert [t for t, _ in r.sections] == ["[verse]", "[chorus]"]
@@ -122,6 +144,10 @@ def test_v2_tags_are_kept_and_reach_the_model_text():
     assert song_text(inst, "electronic", "v2") == model_text("[verse] x", "electronic", "v2", mode="bgm") == \
         (".", "[Musicality-very-high], [Pure-Music], electronic")
     assert song_text(inst, "electronic", "v1") == (inst, "electronic")  # v1 has no bgm conditioning
+    # bgm lower-cases as upstream, also a description already holding its tier and [Pure-Music]
+    assert song_text(inst, "Electronic, Synth", "v2") == (".", "[Musicality-very-high], [Pure-Music], electronic, synth")
+    assert song_text(inst, "[Musicality-medium], [Pure-Music], Electronic", "v2") == \
+        (".", "[Musicality-medium], [Pure-Music], electronic")
     assert model_text("x", "[Musicality-low], pop", "v1") == ("x", "pop")  # not in v1's vocabulary
 
 
@@ -203,7 +229,8 @@ def test_freeze_keeps_the_main_stack_bit_identical(tmp_path):
 
     cfg = load_config(None, {"workspace": str(tmp_path), "paths.base_model_path": str(CKPT),
                              "paths.runtime_path": str(FIXTURE), "training.type": "full",
-                             "training.freeze_transformer": True, "training.learning_rate": 1e-2})
+                             "training.freeze_transformer": True, "training.learning_rate": 1e-2,
+                             "training.condition_dropout": False})   # the prompt always reaches the model
     model, _, _ = build_model(cfg)  # the trainer's own model build
     L_sub = model.config.num_layers_sub
     stated = {f"transformer2.model.layers.{i}.{m}" for i in range(L_sub) for m in (
@@ -212,6 +239,9 @@ def test_freeze_keeps_the_main_stack_bit_identical(tmp_path):
         "input_layernorm.weight", "post_attention_layernorm.weight")}
     stated |= {"transformer2.model.norm.weight", "mlp.0.weight", "mlp.0.bias", "mlp.2.weight", "mlp.2.bias",
                "layer2_emb.1.weight", "layer2_emb.2.weight", "linears.0.weight", "linears.1.weight"}
+    prompt_side = {f"condition_provider.conditioners.prompt_audio.{n}" for n in
+                   ("layer2_EOT_emb", "emb.1.weight", "emb.2.weight")}    # the prompt's stream-2 tables
+    stated |= prompt_side
     assert {n for n, p in model.named_parameters() if p.requires_grad} == stated
     assert sum(p.numel() for p in model.parameters() if p.requires_grad) == sub_stack_parameter_count(model.config)
 
@@ -230,24 +260,38 @@ def test_freeze_keeps_the_main_stack_bit_identical(tmp_path):
     def outputs():
         model.eval()
         with torch.no_grad():
-            cond = model.make_conditions(lyrics, descs, None, 2)
+            cond = model.make_conditions(lyrics, descs, prompt, 2)
             prefix = model.condition_prefix(cond)
             seq = model.pattern.build(targets)
             x1 = torch.cat([prefix[0], model.emb[0](seq[:, 0])], dim=1)
             hidden = model.transformer.model(inputs_embeds=x1).last_hidden_state
             return hidden.clone(), model.forward_steps(seq, prefix)
 
+    prompt = torch.randint(0, 16384, (2, 3, model.config.prompt_frames))
     h_before, logits_before = outputs()
+    side_before = {n: model.get_parameter(n).detach().clone() for n in prompt_side}
     opt = make_optimizer(cfg, model)  # AdamW with weight decay, as training uses it
     model.train()
     model.seed_condition_dropout(0)
-    logits, mask = model.compute_predictions(targets, lyrics, descs)
+    logits, mask = model.compute_predictions(targets, lyrics, descs, prompt)
     masked_ce(logits, targets, mask).mean().backward()
     opt.step()
     h_after, logits_after = outputs()
     assert torch.equal(h_before, h_after)                                # main stack: the same bits
     assert torch.equal(logits_before[:, 0], logits_after[:, 0])          # stream-0 head too
     assert not torch.equal(logits_before[:, 1:], logits_after[:, 1:])    # the sub stack did learn
+    assert all(not torch.equal(side_before[n], model.get_parameter(n)) for n in prompt_side)   # its prompt too
+
+
+def test_freeze_transformer_with_lora_is_refused_with_its_equivalent(tmp_path):
+    from core.config import ConfigError, load_config
+    from core.training.setup import build_model
+
+    cfg = load_config(None, {"workspace": str(tmp_path), "paths.base_model_path": str(CKPT),
+                             "paths.runtime_path": str(FIXTURE), "training.type": "lora",
+                             "training.freeze_transformer": True})
+    with pytest.raises(ConfigError, match="with LoRA its equivalent is lora.stacks: transformer2"):
+        build_model(cfg)
 
 
 # ---------------------------------------------------------------- the data path

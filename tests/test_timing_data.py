@@ -178,3 +178,41 @@ def test_the_lyric_token_budget_holds_per_training_item(short_model, prepared, t
     assert outcome[largest]["status"] != "rejected", outcome[largest]["reasons"]
     assert outcome[largest - 1]["status"] == "rejected"
     assert any("lyrics of item" in r and "over the model's budget" in r for r in outcome[largest - 1]["reasons"])
+
+
+LRC_20 = "[00:00.00][verse] the night is young\n[00:09.00][chorus] hold on hold on\n"
+
+
+def test_songs_exactly_max_dur_long_prepare_and_train_whole(short_model, tmp_path):
+    """The codec makes floor(s*25)+1 frames: a 20.0-s song is 501 frames for a 500-frame model. With and
+    without timing it must train whole (one window, EOS kept), not be refused or halved."""
+    ws, ckpt = short_model
+    songs = tmp_path / "songs"
+    for k, name in enumerate(("plain", "plain2", "timed", "timed2")):
+        write_song(songs / f"{name}.wav", seconds=20.0, sr=16000, seed=20 + k)
+        if name.startswith("timed"):
+            (songs / f"{name}.lrc").write_text(LRC_20, encoding="utf-8")
+        else:
+            (songs / f"{name}.txt").write_text("[verse] the night is young. ; [chorus] hold on.", encoding="utf-8")
+    cfg = load_config(None, {"workspace": str(ws), "paths.base_model_path": str(ckpt),
+                             "paths.raw_data_dir": str(songs), "paths.prepared_data_dir": str(tmp_path / "prep"),
+                             "data.val_fraction": 0.0, "training.max_frames": 0})   # 0 = the model's max_dur
+    res = data.prepare(cfg)
+    assert all(e["status"] != "rejected" for e in res.report), res.report
+    split = data.load_prepared(res.dataset_dir)["train"]
+    rows = split.with_format(None)
+    assert sorted(r["idx"] for r in rows) == ["plain", "plain2", "timed", "timed2"]   # one item per song
+    assert all(r["num_frames"] == len(r["codes"][0]) == 500 and r["reaches_end"] for r in rows)
+    ss = SongSet(split, 500, seed=0, random_crop=True, allow_random_crop=False)       # what train builds
+    for i in range(len(ss)):
+        for epoch in range(3):
+            assert ss.crop(i, epoch)[:3] == (0, 500, True)                            # whole, EOS kept
+            assert ss.item(i, epoch)["lyrics"] == rows[i]["lyrics"]
+    # a dataset prepared before the fit (501 frames) is told to prepare again, not to raise max_frames
+    old = split.with_format(None).to_dict()
+    old["codes"] = [[c + [c[-1]] for c in codes] for codes in old["codes"]]
+    old["num_frames"] = [n + 1 for n in old["num_frames"]]
+    old["sections"] = ["[]"] * len(old["num_frames"])
+    from datasets import Dataset
+    with pytest.raises(ConfigError, match="one codec frame longer .* prepare the dataset again"):
+        SongSet(Dataset.from_dict(old), 500, seed=0, random_crop=True, allow_random_crop=False)

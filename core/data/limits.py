@@ -32,11 +32,19 @@ class ModelLimits(ModelTiming):
         return int(self.config.lyric_max_len or 0)
 
     def lyric_tokens(self, text: str) -> Optional[int]:
-        """How many tokens the model's lyric tokenizer makes of `text`; None when the tokenizer is unknown."""
+        """How many tokens the model's lyric tokenizer makes of `text`; None when the tokenizer is unknown.
+
+        The demo model is counted as SongGeneration counts (its Qwen2 tokenizer, bundled), not with its own
+        small BPE (3-5 x more tokens for the same lyric): the demo then accepts exactly the lyrics an
+        official checkpoint accepts. The demo itself reads its first `lyric_max_len` own tokens."""
         if not self.runtime_root or not self.config.lyric_token_path or not self.lyric_max_len:
             return None
-        tok = _lyric_tokenizer(str(self.runtime_root / self.config.lyric_token_path), self.lyric_max_len,
-                               tuple(self.structure_tags), self.version)
+        token_dir = self.runtime_root / self.config.lyric_token_path
+        if self.is_demo:
+            from core.model.text import official_token_dir
+
+            token_dir = official_token_dir(self.runtime_root / "third_party" / "Qwen2-7B")
+        tok = _lyric_tokenizer(str(token_dir), self.lyric_max_len, tuple(self.structure_tags), self.version)
         return len(tok.token_ids(text))
 
 

@@ -312,8 +312,9 @@ def _items(song: SongInput, rep: SongReport, record: dict, limits: ModelLimits) 
     for it in rep.fields["items"]:
         f0 = min(total, int(round(it["start_s"] * frame_rate)))
         f1 = total if it["reaches_end"] else min(total, int(round(it["end_s"] * frame_rate)))
-        if len(rep.fields["items"]) > 1:  # a codec may round the song up by a frame; items stay within max_dur
-            f1 = min(f1, f0 + limits.max_frames)
+        # the codec makes floor(s*rate)+1 frames: a song of exactly max_dur is one frame over the model's
+        # max_frames. That last frame holds under 1/rate s; drop it so the item trains whole, EOS kept.
+        f1 = min(f1, f0 + limits.max_frames)
         start_s = f0 / frame_rate
         end_s = float(record["meta"]["duration_s"]) if it["reaches_end"] else f1 / frame_rate
         out.append({"idx": song.idx, "codes": codes[:, f0:f1].numpy(), "prompt": record["prompt"].numpy(),

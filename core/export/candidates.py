@@ -3,9 +3,11 @@
 `generate_candidates` runs the current model (the base, or a LoRA / full checkpoint) through
 `core.export.generate.generate_song` k times with distinct seeds (seed, seed + 1, ...), so every candidate
 is a normal test song: `<workspace>/preference/candidates/<prompt_id>/cand-<i>_seed<S>.wav`, its
-settings JSON and its tokens (`.tokens.npy`), plus `candidates.json` describing the set. Marking
+settings JSON and its tokens (`.tokens.npy`), plus `candidates.json` describing the set and the prompt
+tokens every candidate was generated with (`prompt.tokens.npy`, when generation.prompt_* gives one). Marking
 (`mark`: one preferred vs the rejected ones, or `rank`: an order from best to worst, every
-better/worse combination) turns the stored tokens into preference pairs in the workspace's store.
+better/worse combination) turns the stored tokens into preference pairs in the workspace's store, each
+carrying that prompt so DPO scores the songs under the condition they were made with.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from core.fsutil import atomic_write_json
 from core.preference.pairs import AddReport, PairError, PairStore, now_iso, pairs_dir
 
 SET_FILE = "candidates.json"
+PROMPT_FILE = "prompt.tokens.npy"
 
 
 def candidates_root(cfg) -> Path:
@@ -41,7 +44,8 @@ def generate_candidates(cfg, lyrics: str, description: Optional[str], k: int = 2
                         progress: Optional[Callable[[int, int, int], None]] = None) -> dict[str, Any]:
     """Generate k candidates (seeds seed..seed+k-1) -> the set record (also written as candidates.json)."""
     from core.codec import get_codec
-    from core.export.generate import GenerationError, ModelLoader, ModelSpec, generate_song, settings_from_config
+    from core.export.generate import (GenerationError, ModelLoader, ModelSpec, generate_song, load_prompt,
+                                      settings_from_config)
 
     if k < 2:
         raise GenerationError("generate at least 2 candidates to compare")
@@ -61,11 +65,18 @@ def generate_candidates(cfg, lyrics: str, description: Optional[str], k: int = 2
                               "demo": bool(getattr(codec, "is_demo", False)), "items": []}
     with loader.use(spec) as model:
         record["demo"] = record["demo"] or bool(getattr(model, "is_demo", False))
+        prompt = load_prompt(settings_from_config(cfg, lyrics=lyrics, description=description), codec, model)
+        record["prompt"] = prompt.source
+        if prompt.tokens is not None:  # one prompt for every candidate, kept for the pairs
+            out.mkdir(parents=True, exist_ok=True)
+            np.save(out / PROMPT_FILE, prompt.tokens.numpy().astype(np.int64), allow_pickle=False)
+            record["prompt_tokens"] = str(out / PROMPT_FILE)
         for i in range(k):
             s = int(seed) + i
             settings = settings_from_config(cfg, lyrics=lyrics, description=description, seed=s, gen_type="mixed")
             cb = (lambda d, t, _i=i: progress(_i, d, t)) if progress else None
-            res = generate_song(model, codec, settings, out, f"cand-{i}_seed{s}", model_info=spec.describe(),
+            res = generate_song(model, codec, settings, out, f"cand-{i}_seed{s}", prompt=prompt,
+                                model_info=spec.describe(),
                                 max_seconds=max_seconds if max_seconds is not None else cfg.generation.max_seconds,
                                 progress=cb, extra={"kind": "candidate", "prompt_id": prompt_id})
             record["items"].append({"index": i, "seed": s, "audio": str(out / res.files[0]),
@@ -103,10 +114,22 @@ def _tokens(item: dict[str, Any]) -> np.ndarray:
     return np.load(path, allow_pickle=False)
 
 
+def _prompt(rec: dict[str, Any]) -> Optional[np.ndarray]:
+    """The prompt tokens the set was generated with; None without a prompt (or for a set made before)."""
+    if not rec.get("prompt_tokens"):
+        return None
+    path = Path(rec["prompt_tokens"])
+    if not path.is_file():
+        raise PairError(f"set {rec['prompt_id']}: its prompt tokens file {path} is missing; generate the "
+                        "candidates again")
+    return np.load(path, allow_pickle=False)
+
+
 def _pair(rec: dict[str, Any], better: dict[str, Any], worse: dict[str, Any]) -> dict[str, Any]:
     return {"prompt_id": rec["prompt_id"], "lyrics": rec["lyrics"], "description": rec.get("description"),
             "chosen": _tokens(better), "rejected": _tokens(worse), "chosen_seed": better["seed"],
-            "rejected_seed": worse["seed"], "model_id": rec.get("model_id", ""), "created": now_iso()}
+            "rejected_seed": worse["seed"], "model_id": rec.get("model_id", ""), "created": now_iso(),
+            "prompt": _prompt(rec)}
 
 
 def _item(rec: dict[str, Any], index: int) -> dict[str, Any]:

@@ -30,13 +30,13 @@ from typing import Any, Callable, Optional
 
 import yaml
 
+from core.export.card_samples import card_samples, val_losses
 from core.runs.store import run_config_for_checkpoint
 
 UPSTREAM_LICENSE = "https://github.com/tencent-ailab/SongGeneration/blob/main/LICENSE"
 UPSTREAM_REPO = "https://github.com/tencent-ailab/SongGeneration"
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 MERGED_FILES = ("config.yaml", "model.pt")
-AUDIO_EXT = (".wav", ".flac", ".mp3", ".ogg")
 # Per song, what the published preparation report keeps: never its local source line, file paths, or the
 # text read from its files (a rejected song's "lyrics" may be whatever file a link pointed at).
 PUBLIC_REPORT_KEYS = ("idx", "status", "reasons", "duration_s", "split")
@@ -191,44 +191,6 @@ def _merged_files(merged_dir: Path) -> list[Path]:
     return files
 
 
-def _samples(samples_dir: Optional[Path]) -> tuple[list[dict[str, Any]], list[tuple[Path, str]], Optional[dict]]:
-    """Audio of a generation folder (A/B, sweep): card rows, (file, path in repo), shared settings."""
-    if samples_dir is None:
-        return [], [], None
-    man_path = samples_dir / "manifest.json"
-    if not man_path.is_file():
-        raise HubError(f"{samples_dir} has no manifest.json; give a folder made by `python -m core generate`")
-    man = json.loads(man_path.read_text(encoding="utf-8"))
-    rows, files = [], []
-    for it in man.get("items", []):
-        for f in it.get("files", []):
-            src = samples_dir / f
-            if not src.is_file() or src.suffix.lower() not in AUDIO_EXT:
-                continue
-            rows.append({"label": f"{Path(f).stem} ({it.get('model', {}).get('label', '')})",
-                         "path": f"samples/{f}", "val_loss": it.get("val_loss")})
-            files.append((src, f"samples/{f}"))
-    return rows, files, man.get("settings")
-
-
-def _val_losses(samples_man: Optional[Path]) -> tuple[Optional[float], Optional[float]]:
-    """(base, finetuned) validation loss from an A/B or sweep manifest."""
-    if samples_man is None or not (samples_man / "manifest.json").is_file():
-        return None, None
-    man = json.loads((samples_man / "manifest.json").read_text(encoding="utf-8"))
-    before = after = None
-    for it in man.get("items", []):
-        m = it.get("model", {})
-        base_like = m.get("kind") == "base" or (m.get("kind") == "lora" and m.get("strength") == 0)
-        if it.get("val_loss") is None:
-            continue
-        if base_like and before is None:
-            before = it["val_loss"]
-        elif not base_like and (m.get("kind") == "full" or m.get("strength", 1) == 1):
-            after = it["val_loss"]
-    return before, after
-
-
 def _dataset_summary(dataset_dir: Optional[Path]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if dataset_dir is None:
@@ -375,12 +337,12 @@ def push(cfg=None, *, repo_id: Optional[str] = None, adapter_dir: Optional[str |
         raise HubError("nothing to push: give a LoRA checkpoint (--adapter) and/or a merged export (--merged)")
     # Everything local is checked before the network is touched.
     uploads, merged_info = _model_uploads(adapter_dir, merged_dir)
-    sample_rows, sample_files, sample_settings = _samples(samples)
+    card_items, sample_rows, sample_files, sample_settings = card_samples(samples, adapter_dir, merged_dir, say)
     uploads += sample_files
     run_cfg = (run_config_for_checkpoint(adapter_dir) if adapter_dir is not None else None) or cfg
     ds_dir = _dataset_dir(dataset_dir, run_cfg) if push_dataset or dataset_dir else None
     ds_push = _dataset_for_push(ds_dir) if ds_dir is not None else None
-    vb, va = _val_losses(samples)
+    vb, va = val_losses(card_items)
     val_before = val_loss_before if val_loss_before is not None else vb
     val_after = val_loss_after if val_loss_after is not None else va
     base_model, base_id, demo = _base_model_names(run_cfg, hc.base_model_id)

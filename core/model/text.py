@@ -9,6 +9,10 @@ demo model's) works with the same code.
 """
 from __future__ import annotations
 
+import gzip
+import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -22,6 +26,8 @@ IM_START = "<|im_start|>"
 PAD_TOKEN = "<|endoftext|>"
 V2_DESCRIPTION_TAGS = list(MUSICALITY_TAGS)  # the v2 tokenizer's added tokens, in the official order
 NUM_STRUCTURE_EMBEDDINGS = 200  # size of the official structure table
+# SongGeneration's Qwen2 tokenizer files (Apache-2.0), bundled gzip-compressed: see its README.md
+OFFICIAL_TOKENIZER_ASSETS = Path(__file__).resolve().parents[2] / "assets" / "qwen2-tokenizer"
 
 
 @lru_cache(maxsize=8)
@@ -115,3 +121,27 @@ def description_tokenizer(token_dir: str | Path, max_len: int, version: str) -> 
 def base_vocab_size(token_dir: str | Path) -> int:
     """Size of the tokenizer without our added tags (151646 for Qwen2)."""
     return len(_load_tokenizer(str(token_dir), ()))
+
+
+def official_token_dir(dest: str | Path) -> Path:
+    """SongGeneration's own Qwen2 tokenizer files, unpacked once into `dest` (an official runtime's
+    `third_party/Qwen2-7B` layout), for counting lyrics as the official model counts them."""
+    dest = Path(dest)
+    names = ("vocab.json", "merges.txt", "tokenizer_config.json")
+    if all((dest / n).is_file() for n in names):
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".qwen2-", dir=dest.parent))
+    try:
+        for n in names[:2]:
+            with gzip.open(OFFICIAL_TOKENIZER_ASSETS / f"{n}.gz", "rb") as src, open(tmp / n, "wb") as out:
+                shutil.copyfileobj(src, out)
+        shutil.copy(OFFICIAL_TOKENIZER_ASSETS / names[2], tmp / names[2])
+        try:
+            os.replace(tmp, dest)
+        except OSError:  # another process unpacked it first
+            if not all((dest / n).is_file() for n in names):
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dest

@@ -3,8 +3,10 @@
 One row = one judgement: for the same lyrics and description, the song with tokens `chosen` [3, T]
 was preferred to the song with tokens `rejected` [3, T'] (mixed, vocal, bgm; codes 0..16383, no
 EOS/empty ids inside a song). Rows also keep the seeds the two songs were generated with, the
-prompt they answer (`prompt_id`, shared by every pair of one listening session), the model that
-made them and when the judgement was made.
+prompt they answer (`prompt_id`, shared by every pair of one listening session), the prompt tokens
+both songs were generated with (`prompt` [3, P], EMPTY where absent; null when there was none, and in
+pair sets stored before this field, which still load), the model that made them and when the
+judgement was made.
 
 Stored with `save_to_disk` under `<workspace>/preference/pairs/` (or `dpo.pairs_dir`). Adding rows
 writes a new folder and swaps it in, so a crash leaves the old dataset or the new one, never half.
@@ -24,10 +26,10 @@ from typing import Any, Iterable, Optional
 
 import numpy as np
 
-from core.tokens import CODE_SIZE
+from core.tokens import CODE_SIZE, EMPTY
 
 FIELDS = ("pair_id", "prompt_id", "lyrics", "description", "chosen", "rejected", "chosen_seed", "rejected_seed",
-          "model_id", "created")
+          "model_id", "created", "prompt")
 REQUIRED = ("prompt_id", "chosen", "rejected")
 
 
@@ -41,7 +43,7 @@ def features():
     return Features({"pair_id": Value("string"), "prompt_id": Value("string"), "lyrics": Value("string"),
                      "description": Value("string"), "chosen": tokens, "rejected": tokens,
                      "chosen_seed": Value("int64"), "rejected_seed": Value("int64"), "model_id": Value("string"),
-                     "created": Value("string")})
+                     "created": Value("string"), "prompt": tokens})
 
 
 def now_iso() -> str:
@@ -56,8 +58,8 @@ def pairs_dir(cfg) -> Path:
 
 
 # ---- validation -----------------------------------------------------------------------------------
-def check_tokens(value: Any, name: str) -> np.ndarray:
-    """A song's tokens -> int64 array [3, T]; PairError naming `name` and the problem otherwise."""
+def check_tokens(value: Any, name: str, top: int = CODE_SIZE - 1) -> np.ndarray:
+    """A song's tokens (ids 0..`top`) -> int64 array [3, T]; PairError naming `name` and the problem otherwise."""
     if hasattr(value, "detach"):
         value = value.detach().cpu().numpy()
     if isinstance(value, (list, tuple)) and all(isinstance(s, (list, tuple)) for s in value):
@@ -81,11 +83,12 @@ def check_tokens(value: Any, name: str) -> np.ndarray:
     elif arr.dtype.kind not in "iu":
         raise PairError(f"{name}: tokens must be integers, got {arr.dtype}")
     arr = arr.astype(np.int64)
-    bad = (arr < 0) | (arr >= CODE_SIZE)
+    bad = (arr < 0) | (arr > top)
     if bad.any():
         q, t = (int(i) for i in np.argwhere(bad)[0])
-        raise PairError(f"{name}[{q}, {t}] = {int(arr[q, t])}: tokens must be codes 0..{CODE_SIZE - 1} "
-                        "(a song's tokens end before EOS; no special ids inside)")
+        why = ("(a song's tokens end before EOS; no special ids inside)" if top < CODE_SIZE else
+               f"({EMPTY} where the prompt is absent)")
+        raise PairError(f"{name}[{q}, {t}] = {int(arr[q, t])}: tokens must be codes 0..{top} {why}")
     return arr
 
 
@@ -112,8 +115,8 @@ def make_pair_id(row: dict[str, Any]) -> str:
     h = hashlib.sha256()
     for key in ("prompt_id", "lyrics", "description"):
         h.update(str(row.get(key)).encode("utf-8") + b"\0")
-    for key in ("chosen", "rejected"):
-        arr = np.ascontiguousarray(row[key], dtype=np.int64)
+    for key in ("chosen", "rejected") + (("prompt",) if row.get("prompt") is not None else ()):
+        arr = np.ascontiguousarray(row[key], dtype=np.int64)  # no prompt: the id pairs had before the field
         h.update(str(arr.shape).encode() + arr.tobytes())
     return h.hexdigest()[:16]
 
@@ -128,12 +131,13 @@ def validate_row(row: Any) -> dict[str, Any]:
     if missing:
         problems.append(f"missing {', '.join(missing)}")
     out: dict[str, Any] = {}
-    for key in ("chosen", "rejected"):
+    for key in ("chosen", "rejected", "prompt"):
         if row.get(key) is not None:
             try:
-                out[key] = check_tokens(row[key], key)
+                out[key] = check_tokens(row[key], key, EMPTY if key == "prompt" else CODE_SIZE - 1)
             except PairError as err:
                 problems.append(str(err))
+    out.setdefault("prompt", None)
     for key in ("pair_id", "prompt_id", "lyrics", "description", "model_id", "created"):
         try:
             out[key] = _opt_str(row.get(key), key)
@@ -193,7 +197,10 @@ class PairStore:
         import datasets
         if not self.exists():
             return datasets.Dataset.from_dict({k: [] for k in features()}, features=features())
-        return datasets.load_from_disk(str(self.root))
+        ds = datasets.load_from_disk(str(self.root))
+        if "prompt" not in ds.column_names:  # stored before pairs kept their prompt: none recorded
+            ds = ds.add_column("prompt", [None] * len(ds), feature=features()["prompt"])
+        return ds
 
     def __len__(self) -> int:
         return len(self.load()) if self.exists() else 0
@@ -294,15 +301,19 @@ class PairStore:
 
 
 # ---- held-out split -------------------------------------------------------------------------------
-def split_prompts(prompt_ids: Iterable[str], val_fraction: float, seed: int) -> set[str]:
-    """The prompts whose pairs are held out: ceil(n x val_fraction) of the distinct prompts (at least
-    one when val_fraction > 0 and there are 2+ prompts, never all), ranked by a hash of (seed, id) so
-    the choice does not move when other prompts are added."""
-    import math
+def prompt_key(lyrics: Optional[str], description: Optional[str]) -> str:
+    """What a prompt is for the held-out split: its text (two listening sessions of the same lyrics and
+    description are one prompt, so their pairs can never sit on both sides)."""
+    return f"{lyrics or ''}\0{description or ''}"
 
-    ids = sorted(set(prompt_ids))
-    if val_fraction <= 0 or len(ids) < 2:
-        return set()
-    n = min(len(ids) - 1, max(1, math.ceil(len(ids) * val_fraction)))
-    ranked = sorted(ids, key=lambda p: hashlib.sha256(f"{seed}/{p}".encode()).hexdigest())
-    return set(ranked[:n])
+
+def split_prompts(prompt_keys: Iterable[str], val_fraction: float, seed: int) -> set[str]:
+    """The prompts whose pairs are held out: each prompt on its own, held out when a hash of (seed, its key)
+    falls in the first `val_fraction` of the hash range. A prompt's side depends on nothing else, so it
+    never moves when pairs or prompts are added (about val_fraction of the prompts are held out)."""
+    out = set()
+    for key in set(prompt_keys):
+        u = int(hashlib.sha256(f"{seed}/{key}".encode("utf-8")).hexdigest()[:16], 16) / 2.0 ** 64
+        if u < val_fraction:
+            out.add(key)
+    return out

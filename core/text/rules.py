@@ -7,9 +7,10 @@ finetune sees text shaped the way generation gives it.
 - v2: `"[Musicality-very-high], " + description.lower()` (`"[Musicality-very-high], ."` when absent).
   A tier already in the description ([Musicality-medium] ...) replaces the default, and every v2 tag
   keeps its spelling (lower-casing would turn it into plain text).
-- v2 accompaniment-only ("bgm"): lyrics `"."`, description `"<tier>, [Pure-Music], " + description`
-  (not lower-cased, as upstream), or just `"."` when there is no description at all (upstream's
-  form). A description holding only a tier gives `"<tier>, [Pure-Music], ."`.
+- v2 accompaniment-only ("bgm"): lyrics `"."`, description `"<tier>, [Pure-Music], " + description.lower()`
+  (upstream lower-cases it in bgm mode too: generate.py ~248, levo_inference.py ~103), or just `"."`
+  when there is no description at all (upstream's form). A description holding only a tier gives
+  `"<tier>, [Pure-Music], ."`.
 Training (`song_text`) conditions a song whose lyrics have no sung section exactly as bgm generation
 does: one function, `bgm_text`, serves both.
 """
@@ -59,10 +60,8 @@ def bgm_text(description: Optional[str], version: str, lyrics: Optional[str] = N
     desc = description.strip() if description and description.strip() else None
     if desc is None:
         return ".", "."
-    if has_musicality_tag(desc) and PURE_MUSIC_TAG.lower() in desc.lower():
-        return ".", desc  # already in the final form (a re-run, or written by the user)
     rest = _without_tags(desc)
-    return ".", f"{_first_tier(desc)}, {PURE_MUSIC}{rest if rest is not None else '.'}"
+    return ".", f"{_first_tier(desc)}, {PURE_MUSIC}{rest.lower() if rest is not None else '.'}"
 
 
 def model_text(lyrics: Optional[str], description: Optional[str], version: str,

@@ -4,7 +4,9 @@ Covers English, Chinese (simplified and traditional), Japanese, Korean and Spani
 French / Portuguese / German words), with an optional number or letter ("Verse 2", "主歌1",
 "Aメロ", "1절") and an optional length word for instrumental parts ("long intro", "长前奏").
 A pre-chorus is mapped to [verse]: it is sung, verse-like material (the official tags have no
-pre-chorus). A name that is not listed maps to nothing; the caller reports it as an error.
+pre-chorus). A name may carry a "last"/"final" word ("ラスサビ", "Coro final", "最后副歌") or name the
+soloing instrument ("ギターソロ", "吉他独奏"): the family's tag. 过门 is an instrumental fill ([inst-*]),
+Cメロ / Dメロ are bridges. A name that is not listed maps to nothing; the caller reports it as an error.
 """
 from __future__ import annotations
 
@@ -38,8 +40,8 @@ _NAMES: dict[str, tuple[str, ...]] = {
     ),
     "bridge": (
         "bridge", "middle 8", "middle eight",
-        "桥段", "橋段", "桥", "橋", "过渡", "過渡", "过门", "過門",
-        "cメロ", "ｃメロ", "ブリッジ",
+        "桥段", "橋段", "桥", "橋", "过渡", "過渡",
+        "cメロ", "ｃメロ", "dメロ", "ｄメロ", "ブリッジ",
         "브릿지", "브리지",
         "puente", "pont", "ponte",
     ),
@@ -59,8 +61,8 @@ _NAMES: dict[str, tuple[str, ...]] = {
     ),
     "inst": (
         "instrumental", "inst", "interlude", "solo", "break", "breakdown", "drop", "guitar solo",
-        "间奏", "間奏", "器乐", "器樂", "独奏", "獨奏", "solo段",
-        "간주", "솔로",
+        "间奏", "間奏", "器乐", "器樂", "独奏", "獨奏", "solo段", "过门", "過門",  # 过门: an instrumental fill
+        "ソロ", "간주", "솔로",
         "interludio", "puente instrumental",
     ),
     "silence": ("silence", "静音", "靜音", "无声", "無聲", "沉默", "무음", "silencio"),
@@ -90,6 +92,29 @@ def _strip_length_words(name: str) -> str:
     return re.sub(r"\s+", " ", name).strip(" -_:")
 
 
+# Words that place a section ("ラスサビ" = last chorus, "Coro final", "最后副歌") without changing its kind,
+# and endings that name a solo of some instrument ("ギターソロ", "吉他独奏", "기타 솔로").
+_PLACE_BEFORE = ("ラスト", "ラス", "大", "落ち", "頭", "最後の", "最后", "最後", "last", "final", "último", "ultimo",
+                 "última", "ultima", "마지막")
+_PLACE_AFTER = ("final", "finale", "finales")
+_SOLO_ENDINGS = ("ソロ", "独奏", "獨奏", "솔로")  # "guitar solo" is read word by word (and never from a bare line)
+
+
+def _kind_of_modified(name: str) -> Optional[str]:
+    """The kind of a known name with a placing word before/after it, or of an instrument's solo."""
+    for pre in _PLACE_BEFORE:
+        rest = name[len(pre):].strip(" -_:.の")
+        if name.startswith(pre) and rest and rest in _LOOKUP:
+            return _LOOKUP[rest]
+    for post in _PLACE_AFTER:
+        rest = name[:-len(post)].strip(" -_:.")
+        if name.endswith(post) and rest and rest in _LOOKUP:
+            return _LOOKUP[rest]
+    if any(name.endswith(e) and 0 < len(name) - len(e) <= 12 for e in _SOLO_ENDINGS):
+        return "inst"
+    return None
+
+
 def _kind_of(name: str) -> Optional[str]:
     """The kind of a bare name, after removing numbering and length words; None when unknown."""
     name = re.sub(r"\s+", " ", name.lower()).strip(" -_:.")
@@ -102,6 +127,9 @@ def _kind_of(name: str) -> Optional[str]:
         name = stripped
     if name in _LOOKUP:
         return _LOOKUP[name]
+    kind = _kind_of_modified(name)
+    if kind:
+        return kind
     bare = _strip_length_words(name)
     if bare != name and bare:
         return _kind_of(bare)

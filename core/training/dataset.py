@@ -96,7 +96,12 @@ class SongSet(Dataset):
             raise ConfigError(f"the prepared items of {', '.join(bad[:5])} have lyrics that do not match their "
                               "sections; prepare the dataset again")
         self.notes: list[str] = []
-        untimed = [self.ids[i] for i in range(n) if self.spans[i] is None and self.num_frames[i] > max_frames]
+        long = [i for i in range(n) if self.spans[i] is None and self.num_frames[i] > max_frames]
+        untimed = [self.ids[i] for i in long]
+        if long and all(self.num_frames[i] == max_frames + 1 for i in long) and not allow_random_crop:
+            raise ConfigError(f"song(s) {', '.join(untimed[:5])} are one codec frame longer than the crop of "
+                              f"{max_frames} frames: songs of exactly max_dur, prepared before prepare fitted them "
+                              "to the model; prepare the dataset again (the encoded songs are reused from the cache)")
         if untimed and not allow_random_crop:
             raise ConfigError(
                 f"training.max_frames = {max_frames} ({max_frames / frame_rate:.1f} s) is shorter than "

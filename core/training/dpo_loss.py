@@ -1,10 +1,11 @@
 """DPO on preference pairs: the batch, the loss and the held-out reward metrics.
 
 Sequence log-probability of a song: the sum over the three streams and every valid position
-(the delay pattern's mask ∧ frame < the song's length) of log p(token), from
-`LeLM.compute_predictions` on the same inputs SFT training feeds (`build_targets`: EOS after a
-whole song, nothing after a cropped one). EOS itself is not counted, so two songs of different
-lengths are compared on their tokens only.
+(the delay pattern's mask ∧ frame < the song's length, plus the EOS frame when the song ends inside
+the window) of log p(token), from `LeLM.compute_predictions` on the same inputs SFT training feeds
+(`build_targets`: EOS after a whole song, nothing after a cropped one), with the prompt tokens the
+pair's songs were generated with. EOS counts because where a song stops is part of what the listener
+judged (a song cut off, or one that runs on); a cropped song's window holds no ending, so none counts.
 
 DPO (Rafailov et al. 2023), with conservative label smoothing eps (Mitchell 2023):
     h      = beta * [(log pi(c) - log ref(c)) - (log pi(r) - log ref(r))]
@@ -50,14 +51,16 @@ def dpo_loss(pi_chosen: torch.Tensor, pi_rejected: torch.Tensor, ref_chosen: tor
 
 def inputs_and_valid(codes: torch.Tensor, lengths: torch.Tensor, reaches_end: torch.Tensor
                      ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(model input/targets as SFT builds them, positions that count [B, K, T']: frame < length)."""
+    """(model input/targets as SFT builds them, positions that count [B, K, T']: frame < length, and
+    frame == length (EOS) where the song ends in the window)."""
     from core.model import build_targets
 
     targets = build_targets(codes, lengths)
     for b in (~reaches_end.to(targets.device)).nonzero().flatten().tolist():
         targets[b, :, int(lengths[b])] = EMPTY  # a cropped song does not end here
     frames = torch.arange(targets.shape[-1], device=targets.device)
-    valid = frames[None, None, :] < lengths.to(targets.device)[:, None, None]
+    ends = lengths.to(targets.device) + reaches_end.to(targets.device).long()  # EOS frame included
+    valid = frames[None, None, :] < ends[:, None, None]
     return targets, valid.expand_as(targets)
 
 

@@ -27,6 +27,10 @@ def build_model(cfg: StudioConfig, dtype: Optional[torch.dtype] = None):
             raise ConfigError("training.base_dtype: bfloat16 keeps frozen base weights for LoRA; full fine-tuning "
                               "needs float32 weights (choose float32, or training.type: lora)")
         dtype = torch.bfloat16 if cfg.training.base_dtype == "bfloat16" else torch.float32
+    if cfg.training.freeze_transformer and cfg.training.type != "full":
+        raise ConfigError("training.freeze_transformer trains the track-specific side of a full fine-tune; with "
+                          "LoRA its equivalent is lora.stacks: transformer2 (adapters only there, the main stack "
+                          "unchanged). Set training.freeze_transformer: false, or training.type: full")
 
     ckpt_dir = Path(resolve_base_model(cfg))
     lelm = LeLM.from_pretrained(ckpt_dir, runtime_root=cfg.paths.runtime_path, dtype=dtype)
