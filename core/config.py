@@ -19,11 +19,14 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from core.errors import StudioError
+
 DEMO = "demo"
 
 
-class ConfigError(ValueError):
+class ConfigError(StudioError, ValueError):
     """A config file that cannot be used; the message names the key and what is accepted."""
+    code = "config"
     details: list = []  # pydantic's errors (loc, type, input, ctx) when the values failed validation
 
 

@@ -32,6 +32,7 @@ from typing import Any, Callable, Iterator, Optional
 import numpy as np
 import torch
 
+from core.errors import StudioError
 from core.fsutil import slugify
 from core.tokens import EMPTY
 
@@ -46,8 +47,9 @@ DEFAULT_LYRICS = ("[intro-short] ; [verse] the city lights are calling me home.i
                   "[chorus] hold on to the night.we are young and the sky is bright ; [outro-short]")
 
 
-class GenerationError(RuntimeError):
+class GenerationError(StudioError, RuntimeError):
     """Generation settings or inputs that cannot be used; the message says what to change."""
+    code = "generation"
 
 
 # ---------------------------------------------------------------------------------------------

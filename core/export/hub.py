@@ -30,6 +30,7 @@ from typing import Any, Callable, Optional
 
 import yaml
 
+from core.errors import StudioError
 from core.export.card_samples import card_samples, val_losses
 from core.runs.store import run_config_for_checkpoint
 
@@ -42,8 +43,9 @@ MERGED_FILES = ("config.yaml", "model.pt")
 PUBLIC_REPORT_KEYS = ("idx", "status", "reasons", "duration_s", "split")
 
 
-class HubError(RuntimeError):
+class HubError(StudioError, RuntimeError):
     """A push that cannot go ahead; the message says why and what to do (never contains the token)."""
+    code = "hub"
 
 
 # ---------------------------------------------------------------------------------------------

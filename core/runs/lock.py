@@ -24,17 +24,39 @@ from typing import Any, Optional
 
 from filelock import FileLock, Timeout
 
+from core.errors import StudioError
+
 LOCK_NAME = "train.lock"
 
 
-class RunLocked(RuntimeError):
+class RunLocked(StudioError, RuntimeError):
     """Another live process holds the run folder's lock."""
+    code = "run_locked"
 
     def __init__(self, output_dir: Path, holder: dict[str, Any]):
         self.output_dir, self.holder = Path(output_dir), holder
         super().__init__(f"{output_dir} is in use by another training process ({describe_holder(holder)}); "
                          "stop that run first (studio: Stop, or Ctrl+C in its shell), or train into another "
-                         "output_dir")
+                         "output_dir", run=str(output_dir), holder=describe_holder(holder))
+
+
+class RunError(StudioError, RuntimeError):
+    """A run that cannot be started, renamed or deleted now (another one is busy, it is running)."""
+    code = "run"
+
+
+class NotARun(StudioError, FileNotFoundError):
+    """A folder that is not a run of the workspace."""
+    code = "not_a_run"
+
+
+class RunNameError(StudioError, ValueError):
+    """A new run name that cannot be used."""
+    code = "run_name"
+
+
+class RunNameTaken(StudioError, FileExistsError):
+    code = "run_name_taken"
 
 
 def describe_holder(holder: dict[str, Any]) -> str:
