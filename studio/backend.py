@@ -386,12 +386,11 @@ def estimate(cfg, lang: str = "en") -> str:
 
 
 def _duration(seconds: float, lang: str = "en") -> str:
-    zh = lang == "zh"
     if seconds < 90:
-        return f"{seconds:.0f} {'秒' if zh else 's'}"
+        return tr("dur_s", lang, n=f"{seconds:.0f}")
     if seconds < 5400:
-        return f"{seconds / 60:.0f} {'分钟' if zh else 'min'}"
-    return f"{seconds / 3600:.1f} {'小时' if zh else 'h'}"
+        return tr("dur_min", lang, n=f"{seconds / 60:.0f}")
+    return tr("dur_h", lang, n=f"{seconds / 3600:.1f}")
 
 
 def start_new_run(ws, v: dict[str, Any], lang: str = "en") -> Path:
