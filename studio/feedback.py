@@ -1,7 +1,7 @@
 """One refusal, one message: how the studio shows an error of an event.
 
 Raised inside an event, a `gr.Error` marks every output component of that event with a red "Error"
-badge (ten of them for one missing file in the Data tab). `soften(demo)` wraps each queued event of the
+badge (ten of them for one missing file in the Data tab). `soften(demo)` wraps each event of the
 built app so that, in the page, a refusal becomes one warning toast in the browser's language and the
 outputs stay as they were (`gr.skip()`); called through the HTTP API (no triggering component:
 `gr.EventData.target` is None) it stays an exception, so scripts and tests see the call fail.
@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import functools
 import logging
+import traceback
 import uuid
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional
 
@@ -107,12 +109,9 @@ def report_internal(err: BaseException, log_file: Optional[Path]) -> str:
     if log_file is not None:
         try:
             log_file.parent.mkdir(parents=True, exist_ok=True)
-            handler = logging.FileHandler(log_file, encoding="utf-8")
-            handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(message)s"))
-            record = log.makeRecord(log.name, logging.ERROR, __file__, 0, "internal error, incident %s",
-                                    (incident,), (type(err), err, err.__traceback__))
-            handler.handle(record)
-            handler.close()
+            with log_file.open("a", encoding="utf-8") as fh:
+                fh.write(f"{datetime.now(timezone.utc).isoformat(timespec='seconds')} internal error, incident "
+                         f"{incident}\n{''.join(traceback.format_exception(err))}\n")
         except OSError:  # a full or read-only disk: the server log above still has it
             pass
     return incident
@@ -128,11 +127,11 @@ def internal(err: BaseException, log_file: Optional[Path], show_where: bool = Tr
 
 def soften(demo: gr.Blocks, default_lang: str = "en", log_file: Optional[Path] = None,
            show_where: bool = True) -> None:
-    """Wrap every queued event of `demo` (see the module doc). Events Gradio runs unqueued cannot show
-    a toast, and an event whose follow-up runs only on success must still fail: both keep gr.Error.
+    """Wrap every event of `demo` (see the module doc). Events Gradio runs unqueued cannot show a toast,
+    and an event whose follow-up runs only on success must still fail: both raise the worded gr.Error.
     `log_file`: where bugs' tracebacks go; `show_where`: name that file to the user (not on a public Space)."""
 
-    def handle(fn, args, request, event, n_outputs: int = 0):
+    def handle(fn, args, request, event, n_outputs: int = 0, quiet: bool = True):
         try:
             return fn(*args)
         except gr.Error as err:
@@ -143,11 +142,11 @@ def soften(demo: gr.Blocks, default_lang: str = "en", log_file: Optional[Path] =
             shown = internal(err, log_file, show_where)
         lang = request_lang(request, default_lang)
         text = message(shown, lang)
-        if compat.from_api(event):  # the HTTP API: an exception
+        if not quiet or compat.from_api(event):  # the HTTP API, or an event that must fail: an exception
             raise gr.Error(text, duration=shown.duration, title=shown.title) from None
         gr.Warning(text, title=tr("st_warning", lang).capitalize())
         n = n_outputs
         return None if n == 0 else (gr.skip() if n == 1 else tuple(gr.skip() for _ in range(n)))
 
-    for f in compat.plain_queued_events(demo):
-        compat.with_context(f, functools.partial(handle, n_outputs=len(f.outputs)))
+    for f, quiet in compat.plain_events(demo):
+        compat.with_context(f, functools.partial(handle, n_outputs=len(f.outputs), quiet=quiet))

@@ -6,7 +6,7 @@ stops doing it, so an upgrade shows here instead of as a silent misbehaviour in 
 1. `named`: Gradio names an event's HTTP API parameters after the handler's `inspect.signature`, and
    finds the `gr.Request` / `gr.EventData` parameters by their type hints (typing.get_type_hints), not by
    position. The Train tab gives its *vals handlers one parameter per config key this way.
-2. `plain_queued_events` / `with_context`: `Blocks.fns` maps ids to BlockFunction records whose `fn`,
+2. `plain_events` / `with_context`: `Blocks.fns` maps ids to BlockFunction records whose `fn`,
    `queue`, `inputs`, `outputs`, `types_generator`, `trigger_after`, `trigger_only_on_success` and
    `collects_event_data` attributes Gradio reads when it runs the event; replacing `fn` after the layout
    is built changes what runs. An event called through the HTTP API gets an EventData whose `target` is
@@ -44,13 +44,14 @@ def named(fn: Callable, names: Iterable[str], with_request: bool = False) -> Cal
 _REQ, _EVT = "_studio_request", "_studio_event"
 
 
-def plain_queued_events(demo: gr.Blocks) -> list:
-    """The BlockFunctions of `demo` that can be wrapped: queued (an unqueued event cannot show a toast),
-    synchronous, not generators, and not an event whose success-only follow-up needs it to fail."""
+def plain_events(demo: gr.Blocks) -> list[tuple[Any, bool]]:
+    """(BlockFunction, may it end quietly) for each synchronous, non-generator handler of `demo`. Quietly
+    (a toast, outputs left as they were) only when queued (an unqueued event cannot show a toast) and no
+    success-only follow-up needs it to fail; the others must still end in an error."""
     fns = list(demo.fns.values())
     needs_failure = {f.trigger_after for f in fns if f.trigger_only_on_success and f.trigger_after is not None}
-    return [f for f in fns if f.fn is not None and f.queue and f._id not in needs_failure
-            and not f.types_generator and not inspect.iscoroutinefunction(f.fn)]
+    return [(f, bool(f.queue) and f._id not in needs_failure) for f in fns
+            if f.fn is not None and not f.types_generator and not inspect.iscoroutinefunction(f.fn)]
 
 
 def _context_params(fn: Callable, n_inputs: int, hints: dict) -> list[inspect.Parameter] | None:

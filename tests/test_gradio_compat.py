@@ -41,8 +41,8 @@ def served():
         seen["context"] = (request, event, compat.from_api(event))
         return fn(*args)
 
-    wrapped = compat.plain_queued_events(demo)
-    for f in wrapped:
+    wrapped = compat.plain_events(demo)
+    for f, _ in wrapped:
         compat.with_context(f, handler)
     port = free_port()
     demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
@@ -69,13 +69,17 @@ def test_block_functions_are_wrapped_in_place_and_see_request_and_event(served):
     for name in ("fn", "queue", "inputs", "outputs", "types_generator", "trigger_after", "trigger_only_on_success",
                  "collects_event_data", "_id"):
         assert all(hasattr(f, name) for f in fns), name
-    names = {f.api_name for f in wrapped}
-    assert {"fields", "echo"} <= names and "first" not in names and "unqueued" not in names
-    assert all(f.collects_event_data for f in wrapped)
+    quiet = {f.api_name: q for f, q in wrapped}
+    # a toast only where Gradio can show one and no success-only follow-up waits for a failure
+    assert quiet["fields"] and quiet["echo"] and not quiet["first"] and not quiet["unqueued"]
+    assert all(f.collects_event_data for f, _ in wrapped)
     assert client.predict("abc", api_name="/echo") == "ABC"  # the replaced fn is what runs
     request, event, from_api = seen["context"]
     assert isinstance(request, gr.Request) and isinstance(event, gr.EventData)
     assert from_api and event.target is None  # called through the API: no component triggered it
+    assert client.predict("xyz", api_name="/unqueued") == "XYZ"  # an unqueued event gets them too
+    request, event, _ = seen["context"]
+    assert isinstance(request, gr.Request) and isinstance(event, gr.EventData)
 
 
 def test_early_head_puts_its_script_first_in_the_page(served):
