@@ -211,6 +211,15 @@ def _merge(args) -> int:
 
 
 
+def _sampling_flags(p: argparse.ArgumentParser) -> None:
+    """--gen-type and one flag per sampling setting, their choices and defaults from core.sampling."""
+    p.add_argument("--gen-type", default=None, type=_one_of(GEN_TYPES), metavar="{" + ",".join(GEN_TYPES) + "}",
+                   help=f"what to render (default generation.gen_type, else {GEN_TYPES[0]})")
+    for name, default in SAMPLING.kwargs().items():
+        p.add_argument("--" + name.replace("_", "-"), type=type(default), default=None,
+                       help=f"sampling (default generation.{name}, else {default:g})")
+
+
 def _one_of(allowed: tuple[str, ...]) -> Callable[[str], str]:
     """An argparse type that accepts one of `allowed` and names them all otherwise."""
     def check(value: str) -> str:
@@ -344,11 +353,7 @@ def build_parser(prog: str = "python -m core") -> argparse.ArgumentParser:
     p.add_argument("--max-seconds", type=float, default=None,
                    help=f"song length (default generation.max_seconds, else {DEFAULT_GENERATE_SECONDS:g} s)")
     p.add_argument("--max-frames", type=int, default=None, help="length in frames (overrides --max-seconds)")
-    p.add_argument("--gen-type", default=None, type=_one_of(GEN_TYPES), metavar="{" + ",".join(GEN_TYPES) + "}",
-                   help=f"what to render (default generation.gen_type, else {GEN_TYPES[0]})")
-    for name, default in SAMPLING.kwargs().items():  # one flag per sampling setting (core.sampling)
-        p.add_argument("--" + name.replace("_", "-"), type=type(default), default=None,
-                       help=f"sampling (default generation.{name}, else {default:g})")
+    _sampling_flags(p)
     # checked in _generate against core.export.generate's list: importing it here would make --help slow
     p.add_argument("--format", default=None, dest="audio_format", help="wav (default) or flac")
     p.add_argument("--out", default=None, help="output folder (default <workspace>/generations/<time>_<kind>)")
