@@ -71,7 +71,7 @@ def model_timing(ws) -> tuple[float, int]:
     try:
         lim = data.model_limits(_prepare_cfg(ws))
         return float(lim.max_dur), int(lim.frame_rate)
-    except (ValueError, OSError):  # CheckpointError / missing folder: the UI still shows the songs
+    except (StudioError, OSError):  # CheckpointError / unreadable folder: the UI still shows the songs
         return 150.0, tokens.FRAME_RATE
 
 

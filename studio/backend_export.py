@@ -117,7 +117,7 @@ def val_na_reason(cfg, validation: Optional[dict], lang: str = "en") -> str:
     from core.training.dataset import find_dataset_dir
     try:  # a dataset folder exists but did not load: it was made for another model or codec
         find_dataset_dir(cfg)
-    except (ValueError, OSError):
+    except StudioError:  # ConfigError: no dataset folder at all
         return tr("val_na_no_dataset", lang)
     return tr("val_na_mismatch", lang, why=v.get("cause") or v.get("note") or "")
 

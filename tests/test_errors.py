@@ -55,6 +55,8 @@ def test_the_errors_are_still_the_builtins_their_callers_catch():
     full = disk_full_error("/tmp/x.bin", OSError(28, "No space left on device"))
     assert isinstance(full, OSError) and isinstance(full, StudioError) and full.errno == 28
     assert full.code == "disk_full" and full.params["path"] == "/tmp/x.bin" and str(full).startswith("disk full")
+    back = pickle.loads(pickle.dumps(full))
+    assert (back.errno, back.code, back.params, str(back)) == (28, "disk_full", full.params, str(full))
 
 
 def test_code_params_and_message_survive_pickling():

@@ -66,6 +66,9 @@ class DiskFullError(StudioError, OSError):
         StudioError.__init__(self, message, **params)
         self.errno, self.strerror = errno_, message  # what OSError's callers read
 
+    def __reduce__(self):  # errno is a slot of OSError, not in __dict__
+        return type(self), (self.errno, self.message), dict(self.__dict__)
+
 
 # ---- disk full --------------------------------------------------------------------------------
 _FULL_TEXT = ("no space left on device", "os error 28", "disk quota exceeded", "os error 122",
