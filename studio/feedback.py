@@ -66,7 +66,10 @@ def _in_lang(name: str, value: Any) -> Any:
 
 
 def refusal(err: StudioError) -> UserError:
-    """Core's refusal as the studio shows it: the wording of its code in the reader's language."""
+    """Core's refusal as the studio shows it: the wording of its code in the reader's language (a config
+    that failed validation: one line per field, named by its label)."""
+    if isinstance(err, ConfigError) and err.details:
+        return UserError("plain", text=lambda lg: config_problems(err, lg))
     values = {"message": err.message, **err.params}
     return UserError(error_key(err), **{k: _in_lang(k, v) for k, v in values.items()})
 

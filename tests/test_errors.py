@@ -101,6 +101,15 @@ def test_the_studio_words_a_core_error_by_its_code():
     assert message(odd, "en") == "adapter_model.safetensors is missing"
 
 
+def test_a_config_that_failed_validation_is_worded_field_by_field():
+    from core.config import ConfigError, load_config
+    from studio.feedback import message
+    with pytest.raises(ConfigError) as err:
+        load_config(None, {"training.learning_rate": -1})
+    assert message(err.value, "zh") == "部分设置无效：\n- “学习率” 必须大于 0.0（当前为 -1）。"
+    assert message(err.value, "en") == "Some settings are not valid:\n- “Learning rate” must be greater than 0.0 (now -1)."
+
+
 def _one_event_app(fn, lang="en", **soften):
     import gradio as gr
     from studio import feedback
