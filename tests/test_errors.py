@@ -101,6 +101,18 @@ def test_the_studio_words_a_core_error_by_its_code():
     assert message(odd, "en") == "adapter_model.safetensors is missing"
 
 
+def test_a_missing_hub_token_is_worded_in_chinese(monkeypatch, tmp_path):
+    from core.export.hub import HubError, resolve_token
+    from studio.feedback import message
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path))  # no saved login
+    monkeypatch.setenv("HF_TOKEN_PATH", str(tmp_path / "token"))
+    with pytest.raises(HubError) as err:
+        resolve_token(None)
+    assert err.value.code == "hub_no_token" and "no Hugging Face token" in str(err.value)
+    assert message(err.value, "zh").startswith("没有 Hugging Face 令牌") and "HF_TOKEN" in message(err.value, "zh")
+
+
 def test_a_config_that_failed_validation_is_worded_field_by_field():
     from core.config import ConfigError, load_config
     from studio.feedback import message
