@@ -44,6 +44,18 @@ class RunError(StudioError, RuntimeError):
     """A run that cannot be started, renamed or deleted now (another one is busy, it is running)."""
     code = "run"
 
+    @classmethod
+    def busy(cls, run: str, status: str) -> "RunError":
+        """Another run of the workspace is active."""
+        return cls(f"run {run} is {status}; wait for it to finish or stop it before starting another",
+                   code="run_busy", run=run, status=status)
+
+    @classmethod
+    def active(cls, run: str, status: str, what: str) -> "RunError":
+        """The run itself is active: it cannot be deleted or renamed (`what`)."""
+        return cls(f"run {run} is {status}; stop it before you {what} it", code=f"run_active_{what}", run=run,
+                   status=status)
+
 
 class NotARun(StudioError, FileNotFoundError):
     """A folder that is not a run of the workspace."""
@@ -53,6 +65,10 @@ class NotARun(StudioError, FileNotFoundError):
 class RunNameError(StudioError, ValueError):
     """A new run name that cannot be used."""
     code = "run_name"
+
+    @classmethod
+    def empty(cls, name: str) -> "RunNameError":
+        return cls(f"{name!r} has no letters or digits; choose a name like 'my-voice-lora'", name=name)
 
 
 class RunNameTaken(StudioError, FileExistsError):

@@ -46,7 +46,6 @@ CONTROL_DIR = "control"
 FLAGS = ("stop", "save", "sample")
 
 
-
 # ---- small file helpers ---------------------------------------------------------------------
 def now_iso() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
@@ -228,9 +227,7 @@ def start_run(run_dir: str | os.PathLike, resume: bool = False, num_processes: O
 def _start_exclusive(run_dir: Path, cfg: StudioConfig, resume, num_processes, multi_gpu, env) -> dict[str, Any]:
     other = active_run(run_dir.parent.parent)
     if other is not None and Path(other["run_dir"]).resolve() != run_dir:
-        name = other.get("run_id", Path(other["run_dir"]).name)
-        raise RunError(f"run {name} is {other['status']}; wait for it to finish or stop it before starting another",
-                       code="run_busy", run=name, status=other["status"])
+        raise RunError.busy(other.get("run_id", Path(other["run_dir"]).name), other["status"])
     return _launch(run_dir, cfg, resume, num_processes, multi_gpu, env)
 
 
@@ -398,8 +395,7 @@ def latest_checkpoint(run_dir: str | os.PathLike) -> Optional[Path]:
 def _refuse_if_active(run_dir: Path, what: str) -> None:
     st = run_status(run_dir)
     if st.get("alive") or st.get("status") in ACTIVE:
-        raise RunError(f"run {run_dir.name} is {st.get('status')}; stop it before you {what} it",
-                       code=f"run_active_{what}", run=run_dir.name, status=st.get("status"))
+        raise RunError.active(run_dir.name, st.get("status"), what)
 
 
 def delete_run(run_dir: str | os.PathLike) -> None:
@@ -422,8 +418,7 @@ def rename_run(run_dir: str | os.PathLike, new_name: str) -> Path:
     _refuse_if_active(run_dir, "rename")
     slug = slugify(new_name, "", 80)
     if not slug:
-        raise RunNameError(f"{new_name!r} has no letters or digits; choose a name like 'my-voice-lora'",
-                           name=new_name)
+        raise RunNameError.empty(new_name)
     target = run_dir.with_name(slug)
     if target == run_dir:
         update_run_json(run_dir, name=new_name)
