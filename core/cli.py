@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from core.config import ConfigError, StudioConfig, load_config, parse_override
+from core.sampling import GEN_TYPES, SAMPLING
 
 # A generated test song is short unless asked otherwise: the model's full 150 s takes long on a
 # small GPU and is rarely what "listen to the finetune" needs.
@@ -209,6 +210,25 @@ def _merge(args) -> int:
     return 0
 
 
+
+def _sampling_flags(p: argparse.ArgumentParser) -> None:
+    """--gen-type and one flag per sampling setting, their choices and defaults from core.sampling."""
+    p.add_argument("--gen-type", default=None, type=_one_of(GEN_TYPES), metavar="{" + ",".join(GEN_TYPES) + "}",
+                   help=f"what to render (default generation.gen_type, else {GEN_TYPES[0]})")
+    for name, default in SAMPLING.kwargs().items():
+        p.add_argument("--" + name.replace("_", "-"), type=type(default), default=None,
+                       help=f"sampling (default generation.{name}, else {default:g})")
+
+
+def _one_of(allowed: tuple[str, ...]) -> Callable[[str], str]:
+    """An argparse type that accepts one of `allowed` and names them all otherwise."""
+    def check(value: str) -> str:
+        if value not in allowed:
+            raise argparse.ArgumentTypeError(f"{value!r}: choose one of {', '.join(allowed)}")
+        return value
+    return check
+
+
 # ---- generate -------------------------------------------------------------------------------
 def _generate(args) -> int:
     try:
@@ -220,16 +240,16 @@ def _generate(args) -> int:
     from core.export import generate as gen
     from core.model import CheckpointError
 
-    for value, allowed, flag in ((args.gen_type, gen.GEN_TYPES, "--gen-type"), (args.audio_format, gen.AUDIO_FORMATS, "--format")):
-        if value is not None and value not in allowed:
-            return _fail(f"{flag} {value!r}: choose one of {', '.join(allowed)}", 2)
+    if args.audio_format is not None and args.audio_format not in gen.AUDIO_FORMATS:
+        return _fail(f"--format {args.audio_format!r}: choose one of {', '.join(gen.AUDIO_FORMATS)}", 2)
     try:
         if cfg.generation.max_seconds is None and args.max_frames is None:
             cfg.generation.max_seconds = DEFAULT_GENERATE_SECONDS
         settings = gen.settings_from_config(cfg, lyrics=args.lyrics, description=args.description, seed=args.seed,
                                             gen_type=args.gen_type, max_frames=args.max_frames,
                                             prompt_audio=args.prompt_audio, prompt_tokens=args.prompt_tokens,
-                                            audio_format=args.audio_format)
+                                            audio_format=args.audio_format,
+                                            **{name: getattr(args, name) for name in SAMPLING.kwargs()})
         ckpt = args.checkpoint or cfg.generation.checkpoint
         compare_to = args.compare_to or cfg.generation.compare_to
         kw = dict(settings=settings, out_dir=args.out, overwrite=args.overwrite, with_val_loss=not args.no_val_loss,
@@ -333,8 +353,8 @@ def build_parser(prog: str = "python -m core") -> argparse.ArgumentParser:
     p.add_argument("--max-seconds", type=float, default=None,
                    help=f"song length (default generation.max_seconds, else {DEFAULT_GENERATE_SECONDS:g} s)")
     p.add_argument("--max-frames", type=int, default=None, help="length in frames (overrides --max-seconds)")
-    # checked in _generate against core.export.generate's lists: importing it here would make --help slow
-    p.add_argument("--gen-type", default=None, help="mixed (default), vocal, bgm or separate")
+    _sampling_flags(p)
+    # checked in _generate against core.export.generate's list: importing it here would make --help slow
     p.add_argument("--format", default=None, dest="audio_format", help="wav (default) or flac")
     p.add_argument("--out", default=None, help="output folder (default <workspace>/generations/<time>_<kind>)")
     p.add_argument("--overwrite", action="store_true")

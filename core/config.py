@@ -19,11 +19,15 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from core.errors import StudioError
+from core.sampling import GEN_TYPES, SAMPLING, bounds
+
 DEMO = "demo"
 
 
-class ConfigError(ValueError):
+class ConfigError(StudioError, ValueError):
     """A config file that cannot be used; the message names the key and what is accepted."""
+    code = "config"
     details: list = []  # pydantic's errors (loc, type, input, ctx) when the values failed validation
 
 
@@ -141,13 +145,14 @@ class GenerationConfig(_Section):
     description: Optional[str] = None
     prompt_audio: Optional[str] = Field(None, json_schema_extra=_PATH)
     max_seconds: Optional[float] = Field(None, gt=0)
-    cfg_coef: float = 1.5
-    temperature: float = Field(1.0, gt=0)
-    top_k: int = Field(50, ge=0)
-    top_p: float = Field(0.0, ge=0, le=1)
-    record_window: int = Field(50, ge=0)
+    # sampling: defaults and bounds from core.sampling.Sampling
+    cfg_coef: float = Field(SAMPLING.cfg_coef, **bounds("cfg_coef"))
+    temperature: float = Field(SAMPLING.temperature, **bounds("temperature"))
+    top_k: int = Field(SAMPLING.top_k, **bounds("top_k"))
+    top_p: float = Field(SAMPLING.top_p, **bounds("top_p"))
+    record_window: int = Field(SAMPLING.record_window, **bounds("record_window"))
     seed: int = 0
-    gen_type: Literal["mixed", "vocal", "bgm", "separate"] = "mixed"
+    gen_type: Literal[GEN_TYPES] = GEN_TYPES[0]
     lora_scales: list[float] = Field(default_factory=lambda: [0.0, 0.5, 1.0])  # strength sweep
     output_dir: Optional[str] = Field(None, json_schema_extra=_PATH)  # default <workspace>/generations
     prompt_tokens: Optional[str] = Field(None, json_schema_extra=_PATH)  # .npy/.pt [3, P] prompt tokens (instead of prompt_audio)

@@ -10,9 +10,12 @@ from typing import Callable, Mapping, Optional
 
 import torch
 
+from core.errors import StudioError
 
-class WeightFileError(RuntimeError):
+
+class WeightFileError(StudioError, RuntimeError):
     """A weight file is missing, unreadable, or does not hold the tensors the codec needs."""
+    code = "weight_file"
 
 
 def read_state_dict(path: str | Path, what: str = "weight file",

@@ -11,9 +11,8 @@ from pathlib import Path
 from typing import Optional
 
 import gradio as gr
-from starlette.middleware import Middleware
 
-from studio import backend, feedback, serving
+from studio import backend, feedback, gradio_compat, serving
 from core.runs import store as runs
 from studio.i18n import CURRENT_JS, HEAD, SWITCH_JS, studio_i18n, tr
 from studio.space import SpaceInfo, default_workspace, detect
@@ -21,6 +20,7 @@ from studio.sandbox import Limits, Sandboxes
 from studio.state import Workspace
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
+ERROR_LOG = "studio-errors.log"
 
 
 @dataclass
@@ -47,6 +47,11 @@ class Ctx:
     def msg(self, key: str, **fmt) -> str:
         """A message built on the server (with values filled in), in the studio's language."""
         return tr(key, self.lang, **fmt)
+
+    @property
+    def error_log(self) -> Path:
+        """Where the tracebacks of the studio's bugs go (studio.feedback.internal)."""
+        return self.base_ws.root / "logs" / ERROR_LOG
 
     @property
     def locked(self) -> bool:
@@ -119,50 +124,18 @@ def build_app(workspace: Optional[str | os.PathLike] = None, lang: str = "en",
         tok_tab.wire_load(ctx, demo, tok_ui)
         train_tab.wire_load(ctx, demo, train_ui)
         export_tab.wire_load(ctx, demo, export_ui)
-    feedback.soften(demo, lang)  # a refusal in the page: one toast, no red badge on every output
+    # a refusal in the page: one toast, no red badge on every output; a bug: its traceback in the error
+    # log (named to the user except on a public Space, whose paths stay private)
+    feedback.soften(demo, lang, log_file=ctx.error_log, show_where=not ctx.public)
     demo.i18n_instance = ctx.i18n  # served with the page config (launch passes it again)
     demo.studio_ctx = ctx  # for tests and bench
     demo.studio_ui = {"data": data_ui, "timing": timing_ui, "tokenize": tok_ui, "train": train_ui}
     return demo
 
 
-class EarlyHead:
-    """ASGI middleware: puts `script` first in the page's <head>. Gradio mounts its `head` only after it
-    has picked the page's language from the browser, too late for the language chosen in the page
-    (studio.i18n.HEAD), so that script is served at the top of the HTML instead."""
-
-    def __init__(self, app, script: str):
-        self.app, self.script = app, script.encode()
-
-    async def __call__(self, scope, receive, send):
-        page_path = scope.get("root_path", "").rstrip("/") + "/"  # only the page itself, never a stream
-        if scope["type"] != "http" or scope.get("method") != "GET" or scope.get("path") not in (page_path, "/"):
-            return await self.app(scope, receive, send)
-        start: dict = {}
-        body: list[bytes] = []
-
-        async def rewrite(message):
-            if message["type"] == "http.response.start":
-                start.update(message)  # sent with the body, once its length is known
-                return
-            if message["type"] != "http.response.body":
-                return await send(message)
-            body.append(message.get("body", b""))
-            if message.get("more_body"):
-                return
-            page, headers = b"".join(body), list(start.get("headers", []))
-            if dict(headers).get(b"content-type", b"").startswith(b"text/html") and b"<head>" in page:
-                page = page.replace(b"<head>", b"<head>" + self.script, 1)
-                headers = [(k, str(len(page)).encode() if k == b"content-length" else v) for k, v in headers]
-            await send({**start, "headers": headers})
-            await send({"type": "http.response.body", "body": page})
-
-        await self.app(scope, receive, rewrite)
-
-
 def launch_kwargs() -> dict:
     css = ASSETS / "style.css"
-    return {"app_kwargs": {"middleware": [Middleware(EarlyHead, script=HEAD)]},
+    return {"app_kwargs": gradio_compat.early_head_kwargs(HEAD),
             "css_paths": [css] if css.is_file() else None, "theme": gr.themes.Soft(), "footer_links": ["api", "settings"]}
 
 

@@ -11,18 +11,16 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-import gradio as gr
-
 from core import tokens
 from core.text import description
 from core.text import lyrics
 from core.runs import store as runs
 from core.config import DEMO, ConfigError, StudioConfig, default, load_config
 from core.fsutil import slugify
+from core.errors import StudioError
 from studio import sandbox
-from studio.feedback import UserError, config_problems
+from studio.feedback import UserError, config_problems, message, refusal
 from studio.i18n import finding, status_word, tr, value_word
-from studio.widgets import name_fields
 
 
 def build_config(overrides: dict[str, Any]) -> StudioConfig:
@@ -73,7 +71,7 @@ def model_timing(ws) -> tuple[float, int]:
     try:
         lim = data.model_limits(_prepare_cfg(ws))
         return float(lim.max_dur), int(lim.frame_rate)
-    except (ValueError, OSError):  # CheckpointError / missing folder: the UI still shows the songs
+    except (StudioError, OSError):  # CheckpointError / unreadable folder: the UI still shows the songs
         return 150.0, tokens.FRAME_RATE
 
 
@@ -213,8 +211,8 @@ def _prepare(ws, progress: Callable[[float, str], None] | None = None, lang: str
 
     try:
         result = data.prepare(cfg, progress=cb)
-    except ValueError as err:  # DataError / ConfigError: a message for the user
-        raise gr.Error(str(err)) from None
+    except StudioError as err:  # DataError / ConfigError...: worded by its code
+        raise refusal(err) from None
     ds = getattr(result, "dataset_dir", None)
     ws.set_state(dataset_dir=str(ds) if ds else None, report_path=str(getattr(result, "report_path", "") or ""))
     return last_prepare(ws, lang)
@@ -309,8 +307,8 @@ def model_description(ws):
     cfg = build_config(ov)
     try:
         return model.describe_checkpoint(resolve_base_model(cfg), cfg.paths.runtime_path)
-    except (ValueError, OSError) as err:  # CheckpointError: folder / repo problems, worded by core
-        raise gr.Error(str(err)) from None
+    except StudioError as err:  # CheckpointError: folder / repo problems, worded by its code
+        raise refusal(err) from None
 
 
 def inspect_model(ws, kind: str, path: str) -> str:
@@ -361,8 +359,8 @@ def estimate(cfg, lang: str = "en") -> str:
     try:
         e = est.estimate_memory(cfg)
         rate = data.model_limits(cfg).frame_rate
-    except Exception as err:  # e.g. a folder that is not a checkpoint yet
-        return tr("est_mem_na", lang, err=name_fields(str(err), lang))
+    except StudioError as err:  # e.g. a folder that is not a checkpoint yet
+        return tr("est_mem_na", lang, err=message(err, lang))
     share = 100.0 * e["trainable"] / max(1, e["parameters"])
     text = (tr("est_mem", lang, total=f"{e['total_gb']:.2f}", w=e["weights_gb"], g=e["grads_optimizer_gb"],
                a=e["activations_gb"], l=e["logits_gb"], tr=f"{e['trainable']:,}", n=f"{e['parameters']:,}",
@@ -374,8 +372,8 @@ def estimate(cfg, lang: str = "en") -> str:
                              gb=f"{est.sharded_memory(e, tc.distributed, tc.num_processes):.2f}")
     try:
         t = est.estimate_time(cfg)
-    except Exception as err:  # noqa: BLE001 - the memory figure still stands
-        return text + "\n\n" + tr("est_time_na", lang, err=name_fields(str(err), lang))
+    except StudioError as err:  # the memory figure still stands
+        return text + "\n\n" + tr("est_time_na", lang, err=message(err, lang))
     per_step = tr("est_per_step", lang, s=f"{t['step_s']:.1f}", device=t["device"], dtype=t["dtype"])
     if t["total_s"] is None:
         when = tr("est_time_nodata", lang, per_step=per_step)
@@ -388,12 +386,11 @@ def estimate(cfg, lang: str = "en") -> str:
 
 
 def _duration(seconds: float, lang: str = "en") -> str:
-    zh = lang == "zh"
     if seconds < 90:
-        return f"{seconds:.0f} {'秒' if zh else 's'}"
+        return tr("dur_s", lang, n=f"{seconds:.0f}")
     if seconds < 5400:
-        return f"{seconds / 60:.0f} {'分钟' if zh else 'min'}"
-    return f"{seconds / 3600:.1f} {'小时' if zh else 'h'}"
+        return tr("dur_min", lang, n=f"{seconds / 60:.0f}")
+    return tr("dur_h", lang, n=f"{seconds / 3600:.1f}")
 
 
 def start_new_run(ws, v: dict[str, Any], lang: str = "en") -> Path:
@@ -414,14 +411,14 @@ def launch_run(ws, cfg: StudioConfig, name: Optional[str]) -> Path:
     try:
         sandbox.check_processes(ws, cfg)
     except ConfigError as err:
-        raise gr.Error(config_problems(err)) from None
+        raise refusal(err) from None
     with sandbox.one_job(ws):
         run_dir = runs.create_run(cfg, name=name)
         try:
             runs.start_run(run_dir, exclusive=True)
-        except RuntimeError as err:
+        except StudioError as err:  # another start won the race: leave no empty run behind
             runs.delete_run(run_dir)
-            raise gr.Error(str(err)) from None
+            raise refusal(err) from None
     return run_dir
 
 

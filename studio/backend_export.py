@@ -6,11 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional
 
-import gradio as gr
-
 from core.runs import store as runs
 from core.config import StudioConfig
-from studio.feedback import UserError
+from core.errors import StudioError
+from studio.feedback import UserError, refusal
 from studio.i18n import tr, value_word
 from studio.sandbox import one_job
 
@@ -62,13 +61,12 @@ def _run_cfg_for(ckpt: str) -> StudioConfig:
 
 
 def _user_error(fn, *a, **kw):
-    """Call core; its own errors (ExportError, GenerationError, ValueError...) become UI messages."""
+    """Call core; its refusals (ExportError, GenerationError, CheckpointError...) become UI messages by
+    their code; anything else is a bug and reaches studio.feedback as one."""
     try:
         return fn(*a, **kw)
-    except gr.Error:
-        raise
-    except (RuntimeError, ValueError, OSError) as err:
-        raise gr.Error(str(err)) from None
+    except StudioError as err:
+        raise refusal(err) from None
 
 
 def merge(ws, ckpt: str, strength: float, lang: str = "en") -> str:
@@ -119,10 +117,9 @@ def val_na_reason(cfg, validation: Optional[dict], lang: str = "en") -> str:
     from core.training.dataset import find_dataset_dir
     try:  # a dataset folder exists but did not load: it was made for another model or codec
         find_dataset_dir(cfg)
-    except (ValueError, OSError):
+    except StudioError:  # ConfigError: no dataset folder at all
         return tr("val_na_no_dataset", lang)
-    note = str(v.get("note") or "")
-    return tr("val_na_mismatch", lang, why=note.removeprefix("no prepared dataset (").removesuffix(")"))
+    return tr("val_na_mismatch", lang, why=v.get("cause") or v.get("note") or "")
 
 
 def generate(ws, ckpt, strength, lyrics, desc, seconds, seed, prompt, progress=None, lang: str = "en") -> str:

@@ -8,11 +8,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import gradio as gr
-
 from core.runs import store as runs
 from core.config import StudioConfig
-from studio.feedback import UserError
+from core.errors import StudioError
+from studio.feedback import UserError, refusal
 from studio.i18n import status_word, value_word
 from studio.widgets import name_fields
 
@@ -67,15 +66,15 @@ def refuse_if_busy(ws, lang: str = "en") -> None:
 def delete_run(ws, run_dir: str) -> None:
     try:
         runs.delete_run(check_run_dir(ws, run_dir))
-    except (RuntimeError, OSError) as err:
-        raise gr.Error(str(err)) from None
+    except StudioError as err:
+        raise refusal(err) from None
 
 
 def rename_run(ws, run_dir: str, name: str) -> str:
     try:
         return str(runs.rename_run(check_run_dir(ws, run_dir), name or ""))
-    except (RuntimeError, OSError, ValueError) as err:
-        raise gr.Error(str(err)) from None
+    except StudioError as err:
+        raise refusal(err) from None
 
 
 def checkpoint_rows(run_dir: str, lang: str = "en") -> list[list[Any]]:
@@ -126,5 +125,5 @@ def request_sample(run_dir: str):
 def resume_run(run_dir: str):
     try:
         return runs.start_run(run_dir, resume=True)
-    except (RuntimeError, FileNotFoundError) as err:
-        raise gr.Error(str(err)) from None
+    except StudioError as err:
+        raise refusal(err) from None

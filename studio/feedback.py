@@ -1,27 +1,37 @@
 """One refusal, one message: how the studio shows an error of an event.
 
 Raised inside an event, a `gr.Error` marks every output component of that event with a red "Error"
-badge (ten of them for one missing file in the Data tab). `soften(demo)` wraps each queued event of the
+badge (ten of them for one missing file in the Data tab). `soften(demo)` wraps each event of the
 built app so that, in the page, a refusal becomes one warning toast in the browser's language and the
 outputs stay as they were (`gr.skip()`); called through the HTTP API (no triggering component:
 `gr.EventData.target` is None) it stays an exception, so scripts and tests see the call fail.
 
-Messages are worded in the language of the browser that caused them: a `UserError` carries its i18n
-key and values; any other message (an engine error in English) gets its config keys named as the
-fields the user sees (`studio.widgets.name_fields`).
+Three kinds of error, worded in the language of the browser that caused them:
+- a `UserError`: the studio's own refusal, an i18n key and its values;
+- a `core.errors.StudioError`: core's refusal, shown by its code (`err_<code>` in the locale files,
+  worded with its params), never by its English text (`refusal`);
+- anything else is a bug: its traceback goes to the server log and the workspace's error log, and the
+  user reads "internal error", where the traceback is, and an incident id; never a hint that they erred.
 """
 from __future__ import annotations
 
 import functools
-import inspect
-import typing
-from typing import Any, Callable
+import logging
+import traceback
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Optional
 
 import gradio as gr
 
 from core.config import ConfigError
-from studio.i18n import TABLES, request_lang, tr
+from core.errors import StudioError
+from studio import gradio_compat as compat
+from studio.i18n import TABLES, request_lang, status_word, tr
 from studio.widgets import FIELD_LABELS, name_fields
+
+log = logging.getLogger("studio.errors")
 
 
 class UserError(gr.Error):
@@ -36,8 +46,38 @@ class UserError(gr.Error):
         return tr(self.key, lang, **{k: v(lang) if callable(v) else v for k, v in self.fmt.items()})
 
 
+def error_key(err: StudioError) -> str:
+    """The locale key of a core error: its own code's wording, else its class's (which frames the English
+    message), else the generic one."""
+    for code in (err.code, *(c.__dict__["code"] for c in type(err).__mro__ if "code" in c.__dict__)):
+        if f"err_{code}" in TABLES["en"]:
+            return f"err_{code}"
+    return "err_error"
+
+
+def _in_lang(name: str, value: Any) -> Any:
+    """A param of a core error as the reader's language shows it: a run status in words, config keys
+    named as the fields the user sees."""
+    if name == "status" and isinstance(value, str):
+        return lambda lg: status_word(value, lg)
+    if isinstance(value, str):
+        return lambda lg: name_fields(value, lg)
+    return value
+
+
+def refusal(err: StudioError) -> UserError:
+    """Core's refusal as the studio shows it: the wording of its code in the reader's language (a config
+    that failed validation: one line per field, named by its label)."""
+    if isinstance(err, ConfigError) and err.details:
+        return UserError("plain", text=lambda lg: config_problems(err, lg))
+    values = {"message": err.message, **err.params}
+    return UserError(error_key(err), **{k: _in_lang(k, v) for k, v in values.items()})
+
+
 def message(err: Exception, lang: str) -> str:
-    """The text of an error for a reader of `lang`."""
+    """The text of a refusal for a reader of `lang`."""
+    if isinstance(err, StudioError):
+        err = refusal(err)
     if isinstance(err, UserError):
         return err.text(lang)
     return name_fields(getattr(err, "message", None) or str(err), lang)
@@ -65,57 +105,51 @@ def config_problems(err: ConfigError, lang: str = "en") -> str:
     return "\n".join(lines)
 
 
-_REQ, _EVT = "_studio_request", "_studio_event"
+def report_internal(err: BaseException, log_file: Optional[Path]) -> str:
+    """Log a bug's traceback (server log, and `log_file` when given) under a new incident id; return the id."""
+    incident = uuid.uuid4().hex[:8]
+    log.error("internal error, incident %s", incident, exc_info=err)
+    if log_file is not None:
+        try:
+            log_file.parent.mkdir(parents=True, exist_ok=True)
+            with log_file.open("a", encoding="utf-8") as fh:
+                fh.write(f"{datetime.now(timezone.utc).isoformat(timespec='seconds')} internal error, incident "
+                         f"{incident}\n{''.join(traceback.format_exception(err))}\n")
+        except OSError:  # a full or read-only disk: the server log above still has it
+            pass
+    return incident
 
 
-def _wrap(fn: Callable, n_inputs: int, n_outputs: int, default_lang: str) -> Callable:
-    sig = inspect.signature(fn)
-    try:
-        hints = typing.get_type_hints(fn)
-    except Exception:  # noqa: BLE001 - unresolvable hints: Gradio would not see them either
-        hints = {}
-    params, n_regular = [], 0
-    for p in sig.parameters.values():
-        if p.kind == p.VAR_POSITIONAL:  # *vals: one named parameter per remaining input
-            params += [inspect.Parameter(f"_in{i}", p.POSITIONAL_OR_KEYWORD) for i in range(n_inputs - n_regular)]
-            break
-        if p.kind not in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
-            break
-        params.append(p.replace(kind=p.POSITIONAL_OR_KEYWORD))
-        special = isinstance(p.default, gr.Progress) or hints.get(p.name) in (gr.Request, typing.Optional[gr.Request])
-        n_regular += 0 if special else 1
-    if any(p.name in (_REQ, _EVT) for p in params):
-        return fn
-    params += [inspect.Parameter(_REQ, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None),
-               inspect.Parameter(_EVT, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None)]
+def internal(err: BaseException, log_file: Optional[Path], show_where: bool = True) -> UserError:
+    """A bug as the user reads it: internal error, where its traceback is, the incident id."""
+    incident = report_internal(err, log_file)
+    shown = str(log_file) if show_where and log_file is not None else None
+    where = lambda lg: shown or tr("err_where_server", lg)  # noqa: E731 - worded in the reader's language
+    return UserError("err_internal", kind=type(err).__name__, where=where, incident=incident)
 
-    @functools.wraps(fn)
-    def soft(*args):
-        *args, request, event = args
+
+def soften(demo: gr.Blocks, default_lang: str = "en", log_file: Optional[Path] = None,
+           show_where: bool = True) -> None:
+    """Wrap every event of `demo` (see the module doc). Events Gradio runs unqueued cannot show a toast,
+    and an event whose follow-up runs only on success must still fail: both raise the worded gr.Error.
+    `log_file`: where bugs' tracebacks go; `show_where`: name that file to the user (not on a public Space)."""
+
+    def handle(fn, args, request, event, n_outputs: int = 0, quiet: bool = True):
         try:
             return fn(*args)
         except gr.Error as err:
-            lang = request_lang(request, default_lang)
-            text = message(err, lang)
-            if event is None or getattr(event, "target", None) is None:  # the HTTP API: an exception
-                raise gr.Error(text, duration=err.duration, title=err.title) from None
-            gr.Warning(text, title=tr("st_warning", lang).capitalize())
-            return None if n_outputs == 0 else (gr.skip() if n_outputs == 1 else tuple(gr.skip() for _ in range(n_outputs)))
+            shown = err
+        except StudioError as err:
+            shown = refusal(err)
+        except Exception as err:  # noqa: BLE001 - a bug: logged with its traceback, shown as ours
+            shown = internal(err, log_file, show_where)
+        lang = request_lang(request, default_lang)
+        text = message(shown, lang)
+        if not quiet or compat.from_api(event):  # the HTTP API, or an event that must fail: an exception
+            raise gr.Error(text, duration=shown.duration, title=shown.title) from None
+        gr.Warning(text, title=tr("st_warning", lang).capitalize())
+        n = n_outputs
+        return None if n == 0 else (gr.skip() if n == 1 else tuple(gr.skip() for _ in range(n)))
 
-    soft.__signature__ = inspect.Signature(params)
-    soft.__annotations__ = {**{k: v for k, v in hints.items() if k != "return"}, _REQ: gr.Request, _EVT: gr.EventData}
-    del soft.__wrapped__  # Gradio reads the signature above, not the wrapped function's
-    return soft
-
-
-def soften(demo: gr.Blocks, default_lang: str = "en") -> None:
-    """Wrap every queued event of `demo` (see the module doc). Events Gradio runs unqueued cannot show
-    a toast, and an event whose follow-up runs only on success must still fail: both keep gr.Error."""
-    fns = demo.fns.values()
-    needs_failure = {a for f in fns if f.trigger_only_on_success for a in (f.trigger_after,) if a is not None}
-    for f in fns:
-        if f.fn is None or not f.queue or f._id in needs_failure or f.types_generator \
-                or inspect.iscoroutinefunction(f.fn):
-            continue
-        f.fn = _wrap(f.fn, len(f.inputs), len(f.outputs), default_lang)
-        f.collects_event_data = True
+    for f, quiet in compat.plain_events(demo):
+        compat.with_context(f, functools.partial(handle, n_outputs=len(f.outputs), quiet=quiet))

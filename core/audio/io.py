@@ -15,6 +15,8 @@ import soundfile as sf
 import torch
 import torchaudio.functional as AF
 
+from core.errors import StudioError
+
 CODEC_SAMPLE_RATE = 48000
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aif", ".aiff", ".w64", ".rf64", ".caf")
 
@@ -34,8 +36,9 @@ SCAN_BLOCK_S = 10.0  # the signal checks stream the file in blocks of this lengt
 FRAME_S = 0.05       # level frames of the edge-silence check
 
 
-class AudioError(ValueError):
+class AudioError(StudioError, ValueError):
     """Audio that cannot be used; the message names the file and what to do."""
+    code = "audio"
 
 
 @dataclass

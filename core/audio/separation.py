@@ -14,6 +14,8 @@ from typing import Any, Mapping, Optional
 
 import torch
 
+from core.errors import StudioError
+
 DEMUCS_RATE = 44100
 CKPT_RELATIVE = Path("third_party/demucs/ckpt/htdemucs.pth")
 
@@ -34,8 +36,9 @@ OFFICIAL_HTDEMUCS_KWARGS: dict[str, Any] = dict(
 )
 
 
-class SeparationError(RuntimeError):
+class SeparationError(StudioError, RuntimeError):
     """The Demucs checkpoint is missing or does not match the model configuration."""
+    code = "separation"
 
 
 def find_demucs_checkpoint(runtime_root: str | Path | None) -> Optional[Path]:

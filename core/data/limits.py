@@ -7,11 +7,13 @@ from pathlib import Path
 from typing import Any, Optional
 
 from core.config import StudioConfig
+from core.errors import StudioError
 from core.model.official_config import ModelTiming, OfficialConfig
 
 
-class DataError(ValueError):
+class DataError(StudioError, ValueError):
     """A prepare run that cannot start; the message names the file or config key to fix."""
+    code = "data"
 
 
 @dataclass

@@ -26,6 +26,11 @@ from core.export.generate import (GenerationError, ModelLoader, ModelSpec, Setti
 # ---------------------------------------------------------------------------------------------
 def load_validation(cfg, dataset_dir: Optional[str | Path] = None):
     """(validation split or None, dataset dir or None, why none)."""
+    return _validation(cfg, dataset_dir)[:3]
+
+
+def _validation(cfg, dataset_dir: Optional[str | Path] = None):
+    """load_validation, plus the error that found no dataset (None otherwise): a UI words it in its own frame."""
     from core.config import ConfigError
 
     try:
@@ -35,10 +40,11 @@ def load_validation(cfg, dataset_dir: Optional[str | Path] = None):
         from core.data import load_prepared
         dd = load_prepared(dataset_dir)
     except (ConfigError, ValueError, OSError, FileNotFoundError) as err:
-        return None, None, f"no prepared dataset ({err})"
+        return None, None, f"no prepared dataset ({err})", str(err)
     if "validation" not in dd or len(dd["validation"]) == 0:
-        return None, str(dataset_dir), f"{dataset_dir} has no validation songs (data.val_fraction is 0 or too few songs)"
-    return dd["validation"], str(dataset_dir), None
+        why = f"{dataset_dir} has no validation songs (data.val_fraction is 0 or too few songs)"
+        return None, str(dataset_dir), why, None
+    return dd["validation"], str(dataset_dir), None, None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -116,7 +122,7 @@ def run_models(cfg, specs: Sequence[ModelSpec], names: Sequence[str], *, kind: s
     loader = loader or ModelLoader(cfg)
     codec = get_codec(cfg)
     out = _out_dir(cfg, kind, out_dir, overwrite)
-    split, ds_dir, why = load_validation(cfg, dataset_dir) if with_val_loss else (None, None, "not asked for")
+    split, ds_dir, why, cause = _validation(cfg, dataset_dir) if with_val_loss else (None, None, "not asked for", None)
     base = loader.base()
     prompt = load_prompt(settings, codec, base)
     shared = settings.to_dict()
@@ -126,7 +132,8 @@ def run_models(cfg, specs: Sequence[ModelSpec], names: Sequence[str], *, kind: s
                    "base_is_demo": bool(getattr(base, "is_demo", False)), "device": str(loader.device),
                    "dtype": str(loader.dtype).replace("torch.", "")})
     man = Manifest(kind=kind, out_dir=str(out), settings=shared,
-                   validation={"dataset": ds_dir, "songs": len(split) if split is not None else 0, "note": why})
+                   validation={"dataset": ds_dir, "songs": len(split) if split is not None else 0, "note": why,
+                               "cause": cause})
     val_cache: dict[tuple, dict] = {}
     try:
         done: list[Optional[tuple]] = [None] * len(specs)

@@ -32,12 +32,13 @@ from typing import Any, Callable, Iterator, Optional
 import numpy as np
 import torch
 
+from core.errors import StudioError
 from core.fsutil import slugify
+from core.sampling import GEN_TYPES, Sampling, from_section
 from core.tokens import EMPTY
 
 log = logging.getLogger(__name__)
 
-GEN_TYPES = ("mixed", "vocal", "bgm", "separate")
 # file suffix and codec track per generation type
 TRACKS = {"mixed": [("", "both")], "vocal": [("_vocal", "vocal")], "bgm": [("_bgm", "bgm")],
           "separate": [("", "both"), ("_vocal", "vocal"), ("_bgm", "bgm")]}
@@ -46,8 +47,9 @@ DEFAULT_LYRICS = ("[intro-short] ; [verse] the city lights are calling me home.i
                   "[chorus] hold on to the night.we are young and the sky is bright ; [outro-short]")
 
 
-class GenerationError(RuntimeError):
+class GenerationError(StudioError, RuntimeError):
     """Generation settings or inputs that cannot be used; the message says what to change."""
+    code = "generation"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -185,18 +187,15 @@ class ModelLoader:
 # ---------------------------------------------------------------------------------------------
 # Settings, prompt, rendering
 # ---------------------------------------------------------------------------------------------
-@dataclass
-class Settings:
+@dataclass(kw_only=True)
+class Settings(Sampling):
+    """One generation: what to sing (lyrics, description, prompt), how to draw it (the Sampling fields it
+    inherits), what to render and how long."""
     lyrics: Optional[str]
     description: Optional[str]
     seed: int = 0
-    gen_type: str = "mixed"
+    gen_type: str = GEN_TYPES[0]
     max_frames: Optional[int] = None
-    cfg_coef: float = 1.5
-    temperature: float = 1.0
-    top_k: int = 50
-    top_p: float = 0.0
-    record_window: int = 50
     prompt_audio: Optional[str] = None
     prompt_tokens: Optional[str] = None
     audio_format: str = "wav"
@@ -208,12 +207,13 @@ class Settings:
 def settings_from_config(cfg, **overrides: Any) -> Settings:
     g = cfg.generation
     s = Settings(lyrics=g.lyrics if g.lyrics is not None else DEFAULT_LYRICS, description=g.description, seed=g.seed,
-                 gen_type=g.gen_type, cfg_coef=g.cfg_coef, temperature=g.temperature, top_k=g.top_k, top_p=g.top_p,
-                 record_window=g.record_window, prompt_audio=g.prompt_audio, prompt_tokens=g.prompt_tokens,
-                 audio_format=g.audio_format)
+                 gen_type=g.gen_type, prompt_audio=g.prompt_audio, prompt_tokens=g.prompt_tokens,
+                 audio_format=g.audio_format, **from_section(g).kwargs())
     for k, v in overrides.items():
         if v is not None:
             setattr(s, k, v)
+    if s.problems():
+        raise GenerationError("; ".join(s.problems()))
     if s.gen_type not in GEN_TYPES:
         raise GenerationError(f"gen_type {s.gen_type!r} is not one of {', '.join(GEN_TYPES)}")
     if s.audio_format not in AUDIO_FORMATS:
@@ -330,9 +330,7 @@ def _model_inputs(model, settings: Settings, prompt: Prompt,
 
     lyrics, desc = model_text(settings.lyrics, settings.description, model.version, settings.gen_type)
     p = prompt.tokens[None].to(model.device) if prompt.tokens is not None else None
-    sampling = {"cfg_coef": settings.cfg_coef, "temperature": settings.temperature, "top_k": settings.top_k,
-                "top_p": settings.top_p, "record_window": settings.record_window}
-    return lyrics, desc, p, frames_for(model, settings, max_seconds), sampling
+    return lyrics, desc, p, frames_for(model, settings, max_seconds), settings.kwargs()
 
 
 def generate_together(model, adapters: list[str], settings: Settings, prompt: Prompt, max_seconds: Optional[float],

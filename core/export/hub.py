@@ -30,6 +30,7 @@ from typing import Any, Callable, Optional
 
 import yaml
 
+from core.errors import StudioError
 from core.export.card_samples import card_samples, val_losses
 from core.runs.store import run_config_for_checkpoint
 
@@ -42,8 +43,9 @@ MERGED_FILES = ("config.yaml", "model.pt")
 PUBLIC_REPORT_KEYS = ("idx", "status", "reasons", "duration_s", "split")
 
 
-class HubError(RuntimeError):
+class HubError(StudioError, RuntimeError):
     """A push that cannot go ahead; the message says why and what to do (never contains the token)."""
+    code = "hub"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -65,7 +67,7 @@ def resolve_token(token: Optional[str] = None) -> tuple[str, str]:
     if saved:
         return saved, "Hugging Face login"
     raise HubError("no Hugging Face token: paste a write token in the token field (used once, never saved), "
-                   "set HF_TOKEN in the environment, or run `hf auth login`")
+                   "set HF_TOKEN in the environment, or run `hf auth login`", code="hub_no_token")
 
 
 def mask(text: Any, token: Optional[str]) -> str:
@@ -300,8 +302,10 @@ def _ensure_repo(api, repo_id: str, repo_type: str, private: bool, update: bool,
     namespace = repo_id.split("/")[0]
     mine = {user.get("name")} | {o.get("name") for o in user.get("orgs", []) if isinstance(o, dict)}
     if namespace not in mine:
-        raise HubError(f"{repo_id}: the namespace '{namespace}' is not yours ({', '.join(sorted(n for n in mine if n))}); "
-                       f"use {user.get('name')}/<name> or an organisation you belong to")
+        yours = ", ".join(sorted(n for n in mine if n))
+        raise HubError(f"{repo_id}: the namespace '{namespace}' is not yours ({yours}); "
+                       f"use {user.get('name')}/<name> or an organisation you belong to", code="hub_not_yours",
+                       repo=repo_id, namespace=namespace, yours=yours, user=str(user.get("name")))
     try:
         api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=False)
     except HfHubHTTPError as err:
@@ -348,7 +352,8 @@ def push(cfg=None, *, repo_id: Optional[str] = None, adapter_dir: Optional[str |
     base_model, base_id, demo = _base_model_names(run_cfg, hc.base_model_id)
 
     if offline():
-        raise HubError("offline: HF_HUB_OFFLINE is set, so nothing can be pushed. Unset it and try again.")
+        raise HubError("offline: HF_HUB_OFFLINE is set, so nothing can be pushed. Unset it and try again.",
+                       code="hub_offline")
     tok, source = resolve_token(token)
     ep = hub_endpoint(endpoint)
     from huggingface_hub import CommitOperationAdd, HfApi

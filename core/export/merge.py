@@ -31,6 +31,7 @@ from typing import Any, Optional
 
 import torch
 
+from core.errors import StudioError
 from core.model.lora import ADAPTER_CONFIG, is_adapter_dir, merge_lora
 from core.model.official_config import CheckpointError
 from core.runs.store import run_config_for_checkpoint
@@ -42,8 +43,9 @@ EXPORT_JSON = "export.json"
 V1_FOLDER_HINT = "songgeneration_base, songgeneration_base_new, songgeneration_base_full or songgeneration_large"
 
 
-class ExportError(RuntimeError):
+class ExportError(StudioError, RuntimeError):
     """A checkpoint that cannot be exported; the message names the file and what to do."""
+    code = "export"
 
 
 @dataclass

@@ -29,6 +29,7 @@ from transformers import DynamicCache, StaticCache
 from core.model.conditioners import Conditions
 from core.model.fast_step import FrameStep
 from core.model.pattern import EMPTY, EOS
+from core.sampling import SAMPLING
 
 log = logging.getLogger(__name__)
 
@@ -238,8 +239,9 @@ def resolve_compile(compile: Optional[bool | str], device: torch.device, cache: 
 @torch.no_grad()
 def generate_batch(model: "LeLM", lyrics: Sequence[Optional[str]], descriptions: Sequence[Optional[str]],
                    prompts: Optional[Sequence[Optional[torch.Tensor]]] = None, *, max_frames: int,
-                   cfg_coef: float = 1.5, temperature: float = 1.0, top_k: int = 50, top_p: float = 0.0,
-                   greedy: bool = False, record_window: int = 50, seeds: Optional[Sequence[Optional[int]]] = None,
+                   cfg_coef: float = SAMPLING.cfg_coef, temperature: float = SAMPLING.temperature,
+                   top_k: int = SAMPLING.top_k, top_p: float = SAMPLING.top_p, greedy: bool = False,
+                   record_window: int = SAMPLING.record_window, seeds: Optional[Sequence[Optional[int]]] = None,
                    cache: str = "auto", compile: Optional[bool | str] = None,
                    adapters: Optional[Sequence[str]] = None,
                    on_step: Optional[Callable[[int, torch.Tensor], None]] = None,
@@ -389,8 +391,9 @@ def _cut_at_eos(c: torch.Tensor) -> torch.Tensor:
 
 
 def generate(model: "LeLM", lyrics: Optional[str], description: Optional[str], prompt: Optional[torch.Tensor] = None,
-             *, max_frames: int, cfg_coef: float = 1.5, temperature: float = 1.0, top_k: int = 50,
-             top_p: float = 0.0, greedy: bool = False, record_window: int = 50, seed: Optional[int] = None,
+             *, max_frames: int, cfg_coef: float = SAMPLING.cfg_coef, temperature: float = SAMPLING.temperature,
+             top_k: int = SAMPLING.top_k, top_p: float = SAMPLING.top_p, greedy: bool = False,
+             record_window: int = SAMPLING.record_window, seed: Optional[int] = None,
              cache: str = "auto", compile: Optional[bool | str] = None,
              on_step: Optional[Callable[[int, torch.Tensor], None]] = None,
              progress: Optional[Callable[[int, int], None]] = None) -> torch.LongTensor:

@@ -101,8 +101,10 @@ BASE_FIX = ("choose the folder of an official SongGeneration checkpoint as relea
 class BaseModelError(CheckpointError):
     """check_base_model's refusal: "<BASE_FIELD>: <detail>"; `detail` alone for a UI that names the field itself."""
 
+    code = "base_model"
+
     def __init__(self, detail: str):
-        super().__init__(f"{BASE_FIELD}: {detail}")
+        super().__init__(f"{BASE_FIELD}: {detail}", detail=detail)
         self.detail = detail
 
 

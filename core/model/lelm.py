@@ -22,6 +22,7 @@ from core.model.loss import CHUNK_BYTES, linear_cross_entropy
 from core.model.official_config import CheckpointError, OfficialConfig
 from core.model.pattern import EMPTY, DelayPattern
 from core.model.text import TextTokenizer, description_tokenizer, lyric_tokenizer
+from core.sampling import SAMPLING
 
 log = logging.getLogger(__name__)
 
@@ -274,8 +275,9 @@ class LeLM(nn.Module):
 
     # ------------------------------------------------------------------ generation
     def generate(self, lyrics: Optional[str], description: Optional[str], prompt: Optional[torch.Tensor] = None, *,
-                 max_frames: int, cfg_coef: float = 1.5, temperature: float = 1.0, top_k: int = 50,
-                 top_p: float = 0.0, greedy: bool = False, record_window: int = 50, seed: Optional[int] = None,
+                 max_frames: int, cfg_coef: float = SAMPLING.cfg_coef, temperature: float = SAMPLING.temperature,
+                 top_k: int = SAMPLING.top_k, top_p: float = SAMPLING.top_p, greedy: bool = False,
+                 record_window: int = SAMPLING.record_window, seed: Optional[int] = None,
                  cache: str = "auto", compile: Optional[bool | str] = None,
                  on_step: Optional[Callable[[int, torch.Tensor], None]] = None,
                  progress: Optional[Callable[[int, int], None]] = None) -> torch.LongTensor:

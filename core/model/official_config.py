@@ -18,6 +18,8 @@ from typing import Any, Optional
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
+from core.errors import CheckpointError  # noqa: F401 - raised here, imported from here by model code
+
 # Upstream's rule (generate.py): these folder names are v1, any other name is v2.
 V1_FOLDER_NAMES = ("songgeneration_base", "songgeneration_base_new", "songgeneration_base_full", "songgeneration_large")
 
@@ -26,10 +28,6 @@ _BINOPS = {
     ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod, ast.Pow: operator.pow,
 }
 _UNOPS = {ast.UAdd: operator.pos, ast.USub: operator.neg}
-
-
-class CheckpointError(ValueError):
-    """A checkpoint folder that cannot be used as it is; the message says what to do."""
 
 
 # `${eval:...}` bounds: official configs multiply a few small numbers; anything past these is an attack

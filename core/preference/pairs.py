@@ -26,6 +26,7 @@ from typing import Any, Iterable, Optional
 
 import numpy as np
 
+from core.errors import StudioError
 from core.tokens import CODE_SIZE, EMPTY
 
 FIELDS = ("pair_id", "prompt_id", "lyrics", "description", "chosen", "rejected", "chosen_seed", "rejected_seed",
@@ -33,8 +34,9 @@ FIELDS = ("pair_id", "prompt_id", "lyrics", "description", "chosen", "rejected",
 REQUIRED = ("prompt_id", "chosen", "rejected")
 
 
-class PairError(ValueError):
+class PairError(StudioError, ValueError):
     """A preference pair (or pair file) that cannot be used; the message names it and the fix."""
+    code = "pair"
 
 
 def features():

@@ -24,17 +24,55 @@ from typing import Any, Optional
 
 from filelock import FileLock, Timeout
 
+from core.errors import StudioError
+
 LOCK_NAME = "train.lock"
 
 
-class RunLocked(RuntimeError):
+class RunLocked(StudioError, RuntimeError):
     """Another live process holds the run folder's lock."""
+    code = "run_locked"
 
     def __init__(self, output_dir: Path, holder: dict[str, Any]):
         self.output_dir, self.holder = Path(output_dir), holder
         super().__init__(f"{output_dir} is in use by another training process ({describe_holder(holder)}); "
                          "stop that run first (studio: Stop, or Ctrl+C in its shell), or train into another "
-                         "output_dir")
+                         "output_dir", run=str(output_dir), holder=describe_holder(holder))
+
+
+class RunError(StudioError, RuntimeError):
+    """A run that cannot be started, renamed or deleted now (another one is busy, it is running)."""
+    code = "run"
+
+    @classmethod
+    def busy(cls, run: str, status: str) -> "RunError":
+        """Another run of the workspace is active."""
+        return cls(f"run {run} is {status}; wait for it to finish or stop it before starting another",
+                   code="run_busy", run=run, status=status)
+
+    @classmethod
+    def active(cls, run: str, status: str, what: str) -> "RunError":
+        """The run itself is active: it cannot be deleted or renamed (`what`)."""
+        return cls(f"run {run} is {status}; stop it before you {what} it", code=f"run_active_{what}", run=run,
+                   status=status)
+
+
+class NotARun(StudioError, FileNotFoundError):
+    """A folder that is not a run of the workspace."""
+    code = "not_a_run"
+
+
+class RunNameError(StudioError, ValueError):
+    """A new run name that cannot be used."""
+    code = "run_name"
+
+    @classmethod
+    def empty(cls, name: str) -> "RunNameError":
+        return cls(f"{name!r} has no letters or digits; choose a name like 'my-voice-lora'", name=name)
+
+
+class RunNameTaken(StudioError, FileExistsError):
+    code = "run_name_taken"
 
 
 def describe_holder(holder: dict[str, Any]) -> str:

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from core.runs import process
+from core.runs.lock import NotARun, RunError, RunNameError, RunNameTaken
 from core.runs.status import ACTIVE, TERMINAL, RunStatus  # noqa: F401  (runs.RunStatus for callers)
 from core.config import ConfigError, StudioConfig, load_config
 from core.fsutil import atomic_write_json, checkpoint_dirs, slugify
@@ -194,14 +195,14 @@ def start_run(run_dir: str | os.PathLike, resume: bool = False, num_processes: O
     """
     run_dir = Path(run_dir).resolve()
     if not (run_dir / CONFIG_NAME).is_file():
-        raise FileNotFoundError(f"{run_dir / CONFIG_NAME} not found: create the run first (create_run)")
+        raise NotARun(f"{run_dir / CONFIG_NAME} not found: create the run first (create_run)", run=run_dir.name)
     cfg = load_run_config(run_dir)  # fail here, in the caller, on a broken config; the launch uses this read
     from core.model.info import check_base_model
     check_base_model(cfg)  # a run sure to fail on its base model is never launched (CheckpointError)
     status = run_status(run_dir)
     if status.get("status") in ACTIVE:
-        raise RuntimeError(f"run {run_dir.name} is already {status['status']} (pid {status.get('pid')}); "
-                           "stop it first")
+        raise RunError(f"run {run_dir.name} is already {status['status']} (pid {status.get('pid')}); "
+                       "stop it first", code="run_active", run=run_dir.name, status=status["status"])
     from core.runs.lock import describe_holder, lock_holder
 
     holder = lock_holder(run_dir)
@@ -213,8 +214,8 @@ def start_run(run_dir: str | os.PathLike, resume: bool = False, num_processes: O
         time.sleep(0.2)
         holder = lock_holder(run_dir)
     if holder is not None:  # a trainer started elsewhere (e.g. a shell) holds this folder
-        raise RuntimeError(f"run {run_dir.name} is in use by another training process ({describe_holder(holder)}); "
-                           "stop it first")
+        raise RunError(f"run {run_dir.name} is in use by another training process ({describe_holder(holder)}); "
+                       "stop it first", code="run_in_use", run=run_dir.name, holder=describe_holder(holder))
     if exclusive:
         # two clicks at once: the check and the launch happen under one lock of the runs folder
         from filelock import FileLock
@@ -226,8 +227,7 @@ def start_run(run_dir: str | os.PathLike, resume: bool = False, num_processes: O
 def _start_exclusive(run_dir: Path, cfg: StudioConfig, resume, num_processes, multi_gpu, env) -> dict[str, Any]:
     other = active_run(run_dir.parent.parent)
     if other is not None and Path(other["run_dir"]).resolve() != run_dir:
-        raise RuntimeError(f"run {other.get('run_id', Path(other['run_dir']).name)} is {other['status']}; "
-                           "wait for it to finish or stop it before starting another")
+        raise RunError.busy(other.get("run_id", Path(other["run_dir"]).name), other["status"])
     return _launch(run_dir, cfg, resume, num_processes, multi_gpu, env)
 
 
@@ -395,14 +395,14 @@ def latest_checkpoint(run_dir: str | os.PathLike) -> Optional[Path]:
 def _refuse_if_active(run_dir: Path, what: str) -> None:
     st = run_status(run_dir)
     if st.get("alive") or st.get("status") in ACTIVE:
-        raise RuntimeError(f"run {run_dir.name} is {st.get('status')}; stop it before you {what} it")
+        raise RunError.active(run_dir.name, st.get("status"), what)
 
 
 def delete_run(run_dir: str | os.PathLike) -> None:
     """Remove a run's folder (checkpoints, samples, logs); refuses while the run is active."""
     run_dir = Path(run_dir)
     if not (run_dir / CONFIG_NAME).is_file() and not (run_dir / RUN_JSON).is_file():
-        raise FileNotFoundError(f"{run_dir} is not a run folder (no {CONFIG_NAME} or {RUN_JSON})")
+        raise NotARun(f"{run_dir} is not a run folder (no {CONFIG_NAME} or {RUN_JSON})", run=run_dir.name)
     _refuse_if_active(run_dir, "delete")
     process.forget_child(run_dir)
     shutil.rmtree(run_dir)
@@ -414,17 +414,17 @@ def rename_run(run_dir: str | os.PathLike, new_name: str) -> Path:
     taken; returns the new folder."""
     run_dir = Path(run_dir).resolve()
     if not (run_dir / CONFIG_NAME).is_file():
-        raise FileNotFoundError(f"{run_dir} is not a run folder (no {CONFIG_NAME})")
+        raise NotARun(f"{run_dir} is not a run folder (no {CONFIG_NAME})", run=run_dir.name)
     _refuse_if_active(run_dir, "rename")
     slug = slugify(new_name, "", 80)
     if not slug:
-        raise ValueError(f"{new_name!r} has no letters or digits; choose a name like 'my-voice-lora'")
+        raise RunNameError.empty(new_name)
     target = run_dir.with_name(slug)
     if target == run_dir:
         update_run_json(run_dir, name=new_name)
         return run_dir
     if target.exists():
-        raise FileExistsError(f"a run named {slug} already exists; choose another name")
+        raise RunNameTaken(f"a run named {slug} already exists; choose another name", name=slug)
     os.rename(run_dir, target)
     process.forget_child(run_dir)
     cfg = load_run_config(target)

@@ -11,6 +11,8 @@ import math
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from core.errors import StudioError
+
 # Lyrics are cut at the model's token budget (config `conditioners.description.QwTokenizer.max_len`,
 # a few hundred tokens). A text this many characters long is over any budget whatever the tokenizer:
 # refused before tokenizing, so a pasted book is never copied into reports.
@@ -18,8 +20,9 @@ MAX_LYRIC_CHARS = 20_000
 MAX_DESCRIPTION_CHARS = 2_000
 
 
-class TextFileError(ValueError):
+class TextFileError(StudioError, ValueError):
     """A lyric / description / LRC / metadata file that cannot be read as text; the message names it."""
+    code = "text_file"
 
 
 def read_text_file(path: Path) -> str:

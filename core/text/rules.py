@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 from typing import Optional
 
+from core.sampling import GEN_TYPES
 from core.text.description import DEFAULT_MUSICALITY, MUSICALITY_TAGS, musicality_tag
 from core.text.description import PURE_MUSIC as PURE_MUSIC_TAG
 from core.text.lyrics import is_instrumental as is_instrumental_lyrics
@@ -67,8 +68,8 @@ def bgm_text(description: Optional[str], version: str, lyrics: Optional[str] = N
 def model_text(lyrics: Optional[str], description: Optional[str], version: str,
                mode: str = "mixed") -> tuple[Optional[str], Optional[str]]:
     """(lyrics, description) as the model expects them for `version` and generation `mode`."""
-    if mode not in ("mixed", "vocal", "bgm", "separate"):
-        raise ValueError(f"mode must be mixed, vocal, bgm or separate, got {mode!r}")
+    if mode not in GEN_TYPES:
+        raise ValueError(f"mode must be one of {', '.join(GEN_TYPES)}, got {mode!r}")
     if lyrics is not None:
         lyrics = lyrics.replace("  ", " ")
     desc = description.strip() if description and description.strip() else None

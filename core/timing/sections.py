@@ -20,6 +20,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Iterable, Optional, Sequence
 
+from core.errors import StudioError
 from core.text.lyrics import SEP, VOCAL_TAGS
 
 SOURCES = ("lrc", "edited", "proposed", "none")
@@ -40,8 +41,9 @@ HOW_TO_ADD_TIMING = (
     "studio's Timing editor (it can also propose them from the vocal stem)")
 
 
-class TimingError(ValueError):
+class TimingError(StudioError, ValueError):
     """Timing that cannot be used; the message names the section and what to change."""
+    code = "timing"
 
 
 @dataclass

@@ -83,16 +83,16 @@ def _lora_load_hook(models, input_dir) -> None:
 
     path = Path(input_dir) / "model.safetensors"
     if not path.is_file():
-        raise FileNotFoundError(f"{path} missing: this checkpoint's state is incomplete; resume from an "
-                                "earlier checkpoint or start the run again")
+        raise cio.CheckpointError(f"{path} missing: this checkpoint's state is incomplete; resume from an "
+                                  "earlier checkpoint or start the run again")
     with safe_open(str(path), framework="pt") as fh:
         stored = set(fh.keys())
     want = _trainable_keys(models[0])
     if stored != want:
         missing, extra = sorted(want - stored)[:3], sorted(stored - want)[:3]
-        raise RuntimeError(f"{path}: adapter weights do not match this run's LoRA settings "
-                           f"(missing e.g. {missing}, unexpected e.g. {extra}); resume with the "
-                           "checkpoint's own config.yaml")
+        raise cio.CheckpointError(f"{path}: adapter weights do not match this run's LoRA settings "
+                                  f"(missing e.g. {missing}, unexpected e.g. {extra}); resume with the "
+                                  "checkpoint's own config.yaml")
 
 
 KEPT_REASONS = ("save-now", "stop", "end")  # asked for by the user or closing the run: never pruned
@@ -199,7 +199,7 @@ class Checkpoints:
         """Restore everything from `ckpt`; -> the step to continue from."""
         state_dir = ckpt / "state"
         if not state_dir.is_dir():
-            raise FileNotFoundError(f"{state_dir} not found: {ckpt} is not a resumable checkpoint of core.train")
+            raise cio.CheckpointError(f"{state_dir} not found: {ckpt} is not a resumable checkpoint of core.train")
         state, tensors = cio.load_training_state(state_dir, self.acc, self.scheduler,
                                                  **({"strict": False} if self.mode == "lora" else {}))
         self.state.load_state_dict(state, tensors)

@@ -13,13 +13,16 @@ from typing import Any, Sequence
 
 import torch
 
+from core.errors import StudioError
+
 OPTIMIZERS = ("adamw", "adamw_8bit", "adafactor")
 # Bytes of optimizer state (moments) per trainable parameter, for the memory estimate (grads apart).
 STATE_BYTES = {"adamw": 8.0, "adamw_8bit": 2.0, "adafactor": 0.1}
 
 
-class OptimizerError(ValueError):
+class OptimizerError(StudioError, ValueError):
     """A choice this machine cannot run; the message says what to pick instead."""
+    code = "optimizer"
 
 
 def build_optimizer(name: str, groups: Sequence[dict[str, Any]], *, lr: float, betas: tuple[float, float] = (0.9, 0.999),

@@ -36,6 +36,7 @@ from typing import Any, Callable, Iterable, Optional
 import numpy as np
 import torch
 
+from core.errors import CheckpointError, StudioError
 from core.fsutil import atomic_write_json, checkpoint_dirs
 
 MANIFEST = "manifest.json"
@@ -57,12 +58,16 @@ ALLOWED_PATTERNS = (
 )
 
 
-class CheckpointError(RuntimeError):
-    """A checkpoint folder that is incomplete, altered or holds files we refuse to load."""
-
-
-class DiskFullError(OSError):
+class DiskFullError(StudioError, OSError):
     """No space left (or quota exceeded) while writing; the message names the file and the free space."""
+    code = "disk_full"
+
+    def __init__(self, errno_: int, message: str, **params):
+        StudioError.__init__(self, message, **params)
+        self.errno, self.strerror = errno_, message  # what OSError's callers read
+
+    def __reduce__(self):  # errno is a slot of OSError, not in __dict__
+        return type(self), (self.errno, self.message), dict(self.__dict__)
 
 
 # ---- disk full --------------------------------------------------------------------------------
@@ -98,9 +103,10 @@ def _free_text(path: Path) -> str:
 
 
 def disk_full_error(path: str | os.PathLike, err: BaseException) -> DiskFullError:
-    return DiskFullError(errno.ENOSPC, f"disk full while writing {path} ({_free_text(Path(path))}): free some "
+    free = _free_text(Path(path))
+    return DiskFullError(errno.ENOSPC, f"disk full while writing {path} ({free}): free some "
                                        f"space (old runs, exports, checkpoints) or lower training.keep_last, "
-                                       f"then resume [{type(err).__name__}: {err}]")
+                                       f"then resume [{type(err).__name__}: {err}]", path=str(path), free=free)
 
 
 def guarded_write(path: str | os.PathLike, write: Callable[[], Any]) -> Any:

@@ -15,6 +15,7 @@ from typing import Any, Callable, ContextManager, Optional
 import torch
 
 from core.fsutil import atomic_write_bytes
+from core.sampling import from_section
 from core.training.safe_state import guarded_write
 
 # Fixed sample prompts (lyrics in SongGeneration's grammar, description tags). Sample 0 uses the
@@ -63,9 +64,8 @@ class SampleWriter:
                 lyr, d = song_text(lyrics, desc, lelm.version)  # as the song was trained
                 t0 = time.time()
                 with autocast():
-                    codes = lelm.generate(lyr, d, prompt=None, max_frames=frames, cfg_coef=gen.cfg_coef,
-                                          temperature=gen.temperature, top_k=gen.top_k, top_p=gen.top_p,
-                                          record_window=gen.record_window, seed=gen.seed + k)
+                    codes = lelm.generate(lyr, d, prompt=None, max_frames=frames, seed=gen.seed + k,
+                                          **from_section(gen).kwargs())
                 wav, sr = self.codec.decode(codes[0].cpu())
                 path = self.out_dir / f"step-{step}_{k}.wav"
                 # encoded in memory, then written as one file: libsndfile reports a full disk as a bare

@@ -13,6 +13,8 @@ from typing import Sequence
 
 import torch
 
+from core.data.limits import DataError
+
 
 def lr_factor(update: int, total: int, warmup: int, min_ratio: float) -> float:
     """Multiplier of the peak LR for optimizer update `update` (0-based), reference shape (lelm.md §4).
@@ -49,7 +51,7 @@ def plan_epoch(lengths: Sequence[int], global_batch: int, seed: int, epoch: int,
     """
     n = len(lengths)
     if n == 0:
-        raise ValueError("the training split is empty: prepare at least one song")
+        raise DataError("the training split is empty: prepare at least one song", code="empty_split")
     g = torch.Generator().manual_seed(derive_seed(seed, "epoch", epoch))
     perm = torch.randperm(n, generator=g).tolist()
     need = max(global_batch, math.ceil(n / global_batch) * global_batch)

@@ -217,8 +217,8 @@ class Trainer:
                 self.log(f"resumed from {ckpt} at step {start_step}")
                 self.control.best_val = self.checkpoints.best()
         elif runs.checkpoints(self.run_dir):
-            raise RuntimeError(f"{self.run_dir} already has checkpoints; pass --resume to continue this run, "
-                               "or use a new paths.output_dir")
+            raise runs.RunError(f"{self.run_dir} already has checkpoints; pass --resume to continue this run, "
+                                "or use a new paths.output_dir", code="run_has_checkpoints", run=self.run_dir.name)
         self.objective.prepare(start_step)
         self.tel.event("phase", phase="train", step=start_step, total=self.total_steps, resumed=bool(start_step),
                        mode=self.tc.type, trainable=self.trainable, parameters=self.total_params,

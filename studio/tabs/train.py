@@ -10,8 +10,9 @@ import gradio as gr
 import pandas as pd
 
 from core.runs import store as runs
+from core.errors import StudioError
 from core.training.presets import GPU_PRESETS, preset_name
-from studio import backend, feedback, monitor, sandbox
+from studio import backend, feedback, gradio_compat, monitor, sandbox
 from studio.feedback import UserError
 from studio.i18n import request_lang, status_word, tr
 from studio.widgets import api_name, config_value, config_widget
@@ -252,16 +253,8 @@ def build(ctx) -> dict:
         return {k: config_value(k, v) if "." in k else v for k, v in zip(keys, vals)}
 
     def named(fn, with_request: bool = False):
-        """Give a *vals handler readable API parameters: /start_run(training_max_steps=..., lora_r=...);
-        `with_request`: Gradio passes the browser's request last (for its language)."""
-        import inspect
-        params = [inspect.Parameter(api_name(k), inspect.Parameter.POSITIONAL_OR_KEYWORD) for k in keys]
-        if with_request:
-            params.append(inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=gr.Request))
-        fn.__signature__ = inspect.Signature(params)
-        if with_request:  # Gradio finds the request parameter by its type hint, not the signature
-            fn.__annotations__ = {"request": gr.Request}
-        return fn
+        """Readable API parameters for a *vals handler: /start_run(training_max_steps=..., lora_r=...)."""
+        return gradio_compat.named(fn, [api_name(k) for k in keys], with_request)
 
     # ---- presets, preview, estimate ----------------------------------------------------------
     preset_keys = sorted({k for pr in PRESETS.values() for k in pr})
@@ -289,8 +282,11 @@ def build(ctx) -> dict:
             cfg = backend.train_config(ctx.ws, v)
             yaml_text, cmd = backend.preview(ctx.ws, cfg)
             est = backend.estimate(cfg, lang)
-        except Exception as err:  # invalid values: one message in the estimate's place, nothing crashes
+        except (StudioError, gr.Error) as err:  # invalid values: one message in the estimate's place
             return gr.skip(), gr.skip(), f"⚠ {feedback.message(err, lang)}"
+        except Exception as err:  # noqa: BLE001 - a bug: said as one, the page keeps working
+            bug = feedback.internal(err, ctx.error_log, not ctx.public)
+            return gr.skip(), gr.skip(), f"⚠ {feedback.message(bug, lang)}"
         return yaml_text, cmd, est
 
     preview = named(preview, with_request=True)
