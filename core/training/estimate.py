@@ -86,11 +86,24 @@ def logits_memory(S_out: int, batch: int, D: int) -> float:
     return float(min(plain, chunked))
 
 
+TEXT_ROWS = 151659  # rows of each text table (lyrics, description) of the official Qwen2-size tokenizers
+
+
 def count_parameters_from_layout(oc) -> int:
     """All saved tensors of an official checkpoint of this config (Qwen2-size text tables)."""
     D, L, C1 = oc.dim, oc.num_layers + oc.num_layers_sub, oc.code_size + 1
-    return (L * oc.layer_parameters + 7 * (C1 + 1) * D + 6 * C1 * D + 2 * 151659 * D
+    return (L * oc.layer_parameters + 7 * (C1 + 1) * D + 6 * C1 * D + 2 * TEXT_ROWS * D
             + 200 * D + 3 * D * D + 8 * D)
+
+
+def fsdp_unit_parameters(oc) -> tuple[int, int]:
+    """(parameters of the FSDP root unit, of the largest other unit) under core.training.setup.shard_units:
+    the root keeps the three used heads and the final norms, gathered on every GPU for the whole step;
+    the largest unit is a text table (lyrics: TEXT_ROWS rows + structure rows) or a decoder layer."""
+    D, C1 = oc.dim, oc.code_size + 1
+    root = oc.code_depth * C1 * D + 4 * D
+    largest = max(oc.layer_parameters, (TEXT_ROWS + 200) * D, oc.code_depth * (C1 + 1) * D + 2 * D, 3 * D * D)
+    return root, largest
 
 
 def estimate_memory_for(oc, n_params: int, *, mode: str, frames: int, batch: int, checkpointing: bool,
@@ -130,7 +143,12 @@ def estimate_memory_for(oc, n_params: int, *, mode: str, frames: int, batch: int
     weights = weight_bytes * N
     total = weights + states + acts + logits
     gb = 1e9
+    root, largest = fsdp_unit_parameters(oc)
+    grad_bytes = 4 if mode == "full" else 0  # LoRA: the gathered units' gradients are adapters only
     return {"parameters": N, "trainable": int(trainable), "frames": T, "positions": S,
+            # FSDP: what every GPU holds whole besides its shard (core.training.estimate.sharded_memory)
+            "fsdp_root_gb": round((weight_bytes + grad_bytes) * root / gb, 2),
+            "fsdp_unit_gb": round((weight_bytes + grad_bytes) * largest / gb, 2),
             "weights_gb": round(weights / gb, 2), "grads_optimizer_gb": round(states / gb, 2),
             "activations_gb": round(acts / gb, 2), "logits_gb": round(logits / gb, 2),
             "total_gb": round(total / gb, 2),
@@ -163,10 +181,16 @@ def sharded_memory(est: dict[str, Any], distributed: str, processes: int) -> flo
     """GB of GPU memory per process when `estimate_memory`'s run is spread over `processes`:
     ddp/single/auto keep everything on every GPU; DeepSpeed ZeRO-2 splits grads + optimizer state;
     FSDP (full shard, also multi_node) and ZeRO-3 split weights too. Activations and logits stay per
-    process (each has its own batch). FSDP/ZeRO-3 also hold one gathered decoder layer at a time (small)."""
+    process (each has its own batch). What FSDP does not shard is counted whole: the root unit (heads,
+    final norms: gathered for the whole step, with its gradient in a full finetune) and twice the largest
+    other unit (the one in use and the next, prefetched; a text table at the official sizes). ZeRO-3
+    gathers module by module in buckets of its own sizing; one decoder layer is small beside the rest."""
     n = max(1, int(processes or 1))
     weights, states = est["weights_gb"], est["grads_optimizer_gb"]
-    if distributed in ("fsdp", "multi_node", "deepspeed_zero3"):
+    if distributed in ("fsdp", "multi_node"):
+        gathered = est.get("fsdp_root_gb", 0.0) + 2 * est.get("fsdp_unit_gb", 0.0)
+        weights, states = weights / n + gathered * (n > 1), states / n
+    elif distributed == "deepspeed_zero3":
         weights, states = weights / n, states / n
     elif distributed == "deepspeed_zero2":
         states = states / n

@@ -98,3 +98,68 @@ def shard_on_cpu(acc) -> None:
     acc.state.fsdp_plugin = plugin
     acc.state.distributed_type = DistributedType.FSDP
     PartialState._shared_state["distributed_type"] = DistributedType.FSDP
+
+
+def shard_unit_names(lelm: nn.Module) -> tuple[list[str], list[str]]:
+    """(modules that run their own forward, modules never run) that get their own FSDP2 unit besides the
+    decoder layers: the text and prompt tables, the code embeddings and the fusion MLP; the unused
+    layout tables so they are never gathered. The heads stay in the root unit: the chunked loss reads
+    their weights directly (core.model.loss), not through a forward FSDP could hook."""
+    k = len(lelm.layer2_emb)
+    run = ([f"condition_provider.conditioners.{n}" for n in lelm.condition_provider.conditioners]
+           + ["emb.0", *(f"layer2_emb.{i}" for i in range(1, k)), "mlp"])
+    never = ["layer2_emb.0", "transformer.model.embed_tokens", "transformer2.model.embed_tokens",
+             "transformer2.lm_head"]
+    return run, never
+
+
+def shard_units(acc, lelm: nn.Module) -> dict[str, int]:
+    """FSDP2 (accelerate's plugin set): shard `shard_unit_names` as units of their own before accelerate
+    wraps the decoder layers and the root, with the plugin's settings (accelerate leaves modules that are
+    already sharded alone). Otherwise everything that is not a decoder layer (~21 % of v2-large) would sit
+    in the root unit, gathered on every GPU for the whole step. -> parameter counts {"units", "root"}:
+    what the new units hold, and what stays in the root (heads, norms)."""
+    from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
+
+    plugin = getattr(acc.state, "fsdp_plugin", None)
+    if plugin is None or plugin.fsdp_version != 2:
+        return {}
+    run, never = shard_unit_names(lelm)
+    kw = {"reshard_after_forward": plugin.reshard_after_forward, "offload_policy": plugin.cpu_offload,
+          "mp_policy": plugin.mixed_precision_policy or MixedPrecisionPolicy()}
+    units = 0
+    for name in run + never:
+        module = lelm.get_submodule(name)
+        if not isinstance(module, FSDPModule):
+            units += sum(p.numel() for p in module.parameters())
+            fully_shard(module, **kw)
+    layers = sum(p.numel() for m in lelm.modules() if type(m).__name__ == "LlamaDecoderLayer" for p in m.parameters())
+    return {"units": units, "root": sum(p.numel() for p in lelm.parameters()) - units - layers}
+
+
+def clip_grad_norm(acc, optimizer, max_norm: float) -> float:
+    """Clip the gradients of the optimizer's parameters to `max_norm` (inf: only measure) -> their total
+    norm before clipping.
+
+    The parameters come from the optimizer: under FSDP2 a forward without gradients (evaluation, a full
+    finetune's reference log-probs) leaves the root unit gathered, and the module then lists its
+    unsharded stand-ins, not the parameters that train. Sharded (DTensor) gradients are measured here:
+    each element lives on exactly one rank, so the local squares summed over the ranks give the norm
+    (accelerate's path through torch's norm over several fully_shard meshes left the heads out)."""
+    from torch.distributed.tensor import DTensor
+
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    grads = [p.grad for p in params if p.grad is not None]
+    if not any(isinstance(g, DTensor) for g in grads):
+        return float(acc.clip_grad_norm_(params, max_norm))
+    acc.unscale_gradients()
+    local = [g.to_local() if isinstance(g, DTensor) else g for g in grads]
+    sq = torch.zeros(1, dtype=torch.float64, device=acc.device)
+    for g, part in zip(grads, local):
+        if isinstance(g, DTensor) or acc.is_main_process:  # a plain (replicated) gradient counts once
+            sq += part.double().pow(2).sum()
+    total = float(acc.reduce(sq, reduction="sum").sqrt())
+    coef = max_norm / (total + 1e-6)
+    if coef < 1.0:
+        torch._foreach_mul_(local, coef)  # in place on the local shards
+    return total
