@@ -73,6 +73,9 @@ class TrainingConfig(_Section):
     optimizer: Literal["adamw", "adamw_8bit", "adafactor"] = "adamw"
     # LoRA only: keep the frozen base weights in bfloat16 (half the memory; adapters stay float32)
     base_dtype: Literal["float32", "bfloat16"] = "float32"
+    # LoRA only: the frozen decoder-layer linears in 4-bit NF4 or 8 bits (bitsandbytes; QLoRA); export merges
+    # the adapters into the full-precision base (core.training.setup.quantize_base)
+    base_quant: Literal["none", "nf4", "int8"] = "none"
     max_grad_norm: float = Field(1.0, ge=0)
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
     gradient_checkpointing: bool = False

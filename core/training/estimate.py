@@ -1,6 +1,7 @@
 """How much GPU memory and wall time a training config needs, before anything is built.
 
-Memory: weights fp32 (4 bytes per parameter; 2 for a LoRA run's bfloat16 base); full: + fp32 grads + optimizer state (AdamW 8 bytes,
+Memory: weights fp32 (4 bytes per parameter; 2 for a LoRA run's bfloat16 base; a quantized base's decoder
+linears QUANT_BYTES); full: + fp32 grads + optimizer state (AdamW 8 bytes,
 8-bit AdamW 2, Adafactor ~0: core.training.optimizers.STATE_BYTES) per trainable parameter; LoRA: weights + grads +
 state per adapter parameter; activations in bf16 (fp32 when mixed precision is off) at batch_size x
 min(max_frames, the model's) frames, plus the logits and their CE (chunked when that is smaller:
@@ -86,6 +87,10 @@ def logits_memory(S_out: int, batch: int, D: int) -> float:
     return float(min(plain, chunked))
 
 
+# Bytes per quantized weight (core.training.setup.quantize_base): NF4 = 4 bits + one fp32 scale per 64
+# weights, the scales themselves 8-bit with an fp32 scale per 256 (bitsandbytes' nested quantization);
+# int8 = 1 byte + one fp32 scale per output row (~0 at these widths).
+QUANT_BYTES = {"nf4": 0.5 + 1 / 64 + 4 / (64 * 256), "int8": 1.0}
 TEXT_ROWS = 151659  # rows of each text table (lyrics, description) of the official Qwen2-size tokenizers
 
 
@@ -111,8 +116,9 @@ def estimate_memory_for(oc, n_params: int, *, mode: str, frames: int, batch: int
                         lora_targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj",
                                                          "gate_proj", "up_proj", "down_proj"),
                         lora_stacks: str = "both", train_fusion: bool = False, train_heads: bool = False,
-                        weight_bytes: int = 4, freeze_main: bool = False) -> dict[str, Any]:
-    """The estimate for an OfficialConfig and settings (what estimate_memory reads from a StudioConfig)."""
+                        weight_bytes: int = 4, freeze_main: bool = False, base_quant: str = "none") -> dict[str, Any]:
+    """The estimate for an OfficialConfig and settings (what estimate_memory reads from a StudioConfig).
+    `base_quant` nf4 / int8 (LoRA): the decoder layers' linears at QUANT_BYTES each, the rest at weight_bytes."""
     from core.training.optimizers import STATE_BYTES
 
     D, F, L = oc.dim, oc.intermediate_size, oc.num_layers + oc.num_layers_sub
@@ -140,7 +146,8 @@ def estimate_memory_for(oc, n_params: int, *, mode: str, frames: int, batch: int
         if train_heads:
             trainable += lora_r * 3 * (D + C1)
         states = (8 + STATE_BYTES[optimizer]) * trainable  # fp32 adapter weights + grads + state
-    weights = weight_bytes * N
+    quantized = L * (4 * D * D + 3 * D * F) if mode == "lora" and base_quant != "none" else 0
+    weights = weight_bytes * (N - quantized) + QUANT_BYTES.get(base_quant, 0.0) * quantized
     total = weights + states + acts + logits
     gb = 1e9
     root, largest = fsdp_unit_parameters(oc)
@@ -152,7 +159,7 @@ def estimate_memory_for(oc, n_params: int, *, mode: str, frames: int, batch: int
             "weights_gb": round(weights / gb, 2), "grads_optimizer_gb": round(states / gb, 2),
             "activations_gb": round(acts / gb, 2), "logits_gb": round(logits / gb, 2),
             "total_gb": round(total / gb, 2),
-            "formula": "(4|2 bf16 base) N + (grads + optimizer state) x trainable + activations(S, D, F, layers, ckpt) "
+            "formula": "(4|2 bf16 base; nf4/int8 decoder linears: QUANT_BYTES) N + (grads + optimizer state) x trainable + activations(S, D, F, layers, ckpt) "
                        "+ min(plain logits 3*S_out*16385*10*B, chunked)"}
 
 
@@ -174,7 +181,7 @@ def estimate_memory(cfg: StudioConfig) -> dict[str, Any]:
                                lora_r=lc.r, lora_targets=tuple(lc.target_modules), lora_stacks=lc.stacks,
                                train_fusion=lc.train_fusion, train_heads=lc.train_heads,
                                weight_bytes=2 if tc.base_dtype == "bfloat16" and tc.type == "lora" else 4,
-                               freeze_main=tc.freeze_transformer)
+                               freeze_main=tc.freeze_transformer, base_quant=tc.base_quant)
 
 
 def sharded_memory(est: dict[str, Any], distributed: str, processes: int) -> float:

@@ -32,6 +32,7 @@ def build_model(cfg: StudioConfig, dtype: Optional[torch.dtype] = None):
                           "LoRA its equivalent is lora.stacks: transformer2 (adapters only there, the main stack "
                           "unchanged). Set training.freeze_transformer: false, or training.type: full")
 
+    check_base_quant(cfg)
     ckpt_dir = Path(resolve_base_model(cfg))
     lelm = LeLM.from_pretrained(ckpt_dir, runtime_root=cfg.paths.runtime_path, dtype=dtype)
     if not cfg.training.condition_dropout:
@@ -47,6 +48,8 @@ def build_model(cfg: StudioConfig, dtype: Optional[torch.dtype] = None):
     else:
         for p in lelm.parameters():
             p.requires_grad_(False)
+        if cfg.training.base_quant != "none":
+            quantize_base(lelm, cfg.training.base_quant, compute_dtype=dtype)
         model = apply_lora(cfg, lelm)
     if cfg.training.gradient_checkpointing:
         lelm.gradient_checkpointing_enable()
@@ -54,6 +57,57 @@ def build_model(cfg: StudioConfig, dtype: Optional[torch.dtype] = None):
         from core.model.compiled import compile_stacks
         compile_stacks(lelm)
     return model, lelm, ckpt_dir
+
+
+def check_base_quant(cfg: StudioConfig) -> None:
+    """training.base_quant is for LoRA on one GPU or DDP: refuse the rest with the reason."""
+    tc = cfg.training
+    if tc.base_quant == "none":
+        return
+    if tc.type == "full":
+        raise ConfigError(f"training.base_quant: {tc.base_quant} keeps the base frozen in low precision for LoRA; a "
+                          "full finetune trains every weight (set base_quant: none, or training.type: lora)")
+    if tc.distributed in ("fsdp", "multi_node", "deepspeed_zero3"):
+        raise ConfigError(f"training.base_quant: {tc.base_quant} is not sharded (bitsandbytes' packed weights stay whole "
+                          f"on every GPU) and untested under training.distributed: {tc.distributed}; use ddp, or "
+                          "base_quant: none with sharding")
+
+
+def quantize_base(lelm: nn.Module, kind: str, compute_dtype: torch.dtype) -> int:
+    """QLoRA's frozen base: every nn.Linear of both stacks' decoder layers (~85 % of the weights) becomes
+    bitsandbytes' Linear4bit (NF4, blocks of 64 with their scale) or Linear8bitLt (int8 rows + outliers
+    in 16 bit), computing in `compute_dtype`; tables, fusion MLP and heads keep the base dtype. Quantized
+    on the CPU here, moved with the model. -> the number of layers replaced. Only LoRA adapters train on
+    it, and merge / export always read the full-precision checkpoint, never these weights."""
+    try:
+        import bitsandbytes as bnb
+    except ImportError:
+        raise ConfigError(f"training.base_quant: {kind} needs bitsandbytes, which is not installed: pip install "
+                          "'bitsandbytes>=0.50' (its 4-bit and 8-bit layers run on CUDA and on the CPU), or set "
+                          "base_quant: none") from None
+    count = 0
+    for stack in (lelm.transformer, lelm.transformer2):
+        for layer in stack.model.layers:
+            for parent in list(layer.modules()):
+                for name, child in list(parent.named_children()):
+                    if type(child) is nn.Linear:
+                        setattr(parent, name, _quantized_linear(bnb, child, kind, compute_dtype))
+                        count += 1
+    return count
+
+
+def _quantized_linear(bnb, lin: nn.Linear, kind: str, compute_dtype: torch.dtype) -> nn.Module:
+    bias = lin.bias is not None
+    if kind == "nf4":
+        q = bnb.nn.Linear4bit(lin.in_features, lin.out_features, bias=bias, compute_dtype=compute_dtype,
+                              quant_type="nf4", device="meta")
+        q.weight = bnb.nn.Params4bit(lin.weight.data, requires_grad=False, quant_type="nf4")
+    else:
+        q = bnb.nn.Linear8bitLt(lin.in_features, lin.out_features, bias=bias, has_fp16_weights=False, device="meta")
+        q.weight = bnb.nn.Int8Params(lin.weight.data, requires_grad=False, has_fp16_weights=False)
+    if bias:
+        q.bias = nn.Parameter(lin.bias.data, requires_grad=False)
+    return q.to(lin.weight.device)  # bitsandbytes quantizes when the weight is moved
 
 
 def make_optimizer(cfg: StudioConfig, model: nn.Module, device: Optional[torch.device] = None) -> torch.optim.Optimizer:
