@@ -18,7 +18,9 @@ Per size and length, batch 1, bf16 autocast, gradient checkpointing, the trainer
   - mode "qlora": the LoRA step on a bf16 model whose decoder linears are NF4 (training.base_quant: nf4,
     core.training.setup.quantize_base), built after the other rows of the size so its peak is its own.
   - generation frames/s for one song (guided, top-k): eager step vs the compiled CUDA-graph step, and
-    4 songs in one generate_batch pass (compiled step), in total frames/s.
+    4 songs in one generate_batch pass (compiled step), in total frames/s; peak memory of one song with
+    the float (model dtype) cache and the int8 cache (`cache="int8"`) beside core.training.estimate's
+    generation_memory.
 Needs a CUDA device; on anything else it says so and exits with status 2.
 """
 from __future__ import annotations
@@ -205,6 +207,14 @@ def generation_row(model, frames: int) -> dict:
     model.generate_batch(["[verse] la la la"] * n, ["female, pop"] * n, None, max_frames=frames, **batch_kw)
     torch.cuda.synchronize()
     out["batch4_compiled"] = n * frames / (time.perf_counter() - t)
+    for cache in ("static", "int8"):  # peak memory of one song, float (model dtype) vs int8 KV cache (eager)
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+        t = time.perf_counter()
+        model.generate("[verse] la la la", "female, pop", None, max_frames=frames, seed=0, cache=cache, compile=False)
+        torch.cuda.synchronize()
+        out[f"{cache}_eager"] = frames / (time.perf_counter() - t)
+        out[f"{cache}_peak_gb"] = torch.cuda.max_memory_allocated() / 1e9
     return out
 
 
@@ -238,6 +248,7 @@ def main() -> int:
     args = p.parse_args()
 
     import torch
+    from core.training.estimate import generation_memory
     if not torch.cuda.is_available():
         print("bench/gpu.py needs a CUDA GPU (none visible to torch here); nothing was measured. "
               "See bench/README.md for how to run it on a GPU machine.", file=sys.stderr)
@@ -258,10 +269,15 @@ def main() -> int:
         seconds = [int(s) for s in args.seconds.split(",")]
         rows += train_rows(model, [m for m in modes if m != "qlora"], seconds, args.steps, peak, size, n)
         g = generation_row(model, args.gen_frames)
+        gen_estimate, gen_int8 = (generation_memory(model.config, n, args.gen_frames, weight_bytes=4, kv_cache=kv)
+                                  for kv in ("auto", "int8"))
+        g.update(estimate_gb=gen_estimate["total_gb"], estimate_int8_gb=gen_int8["total_gb"])
         rows.append({"size": size, "generation_frames": args.gen_frames, **g})
         print(f"generation ({args.gen_frames} frames, guided): eager {g['eager']:.1f} frames/s, "
               f"compiled CUDA graph {g['compiled']:.1f} frames/s ({g['compiled'] / g['eager']:.1f}x); "
-              f"4 songs in one pass (compiled) {g['batch4_compiled']:.1f} frames/s in total")
+              f"4 songs in one pass (compiled) {g['batch4_compiled']:.1f} frames/s in total; peak GB float cache "
+              f"{g['static_peak_gb']:.1f} vs int8 cache {g['int8_peak_gb']:.1f} ({g['int8_eager']:.1f} frames/s); "
+              f"estimate {gen_estimate['total_gb']:.1f} / {gen_int8['total_gb']:.1f} (fp32 weights)")
         del model
         torch.cuda.empty_cache()
         if "qlora" in modes:

@@ -162,6 +162,9 @@ class GenerationConfig(_Section):
     checkpoint: Optional[str] = Field(None, json_schema_extra=_PATH)  # finetuned checkpoint (LoRA adapter or full) to generate / A-B / sweep with
     compare_to: Optional[str] = Field(None, json_schema_extra=_MAYBE_PATH)  # A side of an A/B: None or "base" = the base model, or a checkpoint folder
     audio_format: Literal["wav", "flac"] = "wav"
+    # KV cache: auto = the model's dtype (bf16 / fp16 weights -> the same cache); int8 = K/V in int8 (a quarter of
+    # float32, half of bf16; tokens close to, not equal to, a float cache: core.model.fast_step.Int8KV)
+    kv_cache: Literal["auto", "int8"] = "auto"
 
 
 class DpoConfig(_Section):

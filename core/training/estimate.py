@@ -163,6 +163,23 @@ def estimate_memory_for(oc, n_params: int, *, mode: str, frames: int, batch: int
                        "+ min(plain logits 3*S_out*16385*10*B, chunked)"}
 
 
+def generation_memory(oc, n_params: int, frames: int, *, weight_bytes: int = 2, kv_cache: str = "auto",
+                      songs: int = 1) -> dict[str, Any]:
+    """GPU memory of generating `songs` songs of `frames` frames (guided: 2 rows each): the weights at
+    weight_bytes, the KV cache of both stacks over every position (condition prefix + delayed frames) in
+    the weights' dtype or int8 (core.model.fast_step.Int8KV: 1 byte + a scale in the weights' dtype per head vector),
+    plus one step's head logits. Prefill activations (the condition prefix only) are small beside these."""
+    D, L = oc.dim, oc.num_layers + oc.num_layers_sub
+    _, S = sequence_positions(oc, frames)
+    kv_bytes = 1 + weight_bytes / (D // oc.num_heads) if kv_cache == "int8" else weight_bytes
+    kv = 2 * L * 2 * songs * S * D * kv_bytes
+    weights = weight_bytes * n_params
+    logits = 2 * songs * oc.code_depth * (CODE_SIZE + 1) * 4
+    gb = 1e9
+    return {"weights_gb": round(weights / gb, 2), "kv_cache_gb": round(kv / gb, 2), "positions": S,
+            "total_gb": round((weights + kv + logits) / gb, 2)}
+
+
 def estimate_memory(cfg: StudioConfig) -> dict[str, Any]:
     """GPU memory of one training process for this config (no model is built; reads config.yaml and
     the parameter shapes of model.pt lazily); see the module doc for the terms."""
@@ -191,14 +208,14 @@ def sharded_memory(est: dict[str, Any], distributed: str, processes: int) -> flo
     process (each has its own batch). What FSDP does not shard is counted whole: the root unit (heads,
     final norms: gathered for the whole step, with its gradient in a full finetune) and twice the largest
     other unit (the one in use and the next, prefetched; a text table at the official sizes). ZeRO-3
-    gathers module by module in buckets of its own sizing; one decoder layer is small beside the rest."""
+    gathers module by module: the same two largest units, without a root."""
     n = max(1, int(processes or 1))
     weights, states = est["weights_gb"], est["grads_optimizer_gb"]
-    if distributed in ("fsdp", "multi_node"):
-        gathered = est.get("fsdp_root_gb", 0.0) + 2 * est.get("fsdp_unit_gb", 0.0)
+    if distributed in ("fsdp", "multi_node", "deepspeed_zero3"):
+        gathered = 2 * est.get("fsdp_unit_gb", 0.0)
+        if distributed != "deepspeed_zero3":
+            gathered += est.get("fsdp_root_gb", 0.0)
         weights, states = weights / n + gathered * (n > 1), states / n
-    elif distributed == "deepspeed_zero3":
-        weights, states = weights / n, states / n
     elif distributed == "deepspeed_zero2":
         states = states / n
     return round(weights + states + est["activations_gb"] + est["logits_gb"], 2)
