@@ -15,8 +15,12 @@ Per size and length, batch 1, bf16 autocast, gradient checkpointing, the trainer
     core.training.estimate's figure for the same setting. A setting that does not fit prints OOM.
   - mode "lora-compiled" / "full-compiled" (not in the default --modes): the same step with training.compile
     (core.model.compiled); its first (warm-up) step pays the compile.
+  - mode "qlora": the LoRA step on a bf16 model whose decoder linears are NF4 (training.base_quant: nf4,
+    core.training.setup.quantize_base), built after the other rows of the size so its peak is its own.
   - generation frames/s for one song (guided, top-k): eager step vs the compiled CUDA-graph step, and
-    4 songs in one generate_batch pass (compiled step), in total frames/s.
+    4 songs in one generate_batch pass (compiled step), in total frames/s; peak memory of one song with
+    the float (model dtype) cache and the int8 cache (`cache="int8"`) beside core.training.estimate's
+    generation_memory.
 Needs a CUDA device; on anything else it says so and exits with status 2.
 """
 from __future__ import annotations
@@ -111,7 +115,7 @@ def train_row(model, mode: str, frames: int, steps: int, peak: float) -> dict:
     lelm = model
     compiled = mode.endswith("-compiled")
     mode = mode.removesuffix("-compiled")
-    if mode == "lora":
+    if mode in ("lora", "qlora"):
         from core.config import StudioConfig
         from core.model.lora import apply_lora
         for p in lelm.parameters():
@@ -156,7 +160,7 @@ def train_row(model, mode: str, frames: int, steps: int, peak: float) -> dict:
         if compiled:
             from core.model.compiled import uncompile_stacks
             uncompile_stacks(lelm)
-        if mode == "lora":
+        if mode in ("lora", "qlora"):
             model.unload()  # back to the plain LeLM for the next row
         torch.cuda.empty_cache()
     return out
@@ -165,9 +169,22 @@ def train_row(model, mode: str, frames: int, steps: int, peak: float) -> dict:
 def estimate_gb(oc, n_params: int, mode: str, frames: int) -> float:
     from core.config import LoraConfig
     from core.training.estimate import estimate_memory_for
-    return estimate_memory_for(oc, n_params, mode=mode, frames=frames, batch=1, checkpointing=True,
+    quant = mode == "qlora"
+    return estimate_memory_for(oc, n_params, mode="lora" if quant else mode, frames=frames, batch=1, checkpointing=True,
                                act_bytes=2, lora_r=LoraConfig().r, lora_targets=tuple(LoraConfig().target_modules),
-                               optimizer="adamw")["total_gb"]
+                               optimizer="adamw", weight_bytes=2 if quant else 4,
+                               base_quant="nf4" if quant else "none")["total_gb"]
+
+
+def build_qlora(size: str, runtime: Path):
+    """The size's model in bf16 with NF4 decoder linears, as a training.base_quant: nf4 run builds it."""
+    import torch
+    from core.training.setup import quantize_base
+
+    model = build(size, "cuda", runtime).to(torch.bfloat16)
+    quantize_base(model, "nf4", torch.bfloat16)
+    torch.cuda.empty_cache()
+    return model
 
 
 def generation_row(model, frames: int) -> dict:
@@ -190,14 +207,40 @@ def generation_row(model, frames: int) -> dict:
     model.generate_batch(["[verse] la la la"] * n, ["female, pop"] * n, None, max_frames=frames, **batch_kw)
     torch.cuda.synchronize()
     out["batch4_compiled"] = n * frames / (time.perf_counter() - t)
+    for cache in ("static", "int8"):  # peak memory of one song, float (model dtype) vs int8 KV cache (eager)
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+        t = time.perf_counter()
+        model.generate("[verse] la la la", "female, pop", None, max_frames=frames, seed=0, cache=cache, compile=False)
+        torch.cuda.synchronize()
+        out[f"{cache}_eager"] = frames / (time.perf_counter() - t)
+        out[f"{cache}_peak_gb"] = torch.cuda.max_memory_allocated() / 1e9
     return out
+
+
+def train_rows(model, modes: list[str], seconds: list[int], steps: int, peak: float, size: str, n: int) -> list[dict]:
+    rows = []
+    for sec in seconds:
+        frames = sec * model.config.frame_rate
+        for mode in modes:
+            r = train_row(model, mode, frames, steps, peak)
+            r.update(size=size, seconds=sec, estimate_gb=estimate_gb(model.config, n, mode.removesuffix("-compiled"),
+                                                                     frames))
+            rows.append(r)
+            if r.get("oom"):
+                print(f"{sec:>5}s {mode:<5} {'OOM':>7} {'':>9} {'':>9} {'':>6} {r['peak_gb']:8.1f} "
+                      f"{r['estimate_gb']:11.1f}")
+            else:
+                print(f"{sec:>5}s {mode:<5} {r['step_s']:7.2f} {r['frames_per_s']:9.0f} {r['tokens_per_s']:9.0f} "
+                      f"{r['mfu']:6.1%} {r['peak_gb']:8.1f} {r['estimate_gb']:11.1f}")
+    return rows
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", default="base,large")
     p.add_argument("--seconds", default="30,150,270")
-    p.add_argument("--modes", default="lora,full")
+    p.add_argument("--modes", default="lora,full,qlora")
     p.add_argument("--steps", type=int, default=2)
     p.add_argument("--gen-frames", type=int, default=200)
     p.add_argument("--runtime", default=str(RUNTIME))
@@ -205,6 +248,7 @@ def main() -> int:
     args = p.parse_args()
 
     import torch
+    from core.training.estimate import generation_memory
     if not torch.cuda.is_available():
         print("bench/gpu.py needs a CUDA GPU (none visible to torch here); nothing was measured. "
               "See bench/README.md for how to run it on a GPU machine.", file=sys.stderr)
@@ -217,30 +261,30 @@ def main() -> int:
     for size in args.sizes.split(","):
         t0 = time.perf_counter()
         model = build(size, "cuda", Path(args.runtime))
-        oc, n = model.config, model.num_parameters()
+        n = model.num_parameters()
         print(f"\n{size}: {n / 1e9:.3f} B parameters (built in {time.perf_counter() - t0:.0f} s)")
         print(f"{'audio':>6} {'mode':<5} {'step s':>7} {'frames/s':>9} {'tokens/s':>9} {'MFU':>6} {'peak GB':>8} "
               f"{'estimate GB':>11}")
-        for sec in (int(s) for s in args.seconds.split(",")):
-            frames = sec * oc.frame_rate
-            for mode in args.modes.split(","):
-                r = train_row(model, mode, frames, args.steps, peak)
-                r.update(size=size, seconds=sec, estimate_gb=estimate_gb(oc, n, mode.removesuffix("-compiled"), frames))
-                rows.append(r)
-                if r.get("oom"):
-                    print(f"{sec:>5}s {mode:<5} {'OOM':>7} {'':>9} {'':>9} {'':>6} {r['peak_gb']:8.1f} "
-                          f"{r['estimate_gb']:11.1f}")
-                else:
-                    print(f"{sec:>5}s {mode:<5} {r['step_s']:7.2f} {r['frames_per_s']:9.0f} {r['tokens_per_s']:9.0f} "
-                          f"{r['mfu']:6.1%} "
-                          f"{r['peak_gb']:8.1f} {r['estimate_gb']:11.1f}")
+        modes = args.modes.split(",")
+        seconds = [int(s) for s in args.seconds.split(",")]
+        rows += train_rows(model, [m for m in modes if m != "qlora"], seconds, args.steps, peak, size, n)
         g = generation_row(model, args.gen_frames)
+        gen_estimate, gen_int8 = (generation_memory(model.config, n, args.gen_frames, weight_bytes=4, kv_cache=kv)
+                                  for kv in ("auto", "int8"))
+        g.update(estimate_gb=gen_estimate["total_gb"], estimate_int8_gb=gen_int8["total_gb"])
         rows.append({"size": size, "generation_frames": args.gen_frames, **g})
         print(f"generation ({args.gen_frames} frames, guided): eager {g['eager']:.1f} frames/s, "
               f"compiled CUDA graph {g['compiled']:.1f} frames/s ({g['compiled'] / g['eager']:.1f}x); "
-              f"4 songs in one pass (compiled) {g['batch4_compiled']:.1f} frames/s in total")
+              f"4 songs in one pass (compiled) {g['batch4_compiled']:.1f} frames/s in total; peak GB float cache "
+              f"{g['static_peak_gb']:.1f} vs int8 cache {g['int8_peak_gb']:.1f} ({g['int8_eager']:.1f} frames/s); "
+              f"estimate {gen_estimate['total_gb']:.1f} / {gen_int8['total_gb']:.1f} (fp32 weights)")
         del model
         torch.cuda.empty_cache()
+        if "qlora" in modes:
+            model = build_qlora(size, Path(args.runtime))
+            rows += train_rows(model, ["qlora"], seconds, args.steps, peak, size, n)
+            del model
+            torch.cuda.empty_cache()
     if args.out:
         Path(args.out).write_text(json.dumps({"device": dev, "peak_tflops": peak / 1e12, "rows": rows}, indent=1))
     return 0

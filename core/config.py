@@ -73,6 +73,9 @@ class TrainingConfig(_Section):
     optimizer: Literal["adamw", "adamw_8bit", "adafactor"] = "adamw"
     # LoRA only: keep the frozen base weights in bfloat16 (half the memory; adapters stay float32)
     base_dtype: Literal["float32", "bfloat16"] = "float32"
+    # LoRA only: the frozen decoder-layer linears in 4-bit NF4 or 8 bits (bitsandbytes; QLoRA); export merges
+    # the adapters into the full-precision base (core.training.setup.quantize_base)
+    base_quant: Literal["none", "nf4", "int8"] = "none"
     max_grad_norm: float = Field(1.0, ge=0)
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
     gradient_checkpointing: bool = False
@@ -159,6 +162,9 @@ class GenerationConfig(_Section):
     checkpoint: Optional[str] = Field(None, json_schema_extra=_PATH)  # finetuned checkpoint (LoRA adapter or full) to generate / A-B / sweep with
     compare_to: Optional[str] = Field(None, json_schema_extra=_MAYBE_PATH)  # A side of an A/B: None or "base" = the base model, or a checkpoint folder
     audio_format: Literal["wav", "flac"] = "wav"
+    # KV cache: auto = the model's dtype (bf16 / fp16 weights -> the same cache); int8 = K/V in int8 (a quarter of
+    # float32, half of bf16; tokens close to, not equal to, a float cache: core.model.fast_step.Int8KV)
+    kv_cache: Literal["auto", "int8"] = "auto"
 
 
 class DpoConfig(_Section):

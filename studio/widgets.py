@@ -19,7 +19,7 @@ FIELD_LABELS: dict[str, str] = {
     "training.learning_rate": "lr", "training.max_steps": "steps", "training.epochs": "epochs",
     "training.batch_size": "batch", "training.gradient_accumulation_steps": "accum", "training.warmup_steps": "warmup",
     "training.max_frames": "max_frames", "training.mixed_precision": "precision", "training.optimizer": "optimizer",
-    "training.base_dtype": "base_dtype", "training.gradient_checkpointing": "grad_ckpt", "training.compile": "compile",
+    "training.base_dtype": "base_dtype", "training.base_quant": "base_quant", "training.gradient_checkpointing": "grad_ckpt", "training.compile": "compile",
     "training.save_every": "save_every", "training.sample_every": "sample_every", "training.log_every": "log_every",
     "training.seed": "seed", "training.num_samples": "num_samples", "training.sample_seconds": "sample_seconds",
     "training.keep_last": "keep_last", "training.eval_every": "eval_every",

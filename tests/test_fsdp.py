@@ -21,16 +21,19 @@ import torch
 from core.runs import launch
 from core.runs import store as runs
 from core.config import ConfigError, parse_config
+from tests.test_dpo_train import dpo_env  # noqa: F401
 from tests.test_train import ENV, base_config, env, finish, in_process, losses, wait_step  # noqa: F401
 
 STEPS = 6
 SAVE = 3  # the kill lands after step 4 is logged: between the step-3 and the final checkpoint
+CROP = 100
 
 
 def _cfg(env, procs: int, **training) -> dict:
     ws, ckpt, ds = env["ws"], env["ckpt"], str(env["dataset"])
+    # a 100-frame crop: the two train songs (75..125 frames) give the ranks windows of unequal length
     dd = dict(max_steps=STEPS, dataset_dir=ds, condition_dropout=False, save_every=SAVE, batch_size=2 // procs,
-              eval_every=100, keep_last=5)
+              eval_every=100, keep_last=5, max_frames=CROP)
     dd.update(training)
     if procs > 1:
         dd.update(distributed="fsdp", num_processes=procs)
@@ -70,6 +73,17 @@ def fsdp(env):
     return out
 
 
+def test_ranks_train_windows_of_unequal_length(env):
+    """What makes the 1-vs-2-process comparison mean something: each step one rank holds a shorter window
+    than the other, so the mean of the per-rank means differs from the mean over all targets (the loss a
+    single process computes); the 2-process losses below match the pooled one."""
+    from core.training.dataset import SongSet, load_dataset_dict
+
+    train = SongSet(load_dataset_dict(env["dataset"])["train"], CROP, 7, random_crop=True, allow_random_crop=True)
+    lengths = sorted(train.cropped_length(i) for i in range(len(train)))
+    assert len(lengths) == 2 and lengths[0] < lengths[1] <= CROP, lengths
+
+
 def test_fsdp_lora_matches_one_process_and_resumes_exactly(fsdp):
     one, two = losses(fsdp["lora1"]), losses(fsdp["lora2"])
     assert sorted(one) == sorted(two) == list(range(1, STEPS + 1))
@@ -77,6 +91,7 @@ def test_fsdp_lora_matches_one_process_and_resumes_exactly(fsdp):
     assert max(diffs) < 1e-4, diffs
     log = runs.tail_log(fsdp["lora2"], 400)
     assert "| fsdp" in log and "--config_file" in runs.read_run_json(fsdp["lora2"])["command"]
+    assert "FSDP units: every decoder layer, text/prompt tables, code embeddings, fusion MLP" in log
     # the kill came after step 3's checkpoint; the steps after it were trained twice with the same loss
     assert fsdp["crashed"] == "crashed" and SAVE < fsdp["killed_at"] < STEPS
     seen: dict[int, list[float]] = {}
@@ -125,6 +140,91 @@ def test_fsdp_full_matches_one_process_and_exports_official_layout(env, fsdp):
         l1, _ = m1.compute_predictions(codes, lyrics=["[verse] hello there"], descriptions=["female, pop"])
         l2, _ = m2.compute_predictions(codes, lyrics=["[verse] hello there"], descriptions=["female, pop"])
     assert torch.isfinite(l1).all() and (l1 - l2).abs().max().item() < 1e-3
+
+
+# ---- DPO under FSDP -------------------------------------------------------------------------------
+DPO_STEPS = 4
+
+
+def _dpo_cfg(dpo_env, procs: int, **training) -> dict:
+    from tests.test_dpo_train import dpo_config
+
+    dd = dict(max_steps=DPO_STEPS, batch_size=2 // procs, eval_every=2, save_every=100, keep_last=2)
+    dd.update(training)
+    if procs > 1:
+        dd.update(distributed="fsdp", num_processes=procs)
+    data = dpo_config(dpo_env["ws"], dpo_env["ckpt"], **dd)
+    data["lora"]["dropout"] = 0.0  # dpo.val_fraction as tests/test_dpo_train.py: an odd number of held-out pairs
+    return data
+
+
+@pytest.fixture(scope="module")
+def dpo_fsdp(dpo_env):
+    from tests.test_dpo_train import in_process as dpo_in_process
+
+    out = {"lora2": _start(_dpo_cfg(dpo_env, 2), "dpo-fsdp-lora"),
+           "lora1": dpo_in_process(_dpo_cfg(dpo_env, 1), "dpo-ref-lora")}
+    finish(out["lora2"])
+    full = dict(type="full", learning_rate=1e-4)
+    out["full2"] = _start(_dpo_cfg(dpo_env, 2, **full), "dpo-fsdp-full")
+    out["full1"] = dpo_in_process(_dpo_cfg(dpo_env, 1, **full), "dpo-ref-full")
+    finish(out["full2"])
+    return out
+
+
+def _evals(run_dir: Path) -> list[dict]:
+    recs, _ = runs.read_metrics(run_dir)
+    return [r for r in recs if r.get("type") == "event" and r.get("event") == "eval"]
+
+
+@pytest.mark.parametrize("mode", ["lora", "full"])
+def test_fsdp_dpo_matches_one_process(dpo_fsdp, mode):
+    """DPO on 2 FSDP processes (1 pair each) = 1 process (2 pairs): per-step losses and the held-out
+    metrics of every evaluation, whose odd number of held-out batches splits unevenly over the ranks."""
+    one, two = losses(dpo_fsdp[f"{mode}1"]), losses(dpo_fsdp[f"{mode}2"])
+    assert sorted(one) == sorted(two) == list(range(1, DPO_STEPS + 1))
+    assert max(abs(one[s] - two[s]) for s in one) < 1e-4, (one, two)
+    e1, e2 = _evals(dpo_fsdp[f"{mode}1"]), _evals(dpo_fsdp[f"{mode}2"])
+    assert [e["step"] for e in e2] == [e["step"] for e in e1] == [2, DPO_STEPS]
+    for a, b in zip(e1, e2):
+        assert a["pairs"] == b["pairs"] and a["pairs"] % 2 == 1  # rank 0 runs one batch more than rank 1
+        for key in ("val_dpo_loss", "val_reward_margin", "val_chosen_reward", "val_rejected_reward"):
+            assert abs(a[key] - b[key]) < 1e-4, (key, a, b)
+        assert a["val_reward_accuracy"] == b["val_reward_accuracy"]
+    assert e2[-1]["val_reward_margin"] != 0.0  # the policy moved away from the reference
+
+
+# ---- FSDP units and the per-GPU estimate (no training) -------------------------------------------
+def test_fsdp_units_and_the_estimate_of_what_is_not_sharded(env):
+    """The estimate's root unit is what core.training.setup leaves outside every unit (the heads and
+    final norms of the real module), and the per-GPU figure adds it and two gathered units to the shards."""
+    from core.model import LeLM
+    from core.model.official_config import read_official_config
+    from core.training.estimate import count_parameters_from_layout, estimate_memory_for, fsdp_unit_parameters
+    from core.training.estimate import sharded_memory
+    from core.training.setup import shard_unit_names
+
+    lelm = LeLM.from_pretrained(env["ckpt"])
+    run, never = shard_unit_names(lelm)
+    units = {n for name in run + never for n, _ in lelm.get_submodule(name).named_parameters(prefix=name)}
+    layers = {n for n, _ in lelm.named_parameters() if ".layers." in n}
+    root = {n: p.numel() for n, p in lelm.named_parameters() if n not in units | layers}
+    assert set(root) == {"transformer.lm_head.weight", "linears.0.weight", "linears.1.weight",
+                         "transformer.model.norm.weight", "transformer2.model.norm.weight",
+                         "out_norm.weight", "out_norm.bias"}, sorted(root)
+    assert fsdp_unit_parameters(lelm.config)[0] == sum(root.values())
+
+    # v2-large: the heads in the root and a 151659-row text table per unit stay whole on every GPU
+    oc = read_official_config(env["ckpt"] / "config.yaml", env["ckpt"].parents[1])
+    oc.dim, oc.intermediate_size, oc.num_layers, oc.num_layers_sub = 2048, 11008, 36, 12
+    est = estimate_memory_for(oc, count_parameters_from_layout(oc), mode="full", frames=6750, batch=1,
+                              checkpointing=True, act_bytes=2)
+    per_gpu = est["activations_gb"] + est["logits_gb"] + est["grads_optimizer_gb"] / 8
+    whole = est["fsdp_root_gb"] + 2 * est["fsdp_unit_gb"]
+    assert est["fsdp_unit_gb"] == pytest.approx(8 * (151659 + 200) * 2048 / 1e9, abs=0.01)
+    assert sharded_memory(est, "fsdp", 8) == pytest.approx(per_gpu + est["weights_gb"] / 8 + whole, abs=0.02)
+    assert whole > 2.0 and sharded_memory(est, "deepspeed_zero3", 8) < sharded_memory(est, "fsdp", 8)
+    assert sharded_memory(est, "fsdp", 1) == sharded_memory(est, "ddp", 1)
 
 
 # ---- launch commands and shipped configs (no training) ------------------------------------------

@@ -199,6 +199,7 @@ class Settings(Sampling):
     prompt_audio: Optional[str] = None
     prompt_tokens: Optional[str] = None
     audio_format: str = "wav"
+    kv_cache: str = "auto"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -208,7 +209,7 @@ def settings_from_config(cfg, **overrides: Any) -> Settings:
     g = cfg.generation
     s = Settings(lyrics=g.lyrics if g.lyrics is not None else DEFAULT_LYRICS, description=g.description, seed=g.seed,
                  gen_type=g.gen_type, prompt_audio=g.prompt_audio, prompt_tokens=g.prompt_tokens,
-                 audio_format=g.audio_format, **from_section(g).kwargs())
+                 audio_format=g.audio_format, kv_cache=g.kv_cache, **from_section(g).kwargs())
     for k, v in overrides.items():
         if v is not None:
             setattr(s, k, v)
@@ -330,7 +331,7 @@ def _model_inputs(model, settings: Settings, prompt: Prompt,
 
     lyrics, desc = model_text(settings.lyrics, settings.description, model.version, settings.gen_type)
     p = prompt.tokens[None].to(model.device) if prompt.tokens is not None else None
-    return lyrics, desc, p, frames_for(model, settings, max_seconds), settings.kwargs()
+    return lyrics, desc, p, frames_for(model, settings, max_seconds), {**settings.kwargs(), "cache": settings.kv_cache}
 
 
 def generate_together(model, adapters: list[str], settings: Settings, prompt: Prompt, max_seconds: Optional[float],

@@ -90,10 +90,32 @@ class _Layer:
             self.down_t = mlp.down_proj.weight.t().contiguous()
 
 
-class StackStep:
-    """One Llama stack (`LlamaModel`) over `rows` rows, one position at a time, KV in buffers."""
+class Int8KV:
+    """A layer's K and V kept in int8 (the `cache="int8"` option: half of a bf16 cache, a quarter of
+    float32): symmetric per (row, head, position) vector, scale = absmax / 127 in the model's dtype.
+    Attention reads the filled part dequantized, one layer at a time."""
 
-    def __init__(self, stack: nn.Module, cache: DynamicCache, max_len: int, fuse: bool):
+    def __init__(self, rows: int, heads: int, max_len: int, head_dim: int, device, dtype):
+        self.codes = torch.zeros(rows, 2, heads, max_len, head_dim, dtype=torch.int8, device=device)
+        self.scale = torch.zeros(rows, 2, heads, max_len, 1, dtype=dtype, device=device)
+
+    def write(self, start: int, kv: torch.Tensor) -> None:
+        """kv [rows, 2, heads, positions, head_dim] at positions start.. (K, V)."""
+        scale = kv.abs().amax(-1, keepdim=True).clamp_(min=1e-12) / 127
+        n = kv.shape[3]
+        self.codes.narrow(3, start, n).copy_((kv / scale).round_())
+        self.scale.narrow(3, start, n).copy_(scale)
+
+    def read(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        kv = self.codes.narrow(3, 0, n).to(self.scale.dtype) * self.scale.narrow(3, 0, n)
+        return kv[:, 0], kv[:, 1]
+
+
+class StackStep:
+    """One Llama stack (`LlamaModel`) over `rows` rows, one position at a time, KV in buffers
+    (in the model's dtype, or int8: `Int8KV`)."""
+
+    def __init__(self, stack: nn.Module, cache: DynamicCache, max_len: int, fuse: bool, int8: bool = False):
         cfg = stack.config
         if cfg.num_key_value_heads != cfg.num_attention_heads:
             raise ValueError("the one-frame step supports plain multi-head attention only (LeLM's layout)")
@@ -113,13 +135,17 @@ class StackStep:
         self.sin = torch.cat([-sin[0, :, :self.half], sin[0, :, self.half:]], dim=-1)
         # K and V of a layer in one buffer [rows, 2, heads, max_len, head_dim]: with q/k/v from one fused
         # matmul, the new position's roped k and its v are written by one copy.
-        self.kv = [torch.empty(rows, 2, self.heads, max_len, self.head_dim, device=dev, dtype=dtype)
-                   for _ in self.layers]
+        self.int8 = [Int8KV(rows, self.heads, max_len, self.head_dim, dev, dtype) for _ in self.layers] if int8 else None
+        self.kv = [torch.empty(rows, 2, self.heads, max_len if not int8 else 1, self.head_dim, device=dev, dtype=dtype)
+                   for _ in self.layers]  # int8: only the new position, before it is quantized
         self.k = [kv[:, 0] for kv in self.kv]  # views made once: per frame only their filled part is taken
         self.v = [kv[:, 1] for kv in self.kv]
-        for kv, layer_cache in zip(self.kv, cache.layers):
-            kv[:, 0, :, :n] = layer_cache.keys
-            kv[:, 1, :, :n] = layer_cache.values
+        for i, layer_cache in enumerate(cache.layers):
+            if int8:
+                self.int8[i].write(0, torch.stack([layer_cache.keys, layer_cache.values], dim=1))
+            else:
+                self.kv[i][:, 0, :, :n] = layer_cache.keys
+                self.kv[i][:, 1, :, :n] = layer_cache.values
         self.length = n
 
     def __call__(self, h: torch.Tensor) -> torch.Tensor:
@@ -129,23 +155,29 @@ class StackStep:
         rows = h.shape[0]
         heads, hd = self.heads, self.head_dim
         cos, sin = self.cos[p], self.sin[p]  # once per frame for every layer
-        for L, kv, k_all, v_all in zip(self.layers, self.kv, self.k, self.v):
+        at = 0 if self.int8 else p  # an int8 cache writes the new position to a 1-position float buffer
+        for i, (L, kv, k_all, v_all) in enumerate(zip(self.layers, self.kv, self.k, self.v)):
             x = L.norm1(h)
             if L.qkv_t is not None:
                 qkv = torch.mm(x, L.qkv_t).view(rows, 3, heads, hd)
                 qk = qkv[:, :2]
                 # RoPE on q and k together, written back into qkv so that k and v are contiguous neighbours.
                 qk.copy_((qk * cos) + (qk.roll(self.half, -1) * sin))
-                kv.select(3, p).copy_(qkv[:, 1:])
+                kv.select(3, at).copy_(qkv[:, 1:])
                 q = qkv[:, 0].unsqueeze(2)
             else:
                 q = L.q(x).view(rows, heads, 1, hd)  # one position: [rows, D] -> [rows, heads, 1, hd] is a view
                 k = L.k(x).view(rows, heads, hd)
                 q = (q * cos) + (q.roll(self.half, -1) * sin)
-                k_all.select(2, p).copy_((k * cos) + (k.roll(self.half, -1) * sin))
-                v_all.select(2, p).copy_(L.v(x).view(rows, heads, hd))
+                k_all.select(2, at).copy_((k * cos) + (k.roll(self.half, -1) * sin))
+                v_all.select(2, at).copy_(L.v(x).view(rows, heads, hd))
+            if self.int8:
+                self.int8[i].write(p, kv)
+                keys, values = self.int8[i].read(n)
+            else:
+                keys, values = k_all.narrow(2, 0, n), v_all.narrow(2, 0, n)
             # One query over every filled position: no mask needed.
-            att = F.scaled_dot_product_attention(q, k_all.narrow(2, 0, n), v_all.narrow(2, 0, n), scale=L.scaling)
+            att = F.scaled_dot_product_attention(q, keys, values, scale=L.scaling)
             att = att.view(rows, -1)  # [rows, heads, 1, hd] contiguous: the heads side by side
             h = torch.addmm(h, att, L.o_t) if L.o_t is not None else h + L.o(att)
             x = L.norm2(h)
@@ -161,15 +193,15 @@ class StackStep:
 class FrameStep:
     """LeLM's one-frame step (both stacks and the fusion MLP), after a prefill into two DynamicCaches."""
 
-    def __init__(self, model: "LeLM", caches: tuple[DynamicCache, DynamicCache], max_len: int):
+    def __init__(self, model: "LeLM", caches: tuple[DynamicCache, DynamicCache], max_len: int, int8: bool = False):
         self.model = model
         # The fused copies cost one more copy of the layer weights: only for models where the per-call
         # overhead they save matters (a large model's frame is its matmuls, and GBs of copies would hurt).
         stacks = (model.transformer.model, model.transformer2.model)
         layer_bytes = sum(p.numel() * p.element_size() for s in stacks for p in s.layers.parameters())
         fuse = layer_bytes <= FUSE_MAX_BYTES
-        self.main = StackStep(stacks[0], caches[0], max_len, fuse)
-        self.sub = StackStep(stacks[1], caches[1], max_len, fuse)
+        self.main = StackStep(stacks[0], caches[0], max_len, fuse, int8)
+        self.sub = StackStep(stacks[1], caches[1], max_len, fuse, int8)
 
     def __call__(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """tokens [rows, K, 1] -> the two stacks' last hidden states [rows, D] (as LeLM.hidden_steps)."""

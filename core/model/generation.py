@@ -12,8 +12,10 @@ token at this step (not a delay slot, not ended in every row); in float32 the gu
 the head's input (the heads are linear: head(u + c(h - u)) = head(u) + c(head(h) - head(u)) up to
 rounding), so a head reads its 16385 x D weight for one row per song, not two; the cache is
 "preallocated" (the CPU default: fast_step.FrameStep, KV in buffers, no transformers call per frame),
-transformers' StaticCache ("static"; on CUDA the one-frame step is compiled and CUDA-graphed) or
-DynamicCache ("dynamic"); on a CPU the heads read a transposed copy of their weights, one row at a
+transformers' StaticCache ("static"; on CUDA the one-frame step is compiled and CUDA-graphed),
+DynamicCache ("dynamic") or "int8" (FrameStep with K/V stored in int8, one scale per row, head and
+position: a quarter of a float32 cache, half of bf16; tokens close to, not equal to, a float cache:
+tests/test_int8_cache.py); the cache is in the model's dtype otherwise; on a CPU the heads read a transposed copy of their weights, one row at a
 time (a GEMV over contiguous rows, ~3x faster than `linear`, and a row's numbers do not depend on
 the batch).
 """
@@ -133,7 +135,8 @@ class _Stacks:
         self.model = model
         self.max_len = max_len
         self.frame_step: Optional[FrameStep] = None
-        self.preallocated = cache == "preallocated"
+        self.preallocated = cache in ("preallocated", "int8")
+        self.int8 = cache == "int8"
         if cache == "static":
             self.caches = tuple(StaticCache(config=s.config, max_cache_len=max_len)
                                 for s in (model.transformer, model.transformer2))
@@ -153,7 +156,7 @@ class _Stacks:
         n = prefix[0].shape[1] + sequence.shape[-1]
         h1, h2 = self.model.hidden_steps(sequence, prefix, self.caches, self.positions[:n])
         if self.preallocated:  # the prefill's KV moves into FrameStep's buffers
-            self.frame_step = FrameStep(self.model, self.caches, self.max_len)
+            self.frame_step = FrameStep(self.model, self.caches, self.max_len, int8=self.int8)
             self.caches = None
         return h1[:, -1], h2[:, -1]
 
@@ -205,8 +208,8 @@ def adapter_rows(model: "LeLM", names: Sequence[str]) -> Iterator[None]:
 
 
 def resolve_cache(cache: str, device: torch.device) -> str:
-    if cache not in ("auto", "preallocated", "static", "dynamic"):
-        raise ValueError(f"cache must be auto, preallocated, static or dynamic, got {cache!r}")
+    if cache not in ("auto", "preallocated", "static", "dynamic", "int8"):
+        raise ValueError(f"cache must be auto, preallocated, static, dynamic or int8, got {cache!r}")
     # auto: static on CUDA (the compiled step needs it); on a CPU the preallocated buffers (attention
     # over the filled part only, no mask, no concatenation, no transformers call per frame).
     if cache == "auto":

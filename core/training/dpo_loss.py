@@ -98,11 +98,16 @@ class DPOStep(nn.Module):
             return sequence_logps(self._lelm, targets, valid, lyrics, descriptions, prompt)[0]
 
     def forward(self, codes: torch.Tensor, lengths: torch.Tensor, reaches_end: torch.Tensor, prompt: torch.Tensor,
-                lyrics: list, descriptions: list, ref_logps: Optional[torch.Tensor] = None
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+                lyrics: list, descriptions: list, ref_logps: Optional[torch.Tensor] = None,
+                score: Optional[str] = None):
+        """-> (loss, stats); with score="policy" | "reference" only the sequence log-probs [2B] (`pair_logps`)."""
         from core.model import masked_ce
 
         targets, valid = inputs_and_valid(codes, lengths, reaches_end)
+        if score is not None:
+            if score == "reference" and hasattr(self.lm, "disable_adapter"):
+                return self.reference_logps(targets, valid, lyrics, descriptions, prompt)
+            return sequence_logps(self._lelm, targets, valid, lyrics, descriptions, prompt)[0]
         if ref_logps is None:
             ref_logps = self.reference_logps(targets, valid, lyrics, descriptions, prompt)
         logps, logits, mask = sequence_logps(self._lelm, targets, valid, lyrics, descriptions, prompt)
@@ -122,14 +127,14 @@ class DPOStep(nn.Module):
 
 
 @torch.no_grad()
-def pair_logps(step: DPOStep, batch: dict[str, Any], reference: bool) -> torch.Tensor:
+def pair_logps(step: nn.Module, batch: dict[str, Any], reference: bool) -> torch.Tensor:
     """Sequence log-probs [2B] of a collated pair batch under the policy (or, reference=True, the
-    reference: adapters disabled). Used to precompute the reference of a full finetune and to evaluate."""
-    targets, valid = inputs_and_valid(batch["codes"], batch["lengths"], batch["reaches_end"])
-    args = (targets, valid, batch["lyrics"], batch["descriptions"], batch["prompt"])
-    if reference and hasattr(step.lm, "disable_adapter"):
-        return step.reference_logps(*args)
-    return sequence_logps(step._lelm, *args)[0]
+    reference: adapters disabled). Used to precompute the reference of a full finetune and to evaluate.
+
+    `step` is a DPOStep or the wrapper that prepared it: the call goes through its forward, so a sharded
+    (FSDP2) root gathers its own weights first -- calling the LeLM inside would meet sharded DTensors."""
+    keys = ("codes", "lengths", "reaches_end", "prompt", "lyrics", "descriptions")
+    return step(**{k: batch[k] for k in keys}, score="reference" if reference else "policy")
 
 
 def reward_sums(policy: torch.Tensor, reference: torch.Tensor, beta: float, label_smoothing: float = 0.0

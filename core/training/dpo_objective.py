@@ -144,15 +144,20 @@ class DPOObjective(Objective):
         bs = tr.tc.batch_size
         batches = [list(range(i, min(i + bs, len(self.val_set)))) for i in range(0, len(self.val_set), bs)]
         sums = torch.zeros(6, dtype=torch.float64)
-        for idx in batches[tr.rank::tr.world]:
-            policy = self._logps(self.val_set, idx, reference=False)
+        mine = batches[tr.rank::tr.world]
+        if tr.sharded:  # each forward is a collective: every rank runs as many (the extra ones are not counted)
+            mine += [None] * (-(-len(batches) // tr.world) - len(mine))
+        for idx in mine:
+            run = idx if idx is not None else batches[0]
+            policy = self._logps(self.val_set, run, reference=False)
             if self.reference is not None:
-                ids = [self.val_set.pair_ids[i] for i in idx]
+                ids = [self.val_set.pair_ids[i] for i in run]
                 ref = torch.cat([torch.stack([self.reference[i][0] for i in ids]),
                                  torch.stack([self.reference[i][1] for i in ids])])
             else:
-                ref = self._logps(self.val_set, idx, reference=True)
-            sums += reward_sums(policy.cpu(), ref.cpu(), self.dc.beta, self.dc.label_smoothing)
+                ref = self._logps(self.val_set, run, reference=True)
+            if idx is not None:
+                sums += reward_sums(policy.cpu(), ref.cpu(), self.dc.beta, self.dc.label_smoothing)
         if tr.world > 1:
             sums = acc.reduce(sums.to(acc.device), reduction="sum").cpu()
         m = reward_means(sums)

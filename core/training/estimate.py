@@ -1,6 +1,7 @@
 """How much GPU memory and wall time a training config needs, before anything is built.
 
-Memory: weights fp32 (4 bytes per parameter; 2 for a LoRA run's bfloat16 base); full: + fp32 grads + optimizer state (AdamW 8 bytes,
+Memory: weights fp32 (4 bytes per parameter; 2 for a LoRA run's bfloat16 base; a quantized base's decoder
+linears QUANT_BYTES); full: + fp32 grads + optimizer state (AdamW 8 bytes,
 8-bit AdamW 2, Adafactor ~0: core.training.optimizers.STATE_BYTES) per trainable parameter; LoRA: weights + grads +
 state per adapter parameter; activations in bf16 (fp32 when mixed precision is off) at batch_size x
 min(max_frames, the model's) frames, plus the logits and their CE (chunked when that is smaller:
@@ -86,11 +87,28 @@ def logits_memory(S_out: int, batch: int, D: int) -> float:
     return float(min(plain, chunked))
 
 
+# Bytes per quantized weight (core.training.setup.quantize_base): NF4 = 4 bits + one fp32 scale per 64
+# weights, the scales themselves 8-bit with an fp32 scale per 256 (bitsandbytes' nested quantization);
+# int8 = 1 byte + one fp32 scale per output row (~0 at these widths).
+QUANT_BYTES = {"nf4": 0.5 + 1 / 64 + 4 / (64 * 256), "int8": 1.0}
+TEXT_ROWS = 151659  # rows of each text table (lyrics, description) of the official Qwen2-size tokenizers
+
+
 def count_parameters_from_layout(oc) -> int:
     """All saved tensors of an official checkpoint of this config (Qwen2-size text tables)."""
     D, L, C1 = oc.dim, oc.num_layers + oc.num_layers_sub, oc.code_size + 1
-    return (L * oc.layer_parameters + 7 * (C1 + 1) * D + 6 * C1 * D + 2 * 151659 * D
+    return (L * oc.layer_parameters + 7 * (C1 + 1) * D + 6 * C1 * D + 2 * TEXT_ROWS * D
             + 200 * D + 3 * D * D + 8 * D)
+
+
+def fsdp_unit_parameters(oc) -> tuple[int, int]:
+    """(parameters of the FSDP root unit, of the largest other unit) under core.training.setup.shard_units:
+    the root keeps the three used heads and the final norms, gathered on every GPU for the whole step;
+    the largest unit is a text table (lyrics: TEXT_ROWS rows + structure rows) or a decoder layer."""
+    D, C1 = oc.dim, oc.code_size + 1
+    root = oc.code_depth * C1 * D + 4 * D
+    largest = max(oc.layer_parameters, (TEXT_ROWS + 200) * D, oc.code_depth * (C1 + 1) * D + 2 * D, 3 * D * D)
+    return root, largest
 
 
 def estimate_memory_for(oc, n_params: int, *, mode: str, frames: int, batch: int, checkpointing: bool,
@@ -98,8 +116,9 @@ def estimate_memory_for(oc, n_params: int, *, mode: str, frames: int, batch: int
                         lora_targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj",
                                                          "gate_proj", "up_proj", "down_proj"),
                         lora_stacks: str = "both", train_fusion: bool = False, train_heads: bool = False,
-                        weight_bytes: int = 4, freeze_main: bool = False) -> dict[str, Any]:
-    """The estimate for an OfficialConfig and settings (what estimate_memory reads from a StudioConfig)."""
+                        weight_bytes: int = 4, freeze_main: bool = False, base_quant: str = "none") -> dict[str, Any]:
+    """The estimate for an OfficialConfig and settings (what estimate_memory reads from a StudioConfig).
+    `base_quant` nf4 / int8 (LoRA): the decoder layers' linears at QUANT_BYTES each, the rest at weight_bytes."""
     from core.training.optimizers import STATE_BYTES
 
     D, F, L = oc.dim, oc.intermediate_size, oc.num_layers + oc.num_layers_sub
@@ -127,15 +146,38 @@ def estimate_memory_for(oc, n_params: int, *, mode: str, frames: int, batch: int
         if train_heads:
             trainable += lora_r * 3 * (D + C1)
         states = (8 + STATE_BYTES[optimizer]) * trainable  # fp32 adapter weights + grads + state
-    weights = weight_bytes * N
+    quantized = L * (4 * D * D + 3 * D * F) if mode == "lora" and base_quant != "none" else 0
+    weights = weight_bytes * (N - quantized) + QUANT_BYTES.get(base_quant, 0.0) * quantized
     total = weights + states + acts + logits
     gb = 1e9
+    root, largest = fsdp_unit_parameters(oc)
+    grad_bytes = 4 if mode == "full" else 0  # LoRA: the gathered units' gradients are adapters only
     return {"parameters": N, "trainable": int(trainable), "frames": T, "positions": S,
+            # FSDP: what every GPU holds whole besides its shard (core.training.estimate.sharded_memory)
+            "fsdp_root_gb": round((weight_bytes + grad_bytes) * root / gb, 2),
+            "fsdp_unit_gb": round((weight_bytes + grad_bytes) * largest / gb, 2),
             "weights_gb": round(weights / gb, 2), "grads_optimizer_gb": round(states / gb, 2),
             "activations_gb": round(acts / gb, 2), "logits_gb": round(logits / gb, 2),
             "total_gb": round(total / gb, 2),
-            "formula": "(4|2 bf16 base) N + (grads + optimizer state) x trainable + activations(S, D, F, layers, ckpt) "
+            "formula": "(4|2 bf16 base; nf4/int8 decoder linears: QUANT_BYTES) N + (grads + optimizer state) x trainable + activations(S, D, F, layers, ckpt) "
                        "+ min(plain logits 3*S_out*16385*10*B, chunked)"}
+
+
+def generation_memory(oc, n_params: int, frames: int, *, weight_bytes: int = 2, kv_cache: str = "auto",
+                      songs: int = 1) -> dict[str, Any]:
+    """GPU memory of generating `songs` songs of `frames` frames (guided: 2 rows each): the weights at
+    weight_bytes, the KV cache of both stacks over every position (condition prefix + delayed frames) in
+    the weights' dtype or int8 (core.model.fast_step.Int8KV: 1 byte + a scale in the weights' dtype per head vector),
+    plus one step's head logits. Prefill activations (the condition prefix only) are small beside these."""
+    D, L = oc.dim, oc.num_layers + oc.num_layers_sub
+    _, S = sequence_positions(oc, frames)
+    kv_bytes = 1 + weight_bytes / (D // oc.num_heads) if kv_cache == "int8" else weight_bytes
+    kv = 2 * L * 2 * songs * S * D * kv_bytes
+    weights = weight_bytes * n_params
+    logits = 2 * songs * oc.code_depth * (CODE_SIZE + 1) * 4
+    gb = 1e9
+    return {"weights_gb": round(weights / gb, 2), "kv_cache_gb": round(kv / gb, 2), "positions": S,
+            "total_gb": round((weights + kv + logits) / gb, 2)}
 
 
 def estimate_memory(cfg: StudioConfig) -> dict[str, Any]:
@@ -156,18 +198,24 @@ def estimate_memory(cfg: StudioConfig) -> dict[str, Any]:
                                lora_r=lc.r, lora_targets=tuple(lc.target_modules), lora_stacks=lc.stacks,
                                train_fusion=lc.train_fusion, train_heads=lc.train_heads,
                                weight_bytes=2 if tc.base_dtype == "bfloat16" and tc.type == "lora" else 4,
-                               freeze_main=tc.freeze_transformer)
+                               freeze_main=tc.freeze_transformer, base_quant=tc.base_quant)
 
 
 def sharded_memory(est: dict[str, Any], distributed: str, processes: int) -> float:
     """GB of GPU memory per process when `estimate_memory`'s run is spread over `processes`:
     ddp/single/auto keep everything on every GPU; DeepSpeed ZeRO-2 splits grads + optimizer state;
     FSDP (full shard, also multi_node) and ZeRO-3 split weights too. Activations and logits stay per
-    process (each has its own batch). FSDP/ZeRO-3 also hold one gathered decoder layer at a time (small)."""
+    process (each has its own batch). What FSDP does not shard is counted whole: the root unit (heads,
+    final norms: gathered for the whole step, with its gradient in a full finetune) and twice the largest
+    other unit (the one in use and the next, prefetched; a text table at the official sizes). ZeRO-3
+    gathers module by module: the same two largest units, without a root."""
     n = max(1, int(processes or 1))
     weights, states = est["weights_gb"], est["grads_optimizer_gb"]
     if distributed in ("fsdp", "multi_node", "deepspeed_zero3"):
-        weights, states = weights / n, states / n
+        gathered = 2 * est.get("fsdp_unit_gb", 0.0)
+        if distributed != "deepspeed_zero3":
+            gathered += est.get("fsdp_root_gb", 0.0)
+        weights, states = weights / n + gathered * (n > 1), states / n
     elif distributed == "deepspeed_zero2":
         states = states / n
     return round(weights + states + est["activations_gb"] + est["logits_gb"], 2)

@@ -47,6 +47,14 @@ class BatchLoss(nn.Module):
         return per_stream, counts
 
 
+def pool_over_processes(per_stream: torch.Tensor, counts: torch.Tensor, accelerator) -> torch.Tensor:
+    """This process's per-stream mean CE -> its share of the mean over every process's targets, scaled so
+    that the gradient average across processes (DDP / FSDP divide by their number) and the mean of the
+    logged values equal one process training the whole batch (CE pooled over all its targets)."""
+    total = accelerator.reduce(counts.detach().double(), reduction="sum").to(per_stream.dtype)
+    return per_stream * counts.to(per_stream.dtype) * accelerator.num_processes / total.clamp(min=1)
+
+
 def to_device(batch: dict[str, Any], device) -> dict[str, Any]:
     return {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in batch.items()}
 

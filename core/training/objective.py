@@ -21,7 +21,7 @@ import torch.nn as nn
 
 from core.config import ConfigError
 from core.training.dataset import SongSet, batch_loader, find_dataset_dir, load_dataset_dict
-from core.training.evaluate import BatchLoss, pooled, stream_sums
+from core.training.evaluate import BatchLoss, pool_over_processes, pooled, stream_sums
 
 STREAMS = ("mixed", "vocal", "bgm")
 
@@ -92,7 +92,9 @@ class SFTObjective(Objective):
         return batch_loader(self.train_set, plan, lelm.config.prompt_frames, lelm.version, num_workers)
 
     def forward(self, step_module: nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-        per_stream, _ = step_module(**batch)
+        per_stream, counts = step_module(**batch)
+        if self.tr.world > 1:  # windows differ in length across ranks: pool, not a mean of per-rank means
+            per_stream = pool_over_processes(per_stream, counts, self.tr.accelerator)
         return per_stream.mean(), per_stream
 
     def record(self, stats: list[float]) -> dict[str, float]:

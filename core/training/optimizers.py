@@ -3,7 +3,7 @@
 - `adamw`: torch AdamW, the fused kernel where the device has one (CUDA, CPU; else foreach).
   12 bytes of state per trainable parameter (fp32 master grads + 2 moments).
 - `adamw_8bit`: bitsandbytes' AdamW8bit, moments in 8 bits (~2 bytes per parameter + grads);
-  CUDA only: bitsandbytes is not a dependency (pip install bitsandbytes on a CUDA machine).
+  CUDA only (bitsandbytes' 8-bit optimizers; the package is a dependency for training.base_quant).
 - `adafactor`: transformers' Adafactor with our learning rate and schedule (relative_step off),
   factored second moment: ~4 bytes per parameter (grads) + rows + columns.
 """

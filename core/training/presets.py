@@ -34,6 +34,18 @@ GPU_PRESETS: dict[int, dict[str, Any]] = {
          "settings": {**_FULL}},
 }
 
+# QLoRA (training.base_quant: nf4; bitsandbytes): the large model on the small cards, by the same estimate
+# (tests/test_qlora.py checks the 90 % rule); estimated, not yet measured on a card (bench/gpu.py).
+_QLORA = {**_LORA, "training.base_dtype": "bfloat16", "training.base_quant": "nf4"}
+QLORA_PRESETS: dict[int, dict[str, Any]] = {
+    8: {"model": "large", "label": "QLoRA r16, NF4 base, 150 s windows",
+        "settings": {**_QLORA, "lora.r": 16, "lora.alpha": 32, "training.max_frames": 3750}},
+    12: {"model": "large", "label": "QLoRA r32, NF4 base, whole songs",
+         "settings": {**_QLORA, "lora.r": 32, "lora.alpha": 32}},
+    16: {"model": "large", "label": "QLoRA r32, NF4 base, batch 2",
+         "settings": {**_QLORA, "lora.r": 32, "lora.alpha": 32, "training.batch_size": 2}},
+}
+
 
 def preset_name(gb: int) -> str:
     p = GPU_PRESETS[gb]

@@ -32,6 +32,7 @@ def build_model(cfg: StudioConfig, dtype: Optional[torch.dtype] = None):
                           "LoRA its equivalent is lora.stacks: transformer2 (adapters only there, the main stack "
                           "unchanged). Set training.freeze_transformer: false, or training.type: full")
 
+    check_base_quant(cfg)
     ckpt_dir = Path(resolve_base_model(cfg))
     lelm = LeLM.from_pretrained(ckpt_dir, runtime_root=cfg.paths.runtime_path, dtype=dtype)
     if not cfg.training.condition_dropout:
@@ -47,6 +48,8 @@ def build_model(cfg: StudioConfig, dtype: Optional[torch.dtype] = None):
     else:
         for p in lelm.parameters():
             p.requires_grad_(False)
+        if cfg.training.base_quant != "none":
+            quantize_base(lelm, cfg.training.base_quant, compute_dtype=dtype)
         model = apply_lora(cfg, lelm)
     if cfg.training.gradient_checkpointing:
         lelm.gradient_checkpointing_enable()
@@ -54,6 +57,57 @@ def build_model(cfg: StudioConfig, dtype: Optional[torch.dtype] = None):
         from core.model.compiled import compile_stacks
         compile_stacks(lelm)
     return model, lelm, ckpt_dir
+
+
+def check_base_quant(cfg: StudioConfig) -> None:
+    """training.base_quant is for LoRA on one GPU or DDP: refuse the rest with the reason."""
+    tc = cfg.training
+    if tc.base_quant == "none":
+        return
+    if tc.type == "full":
+        raise ConfigError(f"training.base_quant: {tc.base_quant} keeps the base frozen in low precision for LoRA; a "
+                          "full finetune trains every weight (set base_quant: none, or training.type: lora)")
+    if tc.distributed in ("fsdp", "multi_node", "deepspeed_zero3"):
+        raise ConfigError(f"training.base_quant: {tc.base_quant} is not sharded (bitsandbytes' packed weights stay whole "
+                          f"on every GPU) and untested under training.distributed: {tc.distributed}; use ddp, or "
+                          "base_quant: none with sharding")
+
+
+def quantize_base(lelm: nn.Module, kind: str, compute_dtype: torch.dtype) -> int:
+    """QLoRA's frozen base: every nn.Linear of both stacks' decoder layers (~85 % of the weights) becomes
+    bitsandbytes' Linear4bit (NF4, blocks of 64 with their scale) or Linear8bitLt (int8 rows + outliers
+    in 16 bit), computing in `compute_dtype`; tables, fusion MLP and heads keep the base dtype. Quantized
+    on the CPU here, moved with the model. -> the number of layers replaced. Only LoRA adapters train on
+    it, and merge / export always read the full-precision checkpoint, never these weights."""
+    try:
+        import bitsandbytes as bnb
+    except ImportError:
+        raise ConfigError(f"training.base_quant: {kind} needs bitsandbytes, which is not installed: pip install "
+                          "'bitsandbytes>=0.50' (its 4-bit and 8-bit layers run on CUDA and on the CPU), or set "
+                          "base_quant: none") from None
+    count = 0
+    for stack in (lelm.transformer, lelm.transformer2):
+        for layer in stack.model.layers:
+            for parent in list(layer.modules()):
+                for name, child in list(parent.named_children()):
+                    if type(child) is nn.Linear:
+                        setattr(parent, name, _quantized_linear(bnb, child, kind, compute_dtype))
+                        count += 1
+    return count
+
+
+def _quantized_linear(bnb, lin: nn.Linear, kind: str, compute_dtype: torch.dtype) -> nn.Module:
+    bias = lin.bias is not None
+    if kind == "nf4":
+        q = bnb.nn.Linear4bit(lin.in_features, lin.out_features, bias=bias, compute_dtype=compute_dtype,
+                              quant_type="nf4", device="meta")
+        q.weight = bnb.nn.Params4bit(lin.weight.data, requires_grad=False, quant_type="nf4")
+    else:
+        q = bnb.nn.Linear8bitLt(lin.in_features, lin.out_features, bias=bias, has_fp16_weights=False, device="meta")
+        q.weight = bnb.nn.Int8Params(lin.weight.data, requires_grad=False, has_fp16_weights=False)
+    if bias:
+        q.bias = nn.Parameter(lin.bias.data, requires_grad=False)
+    return q.to(lin.weight.device)  # bitsandbytes quantizes when the weight is moved
 
 
 def make_optimizer(cfg: StudioConfig, model: nn.Module, device: Optional[torch.device] = None) -> torch.optim.Optimizer:
@@ -98,3 +152,68 @@ def shard_on_cpu(acc) -> None:
     acc.state.fsdp_plugin = plugin
     acc.state.distributed_type = DistributedType.FSDP
     PartialState._shared_state["distributed_type"] = DistributedType.FSDP
+
+
+def shard_unit_names(lelm: nn.Module) -> tuple[list[str], list[str]]:
+    """(modules that run their own forward, modules never run) that get their own FSDP2 unit besides the
+    decoder layers: the text and prompt tables, the code embeddings and the fusion MLP; the unused
+    layout tables so they are never gathered. The heads stay in the root unit: the chunked loss reads
+    their weights directly (core.model.loss), not through a forward FSDP could hook."""
+    k = len(lelm.layer2_emb)
+    run = ([f"condition_provider.conditioners.{n}" for n in lelm.condition_provider.conditioners]
+           + ["emb.0", *(f"layer2_emb.{i}" for i in range(1, k)), "mlp"])
+    never = ["layer2_emb.0", "transformer.model.embed_tokens", "transformer2.model.embed_tokens",
+             "transformer2.lm_head"]
+    return run, never
+
+
+def shard_units(acc, lelm: nn.Module) -> dict[str, int]:
+    """FSDP2 (accelerate's plugin set): shard `shard_unit_names` as units of their own before accelerate
+    wraps the decoder layers and the root, with the plugin's settings (accelerate leaves modules that are
+    already sharded alone). Otherwise everything that is not a decoder layer (~21 % of v2-large) would sit
+    in the root unit, gathered on every GPU for the whole step. -> parameter counts {"units", "root"}:
+    what the new units hold, and what stays in the root (heads, norms)."""
+    from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
+
+    plugin = getattr(acc.state, "fsdp_plugin", None)
+    if plugin is None or plugin.fsdp_version != 2:
+        return {}
+    run, never = shard_unit_names(lelm)
+    kw = {"reshard_after_forward": plugin.reshard_after_forward, "offload_policy": plugin.cpu_offload,
+          "mp_policy": plugin.mixed_precision_policy or MixedPrecisionPolicy()}
+    units = 0
+    for name in run + never:
+        module = lelm.get_submodule(name)
+        if not isinstance(module, FSDPModule):
+            units += sum(p.numel() for p in module.parameters())
+            fully_shard(module, **kw)
+    layers = sum(p.numel() for m in lelm.modules() if type(m).__name__ == "LlamaDecoderLayer" for p in m.parameters())
+    return {"units": units, "root": sum(p.numel() for p in lelm.parameters()) - units - layers}
+
+
+def clip_grad_norm(acc, optimizer, max_norm: float) -> float:
+    """Clip the gradients of the optimizer's parameters to `max_norm` (inf: only measure) -> their total
+    norm before clipping.
+
+    The parameters come from the optimizer: under FSDP2 a forward without gradients (evaluation, a full
+    finetune's reference log-probs) leaves the root unit gathered, and the module then lists its
+    unsharded stand-ins, not the parameters that train. Sharded (DTensor) gradients are measured here:
+    each element lives on exactly one rank, so the local squares summed over the ranks give the norm
+    (accelerate's path through torch's norm over several fully_shard meshes left the heads out)."""
+    from torch.distributed.tensor import DTensor
+
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    grads = [p.grad for p in params if p.grad is not None]
+    if not any(isinstance(g, DTensor) for g in grads):
+        return float(acc.clip_grad_norm_(params, max_norm))
+    acc.unscale_gradients()
+    local = [g.to_local() if isinstance(g, DTensor) else g for g in grads]
+    sq = torch.zeros(1, dtype=torch.float64, device=acc.device)
+    for g, part in zip(grads, local):
+        if isinstance(g, DTensor) or acc.is_main_process:  # a plain (replicated) gradient counts once
+            sq += part.double().pow(2).sum()
+    total = float(acc.reduce(sq, reduction="sum").sqrt())
+    coef = max_norm / (total + 1e-6)
+    if coef < 1.0:
+        torch._foreach_mul_(local, coef)  # in place on the local shards
+    return total

@@ -53,7 +53,8 @@ from core.training.objective import make_objective
 from core.training.samples import SampleWriter
 from core.training.schedule import derive_seed, lr_factor
 from core.training.telemetry import StepWindow, Telemetry
-from core.training.setup import build_model, count_parameters, make_optimizer, shard_on_cpu  # noqa: F401  (imported from here too)
+from core.training.setup import (build_model, clip_grad_norm, count_parameters, make_optimizer,  # noqa: F401
+                                 shard_on_cpu, shard_units)  # (imported from here too)
 
 # ---- the trainer ----------------------------------------------------------------------------
 class Trainer:
@@ -134,6 +135,10 @@ class Trainer:
         ga = tc.gradient_accumulation_steps
         self.total_steps = tc.max_steps or max(1, math.ceil(tc.epochs * self.plan.batches_per_epoch / ga))
 
+        units = shard_units(acc, self.lelm)  # FSDP2 only; before the optimizer: it must hold the sharded tensors
+        if units:
+            self.log(f"FSDP units: every decoder layer, text/prompt tables, code embeddings, fusion MLP "
+                     f"({units['units']:,} parameters); root (heads, norms) {units['root']:,}")
         self.optimizer = make_optimizer(cfg, self.model, acc.device)
         plugin = getattr(acc.state, "fsdp_plugin", None)
         if self.sharded and plugin is not None and plugin.activation_checkpointing:
@@ -146,7 +151,6 @@ class Trainer:
         self.step_module = self.objective.step_module()
         self.step_module.train()
         self.step_module, self.optimizer = acc.prepare(self.step_module, self.optimizer)
-        self.params = [p for p in self.step_module.parameters() if p.requires_grad]
         warm, total, m = tc.warmup_steps, self.total_steps, tc.lr_min_ratio
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(getattr(self.optimizer, "optimizer", self.optimizer),
                                                            lambda u: lr_factor(u, total, warm, m))
@@ -248,7 +252,7 @@ class Trainer:
                 loss, micro_stats = self.objective.forward(self.step_module, batch)
                 acc.backward(loss / ga)
             stats += micro_stats.detach().float() / ga
-        grad_norm = acc.clip_grad_norm_(self.params, tc.max_grad_norm if tc.max_grad_norm > 0 else float("inf"))
+        grad_norm = clip_grad_norm(acc, self.optimizer, tc.max_grad_norm if tc.max_grad_norm > 0 else float("inf"))
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)

@@ -172,6 +172,7 @@ def build(ctx) -> dict:
                     cw("training.mixed_precision", t("precision"), dropdown=True)
                     cw("training.optimizer", t("optimizer"), dropdown=True)
                     cw("training.base_dtype", t("base_dtype"), dropdown=True)
+                    cw("training.base_quant", t("base_quant"), dropdown=True)
                 with gr.Row():  # a checkbox beside three dropdowns had its label cut off
                     cw("training.gradient_checkpointing", t("grad_ckpt"), elem_id="grad-ckpt")
                     cw("training.compile", t("compile"), elem_id="compile-step")
