@@ -115,10 +115,10 @@ def stop_run(run_dir: str):
 
 
 def _active(run_dir: str, what: str) -> None:
-    """Save now / Sample now reach only a run whose trainer is alive: a flag left for a finished run
-    would be read by nobody (or by a later resume, unasked)."""
+    """Save now / Sample now on a finished run (done, stopped, failed...) are refused: no trainer is
+    left to read the flag, and the message would promise a save that never comes."""
     st = runs.run_status(run_dir)
-    if st.get("status") not in runs.ACTIVE:
+    if st.get("status") in runs.TERMINAL:
         raise UserError("flag_not_running", what=lambda lg: tr(what, lg), run=Path(run_dir).name,
                         status=lambda lg, s=st.get("status", "?"): status_word(s, lg))
 
