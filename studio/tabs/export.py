@@ -164,20 +164,21 @@ def build(ctx, train_ui) -> dict:
 
     gr.Markdown(t("next_export"), elem_classes=["next-hint"], elem_id="next-export")
 
-    # the export tab lists checkpoints of the run picked in the train tab first
+    # the picker follows the run on screen in the Train tab: its newest checkpoint, unless one of its
+    # checkpoints is already picked (also when the tab is opened: the run may have saved since it was picked)
     def follow(run, c, request: gr.Request = None):
         ch = _ckpt_choices(ctx, request_lang(request, ctx.lang))
         vals = [v for _, v in ch]
-        if c in vals:
+        mine = [v for v in vals if run and Path(v).parent.parent == Path(run)]  # <run>/checkpoints/step-N
+        if c in vals and (not mine or c in mine):
             return gr.update(choices=ch)
-        mine = [v for v in vals if run and str(v).startswith(str(run))]
-        return gr.update(choices=ch, value=mine[0] if mine else (vals[0] if vals else None))  # newest first
+        return gr.update(choices=ch, value=mine[0] if mine else (c if c in vals else (vals[0] if vals else None)))
 
     train_ui["run_pick"].change(follow, [train_ui["run_pick"], ckpt], ckpt, api_name=False)
     from studio.tabs import preference
     preference.build(ctx, {"ckpt": ckpt, "strength": strength, "lyrics": lyrics, "desc": desc, "seconds": seconds,
                            "seed": seed}, train_ui)
-    return {"ckpt": ckpt, "refresh": refresh}
+    return {"ckpt": ckpt, "refresh": refresh, "follow": follow}
 
 
 def wire_load(ctx, demo, ui) -> None:

@@ -423,13 +423,14 @@ def build(ctx) -> dict:
                   loss=f"{loss:.4f}" if isinstance(loss, (int, float)) else "—", eta=monitor.fmt_eta(eta))
         bar = (f"<div class='run-progress'><div class='bar' style='width:{100 * min(1.0, frac):.1f}%'></div></div>"
                f"<div class='run-progress-text'>{line}</div>")
-        changed = st.get("run") != run or st.get("version") != v.version or st.get("lang") != lang
+        version, rows = v.snapshot(labels=_series_labels(lang))  # the rows of exactly this version
+        changed = st.get("run") != run or st.get("version") != version or st.get("lang") != lang
         plot_out = ck_out = gr.skip()
         if changed:  # the sample list has its own tick (samples_tick): a metrics line must not reset the pick
             dpo = any("reward" in k for k in v.series)  # a DPO run: its y axis holds rewards, not only a loss
-            plot_out = _plot_value(v.rows(labels=_series_labels(lang)), lang, total, dpo)
+            plot_out = _plot_value(rows, lang, total, dpo)
             ck_out = _ck_table(backend.checkpoint_rows(run, lang), lang)
-        st.update(run=run, version=v.version, lang=lang)
+        st.update(run=run, version=version, lang=lang)
         return (status_md, bar, plot_out, backend.tail_log(run), ck_out, st) + buttons + (pick,)
 
     poll_outs = [status, progress, plot, log, ck_table, view_state, start_btn, resume_btn, run_pick]
