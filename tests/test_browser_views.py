@@ -94,6 +94,16 @@ def test_views_follow_the_run_on_screen(app):
         pg.goto(url)
         pg.wait_for_selector("#banner-demo-model")
 
+        # ---- the Songs table fits its box at 1280 px (status and reasons on screen) ----------------------
+        pg.locator("#btn-check").click()
+        wait_text(pg, "#songs-table", r"ok|warning", 60)
+        pg.wait_for_timeout(800)
+        widths = pg.evaluate("""() => { const t = document.querySelector('#songs-table table');
+            const box = document.querySelector('#songs-table');
+            return [t.getBoundingClientRect().right, box.getBoundingClientRect().right]; }""")
+        pg.screenshot(path=str(ART / "views-0-data.png"), full_page=True)
+        assert widths[0] <= widths[1] + 1, f"the Songs table runs past its box: {widths}"
+
         # ---- the first tokenize draws the duration histogram's bars -----------------------------------
         _tab(pg, 2)
         pg.locator("#btn-tokenize").click()
@@ -158,6 +168,10 @@ def test_views_follow_the_run_on_screen(app):
         wait_text(pg, "#ab-msg", r"Same lyrics", 300)
         pg.wait_for_selector("#ab-b [data-testid='download-link']", timeout=10_000)
         pg.screenshot(path=str(ART / "views-4-dpo-ab.png"), full_page=True)
+        pg.locator("#btn-push").click()  # no repository id: refused under the button, and it stays
+        wait_text(pg, "#push-msg", "⚠", 30)
+        pg.wait_for_timeout(3000)
+        assert "⚠" in pg.locator("#push-msg").inner_text()
 
         # ---- Chinese: the Train tab's outputs hold no English sentence ----------------------------------
         pg.locator("#lang-switch label", has_text="中文").click()

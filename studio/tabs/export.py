@@ -28,7 +28,7 @@ def _ckpt_choices(ctx, lang=None):
 def build(ctx, train_ui) -> dict:
     t = ctx.t
     # the page's whole width: a label (step, reason, losses, run, time) is not cut in a 1280 px window
-    with gr.Row(equal_height=True):
+    with gr.Row():
         ckpt = gr.Dropdown(choices=_ckpt_choices(ctx), label=t("ckpt"), elem_id="ckpt-pick", scale=6)
         refresh_btn = gr.Button(t("refresh"), size="sm", elem_id="btn-refresh-ckpt", scale=1, min_width=100)
     with gr.Row():
