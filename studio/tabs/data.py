@@ -37,7 +37,7 @@ def _tier_choices(lang: str) -> list[tuple[str, str]]:
     return [(tr("musicality_default", lang), "")] + [(x, x) for x in backend.musicality_choices()]
 
 
-SONG_COL_WIDTHS = ["13%", "13%", "7%", "9%", "9%", "15%", "9%", "25%"]  # one per COLS
+SONG_COL_WIDTHS = ["12%", "12%", "9%", "8%", "8%", "15%", "9%", "27%"]  # one per COLS
 
 
 def songs_table(ctx, lang=None) -> pd.DataFrame:
