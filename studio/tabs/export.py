@@ -9,6 +9,7 @@ from typing import Optional
 
 import gradio as gr
 
+from core.errors import StudioError
 from studio import backend
 from studio.feedback import UserError, in_place
 from studio.i18n import request_lang, tr
@@ -86,7 +87,7 @@ def build(ctx, train_ui) -> dict:
         lang = request_lang(request, ctx.lang)
         try:
             return tr("merged_at", lang, path=backend.merge(ctx.ws, _need(c), s, lang))
-        except gr.Error as err:  # the refusal stays under the button
+        except (gr.Error, StudioError) as err:  # the refusal stays under the button
             return in_place(err, lang)
 
     def prompt_path(p) -> Optional[str]:
@@ -100,7 +101,7 @@ def build(ctx, train_ui) -> dict:
         try:
             return backend.generate(ctx.ws, _need(c), s, ly, de, float(sec), int(sd), prompt_path(pr),
                                     progress=progress, lang=lang), ""
-        except gr.Error as err:
+        except (gr.Error, StudioError) as err:
             return None, in_place(err, lang)
 
     def ab(c, s, ly, de, sec, sd, pr, request: gr.Request, progress=gr.Progress()):
@@ -108,7 +109,7 @@ def build(ctx, train_ui) -> dict:
         try:
             res = backend.ab(ctx.ws, _need(c), s, ly, de, float(sec), int(sd), prompt_path(pr), progress=progress,
                              lang=lang)
-        except gr.Error as err:
+        except (gr.Error, StudioError) as err:
             return None, None, in_place(err, lang)
         return res["a"], res["b"], res.get("note", "")
 
@@ -149,7 +150,7 @@ def build(ctx, train_ui) -> dict:
                 raise UserError("demo_disabled")
             url = backend.push(ctx.ws, _need(c), float(st), rp, bool(pv), bool(pa), bool(pm), bool(pd_),
                                token=tok or None, lang=lang)
-        except gr.Error as err:  # e.g. "merge first": the refusal stays under the button, not a vanishing toast
+        except (gr.Error, StudioError) as err:  # e.g. "merge first": stays under the button, not a toast
             return in_place(err, lang)
         return tr("pushed", lang, url=url)
 

@@ -10,8 +10,8 @@ import gradio as gr
 import pandas as pd
 
 from core.runs import store as runs
-from core.errors import StudioError
 from core.training.presets import GPU_PRESETS, preset_name
+from core.errors import StudioError
 from studio import backend, feedback, gradio_compat, monitor, sandbox
 from studio.feedback import UserError
 from studio.i18n import request_lang, status_word, tr
@@ -339,7 +339,7 @@ def build(ctx) -> dict:
             lang = request_lang(request, ctx.lang)
             try:  # e.g. Save now on a finished run: refused, and the refusal stays under the buttons
                 send(_need(run))
-            except gr.Error as err:
+            except (gr.Error, StudioError) as err:
                 return feedback.in_place(err, lang)
             return tr("flag_sent", lang, what=tr(what, lang), run=Path(run).name)
         return handler
