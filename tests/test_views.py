@@ -17,6 +17,8 @@ def test_plot_axis_follows_the_run_kind_and_length():
     dpo = _plot_value([(1, 0.69, "loss (raw)"), (1, 0.0, "reward_margin (smoothed)")], "zh", total=3, dpo=True)
     assert dpo["y_title"] == "DPO 损失 · 奖励差 · 准确率"
     assert dpo["x_lim"] == [0, 20]  # a short run: at least 20 steps wide, so the ticks fall on whole steps
+    done = _plot_value([(1, 9.7, "loss (raw)")], "en", total=200, final=True)
+    assert done["x_lim"] != sft["x_lim"] and abs(done["x_lim"][1] - 200) < 1e-3  # the page rebuilds, unseen
     assert _plot_value([], "en") is None  # no rows: the placeholder, never a spec built from an empty frame
 
 

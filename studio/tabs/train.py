@@ -95,7 +95,7 @@ def _series_labels(lang: str) -> dict[str, str]:
     return out
 
 
-def _plot_value(rows: list, lang: str = "en", total: int = 0, dpo: bool = False) -> Any:
+def _plot_value(rows: list, lang: str = "en", total: int = 0, dpo: bool = False, final: bool = False) -> Any:
     """The loss plot's update for these rows. No rows: None (the empty placeholder), never an empty
     frame: Gradio's plot builds its Vega spec (the colour domain, the axis types) from the first
     value it draws and afterwards only swaps data, so a spec built from an empty frame draws no line
@@ -108,6 +108,11 @@ def _plot_value(rows: list, lang: str = "en", total: int = 0, dpo: bool = False)
     # the x axis spans the run's planned steps (at least 20): Vega's ticks then fall on whole steps, where
     # a 3-step axis was labelled 1.0, 1.2, ... and the first points seemed to sit at fractional steps
     top = max(int(total or 0), int(df["step"].max()), 20)
+    # A finished run's last update nudges the axis (invisibly): a tracked setting that changes makes the
+    # page build the chart again from the final series. Two rebuilds close together (a series appearing
+    # right after a run switch) can finish out of order in the page and leave the older colour domain,
+    # without the newest series (the second run's validation curve) until a reload.
+    top += 1e-6 if final else 0
     return gr.update(value=df, color_map={n: _PALETTE[i % len(_PALETTE)] for i, n in enumerate(names)},
                      x_lim=[0, top], x_title=tr("plot_step", lang),
                      y_title=tr("plot_y_dpo" if dpo else "loss_short", lang), color_title=tr("plot_series", lang))
@@ -424,13 +429,15 @@ def build(ctx) -> dict:
         bar = (f"<div class='run-progress'><div class='bar' style='width:{100 * min(1.0, frac):.1f}%'></div></div>"
                f"<div class='run-progress-text'>{line}</div>")
         version, rows = v.snapshot(labels=_series_labels(lang))  # the rows of exactly this version
-        changed = st.get("run") != run or st.get("version") != version or st.get("lang") != lang
+        final = state not in ACTIVE
+        changed = (st.get("run") != run or st.get("version") != version or st.get("lang") != lang
+                   or st.get("final") != final)
         plot_out = ck_out = gr.skip()
         if changed:  # the sample list has its own tick (samples_tick): a metrics line must not reset the pick
             dpo = any("reward" in k for k in v.series)  # a DPO run: its y axis holds rewards, not only a loss
-            plot_out = _plot_value(rows, lang, total, dpo)
+            plot_out = _plot_value(rows, lang, total, dpo, final)
             ck_out = _ck_table(backend.checkpoint_rows(run, lang), lang)
-        st.update(run=run, version=version, lang=lang)
+        st.update(run=run, version=version, lang=lang, final=final)
         return (status_md, bar, plot_out, backend.tail_log(run), ck_out, st) + buttons + (pick,)
 
     poll_outs = [status, progress, plot, log, ck_table, view_state, start_btn, resume_btn, run_pick]
