@@ -104,7 +104,7 @@ def build_app(workspace: Optional[str | os.PathLike] = None, lang: str = "en",
                 tok_ui = tok_tab.build(ctx)
             with gr.Tab(ctx.t("tab_train"), id="train", elem_id="tab-train"):
                 train_ui = train_tab.build(ctx)
-            with gr.Tab(ctx.t("tab_export"), id="export", elem_id="tab-export"):
+            with gr.Tab(ctx.t("tab_export"), id="export", elem_id="tab-export") as export_tab_ui:
                 export_ui = export_tab.build(ctx, train_ui)
 
         lang_pick.input(None, lang_pick, None, js=SWITCH_JS)
@@ -124,6 +124,8 @@ def build_app(workspace: Optional[str | os.PathLike] = None, lang: str = "en",
         tok_tab.wire_load(ctx, demo, tok_ui)
         train_tab.wire_load(ctx, demo, train_ui)
         export_tab.wire_load(ctx, demo, export_ui)
+        export_tab_ui.select(export_ui["follow"], [train_ui["run_pick"], export_ui["ckpt"]], export_ui["ckpt"],
+                             api_name=False)
     # a refusal in the page: one toast, no red badge on every output; a bug: its traceback in the error
     # log (named to the user except on a public Space, whose paths stay private)
     feedback.soften(demo, lang, log_file=ctx.error_log, show_where=not ctx.public)

@@ -337,12 +337,14 @@ def train_config(ws, v: dict[str, Any]) -> StudioConfig:
 
 
 def preview(ws, cfg) -> tuple[str, str]:
-    """The config the next run gets, and the command that trains it from a shell once saved."""
+    """The config the next run gets, and the command that trains it from a shell. The config is written
+    to <workspace>/configs/next/ here, so the command shown never names a file that does not exist."""
     from core.runs import launch
 
     try:  # one command per machine (the machine rank differs)
-        cmd = "\n".join(launch.machine_commands(ws.root / "configs" / "next" / runs.CONFIG_NAME, cfg))
-    except ConfigError as err:
+        path = cfg.save(ws.root / "configs" / "next" / runs.CONFIG_NAME)
+        cmd = "\n".join(launch.machine_commands(path, cfg))
+    except (ConfigError, OSError) as err:
         cmd = f"# {err}"
     return cfg.to_yaml(), cmd
 
@@ -365,7 +367,7 @@ def estimate(cfg, lang: str = "en") -> str:
     text = (tr("est_mem", lang, total=f"{e['total_gb']:.2f}", w=e["weights_gb"], g=e["grads_optimizer_gb"],
                a=e["activations_gb"], l=e["logits_gb"], tr=f"{e['trainable']:,}", n=f"{e['parameters']:,}",
                share=f"{share:.2f}", frames=e["frames"], secs=f"{e['frames'] / rate:.0f}")
-            + f"\n\n<small>`{e.get('formula', '')}`</small>")
+            + f"\n\n<small>`{tr('est_formula_mem', lang)}`</small>")  # core's formula, worded in `lang`
     tc = cfg.training
     if (tc.num_processes or 1) > 1:
         text += "\n\n" + tr("est_per_gpu", lang, dist=tc.distributed, n=tc.num_processes,
@@ -382,7 +384,7 @@ def estimate(cfg, lang: str = "en") -> str:
     if t.get("source") == "measured":  # this machine's own step time: no formula, no bound
         m = t["measured"]
         return text + f"\n\n{when} <small>{tr('est_measured', lang, run=m['run'], n=m['steps'])}</small>"
-    return text + f"\n\n{when} <small>{tr('est_bound', lang)}; `{t['formula']}`</small>"
+    return text + f"\n\n{when} <small>{tr('est_bound', lang)}; `{tr('est_formula_time', lang)}`</small>"
 
 
 def _duration(seconds: float, lang: str = "en") -> str:

@@ -90,11 +90,14 @@ def _gen_setup(ckpt, lyrics, desc, seconds, seed, prompt):
     return cfg, settings
 
 
-def _gen_progress(progress, lang: str = "en"):
+def _gen_progress(progress, lang: str = "en") -> dict[str, Any]:
+    """compare.run_models' `progress` (frames) and `on_stage` (loading a model, a validation loss) as
+    the event's progress bar, so a long A/B or generation always says what it is doing."""
     if progress is None:
-        return None
-    return lambda name, done, total: progress(done / max(1, total), desc=tr("gen_progress", lang, name=name,
-                                                                              d=done, t=total))
+        return {}
+    return {"progress": lambda name, done, total: progress(done / max(1, total), desc=tr(
+                "gen_progress", lang, name=name, d=done, t=total)),
+            "on_stage": lambda stage, name: progress(None, desc=tr(f"gen_stage_{stage}", lang, name=name))}
 
 
 def _files(man) -> list[tuple[Any, str]]:
@@ -127,7 +130,7 @@ def generate(ws, ckpt, strength, lyrics, desc, seconds, seed, prompt, progress=N
     from core.export import compare
     with one_job(ws):
         man = _user_error(compare.generate_single, cfg, ckpt, strength=float(strength),
-                          settings=settings, with_val_loss=False, progress=_gen_progress(progress, lang))
+                          settings=settings, with_val_loss=False, **_gen_progress(progress, lang))
     return _files(man)[0][1]
 
 
@@ -136,7 +139,7 @@ def ab(ws, ckpt, strength, lyrics, desc, seconds, seed, prompt, progress=None, l
     from core.export import compare
     with one_job(ws):
         man = _user_error(compare.ab_compare, cfg, ckpt, strength=float(strength),
-                          settings=settings, progress=_gen_progress(progress, lang))
+                          settings=settings, **_gen_progress(progress, lang))
     (a_it, a), (b_it, b) = _files(man)
     note = tr("ab_note", lang, seed=settings.seed, a=_vl(a_it, lang), b=_vl(b_it, lang))
     if a_it.val_loss is None or b_it.val_loss is None:
@@ -150,7 +153,7 @@ def sweep(ws, ckpt, scales, lyrics, desc, seconds, seed, prompt, progress=None,
     from core.export import compare
     with one_job(ws):
         man = _user_error(compare.strength_sweep, cfg, ckpt, list(scales), settings=settings,
-                          progress=_gen_progress(progress, lang))
+                          **_gen_progress(progress, lang))
     return [(float(it.model.get("strength", s)), path, _vl(it, lang)) for s, (it, path) in zip(scales, _files(man))]
 
 

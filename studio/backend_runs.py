@@ -12,7 +12,7 @@ from core.runs import store as runs
 from core.config import StudioConfig
 from core.errors import StudioError
 from studio.feedback import UserError, refusal
-from studio.i18n import status_word, value_word
+from studio.i18n import status_word, tr, value_word
 from studio.widgets import name_fields
 
 
@@ -114,11 +114,22 @@ def stop_run(run_dir: str):
     return runs.stop_run(run_dir)
 
 
+def _active(run_dir: str, what: str) -> None:
+    """Save now / Sample now on a finished run (done, stopped, failed...) are refused: no trainer is
+    left to read the flag, and the message would promise a save that never comes."""
+    st = runs.run_status(run_dir)
+    if st.get("status") in runs.TERMINAL:
+        raise UserError("flag_not_running", what=lambda lg: tr(what, lg), run=Path(run_dir).name,
+                        status=lambda lg, s=st.get("status", "?"): status_word(s, lg))
+
+
 def request_save(run_dir: str):
+    _active(run_dir, "save_now")
     return runs.request_save(run_dir)
 
 
 def request_sample(run_dir: str):
+    _active(run_dir, "sample_now")
     return runs.request_sample(run_dir)
 
 

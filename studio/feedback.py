@@ -15,6 +15,7 @@ Three kinds of error, worded in the language of the browser that caused them:
 """
 from __future__ import annotations
 
+import contextvars
 import functools
 import logging
 import traceback
@@ -83,6 +84,18 @@ def message(err: Exception, lang: str) -> str:
     return name_fields(getattr(err, "message", None) or str(err), lang)
 
 
+# True unless `soften`'s wrapper runs an event the page triggered (a click, not the HTTP API)
+_API_CALL: contextvars.ContextVar[bool] = contextvars.ContextVar("studio_api_call", default=True)
+
+
+def in_place(err: gr.Error, lang: str) -> str:
+    """A refusal as the text of the action's own message box (it stays where the user acted, unlike a
+    toast). Called through the HTTP API it stays an exception, so scripts still see the call fail."""
+    if _API_CALL.get():
+        raise err
+    return f"⚠ {message(err, lang)}"
+
+
 def config_problems(err: ConfigError, lang: str = "en") -> str:
     """A config validation error worded for the UI: one line per field, named by its label in `lang`."""
     if not err.details:
@@ -135,6 +148,7 @@ def soften(demo: gr.Blocks, default_lang: str = "en", log_file: Optional[Path] =
     `log_file`: where bugs' tracebacks go; `show_where`: name that file to the user (not on a public Space)."""
 
     def handle(fn, args, request, event, n_outputs: int = 0, quiet: bool = True):
+        api = _API_CALL.set(not quiet or compat.from_api(event))  # for in_place: raise, or show in the page
         try:
             return fn(*args)
         except gr.Error as err:
@@ -143,6 +157,8 @@ def soften(demo: gr.Blocks, default_lang: str = "en", log_file: Optional[Path] =
             shown = refusal(err)
         except Exception as err:  # noqa: BLE001 - a bug: logged with its traceback, shown as ours
             shown = internal(err, log_file, show_where)
+        finally:
+            _API_CALL.reset(api)
         lang = request_lang(request, default_lang)
         text = message(shown, lang)
         if not quiet or compat.from_api(event):  # the HTTP API, or an event that must fail: an exception

@@ -93,6 +93,16 @@ class RunView:
         return out
 
 
+    def snapshot(self, max_points: int = MAX_POINTS, labels: Optional[dict[str, str]] = None
+                 ) -> tuple[int, list[tuple[int, float, str]]]:
+        """(version, rows) read together under the view's lock. Two pollers of one run (the timer and a
+        run switch, or two browsers) refresh it concurrently: a version read after another poller's
+        ingest, beside rows read before it, made the page believe it had the newest rows and keep a
+        plot without its last series (the validation curve) until a reload."""
+        with self.lock:
+            return self.version, self.rows(max_points, labels)
+
+
 _VIEWS: dict[str, RunView] = {}
 _VIEWS_LOCK = threading.Lock()
 

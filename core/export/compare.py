@@ -111,11 +111,15 @@ def run_models(cfg, specs: Sequence[ModelSpec], names: Sequence[str], *, kind: s
                settings: Optional[Settings] = None, out_dir: Optional[str | Path] = None, overwrite: bool = False,
                with_val_loss: bool = True, dataset_dir: Optional[str | Path] = None,
                loader: Optional[ModelLoader] = None,
-               progress: Optional[Callable[[str, int, int], None]] = None) -> Manifest:
+               progress: Optional[Callable[[str, int, int], None]] = None,
+               on_stage: Optional[Callable[[str, str], None]] = None) -> Manifest:
     """Generate the same song with each model spec; files `<names[i]>.<ext>`; manifest + summary.
 
     The base and one LoRA (A/B, or a strength sweep) are generated in one batch (ModelLoader.together,
-    the same tokens as one pass each); a full checkpoint gets a pass of its own."""
+    the same tokens as one pass each); a full checkpoint gets a pass of its own. `on_stage(stage, name)`
+    hears the steps that draw no frames ("load": a model is read, "val": its validation loss is
+    computed), so a caller can say what is happening between the frame counts of `progress`."""
+    stage = on_stage or (lambda _stage, _name: None)
     from core.codec import get_codec
 
     settings = settings or settings_from_config(cfg)
@@ -123,6 +127,7 @@ def run_models(cfg, specs: Sequence[ModelSpec], names: Sequence[str], *, kind: s
     codec = get_codec(cfg)
     out = _out_dir(cfg, kind, out_dir, overwrite)
     split, ds_dir, why, cause = _validation(cfg, dataset_dir) if with_val_loss else (None, None, "not asked for", None)
+    stage("load", str(loader.base_dir.name))
     base = loader.base()
     prompt = load_prompt(settings, codec, base)
     shared = settings.to_dict()
@@ -137,6 +142,7 @@ def run_models(cfg, specs: Sequence[ModelSpec], names: Sequence[str], *, kind: s
     val_cache: dict[tuple, dict] = {}
     try:
         done: list[Optional[tuple]] = [None] * len(specs)
+        stage("load", " + ".join(names))
         with loader.together(list(specs)) as batch:
             if batch is not None:
                 label = " + ".join(names)
@@ -146,6 +152,8 @@ def run_models(cfg, specs: Sequence[ModelSpec], names: Sequence[str], *, kind: s
         man.settings["one_pass"] = batch is not None
         for spec, name, generated in zip(specs, names, done):
             info = spec.describe()
+            if generated is None:
+                stage("load", name)
             with loader.use(spec) as model:
                 cb = (lambda d, t, _n=name: progress(_n, d, t)) if progress else None
                 res = generate_song(model, codec, settings, out, name, prompt=prompt, model_info=info,
@@ -154,6 +162,7 @@ def run_models(cfg, specs: Sequence[ModelSpec], names: Sequence[str], *, kind: s
                 if split is not None:
                     key = (spec.checkpoint, spec.strength if spec.checkpoint else None)
                     if key not in val_cache:
+                        stage("val", name)
                         val_cache[key] = validation_loss(model, split, max_frames=cfg.training.max_frames,
                                                          batch_size=cfg.training.batch_size, seed=cfg.training.seed)
                     v = val_cache[key]

@@ -37,6 +37,9 @@ def _tier_choices(lang: str) -> list[tuple[str, str]]:
     return [(tr("musicality_default", lang), "")] + [(x, x) for x in backend.musicality_choices()]
 
 
+SONG_COL_WIDTHS = ["12%", "12%", "9%", "8%", "8%", "15%", "9%", "27%"]  # one per COLS
+
+
 def songs_table(ctx, lang=None) -> pd.DataFrame:
     lang = lang or ctx.lang
     rows = []
@@ -90,8 +93,10 @@ def build(ctx) -> dict:
                 import_btn = gr.Button(t("import_btn"), elem_id="btn-import")
             msg = gr.Markdown(elem_id="data-msg")
         with gr.Column(scale=2):
-            table = gr.Dataframe(value=songs_table(ctx), label=t("songs"), interactive=False,
-                                 wrap=True, elem_id="songs-table")  # widths from the content: reasons are cut short
+            # widths as shares of the box (at 1280 px the content's own widths ran 1,686 px in a 798 px box,
+            # status and reasons off screen); long cells wrap, reasons are cut short
+            table = gr.Dataframe(value=songs_table(ctx), label=t("songs"), interactive=False, wrap=True,
+                                 elem_id="songs-table", column_widths=SONG_COL_WIDTHS)
             check_btn = gr.Button(t("check_btn"), elem_id="btn-check")
             pick = gr.Dropdown(choices=[s["idx"] for s in ctx.ws.songs()], label=t("song_pick"), elem_id="song-pick")
             player = gr.Audio(label=t("player"), type="filepath", interactive=False, elem_id="song-player")

@@ -9,8 +9,9 @@ from typing import Optional
 
 import gradio as gr
 
+from core.errors import StudioError
 from studio import backend
-from studio.feedback import UserError
+from studio.feedback import UserError, in_place
 from studio.i18n import request_lang, tr
 
 EXAMPLE_LYRICS = ("[intro-short] ; [verse] the city lights are calling me home. i walk the empty streets alone ; "
@@ -27,11 +28,12 @@ def _ckpt_choices(ctx, lang=None):
 
 def build(ctx, train_ui) -> dict:
     t = ctx.t
+    # the page's whole width: a label (step, reason, losses, run, time) is not cut in a 1280 px window
+    with gr.Row():
+        ckpt = gr.Dropdown(choices=_ckpt_choices(ctx), label=t("ckpt"), elem_id="ckpt-pick", scale=6)
+        refresh_btn = gr.Button(t("refresh"), size="sm", elem_id="btn-refresh-ckpt", scale=1, min_width=100)
     with gr.Row():
         with gr.Column(scale=1, min_width=320):
-            # the whole column's width: a label starts with the step, and the run name after it still shows
-            ckpt = gr.Dropdown(choices=_ckpt_choices(ctx), label=t("ckpt"), elem_id="ckpt-pick")
-            refresh_btn = gr.Button(t("refresh"), size="sm", elem_id="btn-refresh-ckpt")
             strength = gr.Slider(0.0, 2.0, value=1.0, step=0.05, label=t("strength"), elem_id="strength")
             merge_btn = gr.Button(t("merge_btn"), variant="primary", elem_id="btn-merge")
             merge_msg = gr.Markdown(elem_id="merge-msg")
@@ -47,6 +49,7 @@ def build(ctx, train_ui) -> dict:
                 gen_btn = gr.Button(t("generate_btn"), elem_id="btn-generate")
                 ab_btn = gr.Button(t("ab_btn"), variant="primary", elem_id="btn-ab")
             out_audio = gr.Audio(label=t("out_audio"), type="filepath", interactive=False, elem_id="gen-audio")
+            gen_msg = gr.Markdown(elem_id="gen-msg")
             with gr.Row():
                 a_audio = gr.Audio(label=t("a_audio"), type="filepath", interactive=False, elem_id="ab-a")
                 b_audio = gr.Audio(label=t("b_audio"), type="filepath", interactive=False, elem_id="ab-b")
@@ -54,9 +57,9 @@ def build(ctx, train_ui) -> dict:
             with gr.Row():
                 scales = gr.Textbox("0, 0.5, 1.0", label=t("sweep_scales"), elem_id="sweep-scales")
                 sweep_btn = gr.Button(t("sweep_btn"), elem_id="btn-sweep")
-            with gr.Row():
-                sweep_audio = [gr.Audio(type="filepath", interactive=False, visible=False, elem_id=f"sweep-{i}")
-                               for i in range(MAX_SWEEP)]
+            with gr.Row(elem_id="sweep-row"):  # two players a row at most: each label (strength, val loss) shows
+                sweep_audio = [gr.Audio(type="filepath", interactive=False, visible=False, elem_id=f"sweep-{i}",
+                                        min_width=300) for i in range(MAX_SWEEP)]
             gr.Markdown(f"### {t('push_title')}")
             if ctx.locked:
                 gr.Markdown(ctx.msg("demo_disabled"), elem_id="push-locked", elem_classes=["locked-note"])
@@ -82,20 +85,32 @@ def build(ctx, train_ui) -> dict:
 
     def merge(c, s, request: gr.Request = None):
         lang = request_lang(request, ctx.lang)
-        return tr("merged_at", lang, path=backend.merge(ctx.ws, _need(c), s, lang))
+        try:
+            return tr("merged_at", lang, path=backend.merge(ctx.ws, _need(c), s, lang))
+        except (gr.Error, StudioError) as err:  # the refusal stays under the button
+            return in_place(err, lang)
 
     def prompt_path(p) -> Optional[str]:
         if not p:
             return None
         return p if isinstance(p, str) else getattr(p, "name", None)
 
+    # a failed generation or A/B clears the previous result: old audio must not pass for the new answer
     def generate(c, s, ly, de, sec, sd, pr, request: gr.Request, progress=gr.Progress()):
-        return backend.generate(ctx.ws, _need(c), s, ly, de, float(sec), int(sd), prompt_path(pr), progress=progress,
-                                lang=request_lang(request, ctx.lang))
+        lang = request_lang(request, ctx.lang)
+        try:
+            return backend.generate(ctx.ws, _need(c), s, ly, de, float(sec), int(sd), prompt_path(pr),
+                                    progress=progress, lang=lang), ""
+        except (gr.Error, StudioError) as err:
+            return None, in_place(err, lang)
 
     def ab(c, s, ly, de, sec, sd, pr, request: gr.Request, progress=gr.Progress()):
-        res = backend.ab(ctx.ws, _need(c), s, ly, de, float(sec), int(sd), prompt_path(pr), progress=progress,
-                         lang=request_lang(request, ctx.lang))
+        lang = request_lang(request, ctx.lang)
+        try:
+            res = backend.ab(ctx.ws, _need(c), s, ly, de, float(sec), int(sd), prompt_path(pr), progress=progress,
+                             lang=lang)
+        except (gr.Error, StudioError) as err:
+            return None, None, in_place(err, lang)
         return res["a"], res["b"], res.get("note", "")
 
     def sweep(c, sc, ly, de, sec, sd, pr, request: gr.Request, progress=gr.Progress()):
@@ -124,16 +139,19 @@ def build(ctx, train_ui) -> dict:
 
     refresh_btn.click(refresh, ckpt, ckpt, api_name="list_checkpoints")
     merge_btn.click(merge, [ckpt, strength], merge_msg, api_name="merge")
-    gen_btn.click(generate, gen_in, out_audio, api_name="generate")
+    gen_btn.click(generate, gen_in, [out_audio, gen_msg], api_name="generate")
     ab_btn.click(ab, gen_in, [a_audio, b_audio, ab_msg], api_name="ab")
     sweep_btn.click(sweep, [ckpt, scales, lyrics, desc, seconds, seed, prompt], sweep_audio, api_name="sweep")
 
     def _push(c, st, rp, pv, pa, pm, pd_, tok, request: gr.Request = None):
         lang = request_lang(request, ctx.lang)
-        if ctx.locked:
-            raise UserError("demo_disabled")
-        url = backend.push(ctx.ws, _need(c), float(st), rp, bool(pv), bool(pa), bool(pm), bool(pd_), token=tok or None,
-                           lang=lang)
+        try:
+            if ctx.locked:
+                raise UserError("demo_disabled")
+            url = backend.push(ctx.ws, _need(c), float(st), rp, bool(pv), bool(pa), bool(pm), bool(pd_),
+                               token=tok or None, lang=lang)
+        except (gr.Error, StudioError) as err:  # e.g. "merge first": stays under the button, not a toast
+            return in_place(err, lang)
         return tr("pushed", lang, url=url)
 
     push_in = [ckpt, strength, repo, private, p_adapter, p_merged, p_dataset]
@@ -147,20 +165,21 @@ def build(ctx, train_ui) -> dict:
 
     gr.Markdown(t("next_export"), elem_classes=["next-hint"], elem_id="next-export")
 
-    # the export tab lists checkpoints of the run picked in the train tab first
+    # the picker follows the run on screen in the Train tab: its newest checkpoint, unless one of its
+    # checkpoints is already picked (also when the tab is opened: the run may have saved since it was picked)
     def follow(run, c, request: gr.Request = None):
         ch = _ckpt_choices(ctx, request_lang(request, ctx.lang))
         vals = [v for _, v in ch]
-        if c in vals:
+        mine = [v for v in vals if run and Path(v).parent.parent == Path(run)]  # <run>/checkpoints/step-N
+        if c in vals and (not mine or c in mine):
             return gr.update(choices=ch)
-        mine = [v for v in vals if run and str(v).startswith(str(run))]
-        return gr.update(choices=ch, value=mine[0] if mine else (vals[0] if vals else None))  # newest first
+        return gr.update(choices=ch, value=mine[0] if mine else (c if c in vals else (vals[0] if vals else None)))
 
     train_ui["run_pick"].change(follow, [train_ui["run_pick"], ckpt], ckpt, api_name=False)
     from studio.tabs import preference
     preference.build(ctx, {"ckpt": ckpt, "strength": strength, "lyrics": lyrics, "desc": desc, "seconds": seconds,
                            "seed": seed}, train_ui)
-    return {"ckpt": ckpt, "refresh": refresh}
+    return {"ckpt": ckpt, "refresh": refresh, "follow": follow}
 
 
 def wire_load(ctx, demo, ui) -> None:

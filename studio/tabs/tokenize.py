@@ -30,7 +30,11 @@ def budget_frame(rows, lang: str) -> pd.DataFrame:
 
 def hist_plot(rows, lang: str):
     """The duration histogram: one bar per 30-s range, ranges in order (nominal x, sorted as given). The
-    y axis starts at 0: fitted to the data, the smallest bar had zero height (one bar: none at all)."""
+    y axis starts at 0: fitted to the data, the smallest bar had zero height (one bar: none at all).
+    No rows: None, never an empty frame: the plot builds its Vega spec (the column types) from the first
+    value it shows, and a spec built from an empty frame drew no bars after the first tokenize."""
+    if not rows:
+        return None
     df = pd.DataFrame(rows, columns=HIST_COLS)
     top = int(df["songs"].max()) if len(df) else 1
     return gr.update(value=df, x_title=tr("hist_x", lang), y_title=tr("hist_y", lang),
@@ -64,7 +68,7 @@ def build(ctx) -> dict:
             gr.Markdown(t("budget_help"))
             budget = gr.Dataframe(value=budget_frame([], ctx.lang), label=t("budget"), interactive=False,
                                   wrap=True, elem_id="tok-budget")
-            hist = gr.BarPlot(value=pd.DataFrame(columns=HIST_COLS), x="range", y="songs", label=t("dur_hist"),
+            hist = gr.BarPlot(value=None, x="range", y="songs", label=t("dur_hist"),
                               height=300, elem_id="tok-hist", y_title=ctx.msg("hist_y"), x_title=ctx.msg("hist_x"),
                               x_label_angle=0, y_lim=[0, 1], y_axis_format="d")
 

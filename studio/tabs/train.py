@@ -10,8 +10,8 @@ import gradio as gr
 import pandas as pd
 
 from core.runs import store as runs
-from core.errors import StudioError
 from core.training.presets import GPU_PRESETS, preset_name
+from core.errors import StudioError
 from studio import backend, feedback, gradio_compat, monitor, sandbox
 from studio.feedback import UserError
 from studio.i18n import request_lang, status_word, tr
@@ -95,7 +95,7 @@ def _series_labels(lang: str) -> dict[str, str]:
     return out
 
 
-def _plot_value(rows: list, lang: str = "en") -> Any:
+def _plot_value(rows: list, lang: str = "en", total: int = 0, dpo: bool = False, final: bool = False) -> Any:
     """The loss plot's update for these rows. No rows: None (the empty placeholder), never an empty
     frame: Gradio's plot builds its Vega spec (the colour domain, the axis types) from the first
     value it draws and afterwards only swaps data, so a spec built from an empty frame draws no line
@@ -105,8 +105,17 @@ def _plot_value(rows: list, lang: str = "en") -> Any:
         return None
     df = pd.DataFrame(rows, columns=["step", "loss", "series"])
     names = list(dict.fromkeys(df["series"]))
+    # the x axis spans the run's planned steps (at least 20): Vega's ticks then fall on whole steps, where
+    # a 3-step axis was labelled 1.0, 1.2, ... and the first points seemed to sit at fractional steps
+    top = max(int(total or 0), int(df["step"].max()), 20)
+    # A finished run's last update nudges the axis (invisibly): a tracked setting that changes makes the
+    # page build the chart again from the final series. Two rebuilds close together (a series appearing
+    # right after a run switch) can finish out of order in the page and leave the older colour domain,
+    # without the newest series (the second run's validation curve) until a reload.
+    top += 1e-6 if final else 0
     return gr.update(value=df, color_map={n: _PALETTE[i % len(_PALETTE)] for i, n in enumerate(names)},
-                     x_title=tr("plot_step", lang), y_title=tr("loss_short", lang), color_title=tr("plot_series", lang))
+                     x_lim=[0, top], x_title=tr("plot_step", lang),
+                     y_title=tr("plot_y_dpo" if dpo else "loss_short", lang), color_title=tr("plot_series", lang))
 
 
 ACTIVE = runs.ACTIVE
@@ -199,7 +208,7 @@ def build(ctx) -> dict:
                     cw("training.main_process_port", t("main_port"))
             w["run_name"] = gr.Textbox("", label=t("run_name"), elem_id="run-name")
             estimate = gr.Markdown(elem_id="estimate")
-            with gr.Accordion(t("next_run"), open=False):
+            with gr.Accordion(t("next_run"), open=False, elem_id="next-run-acc"):
                 next_cmd = gr.Code(label=t("command"), language="shell", lines=2, interactive=False,
                                    elem_id="next-command", buttons=["copy"])
                 next_cfg = gr.Code(label=t("config_yaml"), language="yaml", lines=14, interactive=False,
@@ -333,8 +342,11 @@ def build(ctx) -> dict:
     def _flag(send, what):
         def handler(run, request: gr.Request = None):
             lang = request_lang(request, ctx.lang)
-            send(_need(run))
-            return tr("flag_sent", lang, what=tr(what, lang))
+            try:  # e.g. Save now on a finished run: refused, and the refusal stays under the buttons
+                send(_need(run))
+            except (gr.Error, StudioError) as err:
+                return feedback.in_place(err, lang)
+            return tr("flag_sent", lang, what=tr(what, lang), run=Path(run).name)
         return handler
 
     stop, save_now, sample_now = (_flag(backend.stop_run, "stop"), _flag(backend.request_save, "save_now"),
@@ -345,7 +357,7 @@ def build(ctx) -> dict:
         if ctx.locked:
             raise UserError("demo_disabled")
         backend.resume_run(_need(run))
-        return gr.update(choices=_run_choices(ctx, lang), value=run), tr("started", lang, run=Path(run).name)
+        return gr.update(choices=_run_choices(ctx, lang), value=run), tr("resumed", lang, run=Path(run).name)
 
     # the button greys out with the answer (and on every tick while a run is active); the server refuses a
     # second start anyway (backend.start_new_run -> runs.start_run(exclusive=True))
@@ -416,12 +428,16 @@ def build(ctx) -> dict:
                   loss=f"{loss:.4f}" if isinstance(loss, (int, float)) else "—", eta=monitor.fmt_eta(eta))
         bar = (f"<div class='run-progress'><div class='bar' style='width:{100 * min(1.0, frac):.1f}%'></div></div>"
                f"<div class='run-progress-text'>{line}</div>")
-        changed = st.get("run") != run or st.get("version") != v.version or st.get("lang") != lang
+        version, rows = v.snapshot(labels=_series_labels(lang))  # the rows of exactly this version
+        final = state not in ACTIVE
+        changed = (st.get("run") != run or st.get("version") != version or st.get("lang") != lang
+                   or st.get("final") != final)
         plot_out = ck_out = gr.skip()
         if changed:  # the sample list has its own tick (samples_tick): a metrics line must not reset the pick
-            plot_out = _plot_value(v.rows(labels=_series_labels(lang)), lang)
+            dpo = any("reward" in k for k in v.series)  # a DPO run: its y axis holds rewards, not only a loss
+            plot_out = _plot_value(rows, lang, total, dpo, final)
             ck_out = _ck_table(backend.checkpoint_rows(run, lang), lang)
-        st.update(run=run, version=v.version, lang=lang)
+        st.update(run=run, version=version, lang=lang, final=final)
         return (status_md, bar, plot_out, backend.tail_log(run), ck_out, st) + buttons + (pick,)
 
     poll_outs = [status, progress, plot, log, ck_table, view_state, start_btn, resume_btn, run_pick]
