@@ -18,6 +18,7 @@ from typing import Any, Iterable, Optional
 
 from core.fsutil import atomic_write_text, slugify
 from studio.i18n import said
+from core.errors import StudioError
 
 AUDIO_EXT = {".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".m4a"}
 
@@ -30,8 +31,10 @@ class Quota:
     tokenize_seconds: float
 
 
-class QuotaExceeded(ValueError):
-    pass
+class QuotaExceeded(StudioError, ValueError):
+    """A visitor's sandbox is full (songs or bytes); worded by code like core's refusals."""
+
+    code = "quota"
 
 
 class Workspace:
@@ -90,9 +93,11 @@ class Workspace:
             return
         used = self.upload_bytes()
         if used + new_bytes > q.upload_bytes:
-            raise QuotaExceeded(f"upload limit reached: {used / 2**20:.1f} MiB used + {new_bytes / 2**20:.1f} MiB "
-                                f"new > {q.upload_bytes / 2**20:.0f} MiB; remove songs first, or duplicate the "
-                                "Space to work without limits")
+            p = {"used_mb": f"{used / 2**20:.1f}", "new_mb": f"{new_bytes / 2**20:.1f}",
+                 "limit_mb": f"{q.upload_bytes / 2**20:.0f}"}
+            raise QuotaExceeded(f"upload limit reached: {p['used_mb']} MiB used + {p['new_mb']} MiB new > "
+                                f"{p['limit_mb']} MiB; remove songs first, or duplicate the Space to work without "
+                                "limits", code="quota_bytes", **p)
 
     def check_room(self, new_bytes: int) -> None:
         """Raise QuotaExceeded when one more song of `new_bytes` would pass the sandbox's quota."""
@@ -102,7 +107,8 @@ class Workspace:
         n = len(list(self.songs_dir.glob("*/song.json"))) if self.songs_dir.is_dir() else 0
         if n + 1 > q.songs:
             raise QuotaExceeded(f"song limit reached: this sandbox holds {n} songs (limit {q.songs}); "
-                                "remove songs first, or duplicate the Space to work without limits")
+                                "remove songs first, or duplicate the Space to work without limits",
+                                code="quota_songs", n=n, limit=q.songs)
         self.check_bytes(new_bytes)
 
     def tokenize_seconds_left(self) -> Optional[float]:

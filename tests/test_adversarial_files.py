@@ -135,6 +135,28 @@ def test_a_model_config_reads_nothing_outside_its_runtime_and_computes_little(tr
     assert read_official_config(trained["ckpt"] / "config.yaml", runtime_root=trained["ckpt"].parent.parent).max_dur > 0
 
 
+def test_a_link_in_the_model_folder_reads_nothing_outside_but_a_linked_runtime_conf_works(trained, tmp_path):
+    """A shared model folder may hold a link to /etc/passwd; the runtime's own folders (a checkout whose conf/ is
+    linked elsewhere, as users do) may be links."""
+    import shutil
+
+    from core.model.official_config import CheckpointError, read_official_config
+
+    cfg = _config_with(tmp_path, trained["ckpt"], "stolen: ${load_yaml:ckpt/%s/notes.yaml}" % trained["ckpt"].name)
+    (cfg.parent / "notes.yaml").symlink_to("/etc/passwd")
+    with pytest.raises(CheckpointError) as err:
+        read_official_config(cfg, runtime_root=cfg.parent.parent.parent)
+    assert "leads out of it" in str(err.value) and "root:x:0:0" not in str(err.value)
+
+    linked = tmp_path / "linked"
+    (linked / "ckpt").mkdir(parents=True)
+    shutil.copytree(trained["ckpt"], linked / "ckpt" / trained["ckpt"].name)
+    for part in ("conf", "third_party"):
+        (linked / part).symlink_to(trained["ckpt"].parent.parent / part)
+    oc = read_official_config(linked / "ckpt" / trained["ckpt"].name / "config.yaml", runtime_root=linked)
+    assert oc.structure_tags and oc.max_dur > 0
+
+
 def test_hostile_numbers_and_nesting_reject_one_pair_line(tmp_path):
     from core.preference.pairs import PairStore
 

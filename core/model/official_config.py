@@ -75,14 +75,25 @@ _resolver_root = threading.local()
 
 def _load_yaml_resolver(rel: str) -> Any:
     """`${load_yaml:conf/vocab.yaml}`: a file inside the runtime root only (a model folder from elsewhere
-    must not read /etc/passwd or a token into its config, or into an error message)."""
+    must not read /etc/passwd or a token into its config, or into an error message). The path must stay
+    inside the root as written (no absolute path, no `..` out). Links are followed in the runtime's own
+    folders (a checkout whose conf/ is linked elsewhere is common), but not out of the checkpoint folder: that
+    folder is what a downloaded or shared model brings, so a link in it must not lead outside it."""
     root = getattr(_resolver_root, "path", None)
     if root is None:
         raise CheckpointError(f"${{load_yaml:{rel}}}: no runtime root is set; it is only read with its config")
-    root = Path(os.path.realpath(root))
-    path = Path(os.path.realpath(root / str(rel)))
-    if path != root and root not in path.parents:
-        raise CheckpointError(f"${{load_yaml:{rel}}}: only files inside the runtime root {root} can be loaded")
+    lexical_root = Path(os.path.abspath(root))
+    lexical = Path(os.path.normpath(lexical_root / str(rel)))
+    if lexical_root not in lexical.parents:
+        raise CheckpointError(f"${{load_yaml:{rel}}}: only files inside the runtime root {lexical_root} can be loaded")
+    path = Path(os.path.realpath(lexical))
+    ckpt = getattr(_resolver_root, "ckpt", None)
+    if ckpt is not None:
+        lexical_ckpt = Path(os.path.abspath(ckpt))
+        real_ckpt = Path(os.path.realpath(ckpt))
+        if (lexical_ckpt in lexical.parents or real_ckpt in path.parents) and real_ckpt not in path.parents:
+            raise CheckpointError(f"${{load_yaml:{rel}}}: only files inside the runtime root {lexical_root} can be "
+                                  "loaded (a link in the checkpoint folder leads out of it)")
     if not path.is_file():
         raise CheckpointError(f"${{load_yaml:{rel}}}: {path} does not exist (runtime root {root})")
     if path.stat().st_size > LOAD_YAML_MAX_BYTES:
@@ -252,7 +263,7 @@ def read_official_config(config_path: Path, runtime_root: Optional[str | Path] =
         token_paths.append(str(plain(key)))
     root = find_runtime_root(config_path.parent, runtime_root, sorted(set(token_paths)))
 
-    _resolver_root.path = root
+    _resolver_root.path, _resolver_root.ckpt = root, config_path.parent
     try:
         resolved = OmegaConf.to_container(raw, resolve=True)
     except CheckpointError:
@@ -260,7 +271,7 @@ def read_official_config(config_path: Path, runtime_root: Optional[str | Path] =
     except Exception as err:  # omegaconf wraps resolver errors
         raise CheckpointError(f"{src}: cannot resolve an interpolation: {err}") from None
     finally:
-        _resolver_root.path = None
+        _resolver_root.path = _resolver_root.ckpt = None
     assert isinstance(resolved, dict)
 
     g = lambda k: _get(resolved, k, src)  # noqa: E731
