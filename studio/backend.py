@@ -31,20 +31,21 @@ def build_config(overrides: dict[str, Any]) -> StudioConfig:
         raise UserError("plain", text=lambda lang, e=err: config_problems(e, lang)) from None
 
 
+# the Tokenize tab's choices, saved in the workspace state under their config paths
+DATA_KEYS = ("data.codec", "data.separation", "data.bgm_mode", "data.val_fraction", "paths.runtime_path")
+
+
 def _data_overrides(ws) -> dict[str, Any]:
     """The Tokenize tab's choices saved in the workspace state (only those the user set; the rest are
     the config's defaults)."""
     st = ws.get_state()
-    ov = {f"data.{k}": st[k] for k in ("codec", "separation", "bgm_mode", "val_fraction") if k in st}
-    if st.get("runtime_path"):
-        ov["paths.runtime_path"] = st["runtime_path"]
-    return ov
+    return {k: st[k] for k in DATA_KEYS if st.get(k) not in (None, "")}
 
 
 def uses_demo(ws) -> bool:
     """True when the workspace's current choices involve the built-in demo model or demo codec."""
     st = ws.get_state()
-    return st.get("codec", default("data.codec")) == DEMO or (st.get("base_model") or DEMO) == DEMO
+    return st.get("data.codec", default("data.codec")) == DEMO or (st.get("base_model") or DEMO) == DEMO
 
 
 # ---- data -----------------------------------------------------------------------------------
@@ -232,6 +233,19 @@ def _song_seconds(entry: dict[str, Any], frame_rate: int) -> Optional[float]:
     return None
 
 
+def budget_rows(report: list[dict], rate: int, context: int, lang: str = "en") -> list[tuple]:
+    """core.data.token_budget's rows (what prepare made of each song, item by item) worded for the table."""
+    from core.data import token_budget
+
+    out = []
+    for b in token_budget(report, rate, context):
+        rule = tr("bud_fits", lang) if b["items"] == 1 else tr(
+            "bud_item", lang, k=b["item"], n=b["items"], a=f"{b['start_s']:.0f}", b=f"{b['end_s']:.0f}")
+        out.append((str(b["idx"]), b["frames"], b["context"], f"{100 * b['frames'] / max(1, b['context']):.0f} %",
+                    rule if b["fits"] else tr("bud_over", lang, n=b["context"])))
+    return out
+
+
 def last_prepare(ws, lang: str = "en") -> Optional[dict[str, Any]]:
     """The last prepared dataset's report, summary and token budget, read from its files, worded in `lang`."""
     import json
@@ -260,21 +274,17 @@ def last_prepare(ws, lang: str = "en") -> Optional[dict[str, Any]]:
                      "seconds": _song_seconds(e, rate),
                      "from cache": {True: tr("rep_yes", lang), False: tr("rep_encoded", lang)}.get(e.get("cached"), ""),
                      "reasons": _short(" · ".join(_word(r, e.get("idx"), lang) for r in e.get("reasons", []) or []))})
-    ctx_frames = int(max_dur * rate)
-    budget, durs = [], []
-    for r in rows:
-        if r["seconds"] is None or r["status"] == "rejected":
-            continue
-        n_tok = int(r["seconds"] * rate)
-        durs.append(r["seconds"])
-        budget.append((str(r["idx"]), n_tok, ctx_frames, f"{100 * n_tok / ctx_frames:.0f} %",
-                       tr("bud_fits", lang) if n_tok <= ctx_frames else tr("bud_cropped", lang, n=ctx_frames)))
+    summ = report.get("summary") if isinstance(report, dict) else None
+    model = (summ or {}).get("model") or {}
+    rate = int(model.get("frame_rate") or rate)
+    ctx_frames = int(model.get("max_frames") or max_dur * rate)
+    budget = budget_rows(entries, rate, ctx_frames, lang)
+    durs = [r["seconds"] for r in rows if r["seconds"] is not None and r["status"] != "rejected"]
     hist: dict[int, int] = {}
     for d in durs:
         b = int(d // 30) * 30
         hist[b] = hist.get(b, 0) + 1
     hist_rows = [(f"{b}-{b + 30}", n) for b, n in sorted(hist.items())]
-    summ = report.get("summary") if isinstance(report, dict) else None
     counts: dict[str, int] = {}
     for r in rows:
         counts[r["status"]] = counts.get(r["status"], 0) + 1
@@ -301,7 +311,7 @@ def model_description(ws):
     from core import model
     from core.training.base_model import resolve_base_model
     st = ws.get_state()
-    ov = {"workspace": str(ws.root), **({"paths.runtime_path": st["runtime_path"]} if st.get("runtime_path") else {})}
+    ov = {"workspace": str(ws.root), **{k: v for k, v in _data_overrides(ws).items() if k == "paths.runtime_path"}}
     if st.get("base_model"):
         ov["paths.base_model_path"] = st["base_model"]
     cfg = build_config(ov)
@@ -404,6 +414,8 @@ def start_new_run(ws, v: dict[str, Any], lang: str = "en") -> Path:
         raise UserError("need_data")
     cfg = train_config(ws, v)
     check_base(cfg, lang)
+    refuse_unless_trainable(cfg)  # the trainer's own data check: refused here, not seconds after launch
+    save_settings(ws, v)
     return launch_run(ws, cfg, (v.get("run_name") or "").strip() or None)
 
 
@@ -429,6 +441,11 @@ from studio.backend_runs import (  # noqa: E402,F401 - one seam for the tabs
     check_base, check_checkpoint, check_run_dir, checkpoint_rows, delete_run, list_runs, refuse_if_busy,
     rename_run, request_sample, request_save, resume_run, run_command, run_config_text, run_status, samples,
     stop_run, tail_log)
+
+
+# ---- the Train form's checks and presets (studio/backend_train.py) ------------------------------------
+from studio.backend_train import (  # noqa: E402,F401 - one seam for the tabs
+    check_text, data_fit, preset_note, preset_values, refuse_unless_trainable, save_settings, saved_settings)
 
 
 # ---- export (studio/backend_export.py) -------------------------------------------------------------

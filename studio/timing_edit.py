@@ -201,7 +201,7 @@ def envelope_for(ws, song: dict, allow_separation: bool) -> Optional[dict]:
     env_d = cached_envelope(song)
     if env_d is not None:
         return env_d
-    runtime = ws.get_state().get("runtime_path")
+    runtime = ws.get_state().get("paths.runtime_path")
     if not song.get("vocal_path") and runtime and not allow_separation:
         from core.audio.separation import find_demucs_checkpoint
         if find_demucs_checkpoint(runtime):

@@ -164,7 +164,8 @@ def plan(cfg: StudioConfig, items: Optional[Iterable[Any]] = None, codec: Any = 
             "to_encode": [e["idx"] for e in report if e["status"] != "rejected" and not e.get("cached")],
             "rejected": [e["idx"] for e in report if e["status"] == "rejected"],
             "report": report, "separation": ctx.separation.label,
-            "separation_info": ctx.separation.info(cfg.data.bgm_mode), "dataset_dir": None}
+            "separation_info": ctx.separation.info(cfg.data.bgm_mode), "dataset_dir": None,
+            "model": ctx.limits.to_dict()}
 
 
 def prepare(cfg: StudioConfig, items: Optional[Iterable[Any]] = None, progress: Progress = None,
@@ -230,6 +231,24 @@ def prepare(cfg: StudioConfig, items: Optional[Iterable[Any]] = None, progress: 
     if progress:
         progress(total, total, "done")
     return PrepareResult(dataset_dir, report, summary, report_path)
+
+
+def token_budget(report: list[dict], frame_rate: int, max_frames: int) -> list[dict]:
+    """What prepare makes (or, from a plan's report, will make) of each usable song, item by item: its window,
+    its audio tokens per stream (the frames cut; planned from the window before encoding) and whether they
+    fit the model's context. Items are planned within max_dur, so a song longer than that appears as
+    several section-aligned items, never as one cropped song."""
+    rows = []
+    for e in report:
+        items = (e.get("items") or []) if e.get("status") != "rejected" else []
+        for k, it in enumerate(items):
+            frames = it.get("frames")
+            if frames is None:
+                frames = int(round(it["end_s"] * frame_rate)) - int(round(it["start_s"] * frame_rate))
+            rows.append({"idx": e["idx"], "item": k + 1, "items": len(items), "start_s": it["start_s"],
+                         "end_s": it["end_s"], "frames": int(frames), "context": int(max_frames),
+                         "fits": frames <= max_frames})
+    return rows
 
 
 def load_prepared(dataset_dir: str | Path):

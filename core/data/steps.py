@@ -317,6 +317,7 @@ def _items(song: SongInput, rep: SongReport, record: dict, limits: ModelLimits) 
         f1 = min(f1, f0 + limits.max_frames)
         start_s = f0 / frame_rate
         end_s = float(record["meta"]["duration_s"]) if it["reaches_end"] else f1 / frame_rate
+        it["frames"] = f1 - f0  # the report says what was cut, not only what was planned
         out.append({"idx": song.idx, "codes": codes[:, f0:f1].numpy(), "prompt": record["prompt"].numpy(),
                     "lyrics": it["lyrics"], "description": rep.fields["description"], "num_frames": f1 - f0,
                     "duration_s": end_s - start_s, "prompt_start_s": float(record["meta"]["prompt_start_s"]),
