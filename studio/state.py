@@ -20,7 +20,7 @@ from core.fsutil import atomic_write_text, slugify
 from studio.i18n import said
 from core.errors import StudioError
 
-AUDIO_EXT = {".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".m4a"}
+from core.audio.io import AUDIO_EXTENSIONS as AUDIO_EXT  # what prepare reads; no .m4a (libsndfile cannot)
 
 
 @dataclass(frozen=True)
@@ -239,7 +239,8 @@ class Workspace:
         return None, f"{why_upload}; on this studio only files inside {roots} are read"
 
     def import_files(self, paths: Iterable[str | os.PathLike]) -> tuple[list[str], list[str]]:
-        """Audio files paired with same-named .txt lyrics (and .desc.txt / _desc.txt descriptions),
+        """Audio files paired with their sidecars by core's naming rule (core.data.inputs.sidecar_names: NAME.txt
+        lyrics, NAME.lrc, NAME.desc.txt description), as a folder given to prepare pairs them,
         plus any metadata.jsonl whose `path` entries are matched by file name among the uploads.
         Returns (added idx list, problems as plain sentences).
 
@@ -247,7 +248,7 @@ class Workspace:
         seed format holds paths of the machine that wrote it); anything else is refused with a reason,
         except, on a local studio, files inside the folders named with --import-root.
         """
-        from core.data.inputs import metadata_rows
+        from core.data.inputs import is_audio_name, metadata_rows, sidecar_names
         from core.text.fields import decode_text, description_field, lyric_field
 
         problems: list[str] = []
@@ -261,7 +262,6 @@ class Workspace:
                 continue
             files.append(f)
         by_name = {f.name: f for f in files}
-        texts = {f.name[:-4]: f for f in files if f.suffix.lower() == ".txt"}
 
         def read_text(f: Path) -> str | None:
             text, err = decode_text(f.read_bytes(), f.name)
@@ -290,7 +290,7 @@ class Workspace:
                 if audio is None:
                     problems.append(f"{where}: audio {p!r} {why}; skipped")
                     continue
-                if audio.suffix.lower() not in AUDIO_EXT:
+                if not is_audio_name(audio.name):
                     problems.append(said("imp_not_audio", file=f.name, line=n, name=audio.name,
                                          exts=", ".join(sorted(AUDIO_EXT))))
                     continue
@@ -320,10 +320,11 @@ class Workspace:
                         self.attach_lrc(added[-1], lrc_f)
                 used.add(audio.name)
         for f in files:
-            if f.suffix.lower() not in AUDIO_EXT or f.name in used:
+            if not is_audio_name(f.name) or f.name in used:
                 continue
-            lyric_f = texts.get(f.stem)
-            desc_f = texts.get(f.stem + ".desc") or texts.get(f.stem + "_desc")
+            names = sidecar_names(f.stem)
+            lyric_f = by_name.get(names["lyrics"])
+            desc_f = next((by_name[n] for n in names["desc"] if n in by_name), None)
             lyric = read_text(lyric_f) if lyric_f else ""
             desc = read_text(desc_f) if desc_f else ""
             if lyric is None or desc is None:
@@ -333,7 +334,7 @@ class Workspace:
             if err_l:
                 problems.append(err_l + f"; {f.name} not added")
                 continue
-            lrc_f = by_name.get(f.stem + ".lrc")
+            lrc_f = by_name.get(names["lrc"])
             if not lyric_f and not lrc_f:
                 problems.append(said("imp_no_lyrics", name=f.name, stem=f.stem))
             try:

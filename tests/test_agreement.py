@@ -158,3 +158,25 @@ def test_validation_slider_allows_what_the_config_allows(tmp_path):
     app = build_app(workspace=tmp_path, space=SpaceInfo(False, None, False, False))
     slider = next(b for b in app.blocks.values() if getattr(b, "elem_id", None) == "val-fraction")
     assert slider.maximum == field_spec("data.val_fraction").maximum == 1
+
+
+def test_bulk_import_pairs_files_as_a_folder_given_to_prepare(tmp_path):
+    """The studio's bulk import and core's folder reader (core.data.inputs.scan_folder) take the same
+    files with the same sidecars: NAME.txt lyrics, NAME.desc.txt description, NAME.lrc; .m4a is neither's."""
+    from core.data.inputs import scan_folder
+    folder = tmp_path / "songs"
+    write_song(folder / "dawn.wav", seconds=6.0, sr=16000, seed=4)
+    (folder / "dawn.txt").write_text("[verse] first light. ; [chorus] rise up.", encoding="utf-8")
+    (folder / "dawn.desc.txt").write_text("female, pop", encoding="utf-8")
+    write_song(folder / "river.wav", seconds=6.0, sr=16000, seed=5)
+    (folder / "river.txt").write_text("[verse] 啊，河流带我远行 ; [chorus] 我们一起唱", encoding="utf-8")
+    (folder / "river_desc.txt").write_text("male, folk", encoding="utf-8")     # not the naming rule: no description
+    (folder / "phone.m4a").write_bytes(b"\x00\x00\x00\x18ftypM4A ")
+    w = Workspace(tmp_path / "ws")
+    added, problems = w.import_files(sorted(str(p) for p in folder.iterdir()))
+    core_songs = {s.idx: s for s in scan_folder(folder)}
+    assert sorted(added) == sorted(core_songs) == ["dawn", "river"]
+    for idx in added:
+        song = w.song(idx)
+        assert song["gt_lyric"] == core_songs[idx].lyrics.strip()
+        assert (song["descriptions"] or None) == core_songs[idx].description
