@@ -141,8 +141,36 @@ def save_starts(ws, idx: str, starts: Sequence[Optional[float]], source: str = "
     for s in saved["sections"]:
         s.pop("text", None)
         s.pop("lines", None)
+    _as_prepare_will(ws, _song(ws, idx), saved, v.duration_s)
     ws.update_song(idx, timing=saved)
     return view(ws, idx)
+
+
+def _as_prepare_will(ws, song: dict, saved: dict, duration: float) -> None:
+    """Refuse starts that prepare would refuse: the same core steps (core.timing.resolve against the song's
+    lyrics, then the items cut for the base model's max_dur) on the timing about to be saved."""
+    from core.timing.resolve import resolve, song_items
+
+    res = resolve(gt_lyric=song.get("gt_lyric") or None, duration_s=duration, lrc_path=song.get("lrc_path"),
+                  saved=saved)
+    errors = list(res.errors)
+    if not errors:
+        max_dur, min_dur = _model_durations(ws)
+        errors = song_items(res, duration, max_dur, min_dur, song.get("source_name") or song["idx"])[2]
+    if errors:
+        raise TimingEditError("; ".join(errors))
+
+
+def _model_durations(ws) -> tuple[float, float]:
+    """(max_dur, min_dur) of the workspace's base model, as prepare reads them (core.data.model_limits)."""
+    from core.data import model_limits
+    from studio.backend import _prepare_cfg
+
+    try:
+        lim = model_limits(_prepare_cfg(ws))
+        return float(lim.max_dur), float(lim.min_dur)
+    except (ValueError, OSError):  # no readable model yet: the split is checked again at prepare
+        return float("inf"), 0.0
 
 
 # ---- audio: picture, clips, proposal ---------------------------------------------------------------

@@ -180,3 +180,24 @@ def test_bulk_import_pairs_files_as_a_folder_given_to_prepare(tmp_path):
         song = w.song(idx)
         assert song["gt_lyric"] == core_songs[idx].lyrics.strip()
         assert (song["descriptions"] or None) == core_songs[idx].description
+
+
+def test_timing_editor_refuses_what_prepare_refuses(ws):
+    """Starts the editor saves are checked by prepare's own steps: a section longer than the model's
+    max_dur (150 s on the demo) cannot be split into items, so the editor refuses it with prepare's words."""
+    from core.timing.resolve import resolve, song_items
+    from studio import timing_edit as te
+    song = ws.song("north_road")
+    before = song.get("timing")
+    starts = [0.0, 10.0, 170.0, 174.0, 178.0, 182.0, 186.0]     # a 160-s verse
+    with pytest.raises(te.TimingEditError) as err:
+        te.save_starts(ws, "north_road", starts)
+    assert ws.song("north_road").get("timing") == before            # nothing saved
+    saved = {"source": "edited", "sections": [{"tag": tag, "start_s": s} for (tag, _), s in
+                                              zip(te.view(ws, "north_road").sections, starts)]}
+    res = resolve(gt_lyric=song["gt_lyric"] or None, duration_s=190.0, lrc_path=song["lrc_path"], saved=saved)
+    core_errors = res.errors or song_items(res, 190.0, 150.0, 0.0, song["source_name"])[2]
+    assert core_errors and str(err.value) == "; ".join(core_errors)
+    good = [s for s, _, _ in SECTIONS]
+    assert te.save_starts(ws, "north_road", [float(s) for s in good]).source == "edited"
+    ws.update_song("north_road", timing=before)
