@@ -76,66 +76,50 @@ def model_timing(ws) -> tuple[float, int]:
         return 150.0, tokens.FRAME_RATE
 
 
-def max_song_seconds(ws) -> float:
-    return model_timing(ws)[0]
+def check_context(ws, max_dur: Optional[float] = None):
+    """core's context for checking the workspace's songs as prepare will (core.data.check_context);
+    `max_dur`: check against that limit instead of the base model's (what-if, tests)."""
+    import dataclasses
+
+    from core import data
+    ctx = data.check_context(_prepare_cfg(ws))
+    if max_dur is not None:
+        ctx.limits = dataclasses.replace(ctx.limits, config=dataclasses.replace(ctx.limits.config, max_dur=float(max_dur)))
+    return ctx
 
 
-def check_song(song: dict[str, Any], max_dur: float = 150.0) -> dict[str, Any]:
-    """Lyric grammar + description tags + audio QC of one song, as a plain dict for the table.
+def check_song(ws, song: dict[str, Any], max_dur: Optional[float] = None, ctx=None) -> dict[str, Any]:
+    """core.data.steps.check_song of one workspace song (prepare's own steps, nothing written), as the
+    plain dict the Data tab keeps: prepare's status and reasons, plus the codes the page words them by."""
+    from core.data.inputs import coerce_items
+    from core.data.steps import check_song as core_check
 
-    Uses core.text.lyrics and core.audio.io directly (the same checks core.data.prepare applies)."""
-    from core.audio import io as audio
-    from core.timing import resolve as song_timing
-    qc, _ = audio.qc_file(song["path"], max_dur=None, decode=False)  # the length against max_dur: the timing below
-    # section timing (LRC / saved starts) lets a long song be split; without it a long song is refused
-    tres = song_timing.resolve(gt_lyric=song.get("gt_lyric") or None, duration_s=qc.info.duration_s,
-                               lrc_path=song.get("lrc_path"), saved=song.get("timing")) if qc.info else None
-    res = lyrics.check_lyrics(song.get("gt_lyric") or (tres.lyrics if tres else None) or "")
-    desc_errors: list[str] = []
     try:
-        desc = description.check_description(song.get("descriptions") or "", musicality=song.get("musicality"),
-                                             instrumental=res.instrumental_only if res.ok else None)
-    except ValueError as err:  # a musicality value outside the official tiers
-        desc_errors.append(str(err))
-        desc = description.check_description(song.get("descriptions") or "")
-    findings = list(qc.findings)
-    split_values: dict[str, Any] = {}
-    untimed: list[list] = []  # coded like the audio findings, for the page's language
-    timing_errors = list(tres.errors) if tres else []
-    if qc.info and qc.info.duration_s > max_dur:
-        if tres and tres.timing is not None:
-            items, warns, errs = song_timing.song_items(tres, qc.info.duration_s, max_dur, 0.0, Path(song["path"]).name)
-            timing_errors += errs
-            if items:
-                findings.append(audio.AudioFinding("warning", "split", f"longer than the model's {max_dur:g} s: split "
-                                                   f"at section boundaries into {len(items)} training items"))
-                split_values = {"max": f"{max_dur:g}", "n": len(items)}
-        elif not timing_errors:
-            timing_errors.append(song_timing.untimed_too_long(song.get("source_name") or song["idx"],
-                                                              qc.info.duration_s, max_dur))
-            untimed = [["untimed_too_long", timing_errors[-1], {"dur": f"{qc.info.duration_s:.0f}", "max": f"{max_dur:g}"}]]
-    ok = not any(f.level == "error" for f in findings)
-    reasons = [f.message for f in findings] + timing_errors + list(res.errors) + desc_errors + list(res.changes) \
-        + (list(tres.changes) if tres else []) + list(res.warnings) + list(desc.warnings) + list(desc.changes)
-    audio_status = "error" if not ok else ("warning" if any(f.level == "warning" for f in findings) else "ok")
-    qc_warn = any(f.level == "warning" for f in findings)
-    if not ok or res.errors or timing_errors or desc_errors:
-        status = "rejected"
-    elif res.changed:
-        status = "fixed"
-    elif qc_warn or res.warnings or desc.warnings:
-        status = "warning"
-    else:
-        status = "ok"
-    dur = round(qc.info.duration_s, 1) if qc.info else None
-    # (code, English message) of each audio finding, so the page can show it in the browser's language
-    codes = [[f.code, f.message, split_values if f.code == "split" else {}] for f in findings] + untimed
-    # (code, English message, values) of each lyric and style-tag finding (core.text.lyrics.Note)
-    lyric_codes = [[n.code, str(n), n.values] for n in (*res.errors, *res.changes, *res.warnings,
-                                                       *desc.warnings, *desc.changes) if getattr(n, "code", "")]
-    return {"status": status, "reasons": reasons, "audio_codes": codes, "lyric_codes": lyric_codes, "fixed_lyric": res.text, "lyric_status": res.status,
-            "audio_status": audio_status, "duration": dur, "desc_unknown": list(desc.unknown),
-            "desc_text": desc.text or ""}
+        ctx = ctx or check_context(ws, max_dur)
+    except (ValueError, OSError) as err:  # no readable base model yet: the songs are shown unchecked
+        return {"status": "unchecked", "reasons": [str(err)], "audio_codes": [], "lyric_codes": []}
+    e = core_check(coerce_items([song])[0], ctx).entry()
+    found = e["findings"]
+    audio = [f for f in found if f.get("code") and f.get("kind") != "timing"]
+    other = [f for f in found if not f.get("code") and f.get("kind") != "timing"]
+    worst = next((lv for lv in ("error", "fix", "warning") if any(f["level"] == lv for f in other)), "ok")
+    return {"status": e["status"], "reasons": e["reasons"],
+            "audio_codes": [[f["code"], f["message"], f.get("values", {})] for f in found if f.get("code")],
+            "lyric_codes": [[m.code, str(m), m.values] for m in (f["message"] for f in found) if getattr(m, "code", "")],
+            "fixed_lyric": e.get("lyrics") or song.get("gt_lyric") or "",
+            "lyric_status": {"fix": "fixed"}.get(worst, worst),
+            "audio_status": next((lv for lv in ("error", "warning") if any(f["level"] == lv for f in audio)), "ok"),
+            "duration": round(e["duration_s"], 1) if e.get("duration_s") is not None else None,
+            "desc_unknown": list(e.get("unknown_tags") or []), "desc_text": e.get("description") or ""}
+
+
+def check_songs(ws, songs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """check_song of several songs with one context (the model's limits read once): {idx: check}."""
+    try:
+        ctx = check_context(ws)
+    except (ValueError, OSError):
+        ctx = None
+    return {s["idx"]: check_song(ws, s, ctx=ctx) for s in songs}
 
 
 def _prepare_cfg(ws):

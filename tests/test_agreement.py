@@ -201,3 +201,24 @@ def test_timing_editor_refuses_what_prepare_refuses(ws):
     good = [s for s, _, _ in SECTIONS]
     assert te.save_starts(ws, "north_road", [float(s) for s in good]).source == "edited"
     ws.update_song("north_road", timing=before)
+
+
+def test_song_check_is_what_prepare_then_reports(ws):
+    """The Data tab's check (backend.check_songs -> core.data.steps.check_song) gives every song the status
+    and reasons prepare wrote in its report: good, broken, timed long, Chinese."""
+    import json
+    from pathlib import Path
+    from studio.tabs import data as data_tab
+    checks = backend.check_songs(ws, ws.songs())
+    rep = json.loads(Path(ws.get_state()["report_path"]).read_text(encoding="utf-8"))
+    done = {e["idx"]: e for e in rep["songs"]}
+    assert set(checks) == set(done) == {"north_road", "good", "river", "broken"}
+    for idx, chk in checks.items():
+        assert (chk["status"], chk["reasons"]) == (done[idx]["status"], done[idx]["reasons"]), idx
+    assert checks["broken"]["status"] == "rejected"
+    assert any("split at section boundaries into 2 training items" in r for r in checks["north_road"]["reasons"])
+    for idx, chk in checks.items():
+        ws.update_song(idx, check=chk)
+    table = data_tab.songs_table(type("Ctx", (), {"ws": ws, "lang": "en"})())
+    from studio.i18n import status_word
+    assert {r[0]: r[6] for r in table.values.tolist()} == {i: status_word(e["status"], "en") for i, e in done.items()}

@@ -148,17 +148,24 @@ def _codec_files(cfg: StudioConfig) -> None:
         raise DataError(str(err)[0].upper() + str(err)[1:]) from None
 
 
+def check_context(cfg: StudioConfig, codec: Any = None) -> Context:
+    """What the steps share, for checking songs without encoding (plan, the studio's song check): the codec's
+    class attributes are all they need, so no weights are loaded."""
+    if codec is None:
+        if cfg.data.codec == "demo":
+            from core.codec.demo import DemoCodec as codec
+        else:
+            from core.codec.official import OfficialCodec as codec
+    return _context(cfg, codec)
+
+
 def plan(cfg: StudioConfig, items: Optional[Iterable[Any]] = None, codec: Any = None) -> dict:
     """What `prepare` would do, without decoding or encoding anything: {"cached": [idx], "to_encode": [idx],
     "rejected": [idx], "report": [entries so far], "separation": label}. Checks lyrics, descriptions and
     audio headers, and hashes the files (cheap)."""
-    if codec is None:
-        if cfg.data.codec == "demo":
-            from core.codec.demo import DemoCodec as codec  # class attributes are all a plan needs
-        else:
-            from core.codec.official import OfficialCodec as codec  # no weights are loaded
-            _codec_files(cfg)
-    ctx = _context(cfg, codec)
+    if codec is None and cfg.data.codec != "demo":
+        _codec_files(cfg)
+    ctx = check_context(cfg, codec)
     report, _ = _walk(ctx, collect_inputs(cfg, items), dry_run=True)
     return {"cached": [e["idx"] for e in report if e["status"] != "rejected" and e.get("cached")],
             "to_encode": [e["idx"] for e in report if e["status"] != "rejected" and not e.get("cached")],
