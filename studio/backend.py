@@ -429,7 +429,8 @@ from studio.backend_runs import (  # noqa: E402,F401 - one seam for the tabs
 
 # ---- the Train form's checks and presets (studio/backend_train.py) ------------------------------------
 from studio.backend_train import (  # noqa: E402,F401 - one seam for the tabs
-    check_text, data_fit, preset_note, preset_values, refuse_unless_trainable, save_settings, saved_settings)
+    check_text, data_fit, form_values, preset_note, preset_values, refuse_unless_trainable, save_settings,
+    saved_settings)
 
 
 # ---- export (studio/backend_export.py) -------------------------------------------------------------

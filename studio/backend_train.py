@@ -100,3 +100,18 @@ def saved_settings(ws) -> dict[str, Any]:
     """The settings the form last started a run (or saved a config) with in this workspace; {} if none."""
     got = ws.get_state().get(SETTINGS_KEY)
     return dict(got) if isinstance(got, dict) else {}
+
+
+def form_values(ws, lang: str = "en", fit: bool = True) -> tuple[dict[str, Any], str, str]:
+    """What the Train form shows on a page load: (values by config path plus base_kind / base_path, the
+    preset's name, a note): the settings last used in this workspace, else the chosen preset (its crop
+    fitted to the prepared data when `fit`)."""
+    from core.training.presets import DEFAULT_PRESET, PRESETS, preset_values as core_values
+
+    st = ws.get_state()
+    name = st.get("preset") if st.get("preset") in PRESETS else DEFAULT_PRESET
+    kind, path = st.get("base_kind", DEMO), st.get("base_path", "")
+    vals, note = saved_settings(ws), ""
+    if not vals:
+        vals, note = preset_values(ws, name, kind, path, lang) if fit else (core_values(name, kind), "")
+    return {**vals, "base_kind": kind, "base_path": path}, name, note

@@ -104,10 +104,8 @@ def _ck_table(rows, lang):
 
 def build(ctx) -> dict:
     t = ctx.t
-    st0 = ctx.ws.get_state()
-    preset0 = st0.get("preset") if st0.get("preset") in PRESETS else DEFAULT_PRESET
-    # the settings last used in this workspace, else the preset (fitted to the data on page load)
-    p = {**preset_values(preset0, st0.get("base_kind", "demo")), **backend.saved_settings(ctx.ws)}
+    # the settings last used in this workspace, else the preset (fitted to the data again on page load)
+    p, preset0, _ = backend.form_values(ctx.ws, ctx.lang, fit=False)
     w: dict[str, gr.components.Component] = {}
     with gr.Row():
         with gr.Column(scale=1, min_width=340):
@@ -271,15 +269,8 @@ def build(ctx) -> dict:
 
     def restore(request: gr.Request = None):
         """Page load: the settings last used in this workspace, else the chosen preset fitted to the data."""
-        st = ctx.ws.get_state()
-        name = st.get("preset") if st.get("preset") in PRESETS else DEFAULT_PRESET
-        kind, path = st.get("base_kind", "demo"), st.get("base_path", "")
-        saved = backend.saved_settings(ctx.ws)
-        note = ""
-        if not saved:
-            saved, note = backend.preset_values(ctx.ws, name, kind, path, request_lang(request, ctx.lang))
-        saved = {**saved, "base_kind": kind, "base_path": path}
-        return ([gr.update(value=_shown(saved[k])) if k in saved else gr.skip() for k in keys]
+        vals, name, note = backend.form_values(ctx.ws, request_lang(request, ctx.lang))
+        return ([gr.update(value=_shown(vals[k])) if k in vals else gr.skip() for k in keys]
                 + [gr.update(value=name), note])
 
     w["training.type"].change(lambda m: gr.update(visible=m == "lora"), w["training.type"], lora_box, api_name=False, queue=False)
