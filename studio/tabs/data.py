@@ -162,7 +162,11 @@ def build(ctx) -> dict:
         lang = lang or ctx.lang
         if not idx or ctx.ws.song(idx) is None:
             raise UserError("no_song")
-        s = ctx.ws.update_song(idx, gt_lyric=text or "")
+        fields = {"gt_lyric": text or ""}
+        desc = (ctx.ws.song(idx).get("check") or {}).get("desc_text")
+        if which == "fix" and desc:  # accepting the fix takes prepare's fixed description too (core's check)
+            fields["descriptions"] = desc
+        s = ctx.ws.update_song(idx, **fields)
         ctx.ws.update_song(idx, check=backend.check_song(ctx.ws, s))
         return _refresh(idx, tr("saved", lang, idx=idx), lang)
 
