@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from core.config import DEMO, ConfigError
+import gradio as gr
+
+from core.config import DEMO
 from studio.feedback import UserError
 from studio.i18n import tr
 from studio.widgets import name_fields
@@ -25,22 +27,24 @@ def _check(cfg):
         return None
     try:
         return check_training(cfg)
-    except (ConfigError, ValueError, OSError):  # no dataset / model folder: said by the other checks
+    except (ValueError, OSError):  # ConfigError / CheckpointError: no dataset or model yet, said by the other checks
         return None
 
 
 def data_fit(ws, base_kind: str, base_path: str = ""):
     """core's CropFit of the workspace's prepared data for this base model; None before a tokenize."""
     from studio.backend import build_config
+    from studio.sandbox import check_visitor_choice
 
     st = ws.get_state()
     base = DEMO if base_kind == DEMO else (base_path or "").strip()
     if not st.get("dataset_dir") or not base:
         return None
     try:
+        check_visitor_choice(ws, base_kind, base_path)  # a public Space reads no model it would refuse to train
         cfg = build_config({"workspace": str(ws.root), "paths.base_model_path": base,
                             "training.dataset_dir": st["dataset_dir"]})
-    except UserError:
+    except gr.Error:  # UserError and the sandbox's refusals: the preset keeps its own crop
         return None
     chk = _check(cfg)
     return chk.fit if chk is not None else None
