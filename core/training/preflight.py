@@ -1,7 +1,7 @@
 """Can these data and settings train? The trainer's own data check, run before launch.
 
-`check_training` builds the train and validation `SongSet`s exactly as the trainer's setup does (the same
-class, crop length and crop permission), so a refusal here is the refusal the launched run would die
+`check_training` builds the train and validation `SongSet`s with the trainer's own function
+(core.training.dataset.song_sets, the same crop length and crop permission), so a refusal here is the refusal the launched run would die
 with, and a pass means the run gets past its data step. Where the crop is the problem it names the
 value that would work: `CropFit.needed` (the smallest training.max_frames with which every item has a
 section that fits) and `CropFit.all_sections` (the smallest with which every section is trained).
@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from core.config import ConfigError, StudioConfig
-from core.training.dataset import SongSet, find_dataset_dir, load_dataset_dict
+from core.training.dataset import SongSet, find_dataset_dir, load_dataset_dict, song_sets
 
 
 def effective_max_frames(requested: Optional[int], model_max: int) -> int:
@@ -77,11 +77,6 @@ class TrainCheck:
                 f"that trains every item; {f.all_sections} ({f.all_sections / r:.1f} s) trains every section")
 
 
-def _splits(cfg: StudioConfig):
-    ds = load_dataset_dict(find_dataset_dir(cfg))
-    return [ds["train"]] + ([ds["validation"]] if "validation" in ds else [])
-
-
 def check_training(cfg: StudioConfig) -> TrainCheck:
     """The trainer's data step for `cfg` without a model or a run: (ok, the crop, what fits, the refusal).
     Problems with the config itself or a missing dataset raise ConfigError / DataError, as the trainer would."""
@@ -93,16 +88,14 @@ def check_training(cfg: StudioConfig) -> TrainCheck:
     if tc.objective != "sft":  # preference pairs are checked by their own loader (core.preference)
         return TrainCheck(True, None, max_frames)
     dataset_dir = find_dataset_dir(cfg)
-    splits = _splits(cfg)
-    kw = dict(allow_random_crop=limits.is_demo, frame_rate=limits.frame_rate)
-    unbounded = [SongSet(s, 1 << 30, tc.seed, random_crop=False, **kw) for s in splits]
+    ds = load_dataset_dict(dataset_dir)
+    # every item as it is (a crop no item exceeds refuses nothing), for the crop that would fit
+    unbounded = [s for s in song_sets(ds, 1 << 30, tc.seed, limits.is_demo, limits.frame_rate) if s is not None]
     fit = crop_fit(unbounded, limits.is_demo, limits.max_frames, limits.frame_rate)
-    out = TrainCheck(True, str(dataset_dir), max_frames, fit, train_items=len(splits[0]),
-                     validation_items=sum(len(s) for s in splits[1:]), frame_rate=limits.frame_rate)
-    try:  # exactly the trainer's construction (core.training.trainer.Trainer.setup)
-        train = SongSet(splits[0], max_frames, tc.seed, random_crop=True, **kw)
-        for s in splits[1:]:
-            SongSet(s, max_frames, tc.seed, random_crop=False, **kw)
+    out = TrainCheck(True, str(dataset_dir), max_frames, fit, train_items=len(unbounded[0]),
+                     validation_items=sum(len(s) for s in unbounded[1:]), frame_rate=limits.frame_rate)
+    try:  # exactly the trainer's construction (core.training.objective.SFTObjective)
+        train, _ = song_sets(ds, max_frames, tc.seed, limits.is_demo, limits.frame_rate)
     except ConfigError as err:
         out.ok, out.error = False, str(err)
         return out
