@@ -65,17 +65,6 @@ def tag_choices() -> list[str]:
     return out
 
 
-def model_timing(ws) -> tuple[float, int]:
-    """(longest song in seconds, frames per second) of the chosen base model, read from its checkpoint
-    (core.data.model_limits); (150 s, core.tokens.FRAME_RATE) when no model can be read yet."""
-    from core import data
-    try:
-        lim = data.model_limits(_prepare_cfg(ws))
-        return float(lim.max_dur), int(lim.frame_rate)
-    except (StudioError, OSError):  # CheckpointError / unreadable folder: the UI still shows the songs
-        return 150.0, tokens.FRAME_RATE
-
-
 def check_context(ws, max_dur: Optional[float] = None):
     """core's context for checking the workspace's songs as prepare will (core.data.check_context);
     `max_dur`: check against that limit instead of the base model's (what-if, tests)."""
@@ -242,7 +231,9 @@ def last_prepare(ws, lang: str = "en") -> Optional[dict[str, Any]]:
     except (OSError, ValueError):
         return None
     ds = st.get("dataset_dir")
-    max_dur, rate = model_timing(ws)
+    summ = report.get("summary") if isinstance(report, dict) else None
+    model = (summ or {}).get("model") or {}  # the model's timing prepare used (core.data.ModelLimits)
+    rate = int(model.get("frame_rate") or tokens.FRAME_RATE)
     songs = {x["idx"]: x for x in ws.songs()}
 
     def _word(reason, idx, lg):  # a reason the Data tab's check coded, in the reader's language
@@ -258,11 +249,8 @@ def last_prepare(ws, lang: str = "en") -> Optional[dict[str, Any]]:
                      "seconds": _song_seconds(e, rate),
                      "from cache": {True: tr("rep_yes", lang), False: tr("rep_encoded", lang)}.get(e.get("cached"), ""),
                      "reasons": _short(" · ".join(_word(r, e.get("idx"), lang) for r in e.get("reasons", []) or []))})
-    summ = report.get("summary") if isinstance(report, dict) else None
-    model = (summ or {}).get("model") or {}
-    rate = int(model.get("frame_rate") or rate)
-    ctx_frames = int(model.get("max_frames") or max_dur * rate)
-    budget = budget_rows(entries, rate, ctx_frames, lang)
+    ctx_frames = int(model.get("max_frames") or 0)
+    budget = budget_rows(entries, rate, ctx_frames, lang) if ctx_frames else []  # a report without the model: none
     durs = [r["seconds"] for r in rows if r["seconds"] is not None and r["status"] != "rejected"]
     hist: dict[int, int] = {}
     for d in durs:
@@ -282,7 +270,8 @@ def last_prepare(ws, lang: str = "en") -> Optional[dict[str, Any]]:
         if summ.get("validation_note"):  # core's two cases: one song, or a validation share of 0
             one = sum(1 for r in rows if r["status"] != "rejected") == 1
             md.append("\n⚠ " + tr("val_note_one" if one else "val_note_zero", lang))
-    md.append("\n" + tr("sum_context", lang, tokens=int(ctx_frames), secs=f"{ctx_frames / rate:.0f}", rate=rate))
+    if ctx_frames:
+        md.append("\n" + tr("sum_context", lang, tokens=ctx_frames, secs=f"{ctx_frames / rate:.0f}", rate=rate))
     for r in rows:  # words for the table (the counts above used the status codes)
         r["status"] = status_word(r["status"] or "?", lang)
     return {"summary_md": "\n".join(md), "report_rows": rows, "budget_rows": budget, "hist_rows": hist_rows,
