@@ -85,7 +85,7 @@ def check_song(ws, song: dict[str, Any], max_dur: Optional[float] = None, ctx=No
 
     try:
         ctx = ctx or check_context(ws, max_dur)
-    except (ValueError, OSError) as err:  # no readable base model yet: the songs are shown unchecked
+    except (StudioError, OSError) as err:  # no readable base model yet: the songs are shown unchecked
         return {"status": "unchecked", "reasons": [str(err)], "audio_codes": [], "lyric_codes": []}
     e = core_check(coerce_items([song])[0], ctx).entry()
     found = e["findings"]
@@ -106,7 +106,7 @@ def check_songs(ws, songs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """check_song of several songs with one context (the model's limits read once): {idx: check}."""
     try:
         ctx = check_context(ws)
-    except (ValueError, OSError):
+    except (StudioError, OSError):  # no readable base model yet: each song says so
         ctx = None
     return {s["idx"]: check_song(ws, s, ctx=ctx) for s in songs}
 

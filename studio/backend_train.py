@@ -11,6 +11,7 @@ from typing import Any, Optional
 import gradio as gr
 
 from core.config import DEMO
+from core.errors import StudioError
 from studio.feedback import UserError
 from studio.i18n import tr
 from studio.widgets import name_fields
@@ -27,7 +28,7 @@ def _check(cfg):
         return None
     try:
         return check_training(cfg)
-    except (ValueError, OSError):  # ConfigError / CheckpointError: no dataset or model yet, said by the other checks
+    except (StudioError, OSError):  # ConfigError / CheckpointError: no dataset or model yet, said by the other checks
         return None
 
 
@@ -83,7 +84,9 @@ def refusal(chk, lang: str) -> str:
         f, rate = chk.fit, chk.frame_rate
         return tr("tc_crop", lang, now=chk.max_frames, needed=f.needed, needed_s=f"{f.needed / rate:.1f}",
                   all=f.all_sections, all_s=f"{f.all_sections / rate:.1f}")
-    return tr("tc_refused", lang, err=name_fields(chk.error, lang))
+    from studio.feedback import message
+
+    return tr("tc_refused", lang, err=message(chk.cause, lang) if chk.cause is not None else name_fields(chk.error, lang))
 
 
 def refuse_unless_trainable(cfg) -> None:

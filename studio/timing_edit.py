@@ -15,6 +15,7 @@ import numpy as np
 
 from core.audio import io as audio_mod
 from core.text import lyrics as lyr
+from core.errors import StudioError
 from core.text.fields import read_text_file
 from core.timing.lrc import parse_lrc, timing_from_lrc
 from core.timing.sections import SongTiming, TimedSection, TimingError, normalize
@@ -169,7 +170,7 @@ def _model_durations(ws) -> tuple[float, float]:
     try:
         lim = model_limits(_prepare_cfg(ws))
         return float(lim.max_dur), float(lim.min_dur)
-    except (ValueError, OSError):  # no readable model yet: the split is checked again at prepare
+    except (StudioError, OSError):  # no readable model yet: the split is checked again at prepare
         return float("inf"), 0.0
 
 

@@ -58,6 +58,7 @@ class TrainCheck:
     max_frames: int                          # the crop the run would use
     fit: Optional[CropFit] = None
     error: str = ""                          # the trainer's own refusal, as it would log it
+    cause: Optional[Exception] = None        # ... and the error itself (its code words it in other languages)
     notes: list[str] = field(default_factory=list)
     train_items: int = 0
     validation_items: int = 0
@@ -97,7 +98,7 @@ def check_training(cfg: StudioConfig) -> TrainCheck:
     try:  # exactly the trainer's construction (core.training.objective.SFTObjective)
         train, _ = song_sets(ds, max_frames, tc.seed, limits.is_demo, limits.frame_rate)
     except ConfigError as err:
-        out.ok, out.error = False, str(err)
+        out.ok, out.error, out.cause = False, str(err), err
         return out
     out.notes = list(train.notes)
     if len(train) == 0:
