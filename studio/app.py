@@ -122,7 +122,7 @@ def build_app(workspace: Optional[str | os.PathLike] = None, lang: str = "en",
         timing_tab.wire_load(ctx, demo, timing_ui)
         timing_tab_ui.select(timing_ui["refresh_choices"], None, timing_ui["song"], api_name=False, queue=False)
         tok_tab.wire_load(ctx, demo, tok_ui)
-        train_tab.wire_load(ctx, demo, train_ui)
+        train_tab.wire_load(ctx, demo, train_ui, new_data=[tok_ui["tok_ev"]])  # a tokenize re-fits the crop
         export_tab.wire_load(ctx, demo, export_ui)
         export_tab_ui.select(export_ui["follow"], [train_ui["run_pick"], export_ui["ckpt"]], export_ui["ckpt"],
                              api_name=False)

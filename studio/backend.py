@@ -31,20 +31,21 @@ def build_config(overrides: dict[str, Any]) -> StudioConfig:
         raise UserError("plain", text=lambda lang, e=err: config_problems(e, lang)) from None
 
 
+# the Tokenize tab's choices, saved in the workspace state under their config paths
+DATA_KEYS = ("data.codec", "data.separation", "data.bgm_mode", "data.val_fraction", "paths.runtime_path")
+
+
 def _data_overrides(ws) -> dict[str, Any]:
     """The Tokenize tab's choices saved in the workspace state (only those the user set; the rest are
     the config's defaults)."""
     st = ws.get_state()
-    ov = {f"data.{k}": st[k] for k in ("codec", "separation", "bgm_mode", "val_fraction") if k in st}
-    if st.get("runtime_path"):
-        ov["paths.runtime_path"] = st["runtime_path"]
-    return ov
+    return {k: st[k] for k in DATA_KEYS if st.get(k) not in (None, "")}
 
 
 def uses_demo(ws) -> bool:
     """True when the workspace's current choices involve the built-in demo model or demo codec."""
     st = ws.get_state()
-    return st.get("codec", default("data.codec")) == DEMO or (st.get("base_model") or DEMO) == DEMO
+    return st.get("data.codec", default("data.codec")) == DEMO or (st.get("base_model") or DEMO) == DEMO
 
 
 # ---- data -----------------------------------------------------------------------------------
@@ -64,77 +65,50 @@ def tag_choices() -> list[str]:
     return out
 
 
-def model_timing(ws) -> tuple[float, int]:
-    """(longest song in seconds, frames per second) of the chosen base model, read from its checkpoint
-    (core.data.model_limits); (150 s, core.tokens.FRAME_RATE) when no model can be read yet."""
+def check_context(ws, max_dur: Optional[float] = None):
+    """core's context for checking the workspace's songs as prepare will (core.data.check_context);
+    `max_dur`: check against that limit instead of the base model's (what-if, tests)."""
+    import dataclasses
+
     from core import data
+    ctx = data.check_context(_prepare_cfg(ws))
+    if max_dur is not None:
+        ctx.limits = dataclasses.replace(ctx.limits, config=dataclasses.replace(ctx.limits.config, max_dur=float(max_dur)))
+    return ctx
+
+
+def check_song(ws, song: dict[str, Any], max_dur: Optional[float] = None, ctx=None) -> dict[str, Any]:
+    """core.data.steps.check_song of one workspace song (prepare's own steps, nothing written), as the
+    plain dict the Data tab keeps: prepare's status and reasons, plus the codes the page words them by."""
+    from core.data.inputs import coerce_items
+    from core.data.steps import check_song as core_check
+
     try:
-        lim = data.model_limits(_prepare_cfg(ws))
-        return float(lim.max_dur), int(lim.frame_rate)
-    except (StudioError, OSError):  # CheckpointError / unreadable folder: the UI still shows the songs
-        return 150.0, tokens.FRAME_RATE
+        ctx = ctx or check_context(ws, max_dur)
+    except (StudioError, OSError) as err:  # no readable base model yet: the songs are shown unchecked
+        return {"status": "unchecked", "reasons": [str(err)], "audio_codes": [], "lyric_codes": []}
+    e = core_check(coerce_items([song])[0], ctx).entry()
+    found = e["findings"]
+    audio = [f for f in found if f.get("code") and f.get("kind") != "timing"]
+    other = [f for f in found if not f.get("code") and f.get("kind") != "timing"]
+    worst = next((lv for lv in ("error", "fix", "warning") if any(f["level"] == lv for f in other)), "ok")
+    return {"status": e["status"], "reasons": e["reasons"],
+            "audio_codes": [[f["code"], f["message"], f.get("values", {})] for f in found if f.get("code")],
+            "lyric_codes": [[m.code, str(m), m.values] for m in (f["message"] for f in found) if getattr(m, "code", "")],
+            "fixed_lyric": e.get("lyrics") or song.get("gt_lyric") or "",
+            "lyric_status": {"fix": "fixed"}.get(worst, worst),
+            "audio_status": next((lv for lv in ("error", "warning") if any(f["level"] == lv for f in audio)), "ok"),
+            "duration": round(e["duration_s"], 1) if e.get("duration_s") is not None else None,
+            "desc_unknown": list(e.get("unknown_tags") or []), "desc_text": e.get("description") or ""}
 
 
-def max_song_seconds(ws) -> float:
-    return model_timing(ws)[0]
-
-
-def check_song(song: dict[str, Any], max_dur: float = 150.0) -> dict[str, Any]:
-    """Lyric grammar + description tags + audio QC of one song, as a plain dict for the table.
-
-    Uses core.text.lyrics and core.audio.io directly (the same checks core.data.prepare applies)."""
-    from core.audio import io as audio
-    from core.timing import resolve as song_timing
-    qc, _ = audio.qc_file(song["path"], max_dur=None, decode=False)  # the length against max_dur: the timing below
-    # section timing (LRC / saved starts) lets a long song be split; without it a long song is refused
-    tres = song_timing.resolve(gt_lyric=song.get("gt_lyric") or None, duration_s=qc.info.duration_s,
-                               lrc_path=song.get("lrc_path"), saved=song.get("timing")) if qc.info else None
-    res = lyrics.check_lyrics(song.get("gt_lyric") or (tres.lyrics if tres else None) or "")
-    desc_errors: list[str] = []
+def check_songs(ws, songs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """check_song of several songs with one context (the model's limits read once): {idx: check}."""
     try:
-        desc = description.check_description(song.get("descriptions") or "", musicality=song.get("musicality"),
-                                             instrumental=res.instrumental_only if res.ok else None)
-    except ValueError as err:  # a musicality value outside the official tiers
-        desc_errors.append(str(err))
-        desc = description.check_description(song.get("descriptions") or "")
-    findings = list(qc.findings)
-    split_values: dict[str, Any] = {}
-    untimed: list[list] = []  # coded like the audio findings, for the page's language
-    timing_errors = list(tres.errors) if tres else []
-    if qc.info and qc.info.duration_s > max_dur:
-        if tres and tres.timing is not None:
-            items, warns, errs = song_timing.song_items(tres, qc.info.duration_s, max_dur, 0.0, Path(song["path"]).name)
-            timing_errors += errs
-            if items:
-                findings.append(audio.AudioFinding("warning", "split", f"longer than the model's {max_dur:g} s: split "
-                                                   f"at section boundaries into {len(items)} training items"))
-                split_values = {"max": f"{max_dur:g}", "n": len(items)}
-        elif not timing_errors:
-            timing_errors.append(song_timing.untimed_too_long(song.get("source_name") or song["idx"],
-                                                              qc.info.duration_s, max_dur))
-            untimed = [["untimed_too_long", timing_errors[-1], {"dur": f"{qc.info.duration_s:.0f}", "max": f"{max_dur:g}"}]]
-    ok = not any(f.level == "error" for f in findings)
-    reasons = [f.message for f in findings] + timing_errors + list(res.errors) + desc_errors + list(res.changes) \
-        + (list(tres.changes) if tres else []) + list(res.warnings) + list(desc.warnings) + list(desc.changes)
-    audio_status = "error" if not ok else ("warning" if any(f.level == "warning" for f in findings) else "ok")
-    qc_warn = any(f.level == "warning" for f in findings)
-    if not ok or res.errors or timing_errors or desc_errors:
-        status = "rejected"
-    elif res.changed:
-        status = "fixed"
-    elif qc_warn or res.warnings or desc.warnings:
-        status = "warning"
-    else:
-        status = "ok"
-    dur = round(qc.info.duration_s, 1) if qc.info else None
-    # (code, English message) of each audio finding, so the page can show it in the browser's language
-    codes = [[f.code, f.message, split_values if f.code == "split" else {}] for f in findings] + untimed
-    # (code, English message, values) of each lyric and style-tag finding (core.text.lyrics.Note)
-    lyric_codes = [[n.code, str(n), n.values] for n in (*res.errors, *res.changes, *res.warnings,
-                                                       *desc.warnings, *desc.changes) if getattr(n, "code", "")]
-    return {"status": status, "reasons": reasons, "audio_codes": codes, "lyric_codes": lyric_codes, "fixed_lyric": res.text, "lyric_status": res.status,
-            "audio_status": audio_status, "duration": dur, "desc_unknown": list(desc.unknown),
-            "desc_text": desc.text or ""}
+        ctx = check_context(ws)
+    except (StudioError, OSError):  # no readable base model yet: each song says so
+        ctx = None
+    return {s["idx"]: check_song(ws, s, ctx=ctx) for s in songs}
 
 
 def _prepare_cfg(ws):
@@ -232,6 +206,19 @@ def _song_seconds(entry: dict[str, Any], frame_rate: int) -> Optional[float]:
     return None
 
 
+def budget_rows(report: list[dict], rate: int, context: int, lang: str = "en") -> list[tuple]:
+    """core.data.token_budget's rows (what prepare made of each song, item by item) worded for the table."""
+    from core.data import token_budget
+
+    out = []
+    for b in token_budget(report, rate, context):
+        rule = tr("bud_fits", lang) if b["items"] == 1 else tr(
+            "bud_item", lang, k=b["item"], n=b["items"], a=f"{b['start_s']:.0f}", b=f"{b['end_s']:.0f}")
+        out.append((str(b["idx"]), b["frames"], b["context"], f"{100 * b['frames'] / max(1, b['context']):.0f} %",
+                    rule if b["fits"] else tr("bud_over", lang, n=b["context"])))
+    return out
+
+
 def last_prepare(ws, lang: str = "en") -> Optional[dict[str, Any]]:
     """The last prepared dataset's report, summary and token budget, read from its files, worded in `lang`."""
     import json
@@ -244,7 +231,9 @@ def last_prepare(ws, lang: str = "en") -> Optional[dict[str, Any]]:
     except (OSError, ValueError):
         return None
     ds = st.get("dataset_dir")
-    max_dur, rate = model_timing(ws)
+    summ = report.get("summary") if isinstance(report, dict) else None
+    model = (summ or {}).get("model") or {}  # the model's timing prepare used (core.data.ModelLimits)
+    rate = int(model.get("frame_rate") or tokens.FRAME_RATE)
     songs = {x["idx"]: x for x in ws.songs()}
 
     def _word(reason, idx, lg):  # a reason the Data tab's check coded, in the reader's language
@@ -260,21 +249,14 @@ def last_prepare(ws, lang: str = "en") -> Optional[dict[str, Any]]:
                      "seconds": _song_seconds(e, rate),
                      "from cache": {True: tr("rep_yes", lang), False: tr("rep_encoded", lang)}.get(e.get("cached"), ""),
                      "reasons": _short(" · ".join(_word(r, e.get("idx"), lang) for r in e.get("reasons", []) or []))})
-    ctx_frames = int(max_dur * rate)
-    budget, durs = [], []
-    for r in rows:
-        if r["seconds"] is None or r["status"] == "rejected":
-            continue
-        n_tok = int(r["seconds"] * rate)
-        durs.append(r["seconds"])
-        budget.append((str(r["idx"]), n_tok, ctx_frames, f"{100 * n_tok / ctx_frames:.0f} %",
-                       tr("bud_fits", lang) if n_tok <= ctx_frames else tr("bud_cropped", lang, n=ctx_frames)))
+    ctx_frames = int(model.get("max_frames") or 0)
+    budget = budget_rows(entries, rate, ctx_frames, lang) if ctx_frames else []  # a report without the model: none
+    durs = [r["seconds"] for r in rows if r["seconds"] is not None and r["status"] != "rejected"]
     hist: dict[int, int] = {}
     for d in durs:
         b = int(d // 30) * 30
         hist[b] = hist.get(b, 0) + 1
     hist_rows = [(f"{b}-{b + 30}", n) for b, n in sorted(hist.items())]
-    summ = report.get("summary") if isinstance(report, dict) else None
     counts: dict[str, int] = {}
     for r in rows:
         counts[r["status"]] = counts.get(r["status"], 0) + 1
@@ -288,7 +270,8 @@ def last_prepare(ws, lang: str = "en") -> Optional[dict[str, Any]]:
         if summ.get("validation_note"):  # core's two cases: one song, or a validation share of 0
             one = sum(1 for r in rows if r["status"] != "rejected") == 1
             md.append("\n⚠ " + tr("val_note_one" if one else "val_note_zero", lang))
-    md.append("\n" + tr("sum_context", lang, tokens=int(ctx_frames), secs=f"{ctx_frames / rate:.0f}", rate=rate))
+    if ctx_frames:
+        md.append("\n" + tr("sum_context", lang, tokens=ctx_frames, secs=f"{ctx_frames / rate:.0f}", rate=rate))
     for r in rows:  # words for the table (the counts above used the status codes)
         r["status"] = status_word(r["status"] or "?", lang)
     return {"summary_md": "\n".join(md), "report_rows": rows, "budget_rows": budget, "hist_rows": hist_rows,
@@ -301,7 +284,7 @@ def model_description(ws):
     from core import model
     from core.training.base_model import resolve_base_model
     st = ws.get_state()
-    ov = {"workspace": str(ws.root), **({"paths.runtime_path": st["runtime_path"]} if st.get("runtime_path") else {})}
+    ov = {"workspace": str(ws.root), **{k: v for k, v in _data_overrides(ws).items() if k == "paths.runtime_path"}}
     if st.get("base_model"):
         ov["paths.base_model_path"] = st["base_model"]
     cfg = build_config(ov)
@@ -404,6 +387,8 @@ def start_new_run(ws, v: dict[str, Any], lang: str = "en") -> Path:
         raise UserError("need_data")
     cfg = train_config(ws, v)
     check_base(cfg, lang)
+    refuse_unless_trainable(cfg)  # the trainer's own data check: refused here, not seconds after launch
+    save_settings(ws, v)
     return launch_run(ws, cfg, (v.get("run_name") or "").strip() or None)
 
 
@@ -429,6 +414,12 @@ from studio.backend_runs import (  # noqa: E402,F401 - one seam for the tabs
     check_base, check_checkpoint, check_run_dir, checkpoint_rows, delete_run, list_runs, refuse_if_busy,
     rename_run, request_sample, request_save, resume_run, run_command, run_config_text, run_status, samples,
     stop_run, tail_log)
+
+
+# ---- the Train form's checks and presets (studio/backend_train.py) ------------------------------------
+from studio.backend_train import (  # noqa: E402,F401 - one seam for the tabs
+    check_text, data_fit, form_values, preset_note, preset_values, refuse_unless_trainable, save_settings,
+    saved_settings)
 
 
 # ---- export (studio/backend_export.py) -------------------------------------------------------------

@@ -20,7 +20,7 @@ from core.fsutil import atomic_write_text, slugify
 from studio.i18n import said
 from core.errors import StudioError
 
-AUDIO_EXT = {".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".m4a"}
+from core.audio.io import AUDIO_EXTENSIONS as AUDIO_EXT  # what prepare reads; no .m4a (libsndfile cannot)
 
 
 @dataclass(frozen=True)
@@ -238,8 +238,56 @@ class Workspace:
         roots = ", ".join(str(r) for r in self.import_roots)
         return None, f"{why_upload}; on this studio only files inside {roots} are read"
 
+    def _import_row(self, row: Optional[dict], fname: str, n: int, by_name: dict[str, Path],
+                    problems: list[str]) -> Optional[tuple[str, str]]:
+        """One line of an uploaded metadata.jsonl -> (the song added, its audio file name), or None with the
+        reason in `problems`; QuotaExceeded passes up (no further song fits)."""
+        from core.data.inputs import is_audio_name
+        from core.text.fields import description_field, lyric_field
+
+        where = f"{fname} line {n}"
+        if row is None:
+            problems.append(said("imp_bad_json", file=fname, line=n))
+            return None
+        p = row.get("path")
+        if not isinstance(p, str) or not p.strip():
+            problems.append(said("imp_no_path", file=fname, line=n))
+            return None
+        audio, why = by_name.get(Path(p).name), ""
+        if audio is None:
+            audio, why = self._server_file(p)
+        if audio is None:
+            problems.append(f"{where}: audio {p!r} {why}; skipped")
+            return None
+        if not is_audio_name(audio.name):
+            problems.append(said("imp_not_audio", file=fname, line=n, name=audio.name,
+                                 exts=", ".join(sorted(AUDIO_EXT))))
+            return None
+        lyric, err_l = lyric_field(row.get("gt_lyric"), where)
+        desc, err_d = description_field(row.get("descriptions", row.get("description")), where)
+        if err_l or err_d:
+            problems += [e + "; skipped" for e in (err_l, err_d) if e]
+            return None
+        idx = row.get("idx")
+        idx = self.add_song(audio, lyric or "", desc or "",
+                            idx=str(idx) if isinstance(idx, (str, int)) and str(idx).strip() else None)
+        if row.get("musicality"):  # kept as given; the song check names a value outside the tiers
+            self.update_song(idx, musicality=str(row["musicality"]))
+        lrc = row.get("lrc")
+        if lrc:  # matched like the audio: an uploaded file of that name, or a file under an import root
+            lrc_f, why = (by_name.get(Path(str(lrc)).name), "was not uploaded") if isinstance(lrc, str) \
+                else (None, "is not a file name")
+            if lrc_f is None and isinstance(lrc, str):
+                lrc_f, why = self._server_file(lrc)
+            if lrc_f is None:
+                problems.append(f"{where}: LRC {lrc!r} {why}; song added without timing")
+            else:
+                self.attach_lrc(idx, lrc_f)
+        return idx, audio.name
+
     def import_files(self, paths: Iterable[str | os.PathLike]) -> tuple[list[str], list[str]]:
-        """Audio files paired with same-named .txt lyrics (and .desc.txt / _desc.txt descriptions),
+        """Audio files paired with their sidecars by core's naming rule (core.data.inputs.sidecar_names: NAME.txt
+        lyrics, NAME.lrc, NAME.desc.txt description), as a folder given to prepare pairs them,
         plus any metadata.jsonl whose `path` entries are matched by file name among the uploads.
         Returns (added idx list, problems as plain sentences).
 
@@ -247,8 +295,8 @@ class Workspace:
         seed format holds paths of the machine that wrote it); anything else is refused with a reason,
         except, on a local studio, files inside the folders named with --import-root.
         """
-        from core.data.inputs import metadata_rows
-        from core.text.fields import decode_text, description_field, lyric_field
+        from core.data.inputs import is_audio_name, metadata_rows, sidecar_names
+        from core.text.fields import decode_text, lyric_field
 
         problems: list[str] = []
         files: list[Path] = []
@@ -261,7 +309,6 @@ class Workspace:
                 continue
             files.append(f)
         by_name = {f.name: f for f in files}
-        texts = {f.name[:-4]: f for f in files if f.suffix.lower() == ".txt"}
 
         def read_text(f: Path) -> str | None:
             text, err = decode_text(f.read_bytes(), f.name)
@@ -274,56 +321,21 @@ class Workspace:
         for f in files:
             if f.suffix.lower() != ".jsonl":
                 continue
-            text = read_text(f)
-            for n, _, row, _ in metadata_rows(text or ""):
-                where = f"{f.name} line {n}"
-                if row is None:
-                    problems.append(said("imp_bad_json", file=f.name, line=n))
-                    continue
-                p = row.get("path")
-                if not isinstance(p, str) or not p.strip():
-                    problems.append(said("imp_no_path", file=f.name, line=n))
-                    continue
-                audio, why = by_name.get(Path(p).name), ""
-                if audio is None:
-                    audio, why = self._server_file(p)
-                if audio is None:
-                    problems.append(f"{where}: audio {p!r} {why}; skipped")
-                    continue
-                if audio.suffix.lower() not in AUDIO_EXT:
-                    problems.append(said("imp_not_audio", file=f.name, line=n, name=audio.name,
-                                         exts=", ".join(sorted(AUDIO_EXT))))
-                    continue
-                lyric, err_l = lyric_field(row.get("gt_lyric"), where)
-                desc, err_d = description_field(row.get("descriptions", row.get("description")), where)
-                if err_l or err_d:
-                    problems += [e + "; skipped" for e in (err_l, err_d) if e]
-                    continue
-                idx = row.get("idx")
+            for n, _, row, _ in metadata_rows(read_text(f) or ""):
                 try:
-                    added.append(self.add_song(audio, lyric or "", desc or "",
-                                               idx=str(idx) if isinstance(idx, (str, int)) and str(idx).strip() else None))
+                    got = self._import_row(row, f.name, n, by_name, problems)
                 except QuotaExceeded as err:
-                    problems.append(f"{where}: {err}")
+                    problems.append(f"{f.name} line {n}: {err}")
                     return added, problems
-                if row.get("musicality"):  # kept as given; the song check names a value outside the tiers
-                    self.update_song(added[-1], musicality=str(row["musicality"]))
-                lrc = row.get("lrc")
-                if lrc:  # matched like the audio: an uploaded file of that name, or a file under an import root
-                    lrc_f, why = (by_name.get(Path(str(lrc)).name), "was not uploaded") if isinstance(lrc, str) \
-                        else (None, "is not a file name")
-                    if lrc_f is None and isinstance(lrc, str):
-                        lrc_f, why = self._server_file(lrc)
-                    if lrc_f is None:
-                        problems.append(f"{where}: LRC {lrc!r} {why}; song added without timing")
-                    else:
-                        self.attach_lrc(added[-1], lrc_f)
-                used.add(audio.name)
+                if got is not None:
+                    added.append(got[0])
+                    used.add(got[1])
         for f in files:
-            if f.suffix.lower() not in AUDIO_EXT or f.name in used:
+            if not is_audio_name(f.name) or f.name in used:
                 continue
-            lyric_f = texts.get(f.stem)
-            desc_f = texts.get(f.stem + ".desc") or texts.get(f.stem + "_desc")
+            names = sidecar_names(f.stem)
+            lyric_f = by_name.get(names["lyrics"])
+            desc_f = next((by_name[n] for n in names["desc"] if n in by_name), None)
             lyric = read_text(lyric_f) if lyric_f else ""
             desc = read_text(desc_f) if desc_f else ""
             if lyric is None or desc is None:
@@ -333,7 +345,7 @@ class Workspace:
             if err_l:
                 problems.append(err_l + f"; {f.name} not added")
                 continue
-            lrc_f = by_name.get(f.stem + ".lrc")
+            lrc_f = by_name.get(names["lrc"])
             if not lyric_f and not lrc_f:
                 problems.append(said("imp_no_lyrics", name=f.name, stem=f.stem))
             try:

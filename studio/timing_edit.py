@@ -15,6 +15,7 @@ import numpy as np
 
 from core.audio import io as audio_mod
 from core.text import lyrics as lyr
+from core.errors import StudioError
 from core.text.fields import read_text_file
 from core.timing.lrc import parse_lrc, timing_from_lrc
 from core.timing.sections import SongTiming, TimedSection, TimingError, normalize
@@ -141,8 +142,36 @@ def save_starts(ws, idx: str, starts: Sequence[Optional[float]], source: str = "
     for s in saved["sections"]:
         s.pop("text", None)
         s.pop("lines", None)
+    _as_prepare_will(ws, _song(ws, idx), saved, v.duration_s)
     ws.update_song(idx, timing=saved)
     return view(ws, idx)
+
+
+def _as_prepare_will(ws, song: dict, saved: dict, duration: float) -> None:
+    """Refuse starts that prepare would refuse: the same core steps (core.timing.resolve against the song's
+    lyrics, then the items cut for the base model's max_dur) on the timing about to be saved."""
+    from core.timing.resolve import resolve, song_items
+
+    res = resolve(gt_lyric=song.get("gt_lyric") or None, duration_s=duration, lrc_path=song.get("lrc_path"),
+                  saved=saved)
+    errors = list(res.errors)
+    if not errors:
+        max_dur, min_dur = _model_durations(ws)
+        errors = song_items(res, duration, max_dur, min_dur, song.get("source_name") or song["idx"])[2]
+    if errors:
+        raise TimingEditError("; ".join(errors))
+
+
+def _model_durations(ws) -> tuple[float, float]:
+    """(max_dur, min_dur) of the workspace's base model, as prepare reads them (core.data.model_limits)."""
+    from core.data import model_limits
+    from studio.backend import _prepare_cfg
+
+    try:
+        lim = model_limits(_prepare_cfg(ws))
+        return float(lim.max_dur), float(lim.min_dur)
+    except (StudioError, OSError):  # no readable model yet: the split is checked again at prepare
+        return float("inf"), 0.0
 
 
 # ---- audio: picture, clips, proposal ---------------------------------------------------------------
@@ -201,7 +230,7 @@ def envelope_for(ws, song: dict, allow_separation: bool) -> Optional[dict]:
     env_d = cached_envelope(song)
     if env_d is not None:
         return env_d
-    runtime = ws.get_state().get("runtime_path")
+    runtime = ws.get_state().get("paths.runtime_path")
     if not song.get("vocal_path") and runtime and not allow_separation:
         from core.audio.separation import find_demucs_checkpoint
         if find_demucs_checkpoint(runtime):

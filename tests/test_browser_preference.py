@@ -20,7 +20,7 @@ def _demo_base(ws):
     from studio.state import Workspace
     from tests.test_train import make_small_demo
     ckpt = make_small_demo(ws)
-    Workspace(ws).set_state(base_kind="folder", base_path=str(ckpt), base_model=str(ckpt), codec="demo")
+    Workspace(ws).set_state(base_kind="folder", base_path=str(ckpt), base_model=str(ckpt), **{"data.codec": "demo"})
 
 
 @pytest.fixture(scope="module")

@@ -49,7 +49,7 @@ def test_qc_reason_lyric_finding_and_status_render_in_chinese(app, tmp_path):
     ctx = app.studio_ctx
     idx = ctx.ws.add_song(str(_mono_song(tmp_path / "mono take.wav")), "[Verse 1]\nwalking down the road\n\n[Chorus]\noh oh",
                           "female, pop")
-    ctx.ws.update_song(idx, check=backend.check_song(ctx.ws.song(idx)))
+    ctx.ws.update_song(idx, check=backend.check_song(ctx.ws, ctx.ws.song(idx)))
     song = ctx.ws.song(idx)
     en, zh = data.reasons(song, "en"), data.reasons(song, "zh")
     assert any("mono" in r for r in en)
@@ -191,21 +191,23 @@ def test_a_too_long_song_is_refused_in_chinese_with_what_to_do(tmp_path):
     from studio.i18n import finding
     wav = tmp_path / "long.wav"
     sf.write(str(wav), (0.2 * np.random.default_rng(0).standard_normal((44100 * 12, 2))).astype(np.float32), 44100)
-    chk = backend.check_song({"idx": "long", "path": str(wav), "gt_lyric": "[verse] a b. c d ; [chorus] e f",
-                              "source_name": "long.wav"}, max_dur=10)
+    from studio.state import Workspace
+    chk = backend.check_song(Workspace(tmp_path / "ws"), {"idx": "long", "path": str(wav), "source_name": "long.wav",
+                                                          "gt_lyric": "[verse] a b. c d ; [chorus] e f"}, max_dur=10)
     assert chk["status"] == "rejected"
     zh = [finding(r, chk, "long.wav", "zh") for r in chk["reasons"]]
     assert any("超过模型 10 秒的上限" in r and "分段时间" in r for r in zh), zh
 
 
-def test_style_tag_findings_render_in_chinese():
+def test_style_tag_findings_render_in_chinese(tmp_path):
     """core.text.description's findings are coded like the lyric ones: a mapped Chinese tag and an unknown tag."""
     from studio import backend
     from studio.i18n import finding
     from tests.paths import SAMPLE_WAV
     song = {"idx": "s", "path": str(SAMPLE_WAV), "gt_lyric": "[verse] hello there.we go ; [chorus] la la",
             "descriptions": "女声, 流行, weirdtag"}
-    check = backend.check_song(song, 150)
+    from studio.state import Workspace
+    check = backend.check_song(Workspace(tmp_path / "ws"), song, 150)
     zh = [finding(r, check, "s", "zh") for r in check["reasons"]]
     assert "风格标签已映射到官方词表：女声 -> female, 流行 -> pop" in zh, zh
     assert "描述标签 'weirdtag' 不在官方词表中；已保留" in zh, zh

@@ -78,10 +78,10 @@ def test_data_check_long_song_with_and_without_timing(tmp_path):
     ws = Workspace(tmp_path / "ws")
     audio = _song(tmp_path)
     idx = ws.add_song(audio, "", "pop")
-    chk = check_song(ws.song(idx), max_dur=15.0)
+    chk = check_song(ws, ws.song(idx), max_dur=15.0)
     assert chk["status"] == "rejected" and any("Timing editor" in r for r in chk["reasons"])
     ws.attach_lrc(idx, tmp_path / "song.lrc")
-    chk = check_song(ws.song(idx), max_dur=15.0)
+    chk = check_song(ws, ws.song(idx), max_dur=15.0)
     assert chk["status"] != "rejected", chk["reasons"]
     assert any("split at section boundaries into 2 training items" in r for r in chk["reasons"])
     assert chk["fixed_lyric"].startswith("[intro-short] ; [verse] hello there")

@@ -38,11 +38,12 @@ Cache layout under `cfg.prepared_dir()`:
 """
 from core.data.inputs import SongInput, coerce_items, collect_inputs, load_metadata, read_text_file, scan_folder
 from core.data.limits import DataError, ModelLimits, model_limits
-from core.data.prepare import PrepareResult, format_summary, load_prepared, plan, prepare, split_items
+from core.data.prepare import (PrepareResult, check_context, format_summary, load_prepared, plan, prepare, split_items,
+                               token_budget)
 from core.data.separate import SeparationPlan, plan_separation
 from core.data.steps import SCHEMA_VERSION, SongReport, extract_prompt, hash_file, process_song
 
-__all__ = ["DataError", "ModelLimits", "PrepareResult", "SCHEMA_VERSION", "SeparationPlan", "SongInput", "SongReport",
+__all__ = ["token_budget", "check_context", "DataError", "ModelLimits", "PrepareResult", "SCHEMA_VERSION", "SeparationPlan", "SongInput", "SongReport",
            "coerce_items", "collect_inputs", "extract_prompt", "format_summary", "hash_file", "load_metadata",
            "load_prepared", "model_limits", "plan", "plan_separation", "prepare", "process_song", "read_text_file",
            "scan_folder", "split_items"]

@@ -22,6 +22,17 @@ STEM_SUFFIXES = {"vocal": ("vocal", "vocals"), "bgm": ("bgm", "accompaniment", "
 DESC_SUFFIXES = ("desc", "description")
 
 
+def is_audio_name(name: str) -> bool:
+    """A file prepare reads as a song's audio (libsndfile's formats; .m4a / .aac are not among them)."""
+    return Path(name).suffix.lower() in audio_mod.AUDIO_EXTENSIONS
+
+
+def sidecar_names(stem: str) -> dict[str, Any]:
+    """The files that go with song NAME (the one naming rule of a folder and of the studio's bulk import):
+    NAME.txt lyrics, NAME.lrc timed lyrics, NAME.desc.txt (or NAME.description.txt) description."""
+    return {"lyrics": f"{stem}.txt", "lrc": f"{stem}.lrc", "desc": [f"{stem}.{s}.txt" for s in DESC_SUFFIXES]}
+
+
 @dataclass
 class SongInput:
     idx: Optional[str]
@@ -219,14 +230,15 @@ def scan_folder(folder: str | Path) -> list[SongInput]:
     if not root.is_dir():
         raise DataError(f"paths.raw_data_dir: {root} is not a folder; point it at the folder holding your songs")
     roots = [root.resolve()]
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in audio_mod.AUDIO_EXTENSIONS)
+    files = sorted(p for p in root.rglob("*") if p.is_file() and is_audio_name(p.name))
     songs: dict[Path, SongInput] = {}
     stems: list[tuple[Path, str, str, list[str]]] = []
     for p in files:
         base, kind = _split_name(p)
         # every file of the song (audio, lyrics, LRC, description, stems) is checked before it is opened
-        refused = [why for f in (p, p.with_suffix(".txt"), p.with_suffix(".lrc"),
-                                 *(p.parent / f"{p.stem}.{x}.txt" for x in DESC_SUFFIXES))
+        names = sidecar_names(p.stem)
+        refused = [why for f in (p, p.parent / names["lyrics"], p.parent / names["lrc"],
+                                 *(p.parent / d for d in names["desc"]))
                    if (f == p or f.is_file()) and (why := outside_roots(f, roots))]
         if kind:
             stems.append((p.parent / base, kind, str(p), refused))
@@ -236,8 +248,8 @@ def scan_folder(folder: str | Path) -> list[SongInput]:
             continue
         problems: list[str] = []
         lyrics = desc = None
-        lyr_path = p.with_suffix(".txt")
-        lrc_path = p.with_suffix(".lrc")
+        lyr_path = p.parent / names["lyrics"]
+        lrc_path = p.parent / names["lrc"]
         lrc = str(lrc_path) if lrc_path.is_file() else None
         if not lyr_path.is_file():
             if lrc is None:
@@ -251,8 +263,8 @@ def scan_folder(folder: str | Path) -> list[SongInput]:
                     problems.append(err)
             except TextFileError as err:
                 problems.append(str(err))
-        for suffix in DESC_SUFFIXES:
-            dp = p.parent / f"{p.stem}.{suffix}.txt"
+        for dname in names["desc"]:
+            dp = p.parent / dname
             if dp.is_file():
                 try:
                     desc = read_text_file(dp).strip()

@@ -148,23 +148,31 @@ def _codec_files(cfg: StudioConfig) -> None:
         raise DataError(str(err)[0].upper() + str(err)[1:]) from None
 
 
+def check_context(cfg: StudioConfig, codec: Any = None) -> Context:
+    """What the steps share, for checking songs without encoding (plan, the studio's song check): the codec's
+    class attributes are all they need, so no weights are loaded."""
+    if codec is None:
+        if cfg.data.codec == "demo":
+            from core.codec.demo import DemoCodec as codec
+        else:
+            from core.codec.official import OfficialCodec as codec
+    return _context(cfg, codec)
+
+
 def plan(cfg: StudioConfig, items: Optional[Iterable[Any]] = None, codec: Any = None) -> dict:
     """What `prepare` would do, without decoding or encoding anything: {"cached": [idx], "to_encode": [idx],
     "rejected": [idx], "report": [entries so far], "separation": label}. Checks lyrics, descriptions and
     audio headers, and hashes the files (cheap)."""
-    if codec is None:
-        if cfg.data.codec == "demo":
-            from core.codec.demo import DemoCodec as codec  # class attributes are all a plan needs
-        else:
-            from core.codec.official import OfficialCodec as codec  # no weights are loaded
-            _codec_files(cfg)
-    ctx = _context(cfg, codec)
+    if codec is None and cfg.data.codec != "demo":
+        _codec_files(cfg)
+    ctx = check_context(cfg, codec)
     report, _ = _walk(ctx, collect_inputs(cfg, items), dry_run=True)
     return {"cached": [e["idx"] for e in report if e["status"] != "rejected" and e.get("cached")],
             "to_encode": [e["idx"] for e in report if e["status"] != "rejected" and not e.get("cached")],
             "rejected": [e["idx"] for e in report if e["status"] == "rejected"],
             "report": report, "separation": ctx.separation.label,
-            "separation_info": ctx.separation.info(cfg.data.bgm_mode), "dataset_dir": None}
+            "separation_info": ctx.separation.info(cfg.data.bgm_mode), "dataset_dir": None,
+            "model": ctx.limits.to_dict()}
 
 
 def prepare(cfg: StudioConfig, items: Optional[Iterable[Any]] = None, progress: Progress = None,
@@ -230,6 +238,24 @@ def prepare(cfg: StudioConfig, items: Optional[Iterable[Any]] = None, progress: 
     if progress:
         progress(total, total, "done")
     return PrepareResult(dataset_dir, report, summary, report_path)
+
+
+def token_budget(report: list[dict], frame_rate: int, max_frames: int) -> list[dict]:
+    """What prepare makes (or, from a plan's report, will make) of each usable song, item by item: its window,
+    its audio tokens per stream (the frames cut; planned from the window before encoding) and whether they
+    fit the model's context. Items are planned within max_dur, so a song longer than that appears as
+    several section-aligned items, never as one cropped song."""
+    rows = []
+    for e in report:
+        items = (e.get("items") or []) if e.get("status") != "rejected" else []
+        for k, it in enumerate(items):
+            frames = it.get("frames")
+            if frames is None:
+                frames = int(round(it["end_s"] * frame_rate)) - int(round(it["start_s"] * frame_rate))
+            rows.append({"idx": e["idx"], "item": k + 1, "items": len(items), "start_s": it["start_s"],
+                         "end_s": it["end_s"], "frames": int(frames), "context": int(max_frames),
+                         "fits": frames <= max_frames})
+    return rows
 
 
 def load_prepared(dataset_dir: str | Path):

@@ -32,7 +32,7 @@ SCHEMA_VERSION = 1
 
 @dataclass
 class SongReport:
-    """What happened to one song: findings (level error | warning | fix, in order) and report fields."""
+    """What happened to one song: findings (level error | warning | fix | info, in order) and report fields."""
     idx: str
     source: str
     audio: Optional[str]
@@ -67,7 +67,8 @@ class SongReport:
     def entry(self) -> dict[str, Any]:
         """The report.json entry: status, plain reasons (errors, warnings, then fixes) and the fields."""
         status = self.status
-        reasons = self.messages("error") + self.messages("warning") + (self.messages("fix") if status == "fixed" else [])
+        reasons = self.messages("error") + self.messages("warning") + (self.messages("fix") if status == "fixed" else []) \
+            + self.messages("info")
         return {"idx": self.idx, "source": self.source, "status": status, "reasons": reasons, "audio": self.audio,
                 **self.fields, "findings": list(self.findings)}
 
@@ -189,10 +190,14 @@ def check_timing(song: SongInput, rep: SongReport, limits: ModelLimits) -> None:
             song.chorus_start_s = res.chorus_start_s  # the prompt comes from the first chorus
     items, warnings, errors = song_timing.song_items(res, float(duration), limits.max_dur, limits.min_dur,
                                                      Path(song.audio).name)
+    untimed = {"code": "untimed_too_long", "values": {"dur": f"{float(duration):.0f}", "max": f"{limits.max_dur:g}"}}
     for m in errors:
-        rep.add("error", m)
+        rep.add("error", m, kind="timing", **(untimed if res.timing is None else {}))
     for m in warnings:
         rep.add("warning", m)
+    if len(items) > 1 and not rep.rejected:
+        rep.add("info", f"longer than the model's {limits.max_dur:g} s: split at section boundaries into {len(items)} "
+                        "training items", kind="timing", code="split", values={"max": f"{limits.max_dur:g}", "n": len(items)})
     for i, it in enumerate(items if not rep.rejected else []):  # what each item is conditioned on
         where = "lyrics" if len(items) == 1 else f"lyrics of item {i + 1} ({it.start_s:.0f}-{it.end_s:.0f} s)"
         over = fields.lyric_token_problem(it.lyrics or "", limits.lyric_max_len, limits.lyric_tokens, where)
@@ -242,15 +247,10 @@ def _device(cfg: StudioConfig) -> str:
 def encode(song: SongInput, rep: SongReport, ctx: Context, path: Path) -> Optional[dict]:
     """Decode and check the samples, separate (or read the stems), tokenize, and cache the record."""
     cfg, codec, limits = ctx.cfg, ctx.codec, ctx.limits
-    try:
-        wav, sr = audio_mod.read_audio(song.audio)
-    except audio_mod.AudioError as err:
-        rep.add("error", str(err))
+    got = check_signal(song, rep)
+    if got is None or rep.rejected:
         return None
-    signal = [f.to_dict() for f in audio_mod.check_signal(wav, sr, Path(song.audio).name)]
-    rep.findings += signal
-    if rep.rejected:
-        return None
+    wav, sr, signal = got
     target_sr = int(getattr(codec, "sample_rate", audio_mod.CODEC_SAMPLE_RATE))
     mix = audio_mod.to_codec_layout(wav, sr, target_sr)
     del wav
@@ -290,6 +290,35 @@ def encode(song: SongInput, rep: SongReport, ctx: Context, path: Path) -> Option
     return record
 
 
+def check_signal(song: SongInput, rep: SongReport) -> Optional[tuple[torch.Tensor, int, list[dict]]]:
+    """Decode the song and check its samples (silence, clipping, ...): (samples, rate, findings), or None
+    when it cannot be decoded (said in the report)."""
+    try:
+        wav, sr = audio_mod.read_audio(song.audio)
+    except audio_mod.AudioError as err:
+        rep.add("error", str(err))
+        return None
+    signal = [f.to_dict() for f in audio_mod.check_signal(wav, sr, Path(song.audio).name)]
+    rep.findings += signal
+    return wav, sr, signal
+
+
+def check_song(song: SongInput, ctx: Context) -> SongReport:
+    """One song checked as prepare will check it, nothing written: the steps before the cache (text, audio
+    header and stems, timing and items), then the signal checks prepare runs on the samples, streamed
+    block by block (core.audio.io.scan_signal: the song is never decoded whole here)."""
+    rep = SongReport.start(song)
+    check_text(song, rep, ctx.limits)
+    check_audio(song, rep, ctx.cfg, ctx.limits, ctx.separation)
+    check_timing(song, rep, ctx.limits)
+    if "duration_s" in rep.fields and not any(f.get("code") in ("unreadable", "empty") for f in rep.findings):
+        try:
+            rep.findings += [f.to_dict() for f in audio_mod.scan_signal(song.audio)[0]]
+        except audio_mod.AudioError as err:
+            rep.add("error", str(err), code="unreadable")
+    return rep
+
+
 def extract_prompt(codes: torch.Tensor, start_s: float, limits: ModelLimits) -> tuple[torch.Tensor, float]:
     """A [3, prompt_frames] window starting near `start_s` (clamped into the song); short songs are
     padded with EMPTY, the id the model reads as "no prompt here"."""
@@ -317,6 +346,7 @@ def _items(song: SongInput, rep: SongReport, record: dict, limits: ModelLimits) 
         f1 = min(f1, f0 + limits.max_frames)
         start_s = f0 / frame_rate
         end_s = float(record["meta"]["duration_s"]) if it["reaches_end"] else f1 / frame_rate
+        it["frames"] = f1 - f0  # the report says what was cut, not only what was planned
         out.append({"idx": song.idx, "codes": codes[:, f0:f1].numpy(), "prompt": record["prompt"].numpy(),
                     "lyrics": it["lyrics"], "description": rep.fields["description"], "num_frames": f1 - f0,
                     "duration_s": end_s - start_s, "prompt_start_s": float(record["meta"]["prompt_start_s"]),

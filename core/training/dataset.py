@@ -161,6 +161,17 @@ class SongSet(Dataset):
 
 
 
+def song_sets(ds, max_frames: int, seed: int, allow_random_crop: bool, frame_rate: int
+              ) -> tuple[SongSet, Optional[SongSet]]:
+    """The train and validation `SongSet`s of a prepared DatasetDict, as training uses them (random crops for
+    training, the first crop for validation); raises ConfigError where the crop rule refuses the data.
+    One construction for the trainer (core.training.objective) and its check before launch (preflight)."""
+    kw = dict(allow_random_crop=allow_random_crop, frame_rate=frame_rate)
+    train = SongSet(ds["train"], max_frames, seed, random_crop=True, **kw)
+    val = SongSet(ds["validation"], max_frames, seed, random_crop=False, **kw) if "validation" in ds else None
+    return train, val
+
+
 class BatchPlan(Sampler[list[tuple[int, int]]]):
     """This process's micro-batches, in training order, from micro-batch `start` to `stop`.
 

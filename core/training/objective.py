@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 
 from core.config import ConfigError
-from core.training.dataset import SongSet, batch_loader, find_dataset_dir, load_dataset_dict
+from core.training.dataset import batch_loader, find_dataset_dir, load_dataset_dict, song_sets
 from core.training.evaluate import BatchLoss, pool_over_processes, pooled, stream_sums
 
 STREAMS = ("mixed", "vocal", "bgm")
@@ -75,10 +75,8 @@ class SFTObjective(Objective):
         self.data_dir = find_dataset_dir(tr.cfg)
         ds = load_dataset_dict(self.data_dir)
         # random crops that keep a whole song's lyrics are refused for real checkpoints (core.training.dataset)
-        crop_kw = dict(allow_random_crop=bool(getattr(lelm, "is_demo", False)), frame_rate=lelm.config.frame_rate)
-        self.train_set = SongSet(ds["train"], tr.max_frames, tr.tc.seed, random_crop=True, **crop_kw)
-        val = ds["validation"] if "validation" in ds else None
-        self.val_set = SongSet(val, tr.max_frames, tr.tc.seed, random_crop=False, **crop_kw) if val is not None else None
+        self.train_set, self.val_set = song_sets(ds, tr.max_frames, tr.tc.seed, bool(getattr(lelm, "is_demo", False)),
+                                                 lelm.config.frame_rate)
         for note in self.train_set.notes:
             tr.log(note)
         if len(self.train_set) == 0:

@@ -54,9 +54,8 @@ def songs_table(ctx, lang=None) -> pd.DataFrame:
 
 
 def check_all(ctx) -> None:
-    max_dur = backend.max_song_seconds(ctx.ws)  # the chosen base model's limit, read once
-    for s in ctx.ws.songs():
-        ctx.ws.update_song(s["idx"], check=backend.check_song(s, max_dur))
+    for idx, chk in backend.check_songs(ctx.ws, ctx.ws.songs()).items():
+        ctx.ws.update_song(idx, check=chk)
 
 
 def _detail(ctx, idx, lang=None):
@@ -65,7 +64,7 @@ def _detail(ctx, idx, lang=None):
     if s is None:
         return None, "", "", ""
     if not s.get("check"):
-        s = {**s, "check": backend.check_song(s, backend.max_song_seconds(ctx.ws))}
+        s = {**s, "check": backend.check_song(ctx.ws, s)}
     chk = s["check"]
     findings = "\n".join(f"- {r}" for r in reasons(s, lang)) or f"- {status_word('ok', lang)}"
     if chk.get("tag_suggestions"):
@@ -134,7 +133,7 @@ def build(ctx) -> dict:
             raise UserError("need_audio")
         idx = ctx.ws.add_song(paths[0], lyric or "", description or "")
         s = ctx.ws.update_song(idx, musicality=musicality or "")
-        ctx.ws.update_song(idx, check=backend.check_song(s, backend.max_song_seconds(ctx.ws)))
+        ctx.ws.update_song(idx, check=backend.check_song(ctx.ws, s))
         # the form is emptied so the next song starts clean (no accidental duplicates)
         return _refresh(idx, tr("added", lang, idx=idx), lang) + (None, "", "", [], "")
 
@@ -143,16 +142,15 @@ def build(ctx) -> dict:
         if not idx or ctx.ws.song(idx) is None:
             raise UserError("no_song")
         s = ctx.ws.update_song(idx, musicality=musicality or "")
-        ctx.ws.update_song(idx, check=backend.check_song(s, backend.max_song_seconds(ctx.ws)))
+        ctx.ws.update_song(idx, check=backend.check_song(ctx.ws, s))
         return _refresh(idx, tr("musicality_saved", lang, idx=idx,
                                 tier=musicality or tr("musicality_default", lang)), lang)
 
     def do_import(files, request: gr.Request = None):
         lang = request_lang(request, ctx.lang)
         added, problems = ctx.ws.import_files(_files(files))
-        max_dur = backend.max_song_seconds(ctx.ws)
-        for idx in added:
-            ctx.ws.update_song(idx, check=backend.check_song(ctx.ws.song(idx), max_dur))
+        for idx, chk in backend.check_songs(ctx.ws, [ctx.ws.song(i) for i in added]).items():
+            ctx.ws.update_song(idx, check=chk)
         text = tr("imported", lang, n=len(added)) + "".join(f"\n- {in_lang(p, lang)}" for p in problems)
         return _refresh(added[-1] if added else None, text, lang)
 
@@ -164,8 +162,12 @@ def build(ctx) -> dict:
         lang = lang or ctx.lang
         if not idx or ctx.ws.song(idx) is None:
             raise UserError("no_song")
-        s = ctx.ws.update_song(idx, gt_lyric=text or "")
-        ctx.ws.update_song(idx, check=backend.check_song(s, backend.max_song_seconds(ctx.ws)))
+        fields = {"gt_lyric": text or ""}
+        desc = (ctx.ws.song(idx).get("check") or {}).get("desc_text")
+        if which == "fix" and desc:  # accepting the fix takes prepare's fixed description too (core's check)
+            fields["descriptions"] = desc
+        s = ctx.ws.update_song(idx, **fields)
+        ctx.ws.update_song(idx, check=backend.check_song(ctx.ws, s))
         return _refresh(idx, tr("saved", lang, idx=idx), lang)
 
     def remove(idx, request: gr.Request = None):

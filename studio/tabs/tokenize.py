@@ -5,7 +5,7 @@ from __future__ import annotations
 import gradio as gr
 import pandas as pd
 
-from core.config import DEMO, choices, default
+from core.config import DEMO, choices, default, field_spec
 from studio import backend, sandbox
 from studio.feedback import UserError
 from studio.i18n import request_lang, tr
@@ -47,17 +47,20 @@ def build(ctx) -> dict:
     gr.Markdown(t("tok_intro"))
     with gr.Row():
         with gr.Column(scale=1, min_width=320):
-            codec = gr.Radio([(f"{c} (DEMO)" if c == DEMO else c, c) for c in choices("data.codec")],
-                             value=st.get("codec", default("data.codec")),
-                             label=t("codec"), info=t("codec_help"), elem_id="codec")
-            sep = gr.Radio(choices("data.separation"), value=st.get("separation", default("data.separation")),
-                           label=t("separation"), info=t("sep_help"), elem_id="separation")
-            bgm = gr.Radio(choices("data.bgm_mode"), value=st.get("bgm_mode", default("data.bgm_mode")),
-                           label=t("bgm_mode"), info=t("bgm_help"), elem_id="bgm-mode")
-            runtime = gr.Textbox(value=st.get("runtime_path", ""), label=t("runtime_path"), elem_id="runtime-path",
-                                 interactive=not ctx.public)
-            val = gr.Slider(0.0, 0.5, value=st.get("val_fraction", default("data.val_fraction")), step=0.05, label=t("val_fraction"),
-                            elem_id="val-fraction")
+            # widgets keyed by the config path they set; saved under those paths (backend.DATA_KEYS)
+            w = {"data.codec": gr.Radio([(f"{c} (DEMO)" if c == DEMO else c, c) for c in choices("data.codec")],
+                                        value=st.get("data.codec", default("data.codec")),
+                                        label=t("codec"), info=t("codec_help"), elem_id="codec"),
+                 "data.separation": gr.Radio(choices("data.separation"),
+                                             value=st.get("data.separation", default("data.separation")),
+                                             label=t("separation"), info=t("sep_help"), elem_id="separation"),
+                 "data.bgm_mode": gr.Radio(choices("data.bgm_mode"), value=st.get("data.bgm_mode", default("data.bgm_mode")),
+                                           label=t("bgm_mode"), info=t("bgm_help"), elem_id="bgm-mode"),
+                 "paths.runtime_path": gr.Textbox(value=st.get("paths.runtime_path", ""), label=t("runtime_path"),
+                                                  elem_id="runtime-path", interactive=not ctx.public)}
+            vf = field_spec("data.val_fraction")  # the slider allows what the config allows
+            w["data.val_fraction"] = gr.Slider(vf.minimum or 0.0, vf.maximum, step=0.05, label=t("val_fraction"),
+                                               value=st.get("data.val_fraction", vf.default), elem_id="val-fraction")
             with gr.Row():
                 plan_btn = gr.Button(t("plan_btn"), elem_id="btn-plan")
                 tok_btn = gr.Button(t("tokenize_btn"), variant="primary", elem_id="btn-tokenize")
@@ -72,21 +75,26 @@ def build(ctx) -> dict:
                               height=300, elem_id="tok-hist", y_title=ctx.msg("hist_y"), x_title=ctx.msg("hist_x"),
                               x_label_angle=0, y_lim=[0, 1], y_axis_format="d")
 
-    opts = [codec, sep, bgm, runtime, val]
+    keys = list(w)
+    opts = [w[k] for k in keys]
 
-    def _save(c, s, b, r, v):
-        sandbox.check_visitor_choice(ctx.ws, runtime_path=r)
-        ctx.ws.set_state(codec=c, separation=s, bgm_mode=b, runtime_path=r or "", val_fraction=v)
+    def _save(*vals):
+        v = dict(zip(keys, vals))
+        sandbox.check_visitor_choice(ctx.ws, runtime_path=v["paths.runtime_path"])
+        ctx.ws.set_state(**{k: ("" if k == "paths.runtime_path" and not val else val) for k, val in v.items()})
 
-    def plan(c, s, b, r, v, request: gr.Request = None):
-        _save(c, s, b, r, v)
+    # API parameters named after the config paths they set (data_codec, ..., data_val_fraction)
+    def plan(data_codec, data_separation, data_bgm_mode, paths_runtime_path, data_val_fraction,
+             request: gr.Request = None):
+        _save(data_codec, data_separation, data_bgm_mode, paths_runtime_path, data_val_fraction)
         if not ctx.ws.songs():
             raise UserError("no_songs")
         return backend.plan_prepare(ctx.ws, request_lang(request, ctx.lang))
 
-    def tokenize(c, s, b, r, v, request: gr.Request = None, progress=gr.Progress()):
+    def tokenize(data_codec, data_separation, data_bgm_mode, paths_runtime_path, data_val_fraction,
+                 request: gr.Request = None, progress=gr.Progress()):
         lang = request_lang(request, ctx.lang)
-        _save(c, s, b, r, v)
+        _save(data_codec, data_separation, data_bgm_mode, paths_runtime_path, data_val_fraction)
         if not ctx.ws.songs():
             raise UserError("no_songs")
         progress(0, desc=tr("tokenize_btn", lang))
@@ -104,7 +112,7 @@ def build(ctx) -> dict:
                 budget_frame(result["budget_rows"], lang), hist_plot(result["hist_rows"], lang))
 
     gr.Markdown(t("next_tokenize"), elem_classes=["next-hint"], elem_id="next-tokenize")
-    changed = codec.change(lambda *a: _save(*a), opts, None, api_name=False)
+    changed = w["data.codec"].change(_save, opts, None, api_name=False)
     plan_btn.click(plan, opts, summary, api_name="plan_cache")
     tok_ev = tok_btn.click(tokenize, opts, [summary, report, budget, hist], api_name="tokenize")
     return {"changed": changed, "show": show, "outs": [summary, report, budget, hist], "tok_ev": tok_ev}

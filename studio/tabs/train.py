@@ -10,40 +10,13 @@ import gradio as gr
 import pandas as pd
 
 from core.runs import store as runs
-from core.training.presets import GPU_PRESETS, preset_name
 from core.errors import StudioError
+from core.training.presets import DEFAULT_PRESET, DEMO_ONLY, GPU_PRESETS, PRESETS, preset_name, preset_values  # noqa: F401
 from studio import backend, feedback, gradio_compat, monitor, sandbox
 from studio.feedback import UserError
 from studio.i18n import request_lang, status_word, tr
 from studio.widgets import api_name, config_value, config_widget
 
-# presets by goal and GPU memory, keyed by config path (None: not set, shown as 0); a widget whose key a
-# preset leaves out keeps its value
-_QUICK = {"training.type": "lora", "lora.r": 4, "lora.alpha": 8, "training.learning_rate": 1e-3,
-          "training.max_steps": 30, "training.epochs": 1, "training.batch_size": 1,
-          "training.gradient_accumulation_steps": 1, "training.max_frames": 150, "training.mixed_precision": "no",
-          "training.gradient_checkpointing": False, "training.save_every": 10, "training.sample_every": 0,
-          "training.log_every": 1, "training.warmup_steps": 0, "training.num_samples": 1,
-          "training.sample_seconds": 3, "training.eval_every": 5}
-_GPU = {"training.type": "lora", "lora.r": 16, "lora.alpha": 32, "training.learning_rate": 1e-4,
-        "training.max_steps": None, "training.epochs": 10, "training.batch_size": 1,
-        "training.gradient_accumulation_steps": 4, "training.max_frames": None, "training.mixed_precision": "auto",
-        "training.gradient_checkpointing": True, "training.save_every": 200, "training.sample_every": 200,
-        "training.log_every": 5, "training.warmup_steps": 50, "training.num_samples": 2,
-        "training.sample_seconds": 20, "training.eval_every": 100}
-PRESETS: dict[str, dict] = {
-    "Quick look (CPU / demo, a minute)": _QUICK,
-    "Voice / style LoRA · 24 GB": _GPU,
-    "Style LoRA, bigger rank · 48 GB": {**_GPU, "lora.r": 64, "lora.alpha": 64, "training.batch_size": 2,
-                                        "training.gradient_accumulation_steps": 2},
-    "Full finetune · 80 GB × N": {**_GPU, "training.type": "full", "training.learning_rate": 1e-5,
-                                  "training.epochs": 3, "training.gradient_accumulation_steps": 8,
-                                  "training.save_every": 500, "training.sample_every": 500, "training.log_every": 10,
-                                  "training.warmup_steps": 100},
-}
-# by card memory (core.training.presets: sized with core.training.estimate for the official base / large models)
-PRESETS.update({preset_name(gb): {**_GPU, **p["settings"]} for gb, p in GPU_PRESETS.items()})
-DEFAULT_PRESET = "Quick look (CPU / demo, a minute)"
 # a preset's value is its English name (stable for the API); its label is worded per browser
 _PRESET_KEYS = {DEFAULT_PRESET: "preset_quick", "Voice / style LoRA · 24 GB": "preset_voice24",
                 "Style LoRA, bigger rank · 48 GB": "preset_style48", "Full finetune · 80 GB × N": "preset_full80"}
@@ -64,18 +37,11 @@ def preset_choices(lang: str) -> list[tuple[str, str]]:
 
 def base_choices(lang: str) -> list[tuple[str, str]]:
     return [(tr("base_demo", lang), "demo"), (tr("base_folder", lang), "folder"), (tr("base_hub", lang), "hub")]
-# Crop lengths a preset means for the demo model only: 6-s crops of a real checkpoint's songs would cut
-# sections apart (and, without section timing, are refused by the trainer), so on any other base
-# model the preset leaves training.max_frames unset (the model's own max_dur).
-DEMO_ONLY = {DEFAULT_PRESET: {"training.max_frames"}}
 
 
-def preset_values(name: str, base_kind: str) -> dict:
-    """The preset's {config path: value} for this base model (demo-only values dropped off the demo)."""
-    pr = dict(PRESETS.get(name) or {})
-    if base_kind != "demo":
-        pr.update({k: None for k in DEMO_ONLY.get(name, ())})
-    return pr
+def _shown(value: Any) -> Any:
+    """A config value as its widget shows it (None: not set, shown as 0)."""
+    return 0 if value is None else value
 
 
 # fixed colours per series: light raw loss under its dark smoothed line, held-out curves in warm colours
@@ -138,7 +104,8 @@ def _ck_table(rows, lang):
 
 def build(ctx) -> dict:
     t = ctx.t
-    p = preset_values(DEFAULT_PRESET, ctx.ws.get_state().get("base_kind", "demo"))
+    # the settings last used in this workspace, else the preset (fitted to the data again on page load)
+    p, preset0, _ = backend.form_values(ctx.ws, ctx.lang, fit=False)
     w: dict[str, gr.components.Component] = {}
     with gr.Row():
         with gr.Column(scale=1, min_width=340):
@@ -151,8 +118,9 @@ def build(ctx) -> dict:
                                             elem_id="base-path")
                 inspect_btn = gr.Button(t("inspect_btn"), size="sm", elem_id="btn-inspect")
                 model_info = gr.Markdown(elem_id="model-info")
-            w["preset"] = gr.Dropdown(preset_choices(ctx.lang), value=DEFAULT_PRESET, label=t("preset"),
+            w["preset"] = gr.Dropdown(preset_choices(ctx.lang), value=preset0, label=t("preset"),
                                       info=t("preset_help"), elem_id="preset")
+            preset_msg = gr.Markdown(elem_id="preset-note")
 
             def cw(key, label, **kw):
                 w[key] = config_widget(key, label, p.get(key), **kw)
@@ -269,19 +237,42 @@ def build(ctx) -> dict:
     # ---- presets, preview, estimate ----------------------------------------------------------
     preset_keys = sorted({k for pr in PRESETS.values() for k in pr})
 
-    def apply_preset(name, kind):
-        pr = preset_values(name, kind)
-        return [gr.update(value=0 if pr[k] is None else pr[k]) if k in pr else gr.skip() for k in preset_keys]
+    def apply_preset(name, kind, path, request: gr.Request = None):
+        """The preset (core.training.presets) for this base model, its crop fitted to the prepared data."""
+        ctx.ws.set_state(preset=name)
+        pr, note = backend.preset_values(ctx.ws, name, kind, path, request_lang(request, ctx.lang))
+        return [gr.update(value=_shown(pr[k])) if k in pr else gr.skip() for k in preset_keys] + [note]
 
-    w["preset"].change(apply_preset, [w["preset"], w["base_kind"]], [w[k] for k in preset_keys], api_name=False)
+    # .input, not .change: a value set by the page load (the last settings) must not re-apply the preset
+    w["preset"].input(apply_preset, [w["preset"], w["base_kind"], w["base_path"]],
+                      [w[k] for k in preset_keys] + [preset_msg], api_name=False)
     demo_only = sorted({k for keys in DEMO_ONLY.values() for k in keys})
 
-    def base_changed(name, kind):  # switching the base model re-applies the preset's demo-only values
-        pr = preset_values(name, kind)
-        return [gr.update(value=0 if pr[k] is None else pr[k]) if k in pr and k in DEMO_ONLY.get(name, ())
-                else gr.skip() for k in demo_only]
+    def base_changed(name, kind, path, request: gr.Request = None):  # re-applies the preset's demo-only values
+        pr, note = backend.preset_values(ctx.ws, name, kind, path, request_lang(request, ctx.lang))
+        return [gr.update(value=_shown(pr[k])) if k in pr and k in DEMO_ONLY.get(name, ()) else gr.skip()
+                for k in demo_only] + [note]
 
-    w["base_kind"].change(base_changed, [w["preset"], w["base_kind"]], [w[k] for k in demo_only], api_name=False)
+    w["base_kind"].input(base_changed, [w["preset"], w["base_kind"], w["base_path"]],
+                         [w[k] for k in demo_only] + [preset_msg], api_name=False)
+
+    def refit(name, kind, path, current, request: gr.Request = None):
+        """New data (a tokenize): the crop follows them where the preset chose it or the trainer would refuse it."""
+        from core.training.presets import refit_crop
+
+        lang = request_lang(request, ctx.lang)
+        fit = backend.data_fit(ctx.ws, kind, path)
+        new = refit_crop(config_value("training.max_frames", current), name, kind, fit)
+        if new is None:
+            return gr.skip(), gr.skip()
+        return new, backend.preset_note((current, new), fit, lang)
+
+    def restore(request: gr.Request = None):
+        """Page load: the settings last used in this workspace, else the chosen preset fitted to the data."""
+        vals, name, note = backend.form_values(ctx.ws, request_lang(request, ctx.lang))
+        return ([gr.update(value=_shown(vals[k])) if k in vals else gr.skip() for k in keys]
+                + [gr.update(value=name), note])
+
     w["training.type"].change(lambda m: gr.update(visible=m == "lora"), w["training.type"], lora_box, api_name=False, queue=False)
 
     def preview(*vals):
@@ -292,12 +283,13 @@ def build(ctx) -> dict:
             cfg = backend.train_config(ctx.ws, v)
             yaml_text, cmd = backend.preview(ctx.ws, cfg)
             est = backend.estimate(cfg, lang)
+            verdict = backend.check_text(cfg, lang)  # the trainer's data check, before launch
         except (StudioError, gr.Error) as err:  # invalid values: one message in the estimate's place
             return gr.skip(), gr.skip(), f"⚠ {feedback.message(err, lang)}"
         except Exception as err:  # noqa: BLE001 - a bug: said as one, the page keeps working
             bug = feedback.internal(err, ctx.error_log, not ctx.public)
             return gr.skip(), gr.skip(), f"⚠ {feedback.message(bug, lang)}"
-        return yaml_text, cmd, est
+        return yaml_text, cmd, (f"{verdict}\n\n{est}" if verdict else est)
 
     preview = named(preview, with_request=True)
 
@@ -475,10 +467,18 @@ def build(ctx) -> dict:
     return {"select_run": select_run, "run_config": config, "run_command": command, "run_pick": run_pick, "view_state": view_state, "poll": poll, "poll_outs": poll_outs,
             "changed": start_ev, "preview": preview, "inputs": inputs, "values": values, "config": next_cfg, "command": next_cmd,
             "estimate": estimate, "sample_audio": sample_audio, "start_btn": start_btn, "resume_btn": resume_btn,
-            "preset": w["preset"], "base_kind": w["base_kind"], "sample_pick": sample_pick, "samples_tick": samples_tick}
+            "preset": w["preset"], "base_kind": w["base_kind"], "sample_pick": sample_pick, "samples_tick": samples_tick,
+            "restore": restore, "restore_outs": inputs + [w["preset"], preset_msg], "refit": refit,
+            "refit_ins": [w["preset"], w["base_kind"], w["base_path"], w["training.max_frames"]],
+            "refit_outs": [w["training.max_frames"], preset_msg]}
 
 
-def wire_load(ctx, demo, ui) -> None:
+def wire_load(ctx, demo, ui, new_data=()) -> None:
+    """Page load: re-attach to the runs and restore the form; `new_data`: events after which the prepared
+    data changed (a tokenize), which re-fit the crop to them."""
+    for ev in new_data:
+        ev.then(ui["refit"], ui["refit_ins"], ui["refit_outs"], api_name=False)
+
     def attach(request: gr.Request = None):
         """Re-attach on page load: the running run if any, else the newest (state from files); the run
         list and the presets worded in this browser's language."""
@@ -495,6 +495,7 @@ def wire_load(ctx, demo, ui) -> None:
 
 
     demo.load(attach, None, [ui["run_pick"], ui["view_state"], ui["preset"], ui["base_kind"]], api_name=False).then(
+        ui["restore"], None, ui["restore_outs"], api_name=False).then(
         ui["select_run"], ui["run_pick"], [ui["run_config"], ui["run_command"]], api_name=False).then(
         ui["poll"], [ui["run_pick"], ui["view_state"]], ui["poll_outs"], api_name=False, show_progress="hidden").then(
         ui["preview"], ui["inputs"], [ui["config"], ui["command"], ui["estimate"]], api_name=False)
