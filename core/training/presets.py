@@ -54,8 +54,8 @@ QLORA_PRESETS: dict[int, dict[str, Any]] = {
 }
 
 
-def preset_name(gb: int) -> str:
-    p = GPU_PRESETS[gb]
+def preset_name(gb: int, table: dict[int, dict[str, Any]] = GPU_PRESETS) -> str:
+    p = table[gb]
     return f"{gb} GB · {p['model']} · {p['label']}"
 
 
@@ -84,6 +84,7 @@ PRESETS: dict[str, dict[str, Any]] = {
                                   "training.save_every": 500, "training.sample_every": 500, "training.log_every": 10,
                                   "training.warmup_steps": 100},
     **{preset_name(gb): {**_GPU, **p["settings"]} for gb, p in GPU_PRESETS.items()},
+    **{preset_name(gb, QLORA_PRESETS): {**_GPU, **p["settings"]} for gb, p in QLORA_PRESETS.items()},
 }
 # Crop lengths a preset means for the demo model only: 6-s crops of a real checkpoint's songs would cut
 # sections apart (and, without section timing, are refused by the trainer), so on any other base

@@ -50,6 +50,7 @@ from core.runs.lock import RunLock, RunLocked
 from core.training.evaluate import to_device
 from core.model.lora import target_regex
 from core.training.objective import make_objective
+from core.training.preflight import effective_max_frames
 from core.training.samples import SampleWriter
 from core.training.schedule import derive_seed, lr_factor
 from core.training.telemetry import StepWindow, Telemetry
@@ -127,7 +128,7 @@ class Trainer:
             self.log(f"LoRA r={cfg.lora.r} alpha={cfg.lora.alpha} dropout={cfg.lora.dropout} targets {target_regex(cfg)}")
 
         mcfg = self.lelm.config
-        self.max_frames = min(tc.max_frames or mcfg.max_frames, mcfg.max_frames)
+        self.max_frames = effective_max_frames(tc.max_frames, mcfg.max_frames)
         self.objective = make_objective(self)  # SFT on songs or DPO on pairs: data, step, evaluation
         self.train_set, self.val_set = self.objective.train_set, self.objective.val_set
         self.dataset_dir = self.objective.data_dir

@@ -11,7 +11,7 @@ import pandas as pd
 
 from core.runs import store as runs
 from core.errors import StudioError
-from core.training.presets import DEFAULT_PRESET, DEMO_ONLY, GPU_PRESETS, PRESETS, preset_name, preset_values  # noqa: F401
+from core.training.presets import DEFAULT_PRESET, DEMO_ONLY, GPU_PRESETS, PRESETS, QLORA_PRESETS, preset_name, preset_values  # noqa: F401
 from studio import backend, feedback, gradio_compat, monitor, sandbox
 from studio.feedback import UserError
 from studio.i18n import request_lang, status_word, tr
@@ -25,9 +25,10 @@ _PRESET_KEYS = {DEFAULT_PRESET: "preset_quick", "Voice / style LoRA · 24 GB": "
 def preset_label(name: str, lang: str) -> str:
     if name in _PRESET_KEYS:
         return tr(_PRESET_KEYS[name], lang)
-    for gb, p in GPU_PRESETS.items():
-        if name == preset_name(gb):
-            return tr("preset_gpu", lang, gb=gb, model=p["model"], label=tr(f"preset_gpu_{gb}", lang))
+    for table, key in ((GPU_PRESETS, "preset_gpu"), (QLORA_PRESETS, "preset_qlora")):
+        for gb, p in table.items():
+            if name == preset_name(gb, table):
+                return tr("preset_gpu", lang, gb=gb, model=p["model"], label=tr(f"{key}_{gb}", lang))
     return name
 
 
