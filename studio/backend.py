@@ -86,15 +86,16 @@ def check_song(ws, song: dict[str, Any], max_dur: Optional[float] = None, ctx=No
     try:
         ctx = ctx or check_context(ws, max_dur)
     except (StudioError, OSError) as err:  # no readable base model yet: the songs are shown unchecked
-        return {"status": "unchecked", "reasons": [str(err)], "audio_codes": [], "lyric_codes": []}
-    e = core_check(coerce_items([song])[0], ctx).entry()
+        return {"status": "unchecked", "reasons": [str(err)], "reason_findings": [{"message": str(err)}]}
+    rep = core_check(coerce_items([song])[0], ctx)
+    e = rep.entry()
     found = e["findings"]
     audio = [f for f in found if f.get("code") and f.get("kind") != "timing"]
     other = [f for f in found if not f.get("code") and f.get("kind") != "timing"]
     worst = next((lv for lv in ("error", "fix", "warning") if any(f["level"] == lv for f in other)), "ok")
     return {"status": e["status"], "reasons": e["reasons"],
-            "audio_codes": [[f["code"], f["message"], f.get("values", {})] for f in found if f.get("code")],
-            "lyric_codes": [[m.code, str(m), m.values] for m in (f["message"] for f in found) if getattr(m, "code", "")],
+            "reason_findings": [{"message": str(f["message"]), **{k: f[k] for k in ("code", "values", "note") if k in f}}
+                                for f in rep.reason_findings()],
             "fixed_lyric": e.get("lyrics") or song.get("gt_lyric") or "",
             "lyric_status": {"fix": "fixed"}.get(worst, worst),
             "audio_status": next((lv for lv in ("error", "warning") if any(f["level"] == lv for f in audio)), "ok"),
@@ -236,9 +237,13 @@ def last_prepare(ws, lang: str = "en") -> Optional[dict[str, Any]]:
     rate = int(model.get("frame_rate") or tokens.FRAME_RATE)
     songs = {x["idx"]: x for x in ws.songs()}
 
-    def _word(reason, idx, lg):  # a reason the Data tab's check coded, in the reader's language
-        song = songs.get(idx) or {}
-        return finding(reason, song.get("check") or {}, song.get("source_name") or idx, lg)
+    from core.data.steps import reason_findings
+
+    def _reasons(e, lg):  # the entry's reasons in the reader's language, worded by their codes
+        song = songs.get(e.get("idx")) or {}
+        found = reason_findings(e["findings"], e.get("status", "")) if "findings" in e else \
+            [{"message": r} for r in e.get("reasons", []) or []]  # a report written before findings were kept
+        return [finding(f, song.get("source_name") or e.get("idx"), lg) for f in found]
 
     entries = report.get("songs", report.get("items", [])) if isinstance(report, dict) else report
     rows = []
@@ -248,7 +253,7 @@ def last_prepare(ws, lang: str = "en") -> Optional[dict[str, Any]]:
                      "split": value_word("split", split, lang),
                      "seconds": _song_seconds(e, rate),
                      "from cache": {True: tr("rep_yes", lang), False: tr("rep_encoded", lang)}.get(e.get("cached"), ""),
-                     "reasons": _short(" · ".join(_word(r, e.get("idx"), lang) for r in e.get("reasons", []) or []))})
+                     "reasons": _short(" · ".join(_reasons(e, lang)))})
     ctx_frames = int(model.get("max_frames") or 0)
     budget = budget_rows(entries, rate, ctx_frames, lang) if ctx_frames else []  # a report without the model: none
     durs = [r["seconds"] for r in rows if r["seconds"] is not None and r["status"] != "rejected"]

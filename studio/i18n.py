@@ -92,19 +92,17 @@ def qc_reason(code: str, message: str, name: str, lang: str, **values) -> str:
     return tr(key, lang, name=name, **values)
 
 
-def finding(message: str, check: dict, name: str, lang: str) -> str:
-    """One finding of a song (a reason in the Data table or the prepare report) in `lang`, found by its
-    English text among the coded findings of the song's check: audio QC (core.audio.io codes) and lyric
-    findings (core.text.lyrics.Note codes). Uncoded text stays as the engine wrote it."""
-    if lang == "en":
+def finding(f: dict, name: str, lang: str) -> str:
+    """One finding of a song (core.data.steps: a reason in the Data table or the prepare report) in `lang`, by
+    its code: coded notes (lyrics, descriptions, timing: core.text.lyrics.Note) as `ly_<code>`, audio QC
+    (core.audio.io) as `qc_<code>`. A finding without a wording stays as the engine wrote it."""
+    message = str(f.get("message", ""))
+    code, values = f.get("code"), dict(f.get("values") or {})
+    if lang == "en" or not code:
         return message
-    for c in check.get("audio_codes") or []:
-        if c[1] == message:
-            return qc_reason(c[0], message, name, lang, **(c[2] if len(c) > 2 else {}))
-    for code, text, values in check.get("lyric_codes") or []:
-        if text == message and f"ly_{code}" in TABLES["en"]:
-            return tr(f"ly_{code}", lang, **values)
-    return message
+    if f.get("note"):
+        return tr(f"ly_{code}", lang, **values) if f"ly_{code}" in TABLES["en"] else message
+    return qc_reason(code, message, name, lang, **values)
 
 
 class Said(str):

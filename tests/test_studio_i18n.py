@@ -195,7 +195,7 @@ def test_a_too_long_song_is_refused_in_chinese_with_what_to_do(tmp_path):
     chk = backend.check_song(Workspace(tmp_path / "ws"), {"idx": "long", "path": str(wav), "source_name": "long.wav",
                                                           "gt_lyric": "[verse] a b. c d ; [chorus] e f"}, max_dur=10)
     assert chk["status"] == "rejected"
-    zh = [finding(r, chk, "long.wav", "zh") for r in chk["reasons"]]
+    zh = [finding(f, "long.wav", "zh") for f in chk["reason_findings"]]
     assert any("超过模型 10 秒的上限" in r and "分段时间" in r for r in zh), zh
 
 
@@ -208,7 +208,7 @@ def test_style_tag_findings_render_in_chinese(tmp_path):
             "descriptions": "女声, 流行, weirdtag"}
     from studio.state import Workspace
     check = backend.check_song(Workspace(tmp_path / "ws"), song, 150)
-    zh = [finding(r, check, "s", "zh") for r in check["reasons"]]
+    zh = [finding(f, "s", "zh") for f in check["reason_findings"]]
     assert "风格标签已映射到官方词表：女声 -> female, 流行 -> pop" in zh, zh
     assert "描述标签 'weirdtag' 不在官方词表中；已保留" in zh, zh
     assert "description tag 'weirdtag' is not in the official vocabularies; it is kept" in check["reasons"]

@@ -47,7 +47,15 @@ class SongReport:
         return rep
 
     def add(self, level: str, message: str, **extra: Any) -> None:
+        """One finding; a coded note (core.text.lyrics.Note: lyrics, descriptions, timing) keeps its code and
+        values in the finding itself, so report.json and every UI word it by code, never by its text."""
+        code = getattr(message, "code", "")
+        if code and "code" not in extra:
+            extra = {"code": code, "values": dict(getattr(message, "values", {}) or {}), "note": True, **extra}
         self.findings.append({"level": level, "message": message, **extra})
+
+    def reason_findings(self) -> list[dict[str, Any]]:
+        return reason_findings(self.findings, self.status)
 
     def messages(self, level: str) -> list[str]:
         return [f["message"] for f in self.findings if f["level"] == level]
@@ -67,10 +75,16 @@ class SongReport:
     def entry(self) -> dict[str, Any]:
         """The report.json entry: status, plain reasons (errors, warnings, then fixes) and the fields."""
         status = self.status
-        reasons = self.messages("error") + self.messages("warning") + (self.messages("fix") if status == "fixed" else []) \
-            + self.messages("info")
+        reasons = [f["message"] for f in self.reason_findings()]
         return {"idx": self.idx, "source": self.source, "status": status, "reasons": reasons, "audio": self.audio,
                 **self.fields, "findings": list(self.findings)}
+
+
+def reason_findings(findings: list[dict[str, Any]], status: str) -> list[dict[str, Any]]:
+    """The findings a song's `reasons` list (report.json) is made of, in its order: errors, warnings, fixes
+    (when the song is fixed), notes. A UI words each by its `code` and `values` where it has them."""
+    order = ("error", "warning") + (("fix",) if status == "fixed" else ()) + ("info",)
+    return [f for level in order for f in findings if f.get("level") == level]
 
 
 @dataclass

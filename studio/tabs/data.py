@@ -29,7 +29,10 @@ REASON_CHARS = 90  # longer reasons are cut in the table; the song's detail belo
 def reasons(s: dict, lang: str) -> list[str]:
     """A song's findings in `lang`: audio QC and lyric findings by their codes (studio.i18n.finding)."""
     chk = s.get("check") or {}
-    return [finding(r, chk, s.get("source_name") or s["idx"], lang) for r in chk.get("reasons", [])]
+    coded = chk.get("reason_findings")
+    if coded is None:  # a check saved before findings carried their codes
+        coded = [{"message": r} for r in chk.get("reasons", [])]
+    return [finding(f, s.get("source_name") or s["idx"], lang) for f in coded]
 
 
 def _tier_choices(lang: str) -> list[tuple[str, str]]:
