@@ -32,6 +32,7 @@ from core.timing.sections import SongTiming, TimedSection, TimingError
 RATE = 16000            # the acoustic model's sample rate
 FRAME_S = 0.01          # pocketsphinx's frame
 MIN_ANCHOR_WORDS = 2    # a run this long of heard lyric words, in order, is an anchor
+WINDOW_S = 10.0         # recognition window (see `recognise`)
 FORCED_CONFIDENCE = 0.4
 MIN_ENGLISH_SHARE = 0.6  # below this share of words in the English dictionary the lyrics are not English
 _WORD = re.compile(r"[a-z0-9']+")
@@ -127,7 +128,11 @@ def _words(seg) -> list[tuple[str, float, float]]:
 
 
 def recognise(pcm: np.ndarray, lines: Sequence[str]) -> list[tuple[str, float, float]]:
-    """Pass 1: what the decoder hears with a language model of the lyric lines only."""
+    """Pass 1: what the decoder hears with a language model of the lyric lines only.
+
+    Decoded in windows of WINDOW_S that overlap by half: one long utterance lets the search lose
+    its way in minutes of music, and each window keeps only the words of its middle half (a word cut
+    by one window's edge lies whole in the next)."""
     from pocketsphinx.lm import ArpaBoLM
 
     lm = ArpaBoLM(text="\n".join(lines), add_start=True)
@@ -138,10 +143,17 @@ def recognise(pcm: np.ndarray, lines: Sequence[str]) -> list[tuple[str, float, f
         path = Path(td) / "lyrics.arpa"
         path.write_text(buf.getvalue(), encoding="utf-8")
         d = _decoder(lm=str(path))
-    d.start_utt()
-    d.process_raw(pcm.tobytes(), full_utt=True)
-    d.end_utt()
-    return _words(d.seg())
+    win, hop = int(WINDOW_S * RATE), int(WINDOW_S * RATE) // 2
+    out = []
+    for a in range(0, max(1, len(pcm) - hop), hop):
+        d.start_utt()
+        d.process_raw(pcm[a:a + win].tobytes(), full_utt=True)
+        d.end_utt()
+        lo = a / RATE + (WINDOW_S / 4 if a else 0.0)
+        hi = a / RATE + (3 * WINDOW_S / 4 if a + win < len(pcm) else WINDOW_S)
+        out += [(w, s + a / RATE, e + a / RATE) for w, s, e in _words(d.seg())
+                if lo <= a / RATE + (s + e) / 2 < hi]
+    return out
 
 
 def force_align(pcm: np.ndarray, words: Sequence[str], offset_s: float) -> Optional[list[tuple[str, float, float]]]:
