@@ -123,7 +123,7 @@ def test_cli_import_json_and_write_only_when_asked(tmp_path):
     write_song(tmp_path / "b.wav", seconds=20.0, sr=16000)
     (tmp_path / "a.songprep.txt").write_text(GOOD, encoding="utf-8")
     rows = [{"idx": "a", "path": "a.wav", "gt_lyric": "", "songprep": "a.songprep.txt"},
-            {"idx": "b", "path": "b.wav", "gt_lyric": "", "songprep": "[verse][0.00:30.00]too long"}]
+            {"idx": "b", "path": "b.wav", "gt_lyric": "", "songprep": "[verse][25.00:30.00]too late"}]
     meta = tmp_path / "metadata.jsonl"
     meta.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
     before = meta.read_text()
@@ -134,7 +134,7 @@ def test_cli_import_json_and_write_only_when_asked(tmp_path):
     assert a["idx"] == "a" and a["source"] == "songprep" and "refused" not in a
     assert [s["section"] for s in a["sections"]][:3] == ["[intro-short]", "[verse]", "[chorus]"]
     assert a["sections"][1] == {"section": "[verse]", "start_s": 5.8, "confidence": 1.0, "source": "songprep"}
-    assert "after the end of the audio" in b["refused"] or "ends at" in b["refused"] or b["refused"]
+    assert "after the end of the audio" in b["refused"]
     assert meta.read_text() == before  # nothing written without --write
     p = _cli("import", "--metadata", str(meta), "--write", cwd=tmp_path)
     assert json.loads(p.stdout)["written"] == 1

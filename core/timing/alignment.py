@@ -4,9 +4,11 @@ pocketsphinx (BSD licence) ships CMU's US-English acoustic model and pronouncing
 its wheel, so nothing is downloaded. Whole-song forced alignment drifts over minutes of music (the
 decoder must place every word somewhere), so alignment runs in two passes:
 
-1. recognition with a language model built from the lyrics alone: the decoder hears the words it
-   can; runs of lyric words it heard in the lyric's order become anchors (they are reliable);
-2. forced alignment of the words between two anchors, inside the audio between them.
+1. recognition with a language model built from the lyrics alone, in overlapping 10 s windows: the
+   decoder hears the words it can; runs of lyric words it heard in the lyric's order become anchors;
+   between two anchors recognition runs again with a language model of only the words that belong
+   there (a much easier search), adding anchors;
+2. forced alignment of the words still between two anchors, inside the audio between them.
 
 A line starts at its first word, a sung section at its first line; instrumental sections start where
 the voice of the section before stops. A line's confidence is the share of its words the
@@ -195,28 +197,40 @@ def _anchors(flat: Sequence[str], heard: Sequence[tuple[str, float, float]]) -> 
     return out
 
 
-def align_lines(pcm: np.ndarray, line_words: Sequence[Sequence[str]]) -> list[LineSpan]:
-    """Start, end and confidence of every line that has words (the two passes of the module doc)."""
-    flat = [w for ws in line_words for w in ws]
-    owner = [i for i, ws in enumerate(line_words) for _ in ws]
-    heard = recognise(pcm, [" ".join(ws) for ws in line_words if ws])
-    times: dict[int, tuple[float, float]] = _anchors(flat, heard)
-    anchored = set(times)
-    dur = len(pcm) / RATE
+def _runs_between_anchors(times: dict, n: int, dur: float):
+    """(k, j, a, b): each run of untimed words k..j-1 and the audio a..b between its timed neighbours."""
     k = 0
-    while k < len(flat):  # pass 2 on every run of words between anchors
+    while k < n:
         if k in times:
             k += 1
             continue
         j = k
-        while j < len(flat) and j not in times:
+        while j < n and j not in times:
             j += 1
         a = times[k - 1][1] if k > 0 else 0.0
-        b = times[j][0] if j < len(flat) else dur
-        got = force_align(pcm[int(a * RATE):int(b * RATE)], flat[k:j], a) if b > a else None
-        for m, (_, s, e) in enumerate(got or []):
-            times[k + m] = (s, e)
+        b = times[j][0] if j < n else dur
+        yield k, j, a, b
         k = j
+
+
+def align_lines(pcm: np.ndarray, line_words: Sequence[Sequence[str]]) -> list[LineSpan]:
+    """Start, end and confidence of every line that has words (the passes of the module doc; between
+    two anchors, recognition runs again with a language model of only the words that belong there)."""
+    flat = [w for ws in line_words for w in ws]
+    owner = [i for i, ws in enumerate(line_words) for _ in ws]
+    dur = len(pcm) / RATE
+    times: dict[int, tuple[float, float]] = _anchors(flat, recognise(pcm, [" ".join(ws) for ws in line_words if ws]))
+    for k, j, a, b in list(_runs_between_anchors(times, len(flat), dur)):
+        if b - a < 0.5:
+            continue
+        seg = pcm[int(a * RATE):int(b * RATE)]
+        sub = [" ".join(flat[m] for m in range(k, j) if owner[m] == i) for i in sorted({owner[m] for m in range(k, j)})]
+        heard = [(w, s + a, e + a) for w, s, e in recognise(seg, sub)]
+        times.update({k + m: t for m, t in _anchors(flat[k:j], heard).items()})
+    anchored = set(times)
+    for k, j, a, b in list(_runs_between_anchors(times, len(flat), dur)):
+        got = force_align(pcm[int(a * RATE):int(b * RATE)], flat[k:j], a) if b > a else None
+        times.update({k + m: (s, e) for m, (_, s, e) in enumerate(got or [])})
     out = []
     for i, ws in enumerate(line_words):
         idx = [m for m, o in enumerate(owner) if o == i]

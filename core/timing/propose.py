@@ -24,7 +24,7 @@ SOURCE_OF = {"align": "aligned", "vocal": "proposed", "transcribe": "transcribed
 @dataclass
 class MethodResult:
     method: str
-    timing: Optional[SongTiming] = None          # normalised; None when refused
+    timing: Optional[SongTiming] = None          # the lyric's sections; None when refused
     confidence: list[float] = field(default_factory=list)   # per section
     lyrics: Optional[str] = None                 # the sheet, for transcribe / songprep
     stem: str = ""                               # what was listened to
@@ -53,12 +53,11 @@ def _sections(gt_lyric: Optional[str]) -> list[tuple[str, str]]:
 
 
 def _finish(out: MethodResult, timing: SongTiming, conf: list[float]) -> MethodResult:
-    """Normalise (an intro may be added in front: it gets the first section's confidence)."""
-    norm, changes = normalize(timing, lyr.STRUCTURE_TAGS)
-    if len(norm.sections) == len(conf) + 1:
-        conf = [conf[0] if conf else 1.0] + conf
-    out.timing, out.confidence = norm, [round(float(c), 3) for c in conf]
-    out.notes += changes
+    """Keep the lyric's own sections (one start each, as the editor and metadata store them); the
+    timing must pass `normalize`, whose changes (an intro added, length words) prepare will make."""
+    _, changes = normalize(timing, lyr.STRUCTURE_TAGS)
+    out.timing, out.confidence = timing, [round(float(c), 3) for c in conf]
+    out.notes += [f"at prepare: {c}" for c in changes]
     return out
 
 
