@@ -17,6 +17,7 @@ from core.audio import io as audio_mod
 from core.text import lyrics as lyr
 from core.text.fields import read_text_file
 from core.timing.lrc import parse_lrc, timing_from_lrc
+from core.timing.propose import METHODS  # noqa: F401  (the tab lists them)
 from core.timing.sections import SongTiming, TimedSection, TimingError, normalize
 from studio import timing_plot
 from studio.i18n import said

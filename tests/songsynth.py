@@ -17,7 +17,7 @@ import numpy as np
 import soundfile as sf
 
 MUSIC_DIR = Path("/usr/share/games/asc/music")
-SR = 44100
+SR = 22050             # the music's own rate
 APT_PACKAGES = ("espeak-ng", "sox", "asc-music")
 
 
@@ -131,7 +131,7 @@ def _truth(plan: Plan, lines_truth: list) -> list[dict]:
 
 
 def render(plan: Plan, out_wav: Path) -> dict:
-    """Write the song (stereo WAV, 44.1 kHz) and return its truth: section starts and line starts."""
+    """Write the song (stereo WAV at SR) and return its truth: section starts and line starts."""
     n = int(plan.duration_s * SR)
     music, msr = sf.read(str(MUSIC_DIR / plan.music), dtype="float32", always_2d=True)
     a = int(plan.music_offset_s * msr)
