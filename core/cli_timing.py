@@ -65,6 +65,13 @@ def _songs(args) -> list[dict]:
     return out
 
 
+def _tags(lyrics) -> list[str]:
+    from core.text.lyrics import check_lyrics
+
+    res = check_lyrics(lyrics or "")
+    return [t for t, _ in res.sections] if (lyrics or "").strip() and res.ok else []
+
+
 def _write(meta: Path, results: dict[str, dict]) -> int:
     """Each proposed song's line gets "timing" (and "gt_lyric" when it had none); a .bak keeps the old file."""
     from core.fsutil import atomic_write_text
@@ -110,6 +117,10 @@ def _timing(args) -> int:
         kw = dict(vocal_path=s.get("vocal"), runtime_path=args.runtime, model_dir=args.model,
                   songprep=s.get("songprep"), language=args.language)
         r = run_auto(s["audio"], s["lyrics"], **kw) if method == "auto" else run_method(method, s["audio"], s["lyrics"], **kw)
+        if not r.refused and r.lyrics and _tags(s["lyrics"]) and _tags(s["lyrics"]) != _tags(r.lyrics):
+            r.refused = (f"the song's lyrics have the sections {' '.join(_tags(s['lyrics']))} but the "
+                         f"{'imported' if args.action == 'import' else 'transcribed'} "
+                         f"sheet has {' '.join(_tags(r.lyrics))}; clear its gt_lyric to use the sheet")
         d = {"idx": s["idx"], **r.to_dict()}
         results.append(d)
         if not r.refused:

@@ -186,6 +186,17 @@ def known_words(lines: Sequence[str]) -> tuple[list[list[str]], float]:
     return out, (known / total if total else 0.0)
 
 
+def english_words(lines: Sequence[str]) -> list[list[str]]:
+    """Each line's dictionary words; TimingError when the lyrics are not English (no offline model)."""
+    words, share = known_words(lines)
+    if share < MIN_ENGLISH_SHARE:
+        raise TimingError(
+            f"only {share:.0%} of the lyric's words are in the English dictionary: forced alignment works offline "
+            "for English lyrics only (pocketsphinx's model), and there is no offline model for this language; "
+            "use the vocal-activity proposal, an LRC file or a SongPrep result instead")
+    return words
+
+
 def _anchors(flat: Sequence[str], heard: Sequence[tuple[str, float, float]]) -> dict[int, tuple[float, float]]:
     """Lyric word index -> (start, end) for runs of >= MIN_ANCHOR_WORDS heard words in lyric order."""
     sm = difflib.SequenceMatcher(None, list(flat), [w for w, _, _ in heard], autojunk=False)
@@ -278,12 +289,7 @@ def align_sections(sections: Sequence[tuple[str, str]], wave: torch.Tensor, samp
     lines, owner = section_lines(base)
     if not lines:
         raise TimingError("the lyrics have no sung lines to align")
-    words, share = known_words(lines)
-    if share < MIN_ENGLISH_SHARE:
-        raise TimingError(
-            f"only {share:.0%} of the lyric's words are in the English dictionary: forced alignment works offline "
-            "for English lyrics only (pocketsphinx's model), and there is no offline model for this language; "
-            "use the vocal-activity proposal, an LRC file or a SongPrep result instead")
+    words = english_words(lines)
     notes = []
     dropped = sum(len(_WORD.findall(x.lower())) - len(w) for x, w in zip(lines, words))
     if dropped:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from core.text import lyrics as lyr
-from core.timing.sections import SongTiming, TimingError, normalize
+from core.timing.sections import SongTiming, TimedSection, TimingError, normalize
 
 METHODS = ("align", "vocal", "transcribe", "songprep")
 SOURCE_OF = {"align": "aligned", "vocal": "proposed", "transcribe": "transcribed", "songprep": "songprep"}
@@ -75,6 +75,11 @@ def run_method(method: str, audio_path: str | Path, gt_lyric: Optional[str] = No
             return _songprep(out, songprep, duration)
         from core.timing.vocal_activity import vocal_stem
 
+        if method == "align":  # refuse before the (slow) vocal estimate
+            from core.timing.alignment import english_words, section_lines
+
+            english_words(section_lines(SongTiming([TimedSection(t, b, 0.0) for t, b in _sections(gt_lyric)],
+                                                   duration))[0])
         wav, sr, out.stem = vocal_stem(str(audio_path), vocal_path, runtime_path)
         if method == "align":
             from core.timing.alignment import align_sections
