@@ -307,6 +307,10 @@ def align_sections(sections: Sequence[tuple[str, str]], wave: torch.Tensor, samp
     _fill_instrumental(timing, conf, spans, owner)
     for s in timing.sections:
         s.start_s = round(s.start_s, 2)
+    unsure = [f"{i + 1} {s.tag}" for i, (s, c) in enumerate(zip(timing.sections, conf)) if c < 0.5]
+    if unsure:
+        notes.append(f"section(s) {', '.join(unsure)} were placed without hearing their first words clearly "
+                     "(confidence under 0.5): play them and check")
     total = min(conf) if conf else 0.0
     timing.confidence = total
     return Alignment(timing, conf, total, spans, notes)
