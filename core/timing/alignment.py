@@ -4,16 +4,18 @@ pocketsphinx (BSD licence) ships CMU's US-English acoustic model and pronouncing
 its wheel, so nothing is downloaded. Whole-song forced alignment drifts over minutes of music (the
 decoder must place every word somewhere), so alignment runs in two passes:
 
-1. recognition with a language model built from the lyrics alone, in overlapping 10 s windows: the
-   decoder hears the words it can; runs of lyric words it heard in the lyric's order become anchors;
-   between two anchors recognition runs again with a language model of only the words that belong
-   there (a much easier search), adding anchors;
+1. recognition with a language model built from the lyrics alone, over the whole song and in
+   overlapping 10 s windows: the decoder hears the words it can; runs of lyric words it heard in the
+   lyric's order become anchors (one kept only where it fits between the anchors around it); between
+   two anchors recognition runs again with a language model of only the words that belong there (a
+   much easier search), adding anchors;
 2. forced alignment of the words still between two anchors, inside the audio between them.
 
 A line starts at its first word, a sung section at its first line; instrumental sections start where
 the voice of the section before stops. A line's confidence is the share of its words the
 recogniser heard in place; a line timed only by pass 2 gets FORCED_CONFIDENCE, one timed by neither
-0. Lyrics that are not English are refused with the reason (there is no offline model for them).
+0 (its words get an even share of the time between their timed neighbours, and the notes name its
+section). Lyrics that are not English are refused with the reason (there is no offline model for them).
 """
 from __future__ import annotations
 
@@ -129,12 +131,13 @@ def _words(seg) -> list[tuple[str, float, float]]:
     return out
 
 
-def recognise(pcm: np.ndarray, lines: Sequence[str]) -> list[tuple[str, float, float]]:
-    """Pass 1: what the decoder hears with a language model of the lyric lines only.
+def recognise(pcm: np.ndarray, lines: Sequence[str], window_s: Optional[float] = None) -> list[tuple[str, float, float]]:
+    """What the decoder hears with a language model of the lyric lines only.
 
-    Decoded in windows of WINDOW_S that overlap by half: one long utterance lets the search lose
-    its way in minutes of music, and each window keeps only the words of its middle half (a word cut
-    by one window's edge lies whole in the next)."""
+    In one utterance, or in windows of `window_s` that overlap by half (each keeps the words of its
+    middle half, so a word cut by one window's edge lies whole in the next). The two fail on
+    different songs -- a long utterance can lose its way in minutes of music, a short window lacks
+    context -- so `align_lines` uses both."""
     from pocketsphinx.lm import ArpaBoLM
 
     lm = ArpaBoLM(text="\n".join(lines), add_start=True)
@@ -145,14 +148,15 @@ def recognise(pcm: np.ndarray, lines: Sequence[str]) -> list[tuple[str, float, f
         path = Path(td) / "lyrics.arpa"
         path.write_text(buf.getvalue(), encoding="utf-8")
         d = _decoder(lm=str(path))
-    win, hop = int(WINDOW_S * RATE), int(WINDOW_S * RATE) // 2
+    win = int(window_s * RATE) if window_s else len(pcm)
+    hop = max(1, win // 2)
     out = []
-    for a in range(0, max(1, len(pcm) - hop), hop):
+    for a in range(0, max(1, len(pcm) - hop), hop) if window_s else [0]:
         d.start_utt()
         d.process_raw(pcm[a:a + win].tobytes(), full_utt=True)
         d.end_utt()
-        lo = a / RATE + (WINDOW_S / 4 if a else 0.0)
-        hi = a / RATE + (3 * WINDOW_S / 4 if a + win < len(pcm) else WINDOW_S)
+        lo = a / RATE + (win / RATE / 4 if a else 0.0)
+        hi = a / RATE + (3 * win / RATE / 4 if a + win < len(pcm) else win / RATE)
         out += [(w, s + a / RATE, e + a / RATE) for w, s, e in _words(d.seg())
                 if lo <= a / RATE + (s + e) / 2 < hi]
     return out
@@ -224,24 +228,40 @@ def _runs_between_anchors(times: dict, n: int, dur: float):
         k = j
 
 
+def _merge(times: dict[int, tuple[float, float]], new: dict[int, tuple[float, float]]) -> None:
+    """Add anchors that keep every word's time after the word before it and before the word after it."""
+    for k in sorted(new):
+        if k in times:
+            continue
+        before = [times[m][1] for m in times if m < k]
+        after = [times[m][0] for m in times if m > k]
+        if (not before or max(before) <= new[k][0] + 1e-6) and (not after or new[k][1] <= min(after) + 1e-6):
+            times[k] = new[k]
+
+
 def align_lines(pcm: np.ndarray, line_words: Sequence[Sequence[str]]) -> list[LineSpan]:
-    """Start, end and confidence of every line that has words (the passes of the module doc; between
-    two anchors, recognition runs again with a language model of only the words that belong there)."""
+    """Start, end and confidence of every line that has words (the passes of the module doc)."""
     flat = [w for ws in line_words for w in ws]
     owner = [i for i, ws in enumerate(line_words) for _ in ws]
     dur = len(pcm) / RATE
-    times: dict[int, tuple[float, float]] = _anchors(flat, recognise(pcm, [" ".join(ws) for ws in line_words if ws]))
+    lines = [" ".join(ws) for ws in line_words if ws]
+    times = _anchors(flat, recognise(pcm, lines))
+    _merge(times, _anchors(flat, recognise(pcm, lines, WINDOW_S)))
     for k, j, a, b in list(_runs_between_anchors(times, len(flat), dur)):
         if b - a < 0.5:
             continue
-        seg = pcm[int(a * RATE):int(b * RATE)]
         sub = [" ".join(flat[m] for m in range(k, j) if owner[m] == i) for i in sorted({owner[m] for m in range(k, j)})]
-        heard = [(w, s + a, e + a) for w, s, e in recognise(seg, sub)]
-        times.update({k + m: t for m, t in _anchors(flat[k:j], heard).items()})
+        heard = [(w, s + a, e + a) for w, s, e in recognise(pcm[int(a * RATE):int(b * RATE)], sub, WINDOW_S)]
+        _merge(times, {k + m: t for m, t in _anchors(flat[k:j], heard).items()})
     anchored = set(times)
     for k, j, a, b in list(_runs_between_anchors(times, len(flat), dur)):
         got = force_align(pcm[int(a * RATE):int(b * RATE)], flat[k:j], a) if b > a else None
         times.update({k + m: (s, e) for m, (_, s, e) in enumerate(got or [])})
+    guessed = set()
+    for k, j, a, b in list(_runs_between_anchors(times, len(flat), dur)):  # neither: an even share, score 0
+        step = max(b - a, 0.0) / (j - k)
+        times.update({m: (a + step * (m - k), a + step * (m - k + 1)) for m in range(k, j)})
+        guessed.update(range(k, j))
     out = []
     for i, ws in enumerate(line_words):
         idx = [m for m, o in enumerate(owner) if o == i]
@@ -249,7 +269,8 @@ def align_lines(pcm: np.ndarray, line_words: Sequence[Sequence[str]]) -> list[Li
             continue
         last = max((m for m in idx if m in times), default=idx[0])
         heard_share = sum(m in anchored for m in idx) / len(idx)
-        score = heard_share if idx[0] in anchored else FORCED_CONFIDENCE * (0.5 + 0.5 * heard_share)
+        score = (heard_share if idx[0] in anchored else 0.0 if idx[0] in guessed
+                 else FORCED_CONFIDENCE * (0.5 + 0.5 * heard_share))
         out.append(LineSpan(i, times[idx[0]][0], times[last][1], round(score, 3)))
     return out
 
