@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from core.text import lyrics as lyr
-from core.timing.alignment import LineSpan, _merge, refine_timing, section_lines
+from core.timing.alignment import LineSpan, refine_timing, section_lines
 from core.timing.lrc import parse_lrc, timing_from_lrc
 from core.timing.sections import (SongTiming, TimedSection, TimingError, crop_sections, normalize, plan_windows,
                          section_frames, untimed_too_long)
@@ -231,13 +231,6 @@ def test_alignment_refines_section_starts_to_first_line():
     spans = [LineSpan(0, 0.1, 0.2, 1.0), LineSpan(1, 0.4, 0.58, 1.0)]
     r = refine_timing(t, spans, owner)
     assert [s.start_s for s in r.sections] == [0.0, pytest.approx(0.1), pytest.approx(0.4)]
-
-
-def test_second_recognition_adds_only_anchors_that_fit_in_order():
-    times = {0: (1.0, 1.4), 5: (10.0, 10.5)}
-    _merge(times, {2: (4.0, 4.3), 3: (12.0, 12.4), 6: (11.0, 11.2), 0: (7.0, 7.5)})
-    # word 2 fits between words 0 and 5; word 3 would sit after word 5; word 0 is known already
-    assert times == {0: (1.0, 1.4), 2: (4.0, 4.3), 5: (10.0, 10.5), 6: (11.0, 11.2)}
 
 
 # --------------------------------------------------------------------------------------------------

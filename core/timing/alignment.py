@@ -4,11 +4,9 @@ pocketsphinx (BSD licence) ships CMU's US-English acoustic model and pronouncing
 its wheel, so nothing is downloaded. Whole-song forced alignment drifts over minutes of music (the
 decoder must place every word somewhere), so alignment runs in two passes:
 
-1. recognition with a language model built from the lyrics alone, over the whole song and in
-   overlapping 10 s windows: the decoder hears the words it can; runs of lyric words it heard in the
-   lyric's order become anchors (one kept only where it fits between the anchors around it); between
-   two anchors recognition runs again with a language model of only the words that belong there (a
-   much easier search), adding anchors;
+1. recognition with a language model built from the lyrics alone, in overlapping 10 s windows (one
+   long utterance loses its way in minutes of music): the decoder hears the words it can; runs of
+   MIN_ANCHOR_WORDS or more lyric words it heard in the lyric's order become anchors;
 2. forced alignment of the words still between two anchors, inside the audio between them.
 
 A line starts at its first word, a sung section at its first line; instrumental sections start where
@@ -35,7 +33,7 @@ from core.timing.sections import SongTiming, TimedSection, TimingError
 
 RATE = 16000            # the acoustic model's sample rate
 FRAME_S = 0.01          # pocketsphinx's frame
-MIN_ANCHOR_WORDS = 2    # a run this long of heard lyric words, in order, is an anchor
+MIN_ANCHOR_WORDS = 3    # a run this long of heard lyric words, in order, is an anchor
 WINDOW_S = 10.0         # recognition window (see `recognise`)
 FORCED_CONFIDENCE = 0.4
 MIN_ENGLISH_SHARE = 0.6  # below this share of words in the English dictionary the lyrics are not English
@@ -131,13 +129,10 @@ def _words(seg) -> list[tuple[str, float, float]]:
     return out
 
 
-def recognise(pcm: np.ndarray, lines: Sequence[str], window_s: Optional[float] = None) -> list[tuple[str, float, float]]:
-    """What the decoder hears with a language model of the lyric lines only.
-
-    In one utterance, or in windows of `window_s` that overlap by half (each keeps the words of its
-    middle half, so a word cut by one window's edge lies whole in the next). The two fail on
-    different songs -- a long utterance can lose its way in minutes of music, a short window lacks
-    context -- so `align_lines` uses both."""
+def recognise(pcm: np.ndarray, lines: Sequence[str], window_s: float = WINDOW_S) -> list[tuple[str, float, float]]:
+    """Pass 1: what the decoder hears with a language model of the lyric lines only, in windows of
+    `window_s` that overlap by half (each keeps the words of its middle half, so a word cut by one
+    window's edge lies whole in the next)."""
     from pocketsphinx.lm import ArpaBoLM
 
     lm = ArpaBoLM(text="\n".join(lines), add_start=True)
@@ -148,10 +143,10 @@ def recognise(pcm: np.ndarray, lines: Sequence[str], window_s: Optional[float] =
         path = Path(td) / "lyrics.arpa"
         path.write_text(buf.getvalue(), encoding="utf-8")
         d = _decoder(lm=str(path))
-    win = int(window_s * RATE) if window_s else len(pcm)
+    win = int(window_s * RATE)
     hop = max(1, win // 2)
     out = []
-    for a in range(0, max(1, len(pcm) - hop), hop) if window_s else [0]:
+    for a in range(0, max(1, len(pcm) - hop), hop):
         d.start_utt()
         d.process_raw(pcm[a:a + win].tobytes(), full_utt=True)
         d.end_utt()
@@ -228,17 +223,6 @@ def _runs_between_anchors(times: dict, n: int, dur: float):
         k = j
 
 
-def _merge(times: dict[int, tuple[float, float]], new: dict[int, tuple[float, float]]) -> None:
-    """Add anchors that keep every word's time after the word before it and before the word after it."""
-    for k in sorted(new):
-        if k in times:
-            continue
-        before = [times[m][1] for m in times if m < k]
-        after = [times[m][0] for m in times if m > k]
-        if (not before or max(before) <= new[k][0] + 1e-6) and (not after or new[k][1] <= min(after) + 1e-6):
-            times[k] = new[k]
-
-
 def align_lines(pcm: np.ndarray, line_words: Sequence[Sequence[str]]) -> list[LineSpan]:
     """Start, end and confidence of every line that has words (the passes of the module doc)."""
     flat = [w for ws in line_words for w in ws]
@@ -246,13 +230,6 @@ def align_lines(pcm: np.ndarray, line_words: Sequence[Sequence[str]]) -> list[Li
     dur = len(pcm) / RATE
     lines = [" ".join(ws) for ws in line_words if ws]
     times = _anchors(flat, recognise(pcm, lines))
-    _merge(times, _anchors(flat, recognise(pcm, lines, WINDOW_S)))
-    for k, j, a, b in list(_runs_between_anchors(times, len(flat), dur)):
-        if b - a < 0.5:
-            continue
-        sub = [" ".join(flat[m] for m in range(k, j) if owner[m] == i) for i in sorted({owner[m] for m in range(k, j)})]
-        heard = [(w, s + a, e + a) for w, s, e in recognise(pcm[int(a * RATE):int(b * RATE)], sub, WINDOW_S)]
-        _merge(times, {k + m: t for m, t in _anchors(flat[k:j], heard).items()})
     anchored = set(times)
     for k, j, a, b in list(_runs_between_anchors(times, len(flat), dur)):
         got = force_align(pcm[int(a * RATE):int(b * RATE)], flat[k:j], a) if b > a else None
