@@ -6,6 +6,7 @@
     merge       merge a LoRA checkpoint into its base (official layout)
     generate    test songs, A/B, LoRA strength sweeps
     push        adapter / merged model / dataset to the Hugging Face Hub
+    timing      section starts: propose, align lyrics, transcribe, import SongPrep (core.cli_timing)
 
 `--config` and `--set` are declared once and shared by every command; relative paths in a
 config resolve against the config file's folder (core.config), so commands run from any folder.
@@ -367,6 +368,8 @@ def build_parser(prog: str = "python -m core") -> argparse.ArgumentParser:
                                        "default. Token: --token-stdin, HF_TOKEN, or `hf auth login`"))
     from core.cli_pairs import add_commands  # argparse only; torch loads when a command runs
     add_commands(cmd)
+    from core.cli_timing import add_command as add_timing
+    add_timing(cmd)
     return ap
 
 
@@ -387,7 +390,7 @@ def _push_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true")
 
 
-COMMANDS = ("model-info", "prepare", "train", "merge", "generate", "push", "candidates", "pairs")
+COMMANDS = ("model-info", "prepare", "train", "merge", "generate", "push", "candidates", "pairs", "timing")
 
 
 def main(argv: Optional[list[str]] = None, prog: str = "python -m core") -> int:

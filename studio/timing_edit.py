@@ -18,6 +18,7 @@ from core.text import lyrics as lyr
 from core.errors import StudioError
 from core.text.fields import read_text_file
 from core.timing.lrc import parse_lrc, timing_from_lrc
+from core.timing.propose import METHODS  # noqa: F401  (the tab lists them)
 from core.timing.sections import SongTiming, TimedSection, TimingError, normalize
 from studio import timing_plot
 from studio.i18n import said
@@ -56,8 +57,16 @@ def _lyric_sections(song: dict) -> list[tuple[str, str]]:
     return list(res.sections) if res.ok else []
 
 
+def lrc_name(song: dict) -> str:
+    """The LRC's name as the user gave it (the copy kept with the song is always lyrics.lrc)."""
+    return song.get("lrc_name") or Path(song["lrc_path"]).name
+
+
 def _raw_timing(song: dict, duration: float) -> tuple[Optional[SongTiming], list[str], list[str]]:
-    """(timing as the user gave it, notes, errors): saved starts, else the LRC, else None."""
+    """(timing as the user gave it, notes, errors): saved starts, else the LRC, else None.
+
+    An LRC that places only some of the lyric's sections gives those starts (the others None) and
+    an error that asks for the rest: what the file knows is never thrown away."""
     if song.get("timing"):
         t = SongTiming.from_dict({**song["timing"], "duration_s": duration})
         texts = _lyric_sections(song)
@@ -66,12 +75,21 @@ def _raw_timing(song: dict, duration: float) -> tuple[Optional[SongTiming], list
                 s.text = body
         return t, [], []
     if song.get("lrc_path"):
+        name = lrc_name(song)
         try:
-            t, notes = timing_from_lrc(parse_lrc(read_text_file(Path(song["lrc_path"]))), duration,
-                                       song.get("gt_lyric") or None)
+            lrc = parse_lrc(read_text_file(Path(song["lrc_path"])))
+        except (ValueError, OSError) as err:
+            return None, [], [f"{name}: {err}"]
+        gt = song.get("gt_lyric") or None
+        try:
+            t, notes = timing_from_lrc(lrc, duration, gt)
             return t, notes, []
-        except (TimingError, ValueError, OSError) as err:
-            return None, [], [f"{Path(song['lrc_path']).name}: {err}"]
+        except TimingError as err:
+            try:  # what the file does know, for the fields
+                t, notes = timing_from_lrc(lrc, duration, gt, partial=True)
+                return t, notes, [f"{name}: {err}"]
+            except TimingError:
+                return None, [], [f"{name}: {err}"]
     return None, [], []
 
 
@@ -85,6 +103,8 @@ def view(ws, idx: str) -> TimingView:
             errors.append("the lyrics have no sections yet: fix them in the Data tab, or give an LRC file")
         return TimingView(idx, dur, secs, "none", notes, [], errors)
     out = TimingView(idx, dur, [(s.tag, s.start_s) for s in timing.sections], timing.source, notes, [], errors)
+    if any(s.start_s is None for s in timing.sections):
+        return out  # partial: the error says which starts are missing
     try:
         _, out.at_prepare = normalize(timing, lyr.STRUCTURE_TAGS)
     except TimingError as err:
@@ -94,7 +114,8 @@ def view(ws, idx: str) -> TimingView:
 
 def use_lrc(ws, idx: str, lrc_file: str) -> TimingView:
     """Keep a copy of the LRC with the song; its times replace earlier saved starts (said so);
-    its lines fill the lyrics when the song has none."""
+    its lines fill the lyrics when the song has none. An LRC that places only some sections is kept
+    too: its starts fill the fields and the view says which ones to set."""
     song = _song(ws, idx)
     src = Path(lrc_file)
     ws.check_bytes(src.stat().st_size)  # before it is read: an LRC counts against a sandbox's quota
@@ -103,11 +124,17 @@ def use_lrc(ws, idx: str, lrc_file: str) -> TimingView:
     if lrc.errors:
         raise TimingEditError(f"{src.name}: " + "; ".join(lrc.errors[:3]))
     dur = _duration(song)
+    gt = song.get("gt_lyric") or None
     try:
-        timing, _ = timing_from_lrc(lrc, dur, song.get("gt_lyric") or None)
+        timing, _ = timing_from_lrc(lrc, dur, gt)
         normalize(timing, lyr.STRUCTURE_TAGS)
     except TimingError as err:
-        raise TimingEditError(f"{src.name}: {err}") from None
+        if gt is None:
+            raise TimingEditError(f"{src.name}: {err}") from None
+        try:
+            timing, _ = timing_from_lrc(lrc, dur, gt, partial=True)
+        except TimingError:
+            raise TimingEditError(f"{src.name}: {err}") from None
     ws.attach_lrc(idx, src)
     fields: dict[str, Any] = {"timing": None}
     notes = []
@@ -245,7 +272,8 @@ def envelope_for(ws, song: dict, allow_separation: bool) -> Optional[dict]:
 
 
 def propose(ws, idx: str) -> dict[str, Any]:
-    """Vocal-activity proposal for the song's lyric sections; shown to the user, never saved here."""
+    """Vocal-activity proposal for the song's lyric sections; shown to the user, never saved here.
+    When the vocal estimate cannot place the sections, `refused` says so and no starts are offered."""
     import torch
 
     from core.timing.vocal_activity import Envelope, propose as va_propose, regions
@@ -257,6 +285,57 @@ def propose(ws, idx: str) -> dict[str, Any]:
     env_d = envelope_for(ws, song, allow_separation=True)
     env = Envelope(torch.tensor(env_d["db"]), float(env_d["hop_s"]), float(env_d["duration_s"]))
     prop = va_propose(sections, regions(env), _duration(song))
-    return {"starts": [s.start_s for s in prop.timing.sections], "tags": [s.tag for s in prop.timing.sections],
-            "confidence": prop.confidence, "section_confidence": prop.section_confidence, "notes": prop.notes,
-            "stem": env_d["label"]}
+    return {"method": "vocal", "source": "proposed", "refused": prop.unusable,
+            "starts": [] if prop.unusable else [s.start_s for s in prop.timing.sections],
+            "tags": [s.tag for s in prop.timing.sections], "confidence": prop.confidence,
+            "section_confidence": [] if prop.unusable else prop.section_confidence, "notes": prop.notes,
+            "stem": env_d["label"], "lyrics": None}
+
+
+def propose_with(ws, idx: str, method: str, model_dir: Optional[str] = None,
+                 songprep: Optional[str] = None) -> dict[str, Any]:
+    """A proposal from one method (core.timing.propose), in the same form as `propose`."""
+    if method == "vocal":
+        return propose(ws, idx)
+    from core.timing.propose import SOURCE_OF, run_method
+
+    song = _song(ws, idx)
+    r = run_method(method, song["path"], song.get("gt_lyric") or None, vocal_path=song.get("vocal_path"),
+                   runtime_path=ws.get_state().get("runtime_path"), model_dir=(model_dir or "").strip() or None,
+                   songprep=songprep)
+    secs = r.timing.sections if r.timing is not None else []
+    return {"method": method, "source": SOURCE_OF[method], "refused": r.refused,
+            "starts": [s.start_s for s in secs], "tags": [s.tag for s in secs],
+            "confidence": min(r.confidence) if r.confidence else 0.0, "section_confidence": r.confidence,
+            "notes": r.notes, "stem": r.stem, "lyrics": r.lyrics}
+
+
+def accept(ws, idx: str, prop: dict[str, Any]) -> TimingView:
+    """Save a proposal's starts (source: its method's). A transcribed or SongPrep sheet becomes the
+    song's lyrics when it has none; a song that has lyrics keeps them, so their sections must match."""
+    if not prop or prop.get("refused") or not prop.get("starts"):
+        raise TimingEditError(prop.get("refused") if prop else said("timing_no_proposal"))
+    song = _song(ws, idx)
+    has_lyrics = bool((song.get("gt_lyric") or "").strip())
+    if prop.get("lyrics") and not has_lyrics:
+        ws.update_song(idx, gt_lyric=prop["lyrics"], original_lyric=prop["lyrics"], timing=None)
+    elif [t for t, _ in view(ws, idx).sections] != list(prop["tags"]):
+        raise TimingEditError(said("te_prop_other_sections"))
+    return save_starts(ws, idx, prop["starts"], prop["source"])
+
+
+def comparison(v: TimingView, proposals: dict[str, dict]) -> tuple[list[str], list[list[str]]]:
+    """The proposals side by side with the saved starts: (method columns, one row per section of the
+    view -- or of the first proposal when the song has no sections yet, e.g. a transcribed sheet --:
+    section, saved start, then "start (confidence)" per method, "-" where a method timed other sections)."""
+    methods = [m for m, p in proposals.items() if p and not p.get("refused")]
+    base = v.sections or [(t, None) for t in (proposals[methods[0]]["tags"] if methods else [])]
+    rows = []
+    for k, (tag, saved) in enumerate(base):
+        row = [f"{k + 1} {tag}", "-" if saved is None else f"{saved:.2f}"]
+        for m in methods:
+            p = proposals[m]
+            same = list(p["tags"]) == [t for t, _ in base]
+            row.append(f"{p['starts'][k]:.2f} ({p['section_confidence'][k]:.2f})" if same else "-")
+        rows.append(row)
+    return methods, rows

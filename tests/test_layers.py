@@ -22,7 +22,7 @@ LAYERS = [
     {"preference"},
     {"training"},
     {"export"},
-    {"cli", "cli_pairs", "train", "__main__", "__init__"},
+    {"cli", "cli_pairs", "cli_timing", "train", "__main__", "__init__"},
 ]
 RANK = {name: i for i, layer in enumerate(LAYERS) for name in layer}
 

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import difflib
 import re
+import statistics
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Iterable, Optional
 
@@ -134,8 +136,11 @@ def parse_lrc(text: str, tags: Iterable[str] = lyr.STRUCTURE_TAGS) -> Lrc:
 def _section_text(tag: str, lines: list[str], tags: tuple[str, ...]) -> tuple[str, list[str]]:
     """A section's lines -> its official body via the lyric grammar's fixer (one rule everywhere)."""
     if tag not in lyr.VOCAL_TAGS:
-        return "", ([f"text under the instrumental section {tag} was left out: {' / '.join(lines)[:60]}"]
-                    if lines else [])
+        if lines:  # never drop a lyric without the user seeing it
+            raise TimingError(f"the LRC has sung lines under the instrumental section {tag} "
+                              f"(\"{' / '.join(lines)[:60]}\"); tag them with their own section "
+                              "(e.g. [verse]) or move the instrumental tag after them")
+        return "", []
     res = lyr.check_lyrics(f"{tag}\n" + "\n".join(lines), tags)
     body = res.sections[0][1] if res.ok and res.sections else ""
     return body, []
@@ -163,67 +168,95 @@ def _from_tags(lrc: Lrc, tags: tuple[str, ...]) -> tuple[list[TimedSection], lis
     return out, notes
 
 
-def _norm(s: str) -> str:
-    return re.sub(r"[\W_]+", " ", s.lower()).strip()
+def _key(text: str) -> str:
+    """Text reduced to what must match: letters and digits only (NFKC folds full-width forms, so
+    "啊，河流带我远行，" and "啊 河流带我远行" agree), case ignored."""
+    return "".join(c for c in unicodedata.normalize("NFKC", text).lower() if c.isalnum())
 
 
-def _sentences(tag: str, body: str) -> list[str]:
-    if tag not in lyr.VOCAL_TAGS:
-        return []
-    return [s for s in (x.strip() for x in body.split(".")) if s]
+def _first_lines(sung: list[LrcLine], gt_sections: list[tuple[str, str]]) -> dict[int, int]:
+    """Section index -> index of the LRC line where its words begin, by matching the sheet's text
+    to the LRC's text character by character, in order (lines may be split or joined differently)."""
+    sheet, owner = [], []
+    for k, (tag, body) in enumerate(gt_sections):
+        if tag in lyr.VOCAL_TAGS:
+            key = _key(body)
+            sheet += list(key)
+            owner += [k] * len(key)
+    lrc_chars, line_of = [], []
+    for j, ln in enumerate(sung):
+        key = _key(ln.text)
+        lrc_chars += list(key)
+        line_of += [j] * len(key)
+    sm = difflib.SequenceMatcher(None, sheet, lrc_chars, autojunk=False)
+    first: dict[int, int] = {}
+    for a, b, n in sm.get_matching_blocks():
+        for m in range(n):
+            k = owner[a + m]
+            if k not in first and n >= min(3, len(sheet)):
+                first[k] = line_of[b + m]
+    return first
 
 
-def _from_gt(lrc: Lrc, gt_sections: list[tuple[str, str]], tags: tuple[str, ...]) -> tuple[list[TimedSection], list[str]]:
-    """Untagged LRC + a gt_lyric with sections: find each vocal section's lines in the LRC, in order.
+def _instrumental_start(k: int, out: list, marks: list[float], sung: list[LrcLine], nxt: Optional[float],
+                        notes: list[str], tag: str) -> Optional[float]:
+    """An instrumental section after sung lines: a time mark (an empty timed line) between the last
+    line before it and the next section, else an estimate one line length after that last line."""
+    prev = out[-1].lines[-1][0] if out[-1].lines else out[-1].start_s   # the last known time before it
+    if prev is None:
+        return None
+    cand = [t for t in marks if t > prev and (nxt is None or t < nxt)]
+    if cand:
+        return cand[0]
+    times = [ln.time_s for ln in sung]
+    steps = [b - a for a, b in zip(times, times[1:]) if b > a]
+    step = statistics.median(steps) if steps else 4.0
+    est = prev + (step if nxt is None else min(step, (nxt - prev) / 2))
+    notes.append(f"the file has no time for section {k + 1} {tag}: its start was estimated at {fmt_time(est)} "
+                 "(one line after the last sung line); check it, or add a line \"[mm:ss.xx]\" where it starts")
+    return est
 
-    When the LRC has as many sung lines as the gt_lyric has sentences, line k belongs to sentence k.
-    Otherwise each vocal section starts at the first line (after the previous section's) that best
-    matches its first sentence. An instrumental section starts at a time mark (an empty timed line)
-    after the previous section's last line; 0 for an intro before any singing."""
+
+def _from_gt(lrc: Lrc, gt_sections: list[tuple[str, str]], tags: tuple[str, ...],
+             partial: bool = False) -> tuple[list[TimedSection], list[str]]:
+    """LRC lines + a lyric sheet: each sung section starts at the LRC line where its words begin
+    (found by text, punctuation, spacing and case ignored); instrumental sections at a time mark or
+    estimated. The sheet's words are kept whatever the LRC says; LRC lines not in the sheet are named.
+    With `partial`, sections that cannot be placed get start None instead of an error."""
     notes: list[str] = []
     sung = lrc.sung
     marks = [ln.time_s for ln in lrc.lines if not ln.text]
-    n_sent = sum(len(_sentences(t, b)) for t, b in gt_sections)
+    first = _first_lines(sung, gt_sections)
+    order = [first[k] for k in sorted(first)]
+    if order != sorted(order):
+        raise TimingError("the LRC's lines are not in the order of the lyrics' sections; check that the LRC "
+                          "belongs to these lyrics")
+    vocal_ks = sorted(first)
     out: list[TimedSection] = []
-    pos = 0            # next unused sung line
-    last_line_t = -1.0
-    exact = n_sent == len(sung)
-    if not exact:
-        notes.append(f"the LRC has {len(sung)} sung lines and the lyrics {n_sent} sentences: sections were "
-                     "found by matching their first lines")
+    missing = []
     for k, (tag, body) in enumerate(gt_sections):
-        sents = _sentences(tag, body)
         if tag not in lyr.VOCAL_TAGS:
-            if not any(t in lyr.VOCAL_TAGS for t, _ in gt_sections[:k]):
-                start = 0.0 if not out else out[-1].start_s + 1e-3
-            else:
-                cand = [t for t in marks if t > last_line_t]
-                nxt = sung[pos].time_s if pos < len(sung) else float("inf")
-                cand = [t for t in cand if t < nxt and (not out or t > out[-1].start_s)]
-                if not cand:
-                    raise TimingError(f"the LRC does not say when {tag} (section {k + 1}) starts; add a line "
-                                      f"\"[mm:ss.xx]{tag}\" at its start")
-                start = cand[0]
+            nxt_k = next((m for m in vocal_ks if m > k), None)
+            nxt = sung[first[nxt_k]].time_s if nxt_k is not None else None
+            start = 0.0 if not out else _instrumental_start(k, out, marks, sung, nxt, notes, tag)
             out.append(TimedSection(tag, "", start))
             continue
-        if exact:
-            j, end = pos, pos + len(sents)
-        else:
-            target = _norm(sents[0]) if sents else ""
-            scores = [difflib.SequenceMatcher(None, target, _norm(ln.text)).ratio() for ln in sung[pos:]]
-            if not scores or max(scores) < 0.6:
-                raise TimingError(f"the first line of section {k + 1} {tag} (\"{sents[0][:40]}\") was not found "
-                                  "in the LRC; make the LRC's lines match the lyrics, or tag its sections")
-            j = pos + scores.index(max(scores))
-            nxt_first = next((_norm(s2[0]) for t2, b2 in gt_sections[k + 1:] if (s2 := _sentences(t2, b2))), None)
-            end = j + 1  # the section runs until the next section's first line (at most its sentence count)
-            while end < len(sung) and end - j < len(sents) and not (
-                    nxt_first and difflib.SequenceMatcher(None, nxt_first, _norm(sung[end].text)).ratio() >= 0.8):
-                end += 1
-        lines = sung[j:end]
-        pos = end
-        last_line_t = lines[-1].time_s
+        if k not in first:
+            missing.append(f"{k + 1} {tag} (\"{body[:30]}\")")
+            out.append(TimedSection(tag, body, None))
+            continue
+        later = [first[m] for m in vocal_ks if m > k]
+        lines = sung[first[k]:later[0] if later else len(sung)]
         out.append(TimedSection(tag, body, lines[0].time_s, [(ln.time_s, ln.text) for ln in lines]))
+    if missing and not partial:
+        raise TimingError(f"the words of section(s) {', '.join(missing)} were not found in the LRC; make its "
+                          "lines match the lyrics, or set those starts in the Timing editor")
+    if missing:
+        notes.append(f"the words of section(s) {', '.join(missing)} were not found in the LRC: set their starts")
+    skipped = [ln for j, ln in enumerate(sung) if vocal_ks and j < first[vocal_ks[0]]]
+    if skipped:
+        notes.append(f"{len(skipped)} LRC line(s) before the first section's words are not in the lyrics and were "
+                     f"not used: {' / '.join(ln.text for ln in skipped)[:80]}")
     return out, notes
 
 
@@ -252,11 +285,13 @@ def _from_blocks(lrc: Lrc, tags: tuple[str, ...]) -> tuple[list[TimedSection], l
 
 
 def timing_from_lrc(lrc: Lrc, duration_s: float, gt_lyric: Optional[str] = None,
-                    tags: Iterable[str] = lyr.STRUCTURE_TAGS) -> tuple[SongTiming, list[str]]:
+                    tags: Iterable[str] = lyr.STRUCTURE_TAGS, partial: bool = False) -> tuple[SongTiming, list[str]]:
     """A parsed LRC (+ the song's gt_lyric when given) -> (timing with source "lrc", notes).
 
     Raises TimingError with a message that names the line or section to fix. The timing is not yet
-    normalised (see core.timing.sections.normalize)."""
+    normalised (see core.timing.sections.normalize). With `partial` (the studio's editor), sections of
+    the lyrics that the LRC cannot place get start None instead of an error: the editor fills what is
+    known and asks for the rest."""
     tags = tuple(tags)
     if lrc.errors:
         raise TimingError("the LRC file has problems: " + "; ".join(lrc.errors[:5])
@@ -268,7 +303,12 @@ def timing_from_lrc(lrc: Lrc, duration_s: float, gt_lyric: Optional[str] = None,
         if res.ok and res.sections:
             gt_sections = list(res.sections)
     if lrc.has_tags:
-        secs, n = _from_tags(lrc, tags)
+        try:
+            secs, n = _from_tags(lrc, tags)
+        except TimingError:
+            if gt_sections is None:
+                raise
+            secs, n = [], []  # compared with the lyrics below
         notes += n
         if gt_sections is not None:
             base = [re.sub(r"-(short|medium|long)\]$", "]", t) for t, _ in gt_sections]
@@ -276,11 +316,13 @@ def timing_from_lrc(lrc: Lrc, duration_s: float, gt_lyric: Optional[str] = None,
             if base == mine:  # same sections: keep the user's own wording, the LRC gives the times
                 for s, (_, body) in zip(secs, gt_sections):
                     s.text = body if s.vocal else ""
-            else:
-                notes.append("the LRC's sections (" + " ".join(mine) + ") differ from the lyrics' sections ("
-                             + " ".join(base) + "); the LRC's sections and lines were used")
+            else:  # the lyrics' sections, placed by the LRC's words; its tags are time marks
+                secs, n = _from_gt(lrc, gt_sections, tags, partial)
+                notes = list(lrc.notes) + n + [
+                    "the LRC's sections (" + " ".join(mine) + ") differ from the lyrics' sections (" + " ".join(base)
+                    + "): the lyrics' sections were kept and placed where their words are in the LRC"]
     elif gt_sections is not None and any(t in lyr.VOCAL_TAGS for t, _ in gt_sections):
-        secs, n = _from_gt(lrc, gt_sections, tags)
+        secs, n = _from_gt(lrc, gt_sections, tags, partial)
         notes += n
     else:
         secs, n = _from_blocks(lrc, tags)

@@ -23,7 +23,9 @@ from typing import Iterable, Optional, Sequence
 from core.errors import StudioError
 from core.text.lyrics import SEP, VOCAL_TAGS
 
-SOURCES = ("lrc", "edited", "proposed", "none")
+# proposed: vocal activity; aligned: forced alignment of the lyrics; transcribed: a local Whisper model;
+# songprep: imported from SongPrep's output
+SOURCES = ("lrc", "edited", "proposed", "aligned", "transcribed", "songprep", "none")
 
 # Length words of instrumental tags, from the measured section length. The reference does not
 # publish the rule its annotators used, so these are our choice: at common pop tempi (90-130 bpm,

@@ -24,6 +24,9 @@ FLOOR_DB = -100.0     # digital silence is clamped here
 MIN_GAP_S = 0.2       # quieter stretches shorter than this are consonants/vibrato dips, not pauses
 MIN_REGION_S = 0.15   # louder blips shorter than this are clicks or bleed
 CLEAR_CONTRAST_DB = 20.0  # singing this far above the gaps counts as fully clear
+# Below this confidence a proposal is worse than none: on a mix-like estimate (DEMO split of a full
+# arrangement) "activity" covers the whole song and the starts are off by tens of seconds.
+USABLE_CONFIDENCE = 0.2
 
 
 @dataclass
@@ -99,6 +102,7 @@ class Proposal:
     confidence: float                    # 0..1, the weakest decision times the stem's clarity
     section_confidence: list[float]
     notes: list[str] = field(default_factory=list)
+    unusable: str = ""                   # why no start is offered ("" when the proposal can be used)
 
 
 def _pick_gaps(gaps: list[tuple[float, float]], k: int) -> tuple[list[tuple[float, float]], float]:
@@ -176,7 +180,7 @@ def propose(sections: Sequence[tuple[str, str]], activity: Activity, duration_s:
         t = _split_by_text(0.0, duration_s, [txt or tag for tag, txt in sections])
         timing = SongTiming([TimedSection(tag, txt, s) for (tag, txt), s in zip(sections, t)], duration_s,
                             "proposed", 0.0)
-        return Proposal(timing, 0.0, [0.0] * n, notes)
+        return Proposal(timing, 0.0, [0.0] * n, notes, _unusable(0.0, activity))
     gaps = [(regs[i][1], regs[i + 1][0]) for i in range(len(regs) - 1)]
     between, c_between = _pick_gaps(gaps, len(runs) - 1)
     if len(between) < len(runs) - 1:
@@ -224,7 +228,16 @@ def propose(sections: Sequence[tuple[str, str]], activity: Activity, duration_s:
     conf = [c * clarity for c in conf]
     secs = [TimedSection(tag, txt, round(float(s), 2)) for (tag, txt), s in zip(sections, starts)]
     total = min(conf) if conf else 0.0
-    return Proposal(SongTiming(secs, duration_s, "proposed", total), total, conf, notes)
+    return Proposal(SongTiming(secs, duration_s, "proposed", total), total, conf, notes, _unusable(total, activity))
+
+
+def _unusable(confidence: float, activity: Activity) -> str:
+    if confidence >= USABLE_CONFIDENCE:
+        return ""
+    return (f"the vocal estimate cannot place the sections (confidence {confidence:.2f}: singing is "
+            f"{activity.contrast_db:.0f} dB above the quiet parts, the breaks between sections are not clear in it); "
+            "no starts are proposed from it. Use forced alignment of the lyrics, an LRC file, a SongPrep "
+            "result, or give the song's vocal stem")
 
 
 def propose_from_stem(sections: Sequence[tuple[str, str]], vocal: torch.Tensor, sample_rate: int,

@@ -1,17 +1,22 @@
 """Tab -- Timing: when each section of a song is sung.
 
 Waveform with the vocal-activity envelope, one start-time field per section (plain number inputs in
-Tab order), playback from any section, an LRC upload, and a proposal from the vocal stem with its
-confidence that is applied only when the user presses Accept. Saved starts become the song's timing
-(source "edited" or "proposed"); prepare then cuts long songs and crops at these boundaries.
+Tab order), playback from any section, an LRC upload, and proposals from four methods (forced
+alignment of the lyrics, vocal activity, transcription with a local Whisper model, SongPrep output),
+shown side by side with the saved starts and their per-section confidence. A proposal is applied only
+when the user accepts it (all of it, or one section into its field); a method that cannot propose
+says why. Saved starts become the song's timing; prepare then cuts long songs and crops at these
+boundaries.
 """
 from __future__ import annotations
+
+from pathlib import Path
 
 import gradio as gr
 
 from studio import timing_edit as te
 from studio.feedback import UserError
-from studio.i18n import in_lang
+from studio.i18n import in_lang, said
 
 MAX_SECTIONS = 32
 PER_ROW = 4
@@ -51,10 +56,19 @@ def build(ctx) -> dict:
         play_pick = gr.Dropdown(choices=[], label=t("timing_play_from"), elem_id="timing-play-pick")
         clip = gr.Audio(label=t("timing_clip"), type="filepath", interactive=False, elem_id="timing-clip")
     with gr.Row():
+        method = gr.Dropdown(choices=[(ctx.msg(f"timing_m_{m}"), m) for m in te.METHODS], value="align",
+                             label=t("timing_method"), elem_id="timing-method")
+        model_dir = gr.Textbox(label=t("timing_model_dir"), elem_id="timing-model-dir")
+        songprep = gr.Textbox(label=t("timing_songprep"), lines=2, elem_id="timing-songprep")
         propose_btn = gr.Button(t("timing_propose"), elem_id="btn-timing-propose")
-        accept_btn = gr.Button(t("timing_accept"), visible=False, elem_id="btn-timing-accept")
     proposal_md = gr.Markdown(elem_id="timing-proposal")
-    proposal = gr.State(None)
+    with gr.Row():
+        accept_pick = gr.Dropdown(choices=[], label=t("timing_accept_pick"), elem_id="timing-accept-pick")
+        accept_btn = gr.Button(t("timing_accept"), variant="primary", elem_id="btn-timing-accept")
+        section_pick = gr.Dropdown(choices=[], label=t("timing_section_pick"), elem_id="timing-section-pick")
+        accept_one_btn = gr.Button(t("timing_accept_one"), elem_id="btn-timing-accept-one")
+        prop_play = gr.Dropdown(choices=[], label=t("timing_play_proposal"), elem_id="timing-play-proposal")
+    proposal = gr.State({})
 
     msg_ = ctx.msg  # messages with values are built on the server, in the studio's language
 
@@ -89,7 +103,8 @@ def build(ctx) -> dict:
     outs = [plot, status, play_pick] + fields + rows
 
     def on_song(idx):
-        return _show(idx) + [None, "", gr.update(visible=False)]
+        # a new song starts clean: no proposals, and the previous song's LRC upload is cleared
+        return _show(idx) + [{}, "", gr.update(value=None)]
 
     def use_lrc(idx, f):
         path = _files(f)
@@ -99,7 +114,7 @@ def build(ctx) -> dict:
             v = te.use_lrc(ctx.ws, idx, path)
         except (te.TimingEditError, ValueError) as err:
             raise UserError("plain", text=lambda lg, e=err: in_lang(e.args[0], lg)) from None
-        return _show(idx, msg_("timing_lrc_used", idx=idx) + "".join(f"\n- {n}" for n in v.notes[:2]))
+        return _show(idx, msg_("timing_lrc_used", idx=idx, name=Path(path).name) + "".join(f"\n- {n}" for n in v.notes[:2]))
 
     def save(idx, *starts):
         try:
@@ -121,33 +136,96 @@ def build(ctx) -> dict:
             raise UserError("timing_no_start")
         return te.clip_from(ctx.ws, idx, float(s))
 
-    def do_propose(idx):
-        try:
-            p = te.propose(ctx.ws, idx)
-        except te.TimingEditError as err:
-            raise UserError("plain", text=lambda lg, e=err: in_lang(e.args[0], lg)) from None
-        rows = "\n".join(f"| {k + 1} {tag} | {s:.2f} | {c:.2f} |"
-                         for k, (tag, s, c) in enumerate(zip(p["tags"], p["starts"], p["section_confidence"])))
-        md = (msg_("timing_proposal_head", conf=f"{p['confidence']:.2f}", stem=p["stem"]) + "\n\n"
-              + msg_("te_cols") + "\n|---|---|---|\n" + rows + "".join(f"\n\n- {n}" for n in p["notes"]))
-        return [te.picture(ctx.ws, idx, proposal=p["starts"]), p, md, gr.update(visible=True)]
+    def _err(err):
+        return UserError("plain", text=lambda lg, e=err: in_lang(e.args[0], lg))
 
-    def accept(idx, p):
+    def _proposals_md(idx, props: dict) -> str:
+        """The proposals side by side with the saved starts, then each method's notes or refusal."""
+        v = te.view(ctx.ws, idx)
+        methods, rows = te.comparison(v, props)
+        head = [msg_("timing_col_section"), msg_("timing_col_saved")] + [msg_(f"timing_m_{m}") for m in methods]
+        out = []
+        if methods:
+            out.append("| " + " | ".join(head) + " |\n|" + "---|" * len(head) + "\n"
+                       + "\n".join("| " + " | ".join(r) + " |" for r in rows))
+            out.append(msg_("timing_conf_note"))
+        for m, p in props.items():
+            if p.get("refused"):
+                out.append(msg_("timing_refused", method=msg_(f"timing_m_{m}"), why=p["refused"]))
+                continue
+            head = msg_("timing_prop_head", method=msg_(f"timing_m_{m}"), conf=f"{p['confidence']:.2f}",
+                        stem=p.get("stem") or "-")
+            out.append(head + "".join(f"\n- {n}" for n in p["notes"]))
+            if p.get("lyrics"):
+                out.append(msg_("timing_sheet") + "\n\n```\n" + p["lyrics"].replace(" ; ", "\n") + "\n```")
+        return "\n\n".join(out)
+
+    def _pickers(props: dict):
+        usable = [m for m, p in props.items() if not p.get("refused")]
+        ms = [(msg_(f"timing_m_{m}"), m) for m in usable]
+        plays = [(f"{msg_(f'timing_m_{m}')} · {k + 1} {tag} · {s:.2f}", f"{m}:{k}")
+                 for m in usable for k, (tag, s) in enumerate(zip(props[m]["tags"], props[m]["starts"]))]
+        return [gr.update(choices=ms, value=ms[-1][1] if ms else None), gr.update(choices=plays, value=None)]
+
+    def do_propose(idx, m, folder, sp, props):
+        if not idx:
+            raise UserError("timing_pick")
+        try:
+            p = te.propose_with(ctx.ws, idx, m, folder, sp)
+        except te.TimingEditError as err:
+            raise _err(err) from None
+        props = {**(props or {}), m: p}
+        img = te.picture(ctx.ws, idx, proposal=None if p.get("refused") else p["starts"])
+        return [img, props, _proposals_md(idx, props)] + _pickers(props)
+
+    def accept(idx, m, props):
+        p = (props or {}).get(m)
         if not p:
             raise UserError("timing_no_proposal")
         try:
-            te.save_starts(ctx.ws, idx, p["starts"], "proposed")
+            te.accept(ctx.ws, idx, p)
         except te.TimingEditError as err:
-            raise UserError("plain", text=lambda lg, e=err: in_lang(e.args[0], lg)) from None
-        return _show(idx, msg_("timing_accepted", idx=idx)) + [None, "", gr.update(visible=False)]
+            raise _err(err) from None
+        msg = msg_("timing_accepted", idx=idx, source=p["source"])
+        return _show(idx, msg) + [props, _proposals_md(idx, props)]
 
-    song.change(on_song, [song], outs + [proposal, proposal_md, accept_btn], api_name="timing_song")
+    def accept_one(idx, m, k, props, *starts):
+        p = (props or {}).get(m)
+        if not p or k is None:
+            raise UserError("timing_no_proposal")
+        k = int(k)
+        v = te.view(ctx.ws, idx)
+        if list(p["tags"]) != [tag for tag, _ in v.sections] or k >= len(p["starts"]):
+            raise UserError("plain", text=lambda lg: in_lang(said("te_prop_other_sections"), lg))
+        new = list(starts)
+        new[k] = p["starts"][k]
+        msg = msg_("timing_one_set", k=k + 1, s=f"{p['starts'][k]:.2f}", method=msg_(f"timing_m_{m}"))
+        return [gr.update(value=x) for x in new] + [msg]
+
+    def play_proposed(idx, pick, props):
+        if not idx or not pick:
+            return None
+        m, k = pick.split(":")
+        return te.clip_from(ctx.ws, idx, float(props[m]["starts"][int(k)]))
+
+    def on_song_sections(idx):
+        v = te.view(ctx.ws, idx) if idx and ctx.ws.song(idx) is not None else None
+        picks = [(f"{k + 1} {tag}", k) for k, (tag, _) in enumerate(v.sections)] if v else []
+        return gr.update(choices=picks, value=None)
+
+    song.change(on_song, [song], outs + [proposal, proposal_md, lrc], api_name="timing_song").then(
+        on_song_sections, [song], section_pick, api_name=False).then(
+        lambda: [gr.update(choices=[], value=None)] * 2, None, [accept_pick, prop_play], api_name=False)
     lrc_btn.click(use_lrc, [song, lrc], outs, api_name="timing_use_lrc")
     save_btn.click(save, [song] + fields, outs, api_name="timing_save")
     redraw_btn.click(redraw, [song] + fields, plot, api_name="timing_redraw")
     play_pick.change(play, [song, play_pick] + fields, clip, api_name="timing_play")
-    propose_btn.click(do_propose, [song], [plot, proposal, proposal_md, accept_btn], api_name="timing_propose")
-    accept_btn.click(accept, [song, proposal], outs + [proposal, proposal_md, accept_btn], api_name="timing_accept")
+    propose_btn.click(do_propose, [song, method, model_dir, songprep, proposal],
+                      [plot, proposal, proposal_md, accept_pick, prop_play], api_name="timing_propose")
+    accept_btn.click(accept, [song, accept_pick, proposal], outs + [proposal, proposal_md], api_name="timing_accept")
+    accept_one_btn.click(accept_one, [song, accept_pick, section_pick, proposal] + fields, fields + [status],
+                         api_name="timing_accept_one")
+    prop_play.change(play_proposed, [song, prop_play, proposal], clip, api_name="timing_play_proposal")
     return {"song": song, "refresh_choices": lambda: gr.update(choices=[s["idx"] for s in ctx.ws.songs()])}
 
 
