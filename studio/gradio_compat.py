@@ -138,3 +138,13 @@ class EarlyHead:
 def early_head_kwargs(script: str) -> dict:
     """`launch(app_kwargs=...)` that serves `script` first in the page's <head>."""
     return {"middleware": [Middleware(EarlyHead, script=script)]}
+
+
+def final_rebuild(x_max: float, final: bool) -> float:
+    """The loss plot's x-axis limit, nudged (invisibly, 1e-6) on a finished run's last update. Gradio's
+    LinePlot rebuilds its Vega chart in the page when a tracked setting such as `x_lim` changes; two rebuilds
+    close together (a series appearing right after a run switch) can finish out of order and leave the
+    older colour domain, without the newest series (the second run's validation curve), until a reload. One
+    more rebuild from the final series puts the truth on screen. Relies on: `x_lim` being a tracked prop
+    (tests/test_gradio_compat.py) and the chart being rebuilt when it changes (tests/test_browser_views.py)."""
+    return x_max + (1e-6 if final else 0.0)

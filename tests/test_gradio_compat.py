@@ -88,3 +88,13 @@ def test_early_head_puts_its_script_first_in_the_page(served):
     head = html.index("<head>")
     assert html.index(SCRIPT) == head + len("<head>")
     assert html.index(SCRIPT) < html.index('<script type="module"')
+
+
+def test_the_loss_plot_tracks_x_lim_so_a_final_nudge_rebuilds_it():
+    """gradio_compat.final_rebuild relies on LinePlot sending `x_lim` to the page as part of its config (a
+    changed value makes the page rebuild the chart); the rebuild itself is checked in tests/test_browser_views.py."""
+    from studio.gradio_compat import final_rebuild
+
+    plot = gr.LinePlot(x="step", y="loss", x_lim=[0, 20])
+    assert plot.get_config()["x_lim"] == [0, 20]
+    assert final_rebuild(20, True) != 20 and final_rebuild(20, False) == 20

@@ -74,12 +74,7 @@ def _plot_value(rows: list, lang: str = "en", total: int = 0, dpo: bool = False,
     names = list(dict.fromkeys(df["series"]))
     # the x axis spans the run's planned steps (at least 20): Vega's ticks then fall on whole steps, where
     # a 3-step axis was labelled 1.0, 1.2, ... and the first points seemed to sit at fractional steps
-    top = max(int(total or 0), int(df["step"].max()), 20)
-    # A finished run's last update nudges the axis (invisibly): a tracked setting that changes makes the
-    # page build the chart again from the final series. Two rebuilds close together (a series appearing
-    # right after a run switch) can finish out of order in the page and leave the older colour domain,
-    # without the newest series (the second run's validation curve) until a reload.
-    top += 1e-6 if final else 0
+    top = gradio_compat.final_rebuild(max(int(total or 0), int(df["step"].max()), 20), final)
     return gr.update(value=df, color_map={n: _PALETTE[i % len(_PALETTE)] for i, n in enumerate(names)},
                      x_lim=[0, top], x_title=tr("plot_step", lang),
                      y_title=tr("plot_y_dpo" if dpo else "loss_short", lang), color_title=tr("plot_series", lang))
