@@ -114,23 +114,18 @@ def stop_run(run_dir: str):
     return runs.stop_run(run_dir)
 
 
-def _active(run_dir: str, what: str) -> None:
-    """Save now / Sample now on a finished run (done, stopped, failed...) are refused: no trainer is
-    left to read the flag, and the message would promise a save that never comes."""
-    st = runs.run_status(run_dir)
-    if st.get("status") in runs.TERMINAL:
-        raise UserError("flag_not_running", what=lambda lg: tr(what, lg), run=Path(run_dir).name,
-                        status=lambda lg, s=st.get("status", "?"): status_word(s, lg))
-
-
 def request_save(run_dir: str):
-    _active(run_dir, "save_now")
-    return runs.request_save(run_dir)
+    try:
+        return runs.request_save(run_dir)
+    except StudioError as err:  # a finished run: core's refusal, worded by code
+        raise refusal(err) from None
 
 
 def request_sample(run_dir: str):
-    _active(run_dir, "sample_now")
-    return runs.request_sample(run_dir)
+    try:
+        return runs.request_sample(run_dir)
+    except StudioError as err:
+        raise refusal(err) from None
 
 
 def resume_run(run_dir: str):

@@ -237,3 +237,15 @@ def test_status_enum_reads_old_and_new_run_json_alike(tmp_path):
     assert json.loads((new / runs.RUN_JSON).read_text())["status"] == "running"  # the plain word on disk
     assert {"running": "en cours"}[RunStatus.RUNNING] == "en cours" and f"{RunStatus.FAILED}" == "failed"
     assert runs.run_status(tmp_path / "nothing")["status"] == RunStatus.MISSING == "missing"
+
+
+def test_save_and_sample_now_refused_by_core_on_a_finished_run(tmp_path):
+    from core.runs.lock import RunError
+    run = runs.create_run(_cfg(tmp_path), name="old")
+    for status in ("done", "stopped", "failed"):
+        runs.update_run_json(run, status=status)
+        for send, flag in ((runs.request_save, "save"), (runs.request_sample, "sample")):
+            with pytest.raises(RunError) as e:
+                send(run)
+            assert e.value.code == f"run_not_running_{flag}" and e.value.params == {"run": "old", "status": status}
+            assert not runs.flag_path(run, flag).exists()

@@ -37,7 +37,7 @@ def test_save_and_sample_now_refused_on_a_finished_run(tmp_path):
 
 def test_refusal_in_place_for_the_page_raised_for_the_api():
     from studio import feedback
-    err = feedback.UserError("flag_not_running", what="Save now", run="r1", status="done")
+    err = feedback.UserError("err_run_not_running_save", run="r1", status="done")
     with pytest.raises(feedback.UserError):  # outside a page event (the HTTP API, a script): still an exception
         feedback.in_place(err, "en")
     token = feedback._API_CALL.set(False)  # what soften's wrapper sets for a click in the page

@@ -56,6 +56,12 @@ class RunError(StudioError, RuntimeError):
         return cls(f"run {run} is {status}; stop it before you {what} it", code=f"run_active_{what}", run=run,
                    status=status)
 
+    @classmethod
+    def not_running(cls, run: str, status: str, flag: str) -> "RunError":
+        """Save now / Sample now (`flag`) asked of a finished run: no trainer is left to act on it."""
+        return cls(f"{flag} now refused: run {run} is {status}, no trainer is running to act on it; resume it "
+                   "first, or pick the running run", code=f"run_not_running_{flag}", run=run, status=status)
+
 
 class NotARun(StudioError, FileNotFoundError):
     """A folder that is not a run of the workspace."""

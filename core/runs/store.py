@@ -34,14 +34,13 @@ from typing import Any, Optional
 
 from core.runs import process
 from core.runs.lock import NotARun, RunError, RunNameError, RunNameTaken
+from core.runs.metrics import LOG_NAME, METRICS_NAME, metrics_series, read_metrics, tail_log  # noqa: F401
 from core.runs.status import ACTIVE, TERMINAL, RunStatus  # noqa: F401  (runs.RunStatus for callers)
 from core.config import ConfigError, StudioConfig, load_config
 from core.fsutil import atomic_write_json, checkpoint_dirs, slugify
 
 RUN_JSON = "run.json"
 CONFIG_NAME = "config.yaml"
-LOG_NAME = "train.log"
-METRICS_NAME = "metrics.jsonl"
 CONTROL_DIR = "control"
 FLAGS = ("stop", "save", "sample")
 
@@ -276,12 +275,20 @@ def _launch(run_dir: Path, cfg: StudioConfig, resume, num_processes, multi_gpu, 
 
 def request_save(run_dir: str | os.PathLike) -> Path:
     """Ask the trainer to save a checkpoint after the current step."""
-    return set_flag(run_dir, "save")
+    return _request(run_dir, "save")
 
 
 def request_sample(run_dir: str | os.PathLike) -> Path:
     """Ask the trainer to generate samples after the current step."""
-    return set_flag(run_dir, "sample")
+    return _request(run_dir, "sample")
+
+
+def _request(run_dir: str | os.PathLike, flag: str) -> Path:
+    # a finished run has no trainer left to read the flag: refused, never a promise that is not kept
+    status = run_status(run_dir).get("status")
+    if status in TERMINAL:
+        raise RunError.not_running(Path(run_dir).name, str(status), flag)
+    return set_flag(run_dir, flag)
 
 
 def stop_run(run_dir: str | os.PathLike, wait: float = 0.0, force: bool = False) -> dict[str, Any]:
@@ -432,61 +439,6 @@ def rename_run(run_dir: str | os.PathLike, new_name: str) -> Path:
     cfg.save(target / CONFIG_NAME)
     update_run_json(target, run_id=target.name, name=new_name, command=command_for(target))
     return target
-
-
-# ---- reading telemetry ----------------------------------------------------------------------
-def read_metrics(run_dir: str | os.PathLike, since_offset: int = 0,
-                 max_bytes: int = 8 << 20) -> tuple[list[dict[str, Any]], int]:
-    """Records appended to metrics.jsonl since byte `since_offset` -> (records, new_offset).
-
-    Cheap for a UI poll: it seeks to the offset and reads at most `max_bytes`; a partly written last
-    line is left for the next call. If the file shrank (replaced), it starts again from 0. After a
-    resume, steps after the checkpoint appear again; a later line for a step replaces an earlier one
-    (see `metrics_series`).
-    """
-    path = Path(run_dir) / METRICS_NAME
-    if not path.is_file():
-        return [], 0
-    size = path.stat().st_size
-    if since_offset > size:
-        since_offset = 0
-    with open(path, "rb") as fh:
-        fh.seek(since_offset)
-        chunk = fh.read(max_bytes)
-    end = chunk.rfind(b"\n")
-    if end < 0:
-        return [], since_offset
-    records = []
-    for line in chunk[:end].splitlines():
-        line = line.strip()
-        if not line:
-            continue
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return records, since_offset + end + 1
-
-
-def metrics_series(records: list[dict[str, Any]], key: str = "loss") -> list[tuple[int, Optional[float]]]:
-    """(step, value) pairs of the metrics records, one per step, the latest line of a step winning."""
-    by_step: dict[int, Optional[float]] = {}
-    for r in records:
-        if r.get("type") == "metrics" and key in r:
-            by_step[int(r["step"])] = r[key]
-    return sorted(by_step.items())
-
-
-def tail_log(run_dir: str | os.PathLike, lines: int = 50) -> str:
-    path = Path(run_dir) / LOG_NAME
-    if not path.is_file():
-        return ""
-    with open(path, "rb") as fh:
-        fh.seek(0, os.SEEK_END)
-        size = fh.tell()
-        fh.seek(max(0, size - 64 * 1024))
-        data = fh.read().decode("utf-8", errors="replace")
-    return "\n".join(data.splitlines()[-lines:])
 
 
 def wait_for(run_dir: str | os.PathLike, statuses=TERMINAL, timeout: float = 600.0,
