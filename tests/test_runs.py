@@ -247,5 +247,5 @@ def test_save_and_sample_now_refused_by_core_on_a_finished_run(tmp_path):
         for send, flag in ((runs.request_save, "save"), (runs.request_sample, "sample")):
             with pytest.raises(RunError) as e:
                 send(run)
-            assert e.value.code == f"run_not_running_{flag}" and e.value.params == {"run": "old", "status": status}
+            assert e.value.code == f"run_not_running_{flag}" and e.value.params == {"run": Path(run).name, "status": status}
             assert not runs.flag_path(run, flag).exists()
