@@ -67,7 +67,9 @@ def test_flag_files_are_read_once_and_stop_stays(tmp_path):
 
 def test_early_stopping_ends_a_real_run_as_done(env):  # noqa: F811  (the session fixture of test_train)
     """Patience 1 with an improvement nobody reaches: the second evaluation stops the run, which then ends
-    as a finished one (final evaluation, "end" checkpoint, "done"); the lowest validation loss is the best."""
+    as a finished one ("done", a last checkpoint at the stopping step); the lowest validation loss is the best.
+    The stopping step was evaluated by the loop: it is not evaluated again, and when it is the best its
+    checkpoint keeps the reason "best" (an "end" save used to overwrite it while run.json pointed at it as best)."""
     from core.training.checkpoints import list_checkpoints
 
     data = base_config(env["ws"], env["ckpt"], dataset_dir=str(env["dataset"]), max_steps=12, eval_every=1,
@@ -75,9 +77,11 @@ def test_early_stopping_ends_a_real_run_as_done(env):  # noqa: F811  (the sessio
     run = in_process(data, "early")
     stop = events(run, "early_stop")
     assert [e["step"] for e in stop] == [2] and stop[0]["evaluations"] == 1
-    assert [(c["step"], c["reason"]) for c in list_checkpoints(run)][-1] == (2, "end")
     assert [e["step"] for e in events(run, "done")] == [2]
     val = {e["step"]: e["val_loss"] for e in events(run, "eval")}
+    assert [e["step"] for e in events(run, "eval")] == [1, 2]  # one evaluation a step
+    last_is_best = min(val, key=val.get) == 2
+    assert [(c["step"], c["reason"]) for c in list_checkpoints(run)][-1] == (2, "best" if last_is_best else "end")
     info = runs.read_run_json(run)
     assert sorted(val) == [1, 2] and info["status"] == "done" and info["step"] == 2
     assert info["best"]["val_loss"] == min(val.values()) and stop[0]["best_val_loss"] == min(val.values())

@@ -205,9 +205,18 @@ class Trainer:
         if ending == RunStatus.STOPPED:
             return RunStatus.STOPPED
         self._log_metrics(step)
-        self.save_checkpoint(step, "end", best=self.control.judge(step, self.objective.evaluate(step)))
+        self.save_checkpoint(step, *self._end_verdict(step))
         self.make_samples(step, "end")
         return RunStatus.DONE
+
+    def _end_verdict(self, step: int) -> tuple[str, bool]:
+        """(reason, best) of the last checkpoint. A step the loop already evaluated (e.g. early stopping) is not
+        evaluated or judged again: when it is the best, its checkpoint keeps the reason "best"."""
+        ctl = self.control
+        if ctl.val_at(step) is None:
+            return "end", ctl.judge(step, self.objective.evaluate(step))
+        best = ctl.last_val == (step, ctl.best_val)
+        return ("best" if best else "end"), best
 
     def _begin(self, resume: Optional[str]) -> int:
         """Resume (or refuse to train over an existing run), prepare the objective, announce the phase.
