@@ -32,7 +32,7 @@ import gradio as gr
 from gradio.utils import get_upload_folder
 
 UPLOAD_CACHE_S = 600  # Gradio's temporary upload/output copies older than this are deleted (every 10 min)
-STAGE_TTL_S = 600  # a staged file outlives the event that returned it by far (Gradio copies it at once)
+STAGE_TTL_S = 300  # Gradio copies a staged file into its cache as the event ends (a kept refusal: within 2 min)
 
 # output components whose value is a file Gradio copies into its cache
 FILE_OUTPUTS = (gr.Audio, gr.File, gr.Image, gr.Video, gr.Gallery, gr.DownloadButton, gr.Model3D)
@@ -119,7 +119,6 @@ def publish(path: str | os.PathLike) -> str:
         os.link(src, dst)
     except OSError:
         shutil.copyfile(src, dst)
-    os.utime(folder, (now, now))
     return str(dst)
 
 
@@ -162,7 +161,8 @@ def _uploads(values: Iterable[Any]) -> list[str]:
     for v in values:
         for item in (v if isinstance(v, (list, tuple)) else [v]):
             text = os.fspath(item) if isinstance(item, (str, os.PathLike)) else getattr(item, "name", None)
-            if isinstance(text, str) and text and _inside(text, (root,)):
+            # an upload reaches a handler as an absolute path: text fields (lyrics) are not paths to look up
+            if isinstance(text, str) and os.path.isabs(text) and "\n" not in text and _inside(text, (root,)):
                 found.append(text)
     return found
 

@@ -124,3 +124,38 @@ def test_an_upload_is_deleted_once_add_song_has_copied_it(tmp_path):
         assert demo.delete_cache == (600, 600)  # abandoned uploads go after 10 minutes
     finally:
         demo.close()
+
+
+def test_files_an_event_returns_are_staged_outside_the_workspace(tmp_path, monkeypatch):
+    """serving.publish_outputs: the file outputs' paths (a value, an update's value, a list) become copies
+    in the private staging folder, named as before; text outputs and Gradio's own files are left alone."""
+    import tempfile
+
+    import gradio as gr
+
+    from studio import serving
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio-uploads"))
+    ws = tmp_path / "ws"
+    song = write_song(ws / "songs" / "a" / "audio.wav", seconds=1.0, seed=2)
+    cfg = ws / "configs" / "config.yaml"
+    cfg.parent.mkdir(parents=True)
+    cfg.write_text("a: 1\n", encoding="utf-8")
+    outputs = [gr.Textbox(), gr.Audio(type="filepath"), gr.File(), gr.Gallery()]
+    text, audio, upd, gallery = serving.publish_outputs(
+        (str(song), str(song), gr.update(value=str(cfg), visible=True), [(str(song), "caption")]), outputs)
+    assert text == str(song)  # a text output naming a path is text, not a file to hand out
+    staged = [Path(audio), Path(upd["value"]), Path(gallery[0][0])]
+    for p, src in zip(staged, (song, cfg, song)):
+        assert p.name == src.name and p.read_bytes() == src.read_bytes()
+        assert not p.is_relative_to(ws) and p.is_relative_to(tempfile.gettempdir())
+    assert upd["visible"] is True and gallery[0][1] == "caption"
+    assert len({p.parent for p in staged}) == 3  # each under a folder of its own, named at random
+
+    # Gradio's own upload folder: handed over as is, and deleted only there
+    upload = Path(serving.get_upload_folder()) / "abc123" / "up.wav"
+    upload.parent.mkdir(parents=True)
+    upload.write_bytes(song.read_bytes())
+    assert serving.publish_outputs(str(upload), [gr.Audio()]) == str(upload)
+    serving.discard_uploads([str(song), str(upload)], "lyrics with no path", None)
+    assert song.is_file() and not upload.exists() and not upload.parent.exists()
