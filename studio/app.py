@@ -126,8 +126,9 @@ def build_app(workspace: Optional[str | os.PathLike] = None, lang: str = "en",
         export_tab.wire_load(ctx, demo, export_ui)
         export_tab_ui.select(export_ui["follow"], [train_ui["run_pick"], export_ui["ckpt"]], export_ui["ckpt"],
                              api_name=False)
-    # a refusal in the page: one toast, no red badge on every output; a bug: its traceback in the error
-    # log (named to the user except on a public Space, whose paths stay private)
+    # a refusal fails the event for every caller and shows in the page as one toast or in place, no red badge
+    # on every output; a bug: its traceback in the error log (named to the user except on a public Space,
+    # whose paths stay private); files an event returns are handed to Gradio from a staging folder
     feedback.soften(demo, lang, log_file=ctx.error_log, show_where=not ctx.public)
     demo.i18n_instance = ctx.i18n  # served with the page config (launch passes it again)
     demo.studio_ctx = ctx  # for tests and bench
@@ -143,12 +144,12 @@ def launch_kwargs() -> dict:
 
 def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int = 7860, **kw):
     ctx = demo.studio_ctx
-    boxes = ctx.sandboxes  # the workspace is never served by path; uploads capped in a public studio
+    boxes = ctx.sandboxes  # the workspace is never served nor an allowed path; uploads capped in a public studio
     guard = serving.launch_limits([ctx.base_ws.root, *([boxes.key_dir] if boxes else [])],
                                   boxes.limits.upload_bytes if boxes else None)
     opts = launch_kwargs()
     opts["app_kwargs"]["middleware"].append(guard.pop("middleware"))
-    if boxes is not None:
+    if boxes is not None:  # abandoned uploads and old cache copies go soon
         demo.delete_cache = (serving.UPLOAD_CACHE_S, serving.UPLOAD_CACHE_S)
     return demo.queue(default_concurrency_limit=4).launch(
         server_name=host, server_port=port, show_error=True, i18n=ctx.i18n, **guard, **opts, **kw)

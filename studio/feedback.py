@@ -1,10 +1,16 @@
 """One refusal, one message: how the studio shows an error of an event.
 
-Raised inside an event, a `gr.Error` marks every output component of that event with a red "Error"
-badge (ten of them for one missing file in the Data tab). `soften(demo)` wraps each event of the
-built app so that, in the page, a refusal becomes one warning toast in the browser's language and the
-outputs stay as they were (`gr.skip()`); called through the HTTP API (no triggering component:
-`gr.EventData.target` is None) it stays an exception, so scripts and tests see the call fail.
+Every refusal fails its event, for every caller: what a request says about itself (a `trigger_id`, a
+session) is the client's word, so it cannot decide whether a script sees success. The page still shows
+the refusal as before, through a follow-up Gradio runs in the page when an event fails:
+
+- `soften(demo)` wraps each event of the built app. A refusal ends it with a `gr.Error` the page does
+  not show (`visible=False`); the outputs the page should show (one warning toast in the browser's
+  language and every output left as it was, or the action's own message box, `in_place`) are kept
+  for the visitor's session, and the follow-up hands them to the page. Red "Error" badges do not stay
+  on the outputs: the follow-up's update of the same outputs replaces them;
+- events that cannot show a toast (unqueued) or whose follow-up runs only on success raise the worded
+  gr.Error as Gradio shows it.
 
 Three kinds of error, worded in the language of the browser that caused them:
 - a `UserError`: the studio's own refusal, an i18n key and its values;
@@ -12,12 +18,17 @@ Three kinds of error, worded in the language of the browser that caused them:
   worded with its params), never by its English text (`refusal`);
 - anything else is a bug: its traceback goes to the server log and the workspace's error log, and the
   user reads "internal error", where the traceback is, and an incident id; never a hint that they erred.
+
+Files an event returns reach Gradio through `studio.serving.publish` (never from the workspace itself).
 """
 from __future__ import annotations
 
 import contextvars
 import functools
 import logging
+import threading
+import time
+from collections import OrderedDict
 import traceback
 import uuid
 from datetime import datetime, timezone
@@ -28,7 +39,7 @@ import gradio as gr
 
 from core.config import ConfigError
 from core.errors import StudioError
-from studio import gradio_compat as compat
+from studio import gradio_compat as compat, serving
 from studio.i18n import TABLES, request_lang, status_word, tr
 from studio.widgets import FIELD_LABELS, name_fields
 
@@ -84,16 +95,19 @@ def message(err: Exception, lang: str) -> str:
     return name_fields(getattr(err, "message", None) or str(err), lang)
 
 
-# True unless `soften`'s wrapper runs an event the page triggered (a click, not the HTTP API)
-_API_CALL: contextvars.ContextVar[bool] = contextvars.ContextVar("studio_api_call", default=True)
+# the refusals an event of soften's wrapper showed in place (None: outside such an event, in_place raises)
+_IN_PLACE: contextvars.ContextVar[Optional[list]] = contextvars.ContextVar("studio_in_place", default=None)
 
 
 def in_place(err: gr.Error, lang: str) -> str:
     """A refusal as the text of the action's own message box (it stays where the user acted, unlike a
-    toast). Called through the HTTP API it stays an exception, so scripts still see the call fail."""
-    if _API_CALL.get():
+    toast). The event still fails for its caller (soften); outside such an event it stays an exception."""
+    shown = _IN_PLACE.get()
+    if shown is None:
         raise err
-    return f"⚠ {message(err, lang)}"
+    text = message(err, lang)
+    shown.append(text)
+    return f"⚠ {text}"
 
 
 def config_problems(err: ConfigError, lang: str = "en") -> str:
@@ -141,31 +155,89 @@ def internal(err: BaseException, log_file: Optional[Path], show_where: bool = Tr
     return UserError("err_internal", kind=type(err).__name__, where=where, incident=incident)
 
 
+class _Toast:
+    """A refusal the page shows as one warning toast, every output left as it was."""
+
+    def __init__(self, text: str, title: str):
+        self.text, self.title = text, title
+
+
+class _Kept:
+    """What the page shows for a refused event, per (session, event), until the page's follow-up takes it.
+    Bounded in count and age: a script runs no follow-up, so its refusals are never taken."""
+
+    def __init__(self, size: int = 512, ttl_s: float = 120.0):
+        self.size, self.ttl_s = size, ttl_s
+        self._items: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+
+    def put(self, key: tuple, value: Any) -> None:
+        now = time.monotonic()
+        with self._lock:
+            self._items.pop(key, None)
+            self._items[key] = (now, value)
+            while self._items and (len(self._items) > self.size
+                                   or next(iter(self._items.values()))[0] < now - self.ttl_s):
+                self._items.popitem(last=False)
+
+    def take(self, key: tuple) -> Any:
+        with self._lock:
+            at, value = self._items.pop(key, (0.0, None))
+        return value if at >= time.monotonic() - self.ttl_s else None
+
+
+def _skips(n: int):
+    return None if n == 0 else (gr.skip() if n == 1 else tuple(gr.skip() for _ in range(n)))
+
+
 def soften(demo: gr.Blocks, default_lang: str = "en", log_file: Optional[Path] = None,
            show_where: bool = True) -> None:
     """Wrap every event of `demo` (see the module doc). Events Gradio runs unqueued cannot show a toast,
-    and an event whose follow-up runs only on success must still fail: both raise the worded gr.Error.
-    `log_file`: where bugs' tracebacks go; `show_where`: name that file to the user (not on a public Space)."""
+    and an event whose follow-up runs only on success must fail as Gradio shows it: both raise the worded
+    gr.Error. `log_file`: where bugs' tracebacks go; `show_where`: name that file to the user (not on a
+    public Space)."""
+    kept = _Kept()
 
-    def handle(fn, args, request, event, n_outputs: int = 0, quiet: bool = True):
-        api = _API_CALL.set(not quiet or compat.from_api(event))  # for in_place: raise, or show in the page
+    def key(request, f) -> tuple:
+        return getattr(request, "session_hash", None), f._id
+
+    def handle(fn, args, request, event, *, f, quiet: bool):
+        shown: list = []  # in_place's refusals
+        token = _IN_PLACE.set(shown if quiet else None)
+        err: Optional[gr.Error] = None
         try:
-            return fn(*args)
-        except gr.Error as err:
-            shown = err
-        except StudioError as err:
-            shown = refusal(err)
-        except Exception as err:  # noqa: BLE001 - a bug: logged with its traceback, shown as ours
-            shown = internal(err, log_file, show_where)
+            serving.check_uploads(args)
+            out = serving.publish_outputs(fn(*args), f.outputs)
+        except gr.Error as e:
+            err = e
+        except StudioError as e:
+            err = refusal(e)
+        except Exception as e:  # noqa: BLE001 - a bug: logged with its traceback, shown as ours
+            err = internal(e, log_file, show_where)
         finally:
-            _API_CALL.reset(api)
-        lang = request_lang(request, default_lang)
-        text = message(shown, lang)
-        if not quiet or compat.from_api(event):  # the HTTP API, or an event that must fail: an exception
-            raise gr.Error(text, duration=shown.duration, title=shown.title) from None
-        gr.Warning(text, title=tr("st_warning", lang).capitalize())
-        n = n_outputs
-        return None if n == 0 else (gr.skip() if n == 1 else tuple(gr.skip() for _ in range(n)))
+            _IN_PLACE.reset(token)
+        if err is None and not shown:
+            return out
+        if err is None:  # shown in the action's message box: the page gets these outputs, the caller an error
+            text, page = shown[0], out
+        else:
+            lang = request_lang(request, default_lang)
+            text = message(err, lang)
+            if not quiet:
+                raise gr.Error(text, duration=err.duration, title=err.title) from None
+            page = _Toast(text, tr("st_warning", lang).capitalize())
+        kept.put(key(request, f), page)
+        raise gr.Error(text, visible=False, print_exception=False) from None
+
+    def follow_up(f):
+        def show(request: gr.Request):
+            page = kept.take(key(request, f))
+            if isinstance(page, _Toast):
+                gr.Warning(page.text, title=page.title)
+            return _skips(len(f.outputs)) if page is None or isinstance(page, _Toast) else page
+        return show
 
     for f, quiet in compat.plain_events(demo):
-        compat.with_context(f, functools.partial(handle, n_outputs=len(f.outputs), quiet=quiet))
+        compat.with_context(f, functools.partial(handle, f=f, quiet=quiet))
+        if quiet:
+            compat.on_failure(demo, f, follow_up(f))

@@ -9,12 +9,16 @@ stops doing it, so an upgrade shows here instead of as a silent misbehaviour in 
 2. `plain_events` / `with_context`: `Blocks.fns` maps ids to BlockFunction records whose `fn`,
    `queue`, `inputs`, `outputs`, `types_generator`, `trigger_after`, `trigger_only_on_success` and
    `collects_event_data` attributes Gradio reads when it runs the event; replacing `fn` after the layout
-   is built changes what runs. An event called through the HTTP API gets an EventData whose `target` is
-   None (no component triggered it).
+   is built changes what runs.
 3. `EarlyHead`: Gradio serves the page as one text/html response with a literal `<head>` and picks the
    page's language before it mounts `Blocks(head=...)`; a script that must run first (the language the
    user picked) is put right after `<head>` by this ASGI middleware, passed through
    `launch(app_kwargs={"middleware": [...]})`.
+4. `on_failure`: a `.failure()` follow-up can be added to a built app's event by its id (the documented
+   `Dependency.failure`, on a Dependency rebuilt from `BlockFunction._id` inside `with demo:`); the page
+   runs it when the event ends in an error, with the same session's request, and its update of the
+   event's outputs replaces the red "Error" badges Gradio put on them (`show_progress="hidden"`: no
+   spinner either). A `gr.Error(visible=False)` fails the event without a toast in the page.
 """
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ import typing
 from typing import Any, Callable, Iterable
 
 import gradio as gr
+from gradio.events import Dependency
 from starlette.middleware import Middleware
 
 
@@ -95,9 +100,14 @@ def with_context(f, handler: Callable[[Callable, list, Any, Any], Any]) -> None:
     f.collects_event_data = True
 
 
-def from_api(event: Any) -> bool:
-    """The event was called through the HTTP API (scripts, tests), not by a component in the page."""
-    return event is None or getattr(event, "target", None) is None
+# ---- 4. a follow-up the page runs when an event fails ------------------------------------------------
+def on_failure(demo: gr.Blocks, f, fn: Callable) -> None:
+    """After BlockFunction `f` of the built `demo` fails in the page, run `fn(request)` on the same
+    outputs: hidden from the API, never a spinner, never waiting behind the events that hold the queue."""
+    with demo:
+        Dependency(None, {}, f._id, None).failure(
+            fn, None, list(f.outputs), api_name=False, show_progress="hidden", queue=True,
+            concurrency_limit=None, concurrency_id="studio-failure-follow-up")
 
 
 # ---- 3. a script first in the page's <head> ---------------------------------------------------------

@@ -50,6 +50,11 @@ def test_no_workspace_file_is_served_by_path(tmp_path):
         wav = write_song(tmp_path / "alice_song.wav", seconds=2.0, seed=3)
         alice.predict(handle_file(str(wav)), GOOD_LYRICS, "female, pop", api_name="/add_song")
         boxes = demo.studio_ctx.sandboxes
+        # neither the workspace nor the key folder is an allowed path: Gradio blocks both (postprocess too)
+        roots = (ws.resolve(), boxes.key_dir.resolve())
+        assert not any(Path(a).resolve() == r or r in Path(a).resolve().parents or Path(a).resolve() in r.parents
+                       for a in demo.allowed_paths for r in roots), demo.allowed_paths
+        assert {str(r) for r in roots} <= {str(Path(b).resolve()) for b in demo.blocked_paths}, demo.blocked_paths
         files = [p for root in (ws, boxes.key_dir) for p in root.rglob("*") if p.is_file()]
         names = {p.name for p in files}
         # what an attacker wants most is there to be asked for

@@ -38,7 +38,7 @@ def served():
         btn.click(echo, a, out, api_name="unqueued", queue=False)
 
     def handler(fn, args, request, event):
-        seen["context"] = (request, event, compat.from_api(event))
+        seen["context"] = (request, event)
         return fn(*args)
 
     wrapped = compat.plain_events(demo)
@@ -74,12 +74,54 @@ def test_block_functions_are_wrapped_in_place_and_see_request_and_event(served):
     assert quiet["fields"] and quiet["echo"] and not quiet["first"] and not quiet["unqueued"]
     assert all(f.collects_event_data for f, _ in wrapped)
     assert client.predict("abc", api_name="/echo") == "ABC"  # the replaced fn is what runs
-    request, event, from_api = seen["context"]
+    request, event = seen["context"]
     assert isinstance(request, gr.Request) and isinstance(event, gr.EventData)
-    assert from_api and event.target is None  # called through the API: no component triggered it
+    assert event.target is None  # called through the API: no component triggered it
     assert client.predict("xyz", api_name="/unqueued") == "XYZ"  # an unqueued event gets them too
-    request, event, _ = seen["context"]
+    request, event = seen["context"]
     assert isinstance(request, gr.Request) and isinstance(event, gr.EventData)
+
+
+def test_a_failure_follow_up_is_added_to_a_built_event_and_the_error_can_be_hidden():
+    """gradio_compat.on_failure: the follow-up is in the page's config as the event's failure-only
+    follow-up on the same outputs, without spinner or API name, and a gr.Error(visible=False) reaches a
+    raw client as an error the page does not show (the page's side is walked in tests/test_browser_views.py)."""
+    import json
+
+    import httpx
+
+    def refuse(text):
+        raise gr.Error(f"no {text}", visible=False, print_exception=False)
+
+    def show(request: gr.Request):
+        return f"shown for {request.session_hash}", gr.skip()
+
+    with gr.Blocks(analytics_enabled=False) as demo:
+        a, out, msg = gr.Textbox(), gr.Textbox(), gr.Markdown()
+        gr.Button().click(refuse, a, [msg, out], api_name="refuse")
+    f = next(iter(demo.fns.values()))
+    compat.on_failure(demo, f, show)
+    deps = demo.get_config_file()["dependencies"]
+    follow = next(d for d in deps if d.get("trigger_after") == f._id)
+    assert follow["trigger_only_on_failure"] and not follow["trigger_only_on_success"]
+    assert follow["outputs"] == [o._id for o in f.outputs] and follow["show_progress"] == "hidden"
+    assert follow["api_visibility"] != "public" and "/refuse" in demo.get_api_info()["named_endpoints"]
+    port = free_port()
+    demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as http:
+            done = []
+            for fn_index, data in ((f._id, ["x"]), (follow["id"], [])):
+                http.post("/gradio_api/queue/join", json={"data": data, "fn_index": fn_index, "session_hash": "s1",
+                                                          "trigger_id": f.targets[0][0], "event_data": None})
+                with http.stream("GET", "/gradio_api/queue/data", params={"session_hash": "s1"}) as stream:
+                    msgs = (json.loads(line[5:]) for line in stream.iter_lines() if line.startswith("data:"))
+                    done.append(next(m for m in msgs if m.get("msg") == "process_completed"))
+        assert done[0]["success"] is False and done[0]["output"]["error"] == "no x"
+        assert done[0]["output"]["visible"] is False  # the page shows no toast for it
+        assert done[1]["success"] is True and done[1]["output"]["data"][0] == "shown for s1"
+    finally:
+        demo.close()
 
 
 def test_early_head_puts_its_script_first_in_the_page(served):

@@ -101,9 +101,19 @@ def test_a_refusal_in_the_page_is_one_message_and_no_output_is_touched(app):
     add = _event(app, "add_song")
     assert len(add.outputs) > 5  # the event that used to paint every output with an "Error" badge
     button = app.blocks[add.targets[0][0]]
+
+    class Req:  # the page's session
+        session_hash, cookies, headers = "page-session", {}, {}
+
+    # the event fails for every caller, the page included (what a request says of itself is no proof)...
+    with pytest.raises(gr.Error, match="Choose an audio file") as failed:
+        add.fn(None, "", "", "", Req(), Req(), EventData(button, None))
+    assert failed.value.visible is False  # ...with no error toast and no badge left in the page:
+    follow = next(f for f in app.fns.values() if f.trigger_after == add._id and f.trigger_only_on_failure)
+    assert follow.outputs == add.outputs and follow.show_progress == "hidden"
     with warnings.catch_warnings(record=True) as caught:  # gr.Warning outside a live queue: a Python warning
         warnings.simplefilter("always")
-        out = add.fn(None, "", "", "", None, None, EventData(button, None))
+        out = follow.fn(Req())  # the page's follow-up shows it once, every output left as it was
     assert len(out) == len(add.outputs)
     assert all(isinstance(o, dict) and o.get("__type__") == "update" and len(o) == 1 for o in out)  # gr.skip()
     assert [str(w.message) for w in caught] == ["Choose an audio file first."]

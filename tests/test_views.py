@@ -40,11 +40,11 @@ def test_refusal_in_place_for_the_page_raised_for_the_api():
     err = feedback.UserError("err_run_not_running_save", run="r1", status="done")
     with pytest.raises(feedback.UserError):  # outside a page event (the HTTP API, a script): still an exception
         feedback.in_place(err, "en")
-    token = feedback._API_CALL.set(False)  # what soften's wrapper sets for a click in the page
+    token = feedback._IN_PLACE.set([])  # what soften's wrapper sets for an event that shows refusals in place
     try:
         assert feedback.in_place(err, "en").startswith("⚠ Save now refused: r1 is done")
     finally:
-        feedback._API_CALL.reset(token)
+        feedback._IN_PLACE.reset(token)
 
 
 def test_next_run_command_names_a_config_that_exists(tmp_path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gradio as gr
 import pandas as pd
 
-from studio import backend
+from studio import backend, serving
 from studio.feedback import UserError
 from studio.i18n import finding, in_lang, request_lang, status_word, tr
 
@@ -135,6 +135,7 @@ def build(ctx) -> dict:
         if not paths:
             raise UserError("need_audio")
         idx = ctx.ws.add_song(paths[0], lyric or "", description or "")
+        serving.discard_uploads(paths[0])  # copied into the workspace: Gradio's temporary copy goes now
         s = ctx.ws.update_song(idx, musicality=musicality or "")
         ctx.ws.update_song(idx, check=backend.check_song(ctx.ws, s))
         # the form is emptied so the next song starts clean (no accidental duplicates)
@@ -152,6 +153,7 @@ def build(ctx) -> dict:
     def do_import(files, request: gr.Request = None):
         lang = request_lang(request, ctx.lang)
         added, problems = ctx.ws.import_files(_files(files))
+        serving.discard_uploads(_files(files))  # each one copied, or refused with its reason
         for idx, chk in backend.check_songs(ctx.ws, [ctx.ws.song(i) for i in added]).items():
             ctx.ws.update_song(idx, check=chk)
         text = tr("imported", lang, n=len(added)) + "".join(f"\n- {in_lang(p, lang)}" for p in problems)

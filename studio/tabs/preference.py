@@ -9,7 +9,7 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
-from studio import preference as pref
+from studio import preference as pref, serving
 from studio.feedback import UserError
 from studio.i18n import request_lang, tr
 from studio.widgets import config_widget
@@ -90,7 +90,10 @@ def build(ctx, export_ui: dict, train_ui: dict) -> dict:
         lang = request_lang(request, ctx.lang)
         if not f:
             raise UserError("pref_no_file")
-        return (pref.import_pairs(ctx.ws, f if isinstance(f, str) else getattr(f, "name", None), lang), *table_out(lang))
+        path = f if isinstance(f, str) else getattr(f, "name", None)
+        said = pref.import_pairs(ctx.ws, path, lang)
+        serving.discard_uploads(path)  # stored in the pair store: Gradio's temporary copy goes now
+        return (said, *table_out(lang))
 
     import_btn.click(do_import, import_file, [msg, count, table], api_name="pref_import")
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from studio import timing_edit as te
+from studio import serving, timing_edit as te
 from studio.feedback import UserError
 from studio.i18n import in_lang, said
 
@@ -114,6 +114,7 @@ def build(ctx) -> dict:
             v = te.use_lrc(ctx.ws, idx, path)
         except (te.TimingEditError, ValueError) as err:
             raise UserError("plain", text=lambda lg, e=err: in_lang(e.args[0], lg)) from None
+        serving.discard_uploads(path)  # kept with the song: Gradio's temporary copy goes now
         return _show(idx, msg_("timing_lrc_used", idx=idx, name=Path(path).name) + "".join(f"\n- {n}" for n in v.notes[:2]))
 
     def save(idx, *starts):
