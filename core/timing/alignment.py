@@ -305,8 +305,9 @@ def _place(aligner, pcm: np.ndarray, words: Sequence[str], a: float, b: float, s
     less sure than the pace of the words heard beside them."""
     n = len(words)
     if side and n <= PACE_WORDS:
-        t0 = b - n * pace if side == "right" else a
-        return [(max(0.0, t0 + pace * m), t0 + pace * (m + 1)) for m in range(n)], "pace"
+        step = min(pace, (b - a) / n) if b > a else 0.0   # never over the words timed before
+        t0 = b - n * step if side == "right" else a
+        return [(t0 + step * m, t0 + step * (m + 1)) for m in range(n)], "pace"
     cap = SPAN_S + SPAN_PER_WORD_S * n
     if side == "left":
         b = min(b, a + cap)
