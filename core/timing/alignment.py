@@ -8,7 +8,9 @@ decoder must place every word somewhere), so alignment runs in two passes, with 
    3 s (one long utterance loses its way in minutes of music): the decoder hears the words it can.
    The heard words are matched to the lyric's words by one global alignment (choruses repeat, so
    a local match would pick the wrong one); a matched word whose neighbour in its line is matched
-   close by in time is an anchor;
+   close by in time is an anchor. In long instrumental stretches the lyrics-only model "hears" lyric
+   words in the music: a line whose anchors are out of step with the rest of its section loses them
+   and the words are matched again without those heard words;
 2. forced alignment of the words still between two anchors, in short spans: the rest of an
    anchored line next to its anchor, whole unheard lines in the audio left between them.
 
@@ -39,6 +41,7 @@ FRAME_S = 0.01          # pocketsphinx's frame
 WINDOW_S = 12.0         # recognition window (see `recognise`)
 OVERLAP_S = 3.0         # windows overlap by this much; each keeps the words of its middle
 ANCHOR_GAP_S = 2.0      # two matched words of a line this close in time anchor each other
+MAX_REMATCH = 4         # lines out of step with their section dropped, one at a time (see `_anchors`)
 HIT, MISS_LYRIC, MISS_HEARD = 2.0, 1.0, 0.5   # match scores (see `match_heard`)
 SPAN_S, SPAN_PER_WORD_S = 1.5, 0.8            # longest span for the rest of an anchored line
 PACE_WORDS = 3          # this few words next to an anchor are placed at the song's pace (see `_place`)
@@ -241,18 +244,50 @@ def match_heard(flat: Sequence[str], heard: Sequence[tuple[str, float, float]]) 
     return out
 
 
-def _anchors(flat: Sequence[str], heard: Sequence[tuple[str, float, float]],
-             line_of: Sequence[int]) -> dict[int, tuple[float, float]]:
-    """Lyric word index -> (start, end) for matched words with a matched neighbour in their line close
-    in time (a lone match is as likely a filler the lyrics-only model forced into a lyric word)."""
-    got = match_heard(flat, heard)
-    out = {}
-    for k, j in got.items():
-        for nb in (k - 1, k + 1):
-            if nb in got and line_of[nb] == line_of[k] and abs(heard[got[nb]][1] - heard[j][1]) <= ANCHOR_GAP_S:
-                out[k] = heard[j][1:]
-                break
-    return out
+def _cohesive(got: dict[int, int], heard, line_of: Sequence[int]) -> dict[int, int]:
+    """The matches with a matched neighbour in their line close in time (a lone match is as likely a
+    filler the lyrics-only model forced into a lyric word)."""
+    return {k: j for k, j in got.items()
+            if any(nb in got and line_of[nb] == line_of[k] and abs(heard[got[nb]][1] - heard[j][1]) <= ANCHOR_GAP_S
+                   for nb in (k - 1, k + 1))}
+
+
+def _stray_line(anch: dict[int, int], heard, line_of: Sequence[int], section_of: Sequence[int]) -> Optional[int]:
+    """The anchored line farthest out of step with its section: lines of a section follow each other at
+    about the song's line period, so two anchored lines of one section further apart than twice that
+    per line step mean one of them heard music as lyrics; the one in more such pairs (else the one
+    with fewer anchored words) goes. None when every section is in step."""
+    span: dict[int, list[float]] = {}           # line -> [first start, last end, anchored words]
+    for k, j in sorted(anch.items()):
+        got = span.setdefault(line_of[k], [heard[j][1], heard[j][2], 0])
+        got[1], got[2] = heard[j][2], got[2] + 1
+    lines = sorted(span)
+    pairs = [(p, q) for p, q in zip(lines, lines[1:]) if section_of[p] == section_of[q]]
+    steps = [(span[q][0] - span[p][0]) / (q - p) for p, q in pairs]
+    if not steps:
+        return None
+    period = float(np.median(steps))
+    bad = [(p, q) for p, q in pairs if span[q][0] - span[p][1] > 2 * period * (q - p)]
+    if not bad:
+        return None
+    count = {x: sum(x in pq for pq in bad) for pq in bad for x in pq}
+    return max(count, key=lambda x: (count[x], -span[x][2]))
+
+
+def _anchors(flat: Sequence[str], heard: Sequence[tuple[str, float, float]], line_of: Sequence[int],
+             section_of: Optional[Sequence[int]] = None) -> dict[int, tuple[float, float]]:
+    """Lyric word index -> (start, end) of the cohesive matches, matched again without the heard words
+    of a line out of step with its section (see `_stray_line`) until none is."""
+    heard = list(heard)
+    for _ in range(MAX_REMATCH + 1):
+        anch = _cohesive(match_heard(flat, heard), heard, line_of)
+        stray = _stray_line(anch, heard, line_of, section_of) if section_of is not None else None
+        if stray is None:
+            break
+        for k, j in anch.items():
+            if line_of[k] == stray:
+                heard[j] = ("", *heard[j][1:])      # no longer matches a lyric word
+    return {k: heard[j][1:] for k, j in anch.items()}
 
 
 def _runs_between_anchors(times: dict, n: int, dur: float):
@@ -338,7 +373,8 @@ def _fill_runs(aligner, pcm: np.ndarray, flat: Sequence[str], line_of: Sequence[
     return guessed
 
 
-def align_lines(pcm: np.ndarray, line_words: Sequence[Sequence[str]], decoder=None) -> list[LineSpan]:
+def align_lines(pcm: np.ndarray, line_words: Sequence[Sequence[str]], decoder=None,
+                line_section: Optional[Sequence[int]] = None) -> list[LineSpan]:
     """Start, end and confidence of every line that has words (the passes of the module doc).
 
     Raises TimingError when not one lyric word can be heard (nothing to align to)."""
@@ -346,7 +382,7 @@ def align_lines(pcm: np.ndarray, line_words: Sequence[Sequence[str]], decoder=No
     flat = [w for ws in line_words for w in ws]
     line_of = [i for i, ws in enumerate(line_words) for _ in ws]
     _use_lyrics_lm(d, [" ".join(ws) for ws in line_words if ws])
-    times = _anchors(flat, recognise(d, pcm), line_of)
+    times = _anchors(flat, recognise(d, pcm), line_of, line_section)
     anchored = set(times)
     # a fresh decoder for pass 2: one that has run the language model places words worse
     guessed = _fill_runs(_decoder(), pcm, flat, line_of, times)
@@ -417,7 +453,7 @@ def align_sections(sections: Sequence[tuple[str, str]], wave: torch.Tensor, samp
     if dropped:
         notes.append(note("align_skipped_words", "{n} word(s) are not in the English dictionary and were "
                           "skipped when aligning", n=dropped))
-    spans = align_lines(pcm, words, decoder)
+    spans = align_lines(pcm, words, decoder, owner)
     timing = refine_timing(base, spans, owner, lines)
     first = {}
     for sp in spans:
