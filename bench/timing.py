@@ -11,7 +11,8 @@ the vocal estimate is the DEMO split (mid/side + vocal band). Methods:
 - vocal:     the vocal-activity proposal (core.timing.vocal_activity) on the DEMO vocal estimate;
              when it finds its estimate unusable it proposes nothing (counted as "refused").
 Prints per song the error and confidence of each section start, and per method: median and worst
-absolute error of the section starts, the share within 1.5 s, and seconds per song. Goal (issue 28, English, forced alignment): median <= 0.5 s, >= 90 % within 1.5 s.
+absolute error of the section starts, the share within 1.5 s, and seconds per song.
+Goal (issue 28, English, forced alignment): median <= 0.5 s, >= 90 % within 1.5 s.
 """
 from __future__ import annotations
 
