@@ -306,10 +306,13 @@ def _runs_between_anchors(times: dict, n: int, dur: float):
         k = j
 
 
-def _pieces(k: int, j: int, line_of: Sequence[int], times: dict) -> list[tuple[int, int, str]]:
+def _pieces(k: int, j: int, line_of: Sequence[int], times: dict,
+            section_of: Optional[Sequence[int]] = None) -> list[tuple[int, int, str]]:
     """A run k..j-1 cut where it meets a timed line: (start, stop, side) with side "left" for the rest
-    of a line timed before the run, "right" for the start of a line timed after it, "" for whole lines
-    (and for one line timed on both sides)."""
+    of a line timed before the run, "right" for the start of a line timed after it, "" for one line
+    timed on both sides. Whole lines between go by section: those of the section timed before the
+    run "left" (they follow it), those of the section timed after it "right" (they lead into it),
+    others ""."""
     a, b = k, j
     out = []
     if k > 0 and line_of[k - 1] == line_of[k]:
@@ -319,8 +322,16 @@ def _pieces(k: int, j: int, line_of: Sequence[int], times: dict) -> list[tuple[i
     if a < j and j in times and line_of[j] == line_of[j - 1]:
         while b > a and line_of[b - 1] == line_of[j]:
             b -= 1
-    if b > a:
-        out.append((a, b, ""))
+    sec = (lambda m: section_of[line_of[m]]) if section_of is not None else (lambda m: line_of[m])
+    p = a
+    while p < b:  # whole lines, one group per section
+        q = p
+        while q < b and sec(q) == sec(p):
+            q += 1
+        side = ("left" if k > 0 and sec(k - 1) == sec(p) else
+                "right" if j in times and sec(j) == sec(p) else "")
+        out.append((p, q, side if section_of is not None else ""))
+        p = q
     if b < j:
         out.append((b, j, "right"))
     return out
@@ -355,15 +366,17 @@ def _place(aligner, pcm: np.ndarray, words: Sequence[str], a: float, b: float, s
     return [(a + step * m, a + step * (m + 1)) for m in range(n)], False
 
 
-def _fill_runs(aligner, pcm: np.ndarray, flat: Sequence[str], line_of: Sequence[int],
-               times: dict) -> set[int]:
+def _fill_runs(aligner, pcm: np.ndarray, flat: Sequence[str], line_of: Sequence[int], times: dict,
+               section_of: Optional[Sequence[int]] = None) -> set[int]:
     """Pass 2 over every run of untimed words (in place in `times`); returns the words given an even
-    share (not found by either pass). Rest-of-line pieces first, so whole lines get the audio between."""
+    share (not found by either pass). Pieces next to timed words first, so the rest get the audio between."""
     guessed: set[int] = set()
     pace = _pace(times, line_of)
     for k, j, a, b in list(_runs_between_anchors(times, len(flat), len(pcm) / RATE)):
-        pieces = _pieces(k, j, line_of, times)
-        for p, q, side in sorted(pieces, key=lambda x: x[2] == ""):
+        pieces = _pieces(k, j, line_of, times, section_of)
+        # from the timed words inwards: left pieces in order, right ones backwards, then the rest
+        order = {"left": lambda x: (0, x[0]), "right": lambda x: (1, -x[0]), "": lambda x: (2, x[0])}
+        for p, q, side in sorted(pieces, key=lambda x: order[x[2]](x)):
             lo = max([times[x][1] for x in range(k, p) if x in times], default=a)
             hi = min([times[x][0] for x in range(q, j) if x in times], default=b)
             got, forced = _place(aligner, pcm, flat[p:q], lo, max(lo, hi), side, pace)
@@ -385,7 +398,7 @@ def align_lines(pcm: np.ndarray, line_words: Sequence[Sequence[str]], decoder=No
     times = _anchors(flat, recognise(d, pcm), line_of, line_section)
     anchored = set(times)
     # a fresh decoder for pass 2: one that has run the language model places words worse
-    guessed = _fill_runs(_decoder(), pcm, flat, line_of, times)
+    guessed = _fill_runs(_decoder(), pcm, flat, line_of, times, line_section)
     if flat and len(guessed) == len(flat):
         raise TimingError("none of the lyric's words could be heard in the recording: is this the song's "
                           "recording, with its voice audible? Give the starts by hand or from an LRC file",
