@@ -2,7 +2,8 @@
 
 pocketsphinx (BSD licence) ships CMU's US-English acoustic model and pronouncing dictionary inside
 its wheel, so nothing is downloaded. Whole-song forced alignment drifts over minutes of music (the
-decoder must place every word somewhere), so alignment runs in two passes, with one decoder:
+decoder must place every word somewhere), so alignment runs in two passes (one decoder recognises,
+a fresh one force-aligns: after the language model a decoder places words worse):
 
 1. recognition with a language model built from the lyrics alone, in 12 s windows that overlap by
    3 s (one long utterance loses its way in minutes of music): the decoder hears the words it can.
@@ -12,7 +13,8 @@ decoder must place every word somewhere), so alignment runs in two passes, with 
    words in the music: a line whose anchors are out of step with the rest of its section loses them
    and the words are matched again without those heard words;
 2. forced alignment of the words still between two anchors, in short spans: the rest of an
-   anchored line next to its anchor, whole unheard lines in the audio left between them.
+   anchored line next to its anchor (a few words at the song's own pace), whole unheard lines next
+   to the timed lines of their own section, in the audio left between.
 
 A line starts at its first word, a sung section at its first line; instrumental sections start where
 the voice of the section before stops. A line's confidence is the share of its words the
