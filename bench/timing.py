@@ -10,8 +10,9 @@ the vocal estimate is the DEMO split (mid/side + vocal band). Methods:
 - align-mix: the same on the mix;
 - vocal:     the vocal-activity proposal (core.timing.vocal_activity) on the DEMO vocal estimate;
              when it finds its estimate unusable it proposes nothing (counted as "refused").
-Prints per method: median and worst absolute error of the section starts, the share within 1.5 s,
-and seconds per song. Goal (issue 28, English, forced alignment): median <= 0.5 s, >= 90 % within 1.5 s.
+Prints per song the error and confidence of each section start, and per method: median and worst
+absolute error of the section starts, the share within 1.5 s, and seconds per song.
+Goal (issue 28, English, forced alignment): median <= 0.5 s, >= 90 % within 1.5 s.
 """
 from __future__ import annotations
 
@@ -36,17 +37,19 @@ from tests import songsynth  # noqa: E402
 METHODS = ("align", "align-mix", "vocal")
 
 
-def _starts(method: str, sections, wav, sr) -> tuple[list[float] | None, str]:
+def _starts(method: str, sections, wav, sr) -> tuple[list[float] | None, list[float], str]:
+    """(section starts, their confidences, why refused)."""
     vocal = demo_split(audio_mod.to_stereo(wav), sr)[0] if method != "align-mix" else wav
     if method.startswith("align"):
         try:
-            return [s.start_s for s in align_sections(sections, vocal, sr).timing.sections], ""
+            al = align_sections(sections, vocal, sr)
         except TimingError as err:
-            return None, str(err)
+            return None, [], str(err)
+        return [s.start_s for s in al.timing.sections], al.section_confidence, ""
     prop, _, _ = propose_from_stem(sections, vocal, sr)
     if prop.unusable:
-        return None, prop.unusable
-    return [s.start_s for s in prop.timing.sections], ""
+        return None, [], prop.unusable
+    return [s.start_s for s in prop.timing.sections], prop.section_confidence, ""
 
 
 def summary(errors: list[float]) -> dict:
@@ -79,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
             want = [s["start_s"] for s in truth["sections"]]
             for m in methods:
                 t = time.perf_counter()
-                got, why = _starts(m, sections, wav, sr)
+                got, conf, why = _starts(m, sections, wav, sr)
                 secs[m].append(time.perf_counter() - t)
                 if got is None:
                     refused[m] += 1
@@ -88,8 +91,10 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 err = [abs(g - w) for g, w in zip(got, want)]
                 errors[m] += err
-                rows.append({"song": plan.name, "method": m, "errors_s": [round(e, 2) for e in err]})
-                print(f"{plan.name:8s} {m:10s} {plan.duration_s:5.0f} s  errors " + " ".join(f"{e:.2f}" for e in err))
+                rows.append({"song": plan.name, "method": m, "errors_s": [round(e, 2) for e in err],
+                             "confidence": [round(float(c), 2) for c in conf], "s": round(secs[m][-1], 1)})
+                print(f"{plan.name:8s} {m:10s} {plan.duration_s:5.0f} s  errors " + " ".join(f"{e:.2f}" for e in err)
+                      + "  confidence " + " ".join(f"{c:.2f}" for c in conf) + f"  ({secs[m][-1]:.0f} s)")
     print("\nmethod       sections  median  worst  within 1.5 s  refused  s/song")
     out = {}
     for m in methods:

@@ -105,8 +105,9 @@ def _speak(text: str, pitch: int, tmp: Path, k: int) -> np.ndarray:
     raw, sung = tmp / f"l{k}.wav", tmp / f"s{k}.wav"
     subprocess.run(["espeak-ng", "-v", "en-us", "-s", "125", "-p", str(pitch), "-a", "160", "-w", str(raw), text],
                    check=True, capture_output=True)
-    # a slow vibrato and a rate that matches the mix; sox keeps the timing of every word
-    subprocess.run(["sox", str(raw), "-r", str(SR), "-c", "1", str(sung), "tremolo", "5", "20", "reverb", "15"],
+    # a slow vibrato and a rate that matches the mix; sox keeps the timing of every word, and without
+    # dither (-D) a song renders the same every time (the aligner's search is discrete)
+    subprocess.run(["sox", "-D", str(raw), "-r", str(SR), "-c", "1", str(sung), "tremolo", "5", "20", "reverb", "15"],
                    check=True, capture_output=True)
     x, _ = sf.read(str(sung), dtype="float32")
     return x
