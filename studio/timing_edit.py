@@ -49,6 +49,7 @@ class TimingView:
     notes: list[str] = field(default_factory=list)
     at_prepare: list[str] = field(default_factory=list)   # what prepare will change (length words, intro)
     errors: list[str] = field(default_factory=list)
+    done: list[str] = field(default_factory=list)         # what the action itself changed (an LRC replacing starts)
 
 
 def _song(ws, idx: str) -> dict[str, Any]:
@@ -156,7 +157,7 @@ def use_lrc(ws, idx: str, lrc_file: str) -> TimingView:
         notes.append(said("te_lyrics_from_lrc"))
     ws.update_song(idx, **fields)
     v = view(ws, idx)
-    v.notes = notes + v.notes
+    v.notes, v.done = notes + v.notes, notes
     return v
 
 

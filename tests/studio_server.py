@@ -114,8 +114,8 @@ def to_chinese(pg) -> None:
 
 def english_sentences(text: str, keep: frozenset[str] | set[str] = frozenset()) -> list[str]:
     """Stretches of text between Chinese characters holding three or more English words: a sentence left
-    untranslated in a Chinese page (paths, numbers, anything in brackets -- [verse], [mm:ss.xx] -- and the `keep` names --
-    lower case -- do not count)."""
+    untranslated in a Chinese page (paths, numbers, anything in brackets -- [verse], [mm:ss.xx] -- and the
+    `keep` names, lower case, do not count)."""
     text = re.sub(r"\S*/\S*|\[[^\]]*\]|\b\d[\w.:-]*", " ", text)
     found = []
     for stretch in re.split(r"[\u3000-\u303f\u4e00-\u9fff\uff00-\uffef]+", text):

@@ -121,15 +121,16 @@ def build(ctx) -> dict:
         serving.discard_uploads(path)  # kept with the song: Gradio's temporary copy goes now
         lang = _lang(request)
         return _show(idx, lang, tr("timing_lrc_used", lang, idx=idx, name=Path(path).name)
-                     + "".join(f"\n- {say(n, lang)}" for n in v.notes[:2]))
+                     + "".join(f"\n- {say(n, lang)}" for n in v.done))
 
-    def save(request: gr.Request, idx, *starts):  # the request first: Gradio fills it only before *args
+    def save(request: gr.Request, idx, props, *starts):  # the request first: Gradio fills it only before *args
         try:
             te.save_starts(ctx.ws, idx, starts, "edited")
         except te.TimingEditError as err:
             raise _err(err) from None
         lang = _lang(request)
-        return _show(idx, lang, tr("timing_saved", lang, idx=idx))
+        # the proposals' "saved" column follows the starts just saved
+        return _show(idx, lang, tr("timing_saved", lang, idx=idx)) + [_proposals_md(idx, props or {}, lang)]
 
     def redraw(idx, *starts):
         if not idx:
@@ -231,7 +232,7 @@ def build(ctx) -> dict:
         on_song_sections, [song], section_pick, api_name=False).then(
         lambda: [gr.update(choices=[], value=None)] * 2, None, [accept_pick, prop_play], api_name=False)
     lrc_btn.click(use_lrc, [song, lrc], outs, api_name="timing_use_lrc")
-    save_btn.click(save, [song] + fields, outs, api_name="timing_save")
+    save_btn.click(save, [song, proposal] + fields, outs + [proposal_md], api_name="timing_save")
     redraw_btn.click(redraw, [song] + fields, plot, api_name="timing_redraw")
     play_pick.change(play, [song, play_pick] + fields, clip, api_name="timing_play")
     propose_btn.click(do_propose, [song, method, model_dir, songprep, proposal],
