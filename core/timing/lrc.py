@@ -250,11 +250,11 @@ def _from_gt(lrc: Lrc, gt_sections: list[tuple[str, str]], tags: tuple[str, ...]
             start = 0.0 if not out else _instrumental_start(k, out, marks, sung, nxt, notes, tag)
             out.append(TimedSection(tag, "", start))
             continue
-        if k not in first:
+        later = [first[m] for m in vocal_ks if m > k]
+        if k not in first or (later and later[0] <= first[k]):  # no line of its own: its words were not found
             missing.append(f"{k + 1} {tag} (\"{body[:30]}\")")
             out.append(TimedSection(tag, body, None))
             continue
-        later = [first[m] for m in vocal_ks if m > k]
         lines = sung[first[k]:later[0] if later else len(sung)]
         out.append(TimedSection(tag, body, lines[0].time_s, [(ln.time_s, ln.text) for ln in lines]))
     if missing and not partial:
