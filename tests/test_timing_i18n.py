@@ -125,3 +125,13 @@ def test_two_sections_that_begin_on_one_lrc_line_are_refused_not_a_crash():
     assert err.value.code == "lrc_words_missing"
     t, _ = timing_from_lrc(parse_lrc("[00:02.00]hold on hold on tight\n"), 20.0, sheet, partial=True)
     assert [s.start_s for s in t.sections] == [None, 2.0]
+
+
+def test_an_items_lyrics_over_the_token_budget_read_in_chinese():
+    from core.text.fields import lyric_token_problem
+    from core.text.lyrics import note
+    where = note("lyrics_of_item", "lyrics of item {k} ({a}-{b} s)", k=2, a="100", b="190")
+    msg = lyric_token_problem("la " * 40, 30, lambda t: len(t.split()), where)
+    assert str(msg).startswith("lyrics of item 2 (100-190 s): the lyrics are 40 tokens, over the model's budget of 30")
+    zh = say(msg.to_dict(), "zh")
+    assert zh.startswith("第 2 个片段（100-190 秒）的歌词：歌词有 40 个 token，超过模型 30 个的上限"), zh

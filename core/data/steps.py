@@ -213,7 +213,8 @@ def check_timing(song: SongInput, rep: SongReport, limits: ModelLimits) -> None:
         rep.add("info", f"longer than the model's {limits.max_dur:g} s: split at section boundaries into {len(items)} "
                         "training items", kind="timing", code="split", values={"max": f"{limits.max_dur:g}", "n": len(items)})
     for i, it in enumerate(items if not rep.rejected else []):  # what each item is conditioned on
-        where = "lyrics" if len(items) == 1 else f"lyrics of item {i + 1} ({it.start_s:.0f}-{it.end_s:.0f} s)"
+        where = lyr.note("lyrics_of_song", "lyrics") if len(items) == 1 else lyr.note(
+            "lyrics_of_item", "lyrics of item {k} ({a}-{b} s)", k=i + 1, a=f"{it.start_s:.0f}", b=f"{it.end_s:.0f}")
         over = fields.lyric_token_problem(it.lyrics or "", limits.lyric_max_len, limits.lyric_tokens, where)
         if over:  # the model would cut the rest: the item would train on words it never hears
             rep.add("error", over)
