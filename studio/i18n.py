@@ -94,15 +94,49 @@ def qc_reason(code: str, message: str, name: str, lang: str, **values) -> str:
 
 def finding(f: dict, name: str, lang: str) -> str:
     """One finding of a song (core.data.steps: a reason in the Data table or the prepare report) in `lang`, by
-    its code: coded notes (lyrics, descriptions, timing: core.text.lyrics.Note) as `ly_<code>`, audio QC
+    its code: coded notes (lyrics, descriptions, timing: core.text.lyrics.Note) as `say` words them, audio QC
     (core.audio.io) as `qc_<code>`. A finding without a wording stays as the engine wrote it."""
     message = str(f.get("message", ""))
     code, values = f.get("code"), dict(f.get("values") or {})
     if lang == "en" or not code:
         return message
     if f.get("note"):
-        return tr(f"ly_{code}", lang, **values) if f"ly_{code}" in TABLES["en"] else message
+        return say({"code": code, "values": values, "text": message}, lang)
     return qc_reason(code, message, name, lang, **values)
+
+
+def _coded(x) -> tuple[str, dict, str]:
+    """(code, values, English) of a coded message: a core Note or StudioError, or its JSON form {code, values,
+    text} (report.json, a saved check); ("", {}, text) for anything else."""
+    if isinstance(x, dict):
+        return str(x.get("code") or ""), dict(x.get("values") or {}), str(x.get("text") or x.get("message") or "")
+    values = getattr(x, "values", None)
+    if getattr(x, "code", "") and isinstance(getattr(x, "params", values), dict):
+        return x.code, dict(getattr(x, "params", None) or values or {}), str(x)
+    return "", {}, str(x)
+
+
+def _shown(v, lang: str):
+    """A value inside a message: coded ones (and lists of them) worded in `lang`, the rest as they are."""
+    if isinstance(v, (list, tuple)):
+        return ("；" if lang == "zh" else "; ").join(say(i, lang) for i in v)
+    return say(v, lang) if isinstance(v, (dict, Said)) or getattr(v, "code", "") else v
+
+
+def say(x, lang: str) -> str:
+    """Any message the studio shows, in `lang`, by its code: a `Said` by its key; a core note by `ly_<code>`, a core
+    refusal (StudioError, or a note made of one) by `err_<code>`; values that are themselves coded (a file's
+    refusal, a list of problems) worded the same way. Without a wording (or in English): as core wrote it."""
+    if isinstance(x, Said):
+        return in_lang(x, lang)
+    code, values, text = _coded(x)
+    key = next((k for k in (f"ly_{code}", f"err_{code}") if code and k in TABLES["en"]), None)
+    if lang == "en" or key is None:
+        return text
+    try:
+        return tr(key, lang, **{k: _shown(v, lang) for k, v in values.items()})
+    except (KeyError, IndexError):  # a wording that needs a value this message lacks: core's words
+        return text
 
 
 class Said(str):
@@ -119,4 +153,6 @@ def said(key: str, **values) -> Said:
 
 
 def in_lang(text: str, lang: str) -> str:
-    return tr(text.key, lang, **text.values) if isinstance(text, Said) and text.key else text
+    if isinstance(text, Said) and text.key:
+        return tr(text.key, lang, **{k: _shown(v, lang) for k, v in text.values.items()})
+    return say(text, lang)

@@ -209,7 +209,7 @@ class Workspace:
         for s in self.songs():
             row = {"idx": s["idx"], "path": s["path"], "gt_lyric": s.get("gt_lyric", ""),
                    "descriptions": s.get("descriptions", "")}
-            for k in ("vocal_path", "bgm_path", "musicality"):
+            for k in ("vocal_path", "bgm_path", "musicality", "source_name", "lrc_name"):  # names as given: messages
                 if s.get(k):
                     row[k] = s[k]
             if s.get("lrc_path"):

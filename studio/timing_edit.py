@@ -19,7 +19,7 @@ from core.errors import StudioError
 from core.text.fields import read_text_file
 from core.timing.lrc import parse_lrc, timing_from_lrc
 from core.timing.propose import METHODS  # noqa: F401  (the tab lists them)
-from core.timing.sections import SongTiming, TimedSection, TimingError, normalize
+from core.timing.sections import SongTiming, TimedSection, TimingError, as_note, coded, in_file, normalize
 from studio import timing_plot
 from studio.i18n import said
 
@@ -27,7 +27,17 @@ CLIP_S = 30.0          # playback from a section: this much audio
 
 
 class TimingEditError(ValueError):
-    """A user action that cannot be done; the message says why and what to do."""
+    """A user action that cannot be done; the message says why and what to do. `msgs`: its messages (coded:
+    a core note or refusal, or the studio's own `said`), which the tab words in the reader's language."""
+
+    def __init__(self, *msgs):
+        self.msgs = msgs
+        super().__init__("; ".join(map(str, msgs)))
+
+
+def _file_note(name: str, err: Exception):
+    """A refusal about one of the user's files (an LRC), naming it as given."""
+    return in_file(name, err if isinstance(err, StudioError) else str(err))
 
 
 @dataclass
@@ -39,6 +49,7 @@ class TimingView:
     notes: list[str] = field(default_factory=list)
     at_prepare: list[str] = field(default_factory=list)   # what prepare will change (length words, intro)
     errors: list[str] = field(default_factory=list)
+    done: list[str] = field(default_factory=list)         # what the action itself changed (an LRC replacing starts)
 
 
 def _song(ws, idx: str) -> dict[str, Any]:
@@ -79,7 +90,7 @@ def _raw_timing(song: dict, duration: float) -> tuple[Optional[SongTiming], list
         try:
             lrc = parse_lrc(read_text_file(Path(song["lrc_path"])))
         except (ValueError, OSError) as err:
-            return None, [], [f"{name}: {err}"]
+            return None, [], [_file_note(name, err)]
         gt = song.get("gt_lyric") or None
         try:
             t, notes = timing_from_lrc(lrc, duration, gt)
@@ -87,9 +98,9 @@ def _raw_timing(song: dict, duration: float) -> tuple[Optional[SongTiming], list
         except TimingError as err:
             try:  # what the file does know, for the fields
                 t, notes = timing_from_lrc(lrc, duration, gt, partial=True)
-                return t, notes, [f"{name}: {err}"]
+                return t, notes, [in_file(name, err)]
             except TimingError:
-                return None, [], [f"{name}: {err}"]
+                return None, [], [in_file(name, err)]
     return None, [], []
 
 
@@ -100,7 +111,7 @@ def view(ws, idx: str) -> TimingView:
     if timing is None:
         secs = [(tag, None) for tag, _ in _lyric_sections(song)]
         if not secs:
-            errors.append("the lyrics have no sections yet: fix them in the Data tab, or give an LRC file")
+            errors.append(said("te_no_sections_yet"))
         return TimingView(idx, dur, secs, "none", notes, [], errors)
     out = TimingView(idx, dur, [(s.tag, s.start_s) for s in timing.sections], timing.source, notes, [], errors)
     if any(s.start_s is None for s in timing.sections):
@@ -108,7 +119,7 @@ def view(ws, idx: str) -> TimingView:
     try:
         _, out.at_prepare = normalize(timing, lyr.STRUCTURE_TAGS)
     except TimingError as err:
-        out.errors.append(str(err))
+        out.errors.append(as_note(err))
     return out
 
 
@@ -121,8 +132,9 @@ def use_lrc(ws, idx: str, lrc_file: str) -> TimingView:
     ws.check_bytes(src.stat().st_size)  # before it is read: an LRC counts against a sandbox's quota
     text = read_text_file(src)
     lrc = parse_lrc(text)
-    if lrc.errors:
-        raise TimingEditError(f"{src.name}: " + "; ".join(lrc.errors[:3]))
+    if lrc.errors:  # the first three problems, each naming its line
+        raise TimingEditError(in_file(src.name, coded("lrc_problems", "; ".join(lrc.errors[:3]),
+                                                       problems=lrc.errors[:3], more="")))
     dur = _duration(song)
     gt = song.get("gt_lyric") or None
     try:
@@ -130,22 +142,22 @@ def use_lrc(ws, idx: str, lrc_file: str) -> TimingView:
         normalize(timing, lyr.STRUCTURE_TAGS)
     except TimingError as err:
         if gt is None:
-            raise TimingEditError(f"{src.name}: {err}") from None
+            raise TimingEditError(in_file(src.name, err)) from None
         try:
             timing, _ = timing_from_lrc(lrc, dur, gt, partial=True)
         except TimingError:
-            raise TimingEditError(f"{src.name}: {err}") from None
+            raise TimingEditError(in_file(src.name, err)) from None
     ws.attach_lrc(idx, src)
     fields: dict[str, Any] = {"timing": None}
     notes = []
     if song.get("timing"):
-        notes.append("the starts saved earlier were replaced by the LRC's times")
+        notes.append(said("te_lrc_replaced"))
     if not (song.get("gt_lyric") or "").strip():
         fields["gt_lyric"] = fields["original_lyric"] = timing.lyrics()
-        notes.append("the song had no lyrics: they were filled from the LRC")
+        notes.append(said("te_lyrics_from_lrc"))
     ws.update_song(idx, **fields)
     v = view(ws, idx)
-    v.notes = notes + v.notes
+    v.notes, v.done = notes + v.notes, notes
     return v
 
 
@@ -153,7 +165,7 @@ def save_starts(ws, idx: str, starts: Sequence[Optional[float]], source: str = "
     """Save one start per section (seconds); refused with the reason when they cannot be used."""
     v = view(ws, idx)
     if not v.sections:
-        raise TimingEditError("; ".join(v.errors) or said("te_no_sections"))
+        raise TimingEditError(*(v.errors or [said("te_no_sections")]))
     starts = list(starts)[:len(v.sections)]
     missing = [f"{k + 1} {tag}" for k, ((tag, _), s) in enumerate(zip(v.sections, starts)) if s is None or s == ""]
     if missing or len(starts) < len(v.sections):
@@ -163,7 +175,7 @@ def save_starts(ws, idx: str, starts: Sequence[Optional[float]], source: str = "
     try:
         normalize(timing, lyr.STRUCTURE_TAGS)
     except TimingError as err:
-        raise TimingEditError(str(err)) from None
+        raise TimingEditError(as_note(err)) from None
     saved = timing.to_dict()
     saved.pop("duration_s")
     for s in saved["sections"]:
@@ -180,13 +192,13 @@ def _as_prepare_will(ws, song: dict, saved: dict, duration: float) -> None:
     from core.timing.resolve import resolve, song_items
 
     res = resolve(gt_lyric=song.get("gt_lyric") or None, duration_s=duration, lrc_path=song.get("lrc_path"),
-                  saved=saved)
+                  saved=saved, lrc_name=song.get("lrc_name"))
     errors = list(res.errors)
     if not errors:
         max_dur, min_dur = _model_durations(ws)
         errors = song_items(res, duration, max_dur, min_dur, song.get("source_name") or song["idx"])[2]
     if errors:
-        raise TimingEditError("; ".join(errors))
+        raise TimingEditError(*errors)
 
 
 def _model_durations(ws) -> tuple[float, float]:
@@ -265,7 +277,8 @@ def envelope_for(ws, song: dict, allow_separation: bool) -> Optional[dict]:
     wav, sr, label = vocal_stem(song["path"], song.get("vocal_path"), runtime)
     env = envelope(wav, sr)
     src = song.get("vocal_path") or song["path"]
-    env_d = {"source": src, "mtime": Path(src).stat().st_mtime, "label": label, "hop_s": env.hop_s,
+    # the label kept coded ({code, values, text}), so the tab words it in the reader's language
+    env_d = {"source": src, "mtime": Path(src).stat().st_mtime, "label": label.to_dict(), "hop_s": env.hop_s,
              "duration_s": env.duration_s, "db": [round(float(x), 2) for x in env.db]}
     _env_cache(song).write_text(json.dumps(env_d), encoding="utf-8")
     return env_d
@@ -289,7 +302,12 @@ def propose(ws, idx: str) -> dict[str, Any]:
             "starts": [] if prop.unusable else [s.start_s for s in prop.timing.sections],
             "tags": [s.tag for s in prop.timing.sections], "confidence": prop.confidence,
             "section_confidence": [] if prop.unusable else prop.section_confidence, "notes": prop.notes,
-            "stem": env_d["label"], "lyrics": None}
+            "stem": _label(env_d["label"]), "lyrics": None}
+
+
+def _label(label) -> str:
+    """What the envelope was measured on, as cached: a coded note ({code, values, text}) or plain text."""
+    return coded(label["code"], label["text"], **label["values"]) if isinstance(label, dict) else label
 
 
 def propose_with(ws, idx: str, method: str, model_dir: Optional[str] = None,
@@ -302,7 +320,7 @@ def propose_with(ws, idx: str, method: str, model_dir: Optional[str] = None,
     song = _song(ws, idx)
     r = run_method(method, song["path"], song.get("gt_lyric") or None, vocal_path=song.get("vocal_path"),
                    runtime_path=ws.get_state().get("runtime_path"), model_dir=(model_dir or "").strip() or None,
-                   songprep=songprep)
+                   songprep=songprep, audio_name=song.get("source_name"))
     secs = r.timing.sections if r.timing is not None else []
     return {"method": method, "source": SOURCE_OF[method], "refused": r.refused,
             "starts": [s.start_s for s in secs], "tags": [s.tag for s in secs],

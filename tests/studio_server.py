@@ -90,3 +90,36 @@ def fill(pg, sel: str, value: str) -> None:
     box = pg.locator(f"{sel} input, {sel} textarea").first
     box.fill(value)
     box.press("Tab")
+
+
+# ---- walking the page -------------------------------------------------------------------------------
+def open_tab(pg, n: str | int) -> None:
+    """Open tab "<n> · ..." (1, "1b", 2, ...) by its number."""
+    pg.get_by_role("tab", name=re.compile(rf"^{n} ·")).click()
+    pg.wait_for_timeout(400)
+
+
+def pick(pg, elem_id: str, option: str) -> None:
+    """Choose `option` in the Gradio dropdown #elem_id."""
+    pg.locator(f"#{elem_id} input").click()
+    pg.get_by_role("option", name=option).click()
+
+
+def to_chinese(pg) -> None:
+    """The page's own language switch (saved in the browser, then a reload), as a user would."""
+    pg.locator("#lang-switch label", has_text="中文").click()
+    pg.wait_for_load_state("load")
+    pg.wait_for_selector("#tab-data")
+
+
+def english_sentences(text: str, keep: frozenset[str] | set[str] = frozenset()) -> list[str]:
+    """Stretches of text between Chinese characters holding three or more English words: a sentence left
+    untranslated in a Chinese page (paths, numbers, anything in brackets -- [verse], [mm:ss.xx] -- and the
+    `keep` names, lower case, do not count)."""
+    text = re.sub(r"\S*/\S*|\[[^\]]*\]|\b\d[\w.:-]*", " ", text)
+    found = []
+    for stretch in re.split(r"[\u3000-\u303f\u4e00-\u9fff\uff00-\uffef]+", text):
+        words = [w for w in re.findall(r"[A-Za-z]{3,}", stretch) if w.lower() not in keep]
+        if len(words) >= 3:
+            found.append(stretch.strip())
+    return found

@@ -12,7 +12,8 @@ import time
 
 import pytest
 
-from tests.studio_server import ART, browser_page, fill, running_studio, sync_playwright, wait_text
+from tests.studio_server import (ART, browser_page, english_sentences, fill, running_studio, sync_playwright,
+                                 wait_text)
 
 sync_playwright()  # skips this module without Chromium/playwright
 
@@ -70,15 +71,7 @@ KEEP = {"lora", "dpo", "gpu", "cpu", "logits", "float32", "bf16", "flops", "min"
 
 
 def _english(text: str) -> list[str]:
-    """Stretches of text between Chinese characters holding three or more English words: a sentence
-    left untranslated (paths, numbers and the KEEP names do not count)."""
-    text = re.sub(r"\S*/\S*|\b\d[\w.:-]*", " ", text)
-    found = []
-    for stretch in re.split(r"[\u3000-\u303f\u4e00-\u9fff\uff00-\uffef]+", text):
-        words = [w for w in re.findall(r"[A-Za-z]{3,}", stretch) if w.lower() not in KEEP]
-        if len(words) >= 3:
-            found.append(stretch.strip())
-    return found
+    return english_sentences(text, KEEP)
 
 
 def _train(pg, name: str) -> None:

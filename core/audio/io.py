@@ -187,11 +187,13 @@ class SignalStats:
         return frames
 
 
-def check_header(info: AudioInfo, *, max_dur: Optional[float], min_dur: float) -> list[AudioFinding]:
+def check_header(info: AudioInfo, *, max_dur: Optional[float], min_dur: float,
+                 name: Optional[str] = None) -> list[AudioFinding]:
     """Checks that need only the header: length and sample rate. `max_dur` None: no upper length
-    limit here (songs with section timing are split by core.timing.resolve, which owns that check)."""
+    limit here (songs with section timing are split by core.timing.resolve, which owns that check).
+    `name`: the file as the user knows it (default: its own name)."""
     out: list[AudioFinding] = []
-    name = Path(info.path).name
+    name = name or Path(info.path).name
     if info.frames == 0:
         out.append(AudioFinding("error", "empty", f"{name}: the file holds no audio samples; re-export the song"))
         return out
@@ -228,7 +230,8 @@ def check_signal(wav: torch.Tensor, sr: int, name: str) -> list[AudioFinding]:
     return signal_findings(stats, name)
 
 
-def scan_signal(path: str | Path, max_seconds: Optional[float] = None) -> tuple[list[AudioFinding], float]:
+def scan_signal(path: str | Path, max_seconds: Optional[float] = None,
+                name: Optional[str] = None) -> tuple[list[AudioFinding], float]:
     """The signal checks streamed over the file, SCAN_BLOCK_S at a time (memory: one block), reading at
     most `max_seconds` -> (findings, seconds read). Raises AudioError when it cannot be decoded."""
     p = Path(path)
@@ -245,7 +248,7 @@ def scan_signal(path: str | Path, max_seconds: Optional[float] = None) -> tuple[
         raise AudioError(f"{p.name}: cannot be decoded ({_short(err)}); export it as WAV or FLAC and try again") from None
     if frames > cap:
         return [AudioFinding("error", "too_long", _too_long(p.name, "holds more audio than its header says"))], frames / info.sample_rate
-    return signal_findings(stats, p.name), frames / info.sample_rate
+    return signal_findings(stats, name or p.name), frames / info.sample_rate
 
 
 def signal_findings(stats: SignalStats, name: str) -> list[AudioFinding]:

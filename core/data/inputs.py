@@ -48,6 +48,15 @@ class SongInput:
     source: str = ""
     problems: list[str] = field(default_factory=list)   # found while reading the inputs: song is rejected
     musicality: Optional[str] = None    # v2 musicality tier ("medium"); None = the model's default (very-high)
+    # the files' names as the user gave them (the studio keeps copies named audio.wav / lyrics.lrc): messages
+    # about the song name these; metadata.jsonl keys "source_name" / "lrc_name", optional
+    audio_name: Optional[str] = None
+    lrc_name: Optional[str] = None
+
+    @property
+    def shown_name(self) -> str:
+        """The audio file's name as the user knows it."""
+        return self.audio_name or (Path(self.audio).name if self.audio else str(self.idx))
 
 
 def _first(d: dict, *keys: str) -> Any:
@@ -207,7 +216,17 @@ def load_metadata(path: str | Path, raw_data_dir: Optional[str | Path] = None) -
             _float_or_none(d.get("chorus_start_s"), "chorus_start_s", problems),
             lrc=lrc, timing=_timing_dict(d.get("timing"), problems),
             source=f"{src} {line.strip()[:300]}", problems=problems,
-            musicality=_musicality_or_none(d.get("musicality"), problems)))
+            musicality=_musicality_or_none(d.get("musicality"), problems), **_given_names(d)))
+    return out
+
+
+def _given_names(d: dict) -> dict[str, Optional[str]]:
+    """The audio's and the LRC's names as the user gave them (a studio song's "source_name" / "lrc_name"):
+    plain file names only, anything else is ignored (they are only shown in messages)."""
+    out: dict[str, Optional[str]] = {}
+    for key, names in (("audio_name", ("source_name", "audio_name")), ("lrc_name", ("lrc_name",))):
+        v = _first(d, *names)
+        out[key] = Path(v).name[:200] if isinstance(v, str) and v.strip() else None
     return out
 
 
@@ -314,7 +333,7 @@ def coerce_items(items: Iterable[Any]) -> list[SongInput]:
             _float_or_none(d.get("chorus_start_s"), "chorus_start_s", problems),
             lrc=str(Path(str(lrc)).expanduser()) if lrc else None, timing=_timing_dict(d.get("timing"), problems),
             source=str(audio) if audio else f"item #{i + 1}", problems=problems,
-            musicality=_musicality_or_none(d.get("musicality"), problems)))
+            musicality=_musicality_or_none(d.get("musicality"), problems), **_given_names(d)))
     return out
 
 

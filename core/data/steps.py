@@ -51,7 +51,7 @@ class SongReport:
         values in the finding itself, so report.json and every UI word it by code, never by its text."""
         code = getattr(message, "code", "")
         if code and "code" not in extra:
-            extra = {"code": code, "values": dict(getattr(message, "values", {}) or {}), "note": True, **extra}
+            extra = {"code": code, "values": lyr.plain_values(getattr(message, "values", {})), "note": True, **extra}
         self.findings.append({"level": level, "message": message, **extra})
 
     def reason_findings(self) -> list[dict[str, Any]]:
@@ -162,14 +162,14 @@ def check_audio(song: SongInput, rep: SongReport, cfg: StudioConfig, limits: Mod
     try:
         info = audio_mod.probe(song.audio)
         # no length limit here: that is the timing step's business (a timed long song is split, not refused)
-        header = audio_mod.check_header(info, max_dur=None, min_dur=cfg.data.min_duration_s)
+        header = audio_mod.check_header(info, max_dur=None, min_dur=cfg.data.min_duration_s, name=song.shown_name)
     except audio_mod.AudioError as err:
         header = [audio_mod.AudioFinding("error", "unreadable", str(err))]
     rep.findings += [f.to_dict() for f in header]
     if info is not None:
         if 0 < info.duration_s < limits.prompt_len and not any(f.level == "error" for f in header):
-            rep.add("warning", f"{Path(song.audio).name} is shorter than the model's {limits.prompt_len:g} s prompt; "
-                               "the rest of its prompt is left empty")
+            rep.add("warning", lyr.note("prompt_short", "{name} is shorter than the model's {s} s prompt; the rest of "
+                                        "its prompt is left empty", name=song.shown_name, s=f"{limits.prompt_len:g}"))
         rep.fields.update(duration_s=round(info.duration_s, 3), sample_rate=info.sample_rate, channels=info.channels)
     if rep.rejected:
         return
@@ -191,7 +191,7 @@ def check_timing(song: SongInput, rep: SongReport, limits: ModelLimits) -> None:
         return
     res = song_timing.resolve(gt_lyric=rep.fields.get("lyrics") if (song.lyrics or "").strip() else None,
                               duration_s=float(duration), lrc_path=song.lrc, saved=song.timing,
-                              tags=limits.structure_tags)
+                              tags=limits.structure_tags, lrc_name=song.lrc_name)
     for m in res.errors:
         rep.add("error", m)
     for m in res.notes + res.changes:
@@ -203,7 +203,7 @@ def check_timing(song: SongInput, rep: SongReport, limits: ModelLimits) -> None:
         if song.prompt_start_s is None and song.chorus_start_s is None and res.chorus_start_s is not None:
             song.chorus_start_s = res.chorus_start_s  # the prompt comes from the first chorus
     items, warnings, errors = song_timing.song_items(res, float(duration), limits.max_dur, limits.min_dur,
-                                                     Path(song.audio).name)
+                                                     song.shown_name)
     untimed = {"code": "untimed_too_long", "values": {"dur": f"{float(duration):.0f}", "max": f"{limits.max_dur:g}"}}
     for m in errors:
         rep.add("error", m, kind="timing", **(untimed if res.timing is None else {}))
@@ -213,7 +213,8 @@ def check_timing(song: SongInput, rep: SongReport, limits: ModelLimits) -> None:
         rep.add("info", f"longer than the model's {limits.max_dur:g} s: split at section boundaries into {len(items)} "
                         "training items", kind="timing", code="split", values={"max": f"{limits.max_dur:g}", "n": len(items)})
     for i, it in enumerate(items if not rep.rejected else []):  # what each item is conditioned on
-        where = "lyrics" if len(items) == 1 else f"lyrics of item {i + 1} ({it.start_s:.0f}-{it.end_s:.0f} s)"
+        where = lyr.note("lyrics_of_song", "lyrics") if len(items) == 1 else lyr.note(
+            "lyrics_of_item", "lyrics of item {k} ({a}-{b} s)", k=i + 1, a=f"{it.start_s:.0f}", b=f"{it.end_s:.0f}")
         over = fields.lyric_token_problem(it.lyrics or "", limits.lyric_max_len, limits.lyric_tokens, where)
         if over:  # the model would cut the rest: the item would train on words it never hears
             rep.add("error", over)
@@ -312,7 +313,7 @@ def check_signal(song: SongInput, rep: SongReport) -> Optional[tuple[torch.Tenso
     except audio_mod.AudioError as err:
         rep.add("error", str(err))
         return None
-    signal = [f.to_dict() for f in audio_mod.check_signal(wav, sr, Path(song.audio).name)]
+    signal = [f.to_dict() for f in audio_mod.check_signal(wav, sr, song.shown_name)]
     rep.findings += signal
     return wav, sr, signal
 
@@ -327,7 +328,7 @@ def check_song(song: SongInput, ctx: Context) -> SongReport:
     check_timing(song, rep, ctx.limits)
     if "duration_s" in rep.fields and not any(f.get("code") in ("unreadable", "empty") for f in rep.findings):
         try:
-            rep.findings += [f.to_dict() for f in audio_mod.scan_signal(song.audio)[0]]
+            rep.findings += [f.to_dict() for f in audio_mod.scan_signal(song.audio, name=song.shown_name)[0]]
         except audio_mod.AudioError as err:
             rep.add("error", str(err), code="unreadable")
     return rep

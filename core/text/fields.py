@@ -98,10 +98,13 @@ def lyric_token_problem(text: str, max_tokens: int, count: Callable[[str], int],
     the model would silently cut the rest, so the song would be trained on words it never hears."""
     if not text or max_tokens <= 0:
         return None
+    from core.text.lyrics import note
+
     n = int(count(text))
-    if n > max_tokens:
-        return (f"{where}: the lyrics are {n} tokens, over the model's budget of {max_tokens} "
-                f"(everything after token {max_tokens} would be cut); shorten them or split the song")
+    if n > max_tokens:  # coded: `where` may itself be a coded note (an item of a split song)
+        return note("lyric_tokens", "{where}: the lyrics are {n} tokens, over the model's budget of {max} "
+                    "(everything after token {max} would be cut); shorten them or split the song",
+                    where=where, n=n, max=max_tokens)
     return None
 
 

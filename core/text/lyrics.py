@@ -67,9 +67,23 @@ def is_instrumental(lyrics: Optional[str]) -> bool:
 # --------------------------------------------------------------------------------------------
 class Note(str):
     """One finding: its English sentence (what every caller reads) plus a stable `code` and the
-    `values` in it, so a UI can word it in another language."""
+    `values` in it, so a UI can word it in another language. A value may itself be a Note (or a list of
+    them): a message inside a message ("lyrics.lrc: <why>"), worded the same way."""
     code: str = ""
     values: dict = {}
+
+    def to_dict(self) -> dict:
+        """The JSON form (report.json, a song's saved check): {code, values, text}, nested notes kept coded."""
+        return {"code": self.code, "values": plain_values(self.values), "text": str(self)}
+
+
+def plain_values(values: dict) -> dict:
+    """A note's values as JSON: nested notes as their `to_dict`, lists item by item."""
+    def one(v):
+        if isinstance(v, Note):
+            return v.to_dict()
+        return [one(x) for x in v] if isinstance(v, (list, tuple)) else v
+    return {k: one(v) for k, v in (values or {}).items()}
 
 
 def note(code: str, template: str, /, **values) -> Note:

@@ -50,8 +50,8 @@ class Lrc:
     lines: list[LrcLine]       # by time
     meta: dict[str, str] = field(default_factory=dict)
     offset_s: float = 0.0
-    notes: list[str] = field(default_factory=list)    # what was dropped or read specially
-    errors: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)    # what was dropped or read specially (coded notes)
+    errors: list[str] = field(default_factory=list)   # coded notes, each naming its line
 
     @property
     def has_tags(self) -> bool:
@@ -88,7 +88,8 @@ def parse_lrc(text: str, tags: Iterable[str] = lyr.STRUCTURE_TAGS) -> Lrc:
                 try:  # LRC convention: a positive offset makes the lyrics appear sooner
                     out.offset_s = int(val) / 1000.0
                 except ValueError:
-                    out.errors.append(f"line {n}: [offset:{val}] is not a number of milliseconds")
+                    out.errors.append(lyr.note("lrc_bad_offset", "line {line}: [offset:{val}] is not a number of "
+                                               "milliseconds", line=n, val=val))
             continue
         m = _LEAD_TIMES.match(line)
         times = [_seconds(t) for t in _TIME_RE.finditer(m.group("times"))] if m else []
@@ -99,20 +100,22 @@ def parse_lrc(text: str, tags: Iterable[str] = lyr.STRUCTURE_TAGS) -> Lrc:
             mapped = lyr.map_section_label(b.group(1), tags)
             if mapped is None:
                 # the header is named (at most 40 characters); the rest of a failing line never is
-                out.errors.append(f"line {n}: [{b.group(1)[:40]}] is not a section name; use one of "
-                                  f"{', '.join(tags)} (or Verse, Chorus, Bridge, Intro, Outro, Instrumental)")
+                out.errors.append(lyr.note("lrc_bad_section", "line {line}: [{label}] is not a section name; use one "
+                                           "of {tags} (or Verse, Chorus, Bridge, Intro, Outro, Instrumental)",
+                                           line=n, label=b.group(1)[:40], tags=", ".join(tags)))
                 continue
             tag, label, rest = mapped, b.group(1).strip(), b.group(2).strip()
         rest = _WORD_TIME.sub("", rest).strip()
         if rest and _CREDIT.match(rest):
-            out.notes.append(f"line {n}: credit line left out of the lyrics: {rest[:60]}")
+            out.notes.append(lyr.note("lrc_credit", "line {line}: credit line left out of the lyrics: {text}", line=n,
+                                      text=rest[:60]))
             continue
         if not times:
             if tag and not rest:
                 pending = (tag, label, n)
             elif rest:
                 # not quoted: an LRC that fails to parse may be any file (a token, an environment)
-                out.errors.append(f"line {n} has no time tag [mm:ss.xx]")
+                out.errors.append(lyr.note("lrc_no_time", "line {line} has no time tag [mm:ss.xx]", line=n))
             continue
         if pending and not tag:
             tag, label = pending[0], pending[1]
@@ -120,13 +123,15 @@ def parse_lrc(text: str, tags: Iterable[str] = lyr.STRUCTURE_TAGS) -> Lrc:
         for t in times:
             raw.append(LrcLine(t, rest, tag, label, n))
     if pending:
-        out.errors.append(f"line {pending[2]}: section tag [{pending[1]}] is not followed by any timed line")
+        out.errors.append(lyr.note("lrc_tag_alone", "line {line}: section tag [{label}] is not followed by any timed "
+                                   "line", line=pending[2], label=pending[1]))
     for ln in raw:  # the offset applies to the whole file wherever its tag stands
         ln.time_s = max(0.0, ln.time_s - out.offset_s)
     raw.sort(key=lambda ln: (ln.time_s, ln.line_no))
     out.lines = raw
     if not any(ln.text for ln in raw) and not out.errors:
-        out.errors.append("the LRC has no timed lyric lines (expected lines like \"[00:12.30] first line\")")
+        out.errors.append(lyr.note("lrc_no_lines", "the LRC has no timed lyric lines (expected lines like "
+                                   "\"[00:12.30] first line\")"))
     return out
 
 
@@ -139,7 +144,8 @@ def _section_text(tag: str, lines: list[str], tags: tuple[str, ...]) -> tuple[st
         if lines:  # never drop a lyric without the user seeing it
             raise TimingError(f"the LRC has sung lines under the instrumental section {tag} "
                               f"(\"{' / '.join(lines)[:60]}\"); tag them with their own section "
-                              "(e.g. [verse]) or move the instrumental tag after them")
+                              "(e.g. [verse]) or move the instrumental tag after them", code="lrc_inst_lines",
+                              tag=tag, text=" / ".join(lines)[:60])
         return "", []
     res = lyr.check_lyrics(f"{tag}\n" + "\n".join(lines), tags)
     body = res.sections[0][1] if res.ok and res.sections else ""
@@ -154,7 +160,8 @@ def _from_tags(lrc: Lrc, tags: tuple[str, ...]) -> tuple[list[TimedSection], lis
             groups.append((ln.tag, ln.time_s, []))
         elif not groups:
             groups.append(("[verse]", ln.time_s, []))
-            notes.append(f"lines before the first section tag became a [verse] (from {fmt_time(ln.time_s)})")
+            notes.append(lyr.note("lrc_lines_before_tag", "lines before the first section tag became a [verse] "
+                                  "(from {at})", at=fmt_time(ln.time_s)))
         if ln.text:
             groups[-1][2].append(ln)
     out = []
@@ -163,7 +170,8 @@ def _from_tags(lrc: Lrc, tags: tuple[str, ...]) -> tuple[list[TimedSection], lis
         notes += n
         if tag in lyr.VOCAL_TAGS and not body:
             raise TimingError(f"the {tag} section at {fmt_time(start)} has no lyric lines in the LRC; give its "
-                              "sung lines (or use an [inst] tag if nothing is sung there)")
+                              "sung lines (or use an [inst] tag if nothing is sung there)", code="lrc_empty_section",
+                              tag=tag, at=fmt_time(start))
         out.append(TimedSection(tag, body, start, [(ln.time_s, ln.text) for ln in lines]))
     return out, notes
 
@@ -212,8 +220,9 @@ def _instrumental_start(k: int, out: list, marks: list[float], sung: list[LrcLin
     steps = [b - a for a, b in zip(times, times[1:]) if b > a]
     step = statistics.median(steps) if steps else 4.0
     est = prev + (step if nxt is None else min(step, (nxt - prev) / 2))
-    notes.append(f"the file has no time for section {k + 1} {tag}: its start was estimated at {fmt_time(est)} "
-                 "(one line after the last sung line); check it, or add a line \"[mm:ss.xx]\" where it starts")
+    notes.append(lyr.note("lrc_estimated_start", "the file has no time for section {n} {tag}: its start was estimated "
+                          "at {at} (one line after the last sung line); check it, or add a line \"[mm:ss.xx]\" where "
+                          "it starts", n=k + 1, tag=tag, at=fmt_time(est)))
     return est
 
 
@@ -230,7 +239,7 @@ def _from_gt(lrc: Lrc, gt_sections: list[tuple[str, str]], tags: tuple[str, ...]
     order = [first[k] for k in sorted(first)]
     if order != sorted(order):
         raise TimingError("the LRC's lines are not in the order of the lyrics' sections; check that the LRC "
-                          "belongs to these lyrics")
+                          "belongs to these lyrics", code="lrc_order")
     vocal_ks = sorted(first)
     out: list[TimedSection] = []
     missing = []
@@ -241,22 +250,25 @@ def _from_gt(lrc: Lrc, gt_sections: list[tuple[str, str]], tags: tuple[str, ...]
             start = 0.0 if not out else _instrumental_start(k, out, marks, sung, nxt, notes, tag)
             out.append(TimedSection(tag, "", start))
             continue
-        if k not in first:
+        later = [first[m] for m in vocal_ks if m > k]
+        if k not in first or (later and later[0] <= first[k]):  # no line of its own: its words were not found
             missing.append(f"{k + 1} {tag} (\"{body[:30]}\")")
             out.append(TimedSection(tag, body, None))
             continue
-        later = [first[m] for m in vocal_ks if m > k]
         lines = sung[first[k]:later[0] if later else len(sung)]
         out.append(TimedSection(tag, body, lines[0].time_s, [(ln.time_s, ln.text) for ln in lines]))
     if missing and not partial:
         raise TimingError(f"the words of section(s) {', '.join(missing)} were not found in the LRC; make its "
-                          "lines match the lyrics, or set those starts in the Timing editor")
+                          "lines match the lyrics, or set those starts in the Timing editor", code="lrc_words_missing",
+                          sections=", ".join(missing))
     if missing:
-        notes.append(f"the words of section(s) {', '.join(missing)} were not found in the LRC: set their starts")
+        notes.append(lyr.note("lrc_words_missing_partial", "the words of section(s) {sections} were not found in the "
+                              "LRC: set their starts", sections=", ".join(missing)))
     skipped = [ln for j, ln in enumerate(sung) if vocal_ks and j < first[vocal_ks[0]]]
     if skipped:
-        notes.append(f"{len(skipped)} LRC line(s) before the first section's words are not in the lyrics and were "
-                     f"not used: {' / '.join(ln.text for ln in skipped)[:80]}")
+        notes.append(lyr.note("lrc_lines_unused", "{n} LRC line(s) before the first section's words are not in the "
+                              "lyrics and were not used: {text}", n=len(skipped),
+                              text=" / ".join(ln.text for ln in skipped)[:80]))
     return out, notes
 
 
@@ -279,8 +291,9 @@ def _from_blocks(lrc: Lrc, tags: tuple[str, ...]) -> tuple[list[TimedSection], l
         out.append(TimedSection("[verse]", body, b[0].time_s, [(ln.time_s, ln.text) for ln in b]))
     if mark_after_last is not None and out and "[outro-short]" in tags:
         out.append(TimedSection("[outro-short]", "", mark_after_last))
-    notes = [f"the LRC has no section tags and no lyrics were given: {len([b for b in blocks if b])} block(s) of "
-             "lines became [verse] sections; tag choruses in the LRC (\"[01:02.00][chorus] ...\") for better results"]
+    notes = [lyr.note("lrc_blocks", "the LRC has no section tags and no lyrics were given: {n} block(s) of lines "
+                      "became [verse] sections; tag choruses in the LRC (\"[01:02.00][chorus] ...\") for better "
+                      "results", n=len([b for b in blocks if b]))]
     return out, notes
 
 
@@ -294,8 +307,10 @@ def timing_from_lrc(lrc: Lrc, duration_s: float, gt_lyric: Optional[str] = None,
     known and asks for the rest."""
     tags = tuple(tags)
     if lrc.errors:
+        more = len(lrc.errors) - 5
         raise TimingError("the LRC file has problems: " + "; ".join(lrc.errors[:5])
-                          + (f" (+{len(lrc.errors) - 5} more)" if len(lrc.errors) > 5 else ""))
+                          + (f" (+{more} more)" if more > 0 else ""), code="lrc_problems",
+                          problems=list(lrc.errors[:5]), more=f" (+{more})" if more > 0 else "")
     notes = list(lrc.notes)
     gt_sections = None
     if gt_lyric is not None and str(gt_lyric).strip():
@@ -318,9 +333,10 @@ def timing_from_lrc(lrc: Lrc, duration_s: float, gt_lyric: Optional[str] = None,
                     s.text = body if s.vocal else ""
             else:  # the lyrics' sections, placed by the LRC's words; its tags are time marks
                 secs, n = _from_gt(lrc, gt_sections, tags, partial)
-                notes = list(lrc.notes) + n + [
-                    "the LRC's sections (" + " ".join(mine) + ") differ from the lyrics' sections (" + " ".join(base)
-                    + "): the lyrics' sections were kept and placed where their words are in the LRC"]
+                notes = list(lrc.notes) + n + [lyr.note(
+                    "lrc_other_sections", "the LRC's sections ({lrc}) differ from the lyrics' sections ({sheet}): the "
+                    "lyrics' sections were kept and placed where their words are in the LRC", lrc=" ".join(mine),
+                    sheet=" ".join(base))]
     elif gt_sections is not None and any(t in lyr.VOCAL_TAGS for t, _ in gt_sections):
         secs, n = _from_gt(lrc, gt_sections, tags, partial)
         notes += n

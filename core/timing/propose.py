@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 from core.text import lyrics as lyr
-from core.timing.sections import SongTiming, TimedSection, TimingError, normalize
+from core.errors import StudioError
+from core.timing.sections import SongTiming, TimedSection, TimingError, as_note, in_file, normalize
 
 METHODS = ("align", "vocal", "transcribe", "songprep")
 SOURCE_OF = {"align": "aligned", "vocal": "proposed", "transcribe": "transcribed", "songprep": "songprep"}
@@ -48,7 +49,8 @@ class MethodResult:
 def _sections(gt_lyric: Optional[str]) -> list[tuple[str, str]]:
     res = lyr.check_lyrics(gt_lyric or "")
     if not (gt_lyric or "").strip() or not res.ok or not res.sections:
-        raise TimingError("the song has no lyric sections to time; give its lyrics (or use transcribe / SongPrep)")
+        raise TimingError("the song has no lyric sections to time; give its lyrics (or use transcribe / SongPrep)",
+                          code="prop_no_sections")
     return list(res.sections)
 
 
@@ -57,15 +59,16 @@ def _finish(out: MethodResult, timing: SongTiming, conf: list[float]) -> MethodR
     timing must pass `normalize`, whose changes (an intro added, length words) prepare will make."""
     _, changes = normalize(timing, lyr.STRUCTURE_TAGS)
     out.timing, out.confidence = timing, [round(float(c), 3) for c in conf]
-    out.notes += [f"at prepare: {c}" for c in changes]
+    out.notes += [lyr.note("prop_at_prepare", "at prepare: {change}", change=c) for c in changes]
     return out
 
 
 def run_method(method: str, audio_path: str | Path, gt_lyric: Optional[str] = None, *,
                vocal_path: Optional[str] = None, runtime_path: Optional[str] = None,
                model_dir: Optional[str] = None, songprep: Optional[str] = None,
-               language: Optional[str] = None) -> MethodResult:
-    """Run one method on one song; every expected failure comes back in `refused` (never raised)."""
+               language: Optional[str] = None, audio_name: Optional[str] = None) -> MethodResult:
+    """Run one method on one song; every expected failure comes back in `refused` (a coded note, never
+    raised). `audio_name`: the audio's name as the user gave it, for messages."""
     from core.audio import io as audio_mod
 
     out = MethodResult(method)
@@ -99,11 +102,13 @@ def run_method(method: str, audio_path: str | Path, gt_lyric: Optional[str] = No
             return _finish(out, prop.timing, prop.section_confidence)
         if method == "transcribe":
             return _transcribe(out, model_dir, wav, sr, duration, language)
-        raise TimingError(f"unknown timing method {method!r}; use one of {', '.join(METHODS)}")
+        raise TimingError(f"unknown timing method {method!r}; use one of {', '.join(METHODS)}",
+                          code="prop_unknown_method", method=method, methods=", ".join(METHODS))
     except TimingError as err:
-        out.refused = str(err)
+        out.refused = as_note(err)
     except (OSError, ValueError) as err:  # unreadable audio or file
-        out.refused = f"{Path(str(audio_path)).name}: {err}"
+        out.refused = in_file(audio_name or Path(str(audio_path)).name,
+                              as_note(err) if isinstance(err, StudioError) else str(err))
     return out
 
 
@@ -111,7 +116,7 @@ def _songprep(out: MethodResult, songprep: Optional[str], duration: float) -> Me
     from core.timing.songprep import parse_songprep
 
     if not songprep or not str(songprep).strip():
-        raise TimingError("give SongPrep's output for this song (a string or a file)")
+        raise TimingError("give SongPrep's output for this song (a string or a file)", code="prop_need_songprep")
     text = str(songprep)
     if "\n" not in text and not text.lstrip().startswith("[") and Path(text).expanduser().is_file():
         from core.text.fields import read_text_file
@@ -128,10 +133,12 @@ def _transcribe(out: MethodResult, model_dir: Optional[str], wav, sr: int, durat
     from core.timing.transcribe import sheet_from_lines, transcribe
 
     if not model_dir:
-        raise TimingError("transcription needs the folder of a Whisper model on this machine (--model DIR)")
+        raise TimingError("transcription needs the folder of a Whisper model on this machine (--model DIR)",
+                          code="prop_need_model")
     tr = transcribe(model_dir, wav, sr, language)
     timing, conf, notes = sheet_from_lines(tr.lines, duration)
-    out.notes += tr.notes + notes + [f"transcribed with {tr.model}: review the words before using them"]
+    out.notes += tr.notes + notes + [lyr.note("prop_transcribed", "transcribed with {model}: review the words before "
+                                              "using them", model=tr.model)]
     out.lyrics = timing.lyrics()
     return _finish(out, timing, conf)
 
@@ -142,5 +149,5 @@ def run_auto(audio_path: str | Path, gt_lyric: Optional[str], **kw) -> MethodRes
     if not first.refused:
         return first
     second = run_method("vocal", audio_path, gt_lyric, **kw)
-    second.notes.insert(0, f"forced alignment could not run: {first.refused}")
+    second.notes.insert(0, lyr.note("prop_no_alignment", "forced alignment could not run: {why}", why=first.refused))
     return second

@@ -13,9 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
+from core.errors import StudioError
 from core.text import lyrics as lyr
 from core.timing.lrc import parse_lrc, timing_from_lrc
-from core.timing.sections import (SongTiming, TimingError, Window, normalize, plan_windows, untimed_too_long)
+from core.timing.sections import (SongTiming, TimingError, Window, as_note, in_file, normalize, plan_windows,
+                                  untimed_too_long)
 
 
 @dataclass
@@ -52,7 +54,8 @@ def _from_saved(saved: dict, gt_lyric: Optional[str], duration_s: float, tags: t
             if mine != theirs:
                 raise TimingError(
                     f"the lyrics' sections ({' '.join(theirs)}) are no longer the timed sections "
-                    f"({' '.join(mine)}); set the section starts again in the studio's Timing editor")
+                    f"({' '.join(mine)}); set the section starts again in the studio's Timing editor",
+                    code="tm_lyrics_changed", sheet=" ".join(theirs), timed=" ".join(mine))
             for s, (_, body) in zip(t.sections, res.sections):
                 s.text = body if s.vocal else ""
     return t
@@ -60,8 +63,9 @@ def _from_saved(saved: dict, gt_lyric: Optional[str], duration_s: float, tags: t
 
 def resolve(*, gt_lyric: Optional[str], duration_s: float, lrc_path: Optional[str | Path] = None,
             lrc_text: Optional[str] = None, saved: Optional[dict] = None,
-            tags: Iterable[str] = lyr.STRUCTURE_TAGS) -> ResolvedTiming:
-    """The song's timing (normalised) and lyrics; problems go to `errors`, never raised."""
+            tags: Iterable[str] = lyr.STRUCTURE_TAGS, lrc_name: Optional[str] = None) -> ResolvedTiming:
+    """The song's timing (normalised) and lyrics; problems go to `errors` (coded notes), never raised.
+    `lrc_name`: the LRC's name as the user gave it (messages name it; default: the file's own name)."""
     tags = tuple(tags)
     out = ResolvedTiming(None, gt_lyric)
     try:
@@ -80,15 +84,18 @@ def resolve(*, gt_lyric: Optional[str], duration_s: float, lrc_path: Optional[st
             return out
         timing, changes = normalize(timing, tags)
     except TimingError as err:
-        name = Path(lrc_path).name if lrc_path and not saved else "the section timing"
-        out.errors.append(f"{name}: {err}")
+        if lrc_path and not saved:
+            out.errors.append(in_file(lrc_name or Path(lrc_path).name, err))
+        else:
+            out.errors.append(lyr.note("tm_saved_refused", "the section timing: {why}", why=as_note(err)))
         return out
-    except (OSError, ValueError) as err:  # unreadable LRC file (missing, not UTF-8)
-        out.errors.append(f"{Path(lrc_path).name if lrc_path else 'LRC'}: {err}")
+    except (OSError, ValueError) as err:  # unreadable LRC file (missing, not UTF-8): core's own words
+        out.errors.append(in_file(lrc_name or (Path(lrc_path).name if lrc_path else "LRC"),
+                                  as_note(err) if isinstance(err, StudioError) else str(err)))
         return out
     out.timing, out.changes, out.source = timing, changes, timing.source
     if gt_lyric is None or not str(gt_lyric).strip():
-        out.notes.append("the lyrics were taken from the timed lyrics (LRC)")
+        out.notes.append(lyr.note("tm_lyrics_from_lrc", "the lyrics were taken from the timed lyrics (LRC)"))
     out.lyrics = timing.lyrics()
     return out
 
@@ -117,7 +124,7 @@ def song_items(resolved: ResolvedTiming, duration_s: float, max_dur: float, min_
     try:
         wins, warnings = plan_windows(resolved.timing, max_dur, min_dur)
     except TimingError as err:
-        return [], [], [f"{name}: {err}"]
+        return [], [], [in_file(name, err)]
     return [_item(resolved.timing, w) for w in wins], warnings, []
 
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Iterable, Optional, Sequence
 
 from core.errors import StudioError
-from core.text.lyrics import SEP, VOCAL_TAGS
+from core.text.lyrics import SEP, VOCAL_TAGS, Note, note
 
 # proposed: vocal activity; aligned: forced alignment of the lyrics; transcribed: a local Whisper model;
 # songprep: imported from SongPrep's output
@@ -44,8 +44,26 @@ HOW_TO_ADD_TIMING = (
 
 
 class TimingError(StudioError, ValueError):
-    """Timing that cannot be used; the message names the section and what to change."""
+    """Timing that cannot be used; the message names the section and what to change. Each raise has its
+    own `code` and params (worded as err_<code> in the studio's locale files)."""
     code = "timing"
+
+
+def coded(code: str, text: str, **values) -> Note:
+    """A note whose English is written out (a value is a list of notes, joined in the English text)."""
+    n = Note(text)
+    n.code, n.values = code, values
+    return n
+
+
+def as_note(err: StudioError) -> Note:
+    """A refusal kept as a finding (a list of errors, a proposal's refusal): same English, same code and values."""
+    return coded(err.code, err.message, **err.params)
+
+
+def in_file(name: str, why) -> Note:
+    """"<file>: <why>": a message about one of the user's files, the file named as the user gave it."""
+    return note("in_file", "{file}: {why}", file=name, why=as_note(why) if isinstance(why, StudioError) else why)
 
 
 @dataclass
@@ -101,7 +119,8 @@ class SongTiming:
     def from_dict(cls, d: dict) -> "SongTiming":
         src = str(d.get("source") or "none")
         if src not in SOURCES:
-            raise TimingError(f"timing source {src!r} is not one of {', '.join(SOURCES)}")
+            raise TimingError(f"timing source {src!r} is not one of {', '.join(SOURCES)}", code="tm_bad_source",
+                              source=src, sources=", ".join(SOURCES))
         return cls([TimedSection.from_dict(s) for s in d.get("sections") or []], float(d.get("duration_s") or 0.0),
                    src, d.get("confidence"))
 
@@ -135,35 +154,42 @@ def normalize(timing: SongTiming, tags: Iterable[str]) -> tuple[SongTiming, list
     intro/inst/outro set from its measured length."""
     tags = tuple(tags)
     if not timing.sections:
-        raise TimingError("the timing has no sections")
+        raise TimingError("the timing has no sections", code="tm_no_sections")
     dur = float(timing.duration_s)
     changes: list[str] = []
     secs = [TimedSection(s.tag, s.text, float(s.start_s), list(s.lines)) for s in timing.sections]
     for i, s in enumerate(secs):
         where = f"section {i + 1} {s.tag}"
+        at = {"n": i + 1, "tag": s.tag, "at": fmt_time(s.start_s)}
         if s.start_s < 0:
-            raise TimingError(f"{where} starts at a negative time ({s.start_s:g} s)")
+            raise TimingError(f"{where} starts at a negative time ({s.start_s:g} s)", code="tm_negative_start",
+                              **at, s=f"{s.start_s:g}")
         if s.start_s >= dur:
             raise TimingError(f"{where} starts at {fmt_time(s.start_s)}, after the end of the song "
-                              f"({fmt_time(dur)}); fix its time or remove it")
+                              f"({fmt_time(dur)}); fix its time or remove it", code="tm_start_after_end",
+                              **at, end=fmt_time(dur))
         if i and s.start_s <= secs[i - 1].start_s:
             raise TimingError(f"{where} starts at {fmt_time(s.start_s)}, not after section {i} "
-                              f"{secs[i - 1].tag} ({fmt_time(secs[i - 1].start_s)}); section starts must increase")
+                              f"{secs[i - 1].tag} ({fmt_time(secs[i - 1].start_s)}); section starts must increase",
+                              code="tm_start_order", **at, prev=i, prev_tag=secs[i - 1].tag,
+                              prev_at=fmt_time(secs[i - 1].start_s))
     first = secs[0]
     if first.start_s > 0:
         if not first.vocal or first.start_s <= LEAD_IN_MAX_S:
-            changes.append(f"section 1 {first.tag} now starts at 0:00.0 (was {fmt_time(first.start_s)}): "
-                           "the audio before it belongs to it")
+            changes.append(note("tm_first_at_zero", "section 1 {tag} now starts at 0:00.0 (was {was}): "
+                                "the audio before it belongs to it", tag=first.tag, was=fmt_time(first.start_s)))
             first.start_s = 0.0
         else:
             tag = _with_length("[intro-short]", first.start_s, tags)
             secs.insert(0, TimedSection(tag, "", 0.0))
-            changes.append(f"added {tag} for the {first.start_s:.1f} s before the first sung line")
+            changes.append(note("tm_intro_added", "added {tag} for the {s} s before the first sung line", tag=tag,
+                                s=f"{first.start_s:.1f}"))
     out = SongTiming(secs, dur, timing.source, timing.confidence)
     for i, (s, length) in enumerate(zip(out.sections, out.lengths())):
         new = _with_length(s.tag, length, tags)
         if new != s.tag:
-            changes.append(f"section {i + 1} {s.tag} lasts {length:.1f} s: tagged {new}")
+            changes.append(note("tm_length_word", "section {n} {tag} lasts {s} s: tagged {new}", n=i + 1, tag=s.tag,
+                                s=f"{length:.1f}", new=new))
             s.tag = new
     return out, changes
 
@@ -227,7 +253,9 @@ def plan_windows(timing: SongTiming, max_dur: float, min_dur: float = 0.0) -> tu
             raise TimingError(
                 f"section {i + 1} {s.tag} ({fmt_time(s.start_s)}, {length:.1f} s) is longer than the model's "
                 f"max_dur of {max_dur:g} s, so the song cannot be split at section boundaries; add a section "
-                "start inside it (e.g. split a long verse into two [verse] sections) or trim the audio")
+                "start inside it (e.g. split a long verse into two [verse] sections) or trim the audio",
+                code="tm_section_too_long", n=i + 1, tag=s.tag, at=fmt_time(s.start_s), s=f"{length:.1f}",
+                max=f"{max_dur:g}")
     bounds = [s.start_s for s in timing.sections] + [timing.duration_s]
     path = _best_partition(bounds, max_dur, min_dur)
     if path is None:
@@ -237,10 +265,10 @@ def plan_windows(timing: SongTiming, max_dur: float, min_dur: float = 0.0) -> tu
             for a, b in zip(path[:-1], path[1:])]
     short = [w for w in wins if w.duration_s < min_dur - 1e-6]
     if short:
-        warnings.append("the section boundaries allow no split with every item at least min_dur "
-                        f"({min_dur:g} s) long: " + ", ".join(
-                            f"item {wins.index(w) + 1} ({fmt_time(w.start_s)}-{fmt_time(w.end_s)}) lasts "
-                            f"{w.duration_s:.1f} s" for w in short))
+        items = [note("tm_short_item", "item {k} ({a}-{b}) lasts {s} s", k=wins.index(w) + 1, a=fmt_time(w.start_s),
+                      b=fmt_time(w.end_s), s=f"{w.duration_s:.1f}") for w in short]
+        warnings.append(coded("tm_short_items", "the section boundaries allow no split with every item at least "
+                              f"min_dur ({min_dur:g} s) long: " + ", ".join(items), min=f"{min_dur:g}", items=items))
     return wins, warnings
 
 
@@ -297,7 +325,8 @@ def crop_sections(spans: Sequence[tuple[int, int]], max_frames: int, item_reache
     cands = crop_candidates(spans, max_frames)
     if not cands:
         raise TimingError(f"training.max_frames ({max_frames}) is shorter than every section of this item; "
-                          "raise training.max_frames or add section starts")
+                          "raise training.max_frames or add section starts", code="tm_crop_too_short",
+                          max_frames=max_frames)
     first, last = random.Random(seed).choice(cands) if random_start else cands[0]
     a, b = spans[first][0], spans[last][1]
     return Crop(first, last, a, b - a, item_reaches_end and last == len(spans) - 1)

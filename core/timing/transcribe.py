@@ -49,13 +49,13 @@ def model_kind(folder: str | Path) -> str:
     p = Path(folder).expanduser()
     if not p.is_dir():
         raise TimingError(f"the transcription model folder {p} does not exist; give the folder of a Whisper model "
-                          "on this machine (the studio never downloads one)")
+                          "on this machine (the studio never downloads one)", code="asr_no_folder", folder=str(p))
     if (p / "model.bin").is_file():
         return "ctranslate2"
     if (p / "config.json").is_file() and any(p.glob("*.safetensors")):
         return "transformers"
     raise TimingError(f"{p} holds no Whisper model: expected config.json + model.safetensors (transformers) "
-                      "or model.bin (CTranslate2 / faster-whisper)")
+                      "or model.bin (CTranslate2 / faster-whisper)", code="asr_no_model", folder=str(p))
 
 
 def _mono16k(wave: torch.Tensor, sample_rate: int):
@@ -84,7 +84,8 @@ def _ctranslate2(folder: Path, audio, language: Optional[str]) -> list[tuple[flo
         from faster_whisper import WhisperModel
     except ImportError as err:
         raise TimingError(f"{folder} is a CTranslate2 model: install faster-whisper to use it "
-                          "(pip install faster-whisper), or give a transformers Whisper folder") from err
+                          "(pip install faster-whisper), or give a transformers Whisper folder",
+                          code="asr_need_faster_whisper", folder=str(folder)) from err
     segs, _ = WhisperModel(str(folder), device="cpu", local_files_only=True).transcribe(audio, language=language)
     return [(s.start, s.end, s.text) for s in segs]
 
@@ -106,7 +107,8 @@ def transcribe(folder: str | Path, wave: torch.Tensor, sample_rate: int, languag
             continue
         lines.append(Line(round(a, 2), round(min(max(b, a), dur), 2), text))
     lines.sort(key=lambda ln: ln.start_s)
-    notes = [f"{skipped} piece(s) without words or past the end of the audio were left out"] if skipped else []
+    notes = [lyr.note("asr_skipped", "{n} piece(s) without words or past the end of the audio were left out",
+                      n=skipped)] if skipped else []
     return Transcript(lines, p.name, notes)
 
 
@@ -136,7 +138,7 @@ def sheet_from_lines(lines: Sequence[Line], duration_s: float) -> tuple[SongTimi
     A block's confidence is how clearly a pause separates it from the block before (1 for a pause of
     two block pauses or more); a chorus guess takes its similarity to the repeated block."""
     if not lines:
-        raise TimingError("the transcription found no words; check the model folder and the audio")
+        raise TimingError("the transcription found no words; check the model folder and the audio", code="asr_no_words")
     blocks = _blocks(lines)
     texts = [" ".join(w for ln in b for w in _words(ln.text)) for b in blocks]
     sim = [max((difflib.SequenceMatcher(None, t.split(), u.split()).ratio() for j, u in enumerate(texts) if j != i),
@@ -162,8 +164,10 @@ def sheet_from_lines(lines: Sequence[Line], duration_s: float) -> tuple[SongTimi
         secs.append(TimedSection("[outro-short]", "", prev_end))
         conf.append(1.0)
     if not any(s.tag == "[chorus]" for s in secs):
-        notes.append("no block of lines repeats, so no chorus was guessed; mark the chorus yourself if there is one")
+        notes.append(lyr.note("asr_no_chorus", "no block of lines repeats, so no chorus was guessed; mark the chorus "
+                              "yourself if there is one"))
     empty = [k + 1 for k, s in enumerate(secs) if s.vocal and not s.text]
     if empty:
-        raise TimingError(f"the transcription of section(s) {empty} cannot be written as lyrics; check the model")
+        raise TimingError(f"the transcription of section(s) {empty} cannot be written as lyrics; check the model",
+                          code="asr_unwritable", sections=str(empty))
     return SongTiming(secs, float(duration_s), "transcribed", min(conf)), conf, notes

@@ -15,7 +15,7 @@ from typing import Iterable, Optional, Sequence
 
 import torch
 
-from core.text.lyrics import VOCAL_TAGS
+from core.text.lyrics import VOCAL_TAGS, note
 from core.timing.sections import SongTiming, TimedSection
 
 HOP_S = 0.05          # envelope resolution; section starts are reported to this precision
@@ -172,11 +172,12 @@ def propose(sections: Sequence[tuple[str, str]], activity: Activity, duration_s:
     regs = activity.regions
     clarity = max(0.0, min(1.0, activity.contrast_db / CLEAR_CONTRAST_DB))
     if clarity < 0.5:
-        notes.append(f"the vocal stem is not clearly louder where singing happens ({activity.contrast_db:.0f} dB "
-                     "between singing and gaps); check the proposal by ear")
+        notes.append(note("va_unclear", "the vocal stem is not clearly louder where singing happens ({db} dB "
+                          "between singing and gaps); check the proposal by ear", db=f"{activity.contrast_db:.0f}"))
     runs = _sung_runs(sections, vocal_tags)
     if not regs or not runs:
-        notes.append("no singing was found in the vocal stem" if not regs else "the lyrics have no sung sections")
+        notes.append(note("va_no_singing", "no singing was found in the vocal stem") if not regs
+                     else note("va_no_sung_sections", "the lyrics have no sung sections"))
         t = _split_by_text(0.0, duration_s, [txt or tag for tag, txt in sections])
         timing = SongTiming([TimedSection(tag, txt, s) for (tag, txt), s in zip(sections, t)], duration_s,
                             "proposed", 0.0)
@@ -184,12 +185,13 @@ def propose(sections: Sequence[tuple[str, str]], activity: Activity, duration_s:
     gaps = [(regs[i][1], regs[i + 1][0]) for i in range(len(regs) - 1)]
     between, c_between = _pick_gaps(gaps, len(runs) - 1)
     if len(between) < len(runs) - 1:
-        notes.append(f"the lyrics have {len(runs)} sung passages separated by instrumental parts but the stem has "
-                     f"only {len(between) + 1}; the missing boundaries are guesses")
+        notes.append(note("va_few_passages", "the lyrics have {n} sung passages separated by instrumental parts but "
+                          "the stem has only {found}; the missing boundaries are guesses", n=len(runs),
+                          found=len(between) + 1))
         c_between = 0.0
     elif c_between < 0.5:
-        notes.append("the pauses taken as instrumental parts are hardly longer than pauses inside the singing; "
-                     "the boundaries between sung passages are a guess")
+        notes.append(note("va_weak_breaks", "the pauses taken as instrumental parts are hardly longer than pauses "
+                          "inside the singing; the boundaries between sung passages are a guess"))
     spans = _run_spans(regs, between, len(runs), duration_s)
     for r, ((first, last), (a, b)) in enumerate(zip(runs, spans)):
         k = last - first + 1
@@ -199,13 +201,13 @@ def propose(sections: Sequence[tuple[str, str]], activity: Activity, duration_s:
         if len(picked) == k - 1:
             run_starts = [a] + [g[1] for g in picked]
             if k > 1 and c_inner < 0.5:
-                notes.append(f"sections {first + 1}-{last + 1}: the pauses between them are hardly longer than "
-                             "the pauses between lines; their starts are a guess")
+                notes.append(note("va_weak_pauses", "sections {a}-{b}: the pauses between them are hardly longer than "
+                                  "the pauses between lines; their starts are a guess", a=first + 1, b=last + 1))
         else:
             run_starts = _split_by_text(a, b, [sections[i][1] for i in range(first, last + 1)])
             c_run = 0.0
-            notes.append(f"sections {first + 1}-{last + 1} are sung without clear pauses between them; "
-                         "their starts are split by text length (a guess)")
+            notes.append(note("va_no_pauses", "sections {a}-{b} are sung without clear pauses between them; "
+                              "their starts are split by text length (a guess)", a=first + 1, b=last + 1))
         for i, s in zip(range(first, last + 1), run_starts):
             starts[i] = s
             conf[i] = c_run
@@ -221,7 +223,7 @@ def propose(sections: Sequence[tuple[str, str]], activity: Activity, duration_s:
     for i, s in zip(lead, _split_by_text(0.0, spans[0][0], ["x"] * len(lead))):
         starts[i] = s
     if lead and spans[0][0] < 0.5:
-        notes.append("singing starts at once but the lyrics open with an instrumental section")
+        notes.append(note("va_no_intro", "singing starts at once but the lyrics open with an instrumental section"))
         conf[0] = 0.0
     if not lead and spans[0][0] > 0:
         starts[runs[0][0]] = spans[0][0]
@@ -234,10 +236,10 @@ def propose(sections: Sequence[tuple[str, str]], activity: Activity, duration_s:
 def _unusable(confidence: float, activity: Activity) -> str:
     if confidence >= USABLE_CONFIDENCE:
         return ""
-    return (f"the vocal estimate cannot place the sections (confidence {confidence:.2f}: singing is "
-            f"{activity.contrast_db:.0f} dB above the quiet parts, the breaks between sections are not clear in it); "
-            "no starts are proposed from it. Use forced alignment of the lyrics, an LRC file, a SongPrep "
-            "result, or give the song's vocal stem")
+    return note("va_unusable", "the vocal estimate cannot place the sections (confidence {conf}: singing is {db} dB "
+                "above the quiet parts, the breaks between sections are not clear in it); no starts are proposed "
+                "from it. Use forced alignment of the lyrics, an LRC file, a SongPrep result, or give the song's "
+                "vocal stem", conf=f"{confidence:.2f}", db=f"{activity.contrast_db:.0f}")
 
 
 def propose_from_stem(sections: Sequence[tuple[str, str]], vocal: torch.Tensor, sample_rate: int,
@@ -258,7 +260,7 @@ def vocal_stem(audio_path: str, vocal_path: Optional[str] = None, runtime_path: 
 
     if vocal_path:
         wav, sr = audio_mod.read_audio(vocal_path)
-        return wav, sr, "the song's vocal stem"
+        return wav, sr, note("va_stem_given", "the song's vocal stem")
     wav, sr = audio_mod.read_audio(audio_path)
     ckpt = None
     if runtime_path:
@@ -269,7 +271,8 @@ def vocal_stem(audio_path: str, vocal_path: Optional[str] = None, runtime_path: 
         yaml_path = Path(ckpt).with_suffix(".yaml")
         sep = Separator.from_checkpoint(str(ckpt), str(yaml_path) if yaml_path.is_file() else None, device=device)
         vocal, _ = sep.separate(audio_mod.to_stereo(wav), sr)
-        return vocal.float().cpu(), sr, f"Demucs vocals ({Path(ckpt).name})"
+        return vocal.float().cpu(), sr, note("va_stem_demucs", "Demucs vocals ({ckpt})", ckpt=Path(ckpt).name)
     from core.codec.demo import demo_split
     vocal, _ = demo_split(audio_mod.to_stereo(wav), sr)
-    return vocal, sr, "DEMO vocal estimate (mid/side + vocal band, not Demucs): check the proposal by ear"
+    return vocal, sr, note("va_stem_demo", "DEMO vocal estimate (mid/side + vocal band, not Demucs): check the "
+                           "proposal by ear")

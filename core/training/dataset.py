@@ -101,14 +101,16 @@ class SongSet(Dataset):
         if long and all(self.num_frames[i] == max_frames + 1 for i in long) and not allow_random_crop:
             raise ConfigError(f"song(s) {', '.join(untimed[:5])} are one codec frame longer than the crop of "
                               f"{max_frames} frames: songs of exactly max_dur, prepared before prepare fitted them "
-                              "to the model; prepare the dataset again (the encoded songs are reused from the cache)")
+                              "to the model; prepare the dataset again (the encoded songs are reused from the cache)",
+                              code="tr_one_frame_over", songs=", ".join(untimed[:5]), max_frames=max_frames)
         if untimed and not allow_random_crop:
             raise ConfigError(
                 f"training.max_frames = {max_frames} ({max_frames / frame_rate:.1f} s) is shorter than "
                 f"{len(untimed)} song(s) without section timing ({', '.join(untimed[:5])}"
                 f"{', ...' if len(untimed) > 5 else ''}): a crop of them would keep the whole song's lyrics for a "
                 f"part of its audio. Raise training.max_frames (0 = the model's max_dur), or {HOW_TO_ADD_TIMING}, "
-                "then prepare again")
+                "then prepare again", code="tr_untimed_crop", max_frames=max_frames, secs=f"{max_frames / frame_rate:.1f}",
+                n=len(untimed), songs=", ".join(untimed[:5]) + (", ..." if len(untimed) > 5 else ""))
         if untimed:
             self.notes.append(f"{len(untimed)} item(s) without section timing are cropped at random with all their "
                               "lyrics (allowed for the demo model only)")
@@ -119,7 +121,8 @@ class SongSet(Dataset):
         for i, sp in enumerate(self.spans):
             if sp and self.num_frames[i] > max_frames and not any(b - a <= max_frames for a, b in sp):
                 raise ConfigError(f"training.max_frames = {max_frames} is shorter than every section of "
-                                  f"{self.ids[i]}; raise it or add section starts")
+                                  f"{self.ids[i]}; raise it or add section starts", code="tr_crop_no_section",
+                                  max_frames=max_frames, song=self.ids[i])
 
     def __len__(self) -> int:
         return len(self.num_frames)

@@ -16,7 +16,7 @@ import gradio as gr
 
 from studio import serving, timing_edit as te
 from studio.feedback import UserError
-from studio.i18n import in_lang, said
+from studio.i18n import request_lang, said, say, tr, value_word
 
 MAX_SECTIONS = 32
 PER_ROW = 4
@@ -56,7 +56,7 @@ def build(ctx) -> dict:
         play_pick = gr.Dropdown(choices=[], label=t("timing_play_from"), elem_id="timing-play-pick")
         clip = gr.Audio(label=t("timing_clip"), type="filepath", interactive=False, elem_id="timing-clip")
     with gr.Row():
-        method = gr.Dropdown(choices=[(ctx.msg(f"timing_m_{m}"), m) for m in te.METHODS], value="align",
+        method = gr.Dropdown(choices=[(t(f"timing_m_{m}"), m) for m in te.METHODS], value="align",
                              label=t("timing_method"), elem_id="timing-method")
         model_dir = gr.Textbox(label=t("timing_model_dir"), elem_id="timing-model-dir")
         songprep = gr.Textbox(label=t("timing_songprep"), lines=2, elem_id="timing-songprep")
@@ -70,22 +70,26 @@ def build(ctx) -> dict:
         prop_play = gr.Dropdown(choices=[], label=t("timing_play_proposal"), elem_id="timing-play-proposal")
     proposal = gr.State({})
 
-    msg_ = ctx.msg  # messages with values are built on the server, in the studio's language
+    # messages built on the server are worded in the language of the browser that asked (studio.i18n.request_lang);
+    # core's notes and refusals by their codes (studio.i18n.say)
+    def _lang(request) -> str:
+        return request_lang(request, ctx.lang)
 
-    def _status(v: te.TimingView, msg: str = "") -> str:
+    def _status(v: te.TimingView, lang: str, msg: str = "") -> str:
         lines = [msg] if msg else []
-        lines.append(msg_("timing_source", source=v.source, n=len(v.sections), dur=f"{v.duration_s:.1f}"))
-        lines += [f"- {x}" for x in v.notes]
+        lines.append(tr("timing_source", lang, source=value_word("tsrc", v.source, lang), n=len(v.sections),
+                        dur=f"{v.duration_s:.1f}"))
+        lines += [f"- {say(x, lang)}" for x in v.notes]
         if v.at_prepare:
-            lines.append(msg_("timing_at_prepare"))
-            lines += [f"- {x}" for x in v.at_prepare]
-        lines += [f"- ⚠ {x}" for x in v.errors]
+            lines.append(tr("timing_at_prepare", lang))
+            lines += [f"- {say(x, lang)}" for x in v.at_prepare]
+        lines += [f"- ⚠ {say(x, lang)}" for x in v.errors]
         return "\n\n".join(lines)
 
-    def _show(idx, msg="", prop=None):
+    def _show(idx, lang: str, msg="", prop=None):
         """Everything the tab shows for one song."""
         if not idx or ctx.ws.song(idx) is None:
-            return [None, msg_("timing_pick"), gr.update(choices=[], value=None)] + \
+            return [None, tr("timing_pick", lang), gr.update(choices=[], value=None)] + \
                 [gr.update(visible=False, value=None) for _ in fields] + [gr.update(visible=False) for _ in rows]
         v = te.view(ctx.ws, idx)
         ups = []
@@ -98,31 +102,35 @@ def build(ctx) -> dict:
         picks = [(f"{k + 1} {tag}", k) for k, (tag, _) in enumerate(v.sections)]
         img = te.picture(ctx.ws, idx, proposal=(prop or {}).get("starts"))
         row_ups = [gr.update(visible=r * PER_ROW < len(v.sections)) for r in range(len(rows))]
-        return [img, _status(v, msg), gr.update(choices=picks, value=None)] + ups + row_ups
+        return [img, _status(v, lang, msg), gr.update(choices=picks, value=None)] + ups + row_ups
 
     outs = [plot, status, play_pick] + fields + rows
 
-    def on_song(idx):
+    def on_song(idx, request: gr.Request = None):
         # a new song starts clean: no proposals, and the previous song's LRC upload is cleared
-        return _show(idx) + [{}, "", gr.update(value=None)]
+        return _show(idx, _lang(request)) + [{}, "", gr.update(value=None)]
 
-    def use_lrc(idx, f):
+    def use_lrc(idx, f, request: gr.Request = None):
         path = _files(f)
         if not path:
             raise UserError("timing_need_lrc")
         try:
             v = te.use_lrc(ctx.ws, idx, path)
         except (te.TimingEditError, ValueError) as err:
-            raise UserError("plain", text=lambda lg, e=err: in_lang(e.args[0], lg)) from None
+            raise _err(err) from None
         serving.discard_uploads(path)  # kept with the song: Gradio's temporary copy goes now
-        return _show(idx, msg_("timing_lrc_used", idx=idx, name=Path(path).name) + "".join(f"\n- {n}" for n in v.notes[:2]))
+        lang = _lang(request)
+        return _show(idx, lang, tr("timing_lrc_used", lang, idx=idx, name=Path(path).name)
+                     + "".join(f"\n- {say(n, lang)}" for n in v.done))
 
-    def save(idx, *starts):
+    def save(request: gr.Request, idx, props, *starts):  # the request first: Gradio fills it only before *args
         try:
             te.save_starts(ctx.ws, idx, starts, "edited")
         except te.TimingEditError as err:
-            raise UserError("plain", text=lambda lg, e=err: in_lang(e.args[0], lg)) from None
-        return _show(idx, msg_("timing_saved", idx=idx))
+            raise _err(err) from None
+        lang = _lang(request)
+        # the proposals' "saved" column follows the starts just saved
+        return _show(idx, lang, tr("timing_saved", lang, idx=idx)) + [_proposals_md(idx, props or {}, lang)]
 
     def redraw(idx, *starts):
         if not idx:
@@ -138,48 +146,52 @@ def build(ctx) -> dict:
         return te.clip_from(ctx.ws, idx, float(s))
 
     def _err(err):
-        return UserError("plain", text=lambda lg, e=err: in_lang(e.args[0], lg))
+        """A refusal of the editor (its messages coded) as one message in the reader's language."""
+        msgs = getattr(err, "msgs", None) or (err,)
+        return UserError("plain", text=lambda lg: "; ".join(say(x, lg) for x in msgs))
 
-    def _proposals_md(idx, props: dict) -> str:
+    def _proposals_md(idx, props: dict, lang: str) -> str:
         """The proposals side by side with the saved starts, then each method's notes or refusal."""
         v = te.view(ctx.ws, idx)
         methods, rows = te.comparison(v, props)
-        head = [msg_("timing_col_section"), msg_("timing_col_saved")] + [msg_(f"timing_m_{m}") for m in methods]
+        name = {m: tr(f"timing_m_{m}", lang) for m in te.METHODS}
+        head = [tr("timing_col_section", lang), tr("timing_col_saved", lang)] + [name[m] for m in methods]
         out = []
         if methods:
             out.append("| " + " | ".join(head) + " |\n|" + "---|" * len(head) + "\n"
                        + "\n".join("| " + " | ".join(r) + " |" for r in rows))
-            out.append(msg_("timing_conf_note"))
+            out.append(tr("timing_conf_note", lang))
         for m, p in props.items():
             if p.get("refused"):
-                out.append(msg_("timing_refused", method=msg_(f"timing_m_{m}"), why=p["refused"]))
+                out.append(tr("timing_refused", lang, method=name[m], why=say(p["refused"], lang)))
                 continue
-            head = msg_("timing_prop_head", method=msg_(f"timing_m_{m}"), conf=f"{p['confidence']:.2f}",
-                        stem=p.get("stem") or "-")
-            out.append(head + "".join(f"\n- {n}" for n in p["notes"]))
+            head = tr("timing_prop_head", lang, method=name[m], conf=f"{p['confidence']:.2f}",
+                      stem=say(p["stem"], lang) if p.get("stem") else "-")
+            out.append(head + "".join(f"\n- {say(n, lang)}" for n in p["notes"]))
             if p.get("lyrics"):
-                out.append(msg_("timing_sheet") + "\n\n```\n" + p["lyrics"].replace(" ; ", "\n") + "\n```")
+                out.append(tr("timing_sheet", lang) + "\n\n```\n" + p["lyrics"].replace(" ; ", "\n") + "\n```")
         return "\n\n".join(out)
 
-    def _pickers(props: dict):
+    def _pickers(props: dict, lang: str):
         usable = [m for m, p in props.items() if not p.get("refused")]
-        ms = [(msg_(f"timing_m_{m}"), m) for m in usable]
-        plays = [(f"{msg_(f'timing_m_{m}')} · {k + 1} {tag} · {s:.2f}", f"{m}:{k}")
+        ms = [(tr(f"timing_m_{m}", lang), m) for m in usable]
+        plays = [(f"{tr(f'timing_m_{m}', lang)} · {k + 1} {tag} · {s:.2f}", f"{m}:{k}")
                  for m in usable for k, (tag, s) in enumerate(zip(props[m]["tags"], props[m]["starts"]))]
         return [gr.update(choices=ms, value=ms[-1][1] if ms else None), gr.update(choices=plays, value=None)]
 
-    def do_propose(idx, m, folder, sp, props):
+    def do_propose(idx, m, folder, sp, props, request: gr.Request = None):
         if not idx:
             raise UserError("timing_pick")
         try:
             p = te.propose_with(ctx.ws, idx, m, folder, sp)
         except te.TimingEditError as err:
             raise _err(err) from None
+        lang = _lang(request)
         props = {**(props or {}), m: p}
         img = te.picture(ctx.ws, idx, proposal=None if p.get("refused") else p["starts"])
-        return [img, props, _proposals_md(idx, props)] + _pickers(props)
+        return [img, props, _proposals_md(idx, props, lang)] + _pickers(props, lang)
 
-    def accept(idx, m, props):
+    def accept(idx, m, props, request: gr.Request = None):
         p = (props or {}).get(m)
         if not p:
             raise UserError("timing_no_proposal")
@@ -187,20 +199,22 @@ def build(ctx) -> dict:
             te.accept(ctx.ws, idx, p)
         except te.TimingEditError as err:
             raise _err(err) from None
-        msg = msg_("timing_accepted", idx=idx, source=p["source"])
-        return _show(idx, msg) + [props, _proposals_md(idx, props)]
+        lang = _lang(request)
+        msg = tr("timing_accepted", lang, idx=idx, source=value_word("tsrc", p["source"], lang))
+        return _show(idx, lang, msg) + [props, _proposals_md(idx, props, lang)]
 
-    def accept_one(idx, m, k, props, *starts):
+    def accept_one(request: gr.Request, idx, m, k, props, *starts):
         p = (props or {}).get(m)
         if not p or k is None:
             raise UserError("timing_no_proposal")
         k = int(k)
         v = te.view(ctx.ws, idx)
         if list(p["tags"]) != [tag for tag, _ in v.sections] or k >= len(p["starts"]):
-            raise UserError("plain", text=lambda lg: in_lang(said("te_prop_other_sections"), lg))
+            raise _err(te.TimingEditError(said("te_prop_other_sections")))
         new = list(starts)
         new[k] = p["starts"][k]
-        msg = msg_("timing_one_set", k=k + 1, s=f"{p['starts'][k]:.2f}", method=msg_(f"timing_m_{m}"))
+        lang = _lang(request)
+        msg = tr("timing_one_set", lang, k=k + 1, s=f"{p['starts'][k]:.2f}", method=tr(f"timing_m_{m}", lang))
         return [gr.update(value=x) for x in new] + [msg]
 
     def play_proposed(idx, pick, props):
@@ -218,7 +232,7 @@ def build(ctx) -> dict:
         on_song_sections, [song], section_pick, api_name=False).then(
         lambda: [gr.update(choices=[], value=None)] * 2, None, [accept_pick, prop_play], api_name=False)
     lrc_btn.click(use_lrc, [song, lrc], outs, api_name="timing_use_lrc")
-    save_btn.click(save, [song] + fields, outs, api_name="timing_save")
+    save_btn.click(save, [song, proposal] + fields, outs + [proposal_md], api_name="timing_save")
     redraw_btn.click(redraw, [song] + fields, plot, api_name="timing_redraw")
     play_pick.change(play, [song, play_pick] + fields, clip, api_name="timing_play")
     propose_btn.click(do_propose, [song, method, model_dir, songprep, proposal],

@@ -463,7 +463,7 @@ def build(ctx) -> dict:
     return {"select_run": select_run, "run_config": config, "run_command": command, "run_pick": run_pick, "view_state": view_state, "poll": poll, "poll_outs": poll_outs,
             "changed": start_ev, "preview": preview, "inputs": inputs, "values": values, "config": next_cfg, "command": next_cmd,
             "estimate": estimate, "sample_audio": sample_audio, "start_btn": start_btn, "resume_btn": resume_btn,
-            "preset": w["preset"], "base_kind": w["base_kind"], "sample_pick": sample_pick, "samples_tick": samples_tick,
+            "preset": w["preset"], "base_kind": w["base_kind"], "ck_table": ck_table, "sample_pick": sample_pick, "samples_tick": samples_tick,
             "restore": restore, "restore_outs": inputs + [w["preset"], preset_msg], "refit": refit,
             "refit_ins": [w["preset"], w["base_kind"], w["base_path"], w["training.max_frames"]],
             "refit_outs": [w["training.max_frames"], preset_msg]}
@@ -487,10 +487,11 @@ def wire_load(ctx, demo, ui, new_data=()) -> None:
         pick = (active or runs or [None])[0]
         return (gr.update(choices=_run_choices(ctx, lang, runs), value=pick["run_dir"] if pick else None),
                 {"run": None, "version": -1}, gr.update(choices=preset_choices(lang)),
-                gr.update(choices=base_choices(lang)))
+                gr.update(choices=base_choices(lang)), _ck_table([], lang))  # the table's heads in this language
 
 
-    demo.load(attach, None, [ui["run_pick"], ui["view_state"], ui["preset"], ui["base_kind"]], api_name=False).then(
+    demo.load(attach, None, [ui["run_pick"], ui["view_state"], ui["preset"], ui["base_kind"], ui["ck_table"]],
+              api_name=False).then(
         ui["restore"], None, ui["restore_outs"], api_name=False).then(
         ui["select_run"], ui["run_pick"], [ui["run_config"], ui["run_command"]], api_name=False).then(
         ui["poll"], [ui["run_pick"], ui["view_state"]], ui["poll_outs"], api_name=False, show_progress="hidden").then(
