@@ -17,8 +17,8 @@ from core.timing.sections import TimingError, in_file
 from studio.i18n import TABLES, finding, say
 
 TIMING = Path(__file__).resolve().parent.parent / "core" / "timing"
-# alignment.py codes and words its own messages (its locale block lands with it)
-CODED = ("lrc.py", "sections.py", "resolve.py", "propose.py", "songprep.py", "transcribe.py", "vocal_activity.py")
+CODED = ("lrc.py", "sections.py", "resolve.py", "propose.py", "songprep.py", "transcribe.py", "vocal_activity.py",
+         "alignment.py")
 
 
 def _codes(path: Path) -> tuple[set[str], set[str]]:
