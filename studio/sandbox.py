@@ -9,7 +9,8 @@ On a public Space one server process serves everyone, so the studio's workspace 
 - every event handler finds its sandbox from the request Gradio is serving (``gr.Request``:
   ``session_hash``, and the OAuth session a "Sign in with Hugging Face" button fills), never from a
   value the browser sends, so there is no way to name another visitor's songs, runs or checkpoints;
-- quotas bound what one visitor can make the server hold or do: uploaded bytes, songs, tokenize seconds;
+- quotas bound what one visitor can make the server hold or do: uploaded bytes, songs, and compute seconds
+  (the wall time of tokenize and every generation job together, stopped at the quota while a job runs);
 - sandboxes idle for longer than the idle limit are deleted (anonymous ones sooner than signed-in ones);
   one with a live training process is kept.
 
@@ -44,7 +45,7 @@ JOB_LOCK = ".job.lock"
 class Limits:
     upload_bytes: int = 200 * 2**20
     songs: int = 20
-    tokenize_seconds: float = 900.0
+    compute_seconds: float = 900.0  # tokenize + generation (single, A/B, sweep, candidates), wall time
     idle_anonymous_s: float = 2 * 3600.0
     idle_user_s: float = 7 * 24 * 3600.0
     new_sandboxes: int = 10  # per client address and window: each anonymous page load makes one
@@ -66,13 +67,14 @@ class Limits:
         d = cls()
         return cls(upload_bytes=int(num("STUDIO_QUOTA_UPLOAD_MB", d.upload_bytes / 2**20) * 2**20),
                    songs=int(num("STUDIO_QUOTA_SONGS", d.songs)),
-                   tokenize_seconds=num("STUDIO_QUOTA_TOKENIZE_S", d.tokenize_seconds),
+                   # STUDIO_QUOTA_TOKENIZE_S: the name this quota had when it counted tokenizing alone
+                   compute_seconds=num("STUDIO_QUOTA_COMPUTE_S", num("STUDIO_QUOTA_TOKENIZE_S", d.compute_seconds)),
                    idle_anonymous_s=num("STUDIO_SANDBOX_IDLE_S", d.idle_anonymous_s),
                    idle_user_s=num("STUDIO_SANDBOX_USER_IDLE_S", d.idle_user_s),
                    new_sandboxes=int(num("STUDIO_NEW_SANDBOXES_PER_HOUR", d.new_sandboxes)))
 
     def quota(self) -> Quota:
-        return Quota(upload_bytes=self.upload_bytes, songs=self.songs, tokenize_seconds=self.tokenize_seconds)
+        return Quota(upload_bytes=self.upload_bytes, songs=self.songs, compute_seconds=self.compute_seconds)
 
 
 # ---- settings a visitor may not choose ---------------------------------------------------------------
@@ -115,6 +117,25 @@ def one_job(ws) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def compute_job(ws) -> Iterator[Optional[float]]:
+    """one_job, for a job that spends the visitor's compute quota (tokenize, any generation): refused when the
+    quota is spent; yields the seconds left (None on a local or private studio), which the job's
+    core.runs.budget checks at every step; the job's wall time is charged when it ends, however it ends."""
+    from core.runs import budget
+
+    with one_job(ws):
+        left = ws.compute_seconds_left()
+        if left is not None and left <= 0:
+            raise UserError("compute_quota", secs=f"{ws.quota.compute_seconds:.0f}")
+        t0 = budget.now()
+        try:
+            yield left
+        finally:
+            if left is not None:
+                ws.add_compute_seconds(budget.now() - t0)
 
 
 def check_processes(ws, cfg) -> None:

@@ -25,10 +25,12 @@ from core.audio.io import AUDIO_EXTENSIONS as AUDIO_EXT  # what prepare reads; n
 
 @dataclass(frozen=True)
 class Quota:
-    """What one public-Space visitor may make the server hold or do (studio.sandbox)."""
+    """What one public-Space visitor may make the server hold or do (studio.sandbox). `compute_seconds`: the
+    wall time of every tokenize and generation job (single, A/B, sweep, candidates) together; wall time,
+    because one server process serves every visitor and a job's own CPU time cannot be told apart."""
     upload_bytes: int
     songs: int
-    tokenize_seconds: float
+    compute_seconds: float
 
 
 class QuotaExceeded(StudioError, ValueError):
@@ -111,15 +113,19 @@ class Workspace:
                                 code="quota_songs", n=n, limit=q.songs)
         self.check_bytes(new_bytes)
 
-    def tokenize_seconds_left(self) -> Optional[float]:
+    def compute_seconds_used(self) -> float:
+        st = self.get_state()  # a sandbox from before the compute quota counted its tokenize seconds alone
+        return float(st.get("compute_seconds_used", st.get("tokenize_seconds_used", 0.0)))
+
+    def compute_seconds_left(self) -> Optional[float]:
+        """Seconds of tokenize and generation this sandbox may still spend; None: no quota (local studio)."""
         if self.quota is None:
             return None
-        return max(0.0, self.quota.tokenize_seconds - float(self.get_state().get("tokenize_seconds_used", 0.0)))
+        return max(0.0, self.quota.compute_seconds - self.compute_seconds_used())
 
-    def add_tokenize_seconds(self, seconds: float) -> None:
+    def add_compute_seconds(self, seconds: float) -> None:
         if self.quota is not None:
-            used = float(self.get_state().get("tokenize_seconds_used", 0.0))
-            self.set_state(tokenize_seconds_used=round(used + max(0.0, float(seconds)), 3))
+            self.set_state(compute_seconds_used=round(self.compute_seconds_used() + max(0.0, float(seconds)), 3))
 
     # ---- songs ------------------------------------------------------------------------------
     def _unique_idx(self, wanted: str) -> str:
