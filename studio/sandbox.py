@@ -39,6 +39,7 @@ from studio.state import Quota, Workspace
 LAST_SEEN = ".last_seen"
 OWNER = ".owner.json"
 JOB_LOCK = ".job.lock"
+COMPUTE = ".compute"  # per client address: compute seconds its anonymous sandboxes used (Quota.ledger)
 
 
 @dataclass(frozen=True)
@@ -73,8 +74,9 @@ class Limits:
                    idle_user_s=num("STUDIO_SANDBOX_USER_IDLE_S", d.idle_user_s),
                    new_sandboxes=int(num("STUDIO_NEW_SANDBOXES_PER_HOUR", d.new_sandboxes)))
 
-    def quota(self) -> Quota:
-        return Quota(upload_bytes=self.upload_bytes, songs=self.songs, compute_seconds=self.compute_seconds)
+    def quota(self, ledger: Optional[Path] = None) -> Quota:
+        return Quota(upload_bytes=self.upload_bytes, songs=self.songs, compute_seconds=self.compute_seconds,
+                     ledger=str(ledger) if ledger else None, ledger_ttl_s=self.idle_anonymous_s)
 
 
 # ---- settings a visitor may not choose ---------------------------------------------------------------
@@ -239,9 +241,13 @@ class Sandboxes:
         sid = self.sandbox_id(kind, name)
         folder = self.root / sid
         fresh = not folder.is_dir()
+        address = client_address(request)
         if fresh:
-            self._count_new(client_address(request))
-        ws = Workspace(folder, quota=self.limits.quota())
+            self._count_new(address)
+        # a signed-in user's sandbox keeps its compute count; anonymous ones (a new one per page load) share
+        # their address's count, so a reload does not bring a fresh quota
+        ledger = None if kind == "user" else self.root / COMPUTE / f"{self.sandbox_id('address', address)}.json"
+        ws = Workspace(folder, quota=self.limits.quota(ledger))
         if fresh:
             (folder / OWNER).write_text(json.dumps({"kind": kind, "created": time.time()}), encoding="utf-8")
             self._link_demo(folder)
@@ -312,4 +318,7 @@ class Sandboxes:
                     continue
                 shutil.rmtree(folder, ignore_errors=True)
                 removed.append(folder.name)
+            for ledger in (self.root / COMPUTE).glob("*.json"):  # addresses whose count is forgotten
+                if now - ledger.stat().st_mtime > self.limits.idle_anonymous_s:
+                    ledger.unlink(missing_ok=True)
         return removed

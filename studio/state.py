@@ -12,6 +12,7 @@ import json
 import os
 import re
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Optional
@@ -31,6 +32,11 @@ class Quota:
     upload_bytes: int
     songs: int
     compute_seconds: float
+    # an anonymous visitor's sandboxes (one per page load) share one count of compute seconds used, kept in
+    # this file per client address, so a reload does not bring a fresh quota; forgotten after `ledger_ttl_s`
+    # without a job (the idle time after which an anonymous sandbox is deleted)
+    ledger: Optional[str] = None
+    ledger_ttl_s: float = 2 * 3600.0
 
 
 class QuotaExceeded(StudioError, ValueError):
@@ -114,6 +120,15 @@ class Workspace:
         self.check_bytes(new_bytes)
 
     def compute_seconds_used(self) -> float:
+        q = self.quota
+        if q is not None and q.ledger:
+            path = Path(q.ledger)
+            try:
+                if time.time() - path.stat().st_mtime > q.ledger_ttl_s:
+                    return 0.0
+                return float(json.loads(path.read_text(encoding="utf-8"))["used"])
+            except (OSError, ValueError, KeyError, TypeError):
+                return 0.0
         st = self.get_state()  # a sandbox from before the compute quota counted its tokenize seconds alone
         return float(st.get("compute_seconds_used", st.get("tokenize_seconds_used", 0.0)))
 
@@ -124,8 +139,14 @@ class Workspace:
         return max(0.0, self.quota.compute_seconds - self.compute_seconds_used())
 
     def add_compute_seconds(self, seconds: float) -> None:
-        if self.quota is not None:
-            self.set_state(compute_seconds_used=round(self.compute_seconds_used() + max(0.0, float(seconds)), 3))
+        if self.quota is None:
+            return
+        used = round(self.compute_seconds_used() + max(0.0, float(seconds)), 3)
+        if self.quota.ledger:  # one job at a time per sandbox; two tabs of one address may race by one job
+            Path(self.quota.ledger).parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(Path(self.quota.ledger), json.dumps({"used": used}))
+        else:
+            self.set_state(compute_seconds_used=used)
 
     # ---- songs ------------------------------------------------------------------------------
     def _unique_idx(self, wanted: str) -> str:

@@ -254,3 +254,23 @@ def test_a_generation_spends_the_quota_then_a_tokenize_is_refused(flow, clock):
     with pytest.raises(Exception) as e:
         backend.prepare(ws)
     assert e.value.key == "compute_quota"
+
+
+def test_the_compute_count_is_kept_across_page_reloads(tmp_path, clock):
+    """An anonymous visitor gets a new sandbox at each page load: its address's count follows it; a signed-in
+    user's sandbox keeps its own."""
+    from types import SimpleNamespace
+
+    from studio.sandbox import Limits, Sandboxes, compute_job
+
+    def req(session, addr="203.0.113.7", user=None):
+        return SimpleNamespace(session_hash=session, username=user, headers={}, client=SimpleNamespace(host=addr))
+
+    boxes = Sandboxes(tmp_path / "ws", Limits(compute_seconds=10))
+    with compute_job(boxes.for_request(req("page-1"))):
+        clock.now += 7  # a job of 7 s
+    assert boxes.for_request(req("page-2")).compute_seconds_left() == 3  # the reload: a new session, same address
+    assert boxes.for_request(req("page-3", addr="198.51.100.9")).compute_seconds_left() == 10
+    with compute_job(boxes.for_request(req("page-4", user="ann"))):
+        clock.now += 4
+    assert boxes.for_request(req("page-5", user="ann")).compute_seconds_left() == 6
