@@ -157,7 +157,7 @@ def prepare(ws, progress: Callable[[float, str], None] | None = None, lang: str 
 def _prepare(ws, progress: Callable[[float, str], None] | None = None, lang: str = "en",
              quota_s: Optional[float] = None) -> dict[str, Any]:
     from core import data
-    from core.runs.budget import data_budget, song_steps
+    from core.runs.budget import data_budget, run_watched, song_steps
     cfg = _prepare_cfg(ws)
 
     def cb(*args, **kw):
@@ -172,8 +172,10 @@ def _prepare(ws, progress: Callable[[float, str], None] | None = None, lang: str
         except Exception:
             pass
 
-    try:  # the budget is checked before `cb`, whose failures never stop a prepare
-        result = data.prepare(cfg, progress=song_steps(data_budget(cfg, quota_s), cb))
+    budget = data_budget(cfg, quota_s)
+    try:  # the budget is checked before `cb`, whose failures never stop a prepare; watched, so a song that
+        # hangs inside one call still ends the event at the stall bound
+        result = run_watched(budget, data.prepare, cfg, progress=song_steps(budget, cb))
     except StudioError as err:  # DataError / ConfigError / TimeLimit...: worded by its code
         raise job_refusal(err) from None
     ds = getattr(result, "dataset_dir", None)

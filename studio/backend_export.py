@@ -87,10 +87,11 @@ def _user_error(fn, *a, **kw):
 def _budgeted(ws, fn, cfg, *a, kind: str, **kw):
     """A generation job of core under the visitor's compute quota (sandbox.compute_job) and the run config's
     generation bounds: stopped with a worded error at its next frame or stage once a bound passes."""
-    from core.runs.budget import Budget
+    from core.runs.budget import Budget, run_watched
     with compute_job(ws) as left:
         budget = Budget.from_section(cfg.generation, kind, "generation", quota_s=left)
-        return _user_error(fn, cfg, *a, budget=budget, **kw)
+        # watched: the visitor gets the error at the bound even when a stage hangs inside one call
+        return _user_error(run_watched, budget, fn, cfg, *a, budget=budget, **kw)
 
 
 def merge(ws, ckpt: str, strength: float, lang: str = "en") -> str:

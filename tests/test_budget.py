@@ -184,6 +184,45 @@ def test_a_stall_in_the_frame_loop_stops_generation_naming_the_stage(flow, clock
     assert e.value.code == "time_stall" and e.value.params["stage"] == "frames" and frames[-1] == 3
 
 
+def test_a_stage_that_hangs_inside_one_call_still_ends_the_ab_at_the_stall_bound(flow, clock, monkeypatch):
+    """Loading a model that never returns makes no step: the studio's watchdog (core.runs.budget.run_watched)
+    answers at the stall bound naming the stage, and the job stops at its next step once the load returns."""
+    import threading
+
+    from core.export import generate
+    from studio import backend
+
+    entered, release = threading.Event(), threading.Event()
+    real_base = generate.ModelLoader.base
+
+    def hung_base(self):
+        entered.set()
+        release.wait(300)  # hangs until the test has seen the answer
+        return real_base(self)
+
+    monkeypatch.setattr(generate.ModelLoader, "base", hung_base)
+
+    def later():  # once the load hangs, the clock passes the 600 s stall bound of the run's config
+        entered.wait(300)
+        clock.now += 601
+
+    threading.Thread(target=later, daemon=True).start()
+    try:
+        with pytest.raises(Exception) as e:
+            backend.ab(flow["ws"], flow["ckpt"], 1.0, LYRICS, "pop", 1, 0, None)
+    finally:
+        release.set()
+    for t in threading.enumerate():  # the job itself stops at its next step
+        if t.name.startswith("job-"):
+            t.join(300)
+    assert e.value.key == "err_time_stall", e.value
+    text = e.value.text("en")
+    assert "A/B stopped during loading a model" in text and "generation.stall_limit_s" in text
+    assert "加载模型" in e.value.text("zh")
+    newest = max((flow["root"] / "generations").iterdir(), key=lambda p: p.stat().st_mtime)
+    assert json.loads((newest / "manifest.json").read_text(encoding="utf-8"))["status"] == "stopped"
+
+
 def test_prepare_stalled_on_a_song_is_stopped_at_the_next(flow, clock, tmp_path):
     from core import data
     from core.config import load_config

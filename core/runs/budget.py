@@ -7,7 +7,9 @@ decoding audio). The check raises `TimeLimit`, a coded StudioError naming the st
 - the job has run longer than its bound (`time_limit`: `generation.time_limit_s`, `data.time_limit_s`);
 - no step finished for longer than the stall bound (`time_stall`: `generation.stall_limit_s`,
   `data.stall_limit_s`): checked when the next step or stage arrives, so the error names the stage that
-  stalled; a single call that never returns (a C kernel) is not interrupted;
+  stalled; a caller that must answer in bounded time even when one call never returns runs the job with
+  `run_watched` (the studio does), which raises as soon as a bound passes and leaves the job to stop at
+  its next step;
 - the compute time its caller granted is spent (`time_quota`: a public-Space visitor's seconds left).
 
 Time is the job's wall time (`time.monotonic`): one server process serves every visitor, so a job's own CPU
@@ -20,6 +22,8 @@ It is meant to end a hung job, not to limit normal work on a slow machine.
 """
 from __future__ import annotations
 
+import contextvars
+import threading
 import time
 from typing import Any, Callable, Optional
 
@@ -36,6 +40,8 @@ FIXED_S = 300.0  # loading, decoding, validation: the stages that are not frame 
 SLACK = 3.0
 STEP_FLOOR_S = 0.05
 READ_BYTES_PER_S = {"cpu": 1e9, "cuda": 100e9}
+POLL_S = 1.0  # how often run_watched looks at a running job's budget
+GRACE_S = 5.0  # how long it then lets the job reach its next step and end with its own error
 
 
 def now() -> float:
@@ -61,6 +67,7 @@ class Budget:
         self.limit_key, self.stall_key = limit_key, stall_key
         self.t0 = self.last = now()
         self.stage, self.name = "start", ""
+        self.expired: Optional[TimeLimit] = None
 
     @classmethod
     def from_section(cls, section, job: str, prefix: str, quota_s: Optional[float] = None) -> "Budget":
@@ -82,8 +89,25 @@ class Budget:
                         stage=self.stage, name=self.name, **params)
 
     def check(self) -> None:
-        """Raise TimeLimit when a bound has passed; otherwise count this as a step made."""
+        """Raise TimeLimit when a bound has passed (or a watchdog found one, `overdue`); otherwise count this
+        as a step made."""
+        if self.expired is not None:
+            raise self.expired
         t = now()
+        self._bounds(t)
+        self.last = t
+
+    def overdue(self) -> Optional[TimeLimit]:
+        """The TimeLimit a check would raise now, without counting a step; kept, so the job's next check
+        raises it too. For a watchdog in another thread (a stage that hangs inside one call makes no step)."""
+        try:
+            self._bounds(now())
+        except TimeLimit as err:
+            self.expired = err
+            return err
+        return None
+
+    def _bounds(self, t: float) -> None:
         elapsed, gap = t - self.t0, t - self.last
         if self.quota_s is not None and elapsed > self.quota_s:
             self._fail("time_quota", f"the compute time it was given ({self.quota_s:.0f} s) is spent after "
@@ -96,7 +120,6 @@ class Budget:
             self._fail("time_stall", f"no progress for {gap:.0f} s (limit {self.stall_s:.0f} s, "
                        f"{self.stall_key}); the machine may be busy with another job, or raise "
                        f"{self.stall_key}", seconds=round(gap), limit=round(self.stall_s), setting=self.stall_key)
-        self.last = t
 
     def enter(self, stage: str, name: str = "") -> None:
         """A new stage begins: what passed until now is checked against the stage that ran until now."""
@@ -110,6 +133,34 @@ class Budget:
             if forward is not None:
                 forward(*args, **kw)
         return step
+
+
+def run_watched(budget: Budget, fn: Callable[..., Any], /, *args: Any, **kw: Any) -> Any:
+    """fn(*args, **kw) in a worker thread (with the caller's context: a UI's progress reporter keeps working),
+    watched: its result or its error, or, once the budget is overdue, that TimeLimit -- also when the job
+    hangs inside one call and never reaches a step. A job still stepping gets GRACE_S to stop at its next
+    step with its own error (its files then say "stopped"); one that does not is answered for and left to
+    stop at its next step (the budget stays expired), or left behind as a daemon thread if it never returns."""
+    done = threading.Event()
+    box: dict[str, Any] = {}
+    context = contextvars.copy_context()
+
+    def work() -> None:
+        try:
+            box["result"] = context.run(fn, *args, **kw)
+        except BaseException as err:  # handed to the caller's thread
+            box["error"] = err
+        finally:
+            done.set()
+
+    threading.Thread(target=work, daemon=True, name=f"job-{budget.job}").start()
+    while not done.wait(POLL_S):
+        late = budget.overdue()
+        if late is not None and not done.wait(GRACE_S):  # a job still stepping stops by itself at once
+            raise late
+    if "error" in box:
+        raise box["error"]
+    return box["result"]
 
 
 def generation_bound(model, frame_steps: int, passes: int, device: str = "cpu") -> float:
