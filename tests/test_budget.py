@@ -74,6 +74,23 @@ def test_an_unset_generation_bound_is_sized_from_the_model_and_length():
     assert b.limit_s == 7
 
 
+def test_a_watched_job_keeps_the_callers_context_and_errors(clock):
+    """run_watched runs the job in a thread with the caller's context (Gradio's progress reporter lives in
+    context variables) and hands back its result or its own error."""
+    import contextvars
+
+    var = contextvars.ContextVar("event", default=None)
+    var.set("event-7")
+    b = Budget("single", limit_s=100)
+    assert budget_mod.run_watched(b, lambda x: (var.get(), x), 3) == ("event-7", 3)
+
+    def fails():
+        raise ValueError("the job's own error")
+
+    with pytest.raises(ValueError, match="own error"):
+        budget_mod.run_watched(b, fails)
+
+
 # ---- the newcomer's flow on the demo model ----------------------------------------------------------
 @pytest.fixture(scope="module")
 def flow(tmp_path_factory):
