@@ -46,7 +46,7 @@ def test_the_budget_names_the_bound_and_the_stage(clock):
     clock.now += 3  # 12 s in all: past the job's bound
     with pytest.raises(TimeLimit) as e:
         b.check()
-    assert e.value.code == "time_limit" and e.value.params["stage"] == "load" and e.value.params["limit"] == 10
+    assert e.value.code == "time_limit" and e.value.params["stage"] == "load" and e.value.params["limit"] == "10"
     assert "generation.time_limit_s" in str(e.value) and "A/B stopped during loading a model (base)" in str(e.value)
 
     b = Budget("ab", stall_s=4, stall_key="generation.stall_limit_s")
@@ -54,7 +54,7 @@ def test_the_budget_names_the_bound_and_the_stage(clock):
     clock.now += 5  # the validation loss made no step for 5 s
     with pytest.raises(TimeLimit) as e:
         b.enter("decode", "B")  # the stage that stalled is named, not the next one
-    assert e.value.code == "time_stall" and e.value.params["stage"] == "val" and e.value.params["seconds"] == 5
+    assert e.value.code == "time_stall" and e.value.params["stage"] == "val" and e.value.params["seconds"] == "5"
 
     b = Budget("tokenize", quota_s=2)
     clock.now += 3

@@ -32,7 +32,7 @@ from core.errors import StudioError
 # what a job and a stage are, for the English message; a UI words them by their codes
 JOBS = {"single": "generation", "ab": "A/B", "sweep": "strength sweep", "candidates": "candidates",
         "tokenize": "tokenize"}
-STAGES = {"start": "starting", "data": "reading the validation songs", "load": "loading a model",
+STAGES = {"start": "preparing the job (reading settings, the codec, the base model's folder)", "data": "reading the validation songs", "load": "loading a model",
           "frames": "generating frames", "val": "the held-out validation loss", "decode": "decoding and writing audio",
           "song": "tokenizing songs", "write": "writing the dataset"}
 
@@ -42,6 +42,11 @@ STEP_FLOOR_S = 0.05
 READ_BYTES_PER_S = {"cpu": 1e9, "cuda": 100e9}
 POLL_S = 1.0  # how often run_watched looks at a running job's budget
 GRACE_S = 5.0  # how long it then lets the job reach its next step and end with its own error
+
+
+def _s(seconds: float) -> str:
+    """Seconds as a message shows them: whole above 10, one decimal below (a bound of 0.5 s is not "0 s")."""
+    return f"{seconds:.0f}" if seconds >= 10 else f"{seconds:.1f}".removesuffix(".0")
 
 
 def now() -> float:
@@ -110,16 +115,16 @@ class Budget:
     def _bounds(self, t: float) -> None:
         elapsed, gap = t - self.t0, t - self.last
         if self.quota_s is not None and elapsed > self.quota_s:
-            self._fail("time_quota", f"the compute time it was given ({self.quota_s:.0f} s) is spent after "
-                       f"{elapsed:.0f} s", seconds=round(elapsed), limit=round(self.quota_s))
+            self._fail("time_quota", f"the compute time it was given ({_s(self.quota_s)} s) is spent after "
+                       f"{_s(elapsed)} s", seconds=_s(elapsed), limit=_s(self.quota_s))
         if self.limit_s is not None and elapsed > self.limit_s:
-            self._fail("time_limit", f"it ran {elapsed:.0f} s, past its limit of {self.limit_s:.0f} s "
+            self._fail("time_limit", f"it ran {_s(elapsed)} s, past its limit of {_s(self.limit_s)} s "
                        f"({self.limit_key}); ask for less (shorter audio, fewer models or songs) or raise "
-                       f"{self.limit_key}", seconds=round(elapsed), limit=round(self.limit_s), setting=self.limit_key)
+                       f"{self.limit_key}", seconds=_s(elapsed), limit=_s(self.limit_s), setting=self.limit_key)
         if self.stall_s is not None and gap > self.stall_s:
-            self._fail("time_stall", f"no progress for {gap:.0f} s (limit {self.stall_s:.0f} s, "
+            self._fail("time_stall", f"no progress for {_s(gap)} s (limit {_s(self.stall_s)} s, "
                        f"{self.stall_key}); the machine may be busy with another job, or raise "
-                       f"{self.stall_key}", seconds=round(gap), limit=round(self.stall_s), setting=self.stall_key)
+                       f"{self.stall_key}", seconds=_s(gap), limit=_s(self.stall_s), setting=self.stall_key)
 
     def enter(self, stage: str, name: str = "") -> None:
         """A new stage begins: what passed until now is checked against the stage that ran until now."""
