@@ -178,6 +178,8 @@ def _prepare(ws, progress: Callable[[float, str], None] | None = None, lang: str
         result = run_watched(budget, data.prepare, cfg, progress=song_steps(budget, cb))
     except StudioError as err:  # DataError / ConfigError / TimeLimit...: worded by its code
         raise job_refusal(err) from None
+    finally:
+        sandbox.hold_while_running(ws, budget.worker)
     ds = getattr(result, "dataset_dir", None)
     ws.set_state(dataset_dir=str(ds) if ds else None, report_path=str(getattr(result, "report_path", "") or ""))
     return last_prepare(ws, lang)

@@ -11,7 +11,7 @@ from core.config import StudioConfig
 from core.errors import StudioError
 from studio.feedback import UserError, refusal
 from studio.i18n import tr, value_word
-from studio.sandbox import compute_job
+from studio.sandbox import compute_job, hold_while_running
 from studio.widgets import name_fields
 
 def all_checkpoints(ws, lang: str = "en") -> list[tuple[str, str]]:
@@ -90,8 +90,10 @@ def _budgeted(ws, fn, cfg, *a, kind: str, **kw):
     from core.runs.budget import Budget, run_watched
     with compute_job(ws) as left:
         budget = Budget.from_section(cfg.generation, kind, "generation", quota_s=left)
-        # watched: the visitor gets the error at the bound even when a stage hangs inside one call
-        return _user_error(run_watched, budget, fn, cfg, *a, budget=budget, **kw)
+        try:  # watched: the visitor gets the error at the bound even when a stage hangs inside one call
+            return _user_error(run_watched, budget, fn, cfg, *a, budget=budget, **kw)
+        finally:
+            hold_while_running(ws, budget.worker)
 
 
 def merge(ws, ckpt: str, strength: float, lang: str = "en") -> str:

@@ -98,6 +98,10 @@ def check_visitor_choice(ws, base_kind: Optional[str] = None, base_path: Optiona
         raise UserError("public_no_runtime")
 
 
+# a sandbox's job that was answered for at its time bound while still inside one call: busy until it ends
+_LEFT_BEHIND: dict[str, threading.Thread] = {}
+
+
 @contextlib.contextmanager
 def one_job(ws) -> Iterator[None]:
     """One job at a time per visitor (tokenize, SFT, DPO, generation): a second one -- another tab, a
@@ -114,7 +118,8 @@ def one_job(ws) -> Iterator[None]:
         except BlockingIOError:
             raise UserError("job_busy") from None
         try:
-            if runs.active_run(ws.root) is not None:
+            behind = _LEFT_BEHIND.get(str(ws.root))
+            if runs.active_run(ws.root) is not None or (behind is not None and behind.is_alive()):
                 raise UserError("job_busy")
             yield
         finally:
@@ -138,6 +143,13 @@ def compute_job(ws) -> Iterator[Optional[float]]:
         finally:
             if left is not None:
                 ws.add_compute_seconds(budget.now() - t0)
+
+
+def hold_while_running(ws, worker: Optional[threading.Thread]) -> None:
+    """A job answered for at its time bound whose thread still runs (core.runs.budget.run_watched): the
+    visitor's sandbox stays busy for one_job until it ends. No effect on a local or private studio."""
+    if getattr(ws, "quota", None) is not None and worker is not None and worker.is_alive():
+        _LEFT_BEHIND[str(ws.root)] = worker
 
 
 def check_processes(ws, cfg) -> None:

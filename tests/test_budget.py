@@ -207,7 +207,7 @@ def test_a_stage_that_hangs_inside_one_call_still_ends_the_ab_at_the_stall_bound
     import threading
 
     from core.export import generate
-    from studio import backend
+    from studio import backend, sandbox
 
     entered, release = threading.Event(), threading.Event()
     real_base = generate.ModelLoader.base
@@ -224,14 +224,20 @@ def test_a_stage_that_hangs_inside_one_call_still_ends_the_ab_at_the_stall_bound
         clock.now += 601
 
     threading.Thread(target=later, daemon=True).start()
+    ws = _sandbox(flow, 10_000.0)  # a visitor's sandbox: the hung job keeps it busy until the job ends
     try:
         with pytest.raises(Exception) as e:
-            backend.ab(flow["ws"], flow["ckpt"], 1.0, LYRICS, "pop", 1, 0, None)
+            backend.ab(ws, flow["ckpt"], 1.0, LYRICS, "pop", 1, 0, None)
+        with pytest.raises(Exception) as busy:
+            backend.prepare(ws)
+        assert busy.value.key == "job_busy"
     finally:
         release.set()
     for t in threading.enumerate():  # the job itself stops at its next step
         if t.name.startswith("job-"):
             t.join(300)
+    with sandbox.one_job(ws):  # and the sandbox is free again
+        pass
     assert e.value.key == "err_time_stall", e.value
     text = e.value.text("en")
     assert "A/B stopped during loading a model" in text and "generation.stall_limit_s" in text

@@ -73,6 +73,7 @@ class Budget:
         self.t0 = self.last = now()
         self.stage, self.name = "start", ""
         self.expired: Optional[TimeLimit] = None
+        self.worker: Optional[threading.Thread] = None  # run_watched's thread (alive after an early answer)
 
     @classmethod
     def from_section(cls, section, job: str, prefix: str, quota_s: Optional[float] = None) -> "Budget":
@@ -158,7 +159,8 @@ def run_watched(budget: Budget, fn: Callable[..., Any], /, *args: Any, **kw: Any
         finally:
             done.set()
 
-    threading.Thread(target=work, daemon=True, name=f"job-{budget.job}").start()
+    budget.worker = threading.Thread(target=work, daemon=True, name=f"job-{budget.job}")
+    budget.worker.start()
     while not done.wait(POLL_S):
         late = budget.overdue()
         if late is not None and not done.wait(GRACE_S):  # a job still stepping stops by itself at once
