@@ -120,12 +120,20 @@ def _gen_setup(ckpt, lyrics, desc, seconds, seed, prompt):
 def _gen_progress(progress, lang: str = "en") -> dict[str, Any]:
     """compare.run_models' `progress` (frames) and `on_stage` (reading the validation songs, loading a model,
     a validation loss, decoding) as the event's progress bar, so a long A/B or generation always says
-    what it is doing."""
+    what it is doing. A stage keeps the bar where the frames left it: Gradio shows no text at all for a
+    progress of None."""
     if progress is None:
         return {}
-    return {"progress": lambda name, done, total: progress(done / max(1, total), desc=tr(
-                "gen_progress", lang, name=name, d=done, t=total)),
-            "on_stage": lambda stage, name: progress(None, desc=tr(f"gen_stage_{stage}", lang, name=name))}
+    bar = {"at": 0.0}
+
+    def frames(name: str, done: int, total: int) -> None:
+        bar["at"] = done / max(1, total)
+        progress(bar["at"], desc=tr("gen_progress", lang, name=name, d=done, t=total))
+
+    def stage(code: str, name: str) -> None:
+        progress(bar["at"], desc=tr(f"gen_stage_{code}", lang, name=name))
+
+    return {"progress": frames, "on_stage": stage}
 
 
 def _files(man) -> list[tuple[Any, str]]:
