@@ -4,7 +4,7 @@ which re-exports these names so tabs keep one seam. Engine modules are imported 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from core.runs import store as runs
 from core.config import StudioConfig
@@ -117,18 +117,19 @@ def _gen_setup(ckpt, lyrics, desc, seconds, seed, prompt):
     return cfg, settings
 
 
-def _gen_progress(progress, lang: str = "en") -> dict[str, Any]:
+def _gen_progress(progress, lang: str = "en", words: Optional[Callable[[Any, int, int], str]] = None) -> dict[str, Any]:
     """compare.run_models' `progress` (frames) and `on_stage` (reading the validation songs, loading a model,
     a validation loss, decoding) as the event's progress bar, so a long A/B or generation always says
-    what it is doing. A stage keeps the bar where the frames left it: Gradio shows no text at all for a
-    progress of None."""
+    what it is doing; `words(name, done, total)` words a frame (default: "<name>: frame d/t"). A stage
+    keeps the bar where the frames left it: Gradio shows no text at all for a progress of None."""
     if progress is None:
         return {}
     bar = {"at": 0.0}
+    words = words or (lambda name, done, total: tr("gen_progress", lang, name=name, d=done, t=total))
 
-    def frames(name: str, done: int, total: int) -> None:
+    def frames(name: Any, done: int, total: int) -> None:
         bar["at"] = done / max(1, total)
-        progress(bar["at"], desc=tr("gen_progress", lang, name=name, d=done, t=total))
+        progress(bar["at"], desc=words(name, done, total))
 
     def stage(code: str, name: str) -> None:
         progress(bar["at"], desc=tr(f"gen_stage_{code}", lang, name=name))

@@ -35,13 +35,11 @@ def _store(ws):
 def generate(ws, ckpt, strength, lyrics, desc, seconds, seed, k, progress=None, lang: str = "en") -> dict[str, Any]:
     from core.export import candidates
     cfg = _cfg(ws, ckpt)
-    cb = None
-    if progress is not None:
-        cb = lambda i, d, t: progress(d / max(1, t), desc=tr("pref_progress", lang, i=i + 1, k=int(k), d=d, t=t))  # noqa: E731
+    bar = backend_export._gen_progress(progress, lang, lambda i, d, t: tr("pref_progress", lang, i=i + 1, k=int(k),
+                                                                          d=d, t=t))
     rec = backend_export._budgeted(ws, candidates.generate_candidates, cfg, lyrics, desc or None, int(k),
                                    kind="candidates", seed=int(seed or 0), checkpoint=ckpt or None,
-                                   strength=float(strength), max_seconds=float(seconds) if seconds else None,
-                                   progress=cb)
+                                   strength=float(strength), max_seconds=float(seconds) if seconds else None, **bar)
     rec["dir"] = str(candidates.candidates_root(cfg) / rec["prompt_id"])
     return rec
 

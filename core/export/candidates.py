@@ -43,10 +43,12 @@ def generate_candidates(cfg, lyrics: str, description: Optional[str], k: int = 2
                         checkpoint: Optional[str] = None, strength: float = 1.0,
                         max_seconds: Optional[float] = None, loader=None,
                         progress: Optional[Callable[[int, int, int], None]] = None,
+                        on_stage: Optional[Callable[[str, str], None]] = None,
                         budget: Optional[Budget] = None) -> dict[str, Any]:
     """Generate k candidates (seeds seed..seed+k-1) -> the set record (also written as candidates.json).
-    `budget` (default: the config's generation bounds) is checked at every frame and stage; a stopped job
-    leaves its set marked "stopped" (list_sets and marking skip it)."""
+    `on_stage(stage, name)` hears the stages without frame counts ("load", "decode"), as in
+    compare.run_models. `budget` (default: the config's generation bounds) is checked at every frame and
+    stage; a stopped job leaves its set marked "stopped" (list_sets and marking skip it)."""
     from core.codec import get_codec
     from core.export.generate import GenerationError, ModelLoader, ModelSpec
 
@@ -68,10 +70,15 @@ def generate_candidates(cfg, lyrics: str, description: Optional[str], k: int = 2
                               "max_seconds": max_seconds, "codec": getattr(codec, "id", None),
                               "demo": bool(getattr(codec, "is_demo", False)), "items": [], "status": "running"}
     max_seconds = max_seconds if max_seconds is not None else cfg.generation.max_seconds
+    def stage(code: str, name: str) -> None:
+        budget.enter(code, name)
+        if on_stage:
+            on_stage(code, name)
+
     try:
-        budget.enter("load", spec.label)
+        stage("load", spec.label)
         with loader.use(spec) as model:
-            _candidates(cfg, model, codec, spec, record, out, k, int(seed), max_seconds, budget, progress)
+            _candidates(cfg, model, codec, spec, record, out, k, int(seed), max_seconds, budget, stage, progress)
     except BaseException as err:  # a stopped set is kept to look at, never offered as a finished one
         if (out / SET_FILE).is_file():
             atomic_write_json(out / SET_FILE, {**record, "status": "stopped", "error": str(err) or type(err).__name__})
@@ -82,7 +89,7 @@ def generate_candidates(cfg, lyrics: str, description: Optional[str], k: int = 2
 
 
 def _candidates(cfg, model, codec, spec, record: dict[str, Any], out: Path, k: int, seed: int,
-                max_seconds: Optional[float], budget: Budget, progress) -> None:
+                max_seconds: Optional[float], budget: Budget, stage: Callable[[str, str], None], progress) -> None:
     """generate_candidates' work with the model loaded: the prompt, then k songs into `record`."""
     from core.export.generate import frames_for, generate_song, load_prompt, settings_from_config
 
@@ -101,11 +108,11 @@ def _candidates(cfg, model, codec, spec, record: dict[str, Any], out: Path, k: i
             steps = model.pattern.num_steps(frames_for(model, settings, max_seconds))
             budget.size(generation_bound(model, steps, k, str(model.device)))
         name = f"cand-{i}_seed{s}"
-        budget.enter("frames", name)
+        stage("frames", name)
         cb = budget.steps((lambda d, t, _i=i: progress(_i, d, t)) if progress else None)
         res = generate_song(model, codec, settings, out, name, prompt=prompt, model_info=spec.describe(),
                             max_seconds=max_seconds, progress=cb, extra={"kind": "candidate", "prompt_id": record["prompt_id"]},
-                            before_decode=lambda _n=name: budget.enter("decode", _n))
+                            before_decode=lambda _n=name: stage("decode", _n))
         record["items"].append({"index": i, "seed": s, "audio": str(out / res.files[0]),
                                 "tokens": str(out / res.tokens_file), "frames": res.frames,
                                 "tokens_sha": res.tokens_sha})
