@@ -32,7 +32,7 @@ from core.errors import StudioError
 # what a job and a stage are, for the English message; a UI words them by their codes
 JOBS = {"single": "generation", "ab": "A/B", "sweep": "strength sweep", "candidates": "candidates",
         "tokenize": "tokenize"}
-STAGES = {"start": "preparing the job (reading settings, the codec, the base model's folder)", "data": "reading the validation songs", "load": "loading a model",
+STAGES = {"start": "preparing the job", "data": "reading the validation songs", "load": "loading a model",
           "frames": "generating frames", "val": "the held-out validation loss", "decode": "decoding and writing audio",
           "song": "tokenizing songs", "write": "writing the dataset"}
 
@@ -62,9 +62,9 @@ class TimeLimit(StudioError, RuntimeError):
 
 
 class Budget:
-    """The bounds of one job (`job`: a code of JOBS) and where it is. `limit_s` / `stall_s`: None = no bound; `quota_s`: the
-    compute seconds the caller has left to give (None: no quota); the keys name the config keys that set
-    the bounds, for the message."""
+    """The bounds of one job (`job`: a code of JOBS) and where it is. `limit_s` / `stall_s`: None = no
+    bound; `quota_s`: the compute seconds the caller has left to give (None: no quota); the keys name the
+    config keys that set the bounds, for the message."""
 
     def __init__(self, job: str, *, limit_s: Optional[float] = None, stall_s: Optional[float] = None,
                  quota_s: Optional[float] = None, limit_key: str = "", stall_key: str = ""):
