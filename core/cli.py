@@ -95,9 +95,11 @@ def _prepare(args) -> int:
         bar.set_postfix_str(message[:30])
         bar.refresh()
 
-    try:
-        result = data.prepare(cfg, progress=progress)
-    except (data.DataError, ValueError, OSError) as err:
+    from core.runs.budget import TimeLimit, data_budget, song_steps
+
+    try:  # data.time_limit_s / data.stall_limit_s hold here as in the studio
+        result = data.prepare(cfg, progress=song_steps(data_budget(cfg), progress))
+    except (data.DataError, TimeLimit, ValueError, OSError) as err:
         return _fail(err, 2)
     finally:
         if bar is not None:
@@ -240,6 +242,7 @@ def _generate(args) -> int:
     from core.export import compare
     from core.export import generate as gen
     from core.model import CheckpointError
+    from core.runs.budget import TimeLimit
 
     if args.audio_format is not None and args.audio_format not in gen.AUDIO_FORMATS:
         return _fail(f"--format {args.audio_format!r}: choose one of {', '.join(gen.AUDIO_FORMATS)}", 2)
@@ -266,7 +269,7 @@ def _generate(args) -> int:
             man = compare.ab_compare(cfg, ckpt, None if compare_to in (None, "base") else compare_to, strength=args.strength, **kw)
         else:
             man = compare.generate_single(cfg, ckpt, strength=args.strength, **kw)
-    except (gen.GenerationError, ConfigError, CheckpointError, ValueError, FileNotFoundError) as err:
+    except (gen.GenerationError, TimeLimit, ConfigError, CheckpointError, ValueError, FileNotFoundError) as err:
         return _fail(err)
     if args.json:
         print(json.dumps(man.to_dict(), indent=2, ensure_ascii=False))

@@ -32,6 +32,7 @@ def _candidates(args) -> int:
     from core.model import CheckpointError
     from core.export import candidates as cand
     from core.preference.pairs import PairError
+    from core.runs.budget import TimeLimit
 
     try:
         cfg = _cfg(args)
@@ -57,7 +58,7 @@ def _candidates(args) -> int:
                 rep = cand.rank(cfg, args.target[0], args.order or [])
             print(rep.summary())
             return 0 if rep.added or not rep.skipped else 1
-    except (ConfigError, GenerationError, CheckpointError, PairError, FileNotFoundError) as err:
+    except (ConfigError, GenerationError, TimeLimit, CheckpointError, PairError, FileNotFoundError) as err:
         return _fail(err)
     return 0
 

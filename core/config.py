@@ -141,6 +141,10 @@ class DataConfig(_Section):
     min_duration_s: float = Field(5.0, ge=0)  # shorter songs are rejected
     seed: int = 0
     device: str = "auto"
+    # prepare's time bounds (core.runs.budget): the whole job (unset: none), and the longest wait for the next
+    # song (separating and encoding one long song on a CPU takes minutes)
+    time_limit_s: Optional[float] = Field(None, gt=0)
+    stall_limit_s: float = Field(1800.0, gt=0)
 
 
 class GenerationConfig(_Section):
@@ -165,6 +169,10 @@ class GenerationConfig(_Section):
     # KV cache: auto = the model's dtype (bf16 / fp16 weights -> the same cache); int8 = K/V in int8 (a quarter of
     # float32, half of bf16; tokens close to, not equal to, a float cache: core.model.fast_step.Int8KV)
     kv_cache: Literal["auto", "int8"] = "auto"
+    # time bounds of a generation job (single, A/B, sweep, candidates; core.runs.budget): the whole job (unset:
+    # sized from the model and the length asked), and the longest wait for the next frame or stage
+    time_limit_s: Optional[float] = Field(None, gt=0)
+    stall_limit_s: float = Field(600.0, gt=0)
 
 
 class DpoConfig(_Section):

@@ -92,7 +92,7 @@ def build_app(workspace: Optional[str | os.PathLike] = None, lang: str = "en",
         if boxes is not None:
             lim = boxes.limits
             gr.Markdown(ctx.msg("banner_sandbox", mb=f"{lim.upload_bytes / 2**20:.0f}", songs=lim.songs,
-                              secs=f"{lim.tokenize_seconds:.0f}"), elem_id="banner-sandbox", elem_classes=["banner"])
+                              secs=f"{lim.compute_seconds:.0f}"), elem_id="banner-sandbox", elem_classes=["banner"])
         demo_banner = gr.Markdown(ctx.t("banner_demo_model"), elem_id="banner-demo-model",
                                   elem_classes=["banner", "banner-demo"], visible=backend.uses_demo(ctx.ws))
         with gr.Tabs(elem_id="studio-tabs"):

@@ -7,7 +7,6 @@ configs (keyed by config path, as the widgets are) and calls `core`.
 """
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -149,27 +148,16 @@ def separation_text(summary: dict[str, Any], lang: str = "en") -> str:
 
 
 def prepare(ws, progress: Callable[[float, str], None] | None = None, lang: str = "en") -> dict[str, Any]:
-    left = ws.tokenize_seconds_left()
-    if left is not None and left <= 0:
-        raise UserError("tokenize_quota", secs=f"{ws.quota.tokenize_seconds:.0f}")
-    t0 = time.monotonic()
-
-    def watched(*args):  # the quota holds during the job: stopped at its next step once the time is spent
-        if left is not None and time.monotonic() - t0 > left:
-            raise UserError("tokenize_quota", secs=f"{ws.quota.tokenize_seconds:.0f}")
-        if progress is not None:
-            progress(*args)
-
-    with sandbox.one_job(ws):
-        try:
-            return _prepare(ws, watched, lang)
-        finally:
-            if left is not None:
-                ws.add_tokenize_seconds(time.monotonic() - t0)
+    """core.data.prepare of the workspace's songs, one job per visitor; in a sandbox it spends the visitor's
+    compute quota and is stopped at its next song once the quota is spent (core.runs.budget)."""
+    with sandbox.compute_job(ws) as left:
+        return _prepare(ws, progress, lang, quota_s=left)
 
 
-def _prepare(ws, progress: Callable[[float, str], None] | None = None, lang: str = "en") -> dict[str, Any]:
+def _prepare(ws, progress: Callable[[float, str], None] | None = None, lang: str = "en",
+             quota_s: Optional[float] = None) -> dict[str, Any]:
     from core import data
+    from core.runs.budget import data_budget, run_watched, song_steps
     cfg = _prepare_cfg(ws)
 
     def cb(*args, **kw):
@@ -184,10 +172,14 @@ def _prepare(ws, progress: Callable[[float, str], None] | None = None, lang: str
         except Exception:
             pass
 
-    try:
-        result = data.prepare(cfg, progress=cb)
-    except StudioError as err:  # DataError / ConfigError...: worded by its code
-        raise refusal(err) from None
+    budget = data_budget(cfg, quota_s)
+    try:  # the budget is checked before `cb`, whose failures never stop a prepare; watched, so a song that
+        # hangs inside one call still ends the event at the stall bound
+        result = run_watched(budget, data.prepare, cfg, progress=song_steps(budget, cb))
+    except StudioError as err:  # DataError / ConfigError / TimeLimit...: worded by its code
+        raise job_refusal(err) from None
+    finally:
+        sandbox.hold_while_running(ws, budget.worker)
     ds = getattr(result, "dataset_dir", None)
     ws.set_state(dataset_dir=str(ds) if ds else None, report_path=str(getattr(result, "report_path", "") or ""))
     return last_prepare(ws, lang)
@@ -429,4 +421,4 @@ from studio.backend_train import (  # noqa: E402,F401 - one seam for the tabs
 
 # ---- export (studio/backend_export.py) -------------------------------------------------------------
 from studio.backend_export import (  # noqa: E402,F401 - one seam for the tabs
-    _run_cfg_for, _user_error, ab, all_checkpoints, generate, merge, push, sweep)
+    _run_cfg_for, _user_error, ab, all_checkpoints, generate, job_refusal, merge, push, sweep)

@@ -4,14 +4,15 @@ which re-exports these names so tabs keep one seam. Engine modules are imported 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from core.runs import store as runs
 from core.config import StudioConfig
 from core.errors import StudioError
 from studio.feedback import UserError, refusal
 from studio.i18n import tr, value_word
-from studio.sandbox import one_job
+from studio.sandbox import compute_job, hold_while_running
+from studio.widgets import name_fields
 
 def all_checkpoints(ws, lang: str = "en") -> list[tuple[str, str]]:
     """Every checkpoint of every run, newest first, labelled with its step first (so a narrow
@@ -60,13 +61,39 @@ def _run_cfg_for(ckpt: str) -> StudioConfig:
     return cfg
 
 
+def job_refusal(err: StudioError) -> UserError:
+    """feedback.refusal, with a job stopped by its time budget (core.runs.budget.TimeLimit) worded whole in the
+    reader's language: its job and stage by their codes, the config key by its field label; a visitor's
+    spent compute quota as the sandbox's quota."""
+    from core.runs.budget import TimeLimit
+
+    if not isinstance(err, TimeLimit):
+        return refusal(err)
+    p = err.params
+    return UserError(f"err_{err.code}", job=lambda lg: tr(f"job_{p['job']}", lg),
+                     stage=lambda lg: tr(f"stage_{p['stage']}", lg), name=p.get("name") or "-",
+                     seconds=p["seconds"], limit=p["limit"], setting=lambda lg: name_fields(p.get("setting", ""), lg))
+
+
 def _user_error(fn, *a, **kw):
-    """Call core; its refusals (ExportError, GenerationError, CheckpointError...) become UI messages by
-    their code; anything else is a bug and reaches studio.feedback as one."""
+    """Call core; its refusals (ExportError, GenerationError, CheckpointError, TimeLimit...) become UI messages
+    by their code; anything else is a bug and reaches studio.feedback as one."""
     try:
         return fn(*a, **kw)
     except StudioError as err:
-        raise refusal(err) from None
+        raise job_refusal(err) from None
+
+
+def _budgeted(ws, fn, cfg, *a, kind: str, **kw):
+    """A generation job of core under the visitor's compute quota (sandbox.compute_job) and the run config's
+    generation bounds: stopped with a worded error at its next frame or stage once a bound passes."""
+    from core.runs.budget import Budget, run_watched
+    with compute_job(ws) as left:
+        budget = Budget.from_section(cfg.generation, kind, "generation", quota_s=left)
+        try:  # watched: the visitor gets the error at the bound even when a stage hangs inside one call
+            return _user_error(run_watched, budget, fn, cfg, *a, budget=budget, **kw)
+        finally:
+            hold_while_running(ws, budget.worker)
 
 
 def merge(ws, ckpt: str, strength: float, lang: str = "en") -> str:
@@ -90,14 +117,24 @@ def _gen_setup(ckpt, lyrics, desc, seconds, seed, prompt):
     return cfg, settings
 
 
-def _gen_progress(progress, lang: str = "en") -> dict[str, Any]:
-    """compare.run_models' `progress` (frames) and `on_stage` (loading a model, a validation loss) as
-    the event's progress bar, so a long A/B or generation always says what it is doing."""
+def _gen_progress(progress, lang: str = "en", words: Optional[Callable[[Any, int, int], str]] = None) -> dict[str, Any]:
+    """compare.run_models' `progress` (frames) and `on_stage` (reading the validation songs, loading a model,
+    a validation loss, decoding) as the event's progress bar, so a long A/B or generation always says
+    what it is doing; `words(name, done, total)` words a frame (default: "<name>: frame d/t"). A stage
+    keeps the bar where the frames left it: Gradio shows no text at all for a progress of None."""
     if progress is None:
         return {}
-    return {"progress": lambda name, done, total: progress(done / max(1, total), desc=tr(
-                "gen_progress", lang, name=name, d=done, t=total)),
-            "on_stage": lambda stage, name: progress(None, desc=tr(f"gen_stage_{stage}", lang, name=name))}
+    bar = {"at": 0.0}
+    words = words or (lambda name, done, total: tr("gen_progress", lang, name=name, d=done, t=total))
+
+    def frames(name: Any, done: int, total: int) -> None:
+        bar["at"] = done / max(1, total)
+        progress(bar["at"], desc=words(name, done, total))
+
+    def stage(code: str, name: str) -> None:
+        progress(bar["at"], desc=tr(f"gen_stage_{code}", lang, name=name))
+
+    return {"progress": frames, "on_stage": stage}
 
 
 def _files(man) -> list[tuple[Any, str]]:
@@ -128,18 +165,16 @@ def val_na_reason(cfg, validation: Optional[dict], lang: str = "en") -> str:
 def generate(ws, ckpt, strength, lyrics, desc, seconds, seed, prompt, progress=None, lang: str = "en") -> str:
     cfg, settings = _gen_setup(ckpt, lyrics, desc, seconds, seed, prompt)
     from core.export import compare
-    with one_job(ws):
-        man = _user_error(compare.generate_single, cfg, ckpt, strength=float(strength),
-                          settings=settings, with_val_loss=False, **_gen_progress(progress, lang))
+    man = _budgeted(ws, compare.generate_single, cfg, ckpt, kind="single", strength=float(strength),
+                    settings=settings, with_val_loss=False, **_gen_progress(progress, lang))
     return _files(man)[0][1]
 
 
 def ab(ws, ckpt, strength, lyrics, desc, seconds, seed, prompt, progress=None, lang: str = "en") -> dict[str, Any]:
     cfg, settings = _gen_setup(ckpt, lyrics, desc, seconds, seed, prompt)
     from core.export import compare
-    with one_job(ws):
-        man = _user_error(compare.ab_compare, cfg, ckpt, strength=float(strength),
-                          settings=settings, **_gen_progress(progress, lang))
+    man = _budgeted(ws, compare.ab_compare, cfg, ckpt, kind="ab", strength=float(strength), settings=settings,
+                    **_gen_progress(progress, lang))
     (a_it, a), (b_it, b) = _files(man)
     note = tr("ab_note", lang, seed=settings.seed, a=_vl(a_it, lang), b=_vl(b_it, lang))
     if a_it.val_loss is None or b_it.val_loss is None:
@@ -151,17 +186,25 @@ def sweep(ws, ckpt, scales, lyrics, desc, seconds, seed, prompt, progress=None,
           lang: str = "en") -> list[tuple[float, str, str]]:
     cfg, settings = _gen_setup(ckpt, lyrics, desc, seconds, seed, prompt)
     from core.export import compare
-    with one_job(ws):
-        man = _user_error(compare.strength_sweep, cfg, ckpt, list(scales), settings=settings,
-                          **_gen_progress(progress, lang))
+    man = _budgeted(ws, compare.strength_sweep, cfg, ckpt, list(scales), kind="sweep", settings=settings,
+                    **_gen_progress(progress, lang))
     return [(float(it.model.get("strength", s)), path, _vl(it, lang)) for s, (it, path) in zip(scales, _files(man))]
+
+
+def _finished(manifest: Path) -> bool:
+    """A generation folder whose job ended with every file (core.export.compare marks a stopped one)."""
+    import json
+    try:
+        return json.loads(manifest.read_text(encoding="utf-8")).get("status", "done") == "done"
+    except (OSError, ValueError):
+        return False
 
 
 def _latest_generation(ws, kinds=("ab", "sweep", "single")) -> Optional[Path]:
     root = ws.root / "generations"
     if not root.is_dir():
         return None
-    found = [p for p in root.iterdir() if p.is_dir() and (p / "manifest.json").is_file()
+    found = [p for p in root.iterdir() if p.is_dir() and _finished(p / "manifest.json")
              and any(p.name.split("_", 1)[-1].startswith(k) for k in kinds)]
     return max(found, key=lambda p: p.stat().st_mtime) if found else None
 

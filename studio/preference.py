@@ -13,7 +13,7 @@ import gradio as gr
 
 from core.runs import store as runs
 from core.config import DEMO, StudioConfig
-from studio import backend, sandbox
+from studio import backend, backend_export
 from studio.i18n import tr
 
 
@@ -35,13 +35,11 @@ def _store(ws):
 def generate(ws, ckpt, strength, lyrics, desc, seconds, seed, k, progress=None, lang: str = "en") -> dict[str, Any]:
     from core.export import candidates
     cfg = _cfg(ws, ckpt)
-    cb = None
-    if progress is not None:
-        cb = lambda i, d, t: progress(d / max(1, t), desc=tr("pref_progress", lang, i=i + 1, k=int(k), d=d, t=t))  # noqa: E731
-    with sandbox.one_job(ws):
-        rec = backend._user_error(candidates.generate_candidates, cfg, lyrics, desc or None, int(k),
-                                  seed=int(seed or 0), checkpoint=ckpt or None, strength=float(strength),
-                                  max_seconds=float(seconds) if seconds else None, progress=cb)
+    bar = backend_export._gen_progress(progress, lang, lambda i, d, t: tr("pref_progress", lang, i=i + 1, k=int(k),
+                                                                          d=d, t=t))
+    rec = backend_export._budgeted(ws, candidates.generate_candidates, cfg, lyrics, desc or None, int(k),
+                                   kind="candidates", seed=int(seed or 0), checkpoint=ckpt or None,
+                                   strength=float(strength), max_seconds=float(seconds) if seconds else None, **bar)
     rec["dir"] = str(candidates.candidates_root(cfg) / rec["prompt_id"])
     return rec
 

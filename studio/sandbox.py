@@ -9,7 +9,8 @@ On a public Space one server process serves everyone, so the studio's workspace 
 - every event handler finds its sandbox from the request Gradio is serving (``gr.Request``:
   ``session_hash``, and the OAuth session a "Sign in with Hugging Face" button fills), never from a
   value the browser sends, so there is no way to name another visitor's songs, runs or checkpoints;
-- quotas bound what one visitor can make the server hold or do: uploaded bytes, songs, tokenize seconds;
+- quotas bound what one visitor can make the server hold or do: uploaded bytes, songs, and compute seconds
+  (the wall time of tokenize and every generation job together, stopped at the quota while a job runs);
 - sandboxes idle for longer than the idle limit are deleted (anonymous ones sooner than signed-in ones);
   one with a live training process is kept.
 
@@ -38,13 +39,14 @@ from studio.state import Quota, Workspace
 LAST_SEEN = ".last_seen"
 OWNER = ".owner.json"
 JOB_LOCK = ".job.lock"
+COMPUTE = ".compute"  # per client address: compute seconds its anonymous sandboxes used (Quota.ledger)
 
 
 @dataclass(frozen=True)
 class Limits:
     upload_bytes: int = 200 * 2**20
     songs: int = 20
-    tokenize_seconds: float = 900.0
+    compute_seconds: float = 900.0  # tokenize + generation (single, A/B, sweep, candidates), wall time
     idle_anonymous_s: float = 2 * 3600.0
     idle_user_s: float = 7 * 24 * 3600.0
     new_sandboxes: int = 10  # per client address and window: each anonymous page load makes one
@@ -66,13 +68,15 @@ class Limits:
         d = cls()
         return cls(upload_bytes=int(num("STUDIO_QUOTA_UPLOAD_MB", d.upload_bytes / 2**20) * 2**20),
                    songs=int(num("STUDIO_QUOTA_SONGS", d.songs)),
-                   tokenize_seconds=num("STUDIO_QUOTA_TOKENIZE_S", d.tokenize_seconds),
+                   # STUDIO_QUOTA_TOKENIZE_S: the name this quota had when it counted tokenizing alone
+                   compute_seconds=num("STUDIO_QUOTA_COMPUTE_S", num("STUDIO_QUOTA_TOKENIZE_S", d.compute_seconds)),
                    idle_anonymous_s=num("STUDIO_SANDBOX_IDLE_S", d.idle_anonymous_s),
                    idle_user_s=num("STUDIO_SANDBOX_USER_IDLE_S", d.idle_user_s),
                    new_sandboxes=int(num("STUDIO_NEW_SANDBOXES_PER_HOUR", d.new_sandboxes)))
 
-    def quota(self) -> Quota:
-        return Quota(upload_bytes=self.upload_bytes, songs=self.songs, tokenize_seconds=self.tokenize_seconds)
+    def quota(self, ledger: Optional[Path] = None) -> Quota:
+        return Quota(upload_bytes=self.upload_bytes, songs=self.songs, compute_seconds=self.compute_seconds,
+                     ledger=str(ledger) if ledger else None, ledger_ttl_s=self.idle_anonymous_s)
 
 
 # ---- settings a visitor may not choose ---------------------------------------------------------------
@@ -94,6 +98,10 @@ def check_visitor_choice(ws, base_kind: Optional[str] = None, base_path: Optiona
         raise UserError("public_no_runtime")
 
 
+# a sandbox's job that was answered for at its time bound while still inside one call: busy until it ends
+_LEFT_BEHIND: dict[str, threading.Thread] = {}
+
+
 @contextlib.contextmanager
 def one_job(ws) -> Iterator[None]:
     """One job at a time per visitor (tokenize, SFT, DPO, generation): a second one -- another tab, a
@@ -110,11 +118,38 @@ def one_job(ws) -> Iterator[None]:
         except BlockingIOError:
             raise UserError("job_busy") from None
         try:
-            if runs.active_run(ws.root) is not None:
+            behind = _LEFT_BEHIND.get(str(ws.root))
+            if runs.active_run(ws.root) is not None or (behind is not None and behind.is_alive()):
                 raise UserError("job_busy")
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def compute_job(ws) -> Iterator[Optional[float]]:
+    """one_job, for a job that spends the visitor's compute quota (tokenize, any generation): refused when the
+    quota is spent; yields the seconds left (None on a local or private studio), which the job's
+    core.runs.budget checks at every step; the job's wall time is charged when it ends, however it ends."""
+    from core.runs import budget
+
+    with one_job(ws):
+        left = ws.compute_seconds_left()
+        if left is not None and left <= 0:
+            raise UserError("compute_quota", secs=f"{ws.quota.compute_seconds:.0f}")
+        t0 = budget.now()
+        try:
+            yield left
+        finally:
+            if left is not None:
+                ws.add_compute_seconds(budget.now() - t0)
+
+
+def hold_while_running(ws, worker: Optional[threading.Thread]) -> None:
+    """A job answered for at its time bound whose thread still runs (core.runs.budget.run_watched): the
+    visitor's sandbox stays busy for one_job until it ends. No effect on a local or private studio."""
+    if getattr(ws, "quota", None) is not None and worker is not None and worker.is_alive():
+        _LEFT_BEHIND[str(ws.root)] = worker
 
 
 def check_processes(ws, cfg) -> None:
@@ -218,9 +253,13 @@ class Sandboxes:
         sid = self.sandbox_id(kind, name)
         folder = self.root / sid
         fresh = not folder.is_dir()
+        address = client_address(request)
         if fresh:
-            self._count_new(client_address(request))
-        ws = Workspace(folder, quota=self.limits.quota())
+            self._count_new(address)
+        # a signed-in user's sandbox keeps its compute count; anonymous ones (a new one per page load) share
+        # their address's count, so a reload does not bring a fresh quota
+        ledger = None if kind == "user" else self.root / COMPUTE / f"{self.sandbox_id('address', address)}.json"
+        ws = Workspace(folder, quota=self.limits.quota(ledger))
         if fresh:
             (folder / OWNER).write_text(json.dumps({"kind": kind, "created": time.time()}), encoding="utf-8")
             self._link_demo(folder)
@@ -291,4 +330,7 @@ class Sandboxes:
                     continue
                 shutil.rmtree(folder, ignore_errors=True)
                 removed.append(folder.name)
+            for ledger in (self.root / COMPUTE).glob("*.json"):  # addresses whose count is forgotten
+                if now - ledger.stat().st_mtime > self.limits.idle_anonymous_s:
+                    ledger.unlink(missing_ok=True)
         return removed

@@ -12,6 +12,7 @@ import json
 import os
 import re
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Optional
@@ -25,10 +26,17 @@ from core.audio.io import AUDIO_EXTENSIONS as AUDIO_EXT  # what prepare reads; n
 
 @dataclass(frozen=True)
 class Quota:
-    """What one public-Space visitor may make the server hold or do (studio.sandbox)."""
+    """What one public-Space visitor may make the server hold or do (studio.sandbox). `compute_seconds`: the
+    wall time of every tokenize and generation job (single, A/B, sweep, candidates) together; wall time,
+    because one server process serves every visitor and a job's own CPU time cannot be told apart."""
     upload_bytes: int
     songs: int
-    tokenize_seconds: float
+    compute_seconds: float
+    # an anonymous visitor's sandboxes (one per page load) share one count of compute seconds used, kept in
+    # this file per client address, so a reload does not bring a fresh quota; forgotten after `ledger_ttl_s`
+    # without a job (the idle time after which an anonymous sandbox is deleted)
+    ledger: Optional[str] = None
+    ledger_ttl_s: float = 2 * 3600.0
 
 
 class QuotaExceeded(StudioError, ValueError):
@@ -111,15 +119,34 @@ class Workspace:
                                 code="quota_songs", n=n, limit=q.songs)
         self.check_bytes(new_bytes)
 
-    def tokenize_seconds_left(self) -> Optional[float]:
+    def compute_seconds_used(self) -> float:
+        q = self.quota
+        if q is not None and q.ledger:
+            path = Path(q.ledger)
+            try:
+                if time.time() - path.stat().st_mtime > q.ledger_ttl_s:
+                    return 0.0
+                return float(json.loads(path.read_text(encoding="utf-8"))["used"])
+            except (OSError, ValueError, KeyError, TypeError):
+                return 0.0
+        st = self.get_state()  # a sandbox from before the compute quota counted its tokenize seconds alone
+        return float(st.get("compute_seconds_used", st.get("tokenize_seconds_used", 0.0)))
+
+    def compute_seconds_left(self) -> Optional[float]:
+        """Seconds of tokenize and generation this sandbox may still spend; None: no quota (local studio)."""
         if self.quota is None:
             return None
-        return max(0.0, self.quota.tokenize_seconds - float(self.get_state().get("tokenize_seconds_used", 0.0)))
+        return max(0.0, self.quota.compute_seconds - self.compute_seconds_used())
 
-    def add_tokenize_seconds(self, seconds: float) -> None:
-        if self.quota is not None:
-            used = float(self.get_state().get("tokenize_seconds_used", 0.0))
-            self.set_state(tokenize_seconds_used=round(used + max(0.0, float(seconds)), 3))
+    def add_compute_seconds(self, seconds: float) -> None:
+        if self.quota is None:
+            return
+        used = round(self.compute_seconds_used() + max(0.0, float(seconds)), 3)
+        if self.quota.ledger:  # one job at a time per sandbox; two tabs of one address may race by one job
+            Path(self.quota.ledger).parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(Path(self.quota.ledger), json.dumps({"used": used}))
+        else:
+            self.set_state(compute_seconds_used=used)
 
     # ---- songs ------------------------------------------------------------------------------
     def _unique_idx(self, wanted: str) -> str:

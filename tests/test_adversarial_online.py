@@ -207,16 +207,16 @@ def test_a_new_anonymous_visitor_costs_no_copy_of_the_demo_model(tmp_path, monke
     assert boxes.for_request(Req("a1")).root == first.root
 
 
-# ---- one visitor, bounded: one job at a time, the tokenize quota held while it runs -------------------
+# ---- one visitor, bounded: one job at a time, the compute quota held while a job runs -------------------
 def _sandbox(tmp_path, **quota):
     from studio.state import Quota, Workspace
 
-    q = {"upload_bytes": 2**20, "songs": 5, "tokenize_seconds": 5.0, **quota}
+    q = {"upload_bytes": 2**20, "songs": 5, "compute_seconds": 5.0, **quota}
     return Workspace(tmp_path / "ws" / "sandboxes" / "visitor", quota=Quota(**q))
 
 
 class _Clock:
-    """studio.backend's `time` with a hand-moved monotonic clock (no test waits on wall time)."""
+    """core.runs.budget's `time` with a hand-moved monotonic clock (no test waits on wall time)."""
 
     def __init__(self):
         self.now = 1000.0
@@ -226,36 +226,38 @@ class _Clock:
 
 
 def test_a_tokenize_job_is_stopped_at_the_quota_while_it_runs(tmp_path, monkeypatch):
+    from core import data
+    from core.runs import budget
     from studio import backend
 
     ws = _sandbox(tmp_path)
     clock = _Clock()
-    monkeypatch.setattr(backend, "time", clock)
+    monkeypatch.setattr(budget, "time", clock)
     steps = []
 
-    def long_prepare(ws_, progress, lang):  # what core.data.prepare does: report each song done
+    def long_prepare(cfg, progress=None, **kw):  # what core.data.prepare does: report each song it starts
         for i in range(100):
             clock.now += 1.0  # each song takes a second of the quota's 5
-            progress(i + 1, 100, f"song {i}")
+            progress(i, 100, f"song {i}")
             steps.append(i)
-        return {}
+        return None
 
-    monkeypatch.setattr(backend, "_prepare", long_prepare)
-    with pytest.raises(Exception, match="Tokenize time limit reached"):
+    monkeypatch.setattr(data, "prepare", long_prepare)
+    with pytest.raises(Exception, match="compute time is spent"):
         backend.prepare(ws)
     assert len(steps) == 5  # stopped at the quota, not at the end of the job
-    assert ws.tokenize_seconds_left() == 0
-    with pytest.raises(Exception, match="Tokenize time limit reached"):
+    assert ws.compute_seconds_left() == 0
+    with pytest.raises(Exception, match="Compute time limit reached"):
         backend.prepare(ws)
 
 
 def test_one_visitor_runs_one_job_at_a_time(tmp_path, monkeypatch):
     from studio import backend, preference
 
-    ws = _sandbox(tmp_path, tokenize_seconds=900.0)
+    ws = _sandbox(tmp_path, compute_seconds=900.0)
     inside, release = threading.Event(), threading.Event()
 
-    def slow_prepare(ws_, progress, lang):
+    def slow_prepare(ws_, progress, lang, **kw):
         inside.set()
         release.wait(60)
         return {"ok": True}
@@ -275,7 +277,7 @@ def test_one_visitor_runs_one_job_at_a_time(tmp_path, monkeypatch):
         t.join(60)
     assert first["out"] == {"ok": True}
     # another visitor is not held up by this one
-    other = _sandbox(tmp_path / "b", tokenize_seconds=900.0)
+    other = _sandbox(tmp_path / "b", compute_seconds=900.0)
     release.set()
     assert backend.prepare(other) == {"ok": True}
 

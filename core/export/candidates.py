@@ -21,6 +21,7 @@ import numpy as np
 
 from core.fsutil import atomic_write_json
 from core.preference.pairs import AddReport, PairError, PairStore, now_iso, pairs_dir
+from core.runs.budget import Budget, generation_bound
 
 SET_FILE = "candidates.json"
 PROMPT_FILE = "prompt.tokens.npy"
@@ -41,17 +42,22 @@ def model_id(loader, checkpoint: Optional[str], strength: float) -> str:
 def generate_candidates(cfg, lyrics: str, description: Optional[str], k: int = 2, *, seed: int = 0,
                         checkpoint: Optional[str] = None, strength: float = 1.0,
                         max_seconds: Optional[float] = None, loader=None,
-                        progress: Optional[Callable[[int, int, int], None]] = None) -> dict[str, Any]:
-    """Generate k candidates (seeds seed..seed+k-1) -> the set record (also written as candidates.json)."""
+                        progress: Optional[Callable[[int, int, int], None]] = None,
+                        on_stage: Optional[Callable[[str, str], None]] = None,
+                        budget: Optional[Budget] = None) -> dict[str, Any]:
+    """Generate k candidates (seeds seed..seed+k-1) -> the set record (also written as candidates.json).
+    `on_stage(stage, name)` hears the stages without frame counts ("load", "decode"), as in
+    compare.run_models. `budget` (default: the config's generation bounds) is checked at every frame and
+    stage; a stopped job leaves its set marked "stopped" (list_sets and marking skip it)."""
     from core.codec import get_codec
-    from core.export.generate import (GenerationError, ModelLoader, ModelSpec, generate_song, load_prompt,
-                                      settings_from_config)
+    from core.export.generate import GenerationError, ModelLoader, ModelSpec
 
     if k < 2:
         raise GenerationError("generate at least 2 candidates to compare")
     if not (lyrics or "").strip():
         raise GenerationError("give lyrics for the candidates")
     loader = loader or ModelLoader(cfg)
+    budget = budget or Budget.from_section(cfg.generation, "candidates", "generation")
     codec = get_codec(cfg)
     mid = model_id(loader, checkpoint, strength)
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
@@ -62,35 +68,66 @@ def generate_candidates(cfg, lyrics: str, description: Optional[str], k: int = 2
     record: dict[str, Any] = {"prompt_id": prompt_id, "lyrics": lyrics, "description": description,
                               "model_id": mid, "model": spec.describe(), "created": now_iso(),
                               "max_seconds": max_seconds, "codec": getattr(codec, "id", None),
-                              "demo": bool(getattr(codec, "is_demo", False)), "items": []}
-    with loader.use(spec) as model:
-        record["demo"] = record["demo"] or bool(getattr(model, "is_demo", False))
-        prompt = load_prompt(settings_from_config(cfg, lyrics=lyrics, description=description), codec, model)
-        record["prompt"] = prompt.source
-        if prompt.tokens is not None:  # one prompt for every candidate, kept for the pairs
-            out.mkdir(parents=True, exist_ok=True)
-            np.save(out / PROMPT_FILE, prompt.tokens.numpy().astype(np.int64), allow_pickle=False)
-            record["prompt_tokens"] = str(out / PROMPT_FILE)
-        for i in range(k):
-            s = int(seed) + i
-            settings = settings_from_config(cfg, lyrics=lyrics, description=description, seed=s, gen_type="mixed")
-            cb = (lambda d, t, _i=i: progress(_i, d, t)) if progress else None
-            res = generate_song(model, codec, settings, out, f"cand-{i}_seed{s}", prompt=prompt,
-                                model_info=spec.describe(),
-                                max_seconds=max_seconds if max_seconds is not None else cfg.generation.max_seconds,
-                                progress=cb, extra={"kind": "candidate", "prompt_id": prompt_id})
-            record["items"].append({"index": i, "seed": s, "audio": str(out / res.files[0]),
-                                    "tokens": str(out / res.tokens_file), "frames": res.frames,
-                                    "tokens_sha": res.tokens_sha})
-            atomic_write_json(out / SET_FILE, record)  # after each, so the first can be heard early
+                              "demo": bool(getattr(codec, "is_demo", False)), "items": [], "status": "running"}
+    max_seconds = max_seconds if max_seconds is not None else cfg.generation.max_seconds
+    def stage(code: str, name: str) -> None:
+        budget.enter(code, name)
+        if on_stage:
+            on_stage(code, name)
+
+    try:
+        stage("load", spec.label)
+        with loader.use(spec) as model:
+            _candidates(cfg, model, codec, spec, record, out, k, int(seed), max_seconds, budget, stage, progress)
+    except BaseException as err:  # a stopped set is kept to look at, never offered as a finished one
+        if (out / SET_FILE).is_file():
+            atomic_write_json(out / SET_FILE, {**record, "status": "stopped", "error": str(err) or type(err).__name__})
+        raise
+    record["status"] = "done"
+    atomic_write_json(out / SET_FILE, record)
     return record
+
+
+def _candidates(cfg, model, codec, spec, record: dict[str, Any], out: Path, k: int, seed: int,
+                max_seconds: Optional[float], budget: Budget, stage: Callable[[str, str], None], progress) -> None:
+    """generate_candidates' work with the model loaded: the prompt, then k songs into `record`."""
+    from core.export.generate import frames_for, generate_song, load_prompt, settings_from_config
+
+    lyrics, description = record["lyrics"], record["description"]
+    record["demo"] = record["demo"] or bool(getattr(model, "is_demo", False))
+    prompt = load_prompt(settings_from_config(cfg, lyrics=lyrics, description=description), codec, model)
+    record["prompt"] = prompt.source
+    if prompt.tokens is not None:  # one prompt for every candidate, kept for the pairs
+        out.mkdir(parents=True, exist_ok=True)
+        np.save(out / PROMPT_FILE, prompt.tokens.numpy().astype(np.int64), allow_pickle=False)
+        record["prompt_tokens"] = str(out / PROMPT_FILE)
+    for i in range(k):
+        s = seed + i
+        settings = settings_from_config(cfg, lyrics=lyrics, description=description, seed=s, gen_type="mixed")
+        if i == 0:
+            steps = model.pattern.num_steps(frames_for(model, settings, max_seconds))
+            budget.size(generation_bound(model, steps, k, str(model.device)))
+        name = f"cand-{i}_seed{s}"
+        stage("frames", name)
+        cb = budget.steps((lambda d, t, _i=i: progress(_i, d, t)) if progress else None)
+        res = generate_song(model, codec, settings, out, name, prompt=prompt, model_info=spec.describe(),
+                            max_seconds=max_seconds, progress=cb, extra={"kind": "candidate", "prompt_id": record["prompt_id"]},
+                            before_decode=lambda _n=name: stage("decode", _n))
+        record["items"].append({"index": i, "seed": s, "audio": str(out / res.files[0]),
+                                "tokens": str(out / res.tokens_file), "frames": res.frames,
+                                "tokens_sha": res.tokens_sha})
+        atomic_write_json(out / SET_FILE, record)  # after each, so the first can be heard early
 
 
 def load_set(set_dir: str | Path) -> dict[str, Any]:
     path = Path(set_dir).expanduser() / SET_FILE
     if not path.is_file():
         raise PairError(f"{path.parent}: not a candidate set (no {SET_FILE}); generate candidates first")
-    return json.loads(path.read_text(encoding="utf-8"))
+    rec = json.loads(path.read_text(encoding="utf-8"))
+    if rec.get("status", "done") != "done":  # a set made before sets had a status is a finished one
+        raise PairError(f"{path.parent}: this candidate set is {rec.get('status')} ({rec.get('error') or 'unfinished'}); "
+                        "generate the candidates again")
+    return rec
 
 
 def list_sets(cfg) -> list[dict[str, Any]]:
@@ -101,6 +138,8 @@ def list_sets(cfg) -> list[dict[str, Any]]:
         try:
             rec = json.loads(p.read_text(encoding="utf-8"))
         except (OSError, ValueError):
+            continue
+        if rec.get("status", "done") != "done":
             continue
         rec["dir"] = str(p.parent)
         out.append(rec)

@@ -37,6 +37,11 @@ def _card_items(samples_dir: Optional[Path], pushed: set[Path]) -> tuple[list[di
 
         raise HubError(f"{samples_dir} has no manifest.json; give a folder made by `python -m core generate`")
     man = json.loads(man_path.read_text(encoding="utf-8"))
+    if man.get("status", "done") != "done":  # a folder written before manifests had a status is a finished one
+        from core.export.hub import HubError
+
+        raise HubError(f"{samples_dir} holds a generation that is {man.get('status')} ({man.get('error') or 'unfinished'}); "
+                       "give a finished A/B or sweep folder")
     items = man.get("items", [])
     ours = [it for it in items if not _base_like(it.get("model", {})) and it.get("model", {}).get("checkpoint")
             and Path(it["model"]["checkpoint"]).expanduser().resolve() in pushed]

@@ -368,9 +368,11 @@ def generate_song(model, codec, settings: Settings, out_dir: Path, name: str, *,
                   model_info: Optional[dict[str, Any]] = None, max_seconds: Optional[float] = None,
                   extra: Optional[dict[str, Any]] = None,
                   progress: Optional[Callable[[int, int], None]] = None,
-                  generated: Optional[tuple[torch.Tensor, float]] = None) -> SongResult:
+                  generated: Optional[tuple[torch.Tensor, float]] = None,
+                  before_decode: Optional[Callable[[], None]] = None) -> SongResult:
     """Generate one song with `model` and write `<name>[_vocal|_bgm].<ext>`, `<name>.json`, `<name>.tokens.npy`.
-    generated: (codes, seconds) already made by generate_together; only written here."""
+    generated: (codes, seconds) already made by generate_together; only written here. before_decode: told
+    when the frames are done and decoding starts (a stage without frame counts)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     prompt = prompt or load_prompt(settings, codec, model)
     lyrics, desc, p, frames, sampling = _model_inputs(model, settings, prompt, max_seconds)
@@ -380,6 +382,8 @@ def generate_song(model, codec, settings: Settings, out_dir: Path, name: str, *,
     else:
         codes, t0 = generated[0], t0 - generated[1]
     tokens = codes[0].cpu()
+    if before_decode is not None:
+        before_decode()
     files, sr, n_samples = [], None, 0
     for suffix, track in TRACKS[settings.gen_type]:
         wav, sr = decode_track(codec, tokens, track, prompt.audio, settings.seed)

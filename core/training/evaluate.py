@@ -62,9 +62,11 @@ def to_device(batch: dict[str, Any], device) -> dict[str, Any]:
 @torch.no_grad()
 def stream_sums(loss: BatchLoss, songs: SongSet, prompt_frames: int, version: str, *, batch_size: int = 1,
                 device="cpu", rank: int = 0, world: int = 1,
-                autocast: Callable[[], ContextManager] = nullcontext) -> tuple[torch.Tensor, torch.Tensor]:
+                autocast: Callable[[], ContextManager] = nullcontext,
+                on_batch: Optional[Callable[[int, int], None]] = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(sum of CE over valid targets [3], valid target count [3]) in float64 on the CPU, over this
-    rank's share of the validation batches. The model is in eval mode meanwhile."""
+    rank's share of the validation batches. The model is in eval mode meanwhile. on_batch(done, total)
+    hears each batch finished (a caller's progress or time budget)."""
     order = sorted(range(len(songs)), key=lambda i: -songs.cropped_length(i))
     batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)][rank::world]
     sums = torch.zeros(3, dtype=torch.float64)
@@ -72,12 +74,14 @@ def stream_sums(loss: BatchLoss, songs: SongSet, prompt_frames: int, version: st
     was_training = loss.lm.training  # a fresh BatchLoss says train mode; the model's own mode is what to restore
     loss.eval()
     try:
-        for idx in batches:
+        for n, idx in enumerate(batches):
             batch = to_device(collate([songs.item(i, 0) for i in idx], prompt_frames, version), device)
             with autocast():
                 per_stream, cnt = loss(**batch)
             sums += per_stream.double().cpu() * cnt.double().cpu()
             counts += cnt.double().cpu()
+            if on_batch is not None:
+                on_batch(n + 1, len(batches))
     finally:
         loss.train(was_training)
     return sums, counts
@@ -90,13 +94,14 @@ def pooled(sums: torch.Tensor, counts: torch.Tensor) -> tuple[float, list[float]
 
 
 def validation_loss(model, split, *, max_frames: Optional[int] = None, batch_size: int = 1, seed: int = 0,
-                    lm: Optional[nn.Module] = None) -> dict[str, Any]:
+                    lm: Optional[nn.Module] = None,
+                    on_batch: Optional[Callable[[int, int], None]] = None) -> dict[str, Any]:
     """The validation loss of a LeLM (`lm`: its peft wrapper, if any) on a validation split, in one
-    process: {"val_loss", "per_stream", "songs", "max_frames"}."""
+    process: {"val_loss", "per_stream", "songs", "max_frames"}; on_batch as in stream_sums."""
     limit = min(max_frames or model.config.max_frames, model.config.max_frames)
     songs = SongSet(split, limit, seed, random_crop=False, allow_random_crop=bool(getattr(model, "is_demo", False)),
                     frame_rate=model.config.frame_rate)
     sums, counts = stream_sums(BatchLoss(lm if lm is not None else model, model), songs, model.config.prompt_frames,
-                               model.version, batch_size=batch_size, device=model.device)
+                               model.version, batch_size=batch_size, device=model.device, on_batch=on_batch)
     loss, per = pooled(sums, counts)
     return {"val_loss": loss, "per_stream": per, "songs": len(songs), "max_frames": limit}
