@@ -286,7 +286,12 @@ class Sandboxes:
 
         ensure_demo_runtime(self.shared_demo.parent.parent)
         (folder / "models").mkdir(exist_ok=True)
-        (folder / "models" / "demo").symlink_to(self.shared_demo, target_is_directory=True)
+        link = folder / "models" / "demo"
+        try:
+            link.symlink_to(self.shared_demo, target_is_directory=True)
+        except FileExistsError:  # a fresh page's load events create its sandbox at the same time
+            if not (link.is_symlink() and link.resolve() == self.shared_demo.resolve()):
+                raise
 
     def current(self) -> Workspace:
         """The sandbox of the visitor whose event is being served; the blank workspace while building."""

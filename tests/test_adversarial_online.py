@@ -205,6 +205,9 @@ def test_a_new_anonymous_visitor_costs_no_copy_of_the_demo_model(tmp_path, monke
     boxes.for_request(Req("b1", addr="198.51.100.9"))
     # an existing visitor keeps working
     assert boxes.for_request(Req("a1")).root == first.root
+    # a fresh page's load events create one sandbox at the same time: the second link finds the first
+    boxes._link_demo(first.root)
+    assert (first.root / "models" / "demo").resolve() == boxes.shared_demo.resolve()
 
 
 # ---- one visitor, bounded: one job at a time, the compute quota held while a job runs -------------------
