@@ -6,14 +6,17 @@ computation per call, deprecation / output-capture wrappers and module hooks aro
 and a DynamicCache that concatenates the whole cache (12 tensors of ~0.7 MB per frame). Here the
 KV lives in preallocated buffers (written in place, read as a view of the filled part), cos/sin come
 from a table built once by the stack's own rotary module, and each layer runs the operations of
-`LlamaDecoderLayer` in its order (RMSNorm in float32, rotate-half RoPE, SDPA, gated MLP). For models
-whose layer weights are under FUSE_MAX_BYTES, plain q/k/v and gate/up projections run as one matmul
-over a fused, transposed weight copy each, and the o / down projections add into the residual in
-one `addmm` (fewer calls; equal to float32 rounding, not bit for bit: tests/test_fast_generation.py
-checks the hidden states against transformers' to 1e-5 and the fixture's greedy tokens). Rows stay
-2-D [rows, D] (one position), so no transpose/contiguous per layer; a layer's K and V share one
-buffer, so the new position's roped k and its v (neighbours in the fused q/k/v output) are written by
-one copy. Per layer the rest is ~35 small operations, most of the frame's time besides its matmuls
+`LlamaDecoderLayer` in its order (RMSNorm in float32, rotate-half RoPE, SDPA, gated MLP). Every
+projection reads its weight once for all rows (`rows_matmul`: the guided cond/uncond pair costs one
+read of the layer, not two, which is what a frame at D1024 is made of). For models whose layer weights
+are under FUSE_MAX_BYTES, plain q/k/v and gate/up projections run as one matmul over a stacked weight
+copy each (fewer calls; equal to float32 rounding, not bit for bit: tests/test_fast_generation.py
+checks the hidden states against transformers' to 1e-5 and the fixture's greedy tokens). With
+`weights=torch.bfloat16` the projections (and the fusion MLP) read bf16 copies, prepacked for oneDNN,
+while the residual, norms, RoPE, attention and KV cache stay in the model's dtype, as under autocast.
+Rows stay 2-D [rows, D] (one position); a layer's K and V share one buffer, so the new position's
+roped k and its v (neighbours in the fused q/k/v output) are written by one copy. Per layer the rest
+is ~35 small operations, most of the frame's time besides its matmuls
 and SDPA on a small model (bench/README.md). Projections and norms that are not the plain classes (peft LoRA layers,
 hub kernels) are called as modules, so adapters and peft's per-row `adapter_names` hooks still
 apply. The prompt/condition prefill still runs through transformers.

@@ -17,7 +17,9 @@ DynamicCache ("dynamic") or "int8" (FrameStep with K/V stored in int8, one scale
 position: a quarter of a float32 cache, half of bf16; tokens close to, not equal to, a float cache:
 tests/test_int8_cache.py); the cache is in the model's dtype otherwise; on a CPU the heads read a transposed copy of their weights, one row at a
 time (a GEMV over contiguous rows, ~3x faster than `linear`, and a row's numbers do not depend on
-the batch).
+the batch). precision="bf16" (a float32 model on a CPU whose bf16 matmul is faster: the caller passes
+core.training.precision's verdict) reads bf16 copies of the layer and head weights, half the bytes
+of a frame; logits within a few percent of float32's (tests/test_generation_precision.py).
 """
 from __future__ import annotations
 
@@ -305,7 +307,6 @@ def generate_batch(model: "LeLM", lyrics: Sequence[Optional[str]], descriptions:
     K, dev = model.depth, model.device
     cache = resolve_cache(cache, dev)
     backend = resolve_compile(compile, dev, cache)
-    weights = resolve_weights(precision, model)
     was_training = model.training
     model.eval()
     prompts = [normalize_prompt(p, K) for p in prompts]
@@ -319,12 +320,12 @@ def generate_batch(model: "LeLM", lyrics: Sequence[Optional[str]], descriptions:
     seq = torch.full((B, K, S), UNKNOWN, dtype=torch.long, device=dev)
     seq[:, :, 0] = EMPTY
     prefix = model.condition_prefix(cond)
-    stacks = _Stacks(model, 2 * B, prefix[0].shape[1] + S, cache, backend, weights)
-    heads = _Heads(model, weights)
+    stacks = _Stacks(model, 2 * B, prefix[0].shape[1] + S, cache, backend, resolve_weights(precision, model))
+    heads = _Heads(model, stacks.weights)
     ended = torch.zeros(B, K, dtype=torch.bool, device=dev)
     n_prefix = prefix[0].shape[1]
-    # Guiding the heads' input is exact up to rounding for linear heads; in bf16/fp16 the logits are
-    # combined in float32 instead, as upstream does.
+    # Guiding the heads' input is exact up to rounding for linear heads; in bf16/fp16 (bf16 weights too)
+    # the logits are combined in float32 instead, as upstream does.
     guide_hidden = model.dtype == torch.float32 and heads.guides_hidden
     try:
         for offset in range(1, S):
