@@ -13,7 +13,10 @@ and CPU-time ratios is used). Each (implementation, configuration, round) runs i
 (peak RSS is its own); rounds alternate baseline / ours and the figures are medians over rounds.
   baseline: compute_predictions + masked_ce (full fp32 logits), torch AdamW (foreach), generate().
   ours:     compute_loss (chunked linear + CE), the trainer's optimizer (core.training.optimizers: fused AdamW),
-            generate() with the CPU/CUDA defaults; and generate_batch() for several songs in one pass.
+            generate() with the CPU/CUDA defaults (fp32 on a CPU), and with bf16 weight copies
+            (precision="bf16") where this CPU's verdict is bf16 (--gen-bf16); generate_batch() for several
+            songs in one pass. Generation is printed as a share of the weight-read bound of the precision
+            its weights are read in (bytes of both stacks and the three heads once per frame / memory read rate).
 
     python bench/model.py [--device cpu|cuda] [--steps 3] [--rounds 2] [--frames 750] [--gen-frames 100]
                           [--threads N] [--configs fp32:0,fp32:1,bf16:0 | none (generation only)]
@@ -21,6 +24,7 @@ and CPU-time ratios is used). Each (implementation, configuration, round) runs i
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import resource
@@ -145,23 +149,38 @@ def child_train(impl: str, device: str, precision: str, ckpt: bool, steps: int, 
     return {"step_s": dt, "loss0": first, "peak_memory_mb": mem / 2 ** 20}
 
 
-def child_generate(impl: str, device: str, frames: int, batch: int, config: Path = BENCH_CONFIG) -> dict:
+def child_generate(impl: str, device: str, frames: int, batch: int, config: Path = BENCH_CONFIG,
+                   precision: str = "fp32") -> dict:
     import torch
 
     torch.manual_seed(0)
     model = build_model(device, config).eval()
-    model.generate("[verse] la la", "pop", None, max_frames=4, seed=0)  # warm-up
+    # bf16: generation's bf16 weight copies (ours only; the baseline has none)
+    kw = {"precision": precision} if precision != "fp32" else {}
+    model.generate("[verse] la la", "pop", None, max_frames=4, seed=0, **kw)  # warm-up
+    # The clocks at every step (generation's progress hook, where the implementation has it): the steps after
+    # the longest delay until the last frame have every head live, as a long song's frames do, and no prefill.
+    marks: list[tuple[float, float]] = []
+    if "progress" in inspect.signature(model.generate).parameters:
+        kw["progress"] = lambda done, total: marks.append((time.perf_counter(), time.process_time()))
     sync(device)
     t, c = time.perf_counter(), time.process_time()
-    model.generate(LYRICS, "female, pop", None, max_frames=frames, seed=0)
+    model.generate(LYRICS, "female, pop", None, max_frames=frames, seed=0, **kw)
     sync(device)
     # CPU seconds too: on a shared machine the wall clock also counts the time other processes ran.
-    out = {"frames_per_s": frames / (time.perf_counter() - t), "frames_per_cpu_s": frames / (time.process_time() - c)}
+    out = {"frames_per_s": frames / (time.perf_counter() - t), "frames_per_cpu_s": frames / (time.process_time() - c),
+           "read_bytes_per_s": read_bandwidth(device, trials=3)}  # once per child: the best of the run is the bound
+    delay = max(model.pattern.delays)
+    if len(marks) > frames and frames - delay > 2:
+        (w0, c0), (w1, c1) = marks[delay], marks[frames - 1]
+        steps = frames - 1 - delay
+        out["steady_frames_per_s"], out["steady_frames_per_cpu_s"] = steps / (w1 - w0), steps / (c1 - c0)
+    kw.pop("progress", None)
     if impl == "ours" and batch > 1:
         sync(device)
         t = time.perf_counter()
         model.generate_batch([LYRICS] * batch, ["female, pop"] * batch, None, max_frames=frames,
-                             seeds=list(range(batch)))
+                             seeds=list(range(batch)), **kw)
         sync(device)
         out["batch_frames_per_s"] = batch * frames / (time.perf_counter() - t)
     return out
@@ -216,6 +235,8 @@ def main() -> None:
                    help="precision:checkpointing list (bf16 on a CPU without bf16 units is ~50x slower)")
     p.add_argument("--gen-frames", type=int, default=100)
     p.add_argument("--gen-batch", type=int, default=4, help="songs in one generate_batch pass (ours)")
+    p.add_argument("--gen-bf16", default="auto", choices=("auto", "yes", "no"),
+                   help="also time our generation with bf16 weights (auto: where this CPU's verdict is bf16)")
     p.add_argument("--threads", type=int, default=0, help="torch threads in every child (0: torch's default)")
     p.add_argument("--models", default="d256,d1024", help=f"proportions to measure, of {', '.join(MODELS)}")
     p.add_argument("--bench-model", default="d256", help=argparse.SUPPRESS)
@@ -234,8 +255,9 @@ def main() -> None:
             torch.set_num_threads(args.threads)
         device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
         config = MODELS[args.bench_model][0]
-        if args.child == "gen":
-            res = child_generate(args.impl, device, args.gen_frames, args.gen_batch, config)
+        if args.child.startswith("gen"):
+            res = child_generate(args.impl, device, args.gen_frames, args.gen_batch, config,
+                                 args.child.partition(":")[2] or "fp32")
         else:
             precision, ckpt = args.child.split(":")
             res = child_train(args.impl, device, precision, ckpt == "1", args.steps, args.batch, args.frames, config)
@@ -253,9 +275,12 @@ def main() -> None:
     ratio = peaks[torch.bfloat16] / peaks[torch.float32]
     print(f"device {args.device}, torch {torch.__version__}, threads {args.threads or torch.get_num_threads()}, "
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    from core.training.precision import BF16_MARGIN
+    verdict = "bf16" if ratio >= BF16_MARGIN else "fp32"
     print(f"machine limits: fp32 matmul {peaks[torch.float32] / 1e9:.0f} GFLOP/s, bf16 matmul "
           f"{peaks[torch.bfloat16] / 1e9:.0f} GFLOP/s ({ratio:.2f}x: the studio's \"auto\" precision picks "
-          f"{'bf16' if ratio >= 1.25 else 'fp32'} here, core.training.precision), memory reads {bandwidth / 1e9:.1f} GB/s")
+          f"{verdict} here, core.training.precision), memory reads {bandwidth / 1e9:.1f} GB/s")
+    args.gen_bf16 = args.gen_bf16 == "yes" or (args.gen_bf16 == "auto" and verdict == "bf16")
     with tempfile.TemporaryDirectory(prefix="songgen-baseline-") as tmp:
         base = Path(args.baseline_root) if args.baseline_root else baseline_tree(args.baseline_rev, Path(tmp))
         for name in [m for m in args.models.split(",") if m]:
@@ -274,11 +299,13 @@ def bench_one(args: argparse.Namespace, roots: dict, peaks: dict, bandwidth: flo
           f"{args.baseline_root or 'git ' + args.baseline_rev}; medians of {args.rounds} alternating rounds x "
           f"{args.steps} steps")
     jobs = [c for c in args.configs.split(",") if c and c != "none"] + ["gen"]
-    results = {job: {"baseline": [], "ours": []} for job in jobs}
+    results = {job: {"baseline": [], "ours": []} for job in jobs + ["gen:bf16"]}
     for job in jobs:
         for _ in range(args.rounds):
             for impl in ("baseline", "ours"):
                 results[job][impl].append(run_child(roots[impl], impl, args, job))
+            if job == "gen" and args.gen_bf16:  # in the same rounds, so load swings hit all three alike
+                results["gen:bf16"]["ours"].append(run_child(roots["ours"], "ours", args, "gen:bf16"))
     print(f"{'train step':<16} {'baseline s':>10} {'ours s':>8} {'speed-up':>8} {'frames/s ours':>13} "
           f"{'of peak':>8} {'RSS/GPU MB base':>15} {'ours':>7}")
     # of peak: matmul FLOPs of a step (core.training.estimate, the Train tab's formula) / step time / the
@@ -296,19 +323,47 @@ def bench_one(args: argparse.Namespace, roots: dict, peaks: dict, bandwidth: flo
         derived(args, "train", bs / os_)
         if abs(b[0]["loss0"] - o[0]["loss0"]) > 1e-3 * abs(b[0]["loss0"]):
             print(f"  WARNING: first-step loss differs: baseline {b[0]['loss0']:.5f}, ours {o[0]['loss0']:.5f}")
+    report_generation(args, config, results, bandwidth)
+
+
+def report_generation(args: argparse.Namespace, config: Path, results: dict, bandwidth: float) -> None:
+    """Guided generation: frames/s beside the weight-read bound of the precision the weights are read in."""
     g = results["gen"]
     gb, go = median_of(g["baseline"], "frames_per_s"), median_of(g["ours"], "frames_per_s")
+    # The machine's read rate is the best measured in this run (at the start and once per generation child):
+    # on a shared machine a single measurement can land in someone else's memory-heavy moment.
+    bandwidth = max([bandwidth] + [r["read_bytes_per_s"] for rs in results.values() for impl in rs.values()
+                                   for r in impl if "read_bytes_per_s" in r])
     bound = bandwidth / weight_bytes_per_frame(config)
+    print(f"memory reads, best of this run: {bandwidth / 1e9:.1f} GB/s")
     print(f"generation (guided, KV-cached, top-k, {args.gen_frames} frames, fp32): baseline {gb:.2f} frames/s, "
-          f"ours {go:.2f} frames/s ({go / gb:.2f}x); weight-read bound {bound:.1f} frames/s: ours at "
+          f"ours {go:.2f} frames/s ({go / gb:.2f}x); fp32 weight-read bound {bound:.1f} frames/s: ours at "
           f"{go / bound:.0%} of it")
     gbc, goc = median_of(g["baseline"], "frames_per_cpu_s"), median_of(g["ours"], "frames_per_cpu_s")
     print(f"  per CPU second (process time, all threads): baseline {gbc:.2f}, ours {goc:.2f} ({goc / gbc:.2f}x)")
     derived(args, "generation", min(go / gb, goc / gbc))
+    if all("steady_frames_per_s" in r for r in g["baseline"] + g["ours"]):
+        sb, so = median_of(g["baseline"], "steady_frames_per_s"), median_of(g["ours"], "steady_frames_per_s")
+        sbc, soc = median_of(g["baseline"], "steady_frames_per_cpu_s"), median_of(g["ours"], "steady_frames_per_cpu_s")
+        print(f"  steady state (the steps with every head live, no prefill: a long song's frames): baseline "
+              f"{sb:.2f}, ours {so:.2f} frames/s ({so / sb:.2f}x, {so / bound:.0%} of the bound); per CPU second "
+              f"{sbc:.2f} / {soc:.2f} ({soc / sbc:.2f}x, {soc / bound:.0%})")
+    bf = results["gen:bf16"]["ours"]
+    if bf:
+        gf = median_of(bf, "frames_per_s")
+        bound16 = bandwidth / weight_bytes_per_frame(config, dtype_bytes=2)
+        print(f"ours with bf16 weights (the CPU's verdict): {gf:.2f} frames/s ({gf / go:.2f}x our fp32, "
+              f"{gf / gb:.2f}x the baseline), per CPU second {median_of(bf, 'frames_per_cpu_s'):.2f}; bf16 "
+              f"weight-read bound {bound16:.1f} frames/s: at {gf / bound16:.0%} of it")
+        if all("steady_frames_per_s" in r for r in bf):
+            sf, sfc = median_of(bf, "steady_frames_per_s"), median_of(bf, "steady_frames_per_cpu_s")
+            print(f"  steady state: {sf:.2f} frames/s ({sf / bound16:.0%} of the bf16 bound), per CPU second "
+                  f"{sfc:.2f} ({sfc / bound16:.0%})")
     if args.gen_batch > 1:
         gbat = median_of(g["ours"], "batch_frames_per_s")
         print(f"ours, {args.gen_batch} songs in one pass (generate_batch): {gbat:.2f} frames/s in total "
               f"({gbat / gb:.2f}x the baseline's one-song rate)")
+
 
 if __name__ == "__main__":
     main()

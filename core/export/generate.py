@@ -200,16 +200,29 @@ class Settings(Sampling):
     prompt_tokens: Optional[str] = None
     audio_format: str = "wav"
     kv_cache: str = "auto"
+    precision: str = "fp32"  # the CPU frame step's weights, fp32 or bf16 (generation_precision)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def generation_precision(cfg) -> str:
+    """"bf16" where the run's precision setting (training.mixed_precision; "auto": this CPU's measured, cached
+    verdict, or SONGGEN_CPU_PRECISION) picks bf16 on a CPU, else "fp32". A GPU generates in the dtype the
+    model is loaded in (bf16), whatever this says."""
+    from core.training.estimate import PEAK_CACHE
+    from core.training.precision import choose
+
+    choice = choose(cfg.training.mixed_precision, device="cpu", cache_file=cfg.workspace_dir() / PEAK_CACHE)
+    return "bf16" if choice.mixed_precision == "bf16" else "fp32"
 
 
 def settings_from_config(cfg, **overrides: Any) -> Settings:
     g = cfg.generation
     s = Settings(lyrics=g.lyrics if g.lyrics is not None else DEFAULT_LYRICS, description=g.description, seed=g.seed,
                  gen_type=g.gen_type, prompt_audio=g.prompt_audio, prompt_tokens=g.prompt_tokens,
-                 audio_format=g.audio_format, kv_cache=g.kv_cache, **from_section(g).kwargs())
+                 audio_format=g.audio_format, kv_cache=g.kv_cache, precision=generation_precision(cfg),
+                 **from_section(g).kwargs())
     for k, v in overrides.items():
         if v is not None:
             setattr(s, k, v)
@@ -331,7 +344,8 @@ def _model_inputs(model, settings: Settings, prompt: Prompt,
 
     lyrics, desc = model_text(settings.lyrics, settings.description, model.version, settings.gen_type)
     p = prompt.tokens[None].to(model.device) if prompt.tokens is not None else None
-    return lyrics, desc, p, frames_for(model, settings, max_seconds), {**settings.kwargs(), "cache": settings.kv_cache}
+    return lyrics, desc, p, frames_for(model, settings, max_seconds), {**settings.kwargs(), "cache": settings.kv_cache,
+                                                                       "precision": settings.precision}
 
 
 def generate_together(model, adapters: list[str], settings: Settings, prompt: Prompt, max_seconds: Optional[float],

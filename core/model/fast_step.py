@@ -6,21 +6,24 @@ computation per call, deprecation / output-capture wrappers and module hooks aro
 and a DynamicCache that concatenates the whole cache (12 tensors of ~0.7 MB per frame). Here the
 KV lives in preallocated buffers (written in place, read as a view of the filled part), cos/sin come
 from a table built once by the stack's own rotary module, and each layer runs the operations of
-`LlamaDecoderLayer` in its order (RMSNorm in float32, rotate-half RoPE, SDPA, gated MLP). For models
-whose layer weights are under FUSE_MAX_BYTES, plain q/k/v and gate/up projections run as one matmul
-over a fused, transposed weight copy each, and the o / down projections add into the residual in
-one `addmm` (fewer calls; equal to float32 rounding, not bit for bit: tests/test_fast_generation.py
-checks the hidden states against transformers' to 1e-5 and the fixture's greedy tokens). Rows stay
-2-D [rows, D] (one position), so no transpose/contiguous per layer; a layer's K and V share one
-buffer, so the new position's roped k and its v (neighbours in the fused q/k/v output) are written by
-one copy. Per layer the rest is ~35 small operations, most of the frame's time besides its matmuls
+`LlamaDecoderLayer` in its order (RMSNorm in float32, rotate-half RoPE, SDPA, gated MLP). Every
+projection reads its weight once for all rows (`rows_matmul`: the guided cond/uncond pair costs one
+read of the layer, not two, which is what a frame at D1024 is made of). For models whose layer weights
+are under FUSE_MAX_BYTES, plain q/k/v and gate/up projections run as one matmul over a stacked weight
+copy each (fewer calls; equal to float32 rounding, not bit for bit: tests/test_fast_generation.py
+checks the hidden states against transformers' to 1e-5 and the fixture's greedy tokens). With
+`weights=torch.bfloat16` the projections (and the fusion MLP) read bf16 copies, prepacked for oneDNN,
+while the residual, norms, RoPE, attention and KV cache stay in the model's dtype, as under autocast.
+Rows stay 2-D [rows, D] (one position); a layer's K and V share one buffer, so the new position's
+roped k and its v (neighbours in the fused q/k/v output) are written by one copy. Per layer the rest
+is ~35 small operations, most of the frame's time besides its matmuls
 and SDPA on a small model (bench/README.md). Projections and norms that are not the plain classes (peft LoRA layers,
 hub kernels) are called as modules, so adapters and peft's per-row `adapter_names` hooks still
 apply. The prompt/condition prefill still runs through transformers.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -34,11 +37,35 @@ if TYPE_CHECKING:
 FUSE_MAX_BYTES = 512 * 2 ** 20
 
 
-def _linear(mod: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+def rows_matmul(w: torch.Tensor, act: torch.dtype, rows: int,
+                 bias: Optional[torch.Tensor] = None) -> Callable[[torch.Tensor], torch.Tensor]:
+    """x [rows, in] (dtype `act`) -> x @ w.T (+ bias) [rows, out] in `act`, the weight [out, in] read once
+    for all rows (the guided pair of rows: one read, not two; bench/README.md has the measurements).
+
+    float32: as `mm(w, x.t())`, where MKL streams the [out, in] weight once for a few rows; `linear` /
+    `mm(x, w.t())` take a path whose time grows with the row count. bf16 weights on a CPU (a float32 model
+    where bf16 is faster, or a bf16 model): oneDNN's linear over the weight reordered once into its
+    blocked layout for `rows` rows (inductor's CPU weight prepacking; a plain bf16 weight is reordered on
+    every call), the rows cast to bf16 and the result back to `act`, as autocast does.
+    """
+    if w.dtype == torch.float32 and act == torch.float32:
+        # x.t() must be column-major (x row-major); a row-major x.t() takes a slow path again, so the small
+        # [rows, out] result is made row-major for the next matmul.
+        if bias is None:
+            return lambda x: torch.mm(w, x.t()).t().contiguous()
+        col = bias[:, None]
+        return lambda x: torch.addmm(col, w, x.t()).t().contiguous()
+    b = None if bias is None else bias.to(w.dtype)
+    if w.device.type == "cpu" and w.dtype == torch.bfloat16 and torch.backends.mkldnn.is_available():
+        packed = torch.ops.mkldnn._reorder_linear_weight(w, rows)
+        return lambda x: torch.ops.mkldnn._linear_pointwise(x.to(w.dtype), packed, b, "none", [], "").to(act)
+    return lambda x: F.linear(x.to(w.dtype), w, b).to(act)
+
+
+def _linear(mod: nn.Module, wdtype: torch.dtype, act: torch.dtype, rows: int) -> Callable[[torch.Tensor], torch.Tensor]:
     if type(mod) is nn.Linear:
-        w, b = mod.weight, mod.bias
-        return lambda x: F.linear(x, w, b)
-    return mod  # a LoRA layer (or anything else): its own forward
+        return rows_matmul(mod.weight.to(wdtype), act, rows, mod.bias)
+    return mod  # a LoRA layer (or anything else): its own forward, in its own weights' dtype
 
 
 def _rms_norm(mod: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -60,10 +87,13 @@ def _rms_norm(mod: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
     return norm
 
 
-def _fused_t(*weights: torch.Tensor) -> torch.Tensor:
-    """cat(weights).t().contiguous() in one copy: [in, sum(out)], each weight transposed into its columns."""
-    out = weights[0].new_empty(weights[0].shape[1], sum(w.shape[0] for w in weights))
-    torch.cat([w.t() for w in weights], dim=1, out=out)
+def _stacked(weights: tuple[torch.Tensor, ...], dtype: torch.dtype) -> torch.Tensor:
+    """cat(weights) [sum(out), in] in `dtype`, made by one copy (a cast included)."""
+    out = weights[0].new_empty(sum(w.shape[0] for w in weights), weights[0].shape[1], dtype=dtype)
+    at = 0
+    for w in weights:
+        out[at:at + w.shape[0]].copy_(w)
+        at += w.shape[0]
     return out
 
 
@@ -72,22 +102,22 @@ def _plain(*mods: nn.Module) -> bool:
 
 
 class _Layer:
-    def __init__(self, layer: nn.Module, fuse: bool):
+    def __init__(self, layer: nn.Module, fuse: bool, wdtype: torch.dtype, act: torch.dtype, rows: int):
         a, mlp = layer.self_attn, layer.mlp
         self.norm1, self.norm2 = _rms_norm(layer.input_layernorm), _rms_norm(layer.post_attention_layernorm)
-        self.q, self.k, self.v, self.o = (_linear(m) for m in (a.q_proj, a.k_proj, a.v_proj, a.o_proj))
-        self.gate, self.up, self.down, self.act = _linear(mlp.gate_proj), _linear(mlp.up_proj), \
-            _linear(mlp.down_proj), mlp.act_fn
-        self.scaling = a.scaling
-        # Fused, transposed copies [in, out] (one GEMV over contiguous rows per group instead of
-        # three / two `linear` calls) where the projections are plain linears; None: module calls.
-        self.qkv_t = self.o_t = self.gate_up_t = self.down_t = None
-        if fuse and _plain(a.q_proj, a.k_proj, a.v_proj, a.o_proj):
-            self.qkv_t = _fused_t(a.q_proj.weight, a.k_proj.weight, a.v_proj.weight)
-            self.o_t = a.o_proj.weight.t().contiguous()
-        if fuse and _plain(mlp.gate_proj, mlp.up_proj, mlp.down_proj):
-            self.gate_up_t = _fused_t(mlp.gate_proj.weight, mlp.up_proj.weight)
-            self.down_t = mlp.down_proj.weight.t().contiguous()
+        self.act, self.scaling = mlp.act_fn, a.scaling
+        self.o, self.down = _linear(a.o_proj, wdtype, act, rows), _linear(mlp.down_proj, wdtype, act, rows)
+        # q/k/v and gate/up stacked into one weight each (one matmul per group instead of three / two) where
+        # the projections are plain linears; None: one call per projection.
+        self.qkv = self.gate_up = None
+        if fuse and _plain(a.q_proj, a.k_proj, a.v_proj):
+            self.qkv = rows_matmul(_stacked((a.q_proj.weight, a.k_proj.weight, a.v_proj.weight), wdtype), act, rows)
+        else:
+            self.q, self.k, self.v = (_linear(m, wdtype, act, rows) for m in (a.q_proj, a.k_proj, a.v_proj))
+        if fuse and _plain(mlp.gate_proj, mlp.up_proj):
+            self.gate_up = rows_matmul(_stacked((mlp.gate_proj.weight, mlp.up_proj.weight), wdtype), act, rows)
+        else:
+            self.gate, self.up = (_linear(m, wdtype, act, rows) for m in (mlp.gate_proj, mlp.up_proj))
 
 
 class Int8KV:
@@ -115,16 +145,17 @@ class StackStep:
     """One Llama stack (`LlamaModel`) over `rows` rows, one position at a time, KV in buffers
     (in the model's dtype, or int8: `Int8KV`)."""
 
-    def __init__(self, stack: nn.Module, cache: DynamicCache, max_len: int, fuse: bool, int8: bool = False):
+    def __init__(self, stack: nn.Module, cache: DynamicCache, max_len: int, fuse: bool, int8: bool = False,
+                 wdtype: Optional[torch.dtype] = None):
         cfg = stack.config
         if cfg.num_key_value_heads != cfg.num_attention_heads:
             raise ValueError("the one-frame step supports plain multi-head attention only (LeLM's layout)")
-        self.layers = [_Layer(layer, fuse) for layer in stack.layers]
+        keys = cache.layers[0].keys
+        rows, n, dev, dtype = keys.shape[0], keys.shape[2], keys.device, keys.dtype
+        self.layers = [_Layer(layer, fuse, wdtype or dtype, dtype, rows) for layer in stack.layers]
         self.norm = _rms_norm(stack.norm)
         self.heads = cfg.num_attention_heads
         self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
-        keys = cache.layers[0].keys
-        rows, n, dev, dtype = keys.shape[0], keys.shape[2], keys.device, keys.dtype
         # The stack's own rotary module over every position at once: the same per-position values.
         positions = torch.arange(max_len, device=dev)[None]
         cos, sin = stack.rotary_emb(torch.empty(0, device=dev, dtype=dtype), positions)
@@ -158,8 +189,8 @@ class StackStep:
         at = 0 if self.int8 else p  # an int8 cache writes the new position to a 1-position float buffer
         for i, (L, kv, k_all, v_all) in enumerate(zip(self.layers, self.kv, self.k, self.v)):
             x = L.norm1(h)
-            if L.qkv_t is not None:
-                qkv = torch.mm(x, L.qkv_t).view(rows, 3, heads, hd)
+            if L.qkv is not None:
+                qkv = L.qkv(x).view(rows, 3, heads, hd)
                 qk = qkv[:, :2]
                 # RoPE on q and k together, written back into qkv so that k and v are contiguous neighbours.
                 qk.copy_((qk * cos) + (qk.roll(self.half, -1) * sin))
@@ -179,11 +210,11 @@ class StackStep:
             # One query over every filled position: no mask needed.
             att = F.scaled_dot_product_attention(q, keys, values, scale=L.scaling)
             att = att.view(rows, -1)  # [rows, heads, 1, hd] contiguous: the heads side by side
-            h = torch.addmm(h, att, L.o_t) if L.o_t is not None else h + L.o(att)
+            h = h + L.o(att)
             x = L.norm2(h)
-            if L.gate_up_t is not None:
-                gate, up = torch.mm(x, L.gate_up_t).chunk(2, dim=-1)
-                h = torch.addmm(h, L.act(gate).mul_(up), L.down_t)
+            if L.gate_up is not None:
+                gate, up = L.gate_up(x).chunk(2, dim=-1)
+                h = h + L.down(L.act(gate) * up)
             else:
                 h = h + L.down(L.act(L.gate(x)) * L.up(x))
         self.length = n
@@ -193,15 +224,22 @@ class StackStep:
 class FrameStep:
     """LeLM's one-frame step (both stacks and the fusion MLP), after a prefill into two DynamicCaches."""
 
-    def __init__(self, model: "LeLM", caches: tuple[DynamicCache, DynamicCache], max_len: int, int8: bool = False):
+    def __init__(self, model: "LeLM", caches: tuple[DynamicCache, DynamicCache], max_len: int, int8: bool = False,
+                 weights: Optional[torch.dtype] = None):
+        """weights: the dtype the layers' matmuls read their weights in (bf16 copies of a float32 model's:
+        half the bytes a frame); None: the model's own weights."""
         self.model = model
-        # The fused copies cost one more copy of the layer weights: only for models where the per-call
-        # overhead they save matters (a large model's frame is its matmuls, and GBs of copies would hurt).
+        # The stacked q/k/v and gate/up copies cost a copy of most layer weights: only for models where the
+        # per-call overhead they save matters (a large model's frame is its matmuls; GBs of copies would hurt).
         stacks = (model.transformer.model, model.transformer2.model)
         layer_bytes = sum(p.numel() * p.element_size() for s in stacks for p in s.layers.parameters())
         fuse = layer_bytes <= FUSE_MAX_BYTES
-        self.main = StackStep(stacks[0], caches[0], max_len, fuse, int8)
-        self.sub = StackStep(stacks[1], caches[1], max_len, fuse, int8)
+        self.main = StackStep(stacks[0], caches[0], max_len, fuse, int8, weights)
+        self.sub = StackStep(stacks[1], caches[1], max_len, fuse, int8, weights)
+        keys = caches[1].layers[0].keys
+        first, act, last = model.mlp  # the fusion MLP (Linear, GELU, Linear) through the same row matmuls
+        self.mlp = [_linear(first, weights or keys.dtype, keys.dtype, keys.shape[0]), act,
+                    _linear(last, weights or keys.dtype, keys.dtype, keys.shape[0])]
 
     def __call__(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """tokens [rows, K, 1] -> the two stacks' last hidden states [rows, D] (as LeLM.hidden_steps)."""
@@ -210,5 +248,8 @@ class FrameStep:
         x1 = m.emb[0](tokens[:, 0])
         x2 = sum(m.layer2_emb[k](tokens[:, k]) for k in range(1, m.depth))
         h1 = self.main(x1)
-        h2 = self.sub(m.mlp(torch.cat([x2, h1], dim=-1)))
+        z = torch.cat([x2, h1], dim=-1)
+        for f in self.mlp:
+            z = f(z)
+        h2 = self.sub(z)
         return h1, h2

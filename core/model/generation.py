@@ -17,7 +17,9 @@ DynamicCache ("dynamic") or "int8" (FrameStep with K/V stored in int8, one scale
 position: a quarter of a float32 cache, half of bf16; tokens close to, not equal to, a float cache:
 tests/test_int8_cache.py); the cache is in the model's dtype otherwise; on a CPU the heads read a transposed copy of their weights, one row at a
 time (a GEMV over contiguous rows, ~3x faster than `linear`, and a row's numbers do not depend on
-the batch).
+the batch). precision="bf16" (a float32 model on a CPU whose bf16 matmul is faster: the caller passes
+core.training.precision's verdict) reads bf16 copies of the layer and head weights, half the bytes
+of a frame; logits within a few percent of float32's (tests/test_generation_precision.py).
 """
 from __future__ import annotations
 
@@ -29,7 +31,7 @@ import torch
 from transformers import DynamicCache, StaticCache
 
 from core.model.conditioners import Conditions
-from core.model.fast_step import FrameStep
+from core.model.fast_step import FrameStep, rows_matmul
 from core.model.pattern import EMPTY, EOS
 from core.sampling import SAMPLING
 
@@ -111,16 +113,34 @@ def apply_repetition_penalty(scores: torch.Tensor, history: list[torch.Tensor] |
 
 
 class _Heads:
-    """The output heads for generation: plain linears read a transposed contiguous weight on a CPU."""
+    """The output heads for generation; a row's logits never depend on the other songs in the batch.
 
-    def __init__(self, model: "LeLM"):
+    float32 on a CPU: a transposed contiguous weight copy, one (guided) row at a time. bf16 weights
+    (`weights`): a song's cond and uncond rows through one oneDNN read of the bf16 copy (fast_step.rows_matmul),
+    logits in float32 and combined there, as upstream does in bf16."""
+
+    def __init__(self, model: "LeLM", weights: Optional[torch.dtype] = None):
         self.modules = model.heads()
         cpu = model.device.type == "cpu"
-        self.t_weights = [m.weight.t().contiguous() if cpu and type(m) is torch.nn.Linear and m.bias is None
-                          else None for m in self.modules]
+        plain = [type(m) is torch.nn.Linear and m.bias is None for m in self.modules]
+        self.pairs = [rows_matmul(m.weight.to(weights), torch.float32, 2) if weights is not None and ok else None
+                      for m, ok in zip(self.modules, plain)]
+        self.t_weights = [m.weight.t().contiguous() if cpu and ok and weights is None else None
+                          for m, ok in zip(self.modules, plain)]
+
+    @property
+    def guides_hidden(self) -> bool:
+        """Whether guidance may go to the heads' input (float32 heads), else to their logits."""
+        return all(p is None for p in self.pairs)
 
     def __call__(self, q: int, h: torch.Tensor) -> torch.Tensor:
-        wt = self.t_weights[q]
+        pair, wt = self.pairs[q], self.t_weights[q]
+        if pair is not None:  # h: [2B] rows, song b's pair is rows b and B + b
+            B = h.shape[0] // 2
+            if B == 1:
+                return pair(h)
+            out = torch.stack([pair(h[b::B]) for b in range(B)], dim=1)  # [2, B, V]
+            return out.flatten(0, 1)
         if wt is None:
             return self.modules[q](h).float()
         if h.shape[0] == 1:
@@ -131,8 +151,10 @@ class _Heads:
 class _Stacks:
     """Both stacks over the 2B guided rows with their KV caches; `step` may be compiled (CUDA graphs)."""
 
-    def __init__(self, model: "LeLM", rows: int, max_len: int, cache: str, backend: Optional[str]):
+    def __init__(self, model: "LeLM", rows: int, max_len: int, cache: str, backend: Optional[str],
+                 weights: Optional[torch.dtype] = None):
         self.model = model
+        self.weights = weights
         self.max_len = max_len
         self.frame_step: Optional[FrameStep] = None
         self.preallocated = cache in ("preallocated", "int8")
@@ -156,7 +178,7 @@ class _Stacks:
         n = prefix[0].shape[1] + sequence.shape[-1]
         h1, h2 = self.model.hidden_steps(sequence, prefix, self.caches, self.positions[:n])
         if self.preallocated:  # the prefill's KV moves into FrameStep's buffers
-            self.frame_step = FrameStep(self.model, self.caches, self.max_len, int8=self.int8)
+            self.frame_step = FrameStep(self.model, self.caches, self.max_len, int8=self.int8, weights=self.weights)
             self.caches = None
         return h1[:, -1], h2[:, -1]
 
@@ -239,6 +261,22 @@ def resolve_compile(compile: Optional[bool | str], device: torch.device, cache: 
     return str(compile)
 
 
+def resolve_weights(precision: Optional[str], model: "LeLM") -> Optional[torch.dtype]:
+    """-> the dtype the CPU frame step and heads read their weights in, or None (the model's own weights).
+
+    precision: None / "fp32" (the model's weights, float32 tokens as always) or "bf16": bf16 copies of a
+    float32 model's layer and head weights, made once per call (half the bytes read a frame; the caller
+    decides where that is faster: core.training.precision's verdict for this CPU). Activations, norms,
+    attention and the KV cache stay in the model's dtype, as under autocast. A GPU generates in the
+    model's own dtype (bf16 as loaded for generation), so there the setting changes nothing.
+    """
+    if precision not in (None, "fp32", "bf16"):
+        raise ValueError(f"precision must be fp32 or bf16, got {precision!r}")
+    if precision != "bf16" or model.device.type != "cpu" or model.dtype != torch.float32:
+        return None
+    return torch.bfloat16
+
+
 @torch.no_grad()
 def generate_batch(model: "LeLM", lyrics: Sequence[Optional[str]], descriptions: Sequence[Optional[str]],
                    prompts: Optional[Sequence[Optional[torch.Tensor]]] = None, *, max_frames: int,
@@ -246,13 +284,14 @@ def generate_batch(model: "LeLM", lyrics: Sequence[Optional[str]], descriptions:
                    top_k: int = SAMPLING.top_k, top_p: float = SAMPLING.top_p, greedy: bool = False,
                    record_window: int = SAMPLING.record_window, seeds: Optional[Sequence[Optional[int]]] = None,
                    cache: str = "auto", compile: Optional[bool | str] = None,
-                   adapters: Optional[Sequence[str]] = None,
+                   adapters: Optional[Sequence[str]] = None, precision: Optional[str] = None,
                    on_step: Optional[Callable[[int, torch.Tensor], None]] = None,
                    progress: Optional[Callable[[int, int], None]] = None) -> list[torch.LongTensor]:
     """B songs in one pass (one forward per frame for all of them) -> B codes [1, 3, T_b], each cut at its
     earliest EOS. Row b draws from its own generator (seeds[b]), so it matches a one-song run with that seed.
     adapters: per song, the peft LoRA adapter it runs with (BASE_ADAPTER for the base), so an A/B of
     base vs LoRA or a strength sweep (one adapter name per strength) shares one pass; see adapter_rows.
+    precision: "bf16" reads bf16 copies of a float32 model's weights on a CPU (resolve_weights).
     on_step(step, scores [B, K, V]) sees every stream's guided scores (all heads run then)."""
     if adapters is not None:
         if len(adapters) != len(lyrics):
@@ -262,7 +301,7 @@ def generate_batch(model: "LeLM", lyrics: Sequence[Optional[str]], descriptions:
             return generate_batch(model, lyrics, descriptions, prompts, max_frames=max_frames, cfg_coef=cfg_coef,
                                   temperature=temperature, top_k=top_k, top_p=top_p, greedy=greedy,
                                   record_window=record_window, seeds=seeds, cache=cache, compile=False,
-                                  on_step=on_step, progress=progress)
+                                  precision=precision, on_step=on_step, progress=progress)
     B = len(lyrics)
     prompts, seeds = _per_song(lyrics, descriptions, prompts, seeds, max_frames)
     K, dev = model.depth, model.device
@@ -281,13 +320,13 @@ def generate_batch(model: "LeLM", lyrics: Sequence[Optional[str]], descriptions:
     seq = torch.full((B, K, S), UNKNOWN, dtype=torch.long, device=dev)
     seq[:, :, 0] = EMPTY
     prefix = model.condition_prefix(cond)
-    stacks = _Stacks(model, 2 * B, prefix[0].shape[1] + S, cache, backend)
-    heads = _Heads(model)
+    stacks = _Stacks(model, 2 * B, prefix[0].shape[1] + S, cache, backend, resolve_weights(precision, model))
+    heads = _Heads(model, stacks.weights)
     ended = torch.zeros(B, K, dtype=torch.bool, device=dev)
     n_prefix = prefix[0].shape[1]
-    # Guiding the heads' input is exact up to rounding for linear heads; in bf16/fp16 the logits are
-    # combined in float32 instead, as upstream does.
-    guide_hidden = model.dtype == torch.float32
+    # Guiding the heads' input is exact up to rounding for linear heads; in bf16/fp16 (bf16 weights too)
+    # the logits are combined in float32 instead, as upstream does.
+    guide_hidden = model.dtype == torch.float32 and heads.guides_hidden
     try:
         for offset in range(1, S):
             step_input = seq[:, :, offset - 1:offset].repeat(2, 1, 1)
@@ -397,7 +436,7 @@ def generate(model: "LeLM", lyrics: Optional[str], description: Optional[str], p
              *, max_frames: int, cfg_coef: float = SAMPLING.cfg_coef, temperature: float = SAMPLING.temperature,
              top_k: int = SAMPLING.top_k, top_p: float = SAMPLING.top_p, greedy: bool = False,
              record_window: int = SAMPLING.record_window, seed: Optional[int] = None,
-             cache: str = "auto", compile: Optional[bool | str] = None,
+             cache: str = "auto", compile: Optional[bool | str] = None, precision: Optional[str] = None,
              on_step: Optional[Callable[[int, torch.Tensor], None]] = None,
              progress: Optional[Callable[[int, int], None]] = None) -> torch.LongTensor:
     """One song -> codes [1, 3, T] cut at the earliest EOS; on_step(step, scores [K, V])."""
@@ -407,4 +446,4 @@ def generate(model: "LeLM", lyrics: Optional[str], description: Optional[str], p
     return generate_batch(model, [lyrics], [description], [prompt], max_frames=max_frames, cfg_coef=cfg_coef,
                           temperature=temperature, top_k=top_k, top_p=top_p, greedy=greedy,
                           record_window=record_window, seeds=[seed], cache=cache, compile=compile,
-                          on_step=hook, progress=progress)[0]
+                          precision=precision, on_step=hook, progress=progress)[0]

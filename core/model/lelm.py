@@ -278,15 +278,16 @@ class LeLM(nn.Module):
                  max_frames: int, cfg_coef: float = SAMPLING.cfg_coef, temperature: float = SAMPLING.temperature,
                  top_k: int = SAMPLING.top_k, top_p: float = SAMPLING.top_p, greedy: bool = False,
                  record_window: int = SAMPLING.record_window, seed: Optional[int] = None,
-                 cache: str = "auto", compile: Optional[bool | str] = None,
+                 cache: str = "auto", compile: Optional[bool | str] = None, precision: Optional[str] = None,
                  on_step: Optional[Callable[[int, torch.Tensor], None]] = None,
                  progress: Optional[Callable[[int, int], None]] = None) -> torch.LongTensor:
-        """Guided, KV-cached generation as SongGeneration samples -> codes [1, 3, T] cut at the earliest EOS."""
+        """Guided, KV-cached generation as SongGeneration samples -> codes [1, 3, T] cut at the earliest EOS.
+        precision "bf16": bf16 weight copies on a CPU (core.model.generation.resolve_weights)."""
         from core.model.generation import generate
         return generate(self, lyrics, description, prompt, max_frames=max_frames, cfg_coef=cfg_coef,
                         temperature=temperature, top_k=top_k, top_p=top_p, greedy=greedy,
                         record_window=record_window, seed=seed, cache=cache, compile=compile,
-                        on_step=on_step, progress=progress)
+                        precision=precision, on_step=on_step, progress=progress)
 
     def generate_batch(self, lyrics: Sequence[Optional[str]], descriptions: Sequence[Optional[str]],
                        prompts: Optional[Sequence[Optional[torch.Tensor]]] = None, **kw) -> list[torch.LongTensor]:
