@@ -144,8 +144,8 @@ def test_a_header_that_understates_the_length_is_still_capped(tmp_path, monkeypa
     monkeypatch.setattr(audio, "MAX_AUDIO_S", 4.0)
     real = audio.probe
 
-    def lying_probe(p):  # a header claiming 3 s
-        info = real(p)
+    def lying_probe(p, name=None):  # a header claiming 3 s
+        info = real(p, name)
         info.frames = info.sample_rate * 3
         return info
 

@@ -89,18 +89,21 @@ def format_duration(seconds: float) -> str:
     return f"{m}m{s:02d}s" if m else f"{seconds:.1f} s"
 
 
-def probe(path: str | Path) -> AudioInfo:
-    """Header only (cheap even for long files). Raises AudioError when libsndfile cannot open it."""
+def probe(path: str | Path, name: Optional[str] = None) -> AudioInfo:
+    """Header only (cheap even for long files). Raises AudioError when libsndfile cannot open it; `name`: the
+    file as the user knows it (default: its own name)."""
     p = Path(path)
+    name = name or p.name
     if not p.is_file():
-        raise AudioError(f"{p}: file not found")
+        raise AudioError(f"{p}: file not found", code="audio_missing", path=str(p))
     if p.stat().st_size == 0:
-        raise AudioError(f"{p.name}: the file is empty (0 bytes); re-export the song")
+        raise AudioError(f"{name}: the file is empty (0 bytes); re-export the song", code="audio_empty", name=name)
     try:
         i = sf.info(str(p))
     except Exception as err:  # libsndfile raises RuntimeError/LibsndfileError with its own text
-        raise AudioError(f"{p.name}: cannot be read as audio ({_short(err)}); "
-                         "export it as WAV or FLAC and try again") from None
+        why = _short(err)
+        raise AudioError(f"{name}: cannot be read as audio ({why}); export it as WAV or FLAC and try again",
+                         code="audio_unreadable", name=name, why=why) from None
     return AudioInfo(str(p), int(i.samplerate), int(i.channels), int(i.frames), i.format, i.subtype)
 
 
@@ -114,20 +117,39 @@ def _too_long(name: str, what: str) -> str:
             "(or split it into songs) and add it again")
 
 
-def read_audio(path: str | Path, max_seconds: Optional[float] = None) -> tuple[torch.Tensor, int]:
+def _too_long_error(name: str, duration_s: Optional[float] = None) -> AudioError:
+    """The refusal of a file over MAX_AUDIO_S: by its header's length, or (None) by what it really holds."""
+    limit = format_duration(MAX_AUDIO_S)
+    if duration_s is None:
+        return AudioError(_too_long(name, "holds more audio than its header says"), code="audio_over_header",
+                          name=name, limit=limit)
+    length = format_duration(duration_s)
+    return AudioError(_too_long(name, f"is {length} long"), code="audio_too_long", name=name, length=length,
+                      limit=limit)
+
+
+def _undecodable(name: str, err: BaseException) -> AudioError:
+    why = _short(err)
+    return AudioError(f"{name}: cannot be decoded ({why}); export it as WAV or FLAC and try again",
+                      code="audio_undecodable", name=name, why=why)
+
+
+def read_audio(path: str | Path, max_seconds: Optional[float] = None,
+               name: Optional[str] = None) -> tuple[torch.Tensor, int]:
     """float32 [channels, N] in -1..1 and the file's sample rate (soundfile, never torchaudio.load).
     At most `max_seconds` are decoded, whatever the header claims: a longer stream is an AudioError."""
     p = Path(path)
-    info = probe(p)  # clear messages for missing / empty / unreadable files
+    name = name or p.name
+    info = probe(p, name)  # clear messages for missing / empty / unreadable files
     cap = int((MAX_AUDIO_S if max_seconds is None else max_seconds) * info.sample_rate)
     if info.frames > cap:
-        raise AudioError(_too_long(p.name, f"is {format_duration(info.duration_s)} long"))
+        raise _too_long_error(name, info.duration_s)
     try:
         data, sr = sf.read(str(p), frames=cap + 1, dtype="float32", always_2d=True)
     except Exception as err:
-        raise AudioError(f"{p.name}: cannot be decoded ({_short(err)}); export it as WAV or FLAC and try again") from None
+        raise _undecodable(name, err) from None
     if len(data) > cap:  # the header understated the length
-        raise AudioError(_too_long(p.name, "holds more audio than its header says"))
+        raise _too_long_error(name)
     return torch.from_numpy(np.ascontiguousarray(data.T)), int(sr)
 
 
@@ -235,7 +257,8 @@ def scan_signal(path: str | Path, max_seconds: Optional[float] = None,
     """The signal checks streamed over the file, SCAN_BLOCK_S at a time (memory: one block), reading at
     most `max_seconds` -> (findings, seconds read). Raises AudioError when it cannot be decoded."""
     p = Path(path)
-    info = probe(p)
+    name = name or p.name
+    info = probe(p, name)
     hop = max(1, int(info.sample_rate * FRAME_S))
     block = hop * max(1, int(SCAN_BLOCK_S / FRAME_S))
     cap = int((MAX_AUDIO_S if max_seconds is None else max_seconds) * info.sample_rate)
@@ -245,10 +268,10 @@ def scan_signal(path: str | Path, max_seconds: Optional[float] = None,
             frames += len(chunk)
             stats.add(chunk.T)
     except Exception as err:
-        raise AudioError(f"{p.name}: cannot be decoded ({_short(err)}); export it as WAV or FLAC and try again") from None
+        raise _undecodable(name, err) from None
     if frames > cap:
-        return [AudioFinding("error", "too_long", _too_long(p.name, "holds more audio than its header says"))], frames / info.sample_rate
-    return signal_findings(stats, name or p.name), frames / info.sample_rate
+        return [AudioFinding("error", "too_long", _too_long(name, "holds more audio than its header says"))], frames / info.sample_rate
+    return signal_findings(stats, name), frames / info.sample_rate
 
 
 def signal_findings(stats: SignalStats, name: str) -> list[AudioFinding]:

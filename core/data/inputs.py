@@ -13,10 +13,15 @@ from typing import Any, Iterable, Iterator, Optional
 
 from core.audio import io as audio_mod
 from core.text import fields
+from core.text.lyrics import Note, note
 from core.text.fields import TextFileError, read_text_file
 from core.config import StudioConfig
 from core.data.limits import DataError
-from core.text.description import parse_musicality
+from core.text.description import MUSICALITY_TIERS, parse_musicality
+
+# what each file named in a song's inputs is, as messages call it (a coded value: worded in the reader's language)
+FILE_LABELS = {"audio": note("file_audio", "audio file"), "lrc": note("file_lrc", "LRC file"),
+               "vocal": note("file_vocal", "vocal stem"), "bgm": note("file_bgm", "bgm stem")}
 
 STEM_SUFFIXES = {"vocal": ("vocal", "vocals"), "bgm": ("bgm", "accompaniment", "instrumental")}
 DESC_SUFFIXES = ("desc", "description")
@@ -46,7 +51,7 @@ class SongInput:
     lrc: Optional[str] = None            # timed lyrics (LRC file): section timing, and lyrics when absent
     timing: Optional[dict] = None        # section starts saved in the studio ({source, sections})
     source: str = ""
-    problems: list[str] = field(default_factory=list)   # found while reading the inputs: song is rejected
+    problems: list[str] = field(default_factory=list)   # found while reading (coded notes): song is rejected
     musicality: Optional[str] = None    # v2 musicality tier ("medium"); None = the model's default (very-high)
     # the files' names as the user gave them (the studio keeps copies named audio.wav / lyrics.lrc): messages
     # about the song name these; metadata.jsonl keys "source_name" / "lrc_name", optional
@@ -70,8 +75,9 @@ def _musicality_or_none(v: Any, problems: list[str]) -> Optional[str]:
     """The `musicality` key validated against the official tiers (a bad value rejects the song, named)."""
     try:
         return parse_musicality(v)
-    except ValueError as err:
-        problems.append(f"{err}; leave it empty for the default (very-high)")
+    except ValueError:
+        problems.append(note("musicality_bad", "musicality {value} is not one of the official tiers: {tiers}; leave "
+                             "it empty for the default (very-high)", value=repr(v), tiers=", ".join(MUSICALITY_TIERS)))
         return None
 
 
@@ -101,13 +107,13 @@ def _timing_dict(v: Any, problems: list[str]) -> Optional[dict]:
         return None
     if not isinstance(v, dict) or not isinstance(v.get("sections"), list) or not all(
             isinstance(s, dict) and "tag" in s and "start_s" in s for s in v["sections"]):
-        problems.append("'timing' must be {\"source\": \"edited\", \"sections\": [{\"tag\": \"[verse]\", "
-                        "\"start_s\": 12.3}, ...]}")
+        problems.append(note("timing_shape", "'timing' must be {\"source\": \"edited\", \"sections\": "
+                             "[{\"tag\": \"[verse]\", \"start_s\": 12.3}, ...]}"))
         return None
     return v
 
 
-def outside_roots(path: Path, roots: list[Path]) -> Optional[str]:
+def outside_roots(path: Path, roots: list[Path]) -> Optional[Note]:
     """Why `path` may not be read (None when it may): local data is read only inside the data folders the
     user named -- a link or a path leading out of them is refused, never followed (a downloaded dataset
     must not make prepare read ~/.cache/huggingface/token or /proc/self/environ)."""
@@ -116,12 +122,14 @@ def outside_roots(path: Path, roots: list[Path]) -> Optional[str]:
         return None
     where = " or ".join(str(r) for r in roots)
     if path.is_symlink():
-        return f"{path.name} is a link to a file outside {where}; links leaving the data folder are not followed: copy the file in"
-    return f"'{path}' is outside {where}; files are read only inside the data folder: copy it there"
+        return note("link_outside", "{name} is a link to a file outside {where}; links leaving the data folder are "
+                    "not followed: copy the file in", name=path.name, where=where)
+    return note("path_outside", "'{path}' is outside {where}; files are read only inside the data folder: copy it "
+                "there", path=str(path), where=where)
 
 
 def _resolve_audio(p: str, bases: list[Path], roots: Optional[list[Path]] = None
-                   ) -> tuple[Optional[Path], list[Path], Optional[str]]:
+                   ) -> tuple[Optional[Path], list[Path], Optional[Note]]:
     """A file named in metadata.jsonl -> (the file, where it was looked for, why it is refused or None)."""
     path = Path(p).expanduser()
     tried = [path] if path.is_absolute() else [b / path for b in bases]
@@ -130,15 +138,17 @@ def _resolve_audio(p: str, bases: list[Path], roots: Optional[list[Path]] = None
     return (None if refused else found), tried, refused
 
 
-def _find(label: str, value: str, bases: list[Path], roots: list[Path], problems: list[str]) -> Optional[str]:
-    """A file named in metadata.jsonl (audio, stem, LRC), looked up and checked the same way for each;
-    None when it is refused (nothing may open it later), the name as given when it is missing."""
+def _find(kind: str, value: str, bases: list[Path], roots: list[Path], problems: list[str]) -> Optional[str]:
+    """A file named in metadata.jsonl (audio, stem, LRC: `kind`, a FILE_LABELS key), looked up and checked the
+    same way for each; None when it is refused (nothing may open it later), the name as given when it is missing."""
     found, tried, refused = _resolve_audio(value, bases, roots)
     if refused:
-        problems.append(f"{label} '{value}': {refused}")
+        problems.append(note("file_refused", "{label} '{value}': {why}", label=FILE_LABELS[kind], value=value,
+                             why=refused))
         return None
     if found is None:
-        problems.append(f"{label} '{value}' not found (looked in: {', '.join(str(t) for t in tried)})")
+        problems.append(note("file_not_found", "{label} '{value}' not found (looked in: {tried})",
+                             label=FILE_LABELS[kind], value=value, tried=", ".join(str(t) for t in tried)))
     return str(found or value)
 
 
@@ -164,49 +174,54 @@ def load_metadata(path: str | Path, raw_data_dir: Optional[str | Path] = None) -
     songs with `problems` (rejected with that reason); duplicates are caught later by idx."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"paths.metadata_path: {path} does not exist; point it at your metadata.jsonl")
+        raise DataError(f"paths.metadata_path: {path} does not exist; point it at your metadata.jsonl",
+                        code="data_metadata_missing", path=str(path))
     roots = [path.parent.resolve()] + ([Path(raw_data_dir).expanduser().resolve()] if raw_data_dir else [])
     bases = roots + [Path.cwd()]  # a path relative to the working folder is found, and refused outside the roots
     out: list[SongInput] = []
     try:
         text = read_text_file(path)
     except TextFileError as err:
-        raise DataError(f"paths.metadata_path: {err}") from None
+        raise DataError(f"paths.metadata_path: {err}", code="data_metadata_unreadable", why=str(err)) from None
     for n, line, d, err in metadata_rows(text):
         src = f"{path.name}:{n}"
         if d is None:
-            out.append(SongInput(f"line-{n}", None, source=src, problems=[
-                f"line {n} of {path.name} is not valid JSON ({err[:80]}); each line must be one object like "
-                '{"path": ..., "gt_lyric": ..., "descriptions": ..., "idx": ...}']))
+            out.append(SongInput(f"line-{n}", None, source=src, problems=[note(
+                "line_not_json", "line {n} of {file} is not valid JSON ({why}); each line must be one object like "
+                '{example}', n=n, file=path.name, why=err[:80],
+                example='{"path": ..., "gt_lyric": ..., "descriptions": ..., "idx": ...}')]))
             continue
         problems: list[str] = []
         idx = d.get("idx")
         if idx is None or str(idx).strip() == "":
-            problems.append(f"line {n} has no 'idx' (a unique name for the song)")
+            problems.append(note("line_no_idx", "line {n} has no 'idx' (a unique name for the song)", n=n))
             idx = f"line-{n}"
         elif isinstance(idx, bool) or not isinstance(idx, (str, int)):
-            problems.append(f"line {n}: 'idx' must be a name (text), got {str(idx)[:60]!r}")
+            problems.append(note("line_idx_type", "line {n}: 'idx' must be a name (text), got {got}", n=n,
+                                 got=repr(str(idx)[:60])))
             idx = f"line-{n}"
         raw_path = d.get("path")
         audio = None
         if raw_path is not None and not isinstance(raw_path, str):
-            problems.append(f"line {n}: 'path' must be a file path (text), got {str(raw_path)[:60]!r}")
+            problems.append(note("line_path_type", "line {n}: 'path' must be a file path (text), got {got}", n=n,
+                                 got=repr(str(raw_path)[:60])))
         elif not raw_path:
-            problems.append(f"line {n} has no 'path' (the audio file)")
+            problems.append(note("line_no_path", "line {n} has no 'path' (the audio file)", n=n))
         else:
-            audio = _find("audio file", raw_path, bases, roots, problems)
+            audio = _find("audio", raw_path, bases, roots, problems)
         lrc = None
         if d.get("lrc"):  # timed lyrics, found and checked like `path`
             if isinstance(d["lrc"], str):
-                lrc = _find("LRC file", d["lrc"], bases, roots, problems)
+                lrc = _find("lrc", d["lrc"], bases, roots, problems)
             else:
-                problems.append(f"line {n}: 'lrc' must be a file path (text)")
+                problems.append(note("line_lrc_type", "line {n}: 'lrc' must be a file path (text)", n=n))
         if ("gt_lyric" not in d or d.get("gt_lyric") is None) and not lrc:
-            problems.append(f"line {n} has no 'gt_lyric' (the lyrics) and no 'lrc' (timed lyrics)")
+            problems.append(note("line_no_lyrics", "line {n} has no 'gt_lyric' (the lyrics) and no 'lrc' (timed "
+                                 "lyrics)", n=n))
         stems: dict[str, Optional[str]] = {}
         for key, names in (("vocal", ("vocal", "vocal_path")), ("bgm", ("bgm", "bgm_path", "accompaniment"))):
             v = _first(d, *names)
-            if v and (found := _find(f"{key} stem", str(v), bases, roots, problems)) is not None:
+            if v and (found := _find(key, str(v), bases, roots, problems)) is not None:
                 stems[key] = found
         lyrics, desc = _text_fields(d, f"line {n}", problems)
         out.append(SongInput(
@@ -247,7 +262,8 @@ def scan_folder(folder: str | Path) -> list[SongInput]:
     NAME.vocal.wav / NAME.bgm.wav stems. Subfolders are searched too."""
     root = Path(folder).expanduser()
     if not root.is_dir():
-        raise DataError(f"paths.raw_data_dir: {root} is not a folder; point it at the folder holding your songs")
+        raise DataError(f"paths.raw_data_dir: {root} is not a folder; point it at the folder holding your songs",
+                        code="data_not_a_folder", path=str(root))
     roots = [root.resolve()]
     files = sorted(p for p in root.rglob("*") if p.is_file() and is_audio_name(p.name))
     songs: dict[Path, SongInput] = {}
@@ -272,9 +288,10 @@ def scan_folder(folder: str | Path) -> list[SongInput]:
         lrc = str(lrc_path) if lrc_path.is_file() else None
         if not lyr_path.is_file():
             if lrc is None:
-                problems.append(f"no lyrics file {lyr_path.name} (or timed lyrics {lrc_path.name}) next to {p.name}; "
-                                "write the lyrics into it (for an instrumental: [intro-short] ; [inst-long] ; "
-                                "[outro-short])")
+                problems.append(note("no_lyrics_file", "no lyrics file {lyrics} (or timed lyrics {lrc}) next to "
+                                     "{audio}; write the lyrics into it (for an instrumental: [intro-short] ; "
+                                     "[inst-long] ; [outro-short])", lyrics=lyr_path.name, lrc=lrc_path.name,
+                                     audio=p.name))
         else:
             try:
                 lyrics, err = fields.lyric_field(read_text_file(lyr_path), lyr_path.name)
@@ -298,6 +315,10 @@ def scan_folder(folder: str | Path) -> list[SongInput]:
     return list(songs.values())
 
 
+def _missing(kind: str, value: Any) -> Note:
+    return note("file_missing", "{label} '{value}' not found", label=FILE_LABELS[kind], value=str(value))
+
+
 def coerce_items(items: Iterable[Any]) -> list[SongInput]:
     """The studio's upload form: dicts or objects with audio/lyrics/description (+ idx, vocal, bgm, lrc, timing)."""
     out: list[SongInput] = []
@@ -309,9 +330,9 @@ def coerce_items(items: Iterable[Any]) -> list[SongInput]:
         problems: list[str] = []
         audio = _first(d, "audio", "path", "audio_path")
         if audio is None:
-            problems.append(f"song #{i + 1} has no audio file")
+            problems.append(note("item_no_audio", "song #{n} has no audio file", n=i + 1))
         elif not Path(str(audio)).expanduser().is_file():
-            problems.append(f"audio file '{audio}' not found")
+            problems.append(_missing("audio", audio))
         idx = _first(d, "idx", "name")
         if idx is None and audio is not None:
             idx = Path(str(audio)).stem
@@ -321,11 +342,11 @@ def coerce_items(items: Iterable[Any]) -> list[SongInput]:
             v = _first(d, *names)
             if v:
                 if not Path(str(v)).expanduser().is_file():
-                    problems.append(f"{key} stem '{v}' not found")
+                    problems.append(_missing(key, v))
                 stems[key] = str(Path(str(v)).expanduser())
         lrc = _first(d, "lrc", "lrc_path")
         if lrc and not Path(str(lrc)).expanduser().is_file():
-            problems.append(f"LRC file '{lrc}' not found")
+            problems.append(_missing("lrc", lrc))
         out.append(SongInput(
             str(idx if idx is not None else f"song-{i + 1}"), str(Path(str(audio)).expanduser()) if audio else None,
             lyrics, desc, stems.get("vocal"), stems.get("bgm"),
@@ -345,4 +366,5 @@ def collect_inputs(cfg: StudioConfig, items: Optional[Iterable[Any]] = None) -> 
     if cfg.paths.raw_data_dir:
         return scan_folder(cfg.paths.raw_data_dir)
     raise DataError("nothing to prepare: set paths.metadata_path (a metadata.jsonl) or paths.raw_data_dir "
-                    "(a folder of songs with same-named .txt lyrics), or upload songs in the studio")
+                    "(a folder of songs with same-named .txt lyrics), or upload songs in the studio",
+                    code="data_nothing_to_prepare")

@@ -19,6 +19,7 @@ from core.audio import io as audio_mod
 from core.text import lyrics as lyr
 from core.text import fields
 from core.timing import resolve as song_timing
+from core.timing.sections import as_note, coded
 from core.config import StudioConfig
 from core.data.inputs import SongInput
 from core.data.limits import ModelLimits
@@ -160,11 +161,12 @@ def check_audio(song: SongInput, rep: SongReport, cfg: StudioConfig, limits: Mod
         return
     info = None
     try:
-        info = audio_mod.probe(song.audio)
+        info = audio_mod.probe(song.audio, song.shown_name)
         # no length limit here: that is the timing step's business (a timed long song is split, not refused)
         header = audio_mod.check_header(info, max_dur=None, min_dur=cfg.data.min_duration_s, name=song.shown_name)
-    except audio_mod.AudioError as err:
-        header = [audio_mod.AudioFinding("error", "unreadable", str(err))]
+    except audio_mod.AudioError as err:  # missing, empty, unreadable: worded by its own code
+        header = []
+        rep.add("error", as_note(err))
     rep.findings += [f.to_dict() for f in header]
     if info is not None:
         if 0 < info.duration_s < limits.prompt_len and not any(f.level == "error" for f in header):
@@ -175,9 +177,12 @@ def check_audio(song: SongInput, rep: SongReport, cfg: StudioConfig, limits: Mod
         return
     has_stems = bool(song.vocal and song.bgm)
     if not has_stems and separation.kind in ("none", "unavailable"):
-        rep.add("error", separation.error or "no separation available")
+        # the plan's sentence as it is, coded by why there is none ("none" by choice, "unavailable": no Demucs)
+        rep.add("error", coded(f"separation_{separation.kind}", separation.error) if separation.error
+                else lyr.note("no_separation_available", "no separation available"))
     elif (song.vocal is None) != (song.bgm is None):
-        rep.add("error", "give both stems (vocal and bgm) or neither; with one only the other cannot be derived")
+        rep.add("error", lyr.note("one_stem", "give both stems (vocal and bgm) or neither; with one only the other "
+                                  "cannot be derived"))
 
 
 def check_timing(song: SongInput, rep: SongReport, limits: ModelLimits) -> None:
@@ -232,7 +237,8 @@ def cache_key(song: SongInput, rep: SongReport, ctx: Context) -> Optional[Path]:
                          "lyrics": rep.fields.get("lyrics"), "description": rep.fields.get("description"),
                          "prompt_start_s": song.prompt_start_s, "chorus_start_s": song.chorus_start_s})
     except OSError as err:
-        rep.add("error", f"cannot read {song.audio}: {err.strerror or err}")
+        rep.add("error", lyr.note("cannot_read", "cannot read {name}: {why}", name=song.shown_name,
+                                  why=err.strerror or str(err)))
         return None
     rep.fields["key"] = key
     rep.fields["separation"] = "given stems" if has_stems else ctx.separation.label
@@ -276,7 +282,8 @@ def encode(song: SongInput, rep: SongReport, ctx: Context, path: Path) -> Option
         else:
             vocal, bgm = ctx.separation.split(mix, target_sr, cfg.data.bgm_mode, _device(cfg), cfg.data.seed)
     except Exception as err:
-        rep.add("error", f"separating vocals from accompaniment failed: {err}")
+        why = as_note(err) if isinstance(err, audio_mod.AudioError) else str(err)  # a stem's refusal stays worded
+        rep.add("error", lyr.note("separation_failed", "separating vocals from accompaniment failed: {why}", why=why))
         return None
     try:
         with torch.inference_mode():
@@ -290,7 +297,8 @@ def encode(song: SongInput, rep: SongReport, ctx: Context, path: Path) -> Option
         if int(codes.min()) < 0 or int(codes.max()) >= CODE_SIZE:
             raise ValueError(f"the codec returned ids outside 0..{CODE_SIZE - 1} ({int(codes.min())}..{int(codes.max())})")
     except Exception as err:
-        rep.add("error", f"tokenizing with {getattr(codec, 'id', 'the codec')} failed: {err}")
+        rep.add("error", lyr.note("tokenize_failed", "tokenizing with {codec} failed: {why}",
+                                  codec=getattr(codec, "id", "the codec"), why=str(err)))
         return None
     duration = mix.shape[-1] / target_sr
     start = song.prompt_start_s if song.prompt_start_s is not None else (
@@ -309,9 +317,9 @@ def check_signal(song: SongInput, rep: SongReport) -> Optional[tuple[torch.Tenso
     """Decode the song and check its samples (silence, clipping, ...): (samples, rate, findings), or None
     when it cannot be decoded (said in the report)."""
     try:
-        wav, sr = audio_mod.read_audio(song.audio)
+        wav, sr = audio_mod.read_audio(song.audio, name=song.shown_name)
     except audio_mod.AudioError as err:
-        rep.add("error", str(err))
+        rep.add("error", as_note(err))
         return None
     signal = [f.to_dict() for f in audio_mod.check_signal(wav, sr, song.shown_name)]
     rep.findings += signal
@@ -330,7 +338,7 @@ def check_song(song: SongInput, ctx: Context) -> SongReport:
         try:
             rep.findings += [f.to_dict() for f in audio_mod.scan_signal(song.audio, name=song.shown_name)[0]]
         except audio_mod.AudioError as err:
-            rep.add("error", str(err), code="unreadable")
+            rep.add("error", as_note(err))
     return rep
 
 
