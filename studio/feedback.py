@@ -40,7 +40,7 @@ import gradio as gr
 from core.config import ConfigError
 from core.errors import StudioError
 from studio import gradio_compat as compat, serving
-from studio.i18n import TABLES, request_lang, status_word, tr
+from studio.i18n import TABLES, request_lang, say, status_word, tr
 from studio.widgets import FIELD_LABELS, name_fields
 
 log = logging.getLogger("studio.errors")
@@ -72,6 +72,8 @@ def _in_lang(name: str, value: Any) -> Any:
     named as the fields the user sees."""
     if name == "status" and isinstance(value, str):
         return lambda lg: status_word(value, lg)
+    if getattr(value, "code", ""):  # a coded message inside the refusal (a file's reason): worded by its code too
+        return lambda lg: say(value, lg)
     if isinstance(value, str):
         return lambda lg: name_fields(value, lg)
     return value

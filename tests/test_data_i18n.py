@@ -19,7 +19,7 @@ from tests.datagen import GOOD_LYRICS
 from tests.studio_server import english_sentences
 
 CORE = Path(__file__).resolve().parent.parent / "core"
-CODED = ("data/steps.py", "data/inputs.py", "audio/io.py")
+CODED = ("data/steps.py", "data/inputs.py", "audio/io.py", "data/prepare.py", "text/fields.py")
 ERRORS = ("AudioError", "DataError")
 FINDING_LISTS = ("problems", "findings")
 KEYS = {"path", "lyric", "descriptions", "idx"}  # metadata.jsonl's keys, shown as they are
@@ -55,7 +55,7 @@ def test_every_data_and_audio_message_has_a_code_and_both_wordings():
         for call in _calls(CORE / f):
             name = _name(call)
             where = f"{f}:{call.lineno}"
-            if name in ("note", "coded") and call.args and isinstance(call.args[0], ast.Constant):
+            if name in ("note", "coded", "_note") and call.args and isinstance(call.args[0], ast.Constant):
                 code = call.args[0].value
                 seen += 1
                 assert f"ly_{code}" in TABLES["en"] or f"err_{code}" in TABLES["en"], f"{where}: note {code} has no wording"
@@ -146,3 +146,27 @@ def test_an_audio_refusal_names_the_users_file_in_both_languages(tmp_path):
     assert str(err.value).startswith("我的歌.wav: cannot be read as audio (")
     zh = say(err.value, "zh")
     assert zh.startswith("我的歌.wav：无法作为音频读取（") and zh.endswith("请导出为 WAV 或 FLAC 后再试"), zh
+
+
+def test_field_reasons_and_unreadable_text_files_are_worded_in_chinese(tmp_path):
+    """core/text/fields.py's reasons (a value of the wrong type, an unreadable lyric file) are coded notes: the
+    English unchanged, the Chinese worded whole, also inside a refusal that wraps them (metadata.jsonl)."""
+    from core.text.fields import decode_text, description_field, lyric_field, number_field
+    from studio import feedback
+
+    for src in ("text/fields.py",):  # no reason returned as a written-out sentence
+        for node in ast.walk(ast.parse((CORE / src).read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Return) and isinstance(node.value, ast.Tuple) and len(node.value.elts) == 2:
+                assert not _is_text(node.value.elts[1]), f"{src}:{node.lineno}: an uncoded reason"
+    reasons = [lyric_field(["x"], "line 1")[1], description_field(5, "line 2")[1], number_field("abc", "prompt_start_s", "s")[1],
+               decode_text(b"caf\xe9", "lyrics.txt")[1]]
+    assert reasons[0].startswith("line 1: 'gt_lyric' must be a text string, got a list")
+    assert reasons[3] == "lyrics.txt is not UTF-8 text (byte 0xe9 at position 3); open it in a text editor and save it as UTF-8"
+    for r in reasons:
+        zh = say(r, "zh")
+        assert zh != str(r) and not english_sentences(zh, KEYS | {"gt_lyric", "prompt_start_s", "descriptions"}), zh
+    (tmp_path / "metadata.jsonl").write_bytes(b"\xff\xfe\x00\xd8")
+    with pytest.raises(DataError) as e:
+        load_metadata(tmp_path / "metadata.jsonl")
+    zh = feedback.message(e.value, "zh")
+    assert "字节序标记" in zh and "byte-order mark" in feedback.message(e.value, "en"), zh

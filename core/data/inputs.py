@@ -15,6 +15,7 @@ from core.audio import io as audio_mod
 from core.text import fields
 from core.text.lyrics import Note, note
 from core.text.fields import TextFileError, read_text_file
+from core.timing.sections import as_note
 from core.config import StudioConfig
 from core.data.limits import DataError
 from core.text.description import MUSICALITY_TIERS, parse_musicality
@@ -182,7 +183,7 @@ def load_metadata(path: str | Path, raw_data_dir: Optional[str | Path] = None) -
     try:
         text = read_text_file(path)
     except TextFileError as err:
-        raise DataError(f"paths.metadata_path: {err}", code="data_metadata_unreadable", why=str(err)) from None
+        raise DataError(f"paths.metadata_path: {err}", code="data_metadata_unreadable", why=as_note(err)) from None
     for n, line, d, err in metadata_rows(text):
         src = f"{path.name}:{n}"
         if d is None:
@@ -298,14 +299,14 @@ def scan_folder(folder: str | Path) -> list[SongInput]:
                 if err:
                     problems.append(err)
             except TextFileError as err:
-                problems.append(str(err))
+                problems.append(as_note(err))
         for dname in names["desc"]:
             dp = p.parent / dname
             if dp.is_file():
                 try:
                     desc = read_text_file(dp).strip()
                 except TextFileError as err:
-                    problems.append(str(err))
+                    problems.append(as_note(err))
                 break
         songs[p.parent / p.stem] = SongInput(p.stem, str(p), lyrics, desc, lrc=lrc, source=str(p), problems=problems)
     for key, kind, sp, refused in stems:

@@ -19,6 +19,7 @@ from core.data.inputs import collect_inputs
 from core.data.limits import DataError, check_frame_rate, model_limits
 from core.data.separate import plan_separation
 from core.data.steps import SCHEMA_VERSION, Context, SongReport, hash_json, process_song, static_key
+from core.text import lyrics as lyr
 from core.fsutil import atomic_write_json, atomic_write_text
 
 Progress = Optional[Callable[[int, int, str], None]]
@@ -111,7 +112,8 @@ def _context(cfg: StudioConfig, codec: Any) -> Context:
 
 def _duplicate(song, first: str) -> SongReport:
     rep = SongReport(song.idx, song.source, song.audio)
-    rep.add("error", f"duplicate idx '{song.idx}' (already used by {first}); give every song a unique idx")
+    rep.add("error", lyr.note("duplicate_idx", "duplicate idx '{idx}' (already used by {first}); give every song a "
+                              "unique idx", idx=song.idx, first=first))
     return rep
 
 
@@ -131,7 +133,8 @@ def _walk(ctx: Context, songs: list, dry_run: bool, progress: Progress = None) -
             raise
         except Exception as err:  # a bug or an odd file must not stop the other songs
             rep, song_items = SongReport(song.idx, song.source, song.audio), []
-            rep.add("error", f"unexpected error while preparing this song: {type(err).__name__}: {err}")
+            rep.add("error", lyr.note("song_unexpected", "unexpected error while preparing this song: {kind}: {why}",
+                                      kind=type(err).__name__, why=str(err)))
         report.append(rep.entry())
         items += song_items
     return report, items
@@ -145,7 +148,7 @@ def _codec_files(cfg: StudioConfig) -> None:
     try:
         OfficialCodec.resolve_files(cfg)
     except WeightFileError as err:
-        raise DataError(str(err)[0].upper() + str(err)[1:]) from None
+        raise DataError(str(err)[0].upper() + str(err)[1:], code="data_codec_files", why=str(err)) from None
 
 
 def check_context(cfg: StudioConfig, codec: Any = None) -> Context:
@@ -263,7 +266,8 @@ def load_prepared(dataset_dir: str | Path):
     import datasets
     p = Path(dataset_dir)
     if not (p / "dataset_dict.json").is_file():
-        raise DataError(f"{p} is not a prepared dataset (no dataset_dict.json); run `python -m core prepare` first")
+        raise DataError(f"{p} is not a prepared dataset (no dataset_dict.json); run `python -m core prepare` first",
+                        code="data_not_prepared", path=str(p))
     dd = datasets.load_from_disk(str(p))
     dd.set_format("torch", columns=["codes", "prompt"], output_all_columns=True)
     return dd

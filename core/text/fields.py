@@ -29,9 +29,15 @@ def read_text_file(path: Path) -> str:
     """Lyric/description/LRC files: UTF-8 (with or without BOM) or UTF-16 with BOM; anything else is refused
     rather than guessed, since a wrong guess silently puts garbage into training."""
     text, err = decode_text(Path(path).read_bytes(), Path(path).name)
-    if err:
-        raise TextFileError(err)
+    if err:  # the reason's code and values travel with the error, so a UI words it
+        raise TextFileError(err, code=getattr(err, "code", None), **getattr(err, "values", {}))
     return text
+
+
+def _note(code: str, template: str, **values: Any) -> str:
+    from core.text.lyrics import note  # lyrics imports this module
+
+    return note(code, template, **values)
 
 
 def decode_text(data: bytes, name: str) -> tuple[Optional[str], Optional[str]]:
@@ -44,13 +50,14 @@ def decode_text(data: bytes, name: str) -> tuple[Optional[str], Optional[str]]:
         try:
             return data.decode("utf-16"), None
         except UnicodeDecodeError as err:
-            return None, (f"{name} starts with a UTF-16 byte-order mark but is not valid UTF-16 ({err.reason} at "
-                          f"byte {err.start}; {len(data)} bytes); open it in a text editor and save it as UTF-8")
+            return None, _note("text_bad_utf16", "{name} starts with a UTF-16 byte-order mark but is not valid UTF-16 "
+                               "({why} at byte {pos}; {size} bytes); open it in a text editor and save it as UTF-8",
+                               name=name, why=err.reason, pos=err.start, size=len(data))
     try:
         return data.decode("utf-8-sig"), None
     except UnicodeDecodeError as err:
-        return None, (f"{name} is not UTF-8 text (byte 0x{data[err.start]:02x} at position {err.start}); "
-                      "open it in a text editor and save it as UTF-8")
+        return None, _note("text_not_utf8", "{name} is not UTF-8 text (byte 0x{byte} at position {pos}); open it in a "
+                           "text editor and save it as UTF-8", name=name, byte=f"{data[err.start]:02x}", pos=err.start)
 
 
 def _type_name(value: Any) -> str:
@@ -64,12 +71,13 @@ def lyric_field(value: Any, where: str) -> tuple[Optional[str], Optional[str]]:
     if value is None:
         return None, None
     if not isinstance(value, str):
-        return None, (f"{where}: 'gt_lyric' must be a text string, got {_type_name(value)} ({str(value)[:60]!r}); "
-                      "write the lyrics as one string, sections separated by ' ; ', e.g. "
-                      "\"[verse] first line. second line ; [chorus] ...\"")
+        return None, _note("lyric_not_text", "{where}: 'gt_lyric' must be a text string, got {kind} ({value}); write "
+                           "the lyrics as one string, sections separated by ' ; ', e.g. \"[verse] first line. second "
+                           "line ; [chorus] ...\"", where=where, kind=_type_name(value), value=repr(str(value)[:60]))
     if len(value) > MAX_LYRIC_CHARS:
-        return None, (f"{where}: lyrics are {len(value):,} characters, far over what the model reads "
-                      f"(limit {MAX_LYRIC_CHARS:,} characters before tokenizing); shorten them to one song's lyrics")
+        return None, _note("lyric_too_long", "{where}: lyrics are {n} characters, far over what the model reads "
+                           "(limit {max} characters before tokenizing); shorten them to one song's lyrics",
+                           where=where, n=f"{len(value):,}", max=f"{MAX_LYRIC_CHARS:,}")
     return value, None
 
 
@@ -81,15 +89,16 @@ def description_field(value: Any, where: str) -> tuple[Optional[str], Optional[s
     if isinstance(value, list):
         bad = [v for v in value if not isinstance(v, str)]
         if bad:
-            return None, (f"{where}: 'descriptions' is a list holding {_type_name(bad[0])} ({bad[0]!r}); "
-                          "write it as one string of comma-separated tags, e.g. \"female, pop, piano\"")
+            return None, _note("desc_list_bad", "{where}: 'descriptions' is a list holding {kind} ({value}); write it "
+                               "as one string of comma-separated tags, e.g. \"female, pop, piano\"",
+                               where=where, kind=_type_name(bad[0]), value=repr(bad[0]))
         value = ", ".join(v.strip() for v in value if v.strip())
     elif not isinstance(value, str):
-        return None, (f"{where}: 'descriptions' must be a string of comma-separated tags, got "
-                      f"{_type_name(value)} ({str(value)[:60]!r})")
+        return None, _note("desc_not_text", "{where}: 'descriptions' must be a string of comma-separated tags, got "
+                           "{kind} ({value})", where=where, kind=_type_name(value), value=repr(str(value)[:60]))
     if len(value) > MAX_DESCRIPTION_CHARS:
-        return None, (f"{where}: descriptions are {len(value):,} characters (limit {MAX_DESCRIPTION_CHARS:,}); "
-                      "keep a few comma-separated tags")
+        return None, _note("desc_too_long", "{where}: descriptions are {n} characters (limit {max}); keep a few "
+                           "comma-separated tags", where=where, n=f"{len(value):,}", max=f"{MAX_DESCRIPTION_CHARS:,}")
     return value, None
 
 
@@ -113,11 +122,13 @@ def number_field(value: Any, name: str, where: str) -> tuple[Optional[float], Op
     if value is None or value == "":
         return None, None
     if isinstance(value, bool):
-        return None, f"{where}: '{name}' must be a number, got true/false"
+        return None, _note("number_bool", "{where}: '{name}' must be a number, got true/false", where=where, name=name)
     try:
         out = float(value)
     except (TypeError, ValueError):
-        return None, f"{where}: '{name}' must be a number of seconds, got {value!r}"
+        return None, _note("number_bad", "{where}: '{name}' must be a number of seconds, got {value}", where=where,
+                           name=name, value=repr(value))
     if not math.isfinite(out):
-        return None, f"{where}: '{name}' must be a finite number, got {value!r}"
+        return None, _note("number_not_finite", "{where}: '{name}' must be a finite number, got {value}", where=where,
+                           name=name, value=repr(value))
     return out, None
