@@ -48,7 +48,11 @@ Object.defineProperty(navigator,'languages',{get:function(){return [l]}});}}catc
 # the language switch: remember it in this browser (storage for the page, a cookie for the server) and reload
 SWITCH_JS = ("(v) => { if (!v) return; localStorage.setItem('studio-lang', v); "
              "document.cookie = 'studio_lang=' + v + ';path=/;max-age=31536000;SameSite=Lax'; location.reload(); }")
-CURRENT_JS = "() => localStorage.getItem('studio-lang') || ((navigator.language || 'en').startsWith('zh') ? 'zh' : 'en')"
+# the page's language, also marked on <html> so style.css can word the header of Gradio's toasts, which
+# Gradio writes from the toast's type in English whatever title the server sends
+CURRENT_JS = ("() => { const v = localStorage.getItem('studio-lang') || "
+              "((navigator.language || 'en').startsWith('zh') ? 'zh' : 'en'); "
+              "document.documentElement.dataset.studioLang = v; return v; }")
 
 
 def request_lang(request, default: str = "en") -> str:

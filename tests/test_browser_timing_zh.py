@@ -114,6 +114,9 @@ def test_timing_tab_in_chinese(studio, tmp_path):
         pg.wait_for_timeout(800)  # the toast slides in
         pg.screenshot(path=str(ART / "timing-zh-3-refused.png"))  # the toast is fixed to the window's corner
         assert not english_sentences(toast, KEEP), toast
+        title = pg.locator(".toast-title >> nth=-1")  # Gradio writes "Warning" there; the page shows it worded
+        assert pg.evaluate("e => getComputedStyle(e, '::before').content", title.element_handle()) == '"警告"'
+        assert title.evaluate("e => getComputedStyle(e).fontSize") == "0px"
         assert ws.song("city_lights")["lrc_name"] == "city_lights.lrc"  # the refused file replaced nothing
 
         # SongPrep's output proposed beside the saved starts; one section accepted, then saved
