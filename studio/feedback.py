@@ -239,7 +239,9 @@ def soften(demo: gr.Blocks, default_lang: str = "en", log_file: Optional[Path] =
             return _skips(len(f.outputs)) if page is None or isinstance(page, _Toast) else page
         return show
 
-    for f, quiet in compat.plain_events(demo):
+    follow_ups = []
+    for f, quiet in list(compat.plain_events(demo)):
         compat.with_context(f, functools.partial(handle, f=f, quiet=quiet))
         if quiet:
-            compat.on_failure(demo, f, follow_up(f))
+            follow_ups.append((f, follow_up(f)))
+    compat.on_failures(demo, follow_ups)

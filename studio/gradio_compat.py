@@ -104,10 +104,17 @@ def with_context(f, handler: Callable[[Callable, list, Any, Any], Any]) -> None:
 def on_failure(demo: gr.Blocks, f, fn: Callable) -> None:
     """After BlockFunction `f` of the built `demo` fails in the page, run `fn(request)` on the same
     outputs: hidden from the API, never a spinner, never waiting behind the events that hold the queue."""
+    on_failures(demo, [(f, fn)])
+
+
+def on_failures(demo: gr.Blocks, pairs) -> None:
+    """`on_failure` for many (event, follow-up) pairs in one pass: each exit of a Blocks context rebuilds
+    the app's routes and config (about a quarter of a second for the studio), so it is entered once."""
     with demo:
-        Dependency(None, {}, f._id, None).failure(
-            fn, None, list(f.outputs), api_name=False, show_progress="hidden", queue=True,
-            concurrency_limit=None, concurrency_id="studio-failure-follow-up")
+        for f, fn in pairs:
+            Dependency(None, {}, f._id, None).failure(
+                fn, None, list(f.outputs), api_name=False, show_progress="hidden", queue=True,
+                concurrency_limit=None, concurrency_id="studio-failure-follow-up")
 
 
 # ---- 3. a script first in the page's <head> ---------------------------------------------------------
