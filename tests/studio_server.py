@@ -105,6 +105,18 @@ def pick(pg, elem_id: str, option: str) -> None:
     pg.get_by_role("option", name=option).click()
 
 
+def bulk_import(pg, files, imported: str = "Imported") -> None:
+    """Data tab, "Import many": choose `files` (audio with same-named sidecars) and import them; waits for
+    the message that starts with `imported` (e.g. "Imported 2")."""
+    pg.get_by_role("tab", name="Import many").click()
+    with pg.expect_file_chooser() as fc:
+        pg.locator("#bulk-files button").first.click()
+    fc.value.set_files([str(f) for f in files])
+    pg.wait_for_timeout(1500)
+    pg.locator("#btn-import").click()
+    wait_text(pg, "#data-msg", imported)
+
+
 def to_chinese(pg) -> None:
     """The page's own language switch (saved in the browser, then a reload), as a user would."""
     pg.locator("#lang-switch label", has_text="中文").click()

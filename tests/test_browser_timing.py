@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from tests.studio_server import ART, browser_page, running_studio, sync_playwright, wait_text
+from tests.studio_server import (ART, browser_page, bulk_import, open_tab, pick, running_studio, sync_playwright,
+                                 wait_text)
 
 sync_playwright()  # skips this module without Chromium/playwright
 
@@ -42,19 +43,11 @@ def test_lrc_then_adjust_one_section_start(studio_url, tmp_path):
         pg.wait_for_selector("#tab-data")
 
         # Data tab: import the audio with its same-named LRC
-        pg.get_by_role("tab", name="Import many").click()
-        with pg.expect_file_chooser() as fc:
-            pg.locator("#bulk-files button").first.click()
-        fc.value.set_files([str(f) for f in files])
-        pg.wait_for_timeout(1500)
-        pg.locator("#btn-import").click()
-        wait_text(pg, "#data-msg", "Imported 1")
+        bulk_import(pg, files, "Imported 1")
 
         # Timing tab: the LRC's sections with their starts
-        pg.get_by_role("tab", name=re.compile(r"^1b ·")).click()
-        pg.wait_for_timeout(500)
-        pg.locator("#timing-song input").click()
-        pg.get_by_role("option", name="night_drive").click()
+        open_tab(pg, "1b")
+        pick(pg, "timing-song", "night_drive")
         wait_text(pg, "#timing-status", r"Timing source: lrc")
         assert pg.locator("#timing-start-3").is_visible() and not pg.locator("#timing-start-4").is_visible()
         assert "[verse]" in pg.locator("#timing-start-2").inner_text()

@@ -6,13 +6,13 @@ Screenshots to tests/artifacts/."""
 from __future__ import annotations
 
 import json
-import re
 
 import numpy as np
 import pytest
 import soundfile as sf
 
-from tests.studio_server import ART, browser_page, running_studio, sync_playwright, wait_text
+from tests.studio_server import (ART, browser_page, bulk_import, open_tab, pick, running_studio, sync_playwright,
+                                 wait_text)
 
 sync_playwright()  # skips this module without Chromium/playwright
 
@@ -38,42 +38,30 @@ def _songs(d):
     return out
 
 
-def _pick(pg, elem, name):
-    pg.locator(f"#{elem} input").click()
-    pg.get_by_role("option", name=name).click()
-
-
 def test_songprep_proposal_compared_and_accepted(studio, tmp_path):
     url, ws = studio
     files = _songs(tmp_path)
     with browser_page(height=1900) as pg:
         pg.goto(url)
         pg.wait_for_selector("#tab-data")
-        pg.get_by_role("tab", name="Import many").click()
-        with pg.expect_file_chooser() as fc:
-            pg.locator("#bulk-files button").first.click()
-        fc.value.set_files([str(f) for f in files])
-        pg.wait_for_timeout(1500)
-        pg.locator("#btn-import").click()
-        wait_text(pg, "#data-msg", "Imported 2")
+        bulk_import(pg, files, "Imported 2")
 
-        pg.get_by_role("tab", name=re.compile(r"^1b ·")).click()
-        pg.wait_for_timeout(500)
-        _pick(pg, "timing-song", "harbour")
+        open_tab(pg, "1b")
+        pick(pg, "timing-song", "harbour")
         wait_text(pg, "#timing-status", r"Timing source")
 
         # an LRC picked for this song does not stay loaded for the next one
         pg.locator("#timing-lrc input[type=file]").set_input_files(str(tmp_path / "harbour.lrc"))
         pg.wait_for_timeout(1000)
         assert "harbour" in pg.locator("#timing-lrc").inner_text()
-        _pick(pg, "timing-song", "second_song")
+        pick(pg, "timing-song", "second_song")
         pg.wait_for_timeout(1500)
         assert "harbour" not in pg.locator("#timing-lrc").inner_text()
-        _pick(pg, "timing-song", "harbour")
+        pick(pg, "timing-song", "harbour")
         wait_text(pg, "#timing-status", r"Timing source: none")
 
         # SongPrep's output, proposed: the table and the sheet for review
-        _pick(pg, "timing-method", "SongPrep output")
+        pick(pg, "timing-method", "SongPrep output")
         pg.locator("#timing-songprep textarea").fill(SONGPREP)
         pg.locator("#btn-timing-propose").click()
         wait_text(pg, "#timing-proposal", r"SongPrep output")
@@ -92,7 +80,7 @@ def test_songprep_proposal_compared_and_accepted(studio, tmp_path):
         assert song["gt_lyric"].startswith("[intro-short] ; [verse] lights on the water")
 
         # vocal activity on a mix with no clear breaks says so instead of proposing
-        _pick(pg, "timing-method", "Vocal activity")
+        pick(pg, "timing-method", "Vocal activity")
         pg.locator("#btn-timing-propose").click()
         wait_text(pg, "#timing-proposal", r"Vocal activity proposes nothing: the vocal estimate cannot place")
         pg.screenshot(path=str(ART / "timing-methods-3-vocal-refused.png"), full_page=True)
