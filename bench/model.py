@@ -5,13 +5,15 @@ random weights; runtime root ../shared/fixtures/songgen-tiny-v2 (Qwen2 tokenizer
 B=2, T=750 frames (993 positions with the condition prefix): forward, backward and optimizer step.
 Generation is guided (cond + uncond rows), KV-cached, top-k sampling with a seed.
 
-The baseline: the official code is not available here, so the reference is the previous
-implementation, `git archive <--baseline-rev>` (default 47999f7, before issue 17) unpacked into a temp
-dir and imported from there. With that default, the ratio to the official code is also printed, derived through
-the issue's own side-by-side measurement of 47999f7 (REFERENCE; for generation the lower of the wall
-and CPU-time ratios is used). Each (implementation, configuration, round) runs in its own process
-(peak RSS is its own); rounds alternate baseline / ours and the figures are medians over rounds.
-  baseline: compute_predictions + masked_ce (full fp32 logits), torch AdamW (foreach), generate().
+The baseline: the official code is not available here, so the reference is a previous implementation,
+`git archive <--baseline-rev>` (default f56e2a9, main when issue 30 was filed) unpacked into a temp dir and
+imported from there. Where a baseline was once measured side by side with the official code (REFERENCE:
+47999f7 by issue 17 at D256, f56e2a9 by issue 30 at D256 and D1024), the ratio to the official code is also
+printed, derived through that measurement (for generation the lower of the wall and CPU-time ratios). Each
+(implementation, configuration, round) runs in its own process (peak RSS is its own); rounds alternate
+baseline / ours and the figures are medians over rounds.
+  baseline: its own compute_loss and fused AdamW where it has them (f56e2a9), else compute_predictions +
+            masked_ce (full fp32 logits) and torch AdamW (47999f7); generate().
   ours:     compute_loss (chunked linear + CE), the trainer's optimizer (core.training.optimizers: fused AdamW),
             generate() with the CPU/CUDA defaults (fp32 on a CPU), and with bf16 weight copies
             (precision="bf16") where this CPU's verdict is bf16 (--gen-bf16); generate_batch() for several
@@ -20,6 +22,7 @@ and CPU-time ratios is used). Each (implementation, configuration, round) runs i
 
     python bench/model.py [--device cpu|cuda] [--steps 3] [--rounds 2] [--frames 750] [--gen-frames 100]
                           [--threads N] [--configs fp32:0,fp32:1,bf16:0 | none (generation only)]
+                          [--gen-long 750] [--baseline-rev f56e2a9 | 47999f7]
 """
 from __future__ import annotations
 
@@ -35,6 +38,7 @@ import tarfile
 import tempfile
 import time
 from pathlib import Path
+from typing import Optional
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -44,13 +48,20 @@ BENCH_CONFIG = SHARED / "bench" / "config.yaml"
 MODELS = {"d256": (BENCH_CONFIG, "D256 F704 H4 L4+2"),
           "d1024": (SHARED / "bench" / "config-d1024.yaml", "D1024 F2816 H8 L6+3")}
 RUNTIME = SHARED / "fixtures" / "songgen-tiny-v2"
-BASELINE_REV = "47999f7"
-# Issue 17 timed the code of 47999f7 (its model, loss and generation are a75fdeb's, main when the issue was
-# filed) side by side with the official code, same config, this 2-core CPU: ours / official was 1.46 for the
-# train step and 1.57 for guided generation. Against that baseline, ours / official is derived as
-# (ours / 47999f7) x the factor: a product of two measurements, not one run (the official code is not here).
-# The goals the issue set on those ratios: train step >= 2x, generation >= 3x.
-REFERENCE = {"train": (1.46, 2), "generation": (1.57, 3)}  # (47999f7 / official, goal)
+BASELINE_REV = "f56e2a9"
+# Side-by-side measurements of a previous commit against the official code (same config, same 2-core CPU class,
+# runs alternating): (baseline rev, model) -> {what: baseline / official}. Against such a baseline, ours /
+# official is derived as (ours / baseline) x the factor: a product of two measurements, not one run (the
+# official code is not here).
+# - 47999f7 (a75fdeb's model, loss and generation; main when issue 17 was filed), issue 17, D256 only;
+# - f56e2a9 (main when issue 30 was filed), issue 30, at both proportions.
+REFERENCE = {("47999f7", "d256"): {"train": 1.46, "generation": 1.57},
+             ("f56e2a9", "d256"): {"train": 2.63, "generation": 3.31},
+             ("f56e2a9", "d1024"): {"train": 1.23, "generation": 1.06}}
+# The goals read against the official code: issue 17 (train step >= 2x, generation >= 3x, at D256); issue 30 at
+# D1024: train in bf16 (where this CPU's bf16 is faster) >= 3x the official fp32 step; generation >= 50 % of the
+# weight-read bound, which is ~2x f56e2a9 (printed beside the share, not as a ratio goal).
+GOALS = {("d256", "train"): 2, ("d256", "generation"): 3, ("d1024", "train:bf16"): 3}
 LYRICS = "[verse] the city lights are fading slow.we walk alone ; [chorus] hold on"
 DESC = "female, pop, sad, piano, the bpm is 120."
 
@@ -108,11 +119,18 @@ def child_train(impl: str, device: str, precision: str, ckpt: bool, steps: int, 
     if ckpt:
         model.gradient_checkpointing_enable()
     params = [p for p in model.parameters() if p.requires_grad]
-    if impl == "ours":
-        from core.training.optimizers import build_optimizer
+    # Each tree's own best path: its optimizer factory (core.training.optimizers; core.optim before the package
+    # move) and its compute_loss, where it has them (47999f7 has neither: torch AdamW, full logits + CE).
+    fused = impl == "ours" or (Path(sys.path[0]) / "core" / "optim.py").exists()
+    if fused:
+        if impl == "ours":
+            from core.training.optimizers import build_optimizer
+        else:
+            from core.optim import build_optimizer
         opt = build_optimizer("adamw", [{"params": params}], lr=1e-4, betas=(0.9, 0.999), device=device)
     else:
         opt = torch.optim.AdamW(params, lr=1e-4)
+    chunked = hasattr(model, "compute_loss")
     from core.model import build_targets
     codes = torch.randint(0, 16384, (batch, 3, frames), device=device)
     targets = build_targets(codes, torch.full((batch,), frames - 1, device=device))
@@ -122,7 +140,7 @@ def child_train(impl: str, device: str, precision: str, ckpt: bool, steps: int, 
 
     def step() -> float:
         with autocast:
-            if impl == "ours":
+            if chunked:
                 loss = model.compute_loss(targets, lyrics, descs)[0].mean()
             else:
                 from core.model import masked_ce
@@ -198,10 +216,11 @@ def baseline_tree(rev: str, dest: Path) -> Path:
 
 
 def run_child(root: Path, impl: str, args: argparse.Namespace, job: str) -> dict:
-    cmd = [sys.executable, __file__, "--child", job, "--impl", impl, "--code-root", str(root),
-           "--device", args.device, "--steps", str(args.steps), "--batch", str(args.batch),
-           "--frames", str(args.frames), "--gen-frames", str(args.gen_frames), "--gen-batch", str(args.gen_batch),
-           "--bench-model", args.bench_model]
+    long = job.startswith("long")  # a song of --gen-long frames, one song: "long" / "long:bf16" -> "gen..."
+    cmd = [sys.executable, __file__, "--child", "gen" + job[4:] if long else job, "--impl", impl,
+           "--code-root", str(root), "--device", args.device, "--steps", str(args.steps), "--batch", str(args.batch),
+           "--frames", str(args.frames), "--gen-frames", str(args.gen_long if long else args.gen_frames),
+           "--gen-batch", "1" if long else str(args.gen_batch), "--bench-model", args.bench_model]
     if args.threads:
         cmd += ["--threads", str(args.threads)]
     out = subprocess.run(cmd, capture_output=True, text=True)
@@ -210,14 +229,15 @@ def run_child(root: Path, impl: str, args: argparse.Namespace, job: str) -> dict
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def derived(args: argparse.Namespace, what: str, speedup: float) -> None:
-    """ours / official, derived through the issue's measurement of the default baseline (see REFERENCE; it was
-    made at D256 only, so no ratio is derived at other proportions)."""
-    if args.baseline_root or args.baseline_rev != BASELINE_REV or args.bench_model != "d256":
+def derived(args: argparse.Namespace, what: str, speedup: float, goal: Optional[str] = None) -> None:
+    """ours / official, derived through a side-by-side measurement of the baseline (REFERENCE), where one exists
+    for this baseline and proportion."""
+    factor = None if args.baseline_root else REFERENCE.get((args.baseline_rev, args.bench_model), {}).get(what)
+    if factor is None:
         return
-    factor, goal = REFERENCE[what]
-    print(f"  vs the official code (derived: {BASELINE_REV} ran at {factor:.2f}x it in issue 17's measurement): "
-          f"~{speedup * factor:.2f}x (goal {goal}x)")
+    want = GOALS.get((args.bench_model, goal or what))
+    print(f"  vs the official code (derived: {args.baseline_rev} ran at {factor:.2f}x it, measured side by side): "
+          f"~{speedup * factor:.2f}x{f' (goal {want}x)' if want else ''}")
 
 
 def median_of(runs: list[dict], key: str) -> float:
@@ -235,6 +255,9 @@ def main() -> None:
                    help="precision:checkpointing list (bf16 on a CPU without bf16 units is ~50x slower)")
     p.add_argument("--gen-frames", type=int, default=100)
     p.add_argument("--gen-batch", type=int, default=4, help="songs in one generate_batch pass (ours)")
+    p.add_argument("--gen-long", type=int, default=0,
+                   help="also time our generation of one song this many frames long (750: the bench configs' "
+                        "max_dur of 30 s), in the same rounds; 0: not")
     p.add_argument("--gen-bf16", default="auto", choices=("auto", "yes", "no"),
                    help="also time our generation with bf16 weights (auto: where this CPU's verdict is bf16)")
     p.add_argument("--threads", type=int, default=0, help="torch threads in every child (0: torch's default)")
@@ -299,13 +322,15 @@ def bench_one(args: argparse.Namespace, roots: dict, peaks: dict, bandwidth: flo
           f"{args.baseline_root or 'git ' + args.baseline_rev}; medians of {args.rounds} alternating rounds x "
           f"{args.steps} steps")
     jobs = [c for c in args.configs.split(",") if c and c != "none"] + ["gen"]
-    results = {job: {"baseline": [], "ours": []} for job in jobs + ["gen:bf16"]}
+    results = {job: {"baseline": [], "ours": []} for job in jobs + ["gen:bf16", "long", "long:bf16"]}
+    ours_only = ["gen:bf16"] * bool(args.gen_bf16) + ["long"] * bool(args.gen_long) + \
+        ["long:bf16"] * bool(args.gen_long and args.gen_bf16)
     for job in jobs:
         for _ in range(args.rounds):
             for impl in ("baseline", "ours"):
                 results[job][impl].append(run_child(roots[impl], impl, args, job))
-            if job == "gen" and args.gen_bf16:  # in the same rounds, so load swings hit all three alike
-                results["gen:bf16"]["ours"].append(run_child(roots["ours"], "ours", args, "gen:bf16"))
+            for extra in ours_only if job == "gen" else ():  # in the same rounds, so load swings hit all alike
+                results[extra]["ours"].append(run_child(roots["ours"], "ours", args, extra))
     print(f"{'train step':<16} {'baseline s':>10} {'ours s':>8} {'speed-up':>8} {'frames/s ours':>13} "
           f"{'of peak':>8} {'RSS/GPU MB base':>15} {'ours':>7}")
     # of peak: matmul FLOPs of a step (core.training.estimate, the Train tab's formula) / step time / the
@@ -323,6 +348,10 @@ def bench_one(args: argparse.Namespace, roots: dict, peaks: dict, bandwidth: flo
         derived(args, "train", bs / os_)
         if abs(b[0]["loss0"] - o[0]["loss0"]) > 1e-3 * abs(b[0]["loss0"]):
             print(f"  WARNING: first-step loss differs: baseline {b[0]['loss0']:.5f}, ours {o[0]['loss0']:.5f}")
+    if "fp32:0" in jobs and "bf16:0" in jobs:  # ours in bf16 against the baseline's (and official) fp32 step
+        speedup = median_of(results["fp32:0"]["baseline"], "step_s") / median_of(results["bf16:0"]["ours"], "step_s")
+        print(f"ours bf16 against the baseline's fp32 step: {speedup:.2f}x")
+        derived(args, "train", speedup, "train:bf16")
     report_generation(args, config, results, bandwidth)
 
 
@@ -359,6 +388,13 @@ def report_generation(args: argparse.Namespace, config: Path, results: dict, ban
             sf, sfc = median_of(bf, "steady_frames_per_s"), median_of(bf, "steady_frames_per_cpu_s")
             print(f"  steady state: {sf:.2f} frames/s ({sf / bound16:.0%} of the bf16 bound), per CPU second "
                   f"{sfc:.2f} ({sfc / bound16:.0%})")
+    for job, bound_of in (("long", bound), ("long:bf16", bandwidth / weight_bytes_per_frame(config, dtype_bytes=2))):
+        runs = results[job]["ours"]
+        if runs:
+            f, fc = median_of(runs, "frames_per_s"), median_of(runs, "frames_per_cpu_s")
+            print(f"ours, one song of {args.gen_long} frames, {'bf16' if 'bf16' in job else 'fp32'}: {f:.2f} frames/s "
+                  f"({f / bound_of:.0%} of its weight-read bound {bound_of:.1f}), per CPU second {fc:.2f} "
+                  f"({fc / bound_of:.0%}); steady {median_of(runs, 'steady_frames_per_s'):.2f}")
     if args.gen_batch > 1:
         gbat = median_of(g["ours"], "batch_frames_per_s")
         print(f"ours, {args.gen_batch} songs in one pass (generate_batch): {gbat:.2f} frames/s in total "

@@ -58,6 +58,42 @@ def test_frame_step_hidden_states_equal_the_stacks(tiny, tiny_cases, monkeypatch
                     torch.testing.assert_close(o, w[:, -1], rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("fuse", [512 * 2 ** 20, 0])
+@pytest.mark.parametrize("int8", [False, True])
+def test_prefill_waiting_sub_stack_and_main_ahead_equal_the_stacks(tiny, tiny_cases, monkeypatch, fuse, int8):
+    """FrameStep's own prefill, sub-stack positions that wait for one chunk, and main-stack positions run ahead
+    on EMPTY inputs give transformers' hidden states (to fp32 rounding; int8: its own cache's error)."""
+    from transformers import DynamicCache
+    from core.model.pattern import EMPTY
+
+    monkeypatch.setattr(fast_step, "FUSE_MAX_BYTES", fuse)
+    cond = tiny.make_conditions(tiny_cases["lyrics"], tiny_cases["descriptions"], tiny_cases["prompt"], 3)
+    prefix = tiny.condition_prefix(cond)
+    seq = torch.randint(0, 16384, (3, 3, 12), generator=torch.Generator().manual_seed(1))
+    seq[:, 0, 6:] = EMPTY  # the mixed stream is over from step 6: its inputs are EMPTY
+    n = prefix[0].shape[1]
+    tol = dict(rtol=0.05, atol=0.05) if int8 else dict(rtol=1e-5, atol=1e-5)
+    with torch.no_grad():
+        ref = (DynamicCache(), DynamicCache())
+        want = [tiny.hidden_steps(seq[..., :1], prefix, ref, torch.arange(n + 1))]
+        want += [tiny.hidden_steps(seq[..., t:t + 1], None, ref, torch.arange(n + t, n + t + 1)) for t in range(1, 12)]
+        step = fast_step.FrameStep(tiny, None, n + 12, int8=int8, rows=3)
+        got = [step.prefill(prefix, seq[..., :1])]
+        for t in range(1, 12):
+            # steps 1-3 need no sub output (it waits); from step 5 the main stack's inputs are known EMPTY
+            got.append(step.step(seq[..., t:t + 1], sub=t > 3, empty_ahead=11 - t if t >= 5 else 0))
+        assert all(got[t][1] is None for t in (1, 2, 3)) and step.ahead == [] and step.waiting == []
+        for t, (w, o) in enumerate(zip(want, got)):
+            torch.testing.assert_close(o[0], w[0][:, -1], **tol)
+            if o[1] is not None:
+                torch.testing.assert_close(o[1], w[1][:, -1], **tol)
+        step = fast_step.FrameStep(tiny, None, n + 12, int8=int8, rows=3)
+        step.prefill(prefix, seq[..., :1])
+        step.step(seq[..., 1:2], empty_ahead=3)
+        with pytest.raises(RuntimeError, match="ran ahead"):
+            step.step(seq[..., 2:3])  # a real mixed token where EMPTY was promised
+
+
 def test_batch_equals_one_song_runs(tiny, tiny_cases):
     lyr, desc, prompt = tiny_cases["lyrics"], tiny_cases["descriptions"], tiny_cases["prompt"]
     kw = dict(max_frames=9, top_k=50, temperature=1.0, cache="dynamic")
@@ -154,3 +190,9 @@ def test_lora_ab_and_strengths_in_one_pass(tiny_cases, fresh_tiny):
     assert torch.equal(pair[0], sb) and torch.equal(pair[1], sl)
     with pytest.raises(ValueError, match="not loaded"):
         model.generate_batch([None], [None], None, adapters=["nope"], max_frames=2)
+    # During generation the LoRA layers' base linears read their weights by the row matmul; afterwards they
+    # have their own forward back.
+    bases = [m.base_layer for m in model.modules() if hasattr(m, "lora_A")]
+    seen = []
+    model.generate(*args, max_frames=3, seed=1, on_step=lambda s, sc: seen.append(all("forward" in vars(b) for b in bases)))
+    assert seen and all(seen) and not any("forward" in vars(b) for b in bases)

@@ -97,9 +97,9 @@ def test_eos_cut(tiny, monkeypatch):
         step["n"] = 1
         return prefill(self, *a)
 
-    def counted_step(self, *a):
+    def counted_step(self, *a, **kw):
         step["n"] += 1
-        return one_step(self, *a)
+        return one_step(self, *a, **kw)
 
     def forced(self, q, h):
         out = heads(self, q, h)

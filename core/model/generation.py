@@ -175,16 +175,31 @@ class _Stacks:
         return h1[:, -1], h2[:, -1]
 
     def prefill(self, sequence: torch.Tensor, prefix: tuple[torch.Tensor, torch.Tensor]):
+        if self.preallocated:  # FrameStep's own chunk over the prefix, into its KV buffers (in `weights` too)
+            self.frame_step = FrameStep(self.model, None, self.max_len, int8=self.int8, weights=self.weights,
+                                        rows=sequence.shape[0])
+            self.caches = None
+            return self.frame_step.prefill(prefix, sequence)
         n = prefix[0].shape[1] + sequence.shape[-1]
         h1, h2 = self.model.hidden_steps(sequence, prefix, self.caches, self.positions[:n])
-        if self.preallocated:  # the prefill's KV moves into FrameStep's buffers
-            self.frame_step = FrameStep(self.model, self.caches, self.max_len, int8=self.int8, weights=self.weights)
-            self.caches = None
         return h1[:, -1], h2[:, -1]
 
-    def step(self, tokens: torch.Tensor, position: int):
+    def advance(self, offset: int, tokens: torch.Tensor, prefix: tuple[torch.Tensor, torch.Tensor], sub: bool,
+                empty_ahead: int):
+        """Step `offset` (1: the prefill with the prefix) -> (h1, h2); the sub stack may wait where `sub` is
+        False, and the main stack run `empty_ahead` EMPTY positions ahead (FrameStep.step)."""
+        if offset == 1:
+            return self.prefill(tokens, prefix)
+        return self.step(tokens, prefix[0].shape[1] + offset - 1, sub, empty_ahead)
+
+    def close(self) -> None:
         if self.frame_step is not None:
-            return self.frame_step(tokens)
+            self.frame_step.close()
+
+    def step(self, tokens: torch.Tensor, position: int, sub: bool = True, empty_ahead: int = 0):
+        """-> (h1, h2); with FrameStep, h2 may be None where `sub` is False (FrameStep.step)."""
+        if self.frame_step is not None:
+            return self.frame_step.step(tokens, sub, empty_ahead)
         out = self._step(tokens, self.positions[position:position + 1])
         # CUDA-graph outputs are overwritten by the next replay: keep our own copy.
         return tuple(t.clone() for t in out) if self._step is not self._eager_step else out
@@ -323,20 +338,14 @@ def generate_batch(model: "LeLM", lyrics: Sequence[Optional[str]], descriptions:
     stacks = _Stacks(model, 2 * B, prefix[0].shape[1] + S, cache, backend, resolve_weights(precision, model))
     heads = _Heads(model, stacks.weights)
     ended = torch.zeros(B, K, dtype=torch.bool, device=dev)
-    n_prefix = prefix[0].shape[1]
     # Guiding the heads' input is exact up to rounding for linear heads; in bf16/fp16 (bf16 weights too)
     # the logits are combined in float32 instead, as upstream does.
     guide_hidden = model.dtype == torch.float32 and heads.guides_hidden
     try:
         for offset in range(1, S):
-            step_input = seq[:, :, offset - 1:offset].repeat(2, 1, 1)
-            if offset == 1:
-                h1, h2 = stacks.prefill(step_input, prefix)
-            else:
-                h1, h2 = stacks.step(step_input, n_prefix + offset - 1)
-            all_ended = ended.all(0).tolist()  # one read for every stream
-            live = [q for q in range(K) if pattern.valid_slot(offset, q, T) and not all_ended[q]]
-            needed = range(K) if on_step is not None else live
+            live, needed, mixed_over = _streams(pattern, offset, T, ended, on_step is not None)
+            h1, h2 = stacks.advance(offset, seq[:, :, offset - 1:offset].repeat(2, 1, 1), prefix,
+                                    any(q > 0 for q in needed), S - 1 - offset if mixed_over else 0)
             scores = _guided_scores(heads, (h1, h2), needed, K, model.code_size + 1, cfg_coef, guide_hidden)
             # The tokens of steps 1..offset-1 are the history (seq's column 0 is the start slot).
             scores = apply_repetition_penalty(scores, seq[:, :, 1:offset], record_window)
@@ -353,11 +362,22 @@ def generate_batch(model: "LeLM", lyrics: Sequence[Optional[str]], descriptions:
             if bool(ended.all()):
                 break
     finally:
+        stacks.close()
         model.train(was_training)
 
     codes = pattern.revert(seq, T)
     codes[codes == UNKNOWN] = EMPTY
     return [_cut_at_eos(codes[b:b + 1]) for b in range(B)]
+
+
+def _streams(pattern, offset: int, T: int, ended: torch.Tensor, all_heads: bool) -> tuple[list[int], Sequence[int], bool]:
+    """-> the streams that can emit a token at this step (a frame slot, not ended in every song), the streams
+    whose scores are needed (all of them for an on_step hook), and whether the mixed stream is over (ended in
+    every song or past its last frame: its tokens, so the main stack's next inputs, are EMPTY from here on)."""
+    K = ended.shape[1]
+    all_ended = ended.all(0).tolist()  # one read for every stream
+    live = [q for q in range(K) if pattern.valid_slot(offset, q, T) and not all_ended[q]]
+    return live, range(K) if all_heads else live, all_ended[0] or offset > T
 
 
 def _guidance_conditions(model: "LeLM", lyrics, descriptions, prompts: list) -> Conditions:
