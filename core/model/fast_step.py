@@ -19,7 +19,15 @@ roped k and its v (neighbours in the fused q/k/v output) are written by one copy
 is ~35 small operations, most of the frame's time besides its matmuls
 and SDPA on a small model (bench/README.md). Projections and norms that are not the plain classes (peft LoRA layers,
 hub kernels) are called as modules, so adapters and peft's per-row `adapter_names` hooks still
-apply. The prompt/condition prefill still runs through transformers.
+apply; a peft LoRA layer's base linear reads its weight by the row matmul too while a FrameStep lives
+(`lora_bases`).
+
+Several positions at once (`StackStep.chunk`: one GEMM per projection, causal attention over the cache)
+serve the prefill of the condition prefix (in `weights` too) and work that can wait: FrameStep.step
+leaves the sub stack's positions waiting while no head reads them (the delay of the vocal and bgm
+streams: a real song's first 50 steps) and runs the main stack ahead once its inputs are known to be
+EMPTY (after the mixed stream's last token). A 100-frame song at D1024 then reads its weights about 100
+times, not 150 (bench/README.md).
 """
 from __future__ import annotations
 

@@ -17,7 +17,9 @@ DynamicCache ("dynamic") or "int8" (FrameStep with K/V stored in int8, one scale
 position: a quarter of a float32 cache, half of bf16; tokens close to, not equal to, a float cache:
 tests/test_int8_cache.py); the cache is in the model's dtype otherwise; on a CPU the heads read a transposed copy of their weights, one row at a
 time (a GEMV over contiguous rows, ~3x faster than `linear`, and a row's numbers do not depend on
-the batch). precision="bf16" (a float32 model on a CPU whose bf16 matmul is faster: the caller passes
+the batch). With FrameStep, work no head needs yet waits for one chunk: the sub stack over the steps where
+only the mixed stream can emit (the delay), the main stack run ahead once the mixed stream is over (its
+inputs are EMPTY from then on); the prefill is FrameStep's own chunk. precision="bf16" (a float32 model on a CPU whose bf16 matmul is faster: the caller passes
 core.training.precision's verdict) reads bf16 copies of the layer and head weights, half the bytes
 of a frame; logits within a few percent of float32's (tests/test_generation_precision.py).
 """
