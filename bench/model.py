@@ -121,12 +121,14 @@ def child_train(impl: str, device: str, precision: str, ckpt: bool, steps: int, 
     params = [p for p in model.parameters() if p.requires_grad]
     # Each tree's own best path: its optimizer factory (core.training.optimizers; core.optim before the package
     # move) and its compute_loss, where it has them (47999f7 has neither: torch AdamW, full logits + CE).
-    fused = impl == "ours" or (Path(sys.path[0]) / "core" / "optim.py").exists()
-    if fused:
-        if impl == "ours":
-            from core.training.optimizers import build_optimizer
-        else:
+    try:
+        from core.training.optimizers import build_optimizer
+    except ImportError:
+        try:
             from core.optim import build_optimizer
+        except ImportError:
+            build_optimizer = None
+    if build_optimizer is not None:
         opt = build_optimizer("adamw", [{"params": params}], lr=1e-4, betas=(0.9, 0.999), device=device)
     else:
         opt = torch.optim.AdamW(params, lr=1e-4)
@@ -366,9 +368,9 @@ def report_generation(args: argparse.Namespace, config: Path, results: dict, ban
     bandwidth = max(rates)
     # The best rate is the strict bound; one lucky measurement can sit far above the rest (the neighbours of a
     # shared machine idle for a moment), so the median rate's bound is printed beside it.
-    typical = weight_bytes_per_frame(config) / statistics.median(rates)
+    median_bound = statistics.median(rates) / weight_bytes_per_frame(config)
     print(f"memory reads: median of the {len(rates)} measurements of this run {statistics.median(rates) / 1e9:.1f} "
-          f"GB/s (fp32 weight-read bound {1 / typical:.1f} frames/s, bf16 {2 / typical:.1f})")
+          f"GB/s (fp32 weight-read bound {median_bound:.1f} frames/s, bf16 {2 * median_bound:.1f})")
     bound = bandwidth / weight_bytes_per_frame(config)
     print(f"memory reads, best of this run: {bandwidth / 1e9:.1f} GB/s")
     print(f"generation (guided, KV-cached, top-k, {args.gen_frames} frames, fp32): baseline {gb:.2f} frames/s, "

@@ -80,6 +80,20 @@ def _use_lrc(pg, path) -> None:
     pg.locator("#btn-timing-lrc").click()
 
 
+def _lrc_for(pg, song: str, before: str, lrc, after: str) -> str:
+    """Picks `song`, waits for its timing status, reads the LRC file into it -> the status after."""
+    pick(pg, "timing-song", song)
+    wait_text(pg, "#timing-status", before)
+    _use_lrc(pg, lrc)
+    return wait_text(pg, "#timing-status", after)
+
+
+def _shot(pg, where: str, name: str) -> None:
+    """No English outside the lyrics and names, then the whole page's screenshot."""
+    _no_english(pg, where)
+    pg.screenshot(path=str(ART / name), full_page=True)
+
+
 def test_timing_tab_in_chinese(studio, tmp_path):
     url, ws = studio
     (tmp_path / "city_lights.lrc").write_text(PLAIN, encoding="utf-8")
@@ -95,18 +109,14 @@ def test_timing_tab_in_chinese(studio, tmp_path):
         pick(pg, "timing-song", "north_road")
         status = wait_text(pg, "#timing-status", r"时间来源：LRC")
         assert "准备数据时将调整" in status and "第 7 段 [outro-short] 长 30.0 秒：标记为 [outro-long]" in status, status
-        _no_english(pg, "tagged LRC")
-        pg.screenshot(path=str(ART / "timing-zh-1-tagged.png"), full_page=True)
+        _shot(pg, "tagged LRC", "timing-zh-1-tagged.png")
 
         # a plain LRC for a song with a lyric sheet: every start it knows filled, the breaks estimated (said)
-        pick(pg, "timing-song", "city_lights")
-        wait_text(pg, "#timing-status", r"时间来源：无")
-        _use_lrc(pg, tmp_path / "city_lights.lrc")
-        status = wait_text(pg, "#timing-status", r"city_lights\.lrc 已保存到 city_lights")
+        status = _lrc_for(pg, "city_lights", r"时间来源：无", tmp_path / "city_lights.lrc",
+                          r"city_lights\.lrc 已保存到 city_lights")
         assert "其起点估计为" in status, status
         assert pg.locator("#timing-start-2 input").input_value() == "8"
-        _no_english(pg, "plain LRC")
-        pg.screenshot(path=str(ART / "timing-zh-2-plain.png"), full_page=True)
+        _shot(pg, "plain LRC", "timing-zh-2-plain.png")
 
         # a refused LRC: the refusal in Chinese, naming the user's file and its line
         _use_lrc(pg, tmp_path / "broken.lrc")
@@ -131,8 +141,7 @@ def test_timing_tab_in_chinese(studio, tmp_path):
         pg.locator("#btn-timing-propose").click()
         wait_text(pg, "#timing-proposal", r"人声活动", 120)
         wait_text(pg, "#timing-proposal", r"分析对象：演示用人声估计|未给出建议", 120)
-        _no_english(pg, "proposals")
-        pg.screenshot(path=str(ART / "timing-zh-4-proposals.png"), full_page=True)
+        _shot(pg, "proposals", "timing-zh-4-proposals.png")
 
         pick(pg, "timing-accept-pick", "SongPrep 结果")
         pick(pg, "timing-section-pick", "2 [verse]")
@@ -144,19 +153,14 @@ def test_timing_tab_in_chinese(studio, tmp_path):
         assert ws.song("city_lights")["timing"]["sections"][1]["start_s"] == 7.5
         row = pg.locator("#timing-proposal tr", has_text="2 [verse]").inner_text()
         assert row.count("7.50") == 2, row  # the table's saved column follows the save
-        _no_english(pg, "saved")
-        pg.screenshot(path=str(ART / "timing-zh-5-accepted.png"), full_page=True)
+        _shot(pg, "saved", "timing-zh-5-accepted.png")
 
         # a Chinese LRC (主歌/副歌, full-width punctuation) gives a song without lyrics its sections and words
-        pick(pg, "timing-song", "river")
-        wait_text(pg, "#timing-status", r"歌词还没有段落")
-        _use_lrc(pg, tmp_path / "河流.lrc")
-        status = wait_text(pg, "#timing-status", r"这首歌没有歌词：已从 LRC 中填入")
+        status = _lrc_for(pg, "river", r"歌词还没有段落", tmp_path / "河流.lrc", r"这首歌没有歌词：已从 LRC 中填入")
         assert "3 个段落" in status, status
         assert "[chorus]" in pg.locator("#timing-start-3").inner_text()
         assert ws.song("river")["gt_lyric"].startswith("[intro-short] ; [verse] 啊.河流带我远行")
-        _no_english(pg, "Chinese LRC")
-        pg.screenshot(path=str(ART / "timing-zh-6-chinese-lrc.png"), full_page=True)
+        _shot(pg, "Chinese LRC", "timing-zh-6-chinese-lrc.png")
 
         # the Data tab: the same songs' findings (timing fixes, the split of the long song) in Chinese
         open_tab(pg, 1)

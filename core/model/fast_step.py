@@ -61,10 +61,10 @@ class RowsLinear:
     """
 
     def __init__(self, w: torch.Tensor, act: torch.dtype, rows: int, bias: Optional[torch.Tensor] = None):
-        self.w, self.act, self.bias = w, act, bias
+        self.w, self.act = w, act
         self.fp32 = w.dtype == torch.float32 and act == torch.float32
-        self.col = None if bias is None else bias[:, None]
         self.b = None if bias is None else bias.to(w.dtype)
+        self.col = None if bias is None else self.b[:, None]
         self.packed = None
         if not self.fp32 and w.device.type == "cpu" and w.dtype == torch.bfloat16 and torch.backends.mkldnn.is_available():
             self.packed = torch.ops.mkldnn._reorder_linear_weight(w, rows)
@@ -80,7 +80,7 @@ class RowsLinear:
 
     def many(self, x: torch.Tensor) -> torch.Tensor:
         if self.fp32:
-            return F.linear(x, self.w, self.bias)
+            return F.linear(x, self.w, self.b)
         if self.packed is not None:
             return torch.ops.mkldnn._linear_pointwise(x.to(self.w.dtype), self.packed, self.b, "none", [], "").to(self.act)
         return F.linear(x.to(self.w.dtype), self.w, self.b).to(self.act)
@@ -268,7 +268,7 @@ class StackStep:
                 q = (q * cos) + (q.roll(self.half, -1) * sin)
                 k_all.select(2, at).copy_((k * cos) + (k.roll(self.half, -1) * sin))
                 v_all.select(2, at).copy_(L.v(x).view(rows, heads, hd))
-            keys, values = self._keys_values(i, p, kv, n) if self.int8 else (k_all.narrow(2, 0, n), v_all.narrow(2, 0, n))
+            keys, values = self._keys_values(i, p, kv, n)
             # One query over every filled position: no mask needed.
             att = F.scaled_dot_product_attention(q, keys, values, scale=L.scaling)
             att = att.view(rows, -1)  # [rows, heads, 1, hd] contiguous: the heads side by side

@@ -164,8 +164,8 @@ class _Stacks:
         if cache == "static":
             self.caches = tuple(StaticCache(config=s.config, max_cache_len=max_len)
                                 for s in (model.transformer, model.transformer2))
-        else:
-            self.caches = (DynamicCache(), DynamicCache())
+        else:  # FrameStep (preallocated, int8) keeps its own KV buffers: no caches
+            self.caches = None if self.preallocated else (DynamicCache(), DynamicCache())
         self.positions = torch.arange(max_len, device=model.device)
         self._step = self._eager_step
         if backend is not None:
@@ -180,7 +180,6 @@ class _Stacks:
         if self.preallocated:  # FrameStep's own chunk over the prefix, into its KV buffers (in `weights` too)
             self.frame_step = FrameStep(self.model, None, self.max_len, int8=self.int8, weights=self.weights,
                                         rows=sequence.shape[0])
-            self.caches = None
             return self.frame_step.prefill(prefix, sequence)
         n = prefix[0].shape[1] + sequence.shape[-1]
         h1, h2 = self.model.hidden_steps(sequence, prefix, self.caches, self.positions[:n])
