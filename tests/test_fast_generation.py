@@ -23,8 +23,10 @@ def test_static_cache_and_compiled_step_equal_eager(tiny, tiny_cases, monkeypatc
     fused = tiny.generate(*args, cache="preallocated", **kw)
     monkeypatch.setattr(fast_step, "FUSE_MAX_BYTES", 0)
     modules = tiny.generate(*args, cache="preallocated", **kw)
+    monkeypatch.setattr(fast_step.RowsLinear, "K_MAX", 24)  # every weight read in column blocks
+    blocks = tiny.generate(*args, cache="preallocated", **kw)
     assert torch.equal(dynamic, g["tokens"])
-    for other in (static, compiled, fused, modules):
+    for other in (static, compiled, fused, modules, blocks):
         assert torch.equal(other, dynamic)
     # Seeded sampling: the same tokens through every cache.
     a = tiny.generate(*args, max_frames=10, seed=5, cache="dynamic")
@@ -43,8 +45,10 @@ def test_frame_step_hidden_states_equal_the_stacks(tiny, tiny_cases, monkeypatch
     prefix = tiny.condition_prefix(cond)
     seq = torch.randint(0, 16384, (3, 3, 8))
     n = prefix[0].shape[1]
-    for fuse in (512 * 2 ** 20, 0):
+    # fused copies; module calls; module calls whose weights are read in column blocks (K_MAX below the widths)
+    for fuse, k_max in ((512 * 2 ** 20, fast_step.RowsLinear.K_MAX), (0, fast_step.RowsLinear.K_MAX), (0, 24)):
         monkeypatch.setattr(fast_step, "FUSE_MAX_BYTES", fuse)
+        monkeypatch.setattr(fast_step.RowsLinear, "K_MAX", k_max)
         with torch.no_grad():
             ref = (DynamicCache(), DynamicCache())
             ours = (DynamicCache(), DynamicCache())
@@ -92,6 +96,25 @@ def test_prefill_waiting_sub_stack_and_main_ahead_equal_the_stacks(tiny, tiny_ca
         step.step(seq[..., 1:2], empty_ahead=3)
         with pytest.raises(RuntimeError, match="ran ahead"):
             step.step(seq[..., 2:3])  # a real mixed token where EMPTY was promised
+
+
+@pytest.mark.parametrize("rows", [1, 2, 3, 4])
+@pytest.mark.parametrize("bias", [False, True])
+def test_row_matmul_equals_linear_at_real_widths(rows, bias):
+    """One position through RowsLinear (one row read as two; long weight rows in column blocks) gives F.linear's
+    result to float32 rounding, at D1024's widths (2,816: the down projection, split in two blocks)."""
+    g = torch.Generator().manual_seed(rows)
+    for out, width in ((1024, 2816), (2816, 1024), (64, 1409)):
+        w = torch.randn(out, width, generator=g) / width ** 0.5
+        b = torch.randn(out, generator=g) if bias else None
+        x = torch.randn(rows, width, generator=g)
+        lin = fast_step.RowsLinear(w, torch.float32, 2, b)
+        assert len(lin.blocks) == -(-width // fast_step.RowsLinear.K_MAX)
+        want = torch.nn.functional.linear(x, w, b)
+        got = lin(x)
+        assert got.shape == want.shape and got.is_contiguous()
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(lin.many(x[None]), want[None], rtol=1e-5, atol=1e-5)
 
 
 def test_batch_equals_one_song_runs(tiny, tiny_cases):

@@ -44,7 +44,9 @@ from core.tokens import EMPTY
 if TYPE_CHECKING:
     from core.model.lelm import LeLM
 
-FUSE_MAX_BYTES = 512 * 2 ** 20
+# Stacked copies pay where the calls they save matter: at D256 (19 MB of layer weights) a frame is mostly
+# per-call overhead; at D1024 (461 MB) copying the weights for each song cost more than it saved (bench/README.md).
+FUSE_MAX_BYTES = 128 * 2 ** 20
 
 
 class RowsLinear:
@@ -60,11 +62,21 @@ class RowsLinear:
     as autocast does.
     """
 
+    K_MAX = 1408  # longest row slice one float32 `mm(w, x.t())` reads fast (bench/README.md)
+
     def __init__(self, w: torch.Tensor, act: torch.dtype, rows: int, bias: Optional[torch.Tensor] = None):
         self.w, self.act = w, act
         self.fp32 = w.dtype == torch.float32 and act == torch.float32
         self.b = None if bias is None else bias.to(w.dtype)
         self.col = None if bias is None else self.b[:, None]
+        # One position: (start, width, weight columns) slices of the input. MKL streams a weight with long rows
+        # (the MLP's down projection: 2,816 inputs at D1024) at ~2/3 the rate of one with rows up to ~1,400, so
+        # such a weight is read as contiguous copies of column blocks whose products are summed.
+        K = w.shape[1]
+        parts = -(-K // self.K_MAX) if self.fp32 and w.device.type == "cpu" else 1
+        width = -(-K // parts)
+        self.blocks = [(0, K, w)] if parts == 1 else [(at, min(width, K - at), w[:, at:at + width].contiguous())
+                                                       for at in range(0, K, width)]
         self.packed = None
         if not self.fp32 and w.device.type == "cpu" and w.dtype == torch.bfloat16 and torch.backends.mkldnn.is_available():
             self.packed = torch.ops.mkldnn._reorder_linear_weight(w, rows)
@@ -72,10 +84,16 @@ class RowsLinear:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self.fp32:
             # x.t() must be column-major (x row-major); a row-major x.t() takes a slow path again, so the
-            # small [rows, out] result is made row-major for the next matmul.
-            if self.col is None:
-                return torch.mm(self.w, x.t()).t().contiguous()
-            return torch.addmm(self.col, self.w, x.t()).t().contiguous()
+            # small [rows, out] result is made row-major for the next matmul. One row is read as two (the row
+            # twice): MKL's one-row path streams the weight at about half the rate of its two-row one.
+            one = x.shape[0] == 1
+            if one:
+                x = x.expand(2, -1)
+            y = self.col
+            for at, width, w in self.blocks:
+                xt = x[:, at:at + width].contiguous().t()
+                y = torch.mm(w, xt) if y is None else torch.addmm(y, w, xt)
+            return (y[:, :1] if one else y).t().contiguous()
         return self.many(x)
 
     def many(self, x: torch.Tensor) -> torch.Tensor:

@@ -117,7 +117,7 @@ def apply_repetition_penalty(scores: torch.Tensor, history: list[torch.Tensor] |
 class _Heads:
     """The output heads for generation; a row's logits never depend on the other songs in the batch.
 
-    float32 on a CPU: a transposed contiguous weight copy, one (guided) row at a time. bf16 weights
+    float32 on a CPU: one (guided) row at a time through the row matmul (no weight copy). bf16 weights
     (`weights`): a song's cond and uncond rows through one oneDNN read of the bf16 copy (fast_step.rows_matmul),
     logits in float32 and combined there, as upstream does in bf16."""
 
@@ -127,8 +127,8 @@ class _Heads:
         plain = [type(m) is torch.nn.Linear and m.bias is None for m in self.modules]
         self.pairs = [rows_matmul(m.weight.to(weights), torch.float32, 2) if weights is not None and ok else None
                       for m, ok in zip(self.modules, plain)]
-        self.t_weights = [m.weight.t().contiguous() if cpu and ok and weights is None else None
-                          for m, ok in zip(self.modules, plain)]
+        self.rows = [rows_matmul(m.weight, torch.float32, 2) if cpu and ok and weights is None else None
+                     for m, ok in zip(self.modules, plain)]
 
     @property
     def guides_hidden(self) -> bool:
@@ -136,18 +136,16 @@ class _Heads:
         return all(p is None for p in self.pairs)
 
     def __call__(self, q: int, h: torch.Tensor) -> torch.Tensor:
-        pair, wt = self.pairs[q], self.t_weights[q]
+        pair, rows = self.pairs[q], self.rows[q]
         if pair is not None:  # h: [2B] rows, song b's pair is rows b and B + b
             B = h.shape[0] // 2
             if B == 1:
                 return pair(h)
             out = torch.stack([pair(h[b::B]) for b in range(B)], dim=1)  # [2, B, V]
             return out.flatten(0, 1)
-        if wt is None:
+        if rows is None:
             return self.modules[q](h).float()
-        if h.shape[0] == 1:
-            return torch.mm(h, wt).float()
-        return torch.cat([row @ wt for row in h.split(1)]).float()
+        return torch.cat([rows(row) for row in h.split(1)])  # each row alone: the same sums in any batch
 
 
 class _Stacks:
