@@ -13,7 +13,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # "auto" precision on a CPU follows the CPU (bf16 where its bf16 matmul is faster): the suite pins fp32 so its
 # figures are the same on every CPU; tests/test_precision.py and one training test set the verdict themselves.
 os.environ.setdefault("SONGGEN_CPU_PRECISION", "fp32")
-import core  # noqa: E402,F401  (sets OMP_WAIT_POLICY before any test module loads torch)
+# The suite is a busy machine (servers, browsers and trainers beside each other on few cores): OpenMP threads sleep
+# at once, as core/threads.py chooses on a shared machine (tests/test_threads.py checks core's own choice).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import core  # noqa: E402,F401  (before any test module loads torch)
 
 
 def pytest_sessionstart(session):

@@ -199,11 +199,12 @@ def test_a_trainer_starts_without_the_servers_secrets():
 
     server = {"PATH": "/usr/bin", "HOME": "/home/u", "HF_TOKEN": SECRET, "HUGGING_FACE_HUB_TOKEN": SECRET,
               "OAUTH_CLIENT_SECRET": SECRET, "AWS_SECRET_ACCESS_KEY": SECRET, "STUDIO_HOME": "/data/ws",
-              "CUDA_VISIBLE_DEVICES": "0", "SONGGEN_STUDIO_CACHE": "/c", "STUDIO_API_TOKEN": SECRET, "RANDOM": "x"}
+              "CUDA_VISIBLE_DEVICES": "0", "SONGGEN_STUDIO_CACHE": "/c", "STUDIO_API_TOKEN": SECRET, "RANDOM": "x",
+              "GOMP_SPINCOUNT": "3000"}
     env = trainer_env({"EXTRA": "1"}, base=server)
     assert SECRET not in json.dumps(env)
     assert env == {"PATH": "/usr/bin", "HOME": "/home/u", "STUDIO_HOME": "/data/ws", "CUDA_VISIBLE_DEVICES": "0",
-                   "SONGGEN_STUDIO_CACHE": "/c", "EXTRA": "1"}
+                   "SONGGEN_STUDIO_CACHE": "/c", "GOMP_SPINCOUNT": "3000", "EXTRA": "1"}
 
 
 def test_a_full_disk_while_writing_step_0_samples_ends_the_run_failed(trained, monkeypatch):
