@@ -115,6 +115,12 @@ def child_train(impl: str, device: str, precision: str, ckpt: bool, steps: int, 
     import torch
 
     torch.manual_seed(0)
+    if device == "cpu" and not os.environ.get("BENCH_NO_HOST_MEMORY"):
+        try:  # a CPU trainer of a tree that has it keeps freed memory for the next step (Trainer does this)
+            from core.training.host_memory import keep_freed_memory
+            keep_freed_memory()
+        except ImportError:
+            pass
     model = build_model(device, config).train()
     if ckpt:
         model.gradient_checkpointing_enable()

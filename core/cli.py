@@ -145,7 +145,9 @@ def _train(args) -> int:
     print(f"[train] run folder {run_dir}\n[train] same run from a shell (training.distributed = "
           f"{cfg.training.distributed}; this process trains alone):\n" + "\n".join(where), flush=True)
     from core.runs.lock import RunLocked
+    from core.training import host_memory
 
+    host_memory.for_cpu_trainer()  # this process only trains
     try:
         outcome = train(cfg, resume=args.resume, config_path=Path(config_path))
     except RunLocked as err:  # another trainer holds this run folder: it is named in the message

@@ -91,6 +91,7 @@ def test_fsdp_lora_matches_one_process_and_resumes_exactly(fsdp):
     assert max(diffs) < 1e-4, diffs
     log = runs.tail_log(fsdp["lora2"], 400)
     assert "| fsdp" in log and "--config_file" in runs.read_run_json(fsdp["lora2"])["command"]
+    assert "| freed memory kept for the next step" in log  # a launched CPU rank (core/training/host_memory.py)
     assert "FSDP units: every decoder layer, text/prompt tables, code embeddings, fusion MLP" in log
     # the kill came after step 3's checkpoint; the steps after it were trained twice with the same loss
     assert fsdp["crashed"] == "crashed" and SAVE < fsdp["killed_at"] < STEPS

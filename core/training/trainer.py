@@ -45,6 +45,7 @@ from core.config import ConfigError, StudioConfig, load_config
 from core.training.control import Decision, StepControl
 from core.training.dataset import BatchPlan
 from core.training.estimate import PEAK_CACHE, machine_label
+from core.training import host_memory
 from core.training.precision import choose as choose_precision
 from core.runs.lock import RunLock, RunLocked
 from core.training.evaluate import to_device
@@ -123,7 +124,8 @@ class Trainer:
         share = 100.0 * self.trainable / max(1, self.total_params)
         self.log(f"mode {tc.type}: {self.trainable:,} trainable of {self.total_params:,} parameters ({share:.3f}%)"
                  f" | precision {self.precision.reason} | processes {self.world} | device {acc.device}"
-                 f" | {str(acc.distributed_type).split('.')[-1].lower()}")
+                 f" | {str(acc.distributed_type).split('.')[-1].lower()}"
+                 f"{' | freed memory kept for the next step' if host_memory.KEPT else ''}")
         if tc.type == "lora":
             self.log(f"LoRA r={cfg.lora.r} alpha={cfg.lora.alpha} dropout={cfg.lora.dropout} targets {target_regex(cfg)}")
 
@@ -403,6 +405,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     except ConfigError as err:
         print(err, file=sys.stderr)
         return 2
+    host_memory.for_cpu_trainer()
     try:
         outcome = train(cfg, resume=args.resume, config_path=Path(args.config))
     except RunLocked as err:
