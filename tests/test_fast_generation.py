@@ -104,11 +104,12 @@ def test_row_matmul_equals_linear_at_real_widths(rows, bias):
     """One position through RowsLinear (one row read as two; long weight rows in column blocks) gives F.linear's
     result to float32 rounding, at D1024's widths (2,816: the down projection, split in two blocks)."""
     g = torch.Generator().manual_seed(rows)
+    assert len(fast_step.RowsLinear(torch.ones(4, 2816), torch.float32, 2).blocks) == 1  # not asked to split
     for out, width in ((1024, 2816), (2816, 1024), (64, 1409)):
         w = torch.randn(out, width, generator=g) / width ** 0.5
         b = torch.randn(out, generator=g) if bias else None
         x = torch.randn(rows, width, generator=g)
-        lin = fast_step.RowsLinear(w, torch.float32, 2, b)
+        lin = fast_step.RowsLinear(w, torch.float32, 2, b, split=True)
         assert len(lin.blocks) == -(-width // fast_step.RowsLinear.K_MAX)
         want = torch.nn.functional.linear(x, w, b)
         got = lin(x)

@@ -47,6 +47,9 @@ if TYPE_CHECKING:
 # Stacked copies pay where the calls they save matter: at D256 (19 MB of layer weights) a frame is mostly
 # per-call overhead; at D1024 (461 MB) copying the weights for each song cost more than it saved (bench/README.md).
 FUSE_MAX_BYTES = 128 * 2 ** 20
+# Column-block copies of long weight rows (RowsLinear's `split`) were measured up to D1024 (461 MB of layer
+# weights); a real size's frame would copy GBs per song for a gain not measured there, so it reads them plainly.
+SPLIT_MAX_BYTES = 2 ** 30
 
 
 class RowsLinear:
@@ -64,16 +67,17 @@ class RowsLinear:
 
     K_MAX = 1408  # longest row slice one float32 `mm(w, x.t())` reads fast (bench/README.md)
 
-    def __init__(self, w: torch.Tensor, act: torch.dtype, rows: int, bias: Optional[torch.Tensor] = None):
+    def __init__(self, w: torch.Tensor, act: torch.dtype, rows: int, bias: Optional[torch.Tensor] = None,
+                 split: bool = False):
         self.w, self.act = w, act
         self.fp32 = w.dtype == torch.float32 and act == torch.float32
         self.b = None if bias is None else bias.to(w.dtype)
         self.col = None if bias is None else self.b[:, None]
         # One position: (start, width, weight columns) slices of the input. MKL streams a weight with long rows
         # (the MLP's down projection: 2,816 inputs at D1024) at ~2/3 the rate of one with rows up to ~1,400, so
-        # such a weight is read as contiguous copies of column blocks whose products are summed.
+        # such a weight is read as contiguous copies of column blocks whose products are summed (`split`).
         K = w.shape[1]
-        parts = -(-K // self.K_MAX) if self.fp32 and w.device.type == "cpu" else 1
+        parts = -(-K // self.K_MAX) if split and self.fp32 and w.device.type == "cpu" else 1
         width = -(-K // parts)
         self.blocks = [(0, K, w)] if parts == 1 else [(at, min(width, K - at), w[:, at:at + width].contiguous())
                                                        for at in range(0, K, width)]
@@ -104,8 +108,9 @@ class RowsLinear:
         return F.linear(x.to(self.w.dtype), self.w, self.b).to(self.act)
 
 
-def rows_matmul(w: torch.Tensor, act: torch.dtype, rows: int, bias: Optional[torch.Tensor] = None) -> RowsLinear:
-    return RowsLinear(w, act, rows, bias)
+def rows_matmul(w: torch.Tensor, act: torch.dtype, rows: int, bias: Optional[torch.Tensor] = None,
+                split: bool = False) -> RowsLinear:
+    return RowsLinear(w, act, rows, bias, split)
 
 
 def many(f: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
@@ -113,9 +118,10 @@ def many(f: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Te
     return f.many(x) if isinstance(f, RowsLinear) else f(x)
 
 
-def _linear(mod: nn.Module, wdtype: torch.dtype, act: torch.dtype, rows: int) -> Callable[[torch.Tensor], torch.Tensor]:
+def _linear(mod: nn.Module, wdtype: torch.dtype, act: torch.dtype, rows: int,
+            split: bool = False) -> Callable[[torch.Tensor], torch.Tensor]:
     if type(mod) is nn.Linear:
-        return rows_matmul(mod.weight.to(wdtype), act, rows, mod.bias)
+        return rows_matmul(mod.weight.to(wdtype), act, rows, mod.bias, split)
     return mod  # a LoRA layer (or anything else): its own forward, in its own weights' dtype
 
 
@@ -175,22 +181,22 @@ def restore(bases: list[nn.Linear]) -> None:
 
 
 class _Layer:
-    def __init__(self, layer: nn.Module, fuse: bool, wdtype: torch.dtype, act: torch.dtype, rows: int):
+    def __init__(self, layer: nn.Module, fuse: bool, wdtype: torch.dtype, act: torch.dtype, rows: int, split: bool):
         a, mlp = layer.self_attn, layer.mlp
         self.norm1, self.norm2 = _rms_norm(layer.input_layernorm), _rms_norm(layer.post_attention_layernorm)
         self.act, self.scaling = mlp.act_fn, a.scaling
-        self.o, self.down = _linear(a.o_proj, wdtype, act, rows), _linear(mlp.down_proj, wdtype, act, rows)
+        self.o, self.down = (_linear(m, wdtype, act, rows, split) for m in (a.o_proj, mlp.down_proj))
         # q/k/v and gate/up stacked into one weight each (one matmul per group instead of three / two) where
         # the projections are plain linears; None: one call per projection.
         self.qkv = self.gate_up = None
         if fuse and _plain(a.q_proj, a.k_proj, a.v_proj):
             self.qkv = rows_matmul(_stacked((a.q_proj.weight, a.k_proj.weight, a.v_proj.weight), wdtype), act, rows)
         else:
-            self.q, self.k, self.v = (_linear(m, wdtype, act, rows) for m in (a.q_proj, a.k_proj, a.v_proj))
+            self.q, self.k, self.v = (_linear(m, wdtype, act, rows, split) for m in (a.q_proj, a.k_proj, a.v_proj))
         if fuse and _plain(mlp.gate_proj, mlp.up_proj):
             self.gate_up = rows_matmul(_stacked((mlp.gate_proj.weight, mlp.up_proj.weight), wdtype), act, rows)
         else:
-            self.gate, self.up = (_linear(m, wdtype, act, rows) for m in (mlp.gate_proj, mlp.up_proj))
+            self.gate, self.up = (_linear(m, wdtype, act, rows, split) for m in (mlp.gate_proj, mlp.up_proj))
 
 
 class Int8KV:
@@ -219,12 +225,12 @@ class StackStep:
     `Int8KV`): one position at a time (`__call__`) or several at once (`chunk`: a prefill, deferred positions)."""
 
     def __init__(self, stack: nn.Module, rows: int, max_len: int, fuse: bool, int8: bool = False,
-                 wdtype: Optional[torch.dtype] = None):
+                 wdtype: Optional[torch.dtype] = None, split: bool = False):
         cfg = stack.config
         if cfg.num_key_value_heads != cfg.num_attention_heads:
             raise ValueError("the one-frame step supports plain multi-head attention only (LeLM's layout)")
         dev, dtype = stack.norm.weight.device, stack.norm.weight.dtype
-        self.layers = [_Layer(layer, fuse, wdtype or dtype, dtype, rows) for layer in stack.layers]
+        self.layers = [_Layer(layer, fuse, wdtype or dtype, dtype, rows, split) for layer in stack.layers]
         self.norm = _rms_norm(stack.norm)
         self.heads = cfg.num_attention_heads
         self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
@@ -356,14 +362,15 @@ class FrameStep:
         # per-call overhead they save matters (a large model's frame is its matmuls; GBs of copies would hurt).
         stacks = (model.transformer.model, model.transformer2.model)
         layer_bytes = sum(p.numel() * p.element_size() for s in stacks for p in s.layers.parameters())
-        fuse = layer_bytes <= FUSE_MAX_BYTES
-        self.main, self.sub = (StackStep(s, rows, max_len, fuse, int8, weights) for s in stacks)
+        fuse, split = layer_bytes <= FUSE_MAX_BYTES, layer_bytes <= SPLIT_MAX_BYTES
+        self.main, self.sub = (StackStep(s, rows, max_len, fuse, int8, weights, split) for s in stacks)
         if caches is not None:
             self.main.load(caches[0])
             self.sub.load(caches[1])
         first, act, last = model.mlp  # the fusion MLP (Linear, GELU, Linear) through the same row matmuls
         dtype = model.transformer2.model.norm.weight.dtype
-        self.mlp = [_linear(first, weights or dtype, dtype, rows), act, _linear(last, weights or dtype, dtype, rows)]
+        self.mlp = [_linear(first, weights or dtype, dtype, rows, split), act,
+                    _linear(last, weights or dtype, dtype, rows, split)]
         self.waiting: list[tuple[torch.Tensor, torch.Tensor]] = []  # (x2, h1) of sub positions not run yet
         self.ahead: list[torch.Tensor] = []  # main outputs of the next positions, run ahead on EMPTY inputs
         self.empty = torch.full((rows,), EMPTY, dtype=torch.long, device=model.device)
