@@ -11,7 +11,7 @@ CORE = Path(__file__).resolve().parents[1] / "core"
 
 # lowest first; a name is a top-level module or package of core
 LAYERS = [
-    {"fsutil", "tokens", "weights", "errors", "sampling"},
+    {"fsutil", "tokens", "weights", "errors", "sampling", "threads"},
     {"config"},
     {"text", "audio"},
     {"codec"},
