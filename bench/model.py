@@ -116,6 +116,7 @@ def child_train(impl: str, device: str, precision: str, ckpt: bool, steps: int, 
 
     torch.manual_seed(0)
     if device == "cpu" and not os.environ.get("BENCH_NO_HOST_MEMORY"):
+        # BENCH_NO_HOST_MEMORY=1: off, for an A/B of the setting itself (bench/README.md)
         try:  # a CPU trainer of a tree that has it keeps freed memory for the next step (Trainer does this)
             from core.training.host_memory import keep_freed_memory
             keep_freed_memory()

@@ -44,8 +44,8 @@ from core.training.checkpoints import Checkpoints, TrainerState
 from core.config import ConfigError, StudioConfig, load_config
 from core.training.control import Decision, StepControl
 from core.training.dataset import BatchPlan
-from core.training.estimate import PEAK_CACHE, machine_label
 from core.training import host_memory
+from core.training.estimate import PEAK_CACHE, machine_label
 from core.training.precision import choose as choose_precision
 from core.runs.lock import RunLock, RunLocked
 from core.training.evaluate import to_device
