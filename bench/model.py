@@ -20,8 +20,8 @@ baseline / ours and the figures are medians over rounds.
             songs in one pass. Generation is printed as a share of the weight-read bound of the precision
             its weights are read in (bytes of both stacks and the three heads once per frame / memory read rate).
 
-    python bench/model.py [--device cpu|cuda] [--steps 3] [--rounds 2] [--frames 750] [--gen-frames 100]
-                          [--threads N] [--configs fp32:0,fp32:1,bf16:0 | none (generation only)]
+    python bench/model.py [--device cpu|cuda] [--steps 3] [--warmup 3] [--rounds 2] [--frames 750]
+                          [--gen-frames 100] [--threads N] [--configs fp32:0,fp32:1,bf16:0 | none (generation only)]
                           [--gen-long 750] [--baseline-rev f56e2a9 | 47999f7]
 """
 from __future__ import annotations
@@ -111,7 +111,7 @@ def weight_bytes_per_frame(config: Path, dtype_bytes: int = 4) -> int:
 
 
 def child_train(impl: str, device: str, precision: str, ckpt: bool, steps: int, batch: int, frames: int,
-                config: Path = BENCH_CONFIG) -> dict:
+                config: Path = BENCH_CONFIG, warmup: int = 1) -> dict:
     import torch
 
     torch.manual_seed(0)
@@ -160,7 +160,9 @@ def child_train(impl: str, device: str, precision: str, ckpt: bool, steps: int, 
         opt.zero_grad(set_to_none=True)
         return loss.item()
 
-    first = step()  # warm-up
+    first = step()  # warm-up: the first step's loss is compared between the trees
+    for _ in range(warmup - 1):  # a run's steady state: the allocator's heap settles over the first steps
+        step()
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     times = []
@@ -227,8 +229,8 @@ def baseline_tree(rev: str, dest: Path) -> Path:
 def run_child(root: Path, impl: str, args: argparse.Namespace, job: str) -> dict:
     long = job.startswith("long")  # a song of --gen-long frames, one song: "long" / "long:bf16" -> "gen..."
     cmd = [sys.executable, __file__, "--child", "gen" + job[4:] if long else job, "--impl", impl,
-           "--code-root", str(root), "--device", args.device, "--steps", str(args.steps), "--batch", str(args.batch),
-           "--frames", str(args.frames), "--gen-frames", str(args.gen_long if long else args.gen_frames),
+           "--code-root", str(root), "--device", args.device, "--steps", str(args.steps), "--warmup", str(args.warmup),
+           "--batch", str(args.batch), "--frames", str(args.frames), "--gen-frames", str(args.gen_long if long else args.gen_frames),
            "--gen-batch", "1" if long else str(args.gen_batch), "--bench-model", args.bench_model]
     if args.threads:
         cmd += ["--threads", str(args.threads)]
@@ -257,6 +259,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default=None)
     p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--warmup", type=int, default=3,
+                   help="train steps before the timed ones (a training run's steady state: a CPU trainer that keeps "
+                        "freed memory faults in fresh pages for its first ~3 steps, until its heap has settled)")
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--frames", type=int, default=750)
@@ -292,7 +297,8 @@ def main() -> None:
                                  args.child.partition(":")[2] or "fp32")
         else:
             precision, ckpt = args.child.split(":")
-            res = child_train(args.impl, device, precision, ckpt == "1", args.steps, args.batch, args.frames, config)
+            res = child_train(args.impl, device, precision, ckpt == "1", args.steps, args.batch, args.frames, config,
+                              args.warmup)
         print(json.dumps(res))
         return
 
@@ -329,7 +335,7 @@ def bench_one(args: argparse.Namespace, roots: dict, peaks: dict, bandwidth: flo
     config, dims = MODELS[args.bench_model]
     print(f"\n=== model {config.name} ({dims}), B={args.batch}, T={args.frames}; baseline = "
           f"{args.baseline_root or 'git ' + args.baseline_rev}; medians of {args.rounds} alternating rounds x "
-          f"{args.steps} steps")
+          f"{args.steps} steps after {args.warmup} warm-up steps")
     jobs = [c for c in args.configs.split(",") if c and c != "none"] + ["gen"]
     results = {job: {"baseline": [], "ours": []} for job in jobs + ["gen:bf16", "long", "long:bf16"]}
     ours_only = ["gen:bf16"] * bool(args.gen_bf16) + ["long"] * bool(args.gen_long) + \
@@ -361,6 +367,13 @@ def bench_one(args: argparse.Namespace, roots: dict, peaks: dict, bandwidth: flo
         speedup = median_of(results["fp32:0"]["baseline"], "step_s") / median_of(results["bf16:0"]["ours"], "step_s")
         print(f"ours bf16 against the baseline's fp32 step: {speedup:.2f}x")
         derived(args, "train", speedup, "train:bf16")
+        # What this CPU allows at all: the step's matmul FLOPs at the measured bf16 peak, nothing else (no
+        # attention below peak, no optimizer, no elementwise work): no bf16 step can be faster than this.
+        floor = step_flops / peaks[torch.bfloat16]
+        best = median_of(results["fp32:0"]["baseline"], "step_s") / floor
+        print(f"  this CPU's bf16 limit: the step's matmul FLOPs alone at the bf16 peak take {floor:.2f} s, "
+              f"{best:.2f}x the baseline's fp32 step")
+        derived(args, "train", best, "train:bf16")
     report_generation(args, config, results, bandwidth)
 
 
