@@ -230,8 +230,8 @@ def run_child(root: Path, impl: str, args: argparse.Namespace, job: str) -> dict
     long = job.startswith("long")  # a song of --gen-long frames, one song: "long" / "long:bf16" -> "gen..."
     cmd = [sys.executable, __file__, "--child", "gen" + job[4:] if long else job, "--impl", impl,
            "--code-root", str(root), "--device", args.device, "--steps", str(args.steps), "--warmup", str(args.warmup),
-           "--batch", str(args.batch), "--frames", str(args.frames), "--gen-frames", str(args.gen_long if long else args.gen_frames),
-           "--gen-batch", "1" if long else str(args.gen_batch), "--bench-model", args.bench_model]
+           "--batch", str(args.batch), "--frames", str(args.frames),
+           "--gen-frames", str(args.gen_long if long else args.gen_frames), "--gen-batch", "1" if long else str(args.gen_batch), "--bench-model", args.bench_model]
     if args.threads:
         cmd += ["--threads", str(args.threads)]
     out = subprocess.run(cmd, capture_output=True, text=True)
