@@ -231,7 +231,8 @@ def run_child(root: Path, impl: str, args: argparse.Namespace, job: str) -> dict
     cmd = [sys.executable, __file__, "--child", "gen" + job[4:] if long else job, "--impl", impl,
            "--code-root", str(root), "--device", args.device, "--steps", str(args.steps), "--warmup", str(args.warmup),
            "--batch", str(args.batch), "--frames", str(args.frames),
-           "--gen-frames", str(args.gen_long if long else args.gen_frames), "--gen-batch", "1" if long else str(args.gen_batch), "--bench-model", args.bench_model]
+           "--gen-frames", str(args.gen_long if long else args.gen_frames),
+           "--gen-batch", "1" if long else str(args.gen_batch), "--bench-model", args.bench_model]
     if args.threads:
         cmd += ["--threads", str(args.threads)]
     out = subprocess.run(cmd, capture_output=True, text=True)
