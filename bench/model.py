@@ -359,8 +359,9 @@ def bench_one(args: argparse.Namespace, roots: dict, peaks: dict, bandwidth: flo
                 results[job][impl].append(run_child(roots[impl], impl, args, job))
             for extra in ours_only if job == "gen" else ():  # in the same rounds, so load swings hit all alike
                 results[extra]["ours"].append(run_child(roots["ours"], "ours", args, extra))
-    print(f"{'train step':<16} {'baseline s':>10} {'ours s':>8} {'speed-up':>8} {'frames/s ours':>13} "
-          f"{'of peak':>8} {'RSS/GPU MB base':>15} {'ours':>7}")
+    if jobs[:-1]:  # train configurations (--configs none: generation only)
+        print(f"{'train step':<16} {'baseline s':>10} {'ours s':>8} {'speed-up':>8} {'frames/s ours':>13} "
+              f"{'of peak':>8} {'RSS/GPU MB base':>15} {'ours':>7}")
     # of peak: matmul FLOPs of a step (core.training.estimate, the Train tab's formula) / step time / the
     # measured matmul peak of the precision the step computes in
     step_flops = train_step_flops(read_official_config(config, runtime_root=RUNTIME), args.frames, args.batch)
