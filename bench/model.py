@@ -111,9 +111,11 @@ def weight_bytes_per_frame(config: Path, dtype_bytes: int = 4) -> int:
 
 
 def kv_bytes_per_frame(config: Path, frames: int, rows: int = 2) -> float:
-    """KV-cache bytes a guided step reads on average over a song of `frames` frames: every layer of both stacks
-    reads K and V of each filled position (the condition prefix, then one more a step) in the model's float32,
-    whatever the weights are read in. In songs of minutes this is more than the weights."""
+    """KV-cache bytes a guided step reads on average over a song of `frames` frames, counted like the weights (as
+    if every step read both stacks once; positions that wait or run ahead are read once per chunk instead): every
+    layer reads K and V of each filled position (the condition prefix, then one more a step) in the model's
+    float32 (the default cache), whatever the weights are read in. In songs of minutes this is more than the
+    weights."""
     from core.model.official_config import read_official_config
     from core.training.estimate import sequence_positions
     oc = read_official_config(config, runtime_root=RUNTIME)
