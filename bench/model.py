@@ -275,8 +275,8 @@ def main() -> None:
     p.add_argument("--device", default=None)
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--warmup", type=int, default=3,
-                   help="train steps before the timed ones (a training run's steady state: a CPU trainer that keeps "
-                        "freed memory faults in fresh pages for its first ~3 steps, until its heap has settled)")
+                   help="train steps before the timed ones, at least 1 (a training run's steady state: a CPU trainer "
+                        "that keeps freed memory faults in fresh pages for its first ~3 steps, until its heap settles)")
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--frames", type=int, default=750)
