@@ -170,3 +170,30 @@ def test_field_reasons_and_unreadable_text_files_are_worded_in_chinese(tmp_path)
         load_metadata(tmp_path / "metadata.jsonl")
     zh = feedback.message(e.value, "zh")
     assert "字节序标记" in zh and "byte-order mark" in feedback.message(e.value, "en"), zh
+
+
+def test_where_a_field_is_wrong_is_worded_in_the_readers_language_too(tmp_path):
+    """The place a field reason names (a metadata.jsonl line, a song of a list, "this song") is itself coded: a
+    Chinese page reads 第 2 行 / 第 1 首歌, not the English "line 2" inside a Chinese sentence; the English unchanged."""
+    from core.data.inputs import coerce_items
+
+    (tmp_path / "a.wav").write_bytes(b"")
+    meta = tmp_path / "metadata.jsonl"
+    meta.write_text("\n".join([
+        json.dumps({"idx": "ok", "path": "a.wav", "gt_lyric": GOOD_LYRICS, "descriptions": "pop"}),
+        json.dumps({"idx": "bad", "path": "a.wav", "gt_lyric": ["x"], "descriptions": "pop",
+                    "prompt_start_s": "soon"})]) + "\n", encoding="utf-8")
+    bad = [s for s in load_metadata(meta) if s.idx == "bad"][0]
+    listed = coerce_items([{"audio": str(tmp_path / "a.wav"), "lyrics": 5, "description": "pop"}])[0]
+    en = [str(p) for p in bad.problems + listed.problems]
+    assert "line 2: 'gt_lyric' must be a text string, got a list" in en[0]
+    assert en[1].startswith("this song: 'prompt_start_s' must be a number of seconds")
+    assert en[2].startswith("song #1: ")
+    zh = [say(p, "zh") for p in bad.problems + listed.problems]
+    assert zh[0].startswith("第 2 行") and zh[1].startswith("这首歌") and zh[2].startswith("第 1 首歌"), zh
+    for text in zh:
+        assert not english_sentences(text, KEYS | {"gt_lyric", "prompt_start_s", "lyrics"}), text
+        assert "line" not in text and "song" not in text, text
+    # kept as JSON (a saved check, report.json) the place is worded the same
+    saved = json.loads(json.dumps([p.to_dict() for p in bad.problems], ensure_ascii=False))
+    assert [say(s, "zh") for s in saved] == zh[:2]

@@ -83,7 +83,7 @@ def _musicality_or_none(v: Any, problems: list[str]) -> Optional[str]:
 
 
 def _float_or_none(v: Any, name: str, problems: list[str]) -> Optional[float]:
-    value, err = fields.number_field(v, name, "this song")
+    value, err = fields.number_field(v, name, note("where_this_song", "this song"))
     if err:
         problems.append(err)
     return value
@@ -224,7 +224,7 @@ def load_metadata(path: str | Path, raw_data_dir: Optional[str | Path] = None) -
             v = _first(d, *names)
             if v and (found := _find(key, str(v), bases, roots, problems)) is not None:
                 stems[key] = found
-        lyrics, desc = _text_fields(d, f"line {n}", problems)
+        lyrics, desc = _text_fields(d, note("where_line", "line {n}", n=n), problems)
         out.append(SongInput(
             str(idx), audio, lyrics, desc,
             stems.get("vocal"), stems.get("bgm"),
@@ -337,7 +337,8 @@ def coerce_items(items: Iterable[Any]) -> list[SongInput]:
         idx = _first(d, "idx", "name")
         if idx is None and audio is not None:
             idx = Path(str(audio)).stem
-        lyrics, desc = _text_fields(d, f"song #{i + 1}", problems, ("lyrics", "gt_lyric"), ("description", "descriptions"))
+        lyrics, desc = _text_fields(d, note("where_song", "song #{n}", n=i + 1), problems, ("lyrics", "gt_lyric"),
+                                    ("description", "descriptions"))
         stems = {}
         for key, names in (("vocal", ("vocal", "vocal_path")), ("bgm", ("bgm", "bgm_path", "accompaniment"))):
             v = _first(d, *names)
