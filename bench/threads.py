@@ -1,6 +1,7 @@
 """OpenMP wait policy on a shared CPU: demo-model guided generation with idle threads spinning a short bounded
 while and then sleeping (GOMP_SPINCOUNT=3000, what `import core` sets outside a Space; core/threads.py), beside
-sleeping at once (PASSIVE, core's choice in a Space) and spinning for good (ACTIVE), each in a fresh process (the policy is read when torch loads), alternating.
+sleeping at once (PASSIVE, core's choice in a Space) and spinning for good (ACTIVE), each in a fresh process (the
+policy is read when torch loads), alternating.
 
     python bench/threads.py [--frames 50] [--threads 2] [--repeats 3] [--busy 2] [--model demo|d1024]
 
