@@ -5,13 +5,13 @@ random weights; runtime root ../shared/fixtures/songgen-tiny-v2 (Qwen2 tokenizer
 B=2, T=750 frames (993 positions with the condition prefix): forward, backward and optimizer step.
 Generation is guided (cond + uncond rows), KV-cached, top-k sampling with a seed.
 
-The baseline: the official code is not available here, so the reference is a previous implementation,
-`git archive <--baseline-rev>` (default f56e2a9, main when issue 30 was filed) unpacked into a temp dir and
-imported from there. Where a baseline was once measured side by side with the official code (REFERENCE:
-47999f7 by issue 17 at D256, f56e2a9 by issue 30 at D256 and D1024), the ratio to the official code is also
-printed, derived through that measurement (for generation the lower of the wall and CPU-time ratios). Each
-(implementation, configuration, round) runs in its own process (peak RSS is its own); rounds alternate
-baseline / ours and the figures are medians over rounds.
+The baseline is a previous implementation, `git archive <--baseline-rev>` (default f56e2a9, main when issue 30
+was filed), unpacked and imported. `--official DIR --official-python PY` (a SongGeneration checkout, a Python with
+its requirements) also measures the official fp32 train step from the same weights and targets and compares its
+loss with ours (bench/official.py). Otherwise the ratio to the official code is derived through a baseline's
+side-by-side measurement (REFERENCE), and for generation always (the official generate() needs CUDA; the lower of
+the wall and CPU-time ratios). Each (implementation, configuration, round) runs in its own process (peak RSS is
+its own); rounds alternate baseline / ours (/ official) and the figures are medians over rounds.
   baseline: its own compute_loss and fused AdamW where it has them (f56e2a9), else compute_predictions +
             masked_ce (full fp32 logits) and torch AdamW (47999f7); generate().
   ours:     compute_loss (chunked linear + CE), the trainer's optimizer (core.training.optimizers: fused AdamW),
@@ -23,6 +23,7 @@ baseline / ours and the figures are medians over rounds.
     python bench/model.py [--device cpu|cuda] [--steps 3] [--warmup 3] [--rounds 2] [--frames 750]
                           [--gen-frames 100] [--threads N] [--configs fp32:0,fp32:1,bf16:0 | none (generation only)]
                           [--gen-long 750] [--baseline-rev f56e2a9 | 47999f7]
+                          [--official SONGGENERATION_CHECKOUT --official-python PYTHON]
 """
 from __future__ import annotations
 
@@ -51,8 +52,8 @@ RUNTIME = SHARED / "fixtures" / "songgen-tiny-v2"
 BASELINE_REV = "f56e2a9"
 # Side-by-side measurements of a previous commit against the official code (same config, same 2-core CPU class,
 # runs alternating): (baseline rev, model) -> {what: baseline / official}. Against such a baseline, ours /
-# official is derived as (ours / baseline) x the factor: a product of two measurements, not one run (the
-# official code is not here).
+# official is derived as (ours / baseline) x the factor: a product of two measurements, not one run (where
+# --official is not given).
 # - 47999f7 (a75fdeb's model, loss and generation; main when issue 17 was filed), issue 17, D256 only;
 # - f56e2a9 (main when issue 30 was filed), issue 30, at both proportions.
 REFERENCE = {("47999f7", "d256"): {"train": 1.46, "generation": 1.57},
@@ -77,6 +78,17 @@ def build_model(device: str, config: Path = BENCH_CONFIG):
     init_weights(model, 0)
     model.reset_rotary()
     return model.to(device)
+
+
+def train_inputs(device: str, config: Path, batch: int, frames: int):
+    """A train child's model and targets, drawn in this order from seed 0: the official step gets the same."""
+    import torch
+    from core.model import build_targets
+
+    torch.manual_seed(0)
+    model = build_model(device, config)
+    codes = torch.randint(0, 16384, (batch, 3, frames), device=device)
+    return model, build_targets(codes, torch.full((batch,), frames - 1, device=device))
 
 
 def sync(device: str) -> None:
@@ -128,7 +140,6 @@ def child_train(impl: str, device: str, precision: str, ckpt: bool, steps: int, 
                 config: Path = BENCH_CONFIG, warmup: int = 1) -> dict:
     import torch
 
-    torch.manual_seed(0)
     if device == "cpu" and not os.environ.get("BENCH_NO_HOST_MEMORY"):
         # BENCH_NO_HOST_MEMORY=1: off, for an A/B of the setting itself (bench/README.md)
         try:  # a CPU trainer of a tree that has it keeps freed memory for the next step (Trainer does this)
@@ -136,7 +147,8 @@ def child_train(impl: str, device: str, precision: str, ckpt: bool, steps: int, 
             keep_freed_memory()
         except ImportError:
             pass
-    model = build_model(device, config).train()
+    model, targets = train_inputs(device, config, batch, frames)
+    model.train()
     if ckpt:
         model.gradient_checkpointing_enable()
     params = [p for p in model.parameters() if p.requires_grad]
@@ -154,9 +166,6 @@ def child_train(impl: str, device: str, precision: str, ckpt: bool, steps: int, 
     else:
         opt = torch.optim.AdamW(params, lr=1e-4)
     chunked = hasattr(model, "compute_loss")
-    from core.model import build_targets
-    codes = torch.randint(0, 16384, (batch, 3, frames), device=device)
-    targets = build_targets(codes, torch.full((batch,), frames - 1, device=device))
     lyrics, descs = [LYRICS] * batch, [DESC] * batch
     autocast = torch.autocast(device_type="cuda" if device.startswith("cuda") else "cpu", dtype=torch.bfloat16,
                               enabled=precision == "bf16")
@@ -174,6 +183,14 @@ def child_train(impl: str, device: str, precision: str, ckpt: bool, steps: int, 
         opt.zero_grad(set_to_none=True)
         return loss.item()
 
+    nodrop = None
+    if os.environ.get("BENCH_LOSS_NODROP"):  # compared with the official step's (bench/official.py)
+        drop = model.condition_dropout  # its coins are drawn even at p = 0: the generator is restored after
+        kept, rng = (drop.cfg_p, drop.attribute_p), drop.state()
+        drop.cfg_p, drop.attribute_p = 0.0, {}
+        with torch.no_grad():
+            nodrop = model.compute_loss(targets, lyrics, descs)[0].mean().item()
+        (drop.cfg_p, drop.attribute_p), _ = kept, drop.load_state(rng)
     first = step()  # warm-up: the first step's loss is compared between the trees
     for _ in range(warmup - 1):  # a run's steady state: the allocator's heap settles over the first steps
         step()
@@ -189,7 +206,7 @@ def child_train(impl: str, device: str, precision: str, ckpt: bool, steps: int, 
     dt = statistics.median(times)
     mem = (torch.cuda.max_memory_allocated() if device.startswith("cuda")
            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
-    return {"step_s": dt, "loss0": first, "peak_memory_mb": mem / 2 ** 20}
+    return {"step_s": dt, "loss0": first, "loss_nodrop": nodrop, "peak_memory_mb": mem / 2 ** 20}
 
 
 def child_generate(impl: str, device: str, frames: int, batch: int, config: Path = BENCH_CONFIG,
@@ -240,7 +257,23 @@ def baseline_tree(rev: str, dest: Path) -> Path:
     return dest / "tree"
 
 
+def official_state(config: Path, batch: int, frames: int, path: Path) -> Path:
+    """Our model's weights (official key layout) and the targets of our train child, for the official step to
+    start from the same numbers."""
+    from safetensors.torch import save_file
+
+    model, targets = train_inputs("cpu", config, batch, frames)
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    state["bench.targets"] = targets
+    save_file(state, str(path))
+    return path
+
+
 def run_child(root: Path, impl: str, args: argparse.Namespace, job: str) -> dict:
+    if impl == "official":
+        from official import measure  # bench/official.py, beside this script
+        return measure(args.official_python, args.official, MODELS[args.bench_model][0], RUNTIME,
+                       args.official_state, args.steps, args.warmup, args.threads)
     long = job.startswith("long")  # a song of --gen-long frames, one song: "long" / "long:bf16" -> "gen..."
     cmd = [sys.executable, __file__, "--child", "gen" + job[4:] if long else job, "--impl", impl,
            "--code-root", str(root), "--device", args.device, "--steps", str(args.steps), "--warmup", str(args.warmup),
@@ -249,7 +282,8 @@ def run_child(root: Path, impl: str, args: argparse.Namespace, job: str) -> dict
            "--gen-batch", "1" if long else str(args.gen_batch), "--bench-model", args.bench_model]
     if args.threads:
         cmd += ["--threads", str(args.threads)]
-    out = subprocess.run(cmd, capture_output=True, text=True)
+    env = dict(os.environ, BENCH_LOSS_NODROP="1") if args.official and (impl, job) == ("ours", "fp32:0") else None
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if out.returncode != 0:
         raise SystemExit(f"{impl} {job} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -259,7 +293,7 @@ def derived(args: argparse.Namespace, what: str, speedup: float, goal: Optional[
     """ours / official, derived through a side-by-side measurement of the baseline (REFERENCE), where one exists
     for this baseline and proportion."""
     factor = None if args.baseline_root else REFERENCE.get((args.baseline_rev, args.bench_model), {}).get(what)
-    if factor is None:
+    if factor is None or (args.official and what == "train"):  # measured in this run instead
         return
     want = GOALS.get((args.bench_model, goal or what))
     print(f"  vs the official code (derived: {args.baseline_rev} ran at {factor:.2f}x it, measured side by side): "
@@ -294,6 +328,10 @@ def main() -> None:
     p.add_argument("--bench-model", default="d256", help=argparse.SUPPRESS)
     p.add_argument("--baseline-rev", default=BASELINE_REV)
     p.add_argument("--baseline-root", default=None, help="an unpacked previous implementation instead of git")
+    p.add_argument("--official", default=None,
+                   help="a checkout of tencent-ailab/SongGeneration: its fp32 train step is measured too (fp32:0)")
+    p.add_argument("--official-python", default=sys.executable,
+                   help="a Python that imports the official code (transformers 4.37.2, omegaconf, flashy)")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     p.add_argument("--impl", default="ours", help=argparse.SUPPRESS)
     p.add_argument("--code-root", default=str(ROOT), help=argparse.SUPPRESS)
@@ -320,6 +358,8 @@ def main() -> None:
     import torch
     sys.path.insert(0, str(ROOT))
     args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if args.official and args.device != "cpu":
+        raise SystemExit("--official measures the official step on the CPU (its CUDA path is the authors' own)")
     if args.threads:
         torch.set_num_threads(args.threads)
     from core.training.estimate import measure_matmul_peak
@@ -338,6 +378,9 @@ def main() -> None:
         base = Path(args.baseline_root) if args.baseline_root else baseline_tree(args.baseline_rev, Path(tmp))
         for name in [m for m in args.models.split(",") if m]:
             args.bench_model = name
+            if args.official and "fp32:0" in args.configs.split(","):
+                args.official_state = official_state(MODELS[name][0], args.batch, args.frames,
+                                                     Path(tmp) / f"official-{name}.safetensors")
             bench_one(args, {"baseline": base, "ours": ROOT}, peaks, bandwidth)
     print(f"load average at the end {os.getloadavg()[0]:.1f}")
 
@@ -352,15 +395,21 @@ def bench_one(args: argparse.Namespace, roots: dict, peaks: dict, bandwidth: flo
           f"{args.baseline_root or 'git ' + args.baseline_rev}; medians of {args.rounds} alternating rounds x "
           f"{args.steps} steps after {args.warmup} warm-up steps")
     jobs = [c for c in args.configs.split(",") if c and c != "none"] + ["gen"]
-    results = {job: {"baseline": [], "ours": []} for job in jobs + ["gen:bf16", "long", "long:bf16"]}
+    results = {job: {"baseline": [], "ours": [], "official": []} for job in jobs + ["gen:bf16", "long", "long:bf16"]}
     ours_only = ["gen:bf16"] * bool(args.gen_bf16) + ["long"] * bool(args.gen_long) + \
         ["long:bf16"] * bool(args.gen_long and args.gen_bf16)
     for job in jobs:
         for _ in range(args.rounds):
-            for impl in ("baseline", "ours"):
-                results[job][impl].append(run_child(roots[impl], impl, args, job))
+            for impl in ("baseline", "ours") + ("official",) * bool(args.official and job == "fp32:0"):
+                results[job][impl].append(run_child(roots.get(impl, ROOT), impl, args, job))
             for extra in ours_only if job == "gen" else ():  # in the same rounds, so load swings hit all alike
                 results[extra]["ours"].append(run_child(roots["ours"], "ours", args, extra))
+    # The peaks again after the rounds, the best kept: a quick measurement at a busy moment of a shared machine
+    # reads low, and every share below is over the peak.
+    from core.training.estimate import measure_matmul_peak
+    peaks = {dt: max(peak, measure_matmul_peak(args.device, dt)) for dt, peak in peaks.items()}
+    print(f"matmul peaks, the best before and after the rounds: fp32 {peaks[torch.float32] / 1e9:.0f}, bf16 "
+          f"{peaks[torch.bfloat16] / 1e9:.0f} GFLOP/s")
     if jobs[:-1]:  # train configurations (--configs none: generation only)
         print(f"{'train step':<16} {'baseline s':>10} {'ours s':>8} {'speed-up':>8} {'frames/s ours':>13} "
               f"{'of peak':>8} {'RSS/GPU MB base':>15} {'ours':>7}")
@@ -377,18 +426,28 @@ def bench_one(args: argparse.Namespace, roots: dict, peaks: dict, bandwidth: flo
               f"{step_flops / os_ / peak:8.1%} {median_of(b, 'peak_memory_mb'):15.0f} "
               f"{median_of(o, 'peak_memory_mb'):7.0f}")
         derived(args, "train", bs / os_)
+        if results[job]["official"]:
+            from official import report
+            report(results[job], step_flops / peak)
         if abs(b[0]["loss0"] - o[0]["loss0"]) > 1e-3 * abs(b[0]["loss0"]):
             print(f"  WARNING: first-step loss differs: baseline {b[0]['loss0']:.5f}, ours {o[0]['loss0']:.5f}")
     if "fp32:0" in jobs and "bf16:0" in jobs:  # ours in bf16 against the baseline's (and official) fp32 step
         speedup = median_of(results["fp32:0"]["baseline"], "step_s") / median_of(results["bf16:0"]["ours"], "step_s")
         print(f"ours bf16 against the baseline's fp32 step: {speedup:.2f}x")
         derived(args, "train", speedup, "train:bf16")
+        official = results["fp32:0"]["official"]
+        if official:
+            want = GOALS.get((args.bench_model, "train:bf16"))
+            print(f"ours bf16 against the official fp32 step (measured in this run): "
+                  f"{median_of(official, 'step_s') / median_of(results['bf16:0']['ours'], 'step_s'):.2f}x"
+                  f"{f' (goal {want}x)' if want else ''}")
         # What this CPU allows at all: the step's matmul FLOPs at the measured bf16 peak, nothing else (no
         # attention below peak, no optimizer, no elementwise work): no bf16 step can be faster than this.
         floor = step_flops / peaks[torch.bfloat16]
         best = median_of(results["fp32:0"]["baseline"], "step_s") / floor
         print(f"  this CPU's bf16 limit: the step's matmul FLOPs alone at the bf16 peak take {floor:.2f} s, "
-              f"{best:.2f}x the baseline's fp32 step")
+              f"{best:.2f}x the baseline's fp32 step"
+              + (f", {median_of(official, 'step_s') / floor:.2f}x the official one" if official else ""))
         derived(args, "train", best, "train:bf16")
     report_generation(args, config, results, bandwidth)
 
