@@ -7,11 +7,11 @@ Generation is guided (cond + uncond rows), KV-cached, top-k sampling with a seed
 
 The baseline is a previous implementation, `git archive <--baseline-rev>` (default f56e2a9, main when issue 30
 was filed), unpacked and imported. `--official DIR --official-python PY` (a SongGeneration checkout, a Python with
-its requirements) also measures the official fp32 train step from the same weights and targets and compares its
-loss with ours (bench/official.py). Otherwise the ratio to the official code is derived through a baseline's
-side-by-side measurement (REFERENCE), and for generation always (the official generate() needs CUDA; the lower of
-the wall and CPU-time ratios). Each (implementation, configuration, round) runs in its own process (peak RSS is
-its own); rounds alternate baseline / ours (/ official) and the figures are medians over rounds.
+its requirements) also measures the official code's fp32 train step, from the same weights and targets, its loss
+compared with ours, and its generation (bench/official.py). Otherwise the ratio to the official code is derived
+through a baseline's side-by-side measurement (REFERENCE; for generation the lower of the wall and CPU-time
+ratios). Each (implementation, configuration, round) runs in its own process (peak RSS is its own); rounds
+alternate baseline / ours (/ official) and the figures are medians over rounds.
   baseline: its own compute_loss and fused AdamW where it has them (f56e2a9), else compute_predictions +
             masked_ce (full fp32 logits) and torch AdamW (47999f7); generate().
   ours:     compute_loss (chunked linear + CE), the trainer's optimizer (core.training.optimizers: fused AdamW),
@@ -271,9 +271,11 @@ def official_state(config: Path, batch: int, frames: int, path: Path) -> Path:
 
 def run_child(root: Path, impl: str, args: argparse.Namespace, job: str) -> dict:
     if impl == "official":
+        from core.sampling import SAMPLING
         from official import measure  # bench/official.py, beside this script
         return measure(args.official_python, args.official, MODELS[args.bench_model][0], RUNTIME,
-                       args.official_state, args.steps, args.warmup, args.threads)
+                       args.official_state, args.steps, args.warmup, args.threads,
+                       args.gen_frames if job == "gen" else 0, SAMPLING.kwargs())
     long = job.startswith("long")  # a song of --gen-long frames, one song: "long" / "long:bf16" -> "gen..."
     cmd = [sys.executable, __file__, "--child", "gen" + job[4:] if long else job, "--impl", impl,
            "--code-root", str(root), "--device", args.device, "--steps", str(args.steps), "--warmup", str(args.warmup),
@@ -293,7 +295,8 @@ def derived(args: argparse.Namespace, what: str, speedup: float, goal: Optional[
     """ours / official, derived through a side-by-side measurement of the baseline (REFERENCE), where one exists
     for this baseline and proportion."""
     factor = None if args.baseline_root else REFERENCE.get((args.baseline_rev, args.bench_model), {}).get(what)
-    if factor is None or (args.official and what == "train"):  # measured in this run instead
+    if factor is None or (args.official and (what == "generation" or "fp32:0" in args.configs.split(","))):
+        return  # measured in this run instead
         return
     want = GOALS.get((args.bench_model, goal or what))
     print(f"  vs the official code (derived: {args.baseline_rev} ran at {factor:.2f}x it, measured side by side): "
@@ -329,7 +332,8 @@ def main() -> None:
     p.add_argument("--baseline-rev", default=BASELINE_REV)
     p.add_argument("--baseline-root", default=None, help="an unpacked previous implementation instead of git")
     p.add_argument("--official", default=None,
-                   help="a checkout of tencent-ailab/SongGeneration: its fp32 train step is measured too (fp32:0)")
+                   help="a checkout of tencent-ailab/SongGeneration: its fp32 train step (fp32:0) and generation "
+                        "are measured too")
     p.add_argument("--official-python", default=sys.executable,
                    help="a Python that imports the official code (transformers 4.37.2, omegaconf, flashy)")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
@@ -378,7 +382,7 @@ def main() -> None:
         base = Path(args.baseline_root) if args.baseline_root else baseline_tree(args.baseline_rev, Path(tmp))
         for name in [m for m in args.models.split(",") if m]:
             args.bench_model = name
-            if args.official and "fp32:0" in args.configs.split(","):
+            if args.official:
                 args.official_state = official_state(MODELS[name][0], args.batch, args.frames,
                                                      Path(tmp) / f"official-{name}.safetensors")
             bench_one(args, {"baseline": base, "ours": ROOT}, peaks, bandwidth)
@@ -400,7 +404,7 @@ def bench_one(args: argparse.Namespace, roots: dict, peaks: dict, bandwidth: flo
         ["long:bf16"] * bool(args.gen_long and args.gen_bf16)
     for job in jobs:
         for _ in range(args.rounds):
-            for impl in ("baseline", "ours") + ("official",) * bool(args.official and job == "fp32:0"):
+            for impl in ("baseline", "ours") + ("official",) * bool(args.official and job in ("fp32:0", "gen")):
                 results[job][impl].append(run_child(roots.get(impl, ROOT), impl, args, job))
             for extra in ours_only if job == "gen" else ():  # in the same rounds, so load swings hit all alike
                 results[extra]["ours"].append(run_child(roots["ours"], "ours", args, extra))
@@ -474,6 +478,9 @@ def report_generation(args: argparse.Namespace, config: Path, results: dict, ban
     gbc, goc = median_of(g["baseline"], "frames_per_cpu_s"), median_of(g["ours"], "frames_per_cpu_s")
     print(f"  per CPU second (process time, all threads): baseline {gbc:.2f}, ours {goc:.2f} ({goc / gbc:.2f}x)")
     derived(args, "generation", min(go / gb, goc / gbc))
+    if g["official"]:
+        from official import report_generation as official_generation
+        official_generation(g)
     if all("steady_frames_per_s" in r for r in g["baseline"] + g["ours"]):
         sb, so = median_of(g["baseline"], "steady_frames_per_s"), median_of(g["ours"], "steady_frames_per_s")
         sbc, soc = median_of(g["baseline"], "steady_frames_per_cpu_s"), median_of(g["ours"], "steady_frames_per_cpu_s")

@@ -1,4 +1,5 @@
-"""The official code's training step, timed in its own Python: the baseline bench/model.py measures against.
+"""The official code's training step and guided generation, timed in its own Python: the baseline
+bench/model.py measures against.
 
 SongGeneration's authors released no training code, so "the official training step" is what a user would write
 around their model: `LmModel.prepare_condition_tensors` (train mode) + `compute_predictions` (full fp32 logits
@@ -12,9 +13,13 @@ tencent-ailab/SongGeneration, whose `codeclm` needs transformers 4.37, omegaconf
 targets it built for our model (same seed) to a safetensors file, so both implementations start from the same
 numbers, and compares the losses of a step without condition dropout (both sides' dropout draws differ).
 
+`--generate N`: the official `LmModel.generate` (guided, its own KV cache, top-k sampling) for N frames with our
+sampling defaults, the lyrics and description of our generation child and no prompt audio. Its one CUDA call (the
+prompt tokens' `.cuda()` in eval-mode `prepare_condition_tensors`) is made a no-op, so it runs on the CPU.
+
     <python with the official requirements> bench/official.py --official DIR --config CONFIG.yaml
         --runtime RUNTIME_ROOT --state STATE.safetensors [--steps 3] [--warmup 3] [--threads N]
-Prints one JSON line: step_s (median), loss_nodrop, peak_memory_mb. `measure` and `report` are bench/model.py's
+Prints one JSON line: step_s (median), loss_nodrop, peak_memory_mb; with --generate: frames_per_s, frames_per_cpu_s. `measure` and `report` are bench/model.py's
 side (stdlib only here, so that both Pythons can import this file).
 """
 from __future__ import annotations
@@ -28,6 +33,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 LYRICS = "[verse] the city lights are fading slow.we walk alone ; [chorus] hold on"  # bench/model.py's
 DESC = "female, pop, sad, piano, the bpm is 120."
@@ -36,10 +42,11 @@ EMPTY = 16385
 
 # ------------------------------------------------------------------------------- bench/model.py's side
 def measure(python: str, official: str, config: Path, runtime: Path, state: Path, steps: int, warmup: int,
-            threads: int) -> dict:
-    """One official train child (its own process, like every child of bench/model.py) -> its JSON line."""
+            threads: int, generate: int = 0, sampling: Optional[dict] = None) -> dict:
+    """One official child (its own process, like every child of bench/model.py) -> its JSON line."""
     cmd = [python, __file__, "--official", official, "--config", str(config), "--runtime", str(runtime),
-           "--state", str(state), "--steps", str(steps), "--warmup", str(warmup), "--threads", str(threads)]
+           "--state", str(state), "--steps", str(steps), "--warmup", str(warmup), "--threads", str(threads),
+           "--generate", str(generate), "--sampling", json.dumps(sampling or {})]
     out = subprocess.run(cmd, capture_output=True, text=True)
     if out.returncode != 0:
         raise SystemExit(f"the official step failed:\n{out.stderr[-3000:]}")
@@ -60,6 +67,17 @@ def report(runs: dict, flop_seconds: float) -> None:
     same = abs(a - b) <= 1e-4 * abs(a)
     print(f"  {'' if same else 'WARNING: '}loss of the same weights and targets without condition dropout: official "
           f"{a:.6f}, ours {b:.6f}{' (the same)' if same else ' (they differ)'}")
+
+
+def report_generation(runs: dict) -> None:
+    """The official generation beside ours and the baseline's (medians over rounds)."""
+    def med(impl: str, key: str = "frames_per_s") -> float:
+        return statistics.median(r[key] for r in runs[impl])
+
+    off, offc = med("official"), med("official", "frames_per_cpu_s")
+    print(f"  the official code's generation (measured in this run): {off:.2f} frames/s, per CPU second {offc:.2f}; "
+          f"ours {med('ours') / off:.2f}x it ({med('ours', 'frames_per_cpu_s') / offc:.2f}x per CPU second), the "
+          f"baseline {med('baseline') / off:.2f}x")
 
 
 # ------------------------------------------------------------------------------- the official Python's side
@@ -92,6 +110,27 @@ def build(official: str, config: str, runtime: str, state_path: str):
     return model.float().train(), targets, cfg
 
 
+def generate(model, cfg, frames: int, sampling: dict) -> dict:
+    import torch
+
+    torch.Tensor.cuda = lambda self, *a, **k: self  # its one CUDA call: the prompt tokens, in eval mode
+    model.eval()
+    prompt = torch.full((1, 3, int(cfg.prompt_len * cfg.audio_tokenizer_frame_rate)), EMPTY, dtype=torch.long)
+    kw = {"use_sampling": True, "temp": sampling.get("temperature", 1.0), "top_k": sampling.get("top_k", 50),
+          "top_p": sampling.get("top_p", 0.0), "cfg_coef": sampling.get("cfg_coef", 1.5),
+          "record_window": sampling.get("record_window", 50)}
+    with torch.no_grad():
+        model.generate(texts=["[verse] la la"], descriptions=["pop"], audio_qt_embs=prompt, max_gen_len=4, **kw)
+        torch.manual_seed(0)
+        t, c = time.perf_counter(), time.process_time()
+        codes = model.generate(texts=[LYRICS], descriptions=["female, pop"], audio_qt_embs=prompt,
+                               max_gen_len=frames, **kw)
+        wall, cpu = time.perf_counter() - t, time.process_time() - c
+    if bool((codes[..., -1] >= EMPTY - 1).all()):  # EOS or its fill at the end: it stopped early, the rate would lie
+        raise SystemExit("the official generation stopped at EOS before the last frame: try other --gen-frames")
+    return {"frames_per_s": frames / wall, "frames_per_cpu_s": frames / cpu}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--official", required=True)
@@ -101,6 +140,8 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--generate", type=int, default=0, help="frames to generate instead of training steps")
+    p.add_argument("--sampling", default="{}", help="cfg_coef, temperature, top_k, top_p, record_window (JSON)")
     args = p.parse_args()
 
     import torch
@@ -110,6 +151,9 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     model, targets, cfg = build(args.official, args.config, args.runtime, args.state)
+    if args.generate:
+        print(json.dumps(generate(model, cfg, args.generate, json.loads(args.sampling))))
+        return
     B, K, T = targets.shape
     prompt_frames = int(cfg.prompt_len * cfg.audio_tokenizer_frame_rate)
     prompt = torch.full((B, K, prompt_frames), EMPTY, dtype=torch.long)  # no prompt audio, as ours

@@ -67,3 +67,8 @@ def test_the_report_says_whether_the_official_loss_is_ours(capsys):
     runs["ours"][0]["loss_nodrop"] = 9.95
     official.report(runs, 5.0)
     assert "WARNING: loss of the same weights" in capsys.readouterr().out
+    official.report_generation({"official": [{"frames_per_s": 10.0, "frames_per_cpu_s": 5.0}],
+                                "ours": [{"frames_per_s": 25.0, "frames_per_cpu_s": 12.5}],
+                                "baseline": [{"frames_per_s": 10.5, "frames_per_cpu_s": 6.0}]})
+    out = capsys.readouterr().out
+    assert "10.00 frames/s, per CPU second 5.00; ours 2.50x it (2.50x per CPU second), the baseline 1.05x" in out
