@@ -2,7 +2,9 @@
 relative to this repository so a clone anywhere works. conftest.py fails the session when it is missing."""
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
+from types import ModuleType
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -15,3 +17,11 @@ CODEC_FIXTURE = FIXTURES / "songgen-codec-tiny"
 
 # what the suite cannot run without; checked once at session start
 REQUIRED = (SAMPLE_WAV, TINY_CKPT / "model.pt", CODEC_FIXTURE / "cases.pt")
+
+
+def bench_script(name: str) -> ModuleType:
+    """A script of bench/ (not a package: each runs as `python bench/<name>.py`) imported by its path."""
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO / "bench" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod

@@ -1,7 +1,6 @@
 """bench/gpu.py: its base/large models come from the same config code as real checkpoints."""
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -10,16 +9,14 @@ import pytest
 import torch
 
 from core.model import LeLM
+from tests.paths import bench_script
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def gpu_bench():
-    spec = importlib.util.spec_from_file_location("bench_gpu", ROOT / "bench" / "gpu.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return bench_script("gpu")
 
 
 # Released sizes and parameter totals (../shared/reference/lelm.md 1.3 and 2.4).

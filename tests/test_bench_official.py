@@ -2,24 +2,16 @@
 loss it is compared on does not disturb the step the trees compare."""
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.paths import TINY_CKPT
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.paths import TINY_CKPT, bench_script
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_model", ROOT / "bench" / "model.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return bench_script("model")
 
 
 def test_the_official_step_gets_the_official_key_set_and_the_train_childs_targets(bench, tmp_path):
@@ -55,9 +47,7 @@ def test_the_loss_without_dropout_leaves_the_compared_first_step_alone(bench, mo
 
 
 def test_the_report_says_whether_the_official_loss_is_ours(capsys):
-    spec = importlib.util.spec_from_file_location("bench_official", ROOT / "bench" / "official.py")
-    official = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(official)
+    official = bench_script("official")
     runs = {"official": [{"step_s": 20.0, "loss_nodrop": 9.906876, "peak_memory_mb": 11879.0}],
             "ours": [{"step_s": 10.0, "loss_nodrop": 9.906876}], "baseline": [{"step_s": 16.0}]}
     official.report(runs, 5.0)

@@ -1,23 +1,17 @@
 """GPU-memory presets fit their card by our estimate, and the estimate follows the new options."""
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
 from core.config import StudioConfig
 from core.training.estimate import count_parameters_from_layout, estimate_memory_for
 from core.training.presets import GPU_PRESETS
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.paths import bench_script
 
 
 @pytest.fixture(scope="module")
 def sizes(tmp_path_factory):
-    spec = importlib.util.spec_from_file_location("bench_gpu", ROOT / "bench" / "gpu.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = bench_script("gpu")
     return {s: mod.size_config(s, folder=tmp_path_factory.mktemp(s)) for s in ("base", "large")}
 
 

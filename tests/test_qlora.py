@@ -11,9 +11,7 @@ same adapter into the float base, exactly.
 """
 from __future__ import annotations
 
-import importlib.util
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -21,18 +19,11 @@ import torch
 from core.config import ConfigError, parse_config
 from core.runs import store as runs
 from core.training.setup import build_model, check_base_quant
+from tests.paths import bench_script
 from tests.test_train import base_config, env, in_process, losses  # noqa: F401
 
-ROOT = Path(__file__).resolve().parents[1]
 STEPS = 4
 TOLERANCE = 0.05
-
-
-def _bench_gpu():
-    spec = importlib.util.spec_from_file_location("bench_gpu", ROOT / "bench" / "gpu.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def _cfg(env, quant: str) -> dict:
@@ -102,7 +93,7 @@ def test_estimate_of_a_quantized_base(tmp_path):
     """v2-large LoRA at 270 s (6750 frames) with an NF4 base: the goal is <= 10 GB (estimated, not measured)."""
     from core.training.estimate import QUANT_BYTES, count_parameters_from_layout, estimate_memory_for
 
-    oc = _bench_gpu().size_config("large", folder=tmp_path)
+    oc = bench_script("gpu").size_config("large", folder=tmp_path)
     n = count_parameters_from_layout(oc)
     kw = dict(mode="lora", frames=6750, batch=1, checkpointing=True, act_bytes=2, weight_bytes=2)
     bf16, nf4, int8 = (estimate_memory_for(oc, n, base_quant=q, **kw) for q in ("none", "nf4", "int8"))
@@ -127,7 +118,7 @@ def test_qlora_preset_fits_its_card(tmp_path, gb):
         data[section][name] = value
     cfg = StudioConfig.model_validate(data)  # every key and value is a valid config setting
     tc, lc = cfg.training, cfg.lora
-    oc = _bench_gpu().size_config(p["model"], folder=tmp_path)
+    oc = bench_script("gpu").size_config(p["model"], folder=tmp_path)
     e = estimate_memory_for(oc, count_parameters_from_layout(oc), mode=tc.type, frames=tc.max_frames or oc.max_frames,
                             batch=tc.batch_size, checkpointing=tc.gradient_checkpointing, act_bytes=2,
                             optimizer=tc.optimizer, lora_r=lc.r, lora_targets=tuple(lc.target_modules),
