@@ -106,10 +106,10 @@ def test_generation_kv_cache_setting_reaches_the_step(tmp_path, monkeypatch):
 def test_generation_memory_estimate(tmp_path):
     """v2-large, a 4m30 song (6750 frames), bf16 weights: the goal is <= 16 GB with the int8 cache
     (estimated, not measured: bench/gpu.py measures it on a GPU)."""
-    from tests.test_qlora import _bench_gpu
     from core.training.estimate import count_parameters_from_layout, generation_memory
+    from tests.paths import bench_script
 
-    oc = _bench_gpu().size_config("large", folder=tmp_path)
+    oc = bench_script("gpu").size_config("large", folder=tmp_path)
     n = count_parameters_from_layout(oc)
     bf16, int8 = generation_memory(oc, n, 6750), generation_memory(oc, n, 6750, kv_cache="int8")
     layers = oc.num_layers + oc.num_layers_sub
