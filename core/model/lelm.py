@@ -16,6 +16,7 @@ from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM
 from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
 
+from core.model import attention
 from core.model.conditioners import (ConditionDropout, ConditionerProvider, Conditions, DescriptionConditioner,
                            LyricsConditioner, PromptConditioner)
 from core.model.loss import CHUNK_BYTES, linear_cross_entropy
@@ -43,7 +44,7 @@ def llama_config(cfg: OfficialConfig, sub: bool) -> LlamaConfig:
         mlp_bias=False,
         tie_word_embeddings=False,
         use_cache=False,
-        attn_implementation="sdpa",
+        attn_implementation=attention.NAME,  # SDPA, or query blocks for CPU bf16 training (core.model.attention)
     )
 
 
