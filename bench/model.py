@@ -20,7 +20,7 @@ alternate baseline / ours (/ official) and the figures are medians over rounds.
             songs in one pass. Generation is printed as a share of the weight-read bound of the precision
             its weights are read in (bytes of both stacks and the three heads once per frame / memory read rate).
 
-    python bench/model.py [--device cpu|cuda] [--steps 3] [--warmup 3] [--rounds 2] [--frames 750]
+    python bench/model.py [--device cpu|cuda] [--steps 3] [--warmup 6] [--rounds 2] [--frames 750]
                           [--gen-frames 100] [--threads N] [--configs fp32:0,fp32:1,bf16:0 | none (generation only)]
                           [--gen-long 750] [--baseline-rev f56e2a9 | 47999f7]
                           [--official SONGGENERATION_CHECKOUT --official-python PYTHON]
@@ -311,9 +311,10 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default=None)
     p.add_argument("--steps", type=int, default=3)
-    p.add_argument("--warmup", type=int, default=3,
+    p.add_argument("--warmup", type=int, default=6,
                    help="train steps before the timed ones, at least 1 (a training run's steady state: a CPU trainer "
-                        "that keeps freed memory faults in fresh pages for its first ~3 steps, until its heap settles)")
+                        "that keeps freed memory still faults in fresh pages now and then over its first ~6 steps, "
+                        "until its heap settles; bench/README.md)")
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--frames", type=int, default=750)
