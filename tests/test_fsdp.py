@@ -189,8 +189,14 @@ def test_fsdp_dpo_matches_one_process(dpo_fsdp, mode):
     assert [e["step"] for e in e2] == [e["step"] for e in e1] == [2, DPO_STEPS]
     for a, b in zip(e1, e2):
         assert a["pairs"] == b["pairs"] and a["pairs"] % 2 == 1  # rank 0 runs one batch more than rank 1
-        for key in ("val_dpo_loss", "val_reward_margin", "val_chosen_reward", "val_rejected_reward"):
+        for key in ("val_dpo_loss", "val_reward_margin"):
             assert abs(a[key] - b[key]) < 1e-4, (key, a, b)
+        # Each reward is beta x a sum of log-probs over every target token of a song. The two runs' weights
+        # differ by the all-reduce's summation order, and where the CPU's kernels depend on the batch size
+        # (oneDNN on AMX) that drift moves both rewards of a pair alike (1.4e-4 at step 4 on a Xeon with
+        # AMX); their margin above cancels it and stays within 1e-4. Relative here, so it holds as they grow.
+        for key in ("val_chosen_reward", "val_rejected_reward"):
+            assert b[key] == pytest.approx(a[key], rel=5e-3, abs=1e-4), (key, a, b)
         assert a["val_reward_accuracy"] == b["val_reward_accuracy"]
     assert e2[-1]["val_reward_margin"] != 0.0  # the policy moved away from the reference
 
