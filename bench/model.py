@@ -147,6 +147,15 @@ def child_train(impl: str, device: str, precision: str, ckpt: bool, steps: int, 
             keep_freed_memory()
         except ImportError:
             pass
+    attention = None
+    if device == "cpu" and precision == "bf16":
+        try:  # the attention kernel a CPU trainer of a tree that chooses one would use (measured in this child)
+            from core.model import attention as kernels
+            from core.training.precision import cpu_attention
+            on, attention = cpu_attention(None)
+            kernels.enable_blocks(on)
+        except ImportError:
+            pass
     model, targets = train_inputs(device, config, batch, frames)
     model.train()
     if ckpt:
@@ -206,7 +215,7 @@ def child_train(impl: str, device: str, precision: str, ckpt: bool, steps: int, 
     dt = statistics.median(times)
     mem = (torch.cuda.max_memory_allocated() if device.startswith("cuda")
            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
-    return {"step_s": dt, "loss0": first, "loss_nodrop": nodrop, "peak_memory_mb": mem / 2 ** 20}
+    return {"step_s": dt, "loss0": first, "loss_nodrop": nodrop, "peak_memory_mb": mem / 2 ** 20, "attention": attention}
 
 
 def child_generate(impl: str, device: str, frames: int, batch: int, config: Path = BENCH_CONFIG,
@@ -439,6 +448,9 @@ def bench_one(args: argparse.Namespace, roots: dict, peaks: dict, bandwidth: flo
     if "fp32:0" in jobs and "bf16:0" in jobs:  # ours in bf16 against the baseline's (and official) fp32 step
         speedup = median_of(results["fp32:0"]["baseline"], "step_s") / median_of(results["bf16:0"]["ours"], "step_s")
         print(f"ours bf16 against the baseline's fp32 step: {speedup:.2f}x")
+        kernels = sorted({r.get("attention") for r in results["bf16:0"]["ours"] if r.get("attention")})
+        if kernels:
+            print(f"  ours bf16 {' / '.join(kernels)}")
         derived(args, "train", speedup, "train:bf16")
         official = results["fp32:0"]["official"]
         if official:

@@ -7,6 +7,14 @@ from core.model import attention
 from core.model.attention import KEEP_BYTES, CausalBlocks, kept_bytes, uses_blocks
 
 
+@pytest.fixture
+def blocks_on():
+    """The blocks as a trainer turns them on where they measured faster (core.training.precision)."""
+    attention.enable_blocks(True)
+    yield
+    attention.enable_blocks(False)
+
+
 def _qkv(n, t, d, dtype, seed=0):
     g = torch.Generator().manual_seed(seed)
     return [torch.randn(n, t, d, generator=g, dtype=torch.float64).to(dtype).requires_grad_() for _ in range(3)]
@@ -45,6 +53,15 @@ def test_bf16_blocks_stay_within_bf16_rounding_of_float32_attention():
 def test_which_calls_run_in_blocks():
     bf = torch.bfloat16
     q = torch.zeros(2, 4, 300, 16, dtype=bf)
+    assert not attention.blocks_enabled() and not uses_blocks(q, q, None, 0.0, True)  # off until a trainer measures
+    attention.enable_blocks(True)
+    try:
+        _enabled_rule(q, bf)
+    finally:
+        attention.enable_blocks(False)
+
+
+def _enabled_rule(q, bf):
     assert uses_blocks(q, q, None, 0.0, True)
     with torch.no_grad():  # grad mode is not part of the rule: a DPO reference pass computes the same
         assert uses_blocks(q, q, None, 0.0, True)
@@ -65,7 +82,7 @@ class _Module(torch.nn.Module):
     num_key_value_groups = 1
 
 
-def test_under_cpu_autocast_float32_inputs_run_as_bf16_like_sdpa(monkeypatch):
+def test_under_cpu_autocast_float32_inputs_run_as_bf16_like_sdpa(monkeypatch, blocks_on):
     """The main stack's q and k leave RoPE in float32 under autocast; SDPA would cast them to bf16, so the
     blocks do too, and return transformers' [B, T, H, d] layout."""
     calls = []
@@ -83,8 +100,10 @@ def test_under_cpu_autocast_float32_inputs_run_as_bf16_like_sdpa(monkeypatch):
     assert calls == [] and torch.allclose(out32, ref, atol=1e-6)
 
 
-def test_the_stacks_run_bf16_in_blocks_and_float32_on_sdpa(fresh_tiny, monkeypatch):
-    """Every layer of both stacks takes the blocks in a bf16 training step, none in float32; both steps train."""
+@pytest.mark.parametrize("enabled", [True, False])
+def test_the_stacks_run_bf16_in_blocks_and_float32_on_sdpa(fresh_tiny, monkeypatch, enabled):
+    """With the blocks on, every layer of both stacks takes them in a bf16 training step, none in float32; with
+    them off (this CPU's SDPA measured faster), none; every step trains."""
     from core.model import build_targets
 
     model = fresh_tiny.train()
@@ -95,6 +114,7 @@ def test_the_stacks_run_bf16_in_blocks_and_float32_on_sdpa(fresh_tiny, monkeypat
     monkeypatch.setattr(CausalBlocks, "apply", lambda *a: calls.append(1) or real(*a))
     targets = build_targets(torch.randint(0, 16384, (2, 3, 40), generator=torch.Generator().manual_seed(0)),
                             torch.tensor([40, 32]))
+    monkeypatch.setattr(attention, "_BLOCKS", enabled)  # as enable_blocks sets it, restored after the test
     for bf16 in (False, True):
         calls.clear()
         model.zero_grad()
@@ -102,5 +122,10 @@ def test_the_stacks_run_bf16_in_blocks_and_float32_on_sdpa(fresh_tiny, monkeypat
             loss = model.compute_loss(targets, ["[verse] la la", "[chorus] oh"], ["pop", "rock"])[0].mean()
         loss.backward()
         layers = model.transformer.config.num_hidden_layers + model.transformer2.config.num_hidden_layers
-        assert len(calls) == (layers if bf16 else 0)
+        assert len(calls) == (layers if bf16 and enabled else 0)
         assert torch.isfinite(loss) and model.emb[0].weight.grad.abs().sum() > 0
+
+
+def test_measure_times_both_kernels():
+    blocks, sdpa = attention.measure(batch_heads=2, length=64, head_dim=16, trials=2)
+    assert blocks > 0 and sdpa > 0

@@ -45,10 +45,13 @@ def test_frame_step_hidden_states_equal_the_stacks(tiny, tiny_cases, monkeypatch
     prefix = tiny.condition_prefix(cond)
     seq = torch.randint(0, 16384, (3, 3, 8))
     n = prefix[0].shape[1]
-    # fused copies; module calls; module calls whose weights are read in column blocks (K_MAX below the widths)
-    for fuse, k_max in ((512 * 2 ** 20, fast_step.RowsLinear.K_MAX), (0, fast_step.RowsLinear.K_MAX), (0, 24)):
+    # fused copies; module calls; module calls whose weights are read in column blocks (K_MAX below the widths);
+    # both float32 forms of the row matmul (`mm(w, x.t())` or `linear`, whichever this CPU measured faster)
+    k = fast_step.RowsLinear.K_MAX
+    for fuse, k_max, mm in ((512 * 2 ** 20, k, True), (0, k, True), (0, 24, True), (512 * 2 ** 20, k, False)):
         monkeypatch.setattr(fast_step, "FUSE_MAX_BYTES", fuse)
         monkeypatch.setattr(fast_step.RowsLinear, "K_MAX", k_max)
+        monkeypatch.setattr(fast_step, "ROW_MM", mm)
         with torch.no_grad():
             ref = (DynamicCache(), DynamicCache())
             ours = (DynamicCache(), DynamicCache())
@@ -100,9 +103,10 @@ def test_prefill_waiting_sub_stack_and_main_ahead_equal_the_stacks(tiny, tiny_ca
 
 @pytest.mark.parametrize("rows", [1, 2, 3, 4])
 @pytest.mark.parametrize("bias", [False, True])
-def test_row_matmul_equals_linear_at_real_widths(rows, bias):
+def test_row_matmul_equals_linear_at_real_widths(rows, bias, monkeypatch):
     """One position through RowsLinear (one row read as two; long weight rows in column blocks) gives F.linear's
     result to float32 rounding, at D1024's widths (2,816: the down projection, split in two blocks)."""
+    monkeypatch.setattr(fast_step, "ROW_MM", True)  # the `mm(w, x.t())` form, whatever this CPU measured
     g = torch.Generator().manual_seed(rows)
     assert len(fast_step.RowsLinear(torch.ones(4, 2816), torch.float32, 2).blocks) == 1  # not asked to split
     for out, width in ((1024, 2816), (2816, 1024), (64, 1409)):
@@ -116,6 +120,27 @@ def test_row_matmul_equals_linear_at_real_widths(rows, bias):
         assert got.shape == want.shape and got.is_contiguous()
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(lin.many(x[None]), want[None], rtol=1e-5, atol=1e-5)
+
+
+def test_row_form_is_the_one_measured_faster(monkeypatch):
+    """`row_mm` picks the float32 form this CPU reads a weight faster with: each form is slowed in turn; a CPU
+    where `linear` is faster gets plain `linear` (one block, no column copies)."""
+    import time
+    real_mm, real_linear = torch.mm, torch.nn.functional.linear
+
+    def slow(f):
+        return lambda *a, **k: (time.sleep(0.002), f(*a, **k))[1]
+    for slowed, want in (("mm", False), ("linear", True)):
+        monkeypatch.setattr(fast_step.torch, "mm", slow(real_mm) if slowed == "mm" else real_mm)
+        monkeypatch.setattr(fast_step.F, "linear", slow(real_linear) if slowed == "linear" else real_linear)
+        assert fast_step._row_mm_measured.__wrapped__(weights=2, shape=(64, 32), trials=1) is want
+    monkeypatch.setattr(fast_step.torch, "mm", real_mm)
+    monkeypatch.setattr(fast_step.F, "linear", real_linear)
+    monkeypatch.setattr(fast_step, "ROW_MM", False)
+    w, x = torch.randn(64, 2816), torch.randn(2, 2816)
+    lin = fast_step.RowsLinear(w, torch.float32, 2, split=True)
+    assert not lin.mm and len(lin.blocks) == 1
+    torch.testing.assert_close(lin(x), real_linear(x, w), rtol=1e-5, atol=1e-5)
 
 
 def test_batch_equals_one_song_runs(tiny, tiny_cases):

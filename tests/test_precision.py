@@ -117,3 +117,23 @@ def test_bf16_training_stays_within_tolerance_of_fp32():
     print("fp32", fp32, "\nbf16", bf16)
     assert all(abs(a - b) <= BF16_TOLERANCE for a, b in zip(fp32, bf16)), (fp32, bf16)
     assert bf16[-1] < bf16[0]  # bf16 still trains
+
+
+def test_cpu_attention_follows_the_measured_kernels(tmp_path, monkeypatch):
+    """bf16 attention on a CPU: the query blocks where they measured faster than SDPA, SDPA where not (AMX);
+    measured once per machine and cached beside the matmul peaks; several processes only read that cache."""
+    from core.model import attention
+
+    timings = {"blocks": (1.0, 2.0), "sdpa": (2.0, 1.0)}
+    for faster, (blocks_s, sdpa_s) in timings.items():
+        cache = tmp_path / f"{faster}.json"
+        assert precision.cpu_attention(cache, measure=False)[0] is False  # nothing cached: SDPA
+        monkeypatch.setattr(attention, "measure", lambda b=blocks_s, s=sdpa_s: (b, s))
+        on, why = precision.cpu_attention(cache)
+        assert on is (faster == "blocks") and ("query blocks (2.00x SDPA" in why if on else "SDPA" in why)
+
+        def no_measuring(*a, **k):
+            raise AssertionError("measured again although this machine's figures are cached")
+        monkeypatch.setattr(attention, "measure", no_measuring)
+        assert precision.cpu_attention(cache)[0] is on
+        assert precision.cpu_attention(cache, measure=False)[0] is on

@@ -9,6 +9,11 @@ dK) from the probabilities kept by the forward, the way eager attention keeps th
 about B*H*T^2 bytes per layer, so blocks run only while that stays under KEEP_BYTES (T up to ~1,990 at B*H = 16);
 longer sequences, float32, GPUs, masks, dropout and one-frame generation steps go to SDPA as before.
 
+Whether the blocks pay depends on the CPU: with AMX, SDPA's flash kernel runs bf16 on the tile units and is
+faster than the blocks (a Xeon with AMX: 41-47 against 71 ms a layer). So the blocks are off until a trainer
+turns them on (`enable_blocks`), where `measure` found them faster on this machine (core.training.precision
+decides and caches the verdict per machine, beside the matmul peaks).
+
 The result is bf16 attention within bf16's rounding of float32 attention, like SDPA's (tests/test_attention.py).
 """
 from __future__ import annotations
@@ -23,6 +28,43 @@ from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 NAME = "songgen"      # the attention implementation the stacks are built with (core.model.lelm.llama_config)
 BLOCK = 128           # queries per block: fastest of 64-512 at T = 993 on the bench CPU (bench/README.md)
 KEEP_BYTES = 64 * 2 ** 20  # the kept bf16 probabilities of one layer, at most
+_BLOCKS = False        # set per process by enable_blocks (a trainer's measured verdict for this CPU)
+
+
+def enable_blocks(on: bool) -> None:
+    """Run CPU bf16 causal self-attention in blocks (True) or always on SDPA (False, the default)."""
+    global _BLOCKS
+    _BLOCKS = bool(on)
+
+
+def blocks_enabled() -> bool:
+    return _BLOCKS
+
+
+def measure(batch_heads: int = 16, length: int = 512, head_dim: int = 128, trials: int = 5) -> tuple[float, float]:
+    """-> (blocks, SDPA) seconds of one bf16 causal attention forward + backward on this CPU (the best of
+    `trials`, so a busy moment skews it less), at a D1024 layer's shape with half the bench's positions."""
+    import time
+
+    import torch.nn.functional as F
+
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, batch_heads, length, head_dim, generator=g).bfloat16().requires_grad_()
+               for _ in range(3))
+    grad = torch.randn(1, batch_heads, length, head_dim, generator=g).bfloat16()
+    flat = lambda x: x.view(batch_heads, length, head_dim)  # noqa: E731
+    forms = {"blocks": lambda: CausalBlocks.apply(flat(q), flat(k), flat(v), head_dim ** -0.5).backward(flat(grad)),
+             "sdpa": lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True).backward(grad)}
+    best = {}
+    for name, run in forms.items():
+        run()  # the first call pays for allocation and kernel selection
+        times = []
+        for _ in range(trials):
+            t = time.perf_counter()
+            run()
+            times.append(time.perf_counter() - t)
+        best[name] = min(times)
+    return best["blocks"], best["sdpa"]
 
 
 def kept_bytes(batch_heads: int, length: int, block: int = BLOCK) -> int:
@@ -87,11 +129,11 @@ class CausalBlocks(torch.autograd.Function):
 
 def uses_blocks(query: torch.Tensor, key: torch.Tensor, attention_mask: Optional[torch.Tensor], dropout: float,
                 is_causal: bool) -> bool:
-    """Whether this call runs in blocks (else SDPA): a CPU bf16 causal self-attention over the whole sequence
-    whose probabilities fit KEEP_BYTES. Not a rule of grad mode, so a pass without gradients (a DPO reference,
-    validation) computes what the training pass computes."""
+    """Whether this call runs in blocks (else SDPA): with the blocks enabled, a CPU bf16 causal self-attention
+    over the whole sequence whose probabilities fit KEEP_BYTES. Not a rule of grad mode, so a pass without
+    gradients (a DPO reference, validation) computes what the training pass computes."""
     B, H, T, _ = query.shape
-    return (query.device.type == "cpu" and query.dtype == torch.bfloat16 == key.dtype
+    return (_BLOCKS and query.device.type == "cpu" and query.dtype == torch.bfloat16 == key.dtype
             and attention_mask is None and not dropout and is_causal and T > 1 and key.shape[2] == T
             and kept_bytes(B * H, T) <= KEEP_BYTES)
 

@@ -31,6 +31,7 @@ times, not 150 (bench/README.md).
 """
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Callable, Optional
 
 import torch
@@ -52,13 +53,47 @@ FUSE_MAX_BYTES = 128 * 2 ** 20
 SPLIT_MAX_BYTES = 2 ** 30
 
 
+# How a float32 weight is read for a guided pair of rows (RowsLinear) depends on the CPU's BLAS: on the bench's
+# AMD EPYC, MKL streams `mm(w, x.t())` at about twice the rate of `linear`; on a Xeon with AMX, `linear` read a
+# D1024 weight 2-2.5x faster than `mm(w, x.t())`. ROW_MM forces a form (tests); None: measured once a process.
+ROW_MM: Optional[bool] = None
+
+
+def row_mm() -> bool:
+    """Whether RowsLinear reads float32 CPU weights as `mm(w, x.t())` (else `linear`), the faster here."""
+    return ROW_MM if ROW_MM is not None else _row_mm_measured()
+
+
+@functools.cache
+def _row_mm_measured(weights: int = 8, shape: tuple[int, int] = (2048, 1024), trials: int = 3) -> bool:
+    """Both forms over `weights` distinct D1024-wide weights (64 MB, beyond a core's caches), two rows each;
+    the best of `trials` passes of each (~0.1 s in all)."""
+    import time
+
+    ws = [torch.full(shape, 0.01) for _ in range(weights)]
+    x = torch.full((2, shape[1]), 0.5)
+    forms = {"mm": lambda w: torch.mm(w, x.t()), "linear": lambda w: F.linear(x, w)}
+    best = {}
+    for name, form in forms.items():
+        form(ws[0])
+        times = []
+        for _ in range(trials):
+            t = time.perf_counter()
+            for w in ws:
+                form(w)
+            times.append(time.perf_counter() - t)
+        best[name] = min(times)
+    return best["mm"] < best["linear"]
+
+
 class RowsLinear:
     """x [..., in] (dtype `act`) -> x @ w.T (+ bias) [..., out] in `act`. One position's few rows (`__call__`:
     the guided pair) read the weight [out, in] once for all rows; many positions at once (`many`: a prefill, a
     deferred chunk) are a plain GEMM (bench/README.md has the measurements).
 
-    float32: one position as `mm(w, x.t())`, where MKL streams the [out, in] weight once for a few rows;
-    `linear` / `mm(x, w.t())` take a path whose time grows with the row count. bf16 weights on a CPU (a
+    float32: one position as `mm(w, x.t())` where that is the faster form on this CPU (`row_mm`: MKL on AMD
+    streams the [out, in] weight once for a few rows there, while `linear` / `mm(x, w.t())` take a path whose
+    time grows with the row count), else `linear` (a Xeon with AMX). bf16 weights on a CPU (a
     float32 model where bf16 is faster, or a bf16 model): oneDNN's linear over the weight reordered once into
     its blocked layout for `rows` rows (inductor's CPU weight prepacking; a plain bf16 weight is reordered on
     every call; the packed weight serves any row count), the rows cast to bf16 and the result back to `act`,
@@ -71,13 +106,14 @@ class RowsLinear:
                  split: bool = False):
         self.w, self.act = w, act
         self.fp32 = w.dtype == torch.float32 and act == torch.float32
+        self.mm = self.fp32 and (w.device.type != "cpu" or row_mm())  # else `linear` (`many`) for any rows
         self.b = None if bias is None else bias.to(w.dtype)
         self.col = None if bias is None else self.b[:, None]
         # One position: (start, width, weight columns) slices of the input. MKL streams a weight with long rows
         # (the MLP's down projection: 2,816 inputs at D1024) at ~2/3 the rate of one with rows up to ~1,400, so
         # such a weight is read as contiguous copies of column blocks whose products are summed (`split`).
         K = w.shape[1]
-        parts = -(-K // self.K_MAX) if split and self.fp32 and w.device.type == "cpu" else 1
+        parts = -(-K // self.K_MAX) if split and self.mm and w.device.type == "cpu" else 1
         width = -(-K // parts)
         self.blocks = [(0, K, w)] if parts == 1 else [(at, min(width, K - at), w[:, at:at + width].contiguous())
                                                        for at in range(0, K, width)]
@@ -86,7 +122,7 @@ class RowsLinear:
             self.packed = torch.ops.mkldnn._reorder_linear_weight(w, rows)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if self.fp32:
+        if self.mm:
             # x.t() must be column-major (x row-major); a row-major x.t() takes a slow path again, so the
             # small [rows, out] result is made row-major for the next matmul. One row is read as two (the row
             # twice): MKL's one-row path streams the weight at about half the rate of its two-row one.

@@ -22,7 +22,7 @@ import os
 import platform
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 
@@ -269,21 +269,28 @@ def cached_peak(device: str, dtype: torch.dtype, cache_file: Optional[Path]) -> 
     return _read_peaks(cache_file).get(_machine_key(device, dtype)) or None
 
 
-@functools.cache
-def matmul_peak(device: str, dtype: torch.dtype, cache_file: Optional[Path] = None, store: bool = True) -> float:
-    """The measured peak, once per process and (with `cache_file`) once per machine. `store=False` (a
-    training run is busy on this machine) still reads the file but keeps a new measurement to this process."""
-    key = _machine_key(device, dtype)
+def measured_once(keys: tuple[str, ...], measure: Callable[[], tuple[float, ...]], cache_file: Optional[Path],
+                  store: bool = True) -> tuple[float, ...]:
+    """Figures of this machine under `keys` (machine keys, `_machine_key`): read from `cache_file` where all are
+    there, else measured and (with `store`) written beside the others. `store=False` (a training run is busy on
+    this machine) still reads the file but keeps a new measurement to the caller."""
     known = _read_peaks(cache_file)
-    if known.get(key, 0) > 0:
-        return known[key]
-    peak = measure_matmul_peak(device, dtype)
+    if all(known.get(k, 0) > 0 for k in keys):
+        return tuple(known[k] for k in keys)
+    values = tuple(measure())
     if cache_file is not None and store:
         try:
-            atomic_write_json(cache_file, {**known, key: peak})
+            atomic_write_json(cache_file, {**known, **dict(zip(keys, values))})
         except OSError:
             pass  # a read-only workspace only costs a measurement next time
-    return peak
+    return values
+
+
+@functools.cache
+def matmul_peak(device: str, dtype: torch.dtype, cache_file: Optional[Path] = None, store: bool = True) -> float:
+    """The measured peak, once per process and (with `cache_file`) once per machine."""
+    return measured_once((_machine_key(device, dtype),), lambda: (measure_matmul_peak(device, dtype),),
+                         cache_file, store)[0]
 
 
 def estimate_time(cfg: StudioConfig, utilization: float = 0.35,

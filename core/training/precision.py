@@ -7,6 +7,10 @@ cached in `<workspace>/cache/matmul_peak.json`) and picks bf16 only where it is 
 "no" / "bf16" / "fp16" in the config are always obeyed, and SONGGEN_CPU_PRECISION=fp32|bf16 forces the CPU
 verdict for "auto" (the test suite pins fp32 so its figures do not depend on the CPU it runs on).
 
+In bf16 on a CPU, the attention kernel is chosen the same way (`cpu_attention`): core.model.attention's query
+blocks where they train faster than SDPA here (AVX512-BF16 without AMX), SDPA where not (AMX runs SDPA's flash
+kernel on its tiles).
+
 Processes of one launch must agree: with several processes, "auto" only reads the cached verdict (it never
 measures, where two ranks could measure different things) and stays fp32 when nothing is cached yet.
 """
@@ -20,6 +24,7 @@ from typing import Optional
 import torch
 
 BF16_MARGIN = 1.25  # bf16 must beat fp32 by this much: a near tie is not worth bf16's rounding
+BLOCKS_MARGIN = 1.05  # the query blocks must beat SDPA by this much (a tie keeps the library's kernel)
 ENV = "SONGGEN_CPU_PRECISION"
 
 
@@ -65,3 +70,26 @@ def choose(setting: str, *, device: str = "cpu", cache_file: Optional[Path] = No
         return Choice(mp, f"{mp} (auto on this GPU)")
     return cpu_choice(cache_file, measure=processes <= 1)
 
+
+
+def cpu_attention(cache_file: Optional[Path] = None, *, measure: bool = True) -> tuple[bool, str]:
+    """-> (whether CPU bf16 training attention runs in core.model.attention's query blocks, the reason), from
+    both kernels timed once per machine (cached beside the matmul peaks). `measure=False` (several processes,
+    which must agree) only reads the cache, and keeps SDPA while nothing is cached."""
+    from core.model import attention
+    from core.training.estimate import _machine_key, measured_once
+
+    base = _machine_key("cpu", torch.bfloat16)
+    keys = (f"{base} | causal attention blocks s", f"{base} | causal attention sdpa s")
+    if measure:
+        blocks, sdpa = measured_once(keys, attention.measure, cache_file)
+    else:
+        from core.training.estimate import _read_peaks
+        known = _read_peaks(cache_file)
+        if not all(known.get(k) for k in keys):
+            return False, "attention SDPA (several processes and no cached attention measurement yet)"
+        blocks, sdpa = (known[k] for k in keys)
+    speedup = sdpa / max(blocks, 1e-9)
+    if speedup >= BLOCKS_MARGIN:
+        return True, f"attention in query blocks ({speedup:.2f}x SDPA on this CPU)"
+    return False, f"attention SDPA (query blocks {speedup:.2f}x SDPA on this CPU)"

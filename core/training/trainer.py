@@ -47,8 +47,10 @@ from core.training.dataset import BatchPlan
 from core.training import host_memory
 from core.training.estimate import PEAK_CACHE, machine_label
 from core.training.precision import choose as choose_precision
+from core.training.precision import cpu_attention
 from core.runs.lock import RunLock, RunLocked
 from core.training.evaluate import to_device
+from core.model import attention
 from core.model.lora import target_regex
 from core.training.objective import make_objective
 from core.training.preflight import effective_max_frames
@@ -75,6 +77,11 @@ class Trainer:
         self.precision = choose_precision(self.tc.mixed_precision, device="cuda" if has_accel else "cpu",
                                           cache_file=cfg.workspace_dir() / PEAK_CACHE, processes=world)
         mp = self.precision.mixed_precision
+        # bf16 on a CPU: the attention kernel this machine trains faster with (core.training.precision)
+        blocks, self.attention = False, None
+        if mp == "bf16" and not has_accel:
+            blocks, self.attention = cpu_attention(cfg.workspace_dir() / PEAK_CACHE, measure=world <= 1)
+        attention.enable_blocks(blocks)
         self.accelerator = Accelerator(
             cpu=(world > 1 and not has_accel),
             mixed_precision=mp,
@@ -123,7 +130,8 @@ class Trainer:
         self.trainable, self.total_params = count_parameters(self.model)
         share = 100.0 * self.trainable / max(1, self.total_params)
         self.log(f"mode {tc.type}: {self.trainable:,} trainable of {self.total_params:,} parameters ({share:.3f}%)"
-                 f" | precision {self.precision.reason} | processes {self.world} | device {acc.device}"
+                 f" | precision {self.precision.reason}{f' | {self.attention}' if self.attention else ''}"
+                 f" | processes {self.world} | device {acc.device}"
                  f" | {str(acc.distributed_type).split('.')[-1].lower()}"
                  f"{' | freed memory kept for the next step' if host_memory.KEPT else ''}")
         if tc.type == "lora":
