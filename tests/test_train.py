@@ -308,7 +308,15 @@ def test_bf16_chosen_on_the_cpu_trains_within_tolerance_of_fp32(env, trained):
     run = runs.create_run(parse_config(cfg), name="bf16")
     runs.start_run(run, env={**ENV, "SONGGEN_CPU_PRECISION": "bf16"})
     finish(run)
-    assert "precision bf16 (SONGGEN_CPU_PRECISION=bf16)" in (run / runs.LOG_NAME).read_text()
+    log = (run / runs.LOG_NAME).read_text()
+    assert "precision bf16 (SONGGEN_CPU_PRECISION=bf16)" in log
+    # and the attention kernel this CPU trains bf16 faster with, timed once and cached beside the matmul peaks
+    from core.training.estimate import PEAK_CACHE
+    from core.training.precision import BLOCKS_MARGIN
+    cached = json.loads((ws / PEAK_CACHE).read_text())
+    blocks, sdpa = (next(v for k, v in cached.items() if k.endswith(f"causal attention {name} s"))
+                    for name in ("blocks", "sdpa"))
+    assert ("| attention in query blocks (" if sdpa / blocks >= BLOCKS_MARGIN else "| attention SDPA (") in log
     ref, got = losses(trained["lora"]), losses(run)
     assert sorted(got) == sorted(ref)
     assert max(abs(got[s] - ref[s]) for s in (1, 2, 3)) <= 0.01, (ref, got)
