@@ -15,8 +15,8 @@ from core.training.precision import ENV, choose
 
 
 def _cache(path, fp32: float, bf16: float):
-    path.write_text(json.dumps({estimate._machine_key("cpu", torch.float32): fp32,
-                                estimate._machine_key("cpu", torch.bfloat16): bf16}), encoding="utf-8")
+    path.write_text(json.dumps({estimate.machine_key("cpu", torch.float32): fp32,
+                                estimate.machine_key("cpu", torch.bfloat16): bf16}), encoding="utf-8")
     return path
 
 

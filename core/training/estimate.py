@@ -247,7 +247,7 @@ def machine_label(device: str) -> str:
     return f"{device} | {platform.machine()} {os.cpu_count()} cpus"
 
 
-def _machine_key(device: str, dtype: torch.dtype) -> str:
+def machine_key(device: str, dtype: torch.dtype) -> str:
     """What the peak depends on: the device model (or CPU and thread count), the dtype, torch."""
     threads = "" if device == "cuda" else f" {torch.get_num_threads()} threads"
     return f"{machine_label(device)}{threads} | {str(dtype).replace('torch.', '')} | torch {torch.__version__}"
@@ -266,17 +266,25 @@ def _read_peaks(cache_file: Optional[Path]) -> dict[str, float]:
 
 def cached_peak(device: str, dtype: torch.dtype, cache_file: Optional[Path]) -> Optional[float]:
     """The peak this machine measured before (cache file only; nothing is measured)."""
-    return _read_peaks(cache_file).get(_machine_key(device, dtype)) or None
+    return _read_peaks(cache_file).get(machine_key(device, dtype)) or None
+
+
+def cached_values(keys: tuple[str, ...], cache_file: Optional[Path],
+                  known: Optional[dict[str, float]] = None) -> Optional[tuple[float, ...]]:
+    """This machine's figures under `keys` from the cache file, or None unless all are there (nothing measured)."""
+    known = _read_peaks(cache_file) if known is None else known
+    return tuple(known[k] for k in keys) if all(known.get(k, 0) > 0 for k in keys) else None
 
 
 def measured_once(keys: tuple[str, ...], measure: Callable[[], tuple[float, ...]], cache_file: Optional[Path],
                   store: bool = True) -> tuple[float, ...]:
-    """Figures of this machine under `keys` (machine keys, `_machine_key`): read from `cache_file` where all are
+    """Figures of this machine under `keys` (machine keys, `machine_key`): read from `cache_file` where all are
     there, else measured and (with `store`) written beside the others. `store=False` (a training run is busy on
     this machine) still reads the file but keeps a new measurement to the caller."""
     known = _read_peaks(cache_file)
-    if all(known.get(k, 0) > 0 for k in keys):
-        return tuple(known[k] for k in keys)
+    cached = cached_values(keys, cache_file, known)
+    if cached is not None:
+        return cached
     values = tuple(measure())
     if cache_file is not None and store:
         try:
@@ -289,7 +297,7 @@ def measured_once(keys: tuple[str, ...], measure: Callable[[], tuple[float, ...]
 @functools.cache
 def matmul_peak(device: str, dtype: torch.dtype, cache_file: Optional[Path] = None, store: bool = True) -> float:
     """The measured peak, once per process and (with `cache_file`) once per machine."""
-    return measured_once((_machine_key(device, dtype),), lambda: (measure_matmul_peak(device, dtype),),
+    return measured_once((machine_key(device, dtype),), lambda: (measure_matmul_peak(device, dtype),),
                          cache_file, store)[0]
 
 

@@ -71,24 +71,19 @@ def choose(setting: str, *, device: str = "cpu", cache_file: Optional[Path] = No
     return cpu_choice(cache_file, measure=processes <= 1)
 
 
-
 def cpu_attention(cache_file: Optional[Path] = None, *, measure: bool = True) -> tuple[bool, str]:
     """-> (whether CPU bf16 training attention runs in core.model.attention's query blocks, the reason), from
     both kernels timed once per machine (cached beside the matmul peaks). `measure=False` (several processes,
     which must agree) only reads the cache, and keeps SDPA while nothing is cached."""
     from core.model import attention
-    from core.training.estimate import _machine_key, measured_once
+    from core.training.estimate import cached_values, machine_key, measured_once
 
-    base = _machine_key("cpu", torch.bfloat16)
+    base = machine_key("cpu", torch.bfloat16)
     keys = (f"{base} | causal attention blocks s", f"{base} | causal attention sdpa s")
-    if measure:
-        blocks, sdpa = measured_once(keys, attention.measure, cache_file)
-    else:
-        from core.training.estimate import _read_peaks
-        known = _read_peaks(cache_file)
-        if not all(known.get(k) for k in keys):
-            return False, "attention SDPA (several processes and no cached attention measurement yet)"
-        blocks, sdpa = (known[k] for k in keys)
+    timed = measured_once(keys, attention.measure, cache_file) if measure else cached_values(keys, cache_file)
+    if timed is None:
+        return False, "attention SDPA (several processes and no cached attention measurement yet)"
+    blocks, sdpa = timed
     speedup = sdpa / max(blocks, 1e-9)
     if speedup >= BLOCKS_MARGIN:
         return True, f"attention in query blocks ({speedup:.2f}x SDPA on this CPU)"
