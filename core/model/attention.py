@@ -25,6 +25,8 @@ from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
+from core.model.timed import best_times
+
 NAME = "songgen"      # the attention implementation the stacks are built with (core.model.lelm.llama_config)
 BLOCK = 128           # queries per block: fastest of 64-512 at T = 993 on the bench CPU (bench/README.md)
 KEEP_BYTES = 64 * 2 ** 20  # the kept bf16 probabilities of one layer, at most
@@ -43,9 +45,7 @@ def blocks_enabled() -> bool:
 
 def measure(batch_heads: int = 16, length: int = 512, head_dim: int = 128, trials: int = 5) -> tuple[float, float]:
     """-> (blocks, SDPA) seconds of one bf16 causal attention forward + backward on this CPU (the best of
-    `trials`, so a busy moment skews it less), at a D1024 layer's shape with half the bench's positions."""
-    import time
-
+    `trials`), at a D1024 layer's shape with half the bench's positions."""
     import torch.nn.functional as F
 
     g = torch.Generator().manual_seed(0)
@@ -53,17 +53,9 @@ def measure(batch_heads: int = 16, length: int = 512, head_dim: int = 128, trial
                for _ in range(3))
     grad = torch.randn(1, batch_heads, length, head_dim, generator=g).bfloat16()
     flat = lambda x: x.view(batch_heads, length, head_dim)  # noqa: E731
-    forms = {"blocks": lambda: CausalBlocks.apply(flat(q), flat(k), flat(v), head_dim ** -0.5).backward(flat(grad)),
-             "sdpa": lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True).backward(grad)}
-    best = {}
-    for name, run in forms.items():
-        run()  # the first call pays for allocation and kernel selection
-        times = []
-        for _ in range(trials):
-            t = time.perf_counter()
-            run()
-            times.append(time.perf_counter() - t)
-        best[name] = min(times)
+    best = best_times({
+        "blocks": lambda: CausalBlocks.apply(flat(q), flat(k), flat(v), head_dim ** -0.5).backward(flat(grad)),
+        "sdpa": lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True).backward(grad)}, trials)
     return best["blocks"], best["sdpa"]
 
 

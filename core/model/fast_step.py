@@ -41,6 +41,7 @@ from transformers import DynamicCache
 from transformers.models.llama.modeling_llama import LlamaRMSNorm
 
 from core.tokens import EMPTY
+from core.model.timed import best_times
 
 if TYPE_CHECKING:
     from core.model.lelm import LeLM
@@ -67,22 +68,11 @@ def row_mm() -> bool:
 @functools.cache
 def _row_mm_measured(weights: int = 8, shape: tuple[int, int] = (2048, 1024), trials: int = 3) -> bool:
     """Both forms over `weights` distinct D1024-wide weights (64 MB, beyond a core's caches), two rows each;
-    the best of `trials` passes of each (~0.1 s in all)."""
-    import time
-
+    the best of `trials` passes of each (~0.03-0.1 s in all)."""
     ws = [torch.full(shape, 0.01) for _ in range(weights)]
     x = torch.full((2, shape[1]), 0.5)
-    forms = {"mm": lambda w: torch.mm(w, x.t()), "linear": lambda w: F.linear(x, w)}
-    best = {}
-    for name, form in forms.items():
-        form(ws[0])
-        times = []
-        for _ in range(trials):
-            t = time.perf_counter()
-            for w in ws:
-                form(w)
-            times.append(time.perf_counter() - t)
-        best[name] = min(times)
+    best = best_times({"mm": lambda: [torch.mm(w, x.t()) for w in ws],
+                       "linear": lambda: [F.linear(x, w) for w in ws]}, trials)
     return best["mm"] < best["linear"]
 
 

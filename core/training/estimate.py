@@ -266,7 +266,8 @@ def _read_peaks(cache_file: Optional[Path]) -> dict[str, float]:
 
 def cached_peak(device: str, dtype: torch.dtype, cache_file: Optional[Path]) -> Optional[float]:
     """The peak this machine measured before (cache file only; nothing is measured)."""
-    return _read_peaks(cache_file).get(machine_key(device, dtype)) or None
+    cached = cached_values((machine_key(device, dtype),), cache_file)
+    return cached[0] if cached else None
 
 
 def cached_values(keys: tuple[str, ...], cache_file: Optional[Path],
